@@ -1,0 +1,1 @@
+//! lathe CLI library.

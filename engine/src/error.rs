@@ -1,0 +1,94 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine. Each variant names the file or profile key at fault so
+/// that the CLI can print a one-line error a user can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not audio lathe can read (unknown container or codec).
+    #[error("{path}: unsupported or unrecognised audio: {reason}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What was not recognised.
+        reason: String,
+    },
+    /// The file is audio but could not be decoded (corrupt, truncated, empty).
+    #[error("{path}: cannot decode: {reason}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The decoded audio holds NaN or infinite samples.
+    #[error("{path}: non-finite sample (NaN or Inf) in channel {channel} at frame {frame}")]
+    NonFiniteSample {
+        /// The file.
+        path: PathBuf,
+        /// Channel index.
+        channel: usize,
+        /// Frame index from the start of the track.
+        frame: u64,
+    },
+    /// The audio's shape is outside what lathe handles (channel count, sample rate).
+    #[error("{path}: {reason}")]
+    UnsupportedShape {
+        /// The file.
+        path: PathBuf,
+        /// Which limit was exceeded.
+        reason: String,
+    },
+    /// A profile could not be parsed or holds an invalid value.
+    #[error("profile {profile}: {key}: {reason}")]
+    Profile {
+        /// Profile name or file.
+        profile: String,
+        /// The offending key, as a dotted path (e.g. `stage[2].ratio`).
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// Resampling failed.
+    #[error("resampler: {0}")]
+    Resample(String),
+    /// Encoding the output failed.
+    #[error("{path}: cannot encode: {reason}")]
+    Encode {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing tags failed.
+    #[error("{path}: cannot write tags: {reason}")]
+    Tag {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

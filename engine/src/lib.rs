@@ -1,0 +1,24 @@
+//! lathe's audio engine: decode, resample, restore, master, measure, encode and tag audio, one track
+//! at a time and in bounded memory. No networking: the coordinator and workers drive this crate.
+#![deny(missing_docs)]
+
+pub mod audio;
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod loudness;
+pub mod master;
+pub mod profile;
+pub mod qc;
+pub mod render;
+pub mod resample;
+pub mod stage;
+pub mod synth;
+pub mod tags;
+#[cfg(test)]
+pub(crate) mod testkit;
+
+pub use audio::AudioBlock;
+pub use error::{Error, Result};
+pub use stage::Stage;

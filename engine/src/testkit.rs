@@ -1,0 +1,93 @@
+//! Signal generators and tolerance helpers for the engine's unit tests.
+
+use crate::audio::AudioBlock;
+use crate::stage::Stage;
+
+/// A sine of `amplitude` (peak) at `frequency_hz`, `frames` long, the same in every channel.
+pub fn sine(
+    channels: usize,
+    frames: usize,
+    sample_rate_hz: u32,
+    frequency_hz: f64,
+    amplitude: f64,
+) -> AudioBlock {
+    let samples: Vec<f32> = (0..frames)
+        .map(|n| {
+            (amplitude
+                * (2.0 * std::f64::consts::PI * frequency_hz * n as f64
+                    / f64::from(sample_rate_hz))
+                .sin()) as f32
+        })
+        .collect();
+    AudioBlock::from_channels(vec![samples; channels], sample_rate_hz)
+}
+
+/// Deterministic white noise in [-amplitude, amplitude], different in every channel.
+pub fn noise(
+    channels: usize,
+    frames: usize,
+    sample_rate_hz: u32,
+    amplitude: f64,
+    seed: u64,
+) -> AudioBlock {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data = (0..channels)
+        .map(|_| {
+            (0..frames)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    (amplitude * (2.0 * unit - 1.0)) as f32
+                })
+                .collect()
+        })
+        .collect();
+    AudioBlock::from_channels(data, sample_rate_hz)
+}
+
+/// Runs `stage` over `input` cut into blocks of the given sizes (cycled), returning the whole output.
+pub fn process_in_blocks(
+    stage: &mut dyn Stage,
+    input: &AudioBlock,
+    block_sizes: &[usize],
+) -> AudioBlock {
+    let max = block_sizes.iter().copied().max().unwrap_or(1);
+    let mut out = AudioBlock::new(
+        input.channel_count(),
+        input.frames(),
+        input.sample_rate_hz(),
+    );
+    let mut block = AudioBlock::new(input.channel_count(), max, input.sample_rate_hz());
+    let mut pos = 0;
+    let mut sizes = block_sizes.iter().cycle();
+    while pos < input.frames() {
+        let n = (*sizes.next().unwrap_or(&max)).min(input.frames() - pos);
+        block.set_frames(n);
+        for ch in 0..input.channel_count() {
+            block
+                .channel_mut(ch)
+                .copy_from_slice(&input.channel(ch)[pos..pos + n]);
+        }
+        stage.process(&mut block);
+        out.append(&block);
+        pos += n;
+    }
+    out
+}
+
+/// RMS level of a slice in dBFS (a full-scale sine reads -3.01 dB).
+pub fn rms_db(samples: &[f32]) -> f64 {
+    let sum: f64 = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    10.0 * (sum / samples.len().max(1) as f64).max(1e-30).log10()
+}
+
+/// Largest absolute difference between two equally long sample slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared signals differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
