@@ -1,1 +1,113 @@
-//! lathe CLI library.
+//! The `lathe` command line: `master`, `analyze`, `profiles` and `demo`.
+//!
+//! The binary is a thin wrapper around [`run`], which takes the arguments and the streams to write to,
+//! so that the cross-crate tests drive exactly what a user runs.
+#![deny(missing_docs)]
+
+mod analyze;
+mod demo;
+mod master;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status: every track succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: at least one track failed (each is listed with its reason).
+pub const EXIT_FAILURES: i32 = 1;
+/// Exit status: the command line or profile was wrong; nothing was processed.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Remaster back catalogues: restore, master, level and check audio at catalogue scale.
+#[derive(Debug, Parser)]
+#[command(name = "lathe", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Master files or folders on this machine (no servers needed).
+    Master(master::MasterArgs),
+    /// Measure loudness, peaks and defects of audio files.
+    Analyze(analyze::AnalyzeArgs),
+    /// List the built-in profiles, or print one as TOML to start a custom profile from.
+    Profiles {
+        /// A preset to print.
+        name: Option<String>,
+    },
+    /// Generate a short, deliberately rough demo album in DIR and master it.
+    Demo {
+        /// Folder for the demo (created): DIR/source holds the album, DIR/masters the masters.
+        dir: PathBuf,
+        /// Profile to master with: a preset name or a TOML file.
+        #[arg(short, long, default_value = "streaming")]
+        profile: String,
+        /// Tracks mastered in parallel (default: all cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+}
+
+/// Output streams for a command: user-facing results go to `out`, diagnostics to `err`.
+pub struct Streams<'a> {
+    /// Results (tables, JSON).
+    pub out: &'a mut dyn Write,
+    /// Errors and warnings.
+    pub err: &'a mut dyn Write,
+}
+
+/// Runs `lathe` with `args` (the first is the program name) and returns the exit status.
+pub fn run<I, T>(args: I, streams: &mut Streams<'_>) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = write!(streams.err, "{}", error.render());
+            return if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
+        }
+    };
+    let status = match cli.command {
+        Command::Master(args) => master::run(&args, streams),
+        Command::Analyze(args) => analyze::run(&args, streams),
+        Command::Profiles { name } => profiles(name.as_deref(), streams),
+        Command::Demo { dir, profile, jobs } => demo::run(&dir, &profile, jobs, streams),
+    };
+    status.unwrap_or_else(|error| {
+        let _ = writeln!(streams.err, "lathe: {error:#}");
+        EXIT_FAILURES
+    })
+}
+
+fn profiles(name: Option<&str>, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
+    match name {
+        Some(name) => match lathe_engine::profile::Profile::load(name) {
+            Ok(profile) => {
+                write!(streams.out, "{}", profile.to_toml())?;
+                Ok(EXIT_OK)
+            }
+            Err(error) => {
+                writeln!(streams.err, "lathe: {error}")?;
+                Ok(EXIT_USAGE)
+            }
+        },
+        None => {
+            for (name, _) in lathe_engine::profile::PRESETS {
+                let profile = lathe_engine::profile::Profile::preset(name)?;
+                writeln!(streams.out, "{name:<10} {}", profile.description)?;
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}

@@ -1,1 +1,1129 @@
-//! (being written)
+//! Streaming decoder: any supported source file to planar `f32` [`AudioBlock`]s.
+//!
+//! Built on Symphonia. Supported: WAV (8/16/24/32-bit integer, 32/64-bit float), AIFF, FLAC, ALAC
+//! (in M4A/CAF), MP3, Ogg Vorbis and AAC (ADTS or M4A); 1 to 8 channels; 8 kHz to 384 kHz.
+//!
+//! The decoder holds one decoded packet at a time (a few thousand frames) and hands it out in blocks
+//! of whatever size the caller asks for, so memory does not grow with the length of the track.
+//!
+//! Errors are strict, because a master made from a damaged source is worse than no master:
+//! - a packet that fails to decode mid-stream is an [`Error::Decode`], never silently skipped;
+//! - a lossless stream (PCM, FLAC, ALAC) whose header promises more frames than the file holds is
+//!   reported as `truncated: expected N frames, got M`, and a FLAC stream whose MD5 signature does
+//!   not match the decoded audio is reported as corrupt;
+//! - Ogg files are checked page by page first (checksums, sequence numbers, end-of-stream flag),
+//!   because Symphonia silently skips damaged pages; an MP4 stream that decodes to clearly fewer
+//!   frames than its sample tables announce is reported as truncated or damaged;
+//! - a container cut short before its index (MP4 without `moov`, WAV without `data`) is damage,
+//!   not an unknown format;
+//! - NaN or infinite samples (only possible in float WAV) are an [`Error::NonFiniteSample`].
+//!
+//! Limits: MP3 and ADTS AAC carry no checksums (LAME omits the optional CRC) and only an estimated
+//! length, so damage inside their frames decodes to noise rather than an error, and a truncated
+//! MP3 decodes to its shorter length.
+//!
+//! Lossy streams are decoded gaplessly where the container says how (MP3 LAME/Xing headers, Ogg
+//! granule positions); AAC in MP4 keeps its encoder priming (about 2112 frames of near-silence at the
+//! start), because Symphonia does not read the MP4 edit list.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use symphonia::core::codecs::audio::well_known::{
+    CODEC_ID_ALAC, CODEC_ID_FLAC, CODEC_ID_PCM_MULAW, CODEC_ID_PCM_S32LE,
+};
+use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::audio::AudioBlock;
+use crate::error::{Error, Result};
+
+/// Lowest sample rate lathe accepts.
+pub const MIN_SAMPLE_RATE_HZ: u32 = 8_000;
+/// Highest sample rate lathe accepts.
+pub const MAX_SAMPLE_RATE_HZ: u32 = 384_000;
+/// Most channels lathe accepts (7.1).
+pub const MAX_CHANNELS: usize = 8;
+
+/// How far a lossy stream of known length may fall short of it (encoder delay and padding are
+/// at most a couple of packets) before it counts as truncated.
+const LOSSY_SLACK_FRAMES: u64 = 8192;
+
+/// What a source file holds, as read from its headers when it was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Container format, Symphonia's short name (`wave`, `aiff`, `flac`, `mp3`, `ogg`, `isomp4`,
+    /// `aac`, `caf`, `matroska`).
+    pub container: String,
+    /// Codec, Symphonia's short name (`pcm_s24le`, `flac`, `mp3`, `vorbis`, `aac`, `alac`, ...).
+    pub codec: String,
+    /// Sample rate of the decoded audio.
+    pub sample_rate_hz: u32,
+    /// Number of channels of the decoded audio.
+    pub channel_count: usize,
+    /// Number of frames the container announces, if it does (not always exact for lossy codecs).
+    pub frames: Option<u64>,
+    /// Bit depth of the stored samples, for PCM and lossless codecs.
+    pub bits_per_sample: Option<u32>,
+}
+
+/// A streaming decoder for one source file.
+///
+/// ```no_run
+/// # use lathe_engine::{decode::Decoder, AudioBlock};
+/// # fn run() -> lathe_engine::Result<()> {
+/// let mut decoder = Decoder::open("take1.flac".as_ref())?;
+/// let info = decoder.info().clone();
+/// let mut block = AudioBlock::new(info.channel_count, 4096, info.sample_rate_hz);
+/// while decoder.read(&mut block)? > 0 {
+///     // process `block`
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Decoder {
+    info: SourceInfo,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    /// Only lossless streams are checked against the frame count their header promises.
+    lossless: bool,
+    /// For lossless streams timed in frames: the timestamp of the first frame. Every packet must
+    /// then start where the previous one ended; a gap means the demuxer skipped a damaged packet.
+    frame_clock_start: Option<i64>,
+    /// Decoded frames of the current packet, one buffer per channel (reused; grows to the largest
+    /// packet and then stays).
+    pending: Vec<Vec<f32>>,
+    /// Frames of `pending` already handed out.
+    pending_pos: usize,
+    /// Frames decoded so far (including those still in `pending`).
+    frames_decoded: u64,
+    /// The stream has ended and was checked.
+    finished: bool,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("info", &self.info)
+            .field("frames_decoded", &self.frames_decoded)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// Opens `path`, reads its headers and decodes the first packet (so that an empty or
+    /// undecodable stream fails here rather than at the first [`Decoder::read`]).
+    ///
+    /// # Errors
+    /// - [`Error::Io`] if the file does not exist or cannot be read;
+    /// - [`Error::Unsupported`] for an empty file, a file that is not audio, or an unknown codec;
+    /// - [`Error::UnsupportedShape`] for a channel count or sample rate outside lathe's limits;
+    /// - [`Error::Decode`] for a corrupt header, or a stream with no audio.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
+        if metadata.is_dir() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(ErrorKind::InvalidInput, "is a directory"),
+            ));
+        }
+        if metadata.len() == 0 {
+            return Err(unsupported(path, "empty file"));
+        }
+
+        let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
+        let mut hint = Hint::new();
+        if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(extension);
+        }
+        // Symphonia builds a seek index while reading when the container has none; one entry a
+        // minute keeps it negligible (we never seek).
+        let format_options = FormatOptions::default().seek_index_fill_period_ms(u16::MAX);
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, format_options, MetadataOptions::default())
+            .map_err(|e| match e {
+                SymphoniaError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
+                    unsupported(path, "no audio container recognised")
+                }
+                SymphoniaError::IoError(io) => Error::io(path, io),
+                SymphoniaError::Unsupported(what) if is_missing_structure(what) => {
+                    decode_error(path, &format!("damaged or truncated container ({what})"))
+                }
+                SymphoniaError::Unsupported(what) => {
+                    unsupported(path, &format!("no audio container recognised ({what})"))
+                }
+                other => decode_error(path, &format!("bad container header: {other}")),
+            })?;
+
+        if format.format_info().short_name == "ogg" {
+            verify_ogg_pages(path)?;
+        }
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or_else(|| unsupported(path, "no audio track"))?;
+        let track_id = track.id;
+        let frames = track.num_frames;
+        let time_base = track.time_base;
+        let start_ts = track.start_ts.get();
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| unsupported(path, "the track has no audio codec parameters"))?
+            .clone();
+
+        // FLAC: have the decoder check the stream's MD5 signature.
+        let options = AudioDecoderOptions::default().gapless(true).verify(true);
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(&params, &options)
+            .map_err(|e| match e {
+                SymphoniaError::Unsupported(what) => unsupported(
+                    path,
+                    &format!("codec {} not supported ({what})", params.codec),
+                ),
+                other => decode_error(path, &format!("cannot start the decoder: {other}")),
+            })?;
+
+        let info = SourceInfo {
+            path: path.to_path_buf(),
+            container: format.format_info().short_name.to_string(),
+            codec: decoder.codec_info().short_name.to_string(),
+            sample_rate_hz: params.sample_rate.unwrap_or(0),
+            channel_count: params.channels.as_ref().map_or(0, |c| c.count()),
+            frames,
+            bits_per_sample: params.bits_per_sample,
+        };
+        let mut this = Self {
+            info,
+            format,
+            decoder,
+            track_id,
+            lossless: is_lossless(params.codec),
+            frame_clock_start: None,
+            pending: Vec::new(),
+            pending_pos: 0,
+            frames_decoded: 0,
+            finished: false,
+        };
+
+        if frames == Some(0) {
+            return Err(decode_error(path, "no audio"));
+        }
+        let timed_in_frames = time_base
+            .is_some_and(|tb| tb.numer.get() == 1 && Some(tb.denom.get()) == params.sample_rate);
+        if this.lossless && timed_in_frames {
+            this.frame_clock_start = Some(start_ts);
+        }
+        // Some containers leave the rate or layout to the codec: the first packet tells.
+        let decoded = this.decode_next_packet()?;
+        if !decoded {
+            this.finish_stream()?;
+        }
+        check_shape(&this.info)?;
+        Ok(this)
+    }
+
+    /// What the file holds.
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    /// Fills `block` (sets its frames and labels its sample rate) with up to `block.capacity()`
+    /// frames; returns the number read, 0 at the end of the track. Any capacity works: the decoder
+    /// keeps decoded frames that did not fit for the next call.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for corrupt or truncated data (see the module docs),
+    /// [`Error::NonFiniteSample`] for NaN or infinite samples, [`Error::Io`] for read failures.
+    ///
+    /// # Panics
+    /// If the block's channel count differs from [`SourceInfo::channel_count`].
+    pub fn read(&mut self, block: &mut AudioBlock) -> Result<usize> {
+        assert_eq!(
+            block.channel_count(),
+            self.info.channel_count,
+            "the block's channel count must match the source's"
+        );
+        block.set_sample_rate_hz(self.info.sample_rate_hz);
+        let capacity = block.capacity();
+        let mut filled = 0;
+        while filled < capacity {
+            let available = self.pending_len() - self.pending_pos;
+            if available == 0 {
+                if self.finished || !self.decode_next_packet()? {
+                    self.finish_stream()?;
+                    break;
+                }
+                continue;
+            }
+            let n = available.min(capacity - filled);
+            for (ch, src) in self.pending.iter().enumerate() {
+                block.channel_buffer_mut(ch)[filled..filled + n]
+                    .copy_from_slice(&src[self.pending_pos..self.pending_pos + n]);
+            }
+            self.pending_pos += n;
+            filled += n;
+        }
+        block.set_frames(filled);
+        Ok(filled)
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.first().map_or(0, Vec::len)
+    }
+
+    /// Decodes the next packet of our track into `pending`. Returns `false` at the end of the
+    /// stream (after which `finish_stream` must run its checks).
+    fn decode_next_packet(&mut self) -> Result<bool> {
+        let path = self.info.path.as_path();
+        loop {
+            // Drop metadata revisions as they come (chained Ogg streams add one per link).
+            while !self.format.metadata().is_latest() {
+                self.format.metadata().pop();
+            }
+            let packet = match self.format.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(false),
+                Err(SymphoniaError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                    // The container ended inside a packet: report it as truncation.
+                    return Err(self.truncation_error());
+                }
+                Err(SymphoniaError::IoError(e)) => return Err(Error::io(path, e)),
+                Err(SymphoniaError::ResetRequired) => {
+                    return Err(decode_error(
+                        path,
+                        &format!(
+                            "the stream changes its format after frame {} (chained stream)",
+                            self.frames_decoded
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(decode_error(
+                        path,
+                        &format!("corrupt data after frame {}: {e}", self.frames_decoded),
+                    ));
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            if let Some(start) = self.frame_clock_start {
+                let expected = start.saturating_add_unsigned(self.frames_decoded);
+                let pts = packet.pts.get();
+                if pts != expected {
+                    let reason = if pts > expected {
+                        format!(
+                            "corrupt: a damaged packet was skipped, frames {expected} to {} are \
+                             missing",
+                            pts - 1
+                        )
+                    } else {
+                        format!("corrupt: a packet starts at frame {pts}, expected {expected}")
+                    };
+                    return Err(decode_error(path, &reason));
+                }
+            }
+            let buffer = self.decoder.decode(&packet).map_err(|e| {
+                decode_error(
+                    path,
+                    &format!("bad packet after frame {}: {e}", self.frames_decoded),
+                )
+            })?;
+            let frames = buffer.frames();
+            if frames == 0 {
+                continue;
+            }
+            let spec = buffer.spec();
+            let (rate, channels) = (spec.rate(), spec.channels().count());
+            if self.frames_decoded == 0 {
+                // The codec has the last word on the stream's shape.
+                self.info.sample_rate_hz = rate;
+                self.info.channel_count = channels;
+                check_shape(&self.info)?;
+            } else if rate != self.info.sample_rate_hz || channels != self.info.channel_count {
+                return Err(decode_error(
+                    path,
+                    &format!(
+                        "the stream changes from {} Hz, {} channels to {rate} Hz, {channels} \
+                         channels after frame {}",
+                        self.info.sample_rate_hz, self.info.channel_count, self.frames_decoded
+                    ),
+                ));
+            }
+            buffer.copy_to_vecs_planar::<f32>(&mut self.pending);
+            self.pending_pos = 0;
+            check_finite(path, &self.pending, self.frames_decoded)?;
+            self.frames_decoded += frames as u64;
+            return Ok(true);
+        }
+    }
+
+    /// End-of-stream checks: some audio, as many frames as promised, a matching MD5.
+    fn finish_stream(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let path = self.info.path.as_path();
+        if self.frames_decoded == 0 {
+            return Err(decode_error(path, "no audio"));
+        }
+        if let Some(expected) = self.info.frames {
+            let decoded = self.frames_decoded;
+            if self.lossless && decoded < expected {
+                return Err(self.truncation_error());
+            }
+            // Lossy: MP4 knows its exact length from its sample tables; a stream that falls short
+            // by more than a few packets lost data.
+            let exact_length = self.info.container == "isomp4";
+            if !self.lossless && exact_length && decoded + LOSSY_SLACK_FRAMES < expected {
+                return Err(decode_error(
+                    path,
+                    &format!("truncated or damaged: expected {expected} frames, got {decoded}"),
+                ));
+            }
+        }
+        if self.decoder.finalize().verify_ok == Some(false) {
+            return Err(decode_error(
+                path,
+                "corrupt: the decoded audio does not match the stream's MD5 signature",
+            ));
+        }
+        Ok(())
+    }
+
+    fn truncation_error(&self) -> Error {
+        let reason = match self.info.frames {
+            Some(expected) => format!(
+                "truncated: expected {expected} frames, got {}",
+                self.frames_decoded
+            ),
+            None => format!(
+                "truncated: the file ends inside a packet after {} frames",
+                self.frames_decoded
+            ),
+        };
+        decode_error(&self.info.path, &reason)
+    }
+}
+
+/// Symphonia reports a recognised container whose essential part is missing (a file cut short
+/// before its index, a WAV without its data chunk) as "unsupported"; for lathe that is damage.
+fn is_missing_structure(reason: &str) -> bool {
+    ["missing moov atom", "missing data chunk"]
+        .iter()
+        .any(|m| reason.ends_with(m))
+}
+
+/// Checks every page of an Ogg file: capture pattern, CRC, consecutive sequence numbers per
+/// logical stream, and an end-of-stream flag on the last page of each. Symphonia resynchronises
+/// silently after a damaged page, dropping its audio; lathe refuses the file instead.
+///
+/// Reads the file once more (streaming, one page at a time); cheap next to decoding.
+fn verify_ogg_pages(path: &Path) -> Result<()> {
+    use std::collections::HashMap;
+    use std::io::{BufReader, Read};
+
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut header = [0u8; 27];
+    let mut body = vec![0u8; 255 * 255];
+    let mut segments = [0u8; 255];
+    // Per logical stream: next expected page sequence number, and whether it has ended.
+    let mut streams: HashMap<u32, (u32, bool)> = HashMap::new();
+    let mut offset: u64 = 0;
+    loop {
+        match read_full(&mut reader, &mut header) {
+            Ok(0) => break,
+            Ok(27) => {}
+            Ok(_) => {
+                return Err(ogg_damage(
+                    path,
+                    offset,
+                    "truncated: the file ends inside a page header",
+                ));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        if &header[0..4] != b"OggS" || header[4] != 0 {
+            return Err(ogg_damage(
+                path,
+                offset,
+                "corrupt: no Ogg page where one should start",
+            ));
+        }
+        let flags = header[5];
+        let serial = u32::from_le_bytes([header[14], header[15], header[16], header[17]]);
+        let sequence = u32::from_le_bytes([header[18], header[19], header[20], header[21]]);
+        let stored_crc = u32::from_le_bytes([header[22], header[23], header[24], header[25]]);
+        let segment_count = usize::from(header[26]);
+        let table = &mut segments[..segment_count];
+        reader
+            .read_exact(table)
+            .map_err(|e| ogg_read_error(path, offset, e))?;
+        let body_len: usize = table.iter().map(|&b| usize::from(b)).sum();
+        reader
+            .read_exact(&mut body[..body_len])
+            .map_err(|e| ogg_read_error(path, offset, e))?;
+
+        header[22..26].fill(0);
+        let crc = ogg_crc(ogg_crc(ogg_crc(0, &header), table), &body[..body_len]);
+        if crc != stored_crc {
+            return Err(ogg_damage(path, offset, "corrupt: page checksum mismatch"));
+        }
+        let stream = streams.entry(serial).or_insert((sequence, false));
+        if stream.1 {
+            return Err(ogg_damage(
+                path,
+                offset,
+                "corrupt: a page after the end of its stream",
+            ));
+        }
+        if sequence != stream.0 {
+            return Err(ogg_damage(
+                path,
+                offset,
+                &format!(
+                    "corrupt: pages {} to {} are missing",
+                    stream.0,
+                    sequence.wrapping_sub(1)
+                ),
+            ));
+        }
+        *stream = (sequence.wrapping_add(1), flags & 0x04 != 0);
+        offset += (27 + segment_count + body_len) as u64;
+    }
+    if streams.values().any(|&(_, ended)| !ended) {
+        return Err(decode_error(
+            path,
+            "truncated: the Ogg stream stops without its end-of-stream page",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the end of the file; returns the number of bytes read.
+fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn ogg_read_error(path: &Path, offset: u64, error: std::io::Error) -> Error {
+    if error.kind() == ErrorKind::UnexpectedEof {
+        ogg_damage(path, offset, "truncated: the file ends inside a page")
+    } else {
+        Error::io(path, error)
+    }
+}
+
+fn ogg_damage(path: &Path, offset: u64, what: &str) -> Error {
+    decode_error(path, &format!("{what} (Ogg page at byte {offset})"))
+}
+
+/// Ogg's CRC-32: polynomial 0x04c11db7, MSB first, initial value 0, no final XOR.
+fn ogg_crc(mut crc: u32, bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut r = (i as u32) << 24;
+            let mut bit = 0;
+            while bit < 8 {
+                r = if r & 0x8000_0000 != 0 {
+                    (r << 1) ^ 0x04c1_1db7
+                } else {
+                    r << 1
+                };
+                bit += 1;
+            }
+            table[i] = r;
+            i += 1;
+        }
+        table
+    };
+    for &b in bytes {
+        crc = (crc << 8) ^ TABLE[((crc >> 24) as u8 ^ b) as usize];
+    }
+    crc
+}
+
+/// PCM, FLAC and ALAC streams decode to exactly the frame count their header gives.
+fn is_lossless(codec: AudioCodecId) -> bool {
+    (CODEC_ID_PCM_S32LE..=CODEC_ID_PCM_MULAW).contains(&codec)
+        || codec == CODEC_ID_FLAC
+        || codec == CODEC_ID_ALAC
+}
+
+fn check_shape(info: &SourceInfo) -> Result<()> {
+    let path = info.path.clone();
+    if info.channel_count == 0 || info.channel_count > MAX_CHANNELS {
+        return Err(Error::UnsupportedShape {
+            path,
+            reason: format!(
+                "{} channels; lathe handles 1 to {MAX_CHANNELS}",
+                info.channel_count
+            ),
+        });
+    }
+    if !(MIN_SAMPLE_RATE_HZ..=MAX_SAMPLE_RATE_HZ).contains(&info.sample_rate_hz) {
+        return Err(Error::UnsupportedShape {
+            path,
+            reason: format!(
+                "sample rate {} Hz; lathe handles {MIN_SAMPLE_RATE_HZ} Hz to {MAX_SAMPLE_RATE_HZ} Hz",
+                info.sample_rate_hz
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Finds the first NaN or infinite sample (lowest frame, then lowest channel).
+fn check_finite(path: &Path, channels: &[Vec<f32>], first_frame: u64) -> Result<()> {
+    if channels.iter().all(|c| c.iter().all(|x| x.is_finite())) {
+        return Ok(());
+    }
+    let frames = channels.first().map_or(0, Vec::len);
+    for frame in 0..frames {
+        for (channel, samples) in channels.iter().enumerate() {
+            if !samples[frame].is_finite() {
+                return Err(Error::NonFiniteSample {
+                    path: path.to_path_buf(),
+                    channel,
+                    frame: first_frame + frame as u64,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unsupported(path: &Path, reason: &str) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn decode_error(path: &Path, reason: &str) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Fixture builders shared by the file I/O tests (decode, encode, tags).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::path::Path;
+    use std::process::Command;
+
+    use crate::audio::AudioBlock;
+    use crate::decode::Decoder;
+    use crate::error::Result;
+
+    /// A different sine in every channel (plus a full-scale negative and the largest positive grid
+    /// value at the start), quantised to the `bits`-bit grid (`bits == 0`: not quantised).
+    pub(crate) fn grid_signal(channels: usize, frames: usize, rate: u32, bits: u32) -> AudioBlock {
+        let data = (0..channels)
+            .map(|ch| {
+                let freq = 220.0 * (ch + 1) as f64 + 17.0;
+                (0..frames)
+                    .map(|n| {
+                        let x = 0.6
+                            * (std::f64::consts::TAU * freq * n as f64 / f64::from(rate)).sin()
+                            + 0.05
+                                * (std::f64::consts::TAU * 9_000.5 * n as f64 / f64::from(rate))
+                                    .cos();
+                        let x = match n {
+                            0 => -1.0,
+                            1 if bits > 0 => 1.0 - 1.0 / f64::from(1u32 << (bits - 1)),
+                            _ => x,
+                        };
+                        quantise(x, bits)
+                    })
+                    .collect()
+            })
+            .collect();
+        AudioBlock::from_channels(data, rate)
+    }
+
+    fn quantise(x: f64, bits: u32) -> f32 {
+        if bits == 0 {
+            return x as f32;
+        }
+        let scale = f64::from(1u32 << (bits - 1));
+        ((x * scale).round() / scale) as f32
+    }
+
+    /// Writes `block` as WAV with hound: `bits` 8/16/24/32 integer, or 32-bit float if `float`.
+    pub(crate) fn write_wav(path: &Path, block: &AudioBlock, bits: u16, float: bool) {
+        let spec = hound::WavSpec {
+            channels: block.channel_count() as u16,
+            sample_rate: block.sample_rate_hz(),
+            bits_per_sample: bits,
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        };
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        let scale = 2f64.powi(i32::from(bits) - 1);
+        for n in 0..block.frames() {
+            for ch in 0..block.channel_count() {
+                let x = block.channel(ch)[n];
+                if float {
+                    writer.write_sample(x).unwrap();
+                } else {
+                    let v = (f64::from(x) * scale).round().clamp(-scale, scale - 1.0) as i32;
+                    writer.write_sample(v).unwrap();
+                }
+            }
+        }
+        writer.finalize().unwrap();
+    }
+
+    /// Runs ffmpeg quietly: `ffmpeg -y -i input <args> output`.
+    pub(crate) fn ffmpeg(input: &Path, args: &[&str], output: &Path) {
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(input)
+            .args(args)
+            .arg(output)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(status.success(), "ffmpeg failed for {}", output.display());
+    }
+
+    /// Decodes the whole file with blocks of `capacity` frames.
+    pub(crate) fn decode_all(path: &Path, capacity: usize) -> Result<AudioBlock> {
+        let mut decoder = Decoder::open(path)?;
+        let info = decoder.info().clone();
+        let mut block = AudioBlock::new(info.channel_count, capacity, info.sample_rate_hz);
+        let mut channels = vec![Vec::new(); info.channel_count];
+        while decoder.read(&mut block)? > 0 {
+            for (all, part) in channels.iter_mut().zip(block.channels()) {
+                all.extend_from_slice(part);
+            }
+        }
+        Ok(AudioBlock::from_channels(channels, info.sample_rate_hz))
+    }
+
+    /// Asserts two blocks hold the same samples within `tolerance`.
+    pub(crate) fn assert_same_audio(decoded: &AudioBlock, expected: &AudioBlock, tolerance: f32) {
+        assert_eq!(
+            decoded.channel_count(),
+            expected.channel_count(),
+            "channels"
+        );
+        assert_eq!(decoded.frames(), expected.frames(), "frames");
+        assert_eq!(decoded.sample_rate_hz(), expected.sample_rate_hz(), "rate");
+        for ch in 0..expected.channel_count() {
+            let diff = crate::testkit::max_abs_diff(decoded.channel(ch), expected.channel(ch));
+            assert!(
+                diff <= tolerance,
+                "channel {ch}: max difference {diff} exceeds {tolerance}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::fixtures::{assert_same_audio, decode_all, ffmpeg, grid_signal, write_wav};
+    use super::*;
+    use crate::testkit::{rms_db, sine};
+
+    fn lsb(bits: u32) -> f32 {
+        1.0 / (1u64 << (bits - 1)) as f32
+    }
+
+    /// A 2-channel, 1 s, 44.1 kHz WAV of `bits` integer bits and its signal.
+    fn wav_fixture(dir: &Path, bits: u32) -> (PathBuf, AudioBlock) {
+        let signal = grid_signal(2, 44_100, 44_100, bits);
+        let path = dir.join(format!("source-{bits}.wav"));
+        write_wav(&path, &signal, bits as u16, false);
+        (path, signal)
+    }
+
+    fn assert_names_file(err: &Error, path: &Path) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            err.to_string().contains(name),
+            "error does not name {name}: {err}"
+        );
+    }
+
+    #[test]
+    fn wav_integer_depths_decode_sample_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in [16, 24, 32] {
+            let (path, signal) = wav_fixture(dir.path(), bits);
+            let decoded = decode_all(&path, 4096).unwrap();
+            assert_same_audio(&decoded, &signal, lsb(bits.min(24)));
+            let decoder = Decoder::open(&path).unwrap();
+            let info = decoder.info();
+            assert_eq!(info.container, "wave");
+            assert_eq!(info.frames, Some(44_100));
+            assert_eq!(info.bits_per_sample, Some(bits));
+            assert_eq!((info.sample_rate_hz, info.channel_count), (44_100, 2));
+        }
+    }
+
+    #[test]
+    fn wav_float_32_and_64_decode_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let signal = grid_signal(2, 48_000, 48_000, 0);
+        let f32_path = dir.path().join("float32.wav");
+        write_wav(&f32_path, &signal, 32, true);
+        assert_same_audio(&decode_all(&f32_path, 4096).unwrap(), &signal, 0.0);
+        let f64_path = dir.path().join("float64.wav");
+        ffmpeg(&f32_path, &["-c:a", "pcm_f64le"], &f64_path);
+        assert_same_audio(&decode_all(&f64_path, 4096).unwrap(), &signal, 0.0);
+        assert_eq!(Decoder::open(&f64_path).unwrap().info().codec, "pcm_f64le");
+    }
+
+    #[test]
+    fn lossless_containers_decode_sample_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in [16, 24] {
+            let (wav, signal) = wav_fixture(dir.path(), bits);
+            let tolerance = lsb(bits);
+            let aiff = dir.path().join(format!("s{bits}.aiff"));
+            ffmpeg(&wav, &["-c:a", &format!("pcm_s{bits}be")], &aiff);
+            let flac = dir.path().join(format!("s{bits}.flac"));
+            let status = std::process::Command::new("flac")
+                .args(["-s", "-f", "-5", "-o"])
+                .arg(&flac)
+                .arg(&wav)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let alac = dir.path().join(format!("s{bits}.m4a"));
+            ffmpeg(&wav, &["-c:a", "alac"], &alac);
+            for (path, container, codec) in [
+                (
+                    &aiff,
+                    "aiff",
+                    if bits == 16 { "pcm_s16be" } else { "pcm_s24be" },
+                ),
+                (&flac, "flac", "flac"),
+                (&alac, "isomp4", "alac"),
+            ] {
+                let decoded =
+                    decode_all(path, 4096).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_same_audio(&decoded, &signal, tolerance);
+                let decoder = Decoder::open(path).unwrap();
+                assert_eq!(decoder.info().container, container, "{}", path.display());
+                assert_eq!(decoder.info().codec, codec, "{}", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn lossy_codecs_keep_duration_and_level() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 1 kHz tone at -6 dBFS peak (RMS -9.03 dBFS), 3 s, stereo.
+        let tone = sine(2, 3 * 44_100, 44_100, 1000.0, 0.5);
+        let wav = dir.path().join("tone.wav");
+        write_wav(&wav, &tone, 24, false);
+        let expected_rms = rms_db(&tone.channel(0)[44_100..2 * 44_100]);
+        for (name, args, codec) in [
+            (
+                "tone.mp3",
+                &["-c:a", "libmp3lame", "-b:a", "192k"][..],
+                "mp3",
+            ),
+            (
+                "tone.ogg",
+                &["-c:a", "libvorbis", "-q:a", "5"][..],
+                "vorbis",
+            ),
+            ("tone.m4a", &["-c:a", "aac", "-b:a", "192k"][..], "aac"),
+            ("tone.aac", &["-c:a", "aac", "-b:a", "192k"][..], "aac"),
+        ] {
+            let path = dir.path().join(name);
+            ffmpeg(&wav, args, &path);
+            let decoded = decode_all(&path, 4096).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(Decoder::open(&path).unwrap().info().codec, codec, "{name}");
+            assert_eq!(decoded.sample_rate_hz(), 44_100, "{name}");
+            assert_eq!(decoded.channel_count(), 2, "{name}");
+            let duration = decoded.frames() as f64 / 44_100.0;
+            assert!((duration - 3.0).abs() < 0.1, "{name}: {duration} s");
+            for ch in 0..2 {
+                let level = rms_db(&decoded.channel(ch)[44_100..2 * 44_100]);
+                assert!(
+                    (level - expected_rms).abs() < 0.5,
+                    "{name}: channel {ch} at {level:.2} dB, expected {expected_rms:.2} dB"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn six_and_eight_channel_wav_keep_channel_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for channels in [6, 8] {
+            let signal = grid_signal(channels, 9_600, 48_000, 24);
+            let path = dir.path().join(format!("{channels}ch.wav"));
+            write_wav(&path, &signal, 24, false);
+            assert_same_audio(&decode_all(&path, 1000).unwrap(), &signal, lsb(24));
+        }
+    }
+
+    #[test]
+    fn lowest_and_highest_sample_rates_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        for rate in [8_000, 384_000] {
+            let signal = grid_signal(2, rate as usize / 2, rate, 16);
+            let path = dir.path().join(format!("{rate}.wav"));
+            write_wav(&path, &signal, 16, false);
+            assert_same_audio(&decode_all(&path, 4096).unwrap(), &signal, lsb(16));
+        }
+    }
+
+    #[test]
+    fn rates_and_channel_counts_outside_the_limits_are_unsupported_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (channels, rate, limit) in [
+            (2, 4_000, "8000 Hz"),
+            (2, 400_000, "384000 Hz"),
+            (9, 48_000, "1 to 8"),
+        ] {
+            let path = dir.path().join(format!("shape-{channels}-{rate}.wav"));
+            write_wav(&path, &grid_signal(channels, 1000, rate, 16), 16, false);
+            let err = Decoder::open(&path).unwrap_err();
+            assert!(
+                matches!(err, Error::UnsupportedShape { .. }),
+                "{channels} ch {rate} Hz: {err:?}"
+            );
+            assert!(err.to_string().contains(limit), "{err}");
+            assert_names_file(&err, &path);
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-take.wav");
+        let err = Decoder::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_names_file(&err, &path);
+    }
+
+    #[test]
+    fn empty_text_and_random_files_are_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.wav");
+        std::fs::File::create(&empty).unwrap();
+        let text = dir.path().join("notes.mp3");
+        std::fs::write(&text, "These are liner notes, not audio.\n".repeat(200)).unwrap();
+        let random = dir.path().join("random.flac");
+        let noise = crate::testkit::noise(1, 64 * 1024, 44_100, 1.0, 7);
+        let bytes: Vec<u8> = noise
+            .channel(0)
+            .iter()
+            .map(|x| (x * 127.0) as i8 as u8)
+            .collect();
+        std::fs::write(&random, bytes).unwrap();
+        for path in [&empty, &text, &random] {
+            let err = Decoder::open(path).unwrap_err();
+            assert!(
+                matches!(err, Error::Unsupported { .. }),
+                "{}: {err:?}",
+                path.display()
+            );
+            assert_names_file(&err, path);
+        }
+    }
+
+    #[test]
+    fn unknown_codec_is_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 16);
+        let opus = dir.path().join("voice.opus");
+        ffmpeg(&wav, &["-c:a", "libopus", "-ar", "48000"], &opus);
+        let err = Decoder::open(&opus).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        assert_names_file(&err, &opus);
+    }
+
+    #[test]
+    fn truncated_wav_and_flac_report_expected_and_actual_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 16);
+        let flac = dir.path().join("take.flac");
+        let status = std::process::Command::new("flac")
+            .args(["-s", "-f", "-o"])
+            .arg(&flac)
+            .arg(&wav)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for path in [&wav, &flac] {
+            let len = std::fs::metadata(path).unwrap().len();
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.set_len(len * 6 / 10).unwrap();
+            drop(file);
+            let err = decode_all(path, 4096).unwrap_err();
+            assert!(
+                matches!(err, Error::Decode { .. }),
+                "{}: {err:?}",
+                path.display()
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("truncated: expected 44100 frames, got "),
+                "{message}"
+            );
+            assert_names_file(&err, path);
+        }
+    }
+
+    #[test]
+    fn corrupt_flac_frame_mid_stream_is_an_error_naming_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 16);
+        let flac = dir.path().join("damaged.flac");
+        let status = std::process::Command::new("flac")
+            .args(["-s", "-f", "-o"])
+            .arg(&flac)
+            .arg(&wav)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut bytes = std::fs::read(&flac).unwrap();
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&flac, bytes).unwrap();
+        let err = decode_all(&flac, 4096).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("corrupt: a damaged packet was skipped"),
+            "{err}"
+        );
+        assert_names_file(&err, &flac);
+    }
+
+    #[test]
+    fn damaged_or_truncated_ogg_vorbis_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let signal = grid_signal(2, 3 * 44_100, 44_100, 16);
+        let wav = dir.path().join("long.wav");
+        write_wav(&wav, &signal, 16, false);
+        let ogg = dir.path().join("take.ogg");
+        for damage in ["corrupt", "truncated"] {
+            ffmpeg(&wav, &["-c:a", "libvorbis"], &ogg);
+            let mut bytes = std::fs::read(&ogg).unwrap();
+            let middle = bytes.len() / 2;
+            if damage == "corrupt" {
+                for b in &mut bytes[middle..middle + 64] {
+                    *b ^= 0x5a;
+                }
+            } else {
+                bytes.truncate(middle);
+            }
+            std::fs::write(&ogg, bytes).unwrap();
+            let err = decode_all(&ogg, 4096).unwrap_err();
+            assert!(matches!(err, Error::Decode { .. }), "{damage}: {err:?}");
+            assert!(err.to_string().contains(&format!("{damage}: ")), "{err}");
+            assert_names_file(&err, &ogg);
+        }
+    }
+
+    #[test]
+    fn truncated_m4a_is_damage_not_an_unknown_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 16);
+        let m4a = dir.path().join("cut.m4a");
+        ffmpeg(&wav, &["-c:a", "aac"], &m4a);
+        let len = std::fs::metadata(&m4a).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&m4a).unwrap();
+        file.set_len(len / 2).unwrap();
+        drop(file);
+        let err = Decoder::open(&m4a).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert_names_file(&err, &m4a);
+    }
+
+    #[test]
+    fn wav_without_frames_has_no_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent-nothing.wav");
+        write_wav(&path, &AudioBlock::new(2, 0, 44_100), 16, false);
+        let err = Decoder::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        assert!(err.to_string().contains("no audio"), "{err}");
+        assert_names_file(&err, &path);
+    }
+
+    #[test]
+    fn nan_in_float_wav_names_channel_and_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut signal = grid_signal(2, 10_000, 44_100, 0);
+        signal.channel_mut(1)[7_777] = f32::NAN;
+        signal.channel_mut(0)[9_000] = f32::INFINITY;
+        let path = dir.path().join("nan.wav");
+        write_wav(&path, &signal, 32, true);
+        let err = decode_all(&path, 1000).unwrap_err();
+        match &err {
+            Error::NonFiniteSample { channel, frame, .. } => {
+                assert_eq!((*channel, *frame), (1, 7_777))
+            }
+            other => panic!("expected NonFiniteSample, got {other:?}"),
+        }
+        assert_names_file(&err, &path);
+    }
+
+    #[test]
+    fn block_capacity_does_not_change_the_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 24);
+        let flac = dir.path().join("cap.flac");
+        ffmpeg(&wav, &["-c:a", "flac"], &flac);
+        let mp3 = dir.path().join("cap.mp3");
+        ffmpeg(&wav, &["-c:a", "libmp3lame"], &mp3);
+        for path in [&flac, &mp3] {
+            let reference = decode_all(path, 65_536).unwrap();
+            for capacity in [1, 100] {
+                assert_eq!(decode_all(path, capacity).unwrap(), reference, "{capacity}");
+            }
+        }
+    }
+
+    #[test]
+    fn read_after_the_end_keeps_returning_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, _) = wav_fixture(dir.path(), 16);
+        let mut decoder = Decoder::open(&wav).unwrap();
+        let mut block = AudioBlock::new(2, 100_000, 44_100);
+        assert_eq!(decoder.read(&mut block).unwrap(), 44_100);
+        assert_eq!(decoder.read(&mut block).unwrap(), 0);
+        assert_eq!(decoder.read(&mut block).unwrap(), 0);
+        assert_eq!(block.frames(), 0);
+    }
+}

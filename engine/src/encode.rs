@@ -1,1 +1,945 @@
-//! (being written)
+//! Streaming encoder: planar `f32` [`AudioBlock`]s to a WAV or FLAC file, in bounded memory.
+//!
+//! Integer output maps a sample `x` to `round(x * 2^(bits-1))`, clamped to the integer range
+//! (`+1.0` becomes the largest integer). The dither stage upstream puts samples on exactly that
+//! grid, so for dithered input the conversion is exact and a round trip through
+//! [`crate::decode::Decoder`] gives back the same `f32` values bit for bit.
+//!
+//! - WAV is written with hound: 16-bit or 24-bit integer, or 32-bit float;
+//!   `WAVE_FORMAT_EXTENSIBLE` beyond two channels or 16 bits. A RIFF file holds at most 4 GiB;
+//!   longer masters must be FLAC.
+//! - FLAC is encoded frame by frame with flacenc and each frame is written as soon as it is made
+//!   (nothing accumulates): `STREAMINFO` goes first with placeholders, and [`Encoder::finish`]
+//!   seeks back to fill in the total sample count, the frame sizes and the MD5 of the audio, which
+//!   `flac -t` checks.
+//!
+//! The encoder writes exactly the path it is given; writing to a temporary name and renaming is
+//! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use flacenc::bitsink::ByteSink;
+use flacenc::component::{BitRepr, StreamInfo};
+use flacenc::error::{Verified, Verify};
+use flacenc::source::{Context, Fill, FrameBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::audio::AudioBlock;
+use crate::config::InvalidValue;
+use crate::error::{Error, Result};
+
+/// Most channels a master may have (FLAC's limit, and lathe's).
+pub const MAX_CHANNELS: usize = 8;
+
+/// FLAC block size in frames (the reference encoder's default for 44.1/48 kHz).
+const FLAC_BLOCK_FRAMES: usize = 4096;
+
+/// Highest sample rate FLAC's `STREAMINFO` can hold (20 bits).
+const FLAC_MAX_SAMPLE_RATE_HZ: u32 = 655_350;
+
+/// Byte offset of the `STREAMINFO` body: after `fLaC` and the 4-byte metadata block header.
+const STREAMINFO_OFFSET: u64 = 8;
+
+/// Length of the `STREAMINFO` body in bytes.
+const STREAMINFO_LEN: usize = 34;
+
+/// The container (and codec) of a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Container {
+    /// RIFF WAVE, PCM integer or IEEE float.
+    Wav,
+    /// FLAC (lossless).
+    Flac,
+}
+
+impl Container {
+    /// File name extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Flac => "flac",
+        }
+    }
+
+    /// Bit depths this container accepts (WAV 32 means 32-bit float).
+    pub fn allowed_bit_depths(self) -> &'static [u32] {
+        match self {
+            Self::Wav => &[16, 24, 32],
+            Self::Flac => &[16, 24],
+        }
+    }
+}
+
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.extension())
+    }
+}
+
+/// What to write: container and bit depth. In a profile it reads `format = "flac"`,
+/// `bit_depth = 24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSpec {
+    /// The container.
+    #[serde(rename = "format")]
+    pub container: Container,
+    /// Bits per sample: WAV 16 or 24 (integer) or 32 (float); FLAC 16 or 24.
+    pub bit_depth: u32,
+}
+
+impl EncodeSpec {
+    /// Checks the bit depth against the container.
+    ///
+    /// # Errors
+    /// An [`InvalidValue`] for key `bit_depth` naming the depths the container allows.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let allowed = self.container.allowed_bit_depths();
+        if allowed.contains(&self.bit_depth) {
+            return Ok(());
+        }
+        let list: Vec<String> = allowed.iter().map(u32::to_string).collect();
+        Err(InvalidValue::new(
+            "bit_depth",
+            format!(
+                "{} is not allowed for {}; allowed {}{}",
+                self.bit_depth,
+                self.container,
+                list.join(", "),
+                if self.container == Container::Wav {
+                    " (32 = float)"
+                } else {
+                    ""
+                }
+            ),
+        ))
+    }
+}
+
+/// A streaming encoder writing one master file.
+pub struct Encoder {
+    path: PathBuf,
+    channel_count: usize,
+    sample_rate_hz: u32,
+    frames_written: u64,
+    sink: Sink,
+}
+
+impl fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoder")
+            .field("path", &self.path)
+            .field("channel_count", &self.channel_count)
+            .field("sample_rate_hz", &self.sample_rate_hz)
+            .field("frames_written", &self.frames_written)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Sink {
+    Wav(WavSink),
+    Flac(Box<FlacSink>),
+}
+
+impl Encoder {
+    /// Creates (or truncates) `path` and writes the header.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] for an invalid spec, channel count (1 to 8) or sample rate;
+    /// [`Error::Io`] if the file cannot be created.
+    pub fn create(
+        path: &Path,
+        spec: &EncodeSpec,
+        channel_count: usize,
+        sample_rate_hz: u32,
+    ) -> Result<Self> {
+        spec.validate()
+            .map_err(|e| encode_error(path, format!("{}: {}", e.key, e.reason)))?;
+        if !(1..=MAX_CHANNELS).contains(&channel_count) {
+            return Err(encode_error(
+                path,
+                format!("{channel_count} channels; allowed 1 to {MAX_CHANNELS}"),
+            ));
+        }
+        let max_rate = match spec.container {
+            Container::Wav => u32::MAX,
+            Container::Flac => FLAC_MAX_SAMPLE_RATE_HZ,
+        };
+        if sample_rate_hz == 0 || sample_rate_hz > max_rate {
+            return Err(encode_error(
+                path,
+                format!(
+                    "sample rate {sample_rate_hz} Hz; {} allows 1 Hz to {max_rate} Hz",
+                    spec.container
+                ),
+            ));
+        }
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let sink = match spec.container {
+            Container::Wav => Sink::Wav(WavSink::new(
+                path,
+                file,
+                spec.bit_depth,
+                channel_count,
+                sample_rate_hz,
+            )?),
+            Container::Flac => Sink::Flac(Box::new(FlacSink::new(
+                path,
+                file,
+                spec.bit_depth,
+                channel_count,
+                sample_rate_hz,
+            )?)),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            channel_count,
+            sample_rate_hz,
+            frames_written: 0,
+            sink,
+        })
+    }
+
+    /// Appends the valid frames of `block`.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the block's channel count or sample rate differs from the file's, if a
+    /// sample is NaN or infinite, or if a WAV file would exceed 4 GiB; [`Error::Io`] on write
+    /// failure.
+    pub fn write(&mut self, block: &AudioBlock) -> Result<()> {
+        let path = self.path.as_path();
+        if block.channel_count() != self.channel_count {
+            return Err(encode_error(
+                path,
+                format!(
+                    "a block of {} channels written to a {}-channel file",
+                    block.channel_count(),
+                    self.channel_count
+                ),
+            ));
+        }
+        if block.sample_rate_hz() != self.sample_rate_hz {
+            return Err(encode_error(
+                path,
+                format!(
+                    "a block at {} Hz written to a {} Hz file",
+                    block.sample_rate_hz(),
+                    self.sample_rate_hz
+                ),
+            ));
+        }
+        if let Some((channel, frame)) = first_non_finite(block) {
+            return Err(encode_error(
+                path,
+                format!(
+                    "non-finite sample (NaN or Inf) in channel {channel} at frame {}",
+                    self.frames_written + frame as u64
+                ),
+            ));
+        }
+        match &mut self.sink {
+            Sink::Wav(wav) => wav.write(path, block)?,
+            Sink::Flac(flac) => flac.write(path, block)?,
+        }
+        self.frames_written += block.frames() as u64;
+        Ok(())
+    }
+
+    /// Flushes buffered audio, finalises the headers and fsyncs the file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Encode`] if the file cannot be completed.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path.as_path();
+        match self.sink {
+            Sink::Wav(wav) => wav.finish(path),
+            Sink::Flac(flac) => flac.finish(path),
+        }
+    }
+}
+
+/// Integer quantiser: `round(x * 2^(bits-1))` clamped to the signed `bits`-bit range.
+#[derive(Debug, Clone, Copy)]
+struct Quantiser {
+    scale: f32,
+    min: f32,
+    max: f32,
+}
+
+impl Quantiser {
+    fn new(bits: u32) -> Self {
+        let scale = (1u32 << (bits - 1)) as f32;
+        Self {
+            scale,
+            min: -scale,
+            max: scale - 1.0,
+        }
+    }
+
+    #[inline]
+    fn quantise(self, x: f32) -> i32 {
+        // `x * scale` is exact (a power of two) and every integer in range is an exact f32.
+        (x * self.scale).round().clamp(self.min, self.max) as i32
+    }
+}
+
+fn first_non_finite(block: &AudioBlock) -> Option<(usize, usize)> {
+    if block.channels().all(|c| c.iter().all(|x| x.is_finite())) {
+        return None;
+    }
+    (0..block.frames()).find_map(|frame| {
+        (0..block.channel_count())
+            .find(|&ch| !block.channel(ch)[frame].is_finite())
+            .map(|ch| (ch, frame))
+    })
+}
+
+struct WavSink {
+    writer: hound::WavWriter<BufWriter<File>>,
+    /// A second handle on the file, to fsync it after hound has finalised and closed its own.
+    file: File,
+    bit_depth: u32,
+    quantiser: Quantiser,
+    bytes_per_frame: u64,
+    data_bytes: u64,
+}
+
+/// Largest RIFF data chunk: the 32-bit RIFF size field minus the largest header hound writes.
+const WAV_MAX_DATA_BYTES: u64 = u32::MAX as u64 - 72;
+
+impl WavSink {
+    fn new(
+        path: &Path,
+        file: File,
+        bit_depth: u32,
+        channel_count: usize,
+        sample_rate_hz: u32,
+    ) -> Result<Self> {
+        let sample_format = if bit_depth == 32 {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        };
+        let spec = hound::WavSpec {
+            channels: channel_count as u16,
+            sample_rate: sample_rate_hz,
+            bits_per_sample: bit_depth as u16,
+            sample_format,
+        };
+        let handle = file.try_clone().map_err(|e| Error::io(path, e))?;
+        let writer = hound::WavWriter::new(BufWriter::with_capacity(1 << 16, handle), spec)
+            .map_err(|e| hound_error(path, e))?;
+        Ok(Self {
+            writer,
+            file,
+            bit_depth,
+            quantiser: Quantiser::new(bit_depth.min(24)),
+            bytes_per_frame: channel_count as u64 * u64::from(bit_depth / 8),
+            data_bytes: 0,
+        })
+    }
+
+    fn write(&mut self, path: &Path, block: &AudioBlock) -> Result<()> {
+        let bytes = block.frames() as u64 * self.bytes_per_frame;
+        if self.data_bytes + bytes > WAV_MAX_DATA_BYTES {
+            return Err(encode_error(
+                path,
+                "a WAV file holds at most 4 GiB of audio; use FLAC for longer masters",
+            ));
+        }
+        let channels = block.channel_count();
+        for frame in 0..block.frames() {
+            for ch in 0..channels {
+                let x = block.channel(ch)[frame];
+                let result = match self.bit_depth {
+                    32 => self.writer.write_sample(x),
+                    16 => self.writer.write_sample(self.quantiser.quantise(x) as i16),
+                    _ => self.writer.write_sample(self.quantiser.quantise(x)),
+                };
+                result.map_err(|e| hound_error(path, e))?;
+            }
+        }
+        self.data_bytes += bytes;
+        Ok(())
+    }
+
+    fn finish(self, path: &Path) -> Result<()> {
+        self.writer.finalize().map_err(|e| hound_error(path, e))?;
+        self.file.sync_all().map_err(|e| Error::io(path, e))
+    }
+}
+
+fn hound_error(path: &Path, error: hound::Error) -> Error {
+    match error {
+        hound::Error::IoError(e) => Error::io(path, e),
+        other => encode_error(path, format!("WAV writer: {other}")),
+    }
+}
+
+/// Streams FLAC frames to the file as they are encoded.
+struct FlacSink {
+    file: BufWriter<File>,
+    config: Verified<flacenc::config::Encoder>,
+    stream_info: StreamInfo,
+    /// Samples of the frame being gathered, interleaved little-endian, `bytes_per_sample` each
+    /// (the form flacenc's MD5 wants).
+    pending: Vec<u8>,
+    pending_frames: usize,
+    bytes_per_sample: usize,
+    channel_count: usize,
+    quantiser: Quantiser,
+    /// The samples of one FLAC frame, planar, and the running MD5: filled together.
+    frame_buf: FrameBuf,
+    context: Context,
+    frame_number: usize,
+    /// Reused for the bytes of each frame.
+    frame_bytes: ByteSink,
+}
+
+impl FlacSink {
+    fn new(
+        path: &Path,
+        file: File,
+        bit_depth: u32,
+        channel_count: usize,
+        sample_rate_hz: u32,
+    ) -> Result<Self> {
+        let config = flac_config()
+            .into_verified()
+            .map_err(|(_, e)| encode_error(path, format!("FLAC encoder configuration: {e}")))?;
+        let flac_error = |e: flacenc::error::VerifyError| encode_error(path, format!("FLAC: {e}"));
+        let mut stream_info =
+            StreamInfo::new(sample_rate_hz as usize, channel_count, bit_depth as usize)
+                .map_err(flac_error)?;
+        stream_info
+            .set_block_sizes(FLAC_BLOCK_FRAMES, FLAC_BLOCK_FRAMES)
+            .map_err(flac_error)?;
+        stream_info.set_frame_sizes(0, 0).map_err(flac_error)?;
+        let frame_buf =
+            FrameBuf::with_size(channel_count, FLAC_BLOCK_FRAMES).map_err(flac_error)?;
+        let bytes_per_sample = bit_depth as usize / 8;
+        let mut this = Self {
+            file: BufWriter::with_capacity(1 << 16, file),
+            config,
+            stream_info,
+            pending: vec![0; FLAC_BLOCK_FRAMES * channel_count * bytes_per_sample],
+            pending_frames: 0,
+            bytes_per_sample,
+            channel_count,
+            quantiser: Quantiser::new(bit_depth),
+            frame_buf,
+            context: Context::new(bit_depth as usize, channel_count),
+            frame_number: 0,
+            frame_bytes: ByteSink::new(),
+        };
+        this.file
+            .write_all(b"fLaC")
+            .map_err(|e| Error::io(path, e))?;
+        // STREAMINFO is the only metadata block (type 0, "last" flag set); the tagger adds more.
+        let header = [0x80, 0, 0, STREAMINFO_LEN as u8];
+        this.file
+            .write_all(&header)
+            .map_err(|e| Error::io(path, e))?;
+        this.write_stream_info(path)?;
+        Ok(this)
+    }
+
+    fn write(&mut self, path: &Path, block: &AudioBlock) -> Result<()> {
+        let total = block.frames();
+        let mut start = 0;
+        while start < total {
+            let n = (FLAC_BLOCK_FRAMES - self.pending_frames).min(total - start);
+            let stride = self.channel_count * self.bytes_per_sample;
+            let bps = self.bytes_per_sample;
+            let base = self.pending_frames * stride;
+            for (ch, samples) in block.channels().enumerate() {
+                let mut offset = base + ch * bps;
+                for &x in &samples[start..start + n] {
+                    let bytes = self.quantiser.quantise(x).to_le_bytes();
+                    self.pending[offset..offset + bps].copy_from_slice(&bytes[..bps]);
+                    offset += stride;
+                }
+            }
+            self.pending_frames += n;
+            start += n;
+            if self.pending_frames == FLAC_BLOCK_FRAMES {
+                self.encode_frame(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the pending samples as one FLAC frame and writes it out.
+    fn encode_frame(&mut self, path: &Path) -> Result<()> {
+        let used = self.pending_frames * self.channel_count * self.bytes_per_sample;
+        (&mut self.frame_buf, &mut self.context)
+            .fill_le_bytes(&self.pending[..used], self.bytes_per_sample)
+            .map_err(|e| encode_error(path, format!("FLAC: {e}")))?;
+        let frame = flacenc::encode_fixed_size_frame(
+            &self.config,
+            &self.frame_buf,
+            self.frame_number,
+            &self.stream_info,
+        )
+        .map_err(|e| encode_error(path, format!("FLAC: {e}")))?;
+        self.stream_info.update_frame_info(&frame);
+        self.frame_bytes.clear();
+        frame
+            .write(&mut self.frame_bytes)
+            .map_err(|e| encode_error(path, format!("FLAC: {e}")))?;
+        self.file
+            .write_all(self.frame_bytes.as_slice())
+            .map_err(|e| Error::io(path, e))?;
+        self.frame_number += 1;
+        self.pending_frames = 0;
+        Ok(())
+    }
+
+    fn write_stream_info(&mut self, path: &Path) -> Result<()> {
+        let mut bytes = ByteSink::with_capacity(STREAMINFO_LEN * 8);
+        self.stream_info
+            .write(&mut bytes)
+            .map_err(|e| encode_error(path, format!("FLAC STREAMINFO: {e}")))?;
+        self.file
+            .write_all(bytes.as_slice())
+            .map_err(|e| Error::io(path, e))
+    }
+
+    fn finish(mut self, path: &Path) -> Result<()> {
+        if self.pending_frames > 0 {
+            self.encode_frame(path)?;
+        }
+        let flac_error = |e: flacenc::error::VerifyError| encode_error(path, format!("FLAC: {e}"));
+        // A fixed-blocksize stream announces its block size as both minimum and maximum (the
+        // last, shorter, block does not count), as the reference encoder does.
+        self.stream_info
+            .set_block_sizes(FLAC_BLOCK_FRAMES, FLAC_BLOCK_FRAMES)
+            .map_err(flac_error)?;
+        if self.frame_number == 0 {
+            self.stream_info.set_frame_sizes(0, 0).map_err(flac_error)?;
+        }
+        self.stream_info.set_md5_digest(&self.context.md5_digest());
+        self.file
+            .seek(SeekFrom::Start(STREAMINFO_OFFSET))
+            .map_err(|e| Error::io(path, e))?;
+        self.write_stream_info(path)?;
+        self.file.flush().map_err(|e| Error::io(path, e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(path, e))
+    }
+}
+
+/// The FLAC encoder configuration: fixed 4096-frame blocks, single-threaded (workers run one
+/// track per core), stereo decorrelation tried per frame.
+///
+/// Prediction depends on how the crate was compiled. flacenc's LPC analysis is built on
+/// `f32::mul_add`; without the FMA instruction enabled at compile time (the default x86-64
+/// target) every `mul_add` is a libm call and LPC runs at under 100x realtime for 44.1 kHz 24-bit
+/// stereo. So:
+/// - built with FMA (e.g. `-C target-cpu=x86-64-v3`): LPC of order 8, the size of `flac -5`;
+/// - otherwise: the fixed polynomial predictors only (like `flac -2`), a few percent larger,
+///   and over 300x realtime.
+fn flac_config() -> flacenc::config::Encoder {
+    let mut config = flacenc::config::Encoder::default();
+    config.block_size = FLAC_BLOCK_FRAMES;
+    config.multithread = false;
+    if cfg!(target_feature = "fma") {
+        config.subframe_coding.use_fixed = false;
+        config.subframe_coding.qlpc.lpc_order = 8;
+    } else {
+        config.subframe_coding.use_lpc = false;
+    }
+    config
+}
+
+fn encode_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Encode {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+    use crate::decode::Decoder;
+    use crate::decode::fixtures::{assert_same_audio, decode_all, grid_signal};
+
+    /// Encodes `signal` to `path` in blocks of `block` frames.
+    fn encode(path: &Path, spec: EncodeSpec, signal: &AudioBlock, block: usize) {
+        let mut encoder =
+            Encoder::create(path, &spec, signal.channel_count(), signal.sample_rate_hz()).unwrap();
+        let mut part = AudioBlock::new(signal.channel_count(), block, signal.sample_rate_hz());
+        let mut pos = 0;
+        while pos < signal.frames() {
+            let n = block.min(signal.frames() - pos);
+            part.set_frames(n);
+            for ch in 0..signal.channel_count() {
+                part.channel_mut(ch)
+                    .copy_from_slice(&signal.channel(ch)[pos..pos + n]);
+            }
+            encoder.write(&part).unwrap();
+            pos += n;
+        }
+        encoder.finish().unwrap();
+    }
+
+    fn flac_test(path: &Path) -> String {
+        let output = Command::new("flac").arg("-t").arg(path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "flac -t failed: {stderr}");
+        stderr
+    }
+
+    #[test]
+    fn grid_aligned_audio_round_trips_bit_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = [
+            (Container::Wav, 16),
+            (Container::Wav, 24),
+            (Container::Wav, 32),
+            (Container::Flac, 16),
+            (Container::Flac, 24),
+        ];
+        for (container, bit_depth) in specs {
+            for channels in [1, 2, 6] {
+                // 32-bit float keeps any f32; the integer depths get grid-aligned input.
+                let grid = if bit_depth == 32 { 0 } else { bit_depth };
+                let signal = grid_signal(channels, 20_000, 48_000, grid);
+                let path = dir.path().join(format!(
+                    "rt-{bit_depth}-{channels}.{}",
+                    container.extension()
+                ));
+                encode(
+                    &path,
+                    EncodeSpec {
+                        container,
+                        bit_depth,
+                    },
+                    &signal,
+                    1000,
+                );
+                let decoded = decode_all(&path, 4096).unwrap();
+                assert_same_audio(&decoded, &signal, 0.0);
+                let info = Decoder::open(&path).unwrap().info().clone();
+                assert_eq!(info.bits_per_sample, Some(bit_depth), "{}", path.display());
+                assert_eq!(info.frames, Some(20_000), "{}", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn wav_header_is_extensible_beyond_16_bits_or_2_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bits, channels, extensible) in
+            [(16, 2, false), (24, 2, true), (16, 6, true), (32, 1, true)]
+        {
+            let path = dir.path().join(format!("h-{bits}-{channels}.wav"));
+            let signal = grid_signal(channels, 100, 44_100, if bits == 32 { 0 } else { bits });
+            encode(
+                &path,
+                EncodeSpec {
+                    container: Container::Wav,
+                    bit_depth: bits,
+                },
+                &signal,
+                100,
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            let format_tag = u16::from_le_bytes([bytes[20], bytes[21]]);
+            assert_eq!(
+                format_tag == 0xFFFE,
+                extensible,
+                "{bits} bits, {channels} ch: {format_tag:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn flac_passes_flac_t_with_md5_for_odd_lengths_and_block_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (frames, block, bits, channels) in [
+            (44_100, 1000, 16, 2),
+            (4096 * 3, 4096, 24, 2),
+            (10, 3, 16, 1),
+            (100_003, 65_536, 24, 6),
+        ] {
+            let path = dir.path().join(format!("t-{frames}-{block}-{bits}.flac"));
+            let signal = grid_signal(channels, frames, 44_100, bits);
+            encode(
+                &path,
+                EncodeSpec {
+                    container: Container::Flac,
+                    bit_depth: bits,
+                },
+                &signal,
+                block,
+            );
+            let report = flac_test(&path);
+            assert!(!report.contains("WARNING"), "{report}");
+            assert!(report.contains("ok"), "{report}");
+            assert_same_audio(&decode_all(&path, 4096).unwrap(), &signal, 0.0);
+        }
+    }
+
+    #[test]
+    fn empty_flac_and_wav_are_valid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let flac = dir.path().join("empty.flac");
+        Encoder::create(
+            &flac,
+            &EncodeSpec {
+                container: Container::Flac,
+                bit_depth: 16,
+            },
+            2,
+            44_100,
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+        flac_test(&flac);
+        let wav = dir.path().join("empty.wav");
+        Encoder::create(
+            &wav,
+            &EncodeSpec {
+                container: Container::Wav,
+                bit_depth: 24,
+            },
+            2,
+            44_100,
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+        assert_eq!(hound::WavReader::open(&wav).unwrap().duration(), 0);
+    }
+
+    #[test]
+    fn flac_frames_reach_the_file_while_encoding() {
+        // Streaming: frames are written as they are made, so the file grows during encoding and
+        // nothing but the current frame is held in memory.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream.flac");
+        let spec = EncodeSpec {
+            container: Container::Flac,
+            bit_depth: 24,
+        };
+        let mut encoder = Encoder::create(&path, &spec, 2, 48_000).unwrap();
+        let block = crate::testkit::noise(2, 4800, 48_000, 0.5, 9);
+        let mut sizes = Vec::new();
+        for second in 0..30 {
+            for _ in 0..10 {
+                encoder.write(&block).unwrap();
+            }
+            if second % 10 == 9 {
+                sizes.push(std::fs::metadata(&path).unwrap().len());
+            }
+        }
+        encoder.finish().unwrap();
+        let final_size = std::fs::metadata(&path).unwrap().len();
+        // Noise at 24 bits barely compresses: ~280 kB per second.
+        assert!(sizes[0] > 2_000_000, "{sizes:?}");
+        assert!(
+            sizes[0] < sizes[1] && sizes[1] < sizes[2] && sizes[2] <= final_size,
+            "{sizes:?}"
+        );
+        assert!(
+            final_size - sizes[2] < 200_000,
+            "{sizes:?} then {final_size}"
+        );
+        flac_test(&path);
+    }
+
+    #[test]
+    fn quantiser_is_exact_on_the_grid_and_clamps_off_it() {
+        for bits in [16, 24] {
+            let q = Quantiser::new(bits);
+            let full = 1i32 << (bits - 1);
+            let step = if bits == 16 { 1 } else { 97 };
+            for k in (-full..full).step_by(step) {
+                let x = k as f32 / full as f32;
+                assert_eq!(q.quantise(x), k, "{bits} bits, {k}");
+            }
+            assert_eq!(q.quantise(1.0), full - 1);
+            assert_eq!(q.quantise(1.5), full - 1);
+            assert_eq!(q.quantise(-1.5), -full);
+            let half_lsb = 0.5 / full as f32;
+            assert_eq!(q.quantise(3.0 * half_lsb), 2, "halves round away from zero");
+            assert_eq!(q.quantise(-3.0 * half_lsb), -2);
+        }
+    }
+
+    #[test]
+    fn wrong_blocks_and_non_finite_samples_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.flac");
+        let spec = EncodeSpec {
+            container: Container::Flac,
+            bit_depth: 16,
+        };
+        let mut encoder = Encoder::create(&path, &spec, 2, 44_100).unwrap();
+        let mut block = grid_signal(2, 100, 44_100, 16);
+        assert!(matches!(
+            encoder.write(&grid_signal(1, 100, 44_100, 16)),
+            Err(Error::Encode { .. })
+        ));
+        assert!(encoder.write(&grid_signal(2, 100, 48_000, 16)).is_err());
+        block.channel_mut(1)[42] = f32::NAN;
+        let err = encoder.write(&block).unwrap_err();
+        assert!(err.to_string().contains("channel 1 at frame 42"), "{err}");
+        assert!(err.to_string().contains("bad.flac"), "{err}");
+        for (container, bits, channels, rate) in [
+            (Container::Flac, 32, 2, 44_100),
+            (Container::Wav, 8, 2, 44_100),
+            (Container::Wav, 16, 9, 44_100),
+            (Container::Flac, 16, 2, 705_600),
+        ] {
+            let spec = EncodeSpec {
+                container,
+                bit_depth: bits,
+            };
+            let err = Encoder::create(&path, &spec, channels, rate).unwrap_err();
+            assert!(matches!(err, Error::Encode { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn spec_validates_bit_depth_per_container() {
+        let ok = |container, bit_depth| {
+            EncodeSpec {
+                container,
+                bit_depth,
+            }
+            .validate()
+            .is_ok()
+        };
+        assert!(ok(Container::Wav, 16) && ok(Container::Wav, 24) && ok(Container::Wav, 32));
+        assert!(ok(Container::Flac, 16) && ok(Container::Flac, 24));
+        let err = EncodeSpec {
+            container: Container::Flac,
+            bit_depth: 32,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.key, "bit_depth");
+        assert_eq!(err.reason, "32 is not allowed for flac; allowed 16, 24");
+        assert!(!ok(Container::Wav, 20));
+    }
+
+    #[test]
+    fn spec_reads_and_writes_as_toml() {
+        let spec: EncodeSpec = toml::from_str("format = \"flac\"\nbit_depth = 24\n").unwrap();
+        assert_eq!(
+            spec,
+            EncodeSpec {
+                container: Container::Flac,
+                bit_depth: 24
+            }
+        );
+        let text = toml::to_string(&spec).unwrap();
+        assert_eq!(toml::from_str::<EncodeSpec>(&text).unwrap(), spec);
+        assert!(toml::from_str::<EncodeSpec>("format = \"mp3\"\nbit_depth = 16\n").is_err());
+        assert!(toml::from_str::<EncodeSpec>("format = \"wav\"\nbit_depth = 16\nx = 1\n").is_err());
+        assert_eq!(Container::Wav.to_string(), "wav");
+        assert_eq!(Container::Flac.extension(), "flac");
+    }
+
+    /// FLAC speed and size against the reference encoder:
+    /// `cargo test -p lathe-engine --release encode::tests::flac_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark"]
+    fn flac_speed_and_size_against_flac_5() {
+        let dir = tempfile::tempdir().unwrap();
+        // 60 s of music-like 24-bit stereo: decaying partials plus a little noise, dithered.
+        let rate = 44_100;
+        let frames = 60 * rate as usize;
+        let noise = crate::testkit::noise(2, frames, rate, 1.0, 4);
+        let channels: Vec<Vec<f32>> = (0..2)
+            .map(|ch| {
+                (0..frames)
+                    .map(|n| {
+                        let t = n as f64 / f64::from(rate);
+                        let note = (t * 2.0).floor();
+                        let env = (-(t * 2.0 - note) * 3.0).exp();
+                        let f0 = 110.0 * 2f64.powf((note % 12.0) / 12.0);
+                        let mut x = 0.0;
+                        for h in 1..8 {
+                            x += (std::f64::consts::TAU * f0 * h as f64 * t + ch as f64).sin()
+                                / h as f64;
+                        }
+                        let x = 0.25 * env * x + 0.002 * f64::from(noise.channel(ch)[n]);
+                        ((x * 8_388_608.0).round() / 8_388_608.0) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        let signal = AudioBlock::from_channels(channels, rate);
+        let ours = dir.path().join("ours.flac");
+        let start = std::time::Instant::now();
+        encode(
+            &ours,
+            EncodeSpec {
+                container: Container::Flac,
+                bit_depth: 24,
+            },
+            &signal,
+            4096,
+        );
+        let ours_seconds = start.elapsed().as_secs_f64();
+
+        let wav = dir.path().join("ref.wav");
+        encode(
+            &wav,
+            EncodeSpec {
+                container: Container::Wav,
+                bit_depth: 24,
+            },
+            &signal,
+            4096,
+        );
+        let reference = dir.path().join("ref.flac");
+        let start = std::time::Instant::now();
+        let status = Command::new("flac")
+            .args(["-s", "-f", "-5", "-o"])
+            .arg(&reference)
+            .arg(&wav)
+            .status()
+            .unwrap();
+        let ref_seconds = start.elapsed().as_secs_f64();
+        assert!(status.success());
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+        println!(
+            "FLAC 24-bit stereo 44.1 kHz: ours {:.0}x realtime, {:.0} kB; flac -5 {:.0}x realtime, \
+             {:.0} kB; size ratio {:.3}",
+            60.0 / ours_seconds,
+            size(&ours) / 1000.0,
+            60.0 / ref_seconds,
+            size(&reference) / 1000.0,
+            size(&ours) / size(&reference)
+        );
+        let start = std::time::Instant::now();
+        decode_all(&ours, 4096).unwrap();
+        println!(
+            "decode FLAC: {:.0}x realtime",
+            60.0 / start.elapsed().as_secs_f64()
+        );
+        let mp3 = dir.path().join("ref.mp3");
+        crate::decode::fixtures::ffmpeg(&wav, &["-c:a", "libmp3lame", "-b:a", "320k"], &mp3);
+        let start = std::time::Instant::now();
+        decode_all(&mp3, 4096).unwrap();
+        println!(
+            "decode MP3 320k: {:.0}x realtime",
+            60.0 / start.elapsed().as_secs_f64()
+        );
+    }
+}

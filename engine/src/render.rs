@@ -1,1 +1,572 @@
-//! (being written)
+//! Mastering one track: the multi-pass render that turns a source file into a delivered master.
+//!
+//! Memory stays bounded whatever the track length: every pass streams the source from disk in blocks.
+//!
+//! 1. **Analyse**: decode the source, measure it (the input's QC) and hash its samples; the hash seeds
+//!    the dither, so the same source always gives the same master bytes.
+//! 2. **Chain**: gain the source to `chain_input_lufs`, resample to the output rate, run the tone and
+//!    dynamics chain and measure its integrated loudness and true peak. This fixes the normalisation
+//!    gain (to the target, or to the ceiling when there is no target, never above `max_gain_db` and,
+//!    without a limiter, never so high that the true peak passes the ceiling).
+//! 3. **Calibrate** (only when the limiter will work): render chain, gain and limiter and measure the
+//!    loudness the limiter leaves; correct the gain and repeat until within
+//!    [`CALIBRATION_TOLERANCE_LU`] (at most [`MAX_CALIBRATION_PASSES`] times).
+//! 4. **Render**: chain, gain, limiter and dither into the encoder, written under a temporary name.
+//! 5. **Verify**: decode the written file and analyse it; then tag it and rename it into place.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audio::AudioBlock;
+use crate::decode::Decoder;
+use crate::encode::Encoder;
+use crate::error::{Error, Result};
+use crate::loudness::{LoudnessFigures, LoudnessMeter};
+use crate::master::dither::Quantiser;
+use crate::master::gain::Gain;
+use crate::profile::Profile;
+use crate::qc::{Analysis, Analyzer, analyze_file};
+use crate::resample::Resampler;
+use crate::stage::Stage;
+use crate::tags::{TrackTags, read_tags, write_tags};
+
+/// Frames decoded per block.
+pub const BLOCK_FRAMES: usize = 4096;
+/// The render stops calibrating once the limited loudness is this close to the target.
+pub const CALIBRATION_TOLERANCE_LU: f64 = 0.05;
+/// The most calibration passes a track gets.
+pub const MAX_CALIBRATION_PASSES: u32 = 4;
+
+/// The phase a track is in, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Measuring the source.
+    Analyse,
+    /// Running the chain to set the gain.
+    Chain,
+    /// Matching the limited loudness to the target.
+    Calibrate,
+    /// Writing the master.
+    Render,
+    /// Re-reading and checking the master.
+    Verify,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Analyse => "analyse",
+            Self::Chain => "chain",
+            Self::Calibrate => "calibrate",
+            Self::Render => "render",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+/// Progress of one track: the phase and how far through the source it is (0 to 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Current phase.
+    pub phase: Phase,
+    /// Fraction of the source processed in this phase.
+    pub fraction: f64,
+}
+
+/// What to master.
+#[derive(Debug, Clone)]
+pub struct MasterRequest<'a> {
+    /// The source file (never modified).
+    pub input: &'a Path,
+    /// Where the master goes; written under a temporary name beside it, then renamed.
+    pub output: &'a Path,
+    /// How to master it.
+    pub profile: &'a Profile,
+    /// Tags to write; fields left `None` are taken from the source's own tags where it has them.
+    pub tags: TrackTags,
+}
+
+/// The source as found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    /// Container format.
+    pub container: String,
+    /// Codec.
+    pub codec: String,
+    /// Sample rate, Hz.
+    pub sample_rate_hz: u32,
+    /// Channels.
+    pub channel_count: usize,
+    /// Bits per sample, where the format has them.
+    pub bits_per_sample: Option<u32>,
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Stage name.
+    pub stage: String,
+    /// The stage's own figures.
+    pub report: serde_json::Value,
+}
+
+/// The delivery check of a master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QcVerdict {
+    /// True when the master meets the profile's ceiling and target and has no clipped samples.
+    pub passed: bool,
+    /// Each failed check, in words.
+    pub issues: Vec<String>,
+}
+
+/// Everything about one mastered track: written beside the master as `<stem>.report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackReport {
+    /// The source file.
+    pub input: PathBuf,
+    /// The master file.
+    pub output: PathBuf,
+    /// Profile name.
+    pub profile: String,
+    /// lathe version that rendered it.
+    pub lathe_version: String,
+    /// The source's format.
+    pub source: SourceSummary,
+    /// Output sample rate, Hz.
+    pub output_sample_rate_hz: u32,
+    /// Gain applied before the chain, dB.
+    pub chain_input_gain_db: f64,
+    /// Normalisation gain applied after the chain, dB.
+    pub gain_db: f64,
+    /// Loudness target, LUFS.
+    pub target_lufs: Option<f64>,
+    /// Measured output loudness minus target, LU.
+    pub loudness_error_lu: Option<f64>,
+    /// How many calibration passes the limiter needed.
+    pub calibration_passes: u32,
+    /// Dither seed (hash of the source samples), hexadecimal.
+    pub dither_seed: String,
+    /// What each stage did during the final render.
+    pub stages: Vec<StageReport>,
+    /// Analysis of the source.
+    pub input_analysis: Analysis,
+    /// Analysis of the written master (decoded back from disk).
+    pub output_analysis: Analysis,
+    /// The delivery check.
+    pub qc: QcVerdict,
+    /// Things a mastering engineer should know (e.g. the target was out of reach).
+    pub warnings: Vec<String>,
+    /// Wall-clock seconds for all passes.
+    pub elapsed_s: f64,
+}
+
+/// FNV-1a over the bit patterns of the decoded samples: the track's dither seed.
+struct SampleHash(u64);
+
+impl SampleHash {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, block: &AudioBlock) {
+        for channel in block.channels() {
+            for &x in channel {
+                for byte in x.to_bits().to_le_bytes() {
+                    self.0 ^= u64::from(byte);
+                    self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+    }
+}
+
+/// One streaming pass over the source: decode, resample to the output rate, run stages; the output is
+/// latency-compensated so it stays sample-aligned with the source.
+struct Pass {
+    decoder: Decoder,
+    resampler: Option<Resampler>,
+    decoded: AudioBlock,
+    work: AudioBlock,
+    total_frames: Option<u64>,
+}
+
+impl Pass {
+    fn open(source: &Path, output_rate_hz: u32) -> Result<Self> {
+        let decoder = Decoder::open(source)?;
+        let info = decoder.info();
+        let channels = info.channel_count;
+        let resampler = if info.sample_rate_hz == output_rate_hz {
+            None
+        } else {
+            Some(Resampler::new(
+                channels,
+                info.sample_rate_hz,
+                output_rate_hz,
+                BLOCK_FRAMES,
+            )?)
+        };
+        let capacity = resampler
+            .as_ref()
+            .map_or(BLOCK_FRAMES, Resampler::max_output_frames);
+        Ok(Self {
+            decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
+            work: AudioBlock::new(channels, capacity.max(BLOCK_FRAMES), output_rate_hz),
+            total_frames: info.frames,
+            decoder,
+            resampler,
+        })
+    }
+
+    /// The largest block the stages will see.
+    fn max_block_frames(&self) -> usize {
+        self.work.capacity()
+    }
+
+    fn run(
+        mut self,
+        stages: &mut [Box<dyn Stage>],
+        phase: Phase,
+        progress: &mut dyn FnMut(Progress),
+        mut on_source: impl FnMut(&AudioBlock),
+        mut on_output: impl FnMut(&AudioBlock) -> Result<()>,
+    ) -> Result<()> {
+        let latency: usize = stages.iter().map(|s| s.latency_frames()).sum();
+        let mut to_drop = latency;
+        let mut emit = |work: &mut AudioBlock, stages: &mut [Box<dyn Stage>]| -> Result<()> {
+            for stage in stages.iter_mut() {
+                stage.process(work);
+            }
+            let drop = to_drop.min(work.frames());
+            work.discard_front(drop);
+            to_drop -= drop;
+            if work.frames() > 0 {
+                on_output(work)
+            } else {
+                Ok(())
+            }
+        };
+        let total = self.total_frames.unwrap_or(0).max(1) as f64;
+        let mut done = 0u64;
+        while self.decoder.read(&mut self.decoded)? > 0 {
+            on_source(&self.decoded);
+            done += self.decoded.frames() as u64;
+            progress(Progress {
+                phase,
+                fraction: (done as f64 / total).min(1.0),
+            });
+            match self.resampler.as_mut() {
+                Some(resampler) => resampler.process(&self.decoded, &mut self.work)?,
+                None => {
+                    self.work.set_frames(0);
+                    self.work.append(&self.decoded);
+                }
+            }
+            emit(&mut self.work, stages)?;
+        }
+        if let Some(resampler) = self.resampler.as_mut() {
+            resampler.finish(&mut self.work)?;
+            emit(&mut self.work, stages)?;
+        }
+        let mut flush = latency;
+        while flush > 0 {
+            let n = flush.min(self.work.capacity());
+            self.work.set_frames(n);
+            self.work.fill_silence();
+            emit(&mut self.work, stages)?;
+            flush -= n;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes a temporary output file unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The temporary name a file is written under before it is renamed to `path`.
+pub fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically (temporary name, then rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = TempFile {
+        path: temp_path_for(path),
+        keep: false,
+    };
+    std::fs::write(&temp.path, bytes).map_err(|e| Error::io(&temp.path, e))?;
+    std::fs::rename(&temp.path, path).map_err(|e| Error::io(path, e))?;
+    let mut temp = temp;
+    temp.keep = true;
+    Ok(())
+}
+
+/// Masters one track. The source is only read; the master appears at `request.output` complete or not
+/// at all.
+pub fn master_track(
+    request: &MasterRequest<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrackReport> {
+    let started = Instant::now();
+    let profile = request.profile;
+    let info = Decoder::open(request.input)?.info().clone();
+    let channels = info.channel_count;
+    let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
+    let mut warnings = Vec::new();
+
+    // 1. Analyse the source.
+    let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz);
+    let mut hash = SampleHash::new();
+    Pass::open(request.input, info.sample_rate_hz)?.run(
+        &mut [],
+        Phase::Analyse,
+        progress,
+        |block| {
+            input_analyzer.add(block);
+            hash.add(block);
+        },
+        |_| Ok(()),
+    )?;
+    let input_analysis = input_analyzer.finish(request.input);
+    let Some(input_lufs) = input_analysis.integrated_lufs else {
+        return Err(Error::Decode {
+            path: request.input.to_path_buf(),
+            reason: "the source is silent (below the -70 LUFS gate): nothing to master".to_owned(),
+        });
+    };
+    let chain_input_gain_db = profile
+        .loudness
+        .chain_input_lufs
+        .map_or(0.0, |level| level - input_lufs);
+    let dither_seed = hash.0;
+
+    // Every later pass runs the same chain, with different stages after it.
+    let run_chain = |tail: &dyn Fn(usize) -> Result<Vec<Box<dyn Stage>>>,
+                     phase: Phase,
+                     progress: &mut dyn FnMut(Progress),
+                     on_output: &mut dyn FnMut(&AudioBlock) -> Result<()>|
+     -> Result<Vec<Box<dyn Stage>>> {
+        let pass = Pass::open(request.input, output_rate_hz)?;
+        let max_block = pass.max_block_frames();
+        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(chain_input_gain_db))];
+        stages.extend(profile.build_stages(channels, output_rate_hz, max_block)?);
+        stages.extend(tail(max_block)?);
+        pass.run(&mut stages, phase, progress, |_| {}, on_output)?;
+        Ok(stages)
+    };
+    let measure = |tail: &dyn Fn(usize) -> Result<Vec<Box<dyn Stage>>>,
+                   phase: Phase,
+                   progress: &mut dyn FnMut(Progress)|
+     -> Result<LoudnessFigures> {
+        let mut meter = LoudnessMeter::new(channels, output_rate_hz);
+        run_chain(tail, phase, progress, &mut |block| {
+            meter.add(block);
+            Ok(())
+        })?;
+        Ok(meter.figures())
+    };
+    let limited = |gain_db: f64| {
+        move |max_block: usize| -> Result<Vec<Box<dyn Stage>>> {
+            let mut tail: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(gain_db))];
+            if let Some(limiter) = profile.build_limiter(channels, output_rate_hz, max_block)? {
+                tail.push(Box::new(limiter));
+            }
+            Ok(tail)
+        }
+    };
+
+    // 2. Run the chain and measure what it gives.
+    let chained = measure(&|_| Ok(Vec::new()), Phase::Chain, progress)?;
+    let Some(chain_lufs) = chained.integrated_lufs else {
+        return Err(Error::Decode {
+            path: request.input.to_path_buf(),
+            reason: "the chain output is silent: check the profile's stages".to_owned(),
+        });
+    };
+    let chain_peak_dbtp = chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
+    let ceiling = profile.loudness.ceiling_dbtp;
+    let mut gain_db = match profile.loudness.target_lufs {
+        Some(target) => target - chain_lufs,
+        None => ceiling - chain_peak_dbtp,
+    };
+    if gain_db > profile.loudness.max_gain_db {
+        warnings.push(format!(
+            "needs {gain_db:.1} dB of gain, more than max_gain_db ({:.1} dB): the master stays under its target",
+            profile.loudness.max_gain_db
+        ));
+        gain_db = profile.loudness.max_gain_db;
+    }
+    if profile.limiter.is_none() && chain_peak_dbtp + gain_db > ceiling - PEAK_CAP_MARGIN_DB {
+        let capped = ceiling - PEAK_CAP_MARGIN_DB - chain_peak_dbtp;
+        if profile.loudness.target_lufs.is_some() {
+            warnings.push(format!(
+                "no limiter: gain capped at {capped:.2} dB (not {gain_db:.2} dB) to keep the true peak under {ceiling} dBTP"
+            ));
+        }
+        gain_db = capped;
+    }
+
+    // 3. Calibrate the gain through the limiter.
+    let mut calibration_passes = 0;
+    if let (Some(target), Some(_)) = (profile.loudness.target_lufs, &profile.limiter)
+        && chain_peak_dbtp + gain_db > ceiling - 0.1
+    {
+        while calibration_passes < MAX_CALIBRATION_PASSES {
+            calibration_passes += 1;
+            let figures = measure(&limited(gain_db), Phase::Calibrate, progress)?;
+            let error = figures.integrated_lufs.map_or(0.0, |l| target - l);
+            if error.abs() <= CALIBRATION_TOLERANCE_LU {
+                break;
+            }
+            gain_db = (gain_db + error).min(profile.loudness.max_gain_db);
+        }
+    }
+
+    // 4. Render.
+    let spec = profile.encode_spec();
+    let temp = TempFile {
+        path: temp_path_for(request.output),
+        keep: false,
+    };
+    let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
+    let render_tail = |max_block: usize| -> Result<Vec<Box<dyn Stage>>> {
+        let mut tail = limited(gain_db)(max_block)?;
+        if spec.bit_depth < 32 {
+            let quantiser = Quantiser::new(
+                profile.output.dither,
+                spec.bit_depth,
+                channels,
+                output_rate_hz,
+                dither_seed,
+            )
+            .map_err(|e| Error::Profile {
+                profile: profile.name.clone(),
+                key: format!("output.{}", e.key),
+                reason: e.reason,
+            })?;
+            tail.push(Box::new(quantiser));
+        }
+        Ok(tail)
+    };
+    let rendered = run_chain(&render_tail, Phase::Render, progress, &mut |block| {
+        encoder.write(block)
+    })?;
+    encoder.finish()?;
+    let stages = rendered
+        .iter()
+        .filter_map(|s| {
+            s.report().map(|report| StageReport {
+                stage: s.name().to_owned(),
+                report,
+            })
+        })
+        .collect();
+
+    // 5. Verify, tag, rename.
+    progress(Progress {
+        phase: Phase::Verify,
+        fraction: 0.0,
+    });
+    let mut tags = request.tags.clone();
+    if let Ok(source_tags) = read_tags(request.input) {
+        tags.title = tags.title.or(source_tags.title);
+        tags.artist = tags.artist.or(source_tags.artist);
+        tags.album = tags.album.or(source_tags.album);
+        tags.track_number = tags.track_number.or(source_tags.track_number);
+        tags.isrc = tags.isrc.or(source_tags.isrc);
+    }
+    if tags != TrackTags::default() {
+        write_tags(&temp.path, &tags)?;
+    }
+    let mut output_analysis = analyze_file(&temp.path)?;
+    output_analysis.path = request.output.to_path_buf();
+    let qc = verdict(profile, &output_analysis);
+    std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
+    let mut temp = temp;
+    temp.keep = true;
+    progress(Progress {
+        phase: Phase::Verify,
+        fraction: 1.0,
+    });
+
+    Ok(TrackReport {
+        input: request.input.to_path_buf(),
+        output: request.output.to_path_buf(),
+        profile: profile.name.clone(),
+        lathe_version: env!("CARGO_PKG_VERSION").to_owned(),
+        source: SourceSummary {
+            container: info.container.clone(),
+            codec: info.codec.clone(),
+            sample_rate_hz: info.sample_rate_hz,
+            channel_count: channels,
+            bits_per_sample: info.bits_per_sample,
+        },
+        output_sample_rate_hz: output_rate_hz,
+        chain_input_gain_db,
+        gain_db,
+        target_lufs: profile.loudness.target_lufs,
+        loudness_error_lu: profile
+            .loudness
+            .target_lufs
+            .zip(output_analysis.integrated_lufs)
+            .map(|(t, l)| l - t),
+        calibration_passes,
+        dither_seed: format!("{dither_seed:016x}"),
+        stages,
+        input_analysis,
+        output_analysis,
+        qc,
+        warnings,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Without a limiter, the gain leaves this much room under the ceiling for dither and quantisation.
+const PEAK_CAP_MARGIN_DB: f64 = 0.05;
+
+/// Loudness within this of the target passes QC.
+pub const QC_LOUDNESS_TOLERANCE_LU: f64 = 0.5;
+
+fn verdict(profile: &Profile, analysis: &Analysis) -> QcVerdict {
+    let mut issues = Vec::new();
+    let ceiling = profile.loudness.ceiling_dbtp;
+    if let Some(peak) = analysis.true_peak_dbtp
+        && peak > ceiling
+    {
+        issues.push(format!(
+            "true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling"
+        ));
+    }
+    if let (Some(target), Some(lufs)) = (profile.loudness.target_lufs, analysis.integrated_lufs)
+        && (lufs - target).abs() > QC_LOUDNESS_TOLERANCE_LU
+    {
+        issues.push(format!(
+            "integrated loudness {lufs:.2} LUFS misses the {target} LUFS target"
+        ));
+    }
+    if analysis.clipped_samples > 0 {
+        issues.push(format!("{} clipped samples", analysis.clipped_samples));
+    }
+    QcVerdict {
+        passed: issues.is_empty(),
+        issues,
+    }
+}

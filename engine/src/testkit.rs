@@ -91,3 +91,59 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// RMS level in dBFS of a steady tone at `frequency_hz`, measured over the longest prefix of `samples`
+/// that spans a whole number of periods (rounded to the nearest frame), so that the reading does not
+/// depend on where the window cuts the waveform. Falls back to all samples if shorter than one period.
+pub fn steady_rms_db(samples: &[f32], sample_rate_hz: u32, frequency_hz: f64) -> f64 {
+    let period = f64::from(sample_rate_hz) / frequency_hz;
+    let cycles = (samples.len() as f64 / period).floor();
+    let len = ((cycles * period).round() as usize).clamp(1, samples.len().max(1));
+    rms_db(&samples[..len.min(samples.len())])
+}
+
+/// `count` frequencies from `from_hz` to `to_hz` inclusive, evenly spaced on a log scale.
+pub fn log_spaced_hz(from_hz: f64, to_hz: f64, count: usize) -> Vec<f64> {
+    let step = (to_hz / from_hz).ln() / (count.max(2) - 1) as f64;
+    (0..count)
+        .map(|i| from_hz * (step * i as f64).exp())
+        .collect()
+}
+
+/// True peak of a block in dBTP over all channels, read by the independent `ebur128` meter
+/// (BS.1770-4 true-peak mode; includes the sample peak). Silence reads `-inf`.
+pub fn true_peak_dbtp(block: &AudioBlock) -> f64 {
+    let channels = block.channel_count();
+    let mut meter = ebur128::EbuR128::new(
+        channels as u32,
+        block.sample_rate_hz(),
+        ebur128::Mode::TRUE_PEAK,
+    )
+    .expect("the meter accepts 1-64 channels at 8-384 kHz");
+    let planes: Vec<&[f32]> = block.channels().collect();
+    meter
+        .add_frames_planar_f32(&planes)
+        .expect("the planes have the meter's channel count");
+    let peak = (0..channels as u32)
+        .map(|ch| meter.true_peak(ch).expect("the channel exists"))
+        .fold(0.0, f64::max);
+    20.0 * peak.log10()
+}
+
+/// Level in dBFS (RMS, so a full-scale sine reads -3.01 dB) of the component of `samples` at
+/// `frequency_hz`, by correlating with a cosine and a sine over the longest whole number of periods.
+/// Other tones in the signal barely register when the window spans many periods of their difference.
+pub fn tone_rms_db(samples: &[f32], sample_rate_hz: u32, frequency_hz: f64) -> f64 {
+    let period = f64::from(sample_rate_hz) / frequency_hz;
+    let cycles = (samples.len() as f64 / period).floor().max(1.0);
+    let len = ((cycles * period).round() as usize).clamp(1, samples.len().max(1));
+    let w = 2.0 * std::f64::consts::PI * frequency_hz / f64::from(sample_rate_hz);
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for (n, &x) in samples[..len.min(samples.len())].iter().enumerate() {
+        let phase = w * n as f64;
+        re += f64::from(x) * phase.cos();
+        im += f64::from(x) * phase.sin();
+    }
+    let amplitude = 2.0 * (re * re + im * im).sqrt() / len as f64;
+    20.0 * (amplitude / std::f64::consts::SQRT_2).max(1e-15).log10()
+}

@@ -1,1 +1,770 @@
-//! (being written)
+//! Feed-forward, stereo-linked compressor, and the [`CompressorCore`] the multiband stage reuses per band.
+//!
+//! Signal flow (Giannoulis, Massberg & Reiss, *Digital Dynamic Range Compressor Design — A Tutorial
+//! and Analysis*, JAES 2012, the "log-domain detector after the gain computer" design):
+//!
+//! 1. [`LevelDetector`]: one level in dBFS per frame, the maximum over channels (stereo link), so every
+//!    channel gets the same gain and the image does not shift.
+//!    - [`Detector::Peak`]: the sample's absolute value. A sine of amplitude 1 reads 0 dBFS.
+//!    - [`Detector::Rms`]: the root mean square over the last `rms_window_ms` (a sliding boxcar, exact
+//!      to rounding). A full-scale sine reads -3.01 dBFS.
+//! 2. [`GainComputer`]: the static curve with a quadratic soft knee of width `knee_db` centred on the
+//!    threshold; gives the wanted gain reduction in dB.
+//! 3. [`GainSmoother`]: the *smooth decoupled* detector of the paper, in the dB domain: an instant-attack
+//!    peak hold releasing with the `release_ms` one-pole, followed by an `attack_ms` one-pole. After a
+//!    step up the gain reduction reaches 63 % of its final value (in dB) after `attack_ms`; after a step
+//!    down the hold decays with `release_ms` (and the attack pole adds its short lag on top). Holding
+//!    the peaks keeps a steady tone's gain steady, so on a long tone the output level follows the
+//!    static curve exactly.
+//!
+//! The gain (minus gain reduction plus `makeup_db`) multiplies every channel of the frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audio::AudioBlock;
+use crate::config::{InvalidValue, check_range};
+use crate::stage::Stage;
+
+/// Lowest level the detector reports (silence), in dBFS.
+pub const LEVEL_FLOOR_DB: f64 = -200.0;
+
+/// Gain reductions below this (dB) are flushed to zero so a released smoother settles exactly.
+const SMOOTHER_FLOOR_DB: f64 = 1e-30;
+
+/// How the level that drives the gain computer is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// Absolute sample value (a sine reads its peak amplitude).
+    #[default]
+    Peak,
+    /// Root mean square over `rms_window_ms` (a sine reads 3.01 dB below its peak).
+    Rms,
+}
+
+/// Configuration of the [`Compressor`] stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressorConfig {
+    /// Level above which the gain is reduced, -60..=0 dBFS (as read by the detector).
+    pub threshold_db: f64,
+    /// Input dB over the threshold per output dB over it, 1..=100 (1 is no compression).
+    pub ratio: f64,
+    /// Width of the soft knee centred on the threshold, 0..=24 dB; default 6 dB.
+    #[serde(default = "default_knee_db")]
+    pub knee_db: f64,
+    /// Time for the gain reduction to reach 63 % of a step up, 0.01..=500 ms; default 10 ms.
+    #[serde(default = "default_attack_ms")]
+    pub attack_ms: f64,
+    /// Time constant of the gain reduction's decay, 1..=5000 ms; default 100 ms.
+    #[serde(default = "default_release_ms")]
+    pub release_ms: f64,
+    /// Gain added after compression, -24..=24 dB; default 0 dB.
+    #[serde(default)]
+    pub makeup_db: f64,
+    /// Level detector; default `peak`.
+    #[serde(default)]
+    pub detector: Detector,
+    /// Window of the RMS detector, 1..=300 ms; default 10 ms (ignored by the peak detector).
+    #[serde(default = "default_rms_window_ms")]
+    pub rms_window_ms: f64,
+}
+
+pub(crate) fn default_knee_db() -> f64 {
+    6.0
+}
+
+pub(crate) fn default_attack_ms() -> f64 {
+    10.0
+}
+
+pub(crate) fn default_release_ms() -> f64 {
+    100.0
+}
+
+fn default_rms_window_ms() -> f64 {
+    10.0
+}
+
+impl CompressorConfig {
+    /// A peak-detecting configuration with the given threshold and ratio and every other value at its
+    /// default.
+    pub fn new(threshold_db: f64, ratio: f64) -> Self {
+        Self {
+            threshold_db,
+            ratio,
+            knee_db: default_knee_db(),
+            attack_ms: default_attack_ms(),
+            release_ms: default_release_ms(),
+            makeup_db: 0.0,
+            detector: Detector::Peak,
+            rms_window_ms: default_rms_window_ms(),
+        }
+    }
+
+    /// Checks every value against its allowed range.
+    ///
+    /// # Errors
+    /// The first out-of-range value, keyed by its field name.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        check_range("threshold_db", self.threshold_db, -60.0, 0.0, "dB")?;
+        check_range("ratio", self.ratio, 1.0, 100.0, "")?;
+        check_range("knee_db", self.knee_db, 0.0, 24.0, "dB")?;
+        check_range("attack_ms", self.attack_ms, 0.01, 500.0, "ms")?;
+        check_range("release_ms", self.release_ms, 1.0, 5000.0, "ms")?;
+        check_range("makeup_db", self.makeup_db, -24.0, 24.0, "dB")?;
+        check_range("rms_window_ms", self.rms_window_ms, 1.0, 300.0, "ms")?;
+        Ok(())
+    }
+}
+
+/// The static compression curve: gain reduction in dB for a detector level in dBFS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GainComputer {
+    threshold_db: f64,
+    ratio: f64,
+    knee_db: f64,
+}
+
+impl GainComputer {
+    /// A curve with the given threshold, ratio (>= 1) and soft-knee width (>= 0; 0 is a hard knee).
+    pub fn new(threshold_db: f64, ratio: f64, knee_db: f64) -> Self {
+        Self {
+            threshold_db,
+            ratio,
+            knee_db,
+        }
+    }
+
+    /// The gain reduction (>= 0 dB) for `level_db`: 0 below `threshold - knee/2`,
+    /// `(level - threshold) (1 - 1/ratio)` above `threshold + knee/2`, and in between the quadratic
+    /// `(1 - 1/ratio) (level - threshold + knee/2)^2 / (2 knee)` that joins them smoothly.
+    #[inline]
+    pub fn gain_reduction_db(&self, level_db: f64) -> f64 {
+        let over_db = level_db - self.threshold_db;
+        let slope = 1.0 - 1.0 / self.ratio;
+        if self.knee_db > 0.0 && 2.0 * over_db.abs() <= self.knee_db {
+            let into_knee_db = over_db + self.knee_db / 2.0;
+            slope * into_knee_db * into_knee_db / (2.0 * self.knee_db)
+        } else if over_db > 0.0 {
+            slope * over_db
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Measures one stereo-linked level per frame (see the module documentation for the definitions).
+#[derive(Debug, Clone)]
+pub struct LevelDetector {
+    detector: Detector,
+    /// RMS window length in frames.
+    window_frames: usize,
+    /// Squared samples of the last `window_frames` frames, channel after channel.
+    squares: Vec<f64>,
+    /// Running sum of `squares` per channel.
+    sums: Vec<f64>,
+    /// Next write position in each channel's window.
+    position: usize,
+}
+
+impl LevelDetector {
+    /// A detector for `channel_count` channels; `rms_window_ms` is used only by [`Detector::Rms`].
+    pub fn new(
+        detector: Detector,
+        rms_window_ms: f64,
+        channel_count: usize,
+        sample_rate_hz: u32,
+    ) -> Self {
+        let window_frames = match detector {
+            Detector::Peak => 0,
+            Detector::Rms => {
+                ((rms_window_ms * 1e-3 * f64::from(sample_rate_hz)).round() as usize).max(1)
+            }
+        };
+        Self {
+            detector,
+            window_frames,
+            squares: vec![0.0; window_frames * channel_count],
+            sums: vec![0.0; if window_frames > 0 { channel_count } else { 0 }],
+            position: 0,
+        }
+    }
+
+    /// The level of the frame (one sample per channel) in dBFS, never below [`LEVEL_FLOOR_DB`].
+    #[inline]
+    pub fn next_level_db(&mut self, frame: &[f64]) -> f64 {
+        match self.detector {
+            Detector::Peak => {
+                let peak = frame.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                amplitude_to_db(peak)
+            }
+            Detector::Rms => {
+                let w = self.window_frames;
+                let mut loudest = 0.0f64;
+                for (channel, &x) in frame.iter().enumerate().take(self.sums.len()) {
+                    let slot = &mut self.squares[channel * w + self.position];
+                    let square = x * x;
+                    self.sums[channel] += square - *slot;
+                    *slot = square;
+                    loudest = loudest.max(self.sums[channel]);
+                }
+                self.position += 1;
+                if self.position == w {
+                    self.position = 0;
+                    // Re-add the window from scratch once per window so that rounding in the running
+                    // sum cannot accumulate over a long track (amortised O(1) per frame).
+                    for (sum, window) in self.sums.iter_mut().zip(self.squares.chunks_exact(w)) {
+                        *sum = window.iter().sum();
+                    }
+                }
+                let mean_square = loudest.max(0.0) / w as f64;
+                if mean_square > 0.0 {
+                    (10.0 * mean_square.log10()).max(LEVEL_FLOOR_DB)
+                } else {
+                    LEVEL_FLOOR_DB
+                }
+            }
+        }
+    }
+
+    /// Forgets all history.
+    pub fn reset(&mut self) {
+        self.squares.fill(0.0);
+        self.sums.fill(0.0);
+        self.position = 0;
+    }
+}
+
+/// Amplitude to dBFS, floored at [`LEVEL_FLOOR_DB`].
+#[inline]
+fn amplitude_to_db(amplitude: f64) -> f64 {
+    if amplitude > 0.0 {
+        (20.0 * amplitude.log10()).max(LEVEL_FLOOR_DB)
+    } else {
+        LEVEL_FLOOR_DB
+    }
+}
+
+/// One-pole coefficient for a time constant: `exp(-1 / (time * rate))`.
+fn one_pole_coefficient(time_ms: f64, sample_rate_hz: u32) -> f64 {
+    (-1.0 / (time_ms * 1e-3 * f64::from(sample_rate_hz))).exp()
+}
+
+/// Smooths the gain reduction in dB: instant-attack peak hold with release, then an attack one-pole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GainSmoother {
+    attack_coefficient: f64,
+    release_coefficient: f64,
+    held_db: f64,
+    smoothed_db: f64,
+}
+
+impl GainSmoother {
+    /// A smoother with the given attack and release time constants.
+    pub fn new(attack_ms: f64, release_ms: f64, sample_rate_hz: u32) -> Self {
+        Self {
+            attack_coefficient: one_pole_coefficient(attack_ms, sample_rate_hz),
+            release_coefficient: one_pole_coefficient(release_ms, sample_rate_hz),
+            held_db: 0.0,
+            smoothed_db: 0.0,
+        }
+    }
+
+    /// Feeds the wanted gain reduction (dB, >= 0) and returns the smoothed one.
+    #[inline]
+    pub fn next(&mut self, target_db: f64) -> f64 {
+        let released =
+            self.release_coefficient * self.held_db + (1.0 - self.release_coefficient) * target_db;
+        self.held_db = flush_small(released.max(target_db));
+        self.smoothed_db = flush_small(
+            self.attack_coefficient * self.smoothed_db
+                + (1.0 - self.attack_coefficient) * self.held_db,
+        );
+        self.smoothed_db
+    }
+
+    /// Returns to no gain reduction.
+    pub fn reset(&mut self) {
+        self.held_db = 0.0;
+        self.smoothed_db = 0.0;
+    }
+}
+
+#[inline]
+fn flush_small(value_db: f64) -> f64 {
+    if value_db < SMOOTHER_FLOOR_DB {
+        0.0
+    } else {
+        value_db
+    }
+}
+
+/// Maximum and mean gain reduction over everything processed since the last reset.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GainReductionStats {
+    max_db: f64,
+    sum_db: f64,
+    frames: u64,
+}
+
+impl GainReductionStats {
+    fn add(&mut self, gain_reduction_db: f64) {
+        self.max_db = self.max_db.max(gain_reduction_db);
+        self.sum_db += gain_reduction_db;
+        self.frames += 1;
+    }
+
+    /// Largest gain reduction so far, dB.
+    pub fn max_db(&self) -> f64 {
+        self.max_db
+    }
+
+    /// Mean gain reduction per frame so far, dB (0 before any frame).
+    pub fn mean_db(&self) -> f64 {
+        if self.frames == 0 {
+            0.0
+        } else {
+            self.sum_db / self.frames as f64
+        }
+    }
+
+    /// `{"max_gain_reduction_db": .., "mean_gain_reduction_db": ..}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_gain_reduction_db": self.max_db(),
+            "mean_gain_reduction_db": self.mean_db(),
+        })
+    }
+}
+
+/// Level detector, gain computer and smoother: turns frames of audio into one linear gain per frame.
+/// Shared by [`Compressor`] and every band of the multiband compressor.
+#[derive(Debug, Clone)]
+pub struct CompressorCore {
+    detector: LevelDetector,
+    computer: GainComputer,
+    smoother: GainSmoother,
+    makeup_db: f64,
+    stats: GainReductionStats,
+}
+
+impl CompressorCore {
+    /// A core for `channel_count` channels. `config` is assumed valid (see
+    /// [`CompressorConfig::validate`]).
+    pub fn new(config: &CompressorConfig, channel_count: usize, sample_rate_hz: u32) -> Self {
+        Self {
+            detector: LevelDetector::new(
+                config.detector,
+                config.rms_window_ms,
+                channel_count,
+                sample_rate_hz,
+            ),
+            computer: GainComputer::new(config.threshold_db, config.ratio, config.knee_db),
+            smoother: GainSmoother::new(config.attack_ms, config.release_ms, sample_rate_hz),
+            makeup_db: config.makeup_db,
+            stats: GainReductionStats::default(),
+        }
+    }
+
+    /// Feeds one frame (one sample per channel) and returns the linear gain to apply to all of it.
+    #[inline]
+    pub fn next_gain(&mut self, frame: &[f64]) -> f64 {
+        let level_db = self.detector.next_level_db(frame);
+        let target_db = self.computer.gain_reduction_db(level_db);
+        let gain_reduction_db = self.smoother.next(target_db);
+        self.stats.add(gain_reduction_db);
+        db_to_amplitude(self.makeup_db - gain_reduction_db)
+    }
+
+    /// Gain reduction statistics since the last reset.
+    pub fn stats(&self) -> &GainReductionStats {
+        &self.stats
+    }
+
+    /// Returns to the freshly built state.
+    pub fn reset(&mut self) {
+        self.detector.reset();
+        self.smoother.reset();
+        self.stats = GainReductionStats::default();
+    }
+}
+
+#[inline]
+fn db_to_amplitude(db: f64) -> f64 {
+    10f64.powf(db / 20.0)
+}
+
+/// Compressor stage: one [`CompressorCore`] driving every channel with the same gain.
+#[derive(Debug, Clone)]
+pub struct Compressor {
+    core: CompressorCore,
+    /// One frame gathered across channels.
+    frame: Vec<f64>,
+    /// Per-frame gains of the current block.
+    gains: Vec<f64>,
+}
+
+impl Compressor {
+    /// Builds the compressor for `channel_count` channels at `sample_rate_hz`, with buffers for blocks
+    /// of up to `max_block_frames` frames.
+    ///
+    /// # Errors
+    /// An out-of-range value (see [`CompressorConfig::validate`]).
+    pub fn new(
+        config: &CompressorConfig,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+    ) -> Result<Self, InvalidValue> {
+        config.validate()?;
+        Ok(Self {
+            core: CompressorCore::new(config, channel_count, sample_rate_hz),
+            frame: vec![0.0; channel_count],
+            gains: vec![0.0; max_block_frames.max(1)],
+        })
+    }
+
+    /// Gain reduction statistics since the last reset.
+    pub fn stats(&self) -> &GainReductionStats {
+        self.core.stats()
+    }
+}
+
+impl Stage for Compressor {
+    fn name(&self) -> &'static str {
+        "compressor"
+    }
+
+    fn process(&mut self, block: &mut AudioBlock) {
+        let channels = self.frame.len().min(block.channel_count());
+        let frames = block.frames();
+        // Chunked so that an oversized block (a contract violation) still allocates nothing.
+        let mut start = 0;
+        while start < frames {
+            let len = self.gains.len().min(frames - start);
+            for (i, gain) in self.gains[..len].iter_mut().enumerate() {
+                for (channel, slot) in self.frame[..channels].iter_mut().enumerate() {
+                    *slot = f64::from(block.channel(channel)[start + i]);
+                }
+                *gain = self.core.next_gain(&self.frame[..channels]);
+            }
+            for channel in 0..channels {
+                let samples = &mut block.channel_mut(channel)[start..start + len];
+                for (sample, &gain) in samples.iter_mut().zip(&self.gains[..len]) {
+                    *sample = (f64::from(*sample) * gain) as f32;
+                }
+            }
+            start += len;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.core.reset();
+    }
+
+    fn report(&self) -> Option<serde_json::Value> {
+        Some(self.core.stats().to_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{max_abs_diff, noise, process_in_blocks, rms_db, sine};
+
+    const FS: u32 = 48_000;
+
+    fn compressor(config: &CompressorConfig, channels: usize) -> Compressor {
+        Compressor::new(config, channels, FS, 4096).expect("valid config")
+    }
+
+    fn peak_db(samples: &[f32]) -> f64 {
+        20.0 * f64::from(samples.iter().fold(0.0f32, |m, x| m.max(x.abs()))).log10()
+    }
+
+    fn db_to_amp(db: f64) -> f64 {
+        10f64.powf(db / 20.0)
+    }
+
+    /// Output level of a steady 1 kHz sine whose detector level is `level_db` (3 s, last 1 s measured).
+    fn steady_output_db(config: &CompressorConfig, level_db: f64) -> (f64, f64) {
+        let amplitude = match config.detector {
+            Detector::Peak => db_to_amp(level_db),
+            Detector::Rms => db_to_amp(level_db) * std::f64::consts::SQRT_2,
+        };
+        let input = sine(2, 3 * FS as usize, FS, 1000.0, amplitude);
+        let output = process_in_blocks(&mut compressor(config, 2), &input, &[4096]);
+        let tail_in = &input.channel(0)[2 * FS as usize..];
+        let tail_out = &output.channel(0)[2 * FS as usize..];
+        match config.detector {
+            Detector::Peak => (peak_db(tail_in), peak_db(tail_out)),
+            Detector::Rms => (rms_db(tail_in), rms_db(tail_out)),
+        }
+    }
+
+    #[test]
+    fn static_curve_above_the_knee() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            for makeup_db in [0.0, 4.0] {
+                let config = CompressorConfig {
+                    makeup_db,
+                    detector,
+                    ..CompressorConfig::new(-20.0, 4.0)
+                };
+                let (input_db, output_db) = steady_output_db(&config, -8.0);
+                assert!((input_db + 8.0).abs() < 0.01);
+                let want = -20.0 + 3.0 + makeup_db;
+                eprintln!(
+                    "static {detector:?} makeup {makeup_db}: out {output_db:.3} dB, want {want}"
+                );
+                assert!(
+                    (output_db - want).abs() < 0.2,
+                    "{detector:?} makeup {makeup_db}: {output_db} dB, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn below_the_knee_gain_is_exactly_makeup() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            let config = CompressorConfig {
+                makeup_db: 2.5,
+                detector,
+                ..CompressorConfig::new(-20.0, 4.0)
+            };
+            // threshold - knee/2 = -23 dB; the tone reads -23.5 dB.
+            let (input_db, output_db) = steady_output_db(&config, -23.5);
+            eprintln!(
+                "below knee {detector:?}: gain {:.5} dB",
+                output_db - input_db
+            );
+            assert!(
+                (output_db - input_db - 2.5).abs() < 0.01,
+                "{detector:?}: {input_db} -> {output_db}"
+            );
+        }
+    }
+
+    #[test]
+    fn gain_computer_curve() {
+        let hard = GainComputer::new(-20.0, 4.0, 0.0);
+        assert_eq!(hard.gain_reduction_db(-20.0), 0.0);
+        assert_eq!(hard.gain_reduction_db(-8.0), 9.0);
+        assert_eq!(hard.gain_reduction_db(LEVEL_FLOOR_DB), 0.0);
+        let soft = GainComputer::new(-20.0, 4.0, 6.0);
+        assert_eq!(soft.gain_reduction_db(-23.0), 0.0);
+        // Continuous at both knee edges, and a quarter of the full slope's reduction at the threshold.
+        assert!((soft.gain_reduction_db(-17.0) - 2.25).abs() < 1e-12);
+        assert!((soft.gain_reduction_db(-16.999) - 2.25075).abs() < 1e-9);
+        assert!((soft.gain_reduction_db(-20.0) - 0.75 * 9.0 / 12.0).abs() < 1e-12);
+        let unity = GainComputer::new(-40.0, 1.0, 6.0);
+        assert_eq!(unity.gain_reduction_db(0.0), 0.0);
+    }
+
+    #[test]
+    fn attack_reaches_63_percent_at_attack_ms() {
+        for attack_ms in [1.0, 10.0, 50.0] {
+            let config = CompressorConfig {
+                attack_ms,
+                knee_db: 0.0,
+                ..CompressorConfig::new(-20.0, 4.0)
+            };
+            // DC steps from -40 dBFS to -8 dBFS (12 dB over the threshold: 9 dB final reduction).
+            let step_at = FS as usize / 10;
+            let mut input = vec![0.01f32; FS as usize];
+            input[step_at..].fill(db_to_amp(-8.0) as f32);
+            let input = AudioBlock::from_channels(vec![input], FS);
+            let output = process_in_blocks(&mut compressor(&config, 1), &input, &[4096]);
+            let reduction_db =
+                |n: usize| -20.0 * f64::from(output.channel(0)[n] / input.channel(0)[n]).log10();
+            assert!(reduction_db(step_at - 1).abs() < 1e-6);
+            let final_db = reduction_db(FS as usize - 1);
+            assert!((final_db - 9.0).abs() < 0.01, "{final_db}");
+            let reached = (step_at..FS as usize)
+                .find(|&n| reduction_db(n) >= 0.632 * final_db)
+                .unwrap_or(usize::MAX)
+                - step_at;
+            let reached_ms = reached as f64 * 1e3 / f64::from(FS);
+            eprintln!("attack {attack_ms} ms: 63 % at {reached_ms:.3} ms");
+            assert!(
+                (reached_ms / attack_ms - 1.0).abs() < 0.2,
+                "attack {attack_ms} ms: 63 % at {reached_ms} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn release_recovers_with_release_ms() {
+        let config = CompressorConfig {
+            attack_ms: 0.1,
+            release_ms: 200.0,
+            knee_db: 0.0,
+            ..CompressorConfig::new(-20.0, 4.0)
+        };
+        let step_at = FS as usize / 2;
+        let mut input = vec![db_to_amp(-8.0) as f32; 2 * FS as usize];
+        input[step_at..].fill(0.01);
+        let input = AudioBlock::from_channels(vec![input], FS);
+        let output = process_in_blocks(&mut compressor(&config, 1), &input, &[4096]);
+        let reduction_db =
+            |n: usize| -20.0 * f64::from(output.channel(0)[n] / input.channel(0)[n]).log10();
+        let start_db = reduction_db(step_at - 1);
+        let recovered = (step_at..2 * FS as usize)
+            .find(|&n| reduction_db(n) <= (1.0 - 0.632) * start_db)
+            .unwrap_or(usize::MAX)
+            - step_at;
+        let recovered_ms = recovered as f64 * 1e3 / f64::from(FS);
+        eprintln!("release 200 ms: 63 % recovered at {recovered_ms:.3} ms");
+        assert!(
+            (recovered_ms / 200.0 - 1.0).abs() < 0.2,
+            "{recovered_ms} ms"
+        );
+    }
+
+    #[test]
+    fn stereo_link_reduces_both_channels_equally() {
+        let config = CompressorConfig::new(-20.0, 4.0);
+        let loud = sine(1, FS as usize, FS, 440.0, 0.5);
+        let quiet = sine(1, FS as usize, FS, 440.0, 0.001);
+        let input = AudioBlock::from_channels(
+            vec![loud.channel(0).to_vec(), quiet.channel(0).to_vec()],
+            FS,
+        );
+        let output = process_in_blocks(&mut compressor(&config, 2), &input, &[4096]);
+        let left_gain = rms_db(&output.channel(0)[24_000..]) - rms_db(&input.channel(0)[24_000..]);
+        let right_gain = rms_db(&output.channel(1)[24_000..]) - rms_db(&input.channel(1)[24_000..]);
+        assert!(left_gain < -6.0, "{left_gain}");
+        assert!(
+            (left_gain - right_gain).abs() < 0.001,
+            "{left_gain} {right_gain}"
+        );
+        // And sample by sample.
+        for n in (0..FS as usize).step_by(97) {
+            let (l_in, r_in) = (input.channel(0)[n], input.channel(1)[n]);
+            if r_in.abs() > 1e-4 {
+                let l = output.channel(0)[n] / l_in;
+                let r = output.channel(1)[n] / r_in;
+                assert!((l - r).abs() < 1e-3 * l, "frame {n}: {l} vs {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_size_independent() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            let config = CompressorConfig {
+                detector,
+                attack_ms: 2.0,
+                release_ms: 50.0,
+                ..CompressorConfig::new(-30.0, 6.0)
+            };
+            let input = noise(2, 30_000, FS, 0.8, 21);
+            let reference = process_in_blocks(&mut compressor(&config, 2), &input, &[4096]);
+            for sizes in [&[1][..], &[7], &[64], &[4096], &[5, 700, 1]] {
+                let output = process_in_blocks(&mut compressor(&config, 2), &input, sizes);
+                assert_eq!(output, reference, "{detector:?} {sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reset_repeats_the_render() {
+        let config = CompressorConfig {
+            detector: Detector::Rms,
+            ..CompressorConfig::new(-30.0, 3.0)
+        };
+        let mut stage = compressor(&config, 2);
+        let input = noise(2, 20_000, FS, 0.5, 2);
+        let first = process_in_blocks(&mut stage, &input, &[1000]);
+        let first_report = stage.report();
+        stage.reset();
+        let second = process_in_blocks(&mut stage, &input, &[1000]);
+        assert_eq!(first, second);
+        assert_eq!(first_report, stage.report());
+    }
+
+    #[test]
+    fn silence_in_silence_out_and_noise_stays_finite() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            let config = CompressorConfig {
+                detector,
+                makeup_db: 24.0,
+                ..CompressorConfig::new(-60.0, 100.0)
+            };
+            let mut stage = compressor(&config, 2);
+            let silence = AudioBlock::from_channels(vec![vec![0.0; 10_000]; 2], FS);
+            let out = process_in_blocks(&mut stage, &silence, &[512]);
+            assert!(out.channels().flatten().all(|&x| x == 0.0));
+            let loud = noise(2, 48_000, FS, 1.0, 13);
+            let out = process_in_blocks(&mut stage, &loud, &[512]);
+            assert!(out.channels().flatten().all(|x| x.is_finite()));
+            let out = process_in_blocks(&mut stage, &silence, &[512]);
+            assert!(out.channels().flatten().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn report_gives_max_and_mean_reduction() {
+        let config = CompressorConfig {
+            knee_db: 0.0,
+            ..CompressorConfig::new(-20.0, 4.0)
+        };
+        let mut stage = compressor(&config, 1);
+        let input = AudioBlock::from_channels(vec![vec![db_to_amp(-8.0) as f32; FS as usize]], FS);
+        let output = process_in_blocks(&mut stage, &input, &[4096]);
+        assert!(
+            max_abs_diff(
+                &output.channel(0)[FS as usize / 2..],
+                &[db_to_amp(-17.0) as f32; 24_000]
+            ) < 1e-5
+        );
+        let report = stage.report().expect("a report");
+        let max = report["max_gain_reduction_db"].as_f64().unwrap_or(0.0);
+        let mean = report["mean_gain_reduction_db"].as_f64().unwrap_or(0.0);
+        assert!((max - 9.0).abs() < 1e-6, "{max}");
+        assert!(mean > 8.5 && mean < 9.0, "{mean}");
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let config: CompressorConfig =
+            toml::from_str("threshold_db = -18.0\nratio = 2.0").expect("valid");
+        assert_eq!(config, CompressorConfig::new(-18.0, 2.0));
+        let config: CompressorConfig = toml::from_str(
+            "threshold_db = -18.0\nratio = 2.0\ndetector = \"rms\"\nrms_window_ms = 30.0",
+        )
+        .expect("valid");
+        assert_eq!(config.detector, Detector::Rms);
+        let text = toml::to_string(&config).expect("serialise");
+        assert_eq!(toml::from_str::<CompressorConfig>(&text).ok(), Some(config));
+        assert!(
+            toml::from_str::<CompressorConfig>(
+                "threshold_db = -18.0\nratio = 2.0\nlookahead_ms = 5.0"
+            )
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<CompressorConfig>(
+                "threshold_db = -18.0\nratio = 2.0\ndetector = \"vu\""
+            )
+            .is_err()
+        );
+        let bad = CompressorConfig {
+            ratio: 0.5,
+            ..CompressorConfig::new(-18.0, 2.0)
+        };
+        assert_eq!(
+            Compressor::new(&bad, 2, FS, 64)
+                .map(|_| ())
+                .map_err(|e| e.key),
+            Err("ratio".into())
+        );
+        let bad = CompressorConfig {
+            attack_ms: 0.0,
+            ..CompressorConfig::new(-18.0, 2.0)
+        };
+        assert_eq!(bad.validate().map_err(|e| e.key), Err("attack_ms".into()));
+    }
+}

@@ -1,0 +1,39 @@
+# lathe: the two commands a new user needs are `make demo` and `make test`.
+CARGO ?= cargo
+DEMO_DIR ?= target/demo
+
+.PHONY: demo test deps check fmt lint bench build clean
+
+## Generate a rough demo album and master it on this machine (no servers needed).
+demo:
+	$(CARGO) run --quiet -p lathe-cli --bin lathe -- demo $(DEMO_DIR)
+
+## Run every test (installs the codec tools the tests use to make fixtures, if missing).
+test: deps
+	$(CARGO) test --workspace
+
+## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output.
+deps:
+	@command -v ffmpeg >/dev/null && command -v flac >/dev/null || { \
+	  echo "installing ffmpeg and flac (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac >/dev/null; }
+
+## Formatting and lints, as before every commit.
+check: fmt lint
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --release -p lathe-cli
+
+## Speed and memory: x-realtime per stage and chain, peak RSS, ffmpeg for comparison.
+bench: deps
+	bash engine/benches/run.sh
+
+clean:
+	$(CARGO) clean
