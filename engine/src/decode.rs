@@ -9,8 +9,9 @@
 //! Errors are strict, because a master made from a damaged source is worse than no master:
 //! - a packet that fails to decode mid-stream is an [`Error::Decode`], never silently skipped;
 //! - a lossless stream (PCM, FLAC, ALAC) whose header promises more frames than the file holds is
-//!   reported as `truncated: expected N frames, got M`, and a FLAC stream whose MD5 signature does
-//!   not match the decoded audio is reported as corrupt;
+//!   reported as `truncated: expected N frames, got M`; a lossless packet the demuxer skipped
+//!   (a FLAC frame whose CRC fails) is reported as corrupt with the missing frames; a FLAC stream
+//!   whose MD5 signature does not match the decoded audio is reported as corrupt;
 //! - Ogg files are checked page by page first (checksums, sequence numbers, end-of-stream flag),
 //!   because Symphonia silently skips damaged pages; an MP4 stream that decodes to clearly fewer
 //!   frames than its sample tables announce is reported as truncated or damaged;
@@ -23,8 +24,8 @@
 //! MP3 decodes to its shorter length.
 //!
 //! Lossy streams are decoded gaplessly where the container says how (MP3 LAME/Xing headers, Ogg
-//! granule positions); AAC in MP4 keeps its encoder priming (about 2112 frames of near-silence at the
-//! start), because Symphonia does not read the MP4 edit list.
+//! granule positions). AAC keeps its encoder priming and padding (about 1024 frames of near-silence
+//! at the start, up to a packet at the end), because Symphonia does not read the MP4 edit list.
 
 use std::fs::File;
 use std::io::ErrorKind;

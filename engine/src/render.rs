@@ -37,7 +37,7 @@ pub const BLOCK_FRAMES: usize = 4096;
 /// The render stops calibrating once the limited loudness is this close to the target.
 pub const CALIBRATION_TOLERANCE_LU: f64 = 0.05;
 /// The most calibration passes a track gets.
-pub const MAX_CALIBRATION_PASSES: u32 = 4;
+pub const MAX_CALIBRATION_PASSES: u32 = 6;
 
 /// The phase a track is in, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,14 +429,23 @@ pub fn master_track(
     if let (Some(target), Some(_)) = (profile.loudness.target_lufs, &profile.limiter)
         && chain_peak_dbtp + gain_db > ceiling - 0.1
     {
+        // Secant steps on loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a
+        // plain "add the error" step undershoots when the limiter works hard.
+        let mut previous: Option<(f64, f64)> = None;
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
             let figures = measure(&limited(gain_db), Phase::Calibrate, progress)?;
-            let error = figures.integrated_lufs.map_or(0.0, |l| target - l);
+            let Some(lufs) = figures.integrated_lufs else { break };
+            let error = target - lufs;
             if error.abs() <= CALIBRATION_TOLERANCE_LU {
                 break;
             }
-            gain_db = (gain_db + error).min(profile.loudness.max_gain_db);
+            let slope = match previous {
+                Some((g, l)) if (gain_db - g).abs() > 1e-6 => ((lufs - l) / (gain_db - g)).clamp(0.1, 1.0),
+                _ => 1.0,
+            };
+            previous = Some((gain_db, lufs));
+            gain_db = (gain_db + error / slope).min(profile.loudness.max_gain_db);
         }
     }
 

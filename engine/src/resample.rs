@@ -150,7 +150,7 @@ impl Resampler {
         }
         // Gathered frames (< chunk_in) plus a full input block complete at most this many FFT
         // blocks; the flush gives at most the last partial block plus the delay.
-        let blocks = (self.chunk_in - 1 + self.max_input_frames) / self.chunk_in;
+        let blocks = self.max_input_frames.div_ceil(self.chunk_in);
         (blocks * self.chunk_out).max(self.chunk_out + self.chunk_out / 2)
     }
 

@@ -19,6 +19,8 @@ use std::path::Path;
 
 use lofty::config::{ParseOptions, ParsingMode, WriteOptions};
 use lofty::file::{FileType, TaggedFileExt};
+use lofty::iff::wav::RiffInfoList;
+use lofty::ogg::tag::VorbisComments;
 use lofty::probe::Probe;
 use lofty::tag::{Accessor, ItemKey, Tag, TagExt, TagType};
 use serde::{Deserialize, Serialize};
@@ -159,7 +161,21 @@ fn write_options() -> WriteOptions {
 }
 
 fn write_flac(path: &Path, tags: &TrackTags) -> Result<()> {
-    tags.to_lofty(TagType::VorbisComments)
+    let mut comments = VorbisComments::new();
+    comments.set_vendor(format!("lathe {}", env!("CARGO_PKG_VERSION")));
+    let fields = [
+        ("TITLE", tags.title.clone()),
+        ("ARTIST", tags.artist.clone()),
+        ("ALBUM", tags.album.clone()),
+        ("TRACKNUMBER", tags.track_number.map(|n| n.to_string())),
+        ("ISRC", tags.isrc.clone()),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            comments.insert(key.to_string(), value);
+        }
+    }
+    comments
         .save_to_path(path, write_options())
         .map_err(|e| tag_error(path, error_chain(&e)))?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -247,8 +263,8 @@ fn write_wav(path: &Path, tags: &TrackTags) -> Result<()> {
 
     let mut tail = Vec::new();
     if !tags.is_empty() {
-        let riff = tags.to_lofty(TagType::RiffInfo);
-        riff.dump_to(&mut tail, write_options())
+        riff_info(tags)
+            .dump_to(&mut tail, write_options())
             .map_err(|e| tag_error(path, format!("RIFF INFO: {}", error_chain(&e))))?;
         let mut id3 = Vec::new();
         tags.to_lofty(TagType::Id3v2)
@@ -273,6 +289,24 @@ fn write_wav(path: &Path, tags: &TrackTags) -> Result<()> {
     file.write_all(&riff_size.to_le_bytes()).map_err(io)?;
     file.flush().map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+/// The RIFF INFO list, built by hand for its keys: lofty's generic mapping writes the track
+/// number as `IPRT`, lathe writes `ITRK` (both are read back).
+fn riff_info(tags: &TrackTags) -> RiffInfoList {
+    let mut list = RiffInfoList::new();
+    let fields = [
+        ("INAM", tags.title.clone()),
+        ("IART", tags.artist.clone()),
+        ("IPRD", tags.album.clone()),
+        ("ITRK", tags.track_number.map(|n| n.to_string())),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            list.insert(key.to_string(), value);
+        }
+    }
+    list
 }
 
 /// An error and its sources on one line ("a: b: c").

@@ -1,0 +1,2 @@
+//! Speed benchmark (being written).
+fn main() {}
