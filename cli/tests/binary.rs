@@ -8,7 +8,17 @@ fn lathe() -> Command {
 
 #[test]
 fn usage_error_exits_2_with_one_line_on_stderr() {
-    let output = lathe().args(["master", "/nonexistent/input", "-p", "streaming", "-o", "/tmp/x"]).output().unwrap();
+    let output = lathe()
+        .args([
+            "master",
+            "/nonexistent/input",
+            "-p",
+            "streaming",
+            "-o",
+            "/tmp/x",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -27,11 +37,19 @@ fn analyze_of_a_non_audio_file_exits_1_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("readme.wav");
     std::fs::write(&path, "not audio at all").unwrap();
-    let output = lathe().args(["analyze", "--json"]).arg(&path).output().unwrap();
+    let output = lathe()
+        .args(["analyze", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("readme.wav"));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json.as_array().map(Vec::len), Some(0), "no analysis for a file that is not audio");
+    assert_eq!(
+        json.as_array().map(Vec::len),
+        Some(0),
+        "no analysis for a file that is not audio"
+    );
 }
 
 #[test]

@@ -111,7 +111,8 @@ impl LoudnessMeter {
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
             peak_detectors: vec![
-                TruePeakDetector::new(TRUE_PEAK_OVERSAMPLING).expect("4x is a supported oversampling");
+                TruePeakDetector::new(TRUE_PEAK_OVERSAMPLING)
+                    .expect("4x is a supported oversampling");
                 channel_count
             ],
             true_peak: 0.0,

@@ -435,13 +435,17 @@ pub fn master_track(
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
             let figures = measure(&limited(gain_db), Phase::Calibrate, progress)?;
-            let Some(lufs) = figures.integrated_lufs else { break };
+            let Some(lufs) = figures.integrated_lufs else {
+                break;
+            };
             let error = target - lufs;
             if error.abs() <= CALIBRATION_TOLERANCE_LU {
                 break;
             }
             let slope = match previous {
-                Some((g, l)) if (gain_db - g).abs() > 1e-6 => ((lufs - l) / (gain_db - g)).clamp(0.1, 1.0),
+                Some((g, l)) if (gain_db - g).abs() > 1e-6 => {
+                    ((lufs - l) / (gain_db - g)).clamp(0.1, 1.0)
+                }
                 _ => 1.0,
             };
             previous = Some((gain_db, lufs));

@@ -8,10 +8,11 @@
 //!
 //! # What plays
 //! A small band, arranged in sections (intro, verse, chorus, bridge, outro) of different density and level:
-//! - a drum machine: kick (pitch-swept sine, exponential decay), snare (band-passed noise burst plus a
-//!   tone), closed and open hi-hats (high-passed noise), crash cymbals at section entries;
+//! - a drum machine: kick (pitch-swept sine, exponential decay) and snare (band-passed noise burst plus a
+//!   tone) on a bus that saturates them (rock) and carries the recipe's peak boost, closed and open
+//!   hi-hats (high-passed noise), crash cymbals at section entries;
 //! - a bass line: two detuned band-limited saws through a two-pole lowpass whose cutoff follows an
-//!   envelope (driven for rock, a slow drone for ambient);
+//!   envelope (driven for rock; a round, nearly sine bass for ballads, a slow drone for ambient);
 //! - chords (keys stabs, piano-like arpeggios, string pads, or driven power chords doubled left and right)
 //!   and a melody, from band-limited wavetables with ADSR envelopes. Key, mode, chord progression, grooves
 //!   and melody all derive from the seed; melodies repeat with the section, as songs do;
@@ -26,6 +27,11 @@
 //! libms: the module carries its own polynomial sine and exponential, built only from `+ - * /` and
 //! `sqrt`, which IEEE 754 rounds identically everywhere. Voices run sample by sample and every event falls
 //! on an absolute frame, so the output does not depend on the block capacity the caller reads with.
+//!
+//! # Speed
+//! Every voice is a wavetable oscillator (a table read and a multiply-add), envelopes and filters are
+//! one multiply-add per sample, and voices are freed as soon as their release reaches zero: about
+//! 300-500x real time for stereo 44.1 kHz on one core, depending on the style (rock is the densest).
 //!
 //! # Level
 //! [`TrackSynth::new`] meets `level_db` by calibration: it renders a few seconds of each kind of section
@@ -231,7 +237,7 @@ impl TrackSynth {
     }
 
     /// Fills `block` (to capacity, or less at the end; sets frames and the sample rate label); returns
-    /// frames written, 0 when done.
+    /// frames written, 0 when done (or if the block has no capacity).
     ///
     /// # Panics
     /// If the block's channel count differs from [`TrackSynth::channel_count`].
@@ -641,7 +647,7 @@ impl Timbre {
             Timbre::Keys => 1.0 / (hf * hf.sqrt()),
             Timbre::Lead if h % 2 == 1 => 1.0 / hf,
             Timbre::Lead => 0.35 / hf,
-            Timbre::Strings => 1.0 / (hf * (1.0 + (hf / 6.0).powi(2))),
+            Timbre::Strings => 1.0 / (hf * (1.0 + hf * hf / 36.0)),
             Timbre::Soft => 1.0 / (hf * hf * hf),
             Timbre::PowerChord => {
                 let root = if h % 2 == 0 { 2.0 / hf } else { 0.0 };
@@ -664,7 +670,7 @@ fn wavetables() -> &'static [Table] {
         let mut cycle = vec![0.0; TABLE_LEN];
         for timbre in Timbre::ALL {
             let power: f64 = (1..=MIP_HARMONICS[0])
-                .map(|h| timbre.harmonic(h).powi(2) / 2.0)
+                .map(|h| timbre.harmonic(h) * timbre.harmonic(h) / 2.0)
                 .sum();
             let norm = 1.0 / power.sqrt();
             for (level, &harmonics) in MIP_HARMONICS.iter().enumerate() {
@@ -870,12 +876,13 @@ impl Form {
         (Section::Verse, 0, self.verse)
     }
 
-    /// First bar of `section` in the track, if it occurs.
+    /// First bar of `section` in the track and how many bars that occurrence lasts, if it occurs.
     fn first_bar_of(&self, section: Section) -> Option<(u64, u64)> {
-        (0..self.total_bars).find_map(|bar| {
-            let (s, index, len) = self.section_at(bar);
-            (s == section && index == 0 || s == section && bar == 0).then_some((bar, len - index))
-        })
+        let first = (0..self.total_bars).find(|&bar| self.section_at(bar).0 == section)?;
+        let bars = (first..self.total_bars)
+            .take_while(|&bar| self.section_at(bar).0 == section)
+            .count();
+        Some((first, bars as u64))
     }
 }
 
@@ -3027,6 +3034,32 @@ mod tests {
         }
     }
 
+    /// FNV-1a over the bits of every sample, channel after channel.
+    fn fingerprint(channels: &[Vec<f32>]) -> u64 {
+        channels
+            .iter()
+            .flatten()
+            .fold(0xCBF2_9CE4_8422_2325, |hash, x| {
+                (hash ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01B3)
+            })
+    }
+
+    #[test]
+    fn output_matches_the_recorded_fingerprints() {
+        // The demo, the tests and the benchmarks of the whole project run on this material, and the
+        // synthesiser promises the same bits on every machine: a change here must be deliberate.
+        let expected: [u64; 4] = [
+            0x9F3D_2B8F_38BF_4BC8,
+            0xDB01_462D_02FC_1C2B,
+            0xD7F8_8485_3E05_0CA4,
+            0xC158_9CCE_24DB_6684,
+        ];
+        for (style, expected) in Style::ALL.into_iter().zip(expected) {
+            let hash = fingerprint(&render(&recipe(style, 42, 3.0), 4096));
+            assert_eq!(hash, expected, "{style:?}: {hash:#018X}");
+        }
+    }
+
     #[test]
     fn a_different_seed_gives_different_audio() {
         for style in Style::ALL {
@@ -3260,15 +3293,23 @@ mod tests {
             "over-0-dBFS peaks survive"
         );
 
-        let path = dir.path().join("rock-24.wav");
-        write_wav(&r, &path, 24).expect("write 24-bit WAV");
-        let mut reader = hound::WavReader::open(&path).expect("read WAV");
-        assert_eq!(reader.duration() as u64, r.total_frames());
-        let full_scale = 8_388_607.0;
-        for (s, x) in reader.samples::<i32>().zip(&interleaved) {
-            let s = s.expect("sample") as f32 / full_scale;
-            assert!((s - x.clamp(-1.0, 1.0)).abs() <= 1.0 / full_scale);
+        for bits in [16, 24] {
+            let path = dir.path().join(format!("rock-{bits}.wav"));
+            write_wav(&r, &path, bits).expect("write integer WAV");
+            let mut reader = hound::WavReader::open(&path).expect("read WAV");
+            assert_eq!(reader.spec().bits_per_sample, bits as u16);
+            assert_eq!(reader.duration() as u64, r.total_frames());
+            let full_scale = ((1 << (bits - 1)) - 1) as f32;
+            let mut count = 0;
+            for (s, x) in reader.samples::<i32>().zip(&interleaved) {
+                let s = s.expect("sample") as f32 / full_scale;
+                // Clipped at full scale, then rounded to the nearest step.
+                assert!((s - x.clamp(-1.0, 1.0)).abs() <= 0.5 / full_scale + 1e-7);
+                count += 1;
+            }
+            assert_eq!(count, interleaved.len());
         }
+        let path = dir.path().join("rock-12.wav");
         assert!(write_wav(&r, &path, 12).is_err());
     }
 

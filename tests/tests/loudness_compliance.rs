@@ -168,7 +168,13 @@ fn tech_3341_true_peak_cases_15_to_19() {
     }
     // Case 19's samples sit just under full scale (1.41 x sin 45 degrees) while its true peak is +3 dBTP.
     let sample_peak = field(&results[4], "sample_peak_dbfs");
-    assert_within(sample_peak, 20.0 * f64::log10(1.41 * std::f64::consts::FRAC_1_SQRT_2), 0.01, 0.01, "case 19 sample peak");
+    assert_within(
+        sample_peak,
+        20.0 * f64::log10(1.41 * std::f64::consts::FRAC_1_SQRT_2),
+        0.01,
+        0.01,
+        "case 19 sample peak",
+    );
 }
 
 #[test]
