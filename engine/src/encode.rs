@@ -1126,4 +1126,42 @@ mod tests {
             60.0 / start.elapsed().as_secs_f64()
         );
     }
+
+    #[test]
+    #[ignore = "scratch"]
+    fn scratch_repro() {
+        let path = std::path::Path::new(&std::env::var("SRC").unwrap()).to_path_buf();
+        let out = std::path::PathBuf::from(std::env::var("OUT").unwrap());
+        let mut d = Decoder::open(&path).unwrap();
+        let info = d.info().clone();
+        let mut b = AudioBlock::new(info.channel_count, 4096, info.sample_rate_hz);
+        let mut all = AudioBlock::new(info.channel_count, 4_000_000, info.sample_rate_hz);
+        while d.read(&mut b).unwrap() > 0 {
+            all.append(&b);
+        }
+        let t = std::time::Instant::now();
+        encode(
+            &out,
+            EncodeSpec {
+                container: Container::Flac,
+                bit_depth: 24,
+            },
+            &all,
+            4096,
+        );
+        eprintln!(
+            "frames {} encode {:?} size {}",
+            all.frames(),
+            t.elapsed(),
+            std::fs::metadata(&out).unwrap().len()
+        );
+        let r = decode_all(&out, 4096);
+        match r {
+            Ok(x) => {
+                eprintln!("decoded {}", x.frames());
+                assert_same_audio(&x, &all, 0.0);
+            }
+            Err(e) => eprintln!("ERR {e}"),
+        }
+    }
 }

@@ -43,8 +43,8 @@ pub struct LoudnessMeter {
     updates: u64,
     max_momentary: f64,
     max_short_term: f64,
-    peak_detectors: Vec<TruePeakDetector>,
-    true_peak: f64,
+    peak_meters: Vec<TruePeakMeter>,
+    full: bool,
 }
 
 /// Oversampling of the true-peak reading (BS.1770-4 asks for at least 4x at 48 kHz).
@@ -87,15 +87,112 @@ fn channel_map(channel_count: usize) -> Vec<Channel> {
     }
 }
 
+/// Block-wise true-peak reading of one channel: the interpolator of
+/// [`crate::master::oversample::TruePeakDetector`] evaluated a whole block at a time in `f32` (one
+/// multiply-add per tap over a contiguous run of samples, which the compiler vectorises), for meters
+/// that need only the maximum, not a per-sample envelope.
+#[derive(Debug, Clone)]
+pub struct TruePeakMeter {
+    /// Non-trivial branches; coefficient `i` multiplies the input `i` samples before the newest.
+    branches: Vec<Vec<f32>>,
+    taps: usize,
+    /// The last `taps - 1` samples, then the current block.
+    buffer: Vec<f32>,
+    points: Vec<f32>,
+    peak: f32,
+}
+
+impl TruePeakMeter {
+    /// A meter oversampling `oversampling` times (2 to 16).
+    pub fn new(oversampling: usize) -> Result<Self, crate::config::InvalidValue> {
+        let detector = TruePeakDetector::new(oversampling)?;
+        let unit = |branch: &[f64]| branch.iter().filter(|&&c| c != 0.0).count() == 1;
+        let branches: Vec<Vec<f32>> = detector
+            .branches()
+            .filter(|b| !unit(b))
+            .map(|b| b.iter().map(|&c| c as f32).collect())
+            .collect();
+        let taps = detector.branches().next().map_or(1, <[f64]>::len);
+        Ok(Self {
+            branches,
+            taps,
+            buffer: vec![0.0; taps - 1],
+            points: Vec::new(),
+            peak: 0.0,
+        })
+    }
+
+    /// Adds consecutive samples.
+    pub fn add(&mut self, samples: &[f32]) {
+        let history = self.taps - 1;
+        self.buffer.truncate(history);
+        self.buffer.extend_from_slice(samples);
+        let len = samples.len();
+        self.points.resize(len, 0.0);
+        let mut peak = samples.iter().fold(self.peak, |p, x| p.max(x.abs()));
+        for branch in &self.branches {
+            self.points.fill(0.0);
+            for (i, &c) in branch.iter().enumerate() {
+                multiply_add(
+                    &mut self.points,
+                    &self.buffer[history - i..history - i + len],
+                    c,
+                );
+            }
+            peak = self.points.iter().fold(peak, |p, x| p.max(x.abs()));
+        }
+        self.peak = peak;
+        let keep_from = self.buffer.len() - history;
+        self.buffer.copy_within(keep_from.., 0);
+    }
+
+    /// The highest absolute value of the reconstructed signal so far, counting the ringing after the
+    /// last sample (as if silence followed).
+    pub fn peak(&self) -> f64 {
+        let mut flushed = self.clone();
+        flushed.add(&vec![0.0; self.taps]);
+        f64::from(flushed.peak)
+    }
+}
+
+/// `points[n] += c * input[n]`: separate slices as arguments let the compiler vectorise it.
+#[inline(never)]
+fn multiply_add(points: &mut [f32], input: &[f32], c: f32) {
+    let mut points = points.chunks_exact_mut(8);
+    let mut input = input.chunks_exact(8);
+    for (p, x) in (&mut points).zip(&mut input) {
+        for k in 0..8 {
+            p[k] += c * x[k];
+        }
+    }
+    for (p, x) in points.into_remainder().iter_mut().zip(input.remainder()) {
+        *p += c * x;
+    }
+}
+
 impl LoudnessMeter {
     /// A meter for `channel_count` channels (WAV channel order) at `sample_rate_hz`.
     ///
     /// # Panics
     /// If the channel count or rate is outside what `ebur128` accepts (the decoder refuses such files
     /// before a meter is built).
-    #[allow(clippy::expect_used)]
     pub fn new(channel_count: usize, sample_rate_hz: u32) -> Self {
-        let mode = Mode::I | Mode::LRA | Mode::M | Mode::S;
+        Self::build(channel_count, sample_rate_hz, true)
+    }
+
+    /// A cheaper meter that reads only integrated loudness and loudness range (the figures it cannot
+    /// read are `None`): for passes that only need to know how loud a render is.
+    pub fn integrated_only(channel_count: usize, sample_rate_hz: u32) -> Self {
+        Self::build(channel_count, sample_rate_hz, false)
+    }
+
+    #[allow(clippy::expect_used)]
+    fn build(channel_count: usize, sample_rate_hz: u32, full: bool) -> Self {
+        let mode = if full {
+            Mode::I | Mode::LRA | Mode::M | Mode::S
+        } else {
+            Mode::I | Mode::LRA
+        };
         let mut meter = EbuR128::new(channel_count as u32, sample_rate_hz, mode)
             .expect("the decoder only admits 1-8 channels at 8-384 kHz");
         meter
@@ -110,21 +207,27 @@ impl LoudnessMeter {
             updates: 0,
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
-            peak_detectors: vec![
-                TruePeakDetector::new(TRUE_PEAK_OVERSAMPLING)
-                    .expect("4x is a supported oversampling");
-                channel_count
-            ],
-            true_peak: 0.0,
+            peak_meters: if full {
+                vec![
+                    TruePeakMeter::new(TRUE_PEAK_OVERSAMPLING)
+                        .expect("4x is a supported oversampling");
+                    channel_count
+                ]
+            } else {
+                Vec::new()
+            },
+            full,
         }
     }
 
     /// Adds the valid frames of `block`.
     pub fn add(&mut self, block: &AudioBlock) {
-        for (detector, channel) in self.peak_detectors.iter_mut().zip(block.channels()) {
-            for &x in channel {
-                self.true_peak = self.true_peak.max(detector.push(f64::from(x)));
-            }
+        for (meter, channel) in self.peak_meters.iter_mut().zip(block.channels()) {
+            meter.add(channel);
+        }
+        if !self.full {
+            self.add_span(block, 0, block.frames());
+            return;
         }
         let mut start = 0;
         while start < block.frames() {
@@ -167,20 +270,21 @@ impl LoudnessMeter {
     /// The figures for everything added so far.
     pub fn figures(&self) -> LoudnessFigures {
         let finite = |v: f64| v.is_finite().then_some(v);
-        // The detectors lag by their filter delay: flush copies with silence to read the last peaks.
-        let mut true_peak = self.true_peak;
-        for detector in &self.peak_detectors {
-            let mut detector = detector.clone();
-            for _ in 0..=detector.latency_frames() {
-                true_peak = true_peak.max(detector.push(0.0));
-            }
-        }
+        let true_peak = self
+            .peak_meters
+            .iter()
+            .map(TruePeakMeter::peak)
+            .fold(0.0, f64::max);
         LoudnessFigures {
             integrated_lufs: self.meter.loudness_global().ok().and_then(finite),
             loudness_range_lu: self.meter.loudness_range().ok().and_then(finite),
             max_momentary_lufs: finite(self.max_momentary),
             max_short_term_lufs: finite(self.max_short_term),
-            true_peak_dbtp: finite(linear_to_db(true_peak)),
+            true_peak_dbtp: if self.full {
+                finite(linear_to_db(true_peak))
+            } else {
+                None
+            },
         }
     }
 }
@@ -232,6 +336,41 @@ mod tests {
         };
         assert_eq!(measure(4800), measure(1013));
         assert_eq!(measure(4800), measure(65_536));
+    }
+
+    #[test]
+    fn block_meter_reads_what_the_per_sample_detector_reads() {
+        for (seed, size) in [(1, 1), (2, 37), (3, 4096)] {
+            let block = testkit::noise(1, 20_000, 44_100, 0.8, seed);
+            let mut detector = TruePeakDetector::new(4).unwrap();
+            let mut expected = 0.0f64;
+            for &x in block.channel(0).iter().chain(&[0.0; 64]) {
+                expected = expected.max(detector.push(f64::from(x)));
+            }
+            let mut meter = TruePeakMeter::new(4).unwrap();
+            for chunk in block.channel(0).chunks(size) {
+                meter.add(chunk);
+            }
+            let relative = (meter.peak() - expected).abs() / expected;
+            assert!(
+                relative < 1e-5,
+                "block {size}: {} vs {expected}",
+                meter.peak()
+            );
+        }
+    }
+
+    #[test]
+    fn integrated_only_meter_agrees_with_the_full_meter() {
+        let block = testkit::noise(2, 48_000 * 4, 48_000, 0.3, 11);
+        let mut full = LoudnessMeter::new(2, 48_000);
+        let mut lean = LoudnessMeter::integrated_only(2, 48_000);
+        full.add(&block);
+        lean.add(&block);
+        let (full, lean) = (full.figures(), lean.figures());
+        assert_eq!(full.integrated_lufs, lean.integrated_lufs);
+        assert_eq!(full.loudness_range_lu, lean.loudness_range_lu);
+        assert_eq!((lean.true_peak_dbtp, lean.max_momentary_lufs), (None, None));
     }
 
     #[test]

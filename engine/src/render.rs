@@ -376,7 +376,11 @@ pub fn master_track(
                    phase: Phase,
                    progress: &mut dyn FnMut(Progress)|
      -> Result<LoudnessFigures> {
-        let mut meter = LoudnessMeter::new(channels, output_rate_hz);
+        // Calibration only needs the integrated loudness; the chain pass also needs the true peak.
+        let mut meter = match phase {
+            Phase::Calibrate => LoudnessMeter::integrated_only(channels, output_rate_hz),
+            _ => LoudnessMeter::new(channels, output_rate_hz),
+        };
         run_chain(tail, phase, progress, &mut |block| {
             meter.add(block);
             Ok(())

@@ -295,6 +295,12 @@ impl TruePeakDetector {
     pub fn reset(&mut self) {
         self.fir.reset();
     }
+
+    /// The interpolation filter's branches (`oversampling` rows of [`TAPS_PER_PHASE`] coefficients;
+    /// coefficient `i` of a row multiplies the input `i` samples before the newest).
+    pub fn branches(&self) -> impl Iterator<Item = &[f64]> {
+        self.fir.coeffs.chunks_exact(self.fir.taps)
+    }
 }
 
 /// A true-peak reading no BS.1770 meter in common use will exceed: the largest of the ideal
