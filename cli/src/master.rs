@@ -323,29 +323,41 @@ fn is_audio(path: &Path) -> bool {
         })
 }
 
-/// Refuses an output folder that is, or is inside, a folder holding inputs: masters must never mix
-/// with (or overwrite) sources.
+/// Refuses an output folder that could mix masters with sources: one inside (or equal to) a folder
+/// given as input (a later run would pick the masters up as sources), or the folder of an input file.
 fn check_output_folder(out: &Path, inputs: &[PathBuf], sources: &[PathBuf]) -> Result<(), Usage> {
     let out = resolve(out).map_err(|e| Usage(format!("{}: {e}", out.display())))?;
-    let input_folders = inputs.iter().filter(|i| i.is_dir()).cloned().chain(
-        sources
-            .iter()
-            .filter_map(|s| s.parent().map(Path::to_path_buf)),
-    );
-    for folder in input_folders {
+    let canonical = |folder: &Path| {
         let folder = if folder.as_os_str().is_empty() {
-            PathBuf::from(".")
+            Path::new(".")
         } else {
             folder
         };
-        if let Ok(folder) = folder.canonicalize()
-            && out.starts_with(&folder)
-        {
-            return Err(Usage(format!(
-                "the output folder {} is an input folder (or inside one: {}); choose another",
-                out.display(),
-                folder.display()
-            )));
+        folder.canonicalize().ok()
+    };
+    let refuse = |folder: &Path| {
+        Usage(format!(
+            "the output folder {} is an input folder (or inside one: {}); choose another",
+            out.display(),
+            folder.display()
+        ))
+    };
+    for folder in inputs
+        .iter()
+        .filter(|i| i.is_dir())
+        .filter_map(|i| canonical(i))
+    {
+        if out.starts_with(&folder) {
+            return Err(refuse(&folder));
+        }
+    }
+    for folder in sources
+        .iter()
+        .filter_map(|s| s.parent())
+        .filter_map(canonical)
+    {
+        if out == folder {
+            return Err(refuse(&folder));
         }
     }
     Ok(())

@@ -1164,4 +1164,31 @@ mod tests {
             Err(e) => eprintln!("ERR {e}"),
         }
     }
+
+    #[test]
+    #[ignore = "scratch"]
+    fn scratch_synth() {
+        use crate::stage::Stage;
+        let gain: f32 = std::env::var("GAIN").unwrap().parse().unwrap();
+        let dur: f64 = std::env::var("DUR").unwrap().parse().unwrap();
+        let out = std::path::PathBuf::from(std::env::var("OUT").unwrap());
+        let (_, recipe) = crate::synth::demo_album(44_100).remove(4);
+        let recipe = crate::synth::TrackRecipe { duration_s: dur, ..recipe };
+        let mut synth = crate::synth::TrackSynth::new(&recipe);
+        let mut q = crate::master::dither::Quantiser::new(crate::master::dither::DitherMode::Tpdf, 24, 1, 44_100, 7).unwrap();
+        let mut b = AudioBlock::new(1, 4096, 44_100);
+        let mut all = AudioBlock::new(1, 4_000_000, 44_100);
+        let t = std::time::Instant::now();
+        while synth.read(&mut b) > 0 {
+            for x in b.channel_mut(0) { *x *= gain; }
+            q.process(&mut b);
+            all.append(&b);
+        }
+        eprintln!("synth {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        encode(&out, EncodeSpec { container: Container::Flac, bit_depth: 24 }, &all, 4096);
+        eprintln!("frames {} encode {:?} size {}", all.frames(), t.elapsed(), std::fs::metadata(&out).unwrap().len());
+        let r = decode_all(&out, 4096);
+        match r { Ok(x) => { eprintln!("decoded {}", x.frames()); assert_same_audio(&x, &all, 0.0); }, Err(e) => eprintln!("ERR {e}") }
+    }
 }

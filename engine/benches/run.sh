@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# `make bench`: lathe's speed and memory, with ffmpeg for comparison.
+#
+#   1. builds `lathe` and the `throughput` bench (release);
+#   2. generates a 5-minute 44.1 kHz stereo track and a 60-minute 96 kHz stereo track (24-bit WAV,
+#      about 2 GB; both are generated once and reused, BENCH_REGENERATE=1 makes them again);
+#   3. `throughput stages` on the 5-minute track: x-realtime per core of decode, encode, resample,
+#      every stage, the meters and the whole `streaming` chain (render::master_track);
+#   4. peak RSS, wall time and x-realtime of `lathe master -p streaming -j 1` on both tracks;
+#   5. where ffmpeg is installed, the nearest ffmpeg chain (highpass,acompressor,loudnorm) on the
+#      5-minute track, single-threaded, and the ratio of the two;
+#   6. a summary of the headline numbers.
+#
+# Numbers only: nothing here fails because something is slow. Work files go to target/bench
+# (git-ignored). Knobs: BENCH_DIR, BENCH_RUNS (best of, default 3), BENCH_LONG_MINUTES (default 60),
+# BENCH_SKIP_LONG=1 (skip the 60-minute track), BENCH_REGENERATE=1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH_DIR="${BENCH_DIR:-$TARGET_DIR/bench}"
+RUNS="${BENCH_RUNS:-3}"
+SHORT_MINUTES=5
+SHORT_RATE=44100
+LONG_MINUTES="${BENCH_LONG_MINUTES:-60}"
+LONG_RATE=96000
+SHORT="$BENCH_DIR/pop-${SHORT_MINUTES}min-44k.wav"
+LONG="$BENCH_DIR/pop-${LONG_MINUTES}min-96k.wav"
+mkdir -p "$BENCH_DIR"
+
+section() { printf '\n=== %s\n' "$*"; }
+# awk does the arithmetic: calc 'expression' (prints with 1 decimal unless a format is given).
+calc() { awk "BEGIN { printf \"${2:-%.1f}\", $1 }"; }
+
+section "build (release)"
+cargo build --release -p lathe-cli
+LATHE="$TARGET_DIR/release/lathe"
+THROUGHPUT="$(cargo bench -p lathe-engine --bench throughput --no-run \
+    --message-format=json-render-diagnostics \
+  | grep -o '"executable":"[^"]*throughput[^"]*"' | tail -n 1 | cut -d '"' -f 4)"
+if [[ -z "$THROUGHPUT" || ! -x "$THROUGHPUT" ]]; then
+  echo "run.sh: cannot find the throughput bench executable" >&2
+  exit 1
+fi
+echo "lathe:      $LATHE"
+echo "throughput: $THROUGHPUT"
+
+if [[ ! -x /usr/bin/time ]]; then
+  echo "installing GNU time (apt-get) for peak-RSS figures"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+HAVE_FFMPEG=0
+command -v ffmpeg >/dev/null && HAVE_FFMPEG=1
+
+section "test material"
+generate() { # generate PATH MINUTES RATE
+  if [[ -s "$1" && "${BENCH_REGENERATE:-0}" != 1 ]]; then
+    echo "reusing $1 ($(du -h "$1" | cut -f 1))"
+  else
+    "$THROUGHPUT" generate "$1" --minutes "$2" --rate "$3" --bits 24
+  fi
+}
+generate "$SHORT" "$SHORT_MINUTES" "$SHORT_RATE"
+if [[ "${BENCH_SKIP_LONG:-0}" != 1 ]]; then
+  generate "$LONG" "$LONG_MINUTES" "$LONG_RATE"
+fi
+
+section "components, single thread, $SHORT_MINUTES-minute ${SHORT_RATE} Hz stereo (throughput stages)"
+STAGES_LOG="$BENCH_DIR/stages.log"
+"$THROUGHPUT" stages "$SHORT" --runs "$RUNS" --work "$BENCH_DIR/stages" | tee "$STAGES_LOG"
+result_field() { # result_field NAME KEY: a figure from a RESULT line of the stages run
+  grep "^RESULT name=$1 " "$STAGES_LOG" | tail -n 1 | tr ' ' '\n' | grep "^$2=" | cut -d '=' -f 2
+}
+CHAIN_XRT="$(result_field streaming_chain xrt)"
+CHAIN_PASSES="$(result_field streaming_chain passes)"
+CHAIN_PER_PASS="$(result_field streaming_chain per_pass_xrt)"
+
+# measured NAME AUDIO_SECONDS COMMAND...: runs COMMAND under GNU time (output in NAME.log) and sets
+# WALL_S, CPU_S, RSS_MB, XRT (audio seconds per wall second) and CPU_XRT.
+measured() {
+  local name="$1" audio_s="$2"
+  shift 2
+  local times="$BENCH_DIR/$name.time" log="$BENCH_DIR/$name.log"
+  if ! /usr/bin/time -v -o "$times" "$@" >"$log" 2>&1; then
+    echo "run.sh: $name failed (exit status $?); the end of $log:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  WALL_S="$(awk -F ': ' '/Elapsed \(wall clock\)/ {
+      n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$times")"
+  CPU_S="$(awk -F ': ' '/User time/ {u = $2} /System time/ {s = $2} END {print u + s}' "$times")"
+  RSS_MB="$(awk -F ': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$times")"
+  XRT="$(calc "$audio_s / $WALL_S")"
+  CPU_XRT="$(calc "$audio_s / $CPU_S")"
+  printf 'RESULT name=%s audio_s=%s wall_s=%s cpu_s=%s xrt=%s cpu_xrt=%s peak_rss_mb=%s\n' \
+    "$name" "$audio_s" "$WALL_S" "$CPU_S" "$XRT" "$CPU_XRT" "$RSS_MB"
+}
+
+# master NAME INPUT MINUTES: `lathe master -j 1` under GNU time; keeps the reports, not the audio.
+master() {
+  local out="$BENCH_DIR/$1"
+  rm -rf "$out"
+  measured "$1" "$(( $3 * 60 ))" "$LATHE" master "$2" -p streaming -o "$out" -j 1
+  MASTER_PASSES="$(sed -n 's/.*"calibration_passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json \
+    | head -n 1)"
+  MASTER_PASSES=$(( ${MASTER_PASSES:-0} + 4 ))
+  rm -f "$out"/*.flac
+}
+
+section "lathe master -p streaming -j 1, $SHORT_MINUTES-minute ${SHORT_RATE} Hz stereo"
+master master_short "$SHORT" "$SHORT_MINUTES"
+SHORT_RSS="$RSS_MB" SHORT_XRT="$XRT" SHORT_CPU_XRT="$CPU_XRT" SHORT_WALL="$WALL_S"
+SHORT_PASSES="$MASTER_PASSES"
+echo "wall ${SHORT_WALL} s, ${SHORT_XRT}x realtime (${SHORT_CPU_XRT}x per CPU second)," \
+  "${SHORT_PASSES} passes, peak RSS ${SHORT_RSS} MB"
+
+LONG_RSS="skipped" LONG_XRT="skipped" LONG_WALL="skipped"
+if [[ "${BENCH_SKIP_LONG:-0}" != 1 ]]; then
+  section "lathe master -p streaming -j 1, $LONG_MINUTES-minute ${LONG_RATE} Hz stereo (takes minutes)"
+  master master_long "$LONG" "$LONG_MINUTES"
+  LONG_RSS="$RSS_MB" LONG_XRT="$XRT" LONG_WALL="$WALL_S"
+  echo "wall ${LONG_WALL} s, ${LONG_XRT}x realtime (${CPU_XRT}x per CPU second)," \
+    "${MASTER_PASSES} passes, peak RSS ${LONG_RSS} MB"
+fi
+
+FF_XRT="n/a" FF_NULL_XRT="n/a" FF_RSS="n/a" RATIO="n/a" RATIO_CLI="n/a" RATIO_PASS="n/a"
+if [[ "$HAVE_FFMPEG" == 1 ]]; then
+  section "ffmpeg highpass,acompressor,loudnorm, single thread, same $SHORT_MINUTES-minute file"
+  # loudnorm (one-pass, dynamic mode) upsamples to 192 kHz internally and outputs 192 kHz unless told
+  # otherwise: -ar 44100 delivers at the source rate, as lathe's streaming profile does.
+  FF_FILTERS="highpass=f=20,acompressor,loudnorm=I=-14:TP=-1"
+  FF=(ffmpeg -y -hide_banner -nostats -threads 1 -filter_threads 1 -i "$SHORT" -af "$FF_FILTERS"
+    -ar "$SHORT_RATE")
+  measured ffmpeg_flac "$(( SHORT_MINUTES * 60 ))" \
+    "${FF[@]}" -c:a flac -sample_fmt s32 "$BENCH_DIR/ffmpeg-streaming.flac"
+  FF_XRT="$XRT" FF_RSS="$RSS_MB" FF_WALL="$WALL_S"
+  echo "to 24-bit FLAC: wall ${FF_WALL} s, ${FF_XRT}x realtime, peak RSS ${FF_RSS} MB"
+  measured ffmpeg_null "$(( SHORT_MINUTES * 60 ))" "${FF[@]}" -f null -
+  FF_NULL_XRT="$XRT"
+  echo "to the null muxer (filters only): wall ${WALL_S} s, ${FF_NULL_XRT}x realtime"
+  rm -f "$BENCH_DIR/ffmpeg-streaming.flac"
+  RATIO="$(calc "$CHAIN_XRT / $FF_XRT" '%.2f')"
+  RATIO_CLI="$(calc "$SHORT_XRT / $FF_XRT" '%.2f')"
+  RATIO_PASS="$(calc "$CHAIN_PER_PASS / $FF_XRT" '%.2f')"
+  printf 'RESULT name=ratio_lathe_to_ffmpeg engine=%s cli=%s per_pass=%s\n' \
+    "$RATIO" "$RATIO_CLI" "$RATIO_PASS"
+else
+  section "ffmpeg not installed: no comparison"
+fi
+
+section "summary"
+row() { printf '%-64s %12s  %s\n' "$@"; }
+row "streaming chain, x-realtime per core (master_track, ${CHAIN_PASSES} passes)" "${CHAIN_XRT}x" ""
+row "  the same per pass" "${CHAIN_PER_PASS}x" ""
+row "lathe master -j 1, ${SHORT_MINUTES} min ${SHORT_RATE} Hz (wall)" "${SHORT_XRT}x" \
+  "${SHORT_WALL} s"
+row "ffmpeg ${FF_FILTERS:-highpass,acompressor,loudnorm} -> FLAC, 1 thread" "${FF_XRT}x" \
+  "null muxer: ${FF_NULL_XRT}x"
+row "ratio lathe / ffmpeg, whole command (engine; CLI)" "${RATIO}x" \
+  "CLI ${RATIO_CLI}x; target >= 6x"
+row "ratio lathe per pass / ffmpeg" "${RATIO_PASS}x" ""
+row "peak RSS lathe master, ${SHORT_MINUTES} min ${SHORT_RATE} Hz" "${SHORT_RSS} MB" \
+  "ffmpeg: ${FF_RSS} MB"
+row "peak RSS lathe master, ${LONG_MINUTES} min ${LONG_RATE} Hz" "${LONG_RSS} MB" \
+  "target < 200 MB; wall ${LONG_WALL} s, ${LONG_XRT}x"
