@@ -11,9 +11,10 @@
 #      5-minute track, single-threaded, and the ratio of the two;
 #   6. a summary of the headline numbers.
 #
-# Numbers only: nothing here fails because something is slow. Work files go to target/bench
-# (git-ignored). Knobs: BENCH_DIR, BENCH_RUNS (best of, default 3), BENCH_LONG_MINUTES (default 60),
-# BENCH_SKIP_LONG=1 (skip the 60-minute track), BENCH_REGENERATE=1.
+# Numbers only: nothing here fails because something is slow. A step that fails (the engine is
+# work in progress) is reported and the others still run; the exit status is then 1. Work files go
+# to target/bench (git-ignored). Knobs: BENCH_DIR, BENCH_RUNS (best of, default 3),
+# BENCH_LONG_MINUTES (default 60), BENCH_SKIP_LONG=1 (skip the long track), BENCH_REGENERATE=1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,22 +30,29 @@ SHORT="$BENCH_DIR/pop-${SHORT_MINUTES}min-44k.wav"
 LONG="$BENCH_DIR/pop-${LONG_MINUTES}min-96k.wav"
 mkdir -p "$BENCH_DIR"
 
+FAILED=0
 section() { printf '\n=== %s\n' "$*"; }
 # awk does the arithmetic: calc 'expression' (prints with 1 decimal unless a format is given).
 calc() { awk "BEGIN { printf \"${2:-%.1f}\", $1 }"; }
+# ratio A B: A / B to two decimals, or n/a when either is not a number.
+ratio() {
+  if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]]; then calc "$1 / $2" '%.2f'; else echo "n/a"; fi
+}
+load() { cut -d ' ' -f 1-3 /proc/loadavg; }
 
 section "build (release)"
 cargo build --release -p lathe-cli
 LATHE="$TARGET_DIR/release/lathe"
 THROUGHPUT="$(cargo bench -p lathe-engine --bench throughput --no-run \
     --message-format=json-render-diagnostics \
-  | grep -o '"executable":"[^"]*throughput[^"]*"' | tail -n 1 | cut -d '"' -f 4)"
+  | grep -o '"executable":"[^"]*throughput[^"]*"' | tail -n 1 | cut -d '"' -f 4 || true)"
 if [[ -z "$THROUGHPUT" || ! -x "$THROUGHPUT" ]]; then
   echo "run.sh: cannot find the throughput bench executable" >&2
   exit 1
 fi
 echo "lathe:      $LATHE"
 echo "throughput: $THROUGHPUT"
+echo "machine:    $(nproc) cores, load average $(load) (other work on the machine slows every figure)"
 
 if [[ ! -x /usr/bin/time ]]; then
   echo "installing GNU time (apt-get) for peak-RSS figures"
@@ -69,24 +77,32 @@ fi
 
 section "components, single thread, $SHORT_MINUTES-minute ${SHORT_RATE} Hz stereo (throughput stages)"
 STAGES_LOG="$BENCH_DIR/stages.log"
-"$THROUGHPUT" stages "$SHORT" --runs "$RUNS" --work "$BENCH_DIR/stages" | tee "$STAGES_LOG"
+"$THROUGHPUT" stages "$SHORT" --runs "$RUNS" --work "$BENCH_DIR/stages" | tee "$STAGES_LOG" \
+  || FAILED=1
 result_field() { # result_field NAME KEY: a figure from a RESULT line of the stages run
-  grep "^RESULT name=$1 " "$STAGES_LOG" | tail -n 1 | tr ' ' '\n' | grep "^$2=" | cut -d '=' -f 2
+  { grep "^RESULT name=$1 " "$STAGES_LOG" | tail -n 1 | tr ' ' '\n' | grep "^$2=" | cut -d '=' -f 2; } \
+    || echo "n/a"
 }
 CHAIN_XRT="$(result_field streaming_chain xrt)"
 CHAIN_PASSES="$(result_field streaming_chain passes)"
 CHAIN_PER_PASS="$(result_field streaming_chain per_pass_xrt)"
 
 # measured NAME AUDIO_SECONDS COMMAND...: runs COMMAND under GNU time (output in NAME.log) and sets
-# WALL_S, CPU_S, RSS_MB, XRT (audio seconds per wall second) and CPU_XRT.
+# WALL_S, CPU_S, RSS_MB, XRT (audio seconds per wall second) and CPU_XRT; if it fails, reports it,
+# sets them to "failed" and returns 1.
 measured() {
   local name="$1" audio_s="$2"
   shift 2
   local times="$BENCH_DIR/$name.time" log="$BENCH_DIR/$name.log"
-  if ! /usr/bin/time -v -o "$times" "$@" >"$log" 2>&1; then
-    echo "run.sh: $name failed (exit status $?); the end of $log:" >&2
+  local status=0
+  /usr/bin/time -v -o "$times" "$@" >"$log" 2>&1 || status=$?
+  if (( status != 0 )); then
+    echo "run.sh: $name failed (exit status $status); the end of $log:" >&2
     tail -n 20 "$log" >&2
-    exit 1
+    printf 'RESULT name=%s error="exit status %s"\n' "$name" "$status"
+    FAILED=1
+    WALL_S="failed" CPU_S="failed" RSS_MB="failed" XRT="failed" CPU_XRT="failed"
+    return 1
   fi
   WALL_S="$(awk -F ': ' '/Elapsed \(wall clock\)/ {
       n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$times")"
@@ -102,10 +118,14 @@ measured() {
 master() {
   local out="$BENCH_DIR/$1"
   rm -rf "$out"
-  measured "$1" "$(( $3 * 60 ))" "$LATHE" master "$2" -p streaming -o "$out" -j 1
-  MASTER_PASSES="$(sed -n 's/.*"calibration_passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json \
-    | head -n 1)"
-  MASTER_PASSES=$(( ${MASTER_PASSES:-0} + 4 ))
+  MASTER_PASSES="?"
+  measured "$1" "$(( $3 * 60 ))" "$LATHE" master "$2" -p streaming -o "$out" -j 1 || return 0
+  local calibration
+  calibration="$(sed -n 's/.*"calibration_passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json \
+    | head -n 1 || true)"
+  if [[ -n "$calibration" ]]; then
+    MASTER_PASSES=$(( calibration + 4 ))
+  fi
   rm -f "$out"/*.flac
 }
 
@@ -134,16 +154,16 @@ if [[ "$HAVE_FFMPEG" == 1 ]]; then
   FF=(ffmpeg -y -hide_banner -nostats -threads 1 -filter_threads 1 -i "$SHORT" -af "$FF_FILTERS"
     -ar "$SHORT_RATE")
   measured ffmpeg_flac "$(( SHORT_MINUTES * 60 ))" \
-    "${FF[@]}" -c:a flac -sample_fmt s32 "$BENCH_DIR/ffmpeg-streaming.flac"
+    "${FF[@]}" -c:a flac -sample_fmt s32 "$BENCH_DIR/ffmpeg-streaming.flac" || true
   FF_XRT="$XRT" FF_RSS="$RSS_MB" FF_WALL="$WALL_S"
   echo "to 24-bit FLAC: wall ${FF_WALL} s, ${FF_XRT}x realtime, peak RSS ${FF_RSS} MB"
-  measured ffmpeg_null "$(( SHORT_MINUTES * 60 ))" "${FF[@]}" -f null -
+  measured ffmpeg_null "$(( SHORT_MINUTES * 60 ))" "${FF[@]}" -f null - || true
   FF_NULL_XRT="$XRT"
   echo "to the null muxer (filters only): wall ${WALL_S} s, ${FF_NULL_XRT}x realtime"
   rm -f "$BENCH_DIR/ffmpeg-streaming.flac"
-  RATIO="$(calc "$CHAIN_XRT / $FF_XRT" '%.2f')"
-  RATIO_CLI="$(calc "$SHORT_XRT / $FF_XRT" '%.2f')"
-  RATIO_PASS="$(calc "$CHAIN_PER_PASS / $FF_XRT" '%.2f')"
+  RATIO="$(ratio "$CHAIN_XRT" "$FF_XRT")"
+  RATIO_CLI="$(ratio "$SHORT_XRT" "$FF_XRT")"
+  RATIO_PASS="$(ratio "$CHAIN_PER_PASS" "$FF_XRT")"
   printf 'RESULT name=ratio_lathe_to_ffmpeg engine=%s cli=%s per_pass=%s\n' \
     "$RATIO" "$RATIO_CLI" "$RATIO_PASS"
 else
@@ -165,3 +185,8 @@ row "peak RSS lathe master, ${SHORT_MINUTES} min ${SHORT_RATE} Hz" "${SHORT_RSS}
   "ffmpeg: ${FF_RSS} MB"
 row "peak RSS lathe master, ${LONG_MINUTES} min ${LONG_RATE} Hz" "${LONG_RSS} MB" \
   "target < 200 MB; wall ${LONG_WALL} s, ${LONG_XRT}x"
+echo "load average at the end: $(load)"
+if (( FAILED )); then
+  echo "run.sh: some steps failed (see RESULT ... error= above)" >&2
+  exit 1
+fi

@@ -25,7 +25,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use flacenc::bitsink::ByteSink;
-use flacenc::component::{BitRepr, StreamInfo};
+use flacenc::component::{BitRepr, ChannelAssignment, Frame, StreamInfo, SubFrame};
 use flacenc::error::{Verified, Verify};
 use flacenc::source::{Context, Fill, FrameBuf};
 use serde::{Deserialize, Serialize};
@@ -399,6 +399,9 @@ struct FlacSink {
     /// Samples of the frame being gathered, interleaved little-endian, `bytes_per_sample` each
     /// (the form flacenc's MD5 wants).
     pending: Vec<u8>,
+    /// The same samples, planar: channel `c` at `c * FLAC_BLOCK_FRAMES` (what the residual coder
+    /// predicts from).
+    samples: Vec<i32>,
     pending_frames: usize,
     bytes_per_sample: usize,
     channel_count: usize,
@@ -410,8 +413,8 @@ struct FlacSink {
     total_frames: u64,
     /// Smallest and largest frame in bytes so far.
     frame_bytes_range: Option<(usize, usize)>,
-    /// Reused for the bytes of each frame.
-    frame_bytes: ByteSink,
+    /// Serialises each frame; holds the reused buffers.
+    frame_writer: FrameWriter,
     patched: Vec<u8>,
 }
 
@@ -456,6 +459,7 @@ impl FlacSink {
             bit_depth,
             rate_code,
             pending: vec![0; FLAC_BLOCK_FRAMES * channel_count * bytes_per_sample],
+            samples: vec![0; FLAC_BLOCK_FRAMES * channel_count],
             pending_frames: 0,
             bytes_per_sample,
             channel_count,
@@ -465,7 +469,7 @@ impl FlacSink {
             frame_number: 0,
             total_frames: 0,
             frame_bytes_range: None,
-            frame_bytes: ByteSink::new(),
+            frame_writer: FrameWriter::new(),
             patched: Vec::new(),
         };
         this.file
@@ -490,8 +494,11 @@ impl FlacSink {
             let base = self.pending_frames * stride;
             for (ch, samples) in block.channels().enumerate() {
                 let mut offset = base + ch * bps;
-                for &x in &samples[start..start + n] {
-                    let bytes = self.quantiser.quantise(x).to_le_bytes();
+                let planar_start = ch * FLAC_BLOCK_FRAMES + self.pending_frames;
+                let planar = &mut self.samples[planar_start..planar_start + n];
+                for (&x, code) in samples[start..start + n].iter().zip(planar) {
+                    *code = self.quantiser.quantise(x);
+                    let bytes = code.to_le_bytes();
                     self.pending[offset..offset + bps].copy_from_slice(&bytes[..bps]);
                     offset += stride;
                 }
@@ -518,15 +525,15 @@ impl FlacSink {
             &self.frame_info,
         )
         .map_err(|e| encode_error(path, format!("FLAC: {e}")))?;
-        self.frame_bytes.clear();
-        frame
-            .write(&mut self.frame_bytes)
-            .map_err(|e| encode_error(path, format!("FLAC: {e}")))?;
+        let encoded = self
+            .frame_writer
+            .write(&frame, &self.samples, FLAC_BLOCK_FRAMES)
+            .map_err(|reason| encode_error(path, format!("FLAC: {reason}")))?;
         let bytes = match self.rate_code {
-            None => self.frame_bytes.as_slice(),
+            None => encoded,
             Some(code) => {
                 self.patched.clear();
-                self.patched.extend_from_slice(self.frame_bytes.as_slice());
+                self.patched.extend_from_slice(encoded);
                 patch_frame_rate_code(&mut self.patched, code)
                     .map_err(|reason| encode_error(path, format!("FLAC: {reason}")))?;
                 &self.patched
@@ -548,10 +555,14 @@ impl FlacSink {
     /// are 0, "unknown", as in the reference encoder.
     fn write_stream_info(&mut self, path: &Path, md5: [u8; 16]) -> Result<()> {
         let (min_frame, max_frame) = self.frame_bytes_range.unwrap_or((0, 0));
+        // The fields are 24 bits wide; a size that does not fit is written as 0, "unknown" (a
+        // truncated size would mislead readers that size their buffers by it). Frames are never
+        // larger than verbatim ones, so for 4096 frames of at most 8 channels this cannot happen.
+        let field = |bytes: usize| u32::try_from(bytes).ok().filter(|&b| b < 1 << 24);
         let bytes = stream_info_bytes(&StreamInfoFields {
             block_frames: FLAC_BLOCK_FRAMES as u16,
-            min_frame_bytes: min_frame as u32,
-            max_frame_bytes: max_frame as u32,
+            min_frame_bytes: field(min_frame).unwrap_or(0),
+            max_frame_bytes: field(max_frame).unwrap_or(0),
             sample_rate_hz: self.sample_rate_hz,
             channel_count: self.channel_count as u8,
             bit_depth: self.bit_depth as u8,
@@ -677,6 +688,528 @@ fn crc16(bytes: &[u8]) -> u16 {
     bytes.iter().fold(0u16, |crc, &b| {
         (crc << 8) ^ TABLE[usize::from((crc >> 8) as u8 ^ b)]
     })
+}
+
+/// Finest residual partitioning tried: 2^8 partitions (16 frames each in a 4096-frame block).
+const MAX_PARTITION_ORDER: u32 = 8;
+
+/// Largest parameter of 4-bit Rice coding (`RICE`); 15 is its escape code.
+const MAX_RICE_PARAM: u32 = 14;
+
+/// Largest parameter of 5-bit Rice coding (`RICE2`); 31 is its escape code.
+const MAX_RICE2_PARAM: u32 = 30;
+
+/// Coefficients of FLAC's fixed predictors of order 0 to 4 (`x[t] ≈ Σ c[j] x[t-1-j]`).
+const FIXED_COEFFICIENTS: [&[i64]; 5] = [&[], &[1], &[2, -1], &[3, -3, 1], &[4, -6, 4, -1]];
+
+/// Serialises the frames flacenc analyses, with lathe's own residual coder.
+///
+/// flacenc (0.5.1) decides the stereo mode and each subframe's predictor well, but its residual
+/// coder is only fit for 16-bit audio: it has no 5-bit Rice parameters (`RICE2`, needed once
+/// residuals pass about 2^15, which loud 24-bit material does all the time), so it codes them with
+/// parameter 14 and long unary runs, several times larger than verbatim; and its parameter search
+/// keeps costs in `u32` lanes that saturate and then wrap, after which it may pick parameter 0 and
+/// write a frame of hundreds of megabits. Nor does it check the coded size against verbatim.
+///
+/// So each subframe is written here: constant and verbatim ones as they are, predicted ones with
+/// flacenc's predictor (fixed order, or quantised LPC coefficients) and a residual coded with
+/// partitioned Rice coding, 4- or 5-bit parameters, partition order and parameters chosen from the
+/// partition sums, then counted exactly; a subframe that would not be smaller than verbatim is
+/// written verbatim, and one that flacenc left verbatim gets the best fixed predictor if that is
+/// smaller. No frame is ever larger than its verbatim form.
+struct FrameWriter {
+    out: BitWriter,
+    /// The frame header as flacenc writes it (byte-aligned, with its CRC-8).
+    header: ByteSink,
+    /// The samples of the subframe being written (for a side channel, `left - right`).
+    channel: Vec<i32>,
+    /// Its prediction residual, zigzag-folded (`0, -1, 1, -2, ...` to `0, 1, 2, 3, ...`), with
+    /// zeros in place of the warm-up samples.
+    folded: Vec<u32>,
+    rice: RiceCoder,
+}
+
+impl FrameWriter {
+    fn new() -> Self {
+        Self {
+            out: BitWriter::default(),
+            header: ByteSink::new(),
+            channel: Vec::with_capacity(FLAC_BLOCK_FRAMES),
+            folded: Vec::with_capacity(FLAC_BLOCK_FRAMES),
+            rice: RiceCoder::default(),
+        }
+    }
+
+    /// Writes `frame`, the analysis of `samples` (planar, channel `c` at `c * stride`), and
+    /// returns its bytes.
+    fn write(&mut self, frame: &Frame, samples: &[i32], stride: usize) -> Result<&[u8], String> {
+        let n = frame.block_size();
+        self.out.clear();
+        self.header.clear();
+        frame
+            .header()
+            .write(&mut self.header)
+            .map_err(|e| e.to_string())?;
+        self.out.put_bytes(self.header.as_slice());
+        let assignment = frame.header().channel_assignment();
+        for index in 0..frame.subframe_count() {
+            let subframe = frame
+                .subframe(index)
+                .ok_or_else(|| format!("subframe {index} missing from the encoder's frame"))?;
+            self.load_channel(assignment, index, samples, stride, n)?;
+            self.write_subframe(subframe)?;
+        }
+        self.out.align();
+        let crc = crc16(self.out.bytes());
+        self.out.put_bytes(&crc.to_be_bytes());
+        Ok(self.out.bytes())
+    }
+
+    /// Puts the samples of subframe `index` in `self.channel`: a channel, or for stereo
+    /// decorrelation the side (`left - right`) or mid (`(left + right) >> 1`) signal.
+    fn load_channel(
+        &mut self,
+        assignment: &ChannelAssignment,
+        index: usize,
+        samples: &[i32],
+        stride: usize,
+        n: usize,
+    ) -> Result<(), String> {
+        let channel = |c: usize| &samples[c * stride..c * stride + n];
+        self.channel.clear();
+        let side = || channel(0).iter().zip(channel(1)).map(|(&l, &r)| l - r);
+        match (assignment, index) {
+            (ChannelAssignment::Independent(_), c)
+            | (ChannelAssignment::LeftSide, c @ 0)
+            | (ChannelAssignment::RightSide, c @ 1) => self.channel.extend_from_slice(channel(c)),
+            (ChannelAssignment::LeftSide | ChannelAssignment::MidSide, 1)
+            | (ChannelAssignment::RightSide, 0) => self.channel.extend(side()),
+            (ChannelAssignment::MidSide, 0) => self.channel.extend(
+                channel(0)
+                    .iter()
+                    .zip(channel(1))
+                    .map(|(&l, &r)| (l + r) >> 1),
+            ),
+            (other, _) => return Err(format!("unexpected subframe {index} for {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn write_subframe(&mut self, subframe: &SubFrame) -> Result<(), String> {
+        let mismatch = || "the encoder's subframe does not match the samples".to_string();
+        match subframe {
+            SubFrame::Constant(c) => {
+                let bits = c.bits_per_sample() as u32;
+                if self.channel.iter().any(|&x| x != c.dc_offset()) {
+                    return Err(mismatch());
+                }
+                self.out.put(0x00, 8);
+                self.out.put_signed(c.dc_offset(), bits);
+            }
+            SubFrame::Verbatim(v) => self.write_best_fixed(v.bits_per_sample() as u32),
+            SubFrame::FixedLpc(f) => {
+                let order = f.order();
+                if f.warm_up() != &self.channel[..order] {
+                    return Err(mismatch());
+                }
+                let bits = f.bits_per_sample() as u32;
+                let header = 0x10 | (order as u64) << 1;
+                self.write_predicted(header, FIXED_COEFFICIENTS[order], 0, bits, None);
+            }
+            SubFrame::Lpc(l) => {
+                let order = l.order();
+                let params = l.parameters();
+                let coefficients: Option<Vec<i64>> = (0..order)
+                    .map(|j| params.coefficient(j).map(i64::from))
+                    .collect();
+                let shift = u32::try_from(params.shift()).ok();
+                let (Some(coefficients), Some(shift)) = (coefficients, shift) else {
+                    return Err("unexpected LPC parameters from the encoder".to_string());
+                };
+                if l.warm_up() != &self.channel[..order] {
+                    return Err(mismatch());
+                }
+                let bits = l.bits_per_sample() as u32;
+                let header = 0x40 | ((order - 1) as u64) << 1;
+                let lpc = LpcHeader {
+                    precision: params.precision() as u32,
+                    shift,
+                };
+                self.write_predicted(header, &coefficients, shift, bits, Some(lpc));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the subframe with the fixed predictor that codes it smallest, or verbatim.
+    fn write_best_fixed(&mut self, bits: u32) {
+        let n = self.channel.len();
+        let mut best: Option<(usize, u64)> = None;
+        for (order, coefficients) in FIXED_COEFFICIENTS.iter().enumerate() {
+            if order >= n {
+                break;
+            }
+            if !fold_residual(&self.channel, coefficients, 0, &mut self.folded) {
+                continue;
+            }
+            if let Some(plan) = self.rice.plan(&self.folded, order) {
+                let total = order as u64 * u64::from(bits) + plan.bits;
+                if best.is_none_or(|(_, b)| total < b) {
+                    best = Some((order, total));
+                }
+            }
+        }
+        match best {
+            Some((order, _)) => {
+                let header = 0x10 | (order as u64) << 1;
+                self.write_predicted(header, FIXED_COEFFICIENTS[order], 0, bits, None);
+            }
+            None => self.write_verbatim(bits),
+        }
+    }
+
+    /// Writes a predicted subframe (`header` is its first byte: type and order), or the verbatim
+    /// subframe if that is no larger.
+    fn write_predicted(
+        &mut self,
+        header: u64,
+        coefficients: &[i64],
+        shift: u32,
+        bits: u32,
+        lpc: Option<LpcHeader>,
+    ) {
+        let order = coefficients.len();
+        let n = self.channel.len();
+        let plan = (order <= n
+            && fold_residual(&self.channel, coefficients, shift, &mut self.folded))
+        .then(|| self.rice.plan(&self.folded, order))
+        .flatten();
+        let Some(plan) = plan else {
+            self.write_verbatim(bits);
+            return;
+        };
+        let lpc_bits = lpc.map_or(0, |h| 4 + 5 + u64::from(h.precision) * order as u64);
+        let total = 8 + order as u64 * u64::from(bits) + lpc_bits + plan.bits;
+        if total >= verbatim_subframe_bits(n, bits) {
+            self.write_verbatim(bits);
+            return;
+        }
+        self.out.put(header, 8);
+        for &x in &self.channel[..order] {
+            self.out.put_signed(x, bits);
+        }
+        if let Some(h) = lpc {
+            self.out.put(u64::from(h.precision - 1), 4);
+            self.out.put(u64::from(h.shift), 5);
+            for &c in coefficients {
+                self.out.put_signed(c as i32, h.precision);
+            }
+        }
+        self.rice.write(&mut self.out, &self.folded, order, plan);
+    }
+
+    fn write_verbatim(&mut self, bits: u32) {
+        self.out.put(0x02, 8);
+        for &x in &self.channel {
+            self.out.put_signed(x, bits);
+        }
+    }
+}
+
+/// Size of a verbatim subframe: its header byte and the samples.
+fn verbatim_subframe_bits(n: usize, bits: u32) -> u64 {
+    8 + n as u64 * u64::from(bits)
+}
+
+/// The fields an LPC subframe has before its residual besides the warm-up samples.
+#[derive(Clone, Copy)]
+struct LpcHeader {
+    /// Bits per coefficient.
+    precision: u32,
+    /// Right shift of the prediction.
+    shift: u32,
+}
+
+/// Computes the residual `x[t] - (Σ c[j] x[t-1-j] >> shift)` for `t >= order` into `folded`,
+/// zigzag-folded, with zeros for the warm-up samples. Returns false if a residual does not fit
+/// FLAC's 32-bit signed range.
+fn fold_residual(x: &[i32], coefficients: &[i64], shift: u32, folded: &mut Vec<u32>) -> bool {
+    folded.clear();
+    folded.resize(x.len(), 0);
+    // Orders up to 8 (all fixed predictors, and the LPC order lathe configures) get a loop the
+    // compiler unrolls.
+    match coefficients.len() {
+        0 => fold_with::<0>(x, coefficients, shift, folded),
+        1 => fold_with::<1>(x, coefficients, shift, folded),
+        2 => fold_with::<2>(x, coefficients, shift, folded),
+        3 => fold_with::<3>(x, coefficients, shift, folded),
+        4 => fold_with::<4>(x, coefficients, shift, folded),
+        5 => fold_with::<5>(x, coefficients, shift, folded),
+        6 => fold_with::<6>(x, coefficients, shift, folded),
+        7 => fold_with::<7>(x, coefficients, shift, folded),
+        8 => fold_with::<8>(x, coefficients, shift, folded),
+        _ => fold_any(x, coefficients, shift, folded),
+    }
+}
+
+fn fold_with<const N: usize>(
+    x: &[i32],
+    coefficients: &[i64],
+    shift: u32,
+    folded: &mut [u32],
+) -> bool {
+    let Ok(c) = <[i64; N]>::try_from(coefficients) else {
+        return false;
+    };
+    let mut in_range = true;
+    for (window, out) in x.windows(N + 1).zip(&mut folded[N..]) {
+        let mut prediction = 0i64;
+        for j in 0..N {
+            prediction += c[j] * i64::from(window[N - 1 - j]);
+        }
+        let e = i64::from(window[N]) - (prediction >> shift);
+        in_range &= i32::try_from(e).is_ok();
+        *out = fold(e as i32);
+    }
+    in_range
+}
+
+fn fold_any(x: &[i32], coefficients: &[i64], shift: u32, folded: &mut [u32]) -> bool {
+    let order = coefficients.len();
+    let mut in_range = true;
+    for (window, out) in x.windows(order + 1).zip(&mut folded[order..]) {
+        let prediction: i64 = coefficients
+            .iter()
+            .zip(window[..order].iter().rev())
+            .map(|(&c, &s)| c * i64::from(s))
+            .sum();
+        let e = i64::from(window[order]) - (prediction >> shift);
+        in_range &= i32::try_from(e).is_ok();
+        *out = fold(e as i32);
+    }
+    in_range
+}
+
+/// Zigzag folding: `0, -1, 1, -2, 2, ...` to `0, 1, 2, 3, 4, ...`.
+#[inline]
+fn fold(e: i32) -> u32 {
+    ((e << 1) ^ (e >> 31)) as u32
+}
+
+/// How a residual is Rice-coded: the parameters themselves are in [`RiceCoder::params`].
+#[derive(Debug, Clone, Copy)]
+struct RicePlan {
+    partition_order: u32,
+    /// 5-bit parameters (`RICE2`) rather than 4-bit ones.
+    rice2: bool,
+    /// Exact size of the coded residual, headers included.
+    bits: u64,
+}
+
+/// Partitioned Rice coding of residuals, with reused buffers.
+#[derive(Default)]
+struct RiceCoder {
+    /// Sum of the folded residuals of each partition at the order being tried.
+    sums: Vec<u64>,
+    /// Best 4-bit and 5-bit parameters at the order being tried.
+    params4: Vec<u8>,
+    params5: Vec<u8>,
+    /// Parameters of the plan returned last.
+    params: Vec<u8>,
+}
+
+impl RiceCoder {
+    /// Chooses partition order and parameters for `folded` (whose first `warm_up` values are not
+    /// coded) and returns the exact size; `None` if the residual cannot be partitioned (fewer
+    /// samples than warm-up).
+    ///
+    /// Every partition order from the finest allowed to 0 is tried, with each partition's
+    /// parameter chosen from its sum: `count * (p + 1) + (sum >> p)` bits, which is within `count`
+    /// bits of the exact size. The finest order is limited by [`MAX_PARTITION_ORDER`], by the
+    /// block size (partitions are equal, so `n` must divide by their number), and by the warm-up
+    /// (the first partition must hold at least one coded sample).
+    fn plan(&mut self, folded: &[u32], warm_up: usize) -> Option<RicePlan> {
+        let n = folded.len();
+        if n < warm_up {
+            return None;
+        }
+        let mut order = MAX_PARTITION_ORDER.min(n.trailing_zeros());
+        while order > 0 && n >> order <= warm_up {
+            order -= 1;
+        }
+        let mut len = n >> order;
+        self.sums.clear();
+        self.sums.extend(
+            folded
+                .chunks_exact(len)
+                .map(|c| c.iter().map(|&u| u64::from(u)).sum::<u64>()),
+        );
+        let mut best: Option<(u64, u32, bool)> = None;
+        loop {
+            let parts = self.sums.len();
+            self.params4.clear();
+            self.params5.clear();
+            let (mut bits4, mut bits5) = (parts as u64 * 4, parts as u64 * 5);
+            for (k, &sum) in self.sums.iter().enumerate() {
+                let count = (len - if k == 0 { warm_up } else { 0 }) as u64;
+                let (p4, b4) = rice_parameter(sum, count, MAX_RICE_PARAM);
+                let (p5, b5) = rice_parameter(sum, count, MAX_RICE2_PARAM);
+                self.params4.push(p4 as u8);
+                self.params5.push(p5 as u8);
+                bits4 += b4;
+                bits5 += b5;
+            }
+            let (bits, rice2) = if bits5 < bits4 {
+                (bits5, true)
+            } else {
+                (bits4, false)
+            };
+            if best.is_none_or(|(b, _, _)| bits < b) {
+                best = Some((bits, order, rice2));
+                self.params.clear();
+                self.params
+                    .extend_from_slice(if rice2 { &self.params5 } else { &self.params4 });
+            }
+            if order == 0 {
+                break;
+            }
+            for k in 0..parts / 2 {
+                self.sums[k] = self.sums[2 * k] + self.sums[2 * k + 1];
+            }
+            self.sums.truncate(parts / 2);
+            order -= 1;
+            len *= 2;
+        }
+        let (_, partition_order, rice2) = best?;
+        let len = n >> partition_order;
+        let param_bits = if rice2 { 5 } else { 4 };
+        let mut bits = 2 + 4;
+        for (k, &p) in self.params.iter().enumerate() {
+            let start = if k == 0 { warm_up } else { k * len };
+            let coded = &folded[start..(k + 1) * len];
+            let unary: u64 = coded.iter().map(|&u| u64::from(u >> p)).sum();
+            bits += param_bits + coded.len() as u64 * (u64::from(p) + 1) + unary;
+        }
+        Some(RicePlan {
+            partition_order,
+            rice2,
+            bits,
+        })
+    }
+
+    /// Writes the residual as planned by the last call of [`RiceCoder::plan`].
+    fn write(&self, out: &mut BitWriter, folded: &[u32], warm_up: usize, plan: RicePlan) {
+        let len = folded.len() >> plan.partition_order;
+        out.put(u64::from(plan.rice2), 2);
+        out.put(u64::from(plan.partition_order), 4);
+        let param_bits = if plan.rice2 { 5 } else { 4 };
+        for (k, &p) in self.params.iter().enumerate() {
+            out.put(u64::from(p), param_bits);
+            let start = if k == 0 { warm_up } else { k * len };
+            for &u in &folded[start..(k + 1) * len] {
+                out.put_rice(u, u32::from(p));
+            }
+        }
+    }
+}
+
+/// The Rice parameter up to `max_param` that codes `count` values summing to `sum` smallest, and
+/// the estimated size: `count * (p + 1)` for the stop bits and remainders, `sum >> p` for the
+/// unary quotients (exact to within `count` bits).
+///
+/// The size is convex in `p` (raising `p` by one adds `count` bits and saves
+/// `(sum >> p) - (sum >> (p + 1))`, which shrinks as `p` grows), so the search starts just below
+/// `log2(sum / count)` and walks up while that saves bits.
+fn rice_parameter(sum: u64, count: u64, max_param: u32) -> (u32, u64) {
+    let bits = |p: u32| count * (u64::from(p) + 1) + (sum >> p);
+    let mut p = sum
+        .checked_div(count)
+        .and_then(u64::checked_ilog2)
+        .map_or(0, |log| log.saturating_sub(1).min(max_param));
+    while p < max_param && bits(p + 1) < bits(p) {
+        p += 1;
+    }
+    (p, bits(p))
+}
+
+/// An MSB-first bit writer into a byte vector.
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits not yet in `bytes`: the low `pending` bits (fewer than 8 between calls).
+    acc: u64,
+    pending: u32,
+}
+
+impl BitWriter {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.acc = 0;
+        self.pending = 0;
+    }
+
+    /// Appends the low `bits` bits of `value` (at most 56; higher bits must be zero).
+    #[inline]
+    fn put(&mut self, value: u64, bits: u32) {
+        debug_assert!(bits <= 56 && value >> bits == 0);
+        if bits == 0 {
+            return;
+        }
+        self.acc = (self.acc << bits) | value;
+        self.pending += bits;
+        while self.pending >= 8 {
+            self.pending -= 8;
+            self.bytes.push((self.acc >> self.pending) as u8);
+        }
+    }
+
+    /// Appends `value` as a `bits`-bit two's complement number.
+    #[inline]
+    fn put_signed(&mut self, value: i32, bits: u32) {
+        self.put(i64::from(value) as u64 & ((1 << bits) - 1), bits);
+    }
+
+    /// Appends `value` Rice-coded with parameter `p`: `value >> p` zeros, a one, then the low `p`
+    /// bits.
+    #[inline]
+    fn put_rice(&mut self, value: u32, p: u32) {
+        let quotient = u64::from(value >> p);
+        let code = (1 << p) | (u64::from(value) & ((1 << p) - 1));
+        if quotient + u64::from(p) < 56 {
+            // The leading zeros of a (quotient + p + 1)-bit field are the unary part.
+            self.put(code, quotient as u32 + p + 1);
+        } else {
+            let mut zeros = quotient;
+            while zeros > 0 {
+                let run = zeros.min(56);
+                self.put(0, run as u32);
+                zeros -= run;
+            }
+            self.put(code, p + 1);
+        }
+    }
+
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        if self.pending == 0 {
+            self.bytes.extend_from_slice(bytes);
+        } else {
+            for &b in bytes {
+                self.put(u64::from(b), 8);
+            }
+        }
+    }
+
+    /// Pads with zeros to a byte boundary.
+    fn align(&mut self) {
+        if self.pending > 0 {
+            self.put(0, 8 - self.pending);
+        }
+    }
+
+    /// The complete bytes written so far.
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// The FLAC encoder configuration: fixed 4096-frame blocks, single-threaded (workers run one
@@ -1173,22 +1706,125 @@ mod tests {
         let dur: f64 = std::env::var("DUR").unwrap().parse().unwrap();
         let out = std::path::PathBuf::from(std::env::var("OUT").unwrap());
         let (_, recipe) = crate::synth::demo_album(44_100).remove(4);
-        let recipe = crate::synth::TrackRecipe { duration_s: dur, ..recipe };
+        let recipe = crate::synth::TrackRecipe {
+            duration_s: dur,
+            ..recipe
+        };
         let mut synth = crate::synth::TrackSynth::new(&recipe);
-        let mut q = crate::master::dither::Quantiser::new(crate::master::dither::DitherMode::Tpdf, 24, 1, 44_100, 7).unwrap();
+        let mut q = crate::master::dither::Quantiser::new(
+            crate::master::dither::DitherMode::Tpdf,
+            24,
+            1,
+            44_100,
+            7,
+        )
+        .unwrap();
         let mut b = AudioBlock::new(1, 4096, 44_100);
         let mut all = AudioBlock::new(1, 4_000_000, 44_100);
         let t = std::time::Instant::now();
         while synth.read(&mut b) > 0 {
-            for x in b.channel_mut(0) { *x *= gain; }
+            for x in b.channel_mut(0) {
+                *x *= gain;
+            }
             q.process(&mut b);
             all.append(&b);
         }
         eprintln!("synth {:?}", t.elapsed());
         let t = std::time::Instant::now();
-        encode(&out, EncodeSpec { container: Container::Flac, bit_depth: 24 }, &all, 4096);
-        eprintln!("frames {} encode {:?} size {}", all.frames(), t.elapsed(), std::fs::metadata(&out).unwrap().len());
+        encode(
+            &out,
+            EncodeSpec {
+                container: Container::Flac,
+                bit_depth: 24,
+            },
+            &all,
+            4096,
+        );
+        eprintln!(
+            "frames {} encode {:?} size {}",
+            all.frames(),
+            t.elapsed(),
+            std::fs::metadata(&out).unwrap().len()
+        );
         let r = decode_all(&out, 4096);
-        match r { Ok(x) => { eprintln!("decoded {}", x.frames()); assert_same_audio(&x, &all, 0.0); }, Err(e) => eprintln!("ERR {e}") }
+        match r {
+            Ok(x) => {
+                eprintln!("decoded {}", x.frames());
+                assert_same_audio(&x, &all, 0.0);
+            }
+            Err(e) => eprintln!("ERR {e}"),
+        }
+    }
+
+    #[test]
+    #[ignore = "scratch"]
+    fn scratch_speed() {
+        use crate::stage::Stage;
+        let dir = tempfile::tempdir().unwrap();
+        for (track, gain) in [(1usize, 1.5f32), (4, 2.0), (3, 1.0)] {
+            let (name, recipe) = crate::synth::demo_album(44_100).remove(track);
+            let ch = recipe.channel_count;
+            let mut synth = crate::synth::TrackSynth::new(&recipe);
+            let mut q = crate::master::dither::Quantiser::new(
+                crate::master::dither::DitherMode::Tpdf,
+                24,
+                ch,
+                44_100,
+                7,
+            )
+            .unwrap();
+            let mut b = AudioBlock::new(ch, 4096, 44_100);
+            let mut all = AudioBlock::new(ch, 4_000_000, 44_100);
+            while synth.read(&mut b) > 0 {
+                for c in b.channels_mut() {
+                    for x in c {
+                        *x = (*x * gain).clamp(-1.0, 1.0);
+                    }
+                }
+                q.process(&mut b);
+                all.append(&b);
+            }
+            let out = dir.path().join("s.flac");
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                encode(
+                    &out,
+                    EncodeSpec {
+                        container: Container::Flac,
+                        bit_depth: 24,
+                    },
+                    &all,
+                    4096,
+                );
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let secs = all.frames() as f64 / 44_100.0;
+            let wav = dir.path().join("s.wav");
+            encode(
+                &wav,
+                EncodeSpec {
+                    container: Container::Wav,
+                    bit_depth: 24,
+                },
+                &all,
+                4096,
+            );
+            let reference = dir.path().join("r.flac");
+            Command::new("flac")
+                .args(["-s", "-f", "-5", "-o"])
+                .arg(&reference)
+                .arg(&wav)
+                .status()
+                .unwrap();
+            let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+            eprintln!(
+                "{name} ({ch} ch): {:.0}x realtime, {} bytes, flac -5 {} bytes, ratio {:.3}",
+                secs / best,
+                size(&out),
+                size(&reference),
+                size(&out) as f64 / size(&reference) as f64
+            );
+        }
     }
 }

@@ -44,8 +44,15 @@ pub struct LoudnessMeter {
     max_momentary: f64,
     max_short_term: f64,
     peak_meters: Vec<TruePeakMeter>,
+    /// Weighted energy of the last 30 sub-blocks of 100 ms (a ring indexed by update count).
+    sub_block_energy: [f64; SHORT_TERM_SUB_BLOCKS],
     full: bool,
 }
+
+/// 100 ms sub-blocks in the momentary (400 ms) window.
+const MOMENTARY_SUB_BLOCKS: usize = 4;
+/// 100 ms sub-blocks in the short-term (3 s) window.
+const SHORT_TERM_SUB_BLOCKS: usize = 30;
 
 /// Oversampling of the true-peak reading (BS.1770-4 asks for at least 4x at 48 kHz).
 const TRUE_PEAK_OVERSAMPLING: usize = 4;
@@ -217,6 +224,7 @@ impl LoudnessMeter {
                 Vec::new()
             },
             full,
+            sub_block_energy: [0.0; SHORT_TERM_SUB_BLOCKS],
         }
     }
 
@@ -256,15 +264,35 @@ impl LoudnessMeter {
             .add_frames_planar_f32(&spans[..block.channel_count().min(MAX_CHANNELS)]);
     }
 
+    /// At every 100 ms boundary: reads the last 100 ms sub-block's weighted energy (one pass over
+    /// 100 ms, instead of re-summing 400 ms and 3 s windows each time) and updates the momentary (4
+    /// sub-blocks) and short-term (30 sub-blocks) maxima from the running sub-block energies. Before
+    /// a window has filled, its missing sub-blocks count as silence, as in `ebur128`.
     fn update_maxima(&mut self) {
         self.updates += 1;
         self.next_update_frame = ((self.updates + 1) as f64 * self.hop_frames).round() as u64;
-        if let Ok(m) = self.meter.loudness_momentary() {
-            self.max_momentary = self.max_momentary.max(m);
-        }
-        if let Ok(s) = self.meter.loudness_shortterm() {
-            self.max_short_term = self.max_short_term.max(s);
-        }
+        let energy = self
+            .meter
+            .loudness_window(100)
+            .map_or(0.0, |lufs| 10f64.powf((lufs + 0.691) / 10.0));
+        let slot = (self.updates as usize - 1) % SHORT_TERM_SUB_BLOCKS;
+        self.sub_block_energy[slot] = energy;
+        let recent = |count: usize| -> f64 {
+            (0..count)
+                .map(|back| {
+                    self.sub_block_energy
+                        [(slot + SHORT_TERM_SUB_BLOCKS - back) % SHORT_TERM_SUB_BLOCKS]
+                })
+                .sum::<f64>()
+                / count as f64
+        };
+        let loudness = |energy: f64| -0.691 + 10.0 * energy.log10();
+        self.max_momentary = self
+            .max_momentary
+            .max(loudness(recent(MOMENTARY_SUB_BLOCKS)));
+        self.max_short_term = self
+            .max_short_term
+            .max(loudness(recent(SHORT_TERM_SUB_BLOCKS)));
     }
 
     /// The figures for everything added so far.

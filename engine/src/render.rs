@@ -12,7 +12,8 @@
 //!    loudness the limiter leaves; correct the gain and repeat until within
 //!    [`CALIBRATION_TOLERANCE_LU`] (at most [`MAX_CALIBRATION_PASSES`] times).
 //! 4. **Render**: chain, gain, limiter and dither into the encoder, written under a temporary name.
-//! 5. **Verify**: decode the written file and analyse it; then tag it and rename it into place.
+//! 5. **Verify**: the render pass analysed the samples it encoded; decode the written (tagged) file
+//!    and check it holds exactly those samples; then rename it into place.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,11 +24,11 @@ use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
-use crate::loudness::{LoudnessFigures, LoudnessMeter};
+use crate::loudness::{LoudnessFigures, LoudnessMeter, MAX_CHANNELS};
 use crate::master::dither::Quantiser;
 use crate::master::gain::Gain;
 use crate::profile::Profile;
-use crate::qc::{Analysis, Analyzer, analyze_file};
+use crate::qc::{Analysis, Analyzer};
 use crate::resample::Resampler;
 use crate::stage::Stage;
 use crate::tags::{TrackTags, read_tags, write_tags};
@@ -164,23 +165,32 @@ pub struct TrackReport {
     pub elapsed_s: f64,
 }
 
-/// FNV-1a over the bit patterns of the decoded samples: the track's dither seed.
-struct SampleHash(u64);
+/// FNV-1a over the bit patterns of samples, a 32-bit word at a time and one hash per channel (so
+/// the result does not depend on how the audio is cut into blocks): the track's dither seed, and the
+/// check that a written master decodes to exactly the samples rendered.
+struct SampleHash([u64; MAX_CHANNELS]);
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 impl SampleHash {
     fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
+        Self([FNV_OFFSET; MAX_CHANNELS])
     }
 
     fn add(&mut self, block: &AudioBlock) {
-        for channel in block.channels() {
+        for (hash, channel) in self.0.iter_mut().zip(block.channels()) {
             for &x in channel {
-                for byte in x.to_bits().to_le_bytes() {
-                    self.0 ^= u64::from(byte);
-                    self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-                }
+                // `+ 0.0` turns -0.0 into +0.0: a file stores no sign for zero.
+                *hash = (*hash ^ u64::from((x + 0.0).to_bits())).wrapping_mul(FNV_PRIME);
             }
         }
+    }
+
+    fn value(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(FNV_OFFSET, |h, &c| (h ^ c).wrapping_mul(FNV_PRIME))
     }
 }
 
@@ -356,7 +366,7 @@ pub fn master_track(
         .loudness
         .chain_input_lufs
         .map_or(0.0, |level| level - input_lufs);
-    let dither_seed = hash.0;
+    let dither_seed = hash.value();
 
     // Every later pass runs the same chain, with different stages after it.
     let run_chain = |tail: &dyn Fn(usize) -> Result<Vec<Box<dyn Stage>>>,
@@ -483,7 +493,11 @@ pub fn master_track(
         }
         Ok(tail)
     };
+    let mut output_analyzer = Analyzer::new(channels, output_rate_hz);
+    let mut rendered_hash = SampleHash::new();
     let rendered = run_chain(&render_tail, Phase::Render, progress, &mut |block| {
+        output_analyzer.add(block);
+        rendered_hash.add(block);
         encoder.write(block)
     })?;
     encoder.finish()?;
@@ -513,8 +527,22 @@ pub fn master_track(
     if tags != TrackTags::default() {
         write_tags(&temp.path, &tags)?;
     }
-    let mut output_analysis = analyze_file(&temp.path)?;
-    output_analysis.path = request.output.to_path_buf();
+    // The analysis is of the rendered samples; the file must decode to exactly those samples.
+    let mut written_hash = SampleHash::new();
+    Pass::open(&temp.path, output_rate_hz)?.run(
+        &mut [],
+        Phase::Verify,
+        progress,
+        |b| written_hash.add(b),
+        |_| Ok(()),
+    )?;
+    if written_hash.value() != rendered_hash.value() {
+        return Err(Error::Encode {
+            path: request.output.to_path_buf(),
+            reason: "the written file does not decode to the rendered samples".to_owned(),
+        });
+    }
+    let output_analysis = output_analyzer.finish(request.output);
     let qc = verdict(profile, &output_analysis);
     std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
     let mut temp = temp;

@@ -35,6 +35,8 @@
 
 use crate::audio::AudioBlock;
 use crate::config::{InvalidValue, check_range};
+use crate::master::oversample::ComplianceEnvelope;
+#[cfg(test)]
 use crate::master::oversample::CompliancePeakDetector;
 use crate::stage::Stage;
 
@@ -232,10 +234,21 @@ impl GainComputer {
     }
 }
 
+/// How the limiter reads the true peak of its input.
+#[derive(Debug, Clone)]
+enum Detection {
+    /// A block at a time, skipping spans that cannot exceed the target (what the limiter runs).
+    Blockwise(Vec<ComplianceEnvelope>),
+    /// Sample by sample, every reading computed: the reference the block-wise path must match bit
+    /// for bit.
+    #[cfg(test)]
+    PerSample(Vec<CompliancePeakDetector>),
+}
+
 /// The look-ahead true-peak limiter stage ("limiter"); see the module documentation.
 #[derive(Debug, Clone)]
 pub struct TruePeakLimiter {
-    detectors: Vec<CompliancePeakDetector>,
+    detection: Detection,
     gain: GainComputer,
     /// One delay line per channel, `latency_frames` long.
     delay_lines: Vec<Vec<f32>>,
@@ -268,7 +281,7 @@ impl TruePeakLimiter {
         let rate = f64::from(sample_rate_hz);
         let oversampling = config.oversampling as usize;
         let detectors = (0..channel_count)
-            .map(|_| CompliancePeakDetector::new(oversampling, sample_rate_hz))
+            .map(|_| ComplianceEnvelope::new(oversampling, sample_rate_hz))
             .collect::<Result<Vec<_>, _>>()?;
         let detector_latency = detectors[0].latency_frames();
         let lookahead_frames = (config.lookahead_ms * rate / 1000.0).round() as usize;
@@ -279,7 +292,7 @@ impl TruePeakLimiter {
         let target_linear = 10f64.powf((config.ceiling_dbtp - INTERNAL_MARGIN_DB) / 20.0);
         let release_coeff = (-1000.0 / (config.release_ms * rate)).exp();
         Ok(Self {
-            detectors,
+            detection: Detection::Blockwise(detectors),
             gain: GainComputer::new(target_linear, release_coeff, ramp_frames),
             delay_lines: vec![vec![0.0; latency_frames]; channel_count],
             delay_pos: 0,
@@ -304,10 +317,24 @@ impl TruePeakLimiter {
     fn process_piece(&mut self, block: &mut AudioBlock, start: usize, frames: usize) {
         let scratch = &mut self.scratch[..frames];
         scratch.fill(0.0);
-        for (channel, detector) in self.detectors.iter_mut().enumerate() {
-            let samples = &block.channel(channel)[start..start + frames];
-            for (peak, &x) in scratch.iter_mut().zip(samples) {
-                *peak = peak.max(detector.push(f64::from(finite_or_zero(x))));
+        match &mut self.detection {
+            Detection::Blockwise(envelopes) => {
+                // Readings at or below the target ask for a gain of exactly 1, whatever their value:
+                // the envelopes may skip them.
+                let floor = self.gain.target_linear;
+                for (channel, envelope) in envelopes.iter_mut().enumerate() {
+                    let samples = &block.channel(channel)[start..start + frames];
+                    envelope.raise(samples, floor, scratch);
+                }
+            }
+            #[cfg(test)]
+            Detection::PerSample(detectors) => {
+                for (channel, detector) in detectors.iter_mut().enumerate() {
+                    let samples = &block.channel(channel)[start..start + frames];
+                    for (peak, &x) in scratch.iter_mut().zip(samples) {
+                        *peak = peak.max(detector.push(f64::from(finite_or_zero(x))));
+                    }
+                }
             }
         }
         for value in scratch.iter_mut() {
@@ -360,9 +387,15 @@ impl Stage for TruePeakLimiter {
     }
 
     fn reset(&mut self) {
-        self.detectors
-            .iter_mut()
-            .for_each(CompliancePeakDetector::reset);
+        match &mut self.detection {
+            Detection::Blockwise(envelopes) => {
+                envelopes.iter_mut().for_each(ComplianceEnvelope::reset);
+            }
+            #[cfg(test)]
+            Detection::PerSample(detectors) => {
+                detectors.iter_mut().for_each(CompliancePeakDetector::reset);
+            }
+        }
         self.gain.reset();
         self.delay_lines.iter_mut().for_each(|line| line.fill(0.0));
         self.delay_pos = 0;
@@ -540,6 +573,57 @@ mod tests {
         eprintln!("fastest settings: worst margin {worst_margin_db:.4} dB");
     }
 
+    /// The limiter with the sample-by-sample detectors, which compute every reading.
+    fn reference_limiter(
+        config: &LimiterConfig,
+        channels: usize,
+        rate: u32,
+        max_block_frames: usize,
+    ) -> TruePeakLimiter {
+        let mut limiter = TruePeakLimiter::new(config, channels, rate, max_block_frames).unwrap();
+        let oversampling = config.oversampling as usize;
+        let detectors = (0..channels)
+            .map(|_| CompliancePeakDetector::new(oversampling, rate).unwrap())
+            .collect();
+        limiter.detection = Detection::PerSample(detectors);
+        limiter
+    }
+
+    #[test]
+    fn blockwise_detection_gives_bit_identical_output() {
+        // Music at streaming level and far louder, and the torture signals; per-sample reference in
+        // blocks of 1024, block-wise path in other block sizes.
+        let mut signals: Vec<(String, AudioBlock)> = [-14.0, -9.0, -4.0]
+            .into_iter()
+            .map(|lufs| (format!("pop at {lufs} LUFS"), pop_track(8.0, lufs, 0xB17)))
+            .collect();
+        signals.extend(torture_signals(44_100));
+        signals.push(("quiet noise".into(), noise(2, 30_000, 44_100, 0.2, 8)));
+        let configs = [
+            LimiterConfig::default(),
+            LimiterConfig {
+                ceiling_dbtp: -0.3,
+                oversampling: 8,
+                lookahead_ms: 1.0,
+                ..LimiterConfig::default()
+            },
+        ];
+        for config in &configs {
+            for (name, input) in &signals {
+                let rate = input.sample_rate_hz();
+                let mut reference = reference_limiter(config, 2, rate, 1024);
+                let want = process_in_blocks(&mut reference, input, &[1024]);
+                for sizes in [&[1024][..], &[13, 4096, 700]] {
+                    let max = sizes.iter().copied().max().unwrap();
+                    let mut limiter = TruePeakLimiter::new(config, 2, rate, max).unwrap();
+                    let got = process_in_blocks(&mut limiter, input, sizes);
+                    assert!(got == want, "{name}, {config:?}, blocks {sizes:?}");
+                    assert_eq!(limiter.report(), reference.report(), "{name}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn gain_ramps_smoothly_ahead_of_a_peak() {
         // A small DC carrier makes the applied gain visible; one impulse of 4 (+12.04 dB) needs
@@ -707,6 +791,109 @@ mod tests {
         };
         let limiter = TruePeakLimiter::new(&config, 1, 8000, 64).unwrap();
         assert_eq!(limiter.latency_frames(), 24 + HOLD_FRAMES);
+    }
+
+    /// `seconds` of a stereo 44.1 kHz pop track from [`crate::synth::TrackSynth`], gained to
+    /// `lufs` integrated.
+    fn pop_track(seconds: f64, lufs: f64, seed: u64) -> AudioBlock {
+        use crate::synth::{Style, TrackRecipe, TrackSynth};
+        let recipe = TrackRecipe {
+            duration_s: seconds,
+            ..TrackRecipe::new(Style::Pop, seed)
+        };
+        let mut synth = TrackSynth::new(&recipe);
+        let frames = synth.total_frames() as usize;
+        let mut track = AudioBlock::new(2, frames, 44_100);
+        track.set_frames(frames);
+        assert_eq!(synth.read(&mut track), frames);
+        let mut meter = crate::loudness::LoudnessMeter::integrated_only(2, 44_100);
+        meter.add(&track);
+        let measured = meter.figures().integrated_lufs.unwrap();
+        let gain = 10f64.powf((lufs - measured) / 20.0) as f32;
+        track
+            .channels_mut()
+            .for_each(|c| c.iter_mut().for_each(|x| *x *= gain));
+        track
+    }
+
+    /// CPU time this thread has run, from Linux's `/proc/thread-self/schedstat` (so that time the
+    /// shared machine gives to others is not counted), or wall time where that is unavailable.
+    fn thread_time() -> std::time::Duration {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .map_or_else(
+                || START.get_or_init(std::time::Instant::now).elapsed(),
+                std::time::Duration::from_nanos,
+            )
+    }
+
+    /// Seconds of CPU time `limiter` takes over `input` in blocks of 4096 (best of three).
+    fn time_limiter(
+        make: impl Fn() -> TruePeakLimiter,
+        input: &AudioBlock,
+    ) -> (f64, TruePeakLimiter) {
+        let frames = input.frames();
+        let mut best = f64::INFINITY;
+        let mut last = None;
+        for _ in 0..3 {
+            let mut limiter = make();
+            let mut block = AudioBlock::new(2, 4096, input.sample_rate_hz());
+            let mut elapsed = std::time::Duration::ZERO;
+            for start in (0..frames).step_by(4096) {
+                let len = (frames - start).min(4096);
+                block.set_frames(len);
+                for ch in 0..2 {
+                    block
+                        .channel_mut(ch)
+                        .copy_from_slice(&input.channel(ch)[start..start + len]);
+                }
+                let began = thread_time();
+                limiter.process(&mut block);
+                elapsed += thread_time() - began;
+                std::hint::black_box(&block);
+            }
+            best = best.min(elapsed.as_secs_f64());
+            last = Some(limiter);
+        }
+        (best, last.unwrap())
+    }
+
+    /// Speed of the limiter alone (default settings: -1 dBTP, 4x; stereo 44.1 kHz, blocks of 4096)
+    /// on 60 s of pop at -14 LUFS and louder, block-wise and with the sample-by-sample reference
+    /// detectors. Run with `cargo test -p lathe-engine --lib -- --ignored --nocapture limiter_speed`.
+    #[test]
+    #[ignore = "benchmark; prints x-realtime"]
+    fn limiter_speed() {
+        let seconds = 60.0;
+        let config = LimiterConfig::default();
+        for lufs in [-14.0, -12.0, -10.0] {
+            let input = pop_track(seconds, lufs, 0x5EED);
+            let (blockwise, limiter) = time_limiter(
+                || TruePeakLimiter::new(&config, 2, 44_100, 4096).unwrap(),
+                &input,
+            );
+            let spans =
+                crate::master::oversample::SPANS.swap(0, std::sync::atomic::Ordering::Relaxed);
+            let loud =
+                crate::master::oversample::LOUD.swap(0, std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "spans computed: {:.1} %",
+                100.0 * loud as f64 / spans as f64
+            );
+            let (reference, _) =
+                time_limiter(|| reference_limiter(&config, 2, 44_100, 4096), &input);
+            eprintln!(
+                "limiter at {lufs} LUFS (max reduction {:.2} dB, {:.1} % of frames limited): \
+                 {:.0}x realtime ({:.1} ms CPU for {seconds} s); per-sample detection {:.0}x",
+                limiter.max_gain_reduction_db(),
+                100.0 * limiter.frames_limited() as f64 / input.frames() as f64,
+                seconds / blockwise,
+                blockwise * 1000.0,
+                seconds / reference,
+            );
+        }
     }
 
     #[test]

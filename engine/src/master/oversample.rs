@@ -371,6 +371,293 @@ impl CompliancePeakDetector {
     }
 }
 
+/// Input frames [`ComplianceEnvelope`] works on per pass (its buffer holds this many after the
+/// filters' history).
+const CHUNK_FRAMES: usize = 256;
+
+/// Frames per span over which [`ComplianceEnvelope`] decides whether exact readings can matter.
+const SPAN_FRAMES: usize = 32;
+
+/// Headroom on the bound with which [`ComplianceEnvelope`] skips spans: covers the rounding of the
+/// dot products and of the bound itself (below 1e-14 relative for 48 taps) many times over.
+const BOUND_HEADROOM: f64 = 1.0 + 1e-9;
+
+/// One interpolator of a [`ComplianceEnvelope`], its readings delayed by `delay` input samples.
+#[derive(Debug, Clone)]
+struct BlockFilter {
+    taps: usize,
+    delay: usize,
+    /// The branches that need a dot product, one after another (`taps` coefficients each; coefficient
+    /// `i` multiplies the input `i` samples before the newest).
+    dot_branches: Vec<f64>,
+    /// For each branch that is a pure delay, its delay in taps.
+    unit_taps: Vec<usize>,
+}
+
+impl BlockFilter {
+    fn new(fir: &PolyphaseFir, delay: usize) -> Self {
+        debug_assert_eq!(
+            fir.taps % 4,
+            0,
+            "raise_to_branch sums in four partial sums, as dot does for these lengths"
+        );
+        let mut dot_branches = Vec::new();
+        let mut unit_taps = Vec::new();
+        for (branch, unit) in fir.coeffs.chunks_exact(fir.taps).zip(&fir.unit_branch) {
+            match unit {
+                Some(i) => unit_taps.push(*i),
+                None => dot_branches.extend_from_slice(branch),
+            }
+        }
+        Self {
+            taps: fir.taps,
+            delay,
+            dot_branches,
+            unit_taps,
+        }
+    }
+
+    /// The largest sum of absolute coefficients of any branch: no reading exceeds this times the
+    /// largest absolute input within the filter's reach.
+    fn gain_bound(&self) -> f64 {
+        let dot = self
+            .dot_branches
+            .chunks_exact(self.taps)
+            .map(|branch| branch.iter().map(|c| c.abs()).sum::<f64>());
+        let unit = self.unit_taps.iter().map(|_| 1.0);
+        dot.chain(unit).fold(0.0, f64::max)
+    }
+
+    /// How many samples before the newest the filter's readings reach back.
+    fn reach(&self) -> usize {
+        self.delay + self.taps - 1
+    }
+}
+
+/// The readings of [`CompliancePeakDetector`], a block at a time, computing only what can exceed a
+/// given floor.
+///
+/// [`ComplianceEnvelope::raise`] takes a block of input and, for each sample, the reading
+/// [`CompliancePeakDetector::push`] would return for it (same filters, same time alignment, same
+/// arithmetic: bit for bit the same value). It works in passes of up to [`CHUNK_FRAMES`] frames: per
+/// branch, four outputs at a time over contiguous runs of input, which the compiler vectorises, instead
+/// of one dot product per sample and branch.
+///
+/// It also skips work that cannot matter to a caller that only acts on readings above a floor (a
+/// limiter: readings at or below its target all ask for a gain of 1). No reading exceeds `G * M`,
+/// where `G` is the largest sum of absolute coefficients of any branch of any of the three filters
+/// and `M` the largest absolute input within the filters' reach (the sample and the 47 before it).
+/// Wherever that bound keeps a whole span of [`SPAN_FRAMES`] outputs at or below the floor, the
+/// filters are not run over it.
+#[derive(Debug, Clone)]
+pub struct ComplianceEnvelope {
+    filters: Vec<BlockFilter>,
+    /// How many past inputs precede the current pass in `buffer` (the filters' longest reach).
+    history: usize,
+    /// `history` past inputs, then up to [`CHUNK_FRAMES`] new ones.
+    buffer: Vec<f64>,
+    /// Scratch for [`raise_to_branch`]'s partial sums.
+    lanes: Vec<f64>,
+    /// The largest [`BlockFilter::gain_bound`] of all filters, times [`BOUND_HEADROOM`].
+    gain_bound: f64,
+    latency_frames: usize,
+}
+
+impl ComplianceEnvelope {
+    /// The block-wise counterpart of [`CompliancePeakDetector::new`] (same arguments, same readings).
+    pub fn new(
+        oversampling: usize,
+        sample_rate_hz: u32,
+    ) -> Result<Self, crate::config::InvalidValue> {
+        let CompliancePeakDetector {
+            ideal,
+            annex2,
+            annex2_delay,
+            libebur128,
+        } = CompliancePeakDetector::new(oversampling, sample_rate_hz)?;
+        let mut filters = vec![
+            BlockFilter::new(&ideal.fir, 0),
+            BlockFilter::new(&annex2, annex2_delay.ring.len()),
+        ];
+        if let Some((fir, delay)) = &libebur128 {
+            filters.push(BlockFilter::new(fir, delay.ring.len()));
+        }
+        let history = filters.iter().map(BlockFilter::reach).max().unwrap_or(0);
+        let gain_bound = filters
+            .iter()
+            .map(BlockFilter::gain_bound)
+            .fold(0.0, f64::max);
+        Ok(Self {
+            filters,
+            history,
+            buffer: vec![0.0; history + CHUNK_FRAMES],
+            lanes: vec![0.0; 4 * CHUNK_FRAMES],
+            gain_bound: gain_bound * BOUND_HEADROOM,
+            latency_frames: ideal.latency_frames(),
+        })
+    }
+
+    /// How many input samples a reading lags the sample it describes (as
+    /// [`CompliancePeakDetector::latency_frames`]).
+    pub fn latency_frames(&self) -> usize {
+        self.latency_frames
+    }
+
+    /// Takes the next `input.len()` samples; raises `peaks[n]` to the reading for `input[n]`
+    /// (exactly [`CompliancePeakDetector::push`]'s) wherever that reading exceeds `floor`. Readings at
+    /// or below `floor` may be left out (they are, where a bound shows every reading of a span is); a
+    /// floor of `f64::NEG_INFINITY` computes them all. Non-finite samples count as 0.
+    ///
+    /// # Panics
+    /// If `peaks` is shorter than `input`.
+    pub fn raise(&mut self, input: &[f32], floor: f64, peaks: &mut [f64]) {
+        assert!(peaks.len() >= input.len(), "one peak per input sample");
+        // Inputs at or below this keep every reading of a span at or below the floor.
+        let quiet = if floor.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            floor / self.gain_bound
+        };
+        for (input, peaks) in input
+            .chunks(CHUNK_FRAMES)
+            .zip(peaks.chunks_mut(CHUNK_FRAMES))
+        {
+            let history = self.history;
+            let len = input.len();
+            for (slot, &x) in self.buffer[history..history + len].iter_mut().zip(input) {
+                *slot = if x.is_finite() { f64::from(x) } else { 0.0 };
+            }
+            // Spans whose readings may exceed the floor, merged into runs.
+            let mut run = None;
+            for start in (0..len).step_by(SPAN_FRAMES) {
+                let end = (start + SPAN_FRAMES).min(len);
+                // The span's readings reach back `history` samples before its first output.
+                let loud = abs_max(&self.buffer[start..history + end]) > quiet;
+                SPANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if loud {
+                    LOUD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                match (loud, run) {
+                    (true, None) => run = Some(start),
+                    (false, Some(from)) => {
+                        self.raise_run(from, start, &mut peaks[from..start]);
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(from) = run {
+                self.raise_run(from, len, &mut peaks[from..len]);
+            }
+            self.buffer.copy_within(len..len + history, 0);
+        }
+    }
+
+    /// Raises `peaks` (the outputs `start..end` of the current pass) to the exact readings.
+    fn raise_run(&mut self, start: usize, end: usize, peaks: &mut [f64]) {
+        for filter in &self.filters {
+            // Output `j` of the pass reads input `j - delay - i` for tap `i`, which is at
+            // `history + j - delay - i` in the buffer.
+            let newest = self.history - filter.delay;
+            for &tap in &filter.unit_taps {
+                let from = newest - tap;
+                for (peak, &x) in peaks.iter_mut().zip(&self.buffer[from + start..from + end]) {
+                    let value = x.abs();
+                    *peak = if value > *peak { value } else { *peak };
+                }
+            }
+            let oldest = newest + 1 - filter.taps;
+            let src = &self.buffer[oldest + start..newest + end];
+            for branch in filter.dot_branches.chunks_exact(filter.taps) {
+                raise_to_branch(branch, src, peaks, &mut self.lanes);
+            }
+        }
+    }
+
+    /// Forgets all past input (as if freshly built).
+    pub fn reset(&mut self) {
+        self.buffer.fill(0.0);
+    }
+}
+
+#[allow(missing_docs)]
+pub static SPANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[allow(missing_docs)]
+pub static LOUD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The largest absolute value in `values` (0 if empty).
+fn abs_max(values: &[f64]) -> f64 {
+    let mut lanes = [0.0_f64; 4];
+    let mut chunks = values.chunks_exact(4);
+    for chunk in &mut chunks {
+        for k in 0..4 {
+            let value = chunk[k].abs();
+            lanes[k] = if value > lanes[k] { value } else { lanes[k] };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0, |m: f64, x| m.max(x.abs()));
+    lanes.iter().fold(tail, |m, &x| m.max(x))
+}
+
+/// Raises `peaks[j]` to `|Σ_i coeffs[i] · src[j + taps - 1 - i]|` for every `j`, where `src` holds
+/// `peaks.len() + taps - 1` inputs, oldest first, `taps = coeffs.len()` is a multiple of 4 and `lanes`
+/// is scratch for `4 * peaks.len()` values.
+///
+/// Every sum is formed exactly as [`dot`] forms it on the sample-by-sample path (four partial sums
+/// over the taps `i ≡ k (mod 4)`, each in increasing `i` from 0.0, then `(s0 + s2) + (s1 + s3)`), so
+/// every value is bit-identical to that path's. The partial sums are built for the whole run at once,
+/// three taps a pass ([`accumulate`]), so the compiler vectorises across outputs.
+fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [f64]) {
+    let (taps, n) = (coeffs.len(), peaks.len());
+    debug_assert!(taps % 4 == 0 && src.len() == n + taps - 1 && lanes.len() >= 4 * n);
+    if n == 0 {
+        return;
+    }
+    for (k, lane) in lanes.chunks_exact_mut(n).take(4).enumerate() {
+        lane.fill(0.0);
+        // Tap `4 g + k` multiplies `src[j + taps - 1 - (4 g + k)]` into output `j`.
+        let tap = |g: usize| {
+            let i = 4 * g + k;
+            (coeffs[i], &src[taps - 1 - i..taps - 1 - i + n])
+        };
+        let groups = taps / 4;
+        let mut g = 0;
+        while g + 3 <= groups {
+            let [(c0, x0), (c1, x1), (c2, x2)] = [tap(g), tap(g + 1), tap(g + 2)];
+            accumulate(lane, [x0, x1, x2], [c0, c1, c2]);
+            g += 3;
+        }
+        for g in g..groups {
+            let (c, x) = tap(g);
+            accumulate(lane, [x], [c]);
+        }
+    }
+    let (s0, rest) = lanes.split_at(n);
+    let (s1, rest) = rest.split_at(n);
+    let (s2, s3) = rest.split_at(n);
+    for (j, peak) in peaks.iter_mut().enumerate() {
+        let value = ((s0[j] + s2[j]) + (s1[j] + s3[j])).abs();
+        *peak = if value > *peak { value } else { *peak };
+    }
+}
+
+/// `lane[j] = ((lane[j] + coeffs[0] · inputs[0][j]) + coeffs[1] · inputs[1][j]) + …` for every `j`:
+/// one vectorisable pass over contiguous runs (each input at least as long as `lane`).
+#[inline(never)]
+fn accumulate<const TAPS: usize>(lane: &mut [f64], inputs: [&[f64]; TAPS], coeffs: [f64; TAPS]) {
+    let n = lane.len();
+    let inputs = inputs.map(|x| &x[..n]);
+    for (j, sum) in lane.iter_mut().enumerate() {
+        let mut s = *sum;
+        for t in 0..TAPS {
+            s += coeffs[t] * inputs[t][j];
+        }
+        *sum = s;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -512,10 +799,124 @@ mod tests {
         }
     }
 
+    /// Test signals for the block-wise envelope: noise at three levels, a near-Nyquist sine, sparse
+    /// impulses over silence (quiet spans and loud ones), and full-scale square bursts.
+    fn envelope_signals(rate: u32, frames: usize) -> Vec<(&'static str, Vec<f32>)> {
+        let noise = |amplitude, seed| crate::testkit::noise(1, frames, rate, amplitude, seed);
+        let mut impulses = vec![0.0_f32; frames];
+        for (k, n) in (37..frames).step_by(641).enumerate() {
+            impulses[n] = if k % 2 == 0 { 0.9 } else { -1.3 };
+        }
+        let squares: Vec<f32> = (0..frames)
+            .map(|n| match (n / 500) % 3 {
+                0 => 0.0,
+                1 if (n / 7) % 2 == 0 => 1.0,
+                1 => -1.0,
+                _ => 0.01,
+            })
+            .collect();
+        let sine: Vec<f32> = (0..frames)
+            .map(|n| (1.2 * (2.0 * PI * 0.47 * n as f64 + 0.3).sin()) as f32)
+            .collect();
+        vec![
+            ("loud noise", noise(2.0, 1).channel(0).to_vec()),
+            ("noise", noise(0.5, 2).channel(0).to_vec()),
+            ("quiet noise", noise(0.05, 3).channel(0).to_vec()),
+            ("sine 0.47 fs", sine),
+            ("impulses", impulses),
+            ("square bursts", squares),
+        ]
+    }
+
+    /// The readings of the sample-by-sample detector for `input`.
+    fn reference_readings(oversampling: usize, rate: u32, input: &[f32]) -> Vec<f64> {
+        let mut detector = CompliancePeakDetector::new(oversampling, rate).unwrap();
+        input.iter().map(|&x| detector.push(x.into())).collect()
+    }
+
+    /// The envelope's readings for `input` given in blocks of `block` frames.
+    fn envelope_readings(
+        envelope: &mut ComplianceEnvelope,
+        input: &[f32],
+        block: usize,
+        floor: f64,
+    ) -> Vec<f64> {
+        let mut peaks = vec![0.0; input.len()];
+        for (input, peaks) in input.chunks(block).zip(peaks.chunks_mut(block)) {
+            envelope.raise(input, floor, peaks);
+        }
+        peaks
+    }
+
+    #[test]
+    fn envelope_is_bit_identical_to_the_sample_by_sample_detector() {
+        for rate in [44_100, 96_000, 192_000] {
+            for oversampling in [4, 8] {
+                for (name, input) in envelope_signals(rate, 3000) {
+                    let reference = reference_readings(oversampling, rate, &input);
+                    let mut envelope = ComplianceEnvelope::new(oversampling, rate).unwrap();
+                    assert_eq!(envelope.latency_frames(), 24);
+                    for block in [1, 3, 13, 256, 700, 3000] {
+                        envelope.reset();
+                        let readings =
+                            envelope_readings(&mut envelope, &input, block, f64::NEG_INFINITY);
+                        assert!(
+                            readings == reference,
+                            "{name} at {rate} Hz, {oversampling}x, blocks of {block}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn envelope_keeps_every_reading_above_the_floor() {
+        let rate = 48_000;
+        let mut skipped = 0;
+        for floor in [0.0, 0.3, 0.891, 2.0] {
+            for (name, input) in envelope_signals(rate, 3000) {
+                let reference = reference_readings(4, rate, &input);
+                let mut envelope = ComplianceEnvelope::new(4, rate).unwrap();
+                let readings = envelope_readings(&mut envelope, &input, 1024, floor);
+                for (n, (&got, &want)) in readings.iter().zip(&reference).enumerate() {
+                    if want > floor {
+                        assert_eq!(got, want, "{name}, floor {floor}, sample {n}");
+                    } else {
+                        assert!(got <= floor, "{name}, floor {floor}, sample {n}: {got}");
+                        skipped += usize::from(got != want);
+                    }
+                }
+            }
+        }
+        // The bound does spare work: many readings at or below the floor were never computed.
+        assert!(skipped > 10_000, "{skipped}");
+    }
+
+    #[test]
+    fn envelope_reads_non_finite_samples_as_silence() {
+        let mut input = crate::testkit::noise(1, 600, 44_100, 1.0, 4)
+            .channel(0)
+            .to_vec();
+        let mut zeroed = input.clone();
+        for (n, bad) in [
+            (100, f32::NAN),
+            (200, f32::INFINITY),
+            (300, f32::NEG_INFINITY),
+        ] {
+            input[n] = bad;
+            zeroed[n] = 0.0;
+        }
+        let mut envelope = ComplianceEnvelope::new(4, 44_100).unwrap();
+        let readings = envelope_readings(&mut envelope, &input, 128, f64::NEG_INFINITY);
+        assert_eq!(readings, reference_readings(4, 44_100, &zeroed));
+    }
+
     #[test]
     fn rejects_oversampling_out_of_range() {
         assert!(TruePeakDetector::new(1).is_err());
         assert!(TruePeakDetector::new(32).is_err());
         assert!(CompliancePeakDetector::new(0, 48_000).is_err());
+        assert!(ComplianceEnvelope::new(32, 48_000).is_err());
     }
 }
