@@ -52,6 +52,9 @@ struct TrackOutcome {
     elapsed_s: f64,
 }
 
+/// A track's report or error, and the seconds it took.
+type TrackResult = (Result<TrackReport, String>, f64);
+
 /// The job-level `report.json`.
 #[derive(Debug, Serialize)]
 struct JobReport {
@@ -116,7 +119,7 @@ pub fn master_inputs(
     let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<(Result<TrackReport, String>, f64)>>> =
+    let results: Mutex<Vec<Option<TrackResult>>> =
         Mutex::new((0..sources.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs {

@@ -1,5 +1,6 @@
 //! `lathe master` end to end: every preset on a generated rough album, outputs re-decoded and measured;
 //! determinism; bad input handled track by track.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -143,7 +144,7 @@ fn bad_inputs_fail_alone_and_nothing_is_lost() {
     std::fs::create_dir(&source).unwrap();
     let good = source.join("good.wav");
     let tone: Vec<f32> = (0..44_100 * 5)
-        .map(|n| (0.3 * (n as f32 * 0.0627).sin()))
+        .map(|n| 0.3 * (n as f32 * 0.0627).sin())
         .collect();
     write_float_wav(&good, &[tone.clone(), tone.clone()], 44_100);
     std::fs::write(source.join("empty.wav"), b"").unwrap();
@@ -236,7 +237,7 @@ fn usage_errors_exit_2_and_touch_nothing() {
     let source = dir.path().join("in");
     std::fs::create_dir(&source).unwrap();
     let tone: Vec<f32> = (0..44_100)
-        .map(|n| (0.3 * (n as f32 * 0.0627).sin()))
+        .map(|n| 0.3 * (n as f32 * 0.0627).sin())
         .collect();
     write_float_wav(&source.join("a.wav"), &[tone], 44_100);
     let src = source.to_str().unwrap();
