@@ -36,7 +36,7 @@ use crate::tags::{TrackTags, read_tags, write_tags};
 /// Frames decoded per block.
 pub const BLOCK_FRAMES: usize = 4096;
 /// The render stops calibrating once the limited loudness is this close to the target.
-pub const CALIBRATION_TOLERANCE_LU: f64 = 0.05;
+pub const CALIBRATION_TOLERANCE_LU: f64 = 0.1;
 /// The most calibration passes a track gets.
 pub const MAX_CALIBRATION_PASSES: u32 = 6;
 
