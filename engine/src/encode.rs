@@ -8,13 +8,15 @@
 //! - WAV is written with hound: 16-bit or 24-bit integer, or 32-bit float;
 //!   `WAVE_FORMAT_EXTENSIBLE` beyond two channels or 16 bits. A RIFF file holds at most 4 GiB;
 //!   longer masters must be FLAC.
-//! - FLAC is encoded frame by frame with flacenc and each frame is written as soon as it is made
-//!   (nothing accumulates): `STREAMINFO` goes first with placeholders, and [`Encoder::finish`]
-//!   seeks back to fill in the total sample count, the frame sizes and the MD5 of the audio, which
-//!   `flac -t` checks. Blocks of 4096 frames, single-threaded. flacenc's LPC analysis is only fast
-//!   when the crate is compiled with FMA (`-C target-cpu=x86-64-v3`); then frames use LPC of order
-//!   8 (the size of `flac -5`), otherwise the fixed predictors only (about 3 % larger), so that
-//!   either build encodes 44.1 kHz 24-bit stereo at well over 150x realtime on one core.
+//! - FLAC is encoded frame by frame and each frame is written as soon as it is made (nothing
+//!   accumulates): `STREAMINFO` goes first with placeholders, and [`Encoder::finish`] seeks back
+//!   to fill in the total sample count, the frame sizes and the MD5 of the audio, which `flac -t`
+//!   checks. Blocks of 4096 frames, single-threaded. flacenc chooses stereo mode and predictors;
+//!   the residuals are Rice-coded here, with the 5-bit parameters 24-bit audio needs, and no
+//!   subframe is ever larger than verbatim (see `FrameWriter`). flacenc's LPC analysis is only
+//!   fast when the crate is compiled with FMA (`-C target-cpu=x86-64-v3`); then frames use LPC of
+//!   order 8, otherwise the fixed predictors only (within about 1 to 3 % of `flac -5`), so that
+//!   either build encodes 44.1 kHz 24-bit stereo at over 100x realtime on one core.
 //!
 //! The encoder writes exactly the path it is given; writing to a temporary name and renaming is
 //! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
@@ -708,8 +710,9 @@ const FIXED_COEFFICIENTS: [&[i64]; 5] = [&[], &[1], &[2, -1], &[3, -3, 1], &[4, 
 /// coder is only fit for 16-bit audio: it has no 5-bit Rice parameters (`RICE2`, needed once
 /// residuals pass about 2^15, which loud 24-bit material does all the time), so it codes them with
 /// parameter 14 and long unary runs, several times larger than verbatim; and its parameter search
-/// keeps costs in `u32` lanes that saturate and then wrap, after which it may pick parameter 0 and
-/// write a frame of hundreds of megabits. Nor does it check the coded size against verbatim.
+/// packs each cost with its parameter into a `u32` assuming costs below 2^28, which merged
+/// partitions of such residuals exceed, so the packed value wraps, parameter 0 looks cheapest and
+/// a frame of hundreds of megabits comes out. Nor does it check the coded size against verbatim.
 ///
 /// So each subframe is written here: constant and verbatim ones as they are, predicted ones with
 /// flacenc's predictor (fixed order, or quantised LPC coefficients) and a residual coded with
@@ -806,7 +809,12 @@ impl FrameWriter {
                 self.out.put(0x00, 8);
                 self.out.put_signed(c.dc_offset(), bits);
             }
-            SubFrame::Verbatim(v) => self.write_best_fixed(v.bits_per_sample() as u32),
+            SubFrame::Verbatim(v) => {
+                if v.samples() != self.channel {
+                    return Err(mismatch());
+                }
+                self.write_best_fixed(v.bits_per_sample() as u32);
+            }
             SubFrame::FixedLpc(f) => {
                 let order = f.order();
                 if f.warm_up() != &self.channel[..order] {
@@ -822,8 +830,13 @@ impl FrameWriter {
                 let coefficients: Option<Vec<i64>> = (0..order)
                     .map(|j| params.coefficient(j).map(i64::from))
                     .collect();
-                let shift = u32::try_from(params.shift()).ok();
-                let (Some(coefficients), Some(shift)) = (coefficients, shift) else {
+                // The header holds the shift in 5 bits, signed (negative shifts are invalid),
+                // and the precision minus 1 in 4 bits (all ones invalid).
+                let shift = u32::try_from(params.shift()).ok().filter(|&s| s < 16);
+                let precision = Some(params.precision() as u32).filter(|p| (1..16).contains(p));
+                let (Some(coefficients), Some(shift), Some(precision)) =
+                    (coefficients, shift, precision)
+                else {
                     return Err("unexpected LPC parameters from the encoder".to_string());
                 };
                 if l.warm_up() != &self.channel[..order] {
@@ -831,10 +844,7 @@ impl FrameWriter {
                 }
                 let bits = l.bits_per_sample() as u32;
                 let header = 0x40 | ((order - 1) as u64) << 1;
-                let lpc = LpcHeader {
-                    precision: params.precision() as u32,
-                    shift,
-                };
+                let lpc = LpcHeader { precision, shift };
                 self.write_predicted(header, &coefficients, shift, bits, Some(lpc));
             }
         }
@@ -846,9 +856,6 @@ impl FrameWriter {
         let n = self.channel.len();
         let mut best: Option<(usize, u64)> = None;
         for (order, coefficients) in FIXED_COEFFICIENTS.iter().enumerate() {
-            if order >= n {
-                break;
-            }
             if !fold_residual(&self.channel, coefficients, 0, &mut self.folded) {
                 continue;
             }
@@ -880,10 +887,9 @@ impl FrameWriter {
     ) {
         let order = coefficients.len();
         let n = self.channel.len();
-        let plan = (order <= n
-            && fold_residual(&self.channel, coefficients, shift, &mut self.folded))
-        .then(|| self.rice.plan(&self.folded, order))
-        .flatten();
+        let plan = fold_residual(&self.channel, coefficients, shift, &mut self.folded)
+            .then(|| self.rice.plan(&self.folded, order))
+            .flatten();
         let Some(plan) = plan else {
             self.write_verbatim(bits);
             return;
@@ -932,8 +938,11 @@ struct LpcHeader {
 
 /// Computes the residual `x[t] - (Σ c[j] x[t-1-j] >> shift)` for `t >= order` into `folded`,
 /// zigzag-folded, with zeros for the warm-up samples. Returns false if a residual does not fit
-/// FLAC's 32-bit signed range.
+/// FLAC's 32-bit signed range, or if there are fewer samples than coefficients.
 fn fold_residual(x: &[i32], coefficients: &[i64], shift: u32, folded: &mut Vec<u32>) -> bool {
+    if x.len() < coefficients.len() {
+        return false;
+    }
     folded.clear();
     folded.resize(x.len(), 0);
     // Orders up to 8 (all fixed predictors, and the LPC order lathe configures) get a loop the
@@ -1220,8 +1229,10 @@ impl BitWriter {
 /// target) every `mul_add` is a libm call and LPC runs at under 100x realtime for 44.1 kHz 24-bit
 /// stereo. So:
 /// - built with FMA (e.g. `-C target-cpu=x86-64-v3`): LPC of order 8, the size of `flac -5`;
-/// - otherwise: the fixed polynomial predictors only (like `flac -2`), a few percent larger,
-///   and over 300x realtime.
+/// - otherwise: the fixed polynomial predictors only (like `flac -2`), a few percent larger.
+///
+/// flacenc's own Rice coding (and so its `prc` settings) is not used: [`FrameWriter`] codes the
+/// residuals.
 fn flac_config() -> flacenc::config::Encoder {
     let mut config = flacenc::config::Encoder::default();
     config.block_size = FLAC_BLOCK_FRAMES;
@@ -1569,6 +1580,229 @@ mod tests {
         assert!(toml::from_str::<EncodeSpec>("format = \"wav\"\nbit_depth = 16\nx = 1\n").is_err());
         assert_eq!(Container::Wav.to_string(), "wav");
         assert_eq!(Container::Flac.extension(), "flac");
+    }
+
+    /// Sizes of the frames of a FLAC file written by [`Encoder`] (`STREAMINFO` only), found the
+    /// way a demuxer finds them: a frame runs up to the next frame header (sync code, valid CRC-8,
+    /// the next frame number) at which its own CRC-16 checks, or to the end of the file.
+    fn flac_frame_sizes(bytes: &[u8]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut start = 8 + STREAMINFO_LEN;
+        while start < bytes.len() {
+            let number = sizes.len() as u64;
+            assert!(is_frame_header(&bytes[start..], number), "frame {number}");
+            let end = (start + 2..bytes.len())
+                .find(|&at| {
+                    is_frame_header(&bytes[at..], number + 1) && crc16(&bytes[start..at]) == 0
+                })
+                .unwrap_or(bytes.len());
+            assert_eq!(
+                crc16(&bytes[start..end]),
+                0,
+                "frame {number} fails its CRC-16"
+            );
+            sizes.push(end - start);
+            start = end;
+        }
+        sizes
+    }
+
+    /// Whether `b` starts with the header of fixed-blocksize frame `number`.
+    fn is_frame_header(b: &[u8], number: u64) -> bool {
+        if b.len() < 6 || b[0] != 0xFF || b[1] != 0xF8 {
+            return false;
+        }
+        let len = match b[4].leading_ones() {
+            0 => 1,
+            n @ 2..=7 => n as usize,
+            _ => return false,
+        };
+        if b.len() < 4 + len + 3 {
+            return false;
+        }
+        let first = u64::from(b[4] & if len == 1 { 0x7F } else { 0x7F >> len });
+        let coded = b[5..4 + len]
+            .iter()
+            .fold(first, |n, &c| (n << 6) | u64::from(c & 0x3F));
+        let block_size_len = match b[2] >> 4 {
+            0b0110 => 1,
+            0b0111 => 2,
+            _ => 0,
+        };
+        let rate_len = match b[2] & 0x0F {
+            0b1100 => 1,
+            0b1101 | 0b1110 => 2,
+            _ => 0,
+        };
+        let crc_at = 4 + len + block_size_len + rate_len;
+        coded == number && crc_at < b.len() && crc8(&b[..crc_at]) == b[crc_at]
+    }
+
+    /// Checks a FLAC file frame by frame against the size of a verbatim frame of `block` frames
+    /// (the 16-byte maximum header, a verbatim subframe per channel, a side channel one bit wider,
+    /// the CRC-16), against `STREAMINFO`'s frame sizes, and with `flac -t`.
+    fn assert_frames_no_larger_than_verbatim(path: &Path, channels: usize, bits: u32) {
+        let bytes = std::fs::read(path).unwrap();
+        let sizes = flac_frame_sizes(&bytes);
+        let side = usize::from(channels == 2);
+        let subframe_bits = |bits: usize| 8 + FLAC_BLOCK_FRAMES * bits;
+        let body_bits = channels * subframe_bits(bits as usize) + side * FLAC_BLOCK_FRAMES;
+        let verbatim = 16 + body_bits.div_ceil(8) + 2;
+        for (number, &size) in sizes.iter().enumerate() {
+            assert!(
+                size <= verbatim,
+                "{}: frame {number} is {size} bytes, a verbatim frame {verbatim}",
+                path.display()
+            );
+        }
+        let info = &bytes[8..8 + STREAMINFO_LEN];
+        let be24 = |b: &[u8]| u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+        let (min_frame, max_frame) = (be24(&info[4..7]), be24(&info[7..10]));
+        assert_eq!(min_frame, sizes.iter().copied().min().unwrap());
+        assert_eq!(max_frame, sizes.iter().copied().max().unwrap());
+        flac_test(path);
+    }
+
+    /// The master from the bug report, rebuilt: the demo album's mono "old radio" track (band-
+    /// limited and noisy), raised 6 dB as a master would be, TPDF-dithered to 24 bits. Its residuals
+    /// often exceed 2^15, where flacenc's 4-bit Rice parameters top out: flacenc alone wrote it as
+    /// 174 MB (raw PCM is 3.2 MB) with frames of up to 100 MB, past the 16 MiB at which Symphonia's
+    /// demuxer gives up ("synchronization lost", frames 434176 to 438271 missing), and a
+    /// `STREAMINFO` maximum frame size wrapped at 24 bits.
+    #[test]
+    fn loud_24_bit_master_stays_smaller_than_verbatim_and_decodes() {
+        use crate::master::dither::{DitherMode, Quantiser as Dither};
+        use crate::stage::Stage;
+        let (name, recipe) = crate::synth::demo_album(44_100).remove(4);
+        assert_eq!((name.as_str(), recipe.channel_count), ("05-old-radio", 1));
+        let mut synth = crate::synth::TrackSynth::new(&recipe);
+        let mut dither = Dither::new(DitherMode::Tpdf, 24, 1, 44_100, 7).unwrap();
+        let mut block = AudioBlock::new(1, 4096, 44_100);
+        let mut master = Vec::new();
+        while synth.read(&mut block) > 0 {
+            block.channel_mut(0).iter_mut().for_each(|x| *x *= 2.0);
+            dither.process(&mut block);
+            master.extend_from_slice(block.channel(0));
+        }
+        let master = AudioBlock::from_channels(vec![master], 44_100);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old-radio.flac");
+        let spec = EncodeSpec {
+            container: Container::Flac,
+            bit_depth: 24,
+        };
+        encode(&path, spec, &master, 4096);
+        assert_frames_no_larger_than_verbatim(&path, 1, 24);
+        // flac -5 makes 2.48 MB of it.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 2_550_000, "{size} bytes");
+        assert_same_audio(&decode_all(&path, 4096).unwrap(), &master, 0.0);
+    }
+
+    /// Signals at the edges of what 24-bit FLAC holds: full-scale white noise (incompressible),
+    /// a full-scale square wave at Nyquist (order-4 fixed residuals near 2^27), full-scale steps,
+    /// and stereo with the right channel inverted (side channel at 25 bits). Every frame stays
+    /// within a verbatim one and everything round-trips.
+    #[test]
+    fn extreme_24_bit_signals_round_trip_within_verbatim_size() {
+        let full = 1.0 - 1.0 / 8_388_608.0;
+        let noise = crate::testkit::noise(2, 3 * 4096 + 100, 48_000, 1.0, 3);
+        let quantise = |x: f32| (f64::from(x.clamp(-1.0, 1.0)) * 8_388_607.0).round() / 8_388_608.0;
+        let sample = |name: &str, ch: usize, n: usize| match name {
+            "noise" => quantise(noise.channel(ch)[n]),
+            "nyquist" if n % 2 == 0 => full,
+            "nyquist" => -1.0,
+            "steps" => [0.0, full, -1.0, 0.25][(n / 1000) % 4],
+            _ if ch == 0 => quantise(noise.channel(0)[n]),
+            _ => -quantise(noise.channel(0)[n]),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["noise", "nyquist", "steps", "inverted"] {
+            for channels in [1, 2] {
+                let data = (0..channels)
+                    .map(|ch| {
+                        (0..noise.frames())
+                            .map(|n| sample(name, ch, n) as f32)
+                            .collect()
+                    })
+                    .collect();
+                let audio = AudioBlock::from_channels(data, 48_000);
+                let path = dir.path().join(format!("{name}-{channels}.flac"));
+                let spec = EncodeSpec {
+                    container: Container::Flac,
+                    bit_depth: 24,
+                };
+                encode(&path, spec, &audio, 1000);
+                assert_frames_no_larger_than_verbatim(&path, channels, 24);
+                assert_same_audio(&decode_all(&path, 4096).unwrap(), &audio, 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn rice_coder_picks_5_bit_parameters_for_large_residuals() {
+        let mut coder = RiceCoder::default();
+        // Residuals around 2^20: parameter about 19, beyond the 4-bit coding's 14.
+        let folded: Vec<u32> = (0..4096u32)
+            .map(|n| (1 << 20) + n.wrapping_mul(2_654_435_761) % (1 << 19))
+            .collect();
+        let plan = coder.plan(&folded, 0).unwrap();
+        assert!(plan.rice2, "{plan:?}");
+        assert!(
+            coder.params.iter().all(|&p| (18..=20).contains(&p)),
+            "{:?}",
+            coder.params
+        );
+        // About 22 bits a sample, where parameter 14 would take over 80.
+        assert!(plan.bits < 4096 * 23, "{plan:?}");
+        // Small residuals keep 4-bit parameters.
+        let small: Vec<u32> = folded.iter().map(|u| u >> 12).collect();
+        assert!(!coder.plan(&small, 2).unwrap().rice2);
+        // The planned size is exactly what is written.
+        let mut out = BitWriter::default();
+        let plan = coder.plan(&folded, 3).unwrap();
+        coder.write(&mut out, &folded, 3, plan);
+        out.align();
+        assert_eq!(out.bytes().len() as u64, plan.bits.div_ceil(8));
+    }
+
+    #[test]
+    fn rice_parameter_matches_a_full_search() {
+        for (sum, count) in [
+            (0, 0),
+            (0, 10),
+            (5, 64),
+            (1 << 20, 64),
+            (u64::from(u32::MAX) * 16, 16),
+        ] {
+            for max in [MAX_RICE_PARAM, MAX_RICE2_PARAM] {
+                let full = (0..=max)
+                    .map(|p| count * (u64::from(p) + 1) + (sum >> p))
+                    .min()
+                    .unwrap();
+                assert_eq!(
+                    rice_parameter(sum, count, max).1,
+                    full,
+                    "{sum} {count} {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bit_writer_packs_msb_first() {
+        let mut out = BitWriter::default();
+        out.put(0b101, 3);
+        out.put_signed(-1, 5);
+        out.put_rice(5, 1); // quotient 2: "00", stop bit, remainder 1
+        out.put_rice(3 << 20, 2); // a unary run longer than one `put`
+        out.align();
+        let mut expected = vec![0b1011_1111, 0b0011_0000];
+        expected.extend(std::iter::repeat_n(0, (3 << 18) / 8 - 1));
+        expected.push(0b0000_1000);
+        assert_eq!(out.bytes()[..2], expected[..2]);
+        assert_eq!(out.bytes().len(), expected.len());
+        assert_eq!(out.bytes(), &expected[..]);
     }
 
     /// FLAC speed and size against the reference encoder:

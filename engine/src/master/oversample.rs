@@ -378,8 +378,12 @@ const CHUNK_FRAMES: usize = 256;
 /// Frames per span over which [`ComplianceEnvelope`] decides whether exact readings can matter.
 const SPAN_FRAMES: usize = 32;
 
-/// Headroom on the bound with which [`ComplianceEnvelope`] skips spans: covers the rounding of the
-/// dot products and of the bound itself (below 1e-14 relative for 48 taps) many times over.
+/// Buffer positions per block of which [`ComplianceEnvelope`] keeps the largest absolute input (the
+/// grain of its bounds).
+const BLOCK_FRAMES: usize = 8;
+
+/// Headroom on the bounds with which [`ComplianceEnvelope`] skips spans: covers the rounding of the
+/// dot products and of the bounds themselves (below 1e-14 relative for 48 taps) many times over.
 const BOUND_HEADROOM: f64 = 1.0 + 1e-9;
 
 /// One interpolator of a [`ComplianceEnvelope`], its readings delayed by `delay` input samples.
@@ -390,6 +394,9 @@ struct BlockFilter {
     /// The branches that need a dot product, one after another (`taps` coefficients each; coefficient
     /// `i` multiplies the input `i` samples before the newest).
     dot_branches: Vec<f64>,
+    /// For each of `dot_branches`, the sum of its absolute coefficients times [`BOUND_HEADROOM`]: no
+    /// reading of the branch exceeds this times the largest absolute input it reads.
+    dot_bounds: Vec<f64>,
     /// For each branch that is a pure delay, its delay in taps.
     unit_taps: Vec<usize>,
 }
@@ -402,30 +409,25 @@ impl BlockFilter {
             "raise_to_branch sums in four partial sums, as dot does for these lengths"
         );
         let mut dot_branches = Vec::new();
+        let mut dot_bounds = Vec::new();
         let mut unit_taps = Vec::new();
         for (branch, unit) in fir.coeffs.chunks_exact(fir.taps).zip(&fir.unit_branch) {
             match unit {
                 Some(i) => unit_taps.push(*i),
-                None => dot_branches.extend_from_slice(branch),
+                None => {
+                    dot_branches.extend_from_slice(branch);
+                    let gain: f64 = branch.iter().map(|c| c.abs()).sum();
+                    dot_bounds.push(gain * BOUND_HEADROOM);
+                }
             }
         }
         Self {
             taps: fir.taps,
             delay,
             dot_branches,
+            dot_bounds,
             unit_taps,
         }
-    }
-
-    /// The largest sum of absolute coefficients of any branch: no reading exceeds this times the
-    /// largest absolute input within the filter's reach.
-    fn gain_bound(&self) -> f64 {
-        let dot = self
-            .dot_branches
-            .chunks_exact(self.taps)
-            .map(|branch| branch.iter().map(|c| c.abs()).sum::<f64>());
-        let unit = self.unit_taps.iter().map(|_| 1.0);
-        dot.chain(unit).fold(0.0, f64::max)
     }
 
     /// How many samples before the newest the filter's readings reach back.
@@ -438,17 +440,17 @@ impl BlockFilter {
 /// given floor.
 ///
 /// [`ComplianceEnvelope::raise`] takes a block of input and, for each sample, the reading
-/// [`CompliancePeakDetector::push`] would return for it (same filters, same time alignment, same
-/// arithmetic: bit for bit the same value). It works in passes of up to [`CHUNK_FRAMES`] frames: per
-/// branch, four outputs at a time over contiguous runs of input, which the compiler vectorises, instead
-/// of one dot product per sample and branch.
+/// [`CompliancePeakDetector::push`] would return for it: same filters, same time alignment, same
+/// arithmetic, so bit for bit the same value. It works in passes of up to [`CHUNK_FRAMES`] frames,
+/// each branch over a whole run of outputs at once ([`raise_to_branch`], which the compiler
+/// vectorises) instead of one dot product per sample and branch.
 ///
-/// It also skips work that cannot matter to a caller that only acts on readings above a floor (a
-/// limiter: readings at or below its target all ask for a gain of 1). No reading exceeds `G * M`,
-/// where `G` is the largest sum of absolute coefficients of any branch of any of the three filters
-/// and `M` the largest absolute input within the filters' reach (the sample and the 47 before it).
-/// Wherever that bound keeps a whole span of [`SPAN_FRAMES`] outputs at or below the floor, the
-/// filters are not run over it.
+/// It also skips work that cannot matter to a caller that acts only on readings above a floor (a
+/// limiter: readings at or below its target all ask for a gain of exactly 1). No reading of a branch
+/// exceeds `G * M`, where `G` is the sum of the branch's absolute coefficients (1 to 2.7 for the
+/// filters here) and `M` the largest absolute input the branch reads for it. Per span of
+/// [`SPAN_FRAMES`] outputs and per branch, where that bound keeps every reading of the span at or
+/// below the floor, the branch is not run over the span.
 #[derive(Debug, Clone)]
 pub struct ComplianceEnvelope {
     filters: Vec<BlockFilter>,
@@ -456,10 +458,11 @@ pub struct ComplianceEnvelope {
     history: usize,
     /// `history` past inputs, then up to [`CHUNK_FRAMES`] new ones.
     buffer: Vec<f64>,
+    /// The largest absolute value in each block of [`BLOCK_FRAMES`] positions of `buffer`, for the
+    /// current pass.
+    block_peaks: Vec<f64>,
     /// Scratch for [`raise_to_branch`]'s partial sums.
     lanes: Vec<f64>,
-    /// The largest [`BlockFilter::gain_bound`] of all filters, times [`BOUND_HEADROOM`].
-    gain_bound: f64,
     latency_frames: usize,
 }
 
@@ -483,16 +486,12 @@ impl ComplianceEnvelope {
             filters.push(BlockFilter::new(fir, delay.ring.len()));
         }
         let history = filters.iter().map(BlockFilter::reach).max().unwrap_or(0);
-        let gain_bound = filters
-            .iter()
-            .map(BlockFilter::gain_bound)
-            .fold(0.0, f64::max);
         Ok(Self {
             filters,
             history,
             buffer: vec![0.0; history + CHUNK_FRAMES],
+            block_peaks: vec![0.0; (history + CHUNK_FRAMES).div_ceil(BLOCK_FRAMES)],
             lanes: vec![0.0; 4 * CHUNK_FRAMES],
-            gain_bound: gain_bound * BOUND_HEADROOM,
             latency_frames: ideal.latency_frames(),
         })
     }
@@ -505,72 +504,84 @@ impl ComplianceEnvelope {
 
     /// Takes the next `input.len()` samples; raises `peaks[n]` to the reading for `input[n]`
     /// (exactly [`CompliancePeakDetector::push`]'s) wherever that reading exceeds `floor`. Readings at
-    /// or below `floor` may be left out (they are, where a bound shows every reading of a span is); a
-    /// floor of `f64::NEG_INFINITY` computes them all. Non-finite samples count as 0.
+    /// or below `floor` may be left out (they are, where a bound shows a branch's readings over a span
+    /// all are); a floor of `f64::NEG_INFINITY` computes them all. Non-finite samples count as 0.
     ///
     /// # Panics
     /// If `peaks` is shorter than `input`.
     pub fn raise(&mut self, input: &[f32], floor: f64, peaks: &mut [f64]) {
         assert!(peaks.len() >= input.len(), "one peak per input sample");
-        // Inputs at or below this keep every reading of a span at or below the floor.
-        let quiet = if floor.is_nan() {
+        let floor = if floor.is_nan() {
             f64::NEG_INFINITY
         } else {
-            floor / self.gain_bound
+            floor
         };
+        let Self {
+            filters,
+            history,
+            buffer,
+            block_peaks,
+            lanes,
+            ..
+        } = self;
+        let history = *history;
         for (input, peaks) in input
             .chunks(CHUNK_FRAMES)
             .zip(peaks.chunks_mut(CHUNK_FRAMES))
         {
-            let history = self.history;
             let len = input.len();
-            for (slot, &x) in self.buffer[history..history + len].iter_mut().zip(input) {
+            for (slot, &x) in buffer[history..history + len].iter_mut().zip(input) {
                 *slot = if x.is_finite() { f64::from(x) } else { 0.0 };
             }
-            // Spans whose readings may exceed the floor, merged into runs.
-            let mut run = None;
-            for start in (0..len).step_by(SPAN_FRAMES) {
-                let end = (start + SPAN_FRAMES).min(len);
-                // The span's readings reach back `history` samples before its first output.
-                let loud = abs_max(&self.buffer[start..history + end]) > quiet;
-                SPANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if loud {
-                    LOUD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for (peak, block) in block_peaks
+                .iter_mut()
+                .zip(buffer[..history + len].chunks(BLOCK_FRAMES))
+            {
+                *peak = abs_max(block);
+            }
+            let mut loudest = [0.0; CHUNK_FRAMES / SPAN_FRAMES];
+            let loudest = &mut loudest[..len.div_ceil(SPAN_FRAMES)];
+            for filter in filters.iter() {
+                // Output `j` of the pass reads, for tap `i`, the input `j - delay - i`, which is at
+                // `history + j - delay - i` in the buffer: `newest + j - i`.
+                let newest = history - filter.delay;
+                let oldest = newest + 1 - filter.taps;
+                for (span, loudest) in loudest.iter_mut().enumerate() {
+                    // The span's readings read `buffer[oldest + start..newest + end]`; the blocks
+                    // holding that range bound it (a few positions wider, never narrower).
+                    let start = span * SPAN_FRAMES;
+                    let end = (start + SPAN_FRAMES).min(len);
+                    let blocks =
+                        (oldest + start) / BLOCK_FRAMES..=(newest + end - 1) / BLOCK_FRAMES;
+                    *loudest = block_peaks[blocks].iter().fold(0.0, |m: f64, &p| m.max(p));
                 }
-                match (loud, run) {
-                    (true, None) => run = Some(start),
-                    (false, Some(from)) => {
-                        self.raise_run(from, start, &mut peaks[from..start]);
-                        run = None;
-                    }
-                    _ => {}
+                for &tap in &filter.unit_taps {
+                    let from = newest - tap;
+                    for_each_run(loudest, floor / BOUND_HEADROOM, len, |run| {
+                        let inputs = &buffer[from + run.start..from + run.end];
+                        for (peak, &x) in peaks[run].iter_mut().zip(inputs) {
+                            let value = x.abs();
+                            *peak = if value > *peak { value } else { *peak };
+                        }
+                    });
+                }
+                let branches = filter.dot_branches.chunks_exact(filter.taps);
+                for (branch, &bound) in branches.zip(&filter.dot_bounds) {
+                    TOTAL.fetch_add(
+                        (filter.taps * len) as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    for_each_run(loudest, floor / bound, len, |run| {
+                        COMPUTED.fetch_add(
+                            (filter.taps * run.len()) as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        let src = &buffer[oldest + run.start..newest + run.end];
+                        raise_to_branch(branch, src, &mut peaks[run], lanes);
+                    });
                 }
             }
-            if let Some(from) = run {
-                self.raise_run(from, len, &mut peaks[from..len]);
-            }
-            self.buffer.copy_within(len..len + history, 0);
-        }
-    }
-
-    /// Raises `peaks` (the outputs `start..end` of the current pass) to the exact readings.
-    fn raise_run(&mut self, start: usize, end: usize, peaks: &mut [f64]) {
-        for filter in &self.filters {
-            // Output `j` of the pass reads input `j - delay - i` for tap `i`, which is at
-            // `history + j - delay - i` in the buffer.
-            let newest = self.history - filter.delay;
-            for &tap in &filter.unit_taps {
-                let from = newest - tap;
-                for (peak, &x) in peaks.iter_mut().zip(&self.buffer[from + start..from + end]) {
-                    let value = x.abs();
-                    *peak = if value > *peak { value } else { *peak };
-                }
-            }
-            let oldest = newest + 1 - filter.taps;
-            let src = &self.buffer[oldest + start..newest + end];
-            for branch in filter.dot_branches.chunks_exact(filter.taps) {
-                raise_to_branch(branch, src, peaks, &mut self.lanes);
-            }
+            buffer.copy_within(len..len + history, 0);
         }
     }
 
@@ -580,10 +591,35 @@ impl ComplianceEnvelope {
     }
 }
 
+/// Calls `f` with each longest range of outputs (of a pass of `len`) made of consecutive spans whose
+/// largest input, `loudest[span]`, exceeds `quiet`.
+fn for_each_run(
+    loudest: &[f64],
+    quiet: f64,
+    len: usize,
+    mut f: impl FnMut(std::ops::Range<usize>),
+) {
+    let mut run_start = None;
+    for (span, &loudest) in loudest.iter().enumerate() {
+        match (loudest > quiet, run_start) {
+            (true, None) => run_start = Some(span * SPAN_FRAMES),
+            (false, Some(start)) => {
+                f(start..span * SPAN_FRAMES);
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run_start {
+        f(start..len);
+    }
+}
+
 #[allow(missing_docs)]
-pub static SPANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 #[allow(missing_docs)]
-pub static LOUD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static COMPUTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The largest absolute value in `values` (0 if empty).
 fn abs_max(values: &[f64]) -> f64 {
     let mut lanes = [0.0_f64; 4];
@@ -616,7 +652,6 @@ fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [
         return;
     }
     for (k, lane) in lanes.chunks_exact_mut(n).take(4).enumerate() {
-        lane.fill(0.0);
         // Tap `4 g + k` multiplies `src[j + taps - 1 - (4 g + k)]` into output `j`.
         let tap = |g: usize| {
             let i = 4 * g + k;
@@ -624,14 +659,16 @@ fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [
         };
         let groups = taps / 4;
         let mut g = 0;
-        while g + 3 <= groups {
-            let [(c0, x0), (c1, x1), (c2, x2)] = [tap(g), tap(g + 1), tap(g + 2)];
-            accumulate(lane, [x0, x1, x2], [c0, c1, c2]);
-            g += 3;
-        }
-        for g in g..groups {
-            let (c, x) = tap(g);
-            accumulate(lane, [x], [c]);
+        while g < groups {
+            if g + 3 <= groups {
+                let [(c0, x0), (c1, x1), (c2, x2)] = [tap(g), tap(g + 1), tap(g + 2)];
+                accumulate(lane, [x0, x1, x2], [c0, c1, c2], g == 0);
+                g += 3;
+            } else {
+                let (c, x) = tap(g);
+                accumulate(lane, [x], [c], g == 0);
+                g += 1;
+            }
         }
     }
     let (s0, rest) = lanes.split_at(n);
@@ -643,18 +680,34 @@ fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [
     }
 }
 
-/// `lane[j] = ((lane[j] + coeffs[0] · inputs[0][j]) + coeffs[1] · inputs[1][j]) + …` for every `j`:
-/// one vectorisable pass over contiguous runs (each input at least as long as `lane`).
+/// `lane[j] = ((lane[j] + coeffs[0] · inputs[0][j]) + coeffs[1] · inputs[1][j]) + …` for every `j`,
+/// starting from 0.0 instead of `lane[j]` if `first`: one vectorisable pass over contiguous runs (each
+/// input at least as long as `lane`).
 #[inline(never)]
-fn accumulate<const TAPS: usize>(lane: &mut [f64], inputs: [&[f64]; TAPS], coeffs: [f64; TAPS]) {
+fn accumulate<const TAPS: usize>(
+    lane: &mut [f64],
+    inputs: [&[f64]; TAPS],
+    coeffs: [f64; TAPS],
+    first: bool,
+) {
     let n = lane.len();
     let inputs = inputs.map(|x| &x[..n]);
-    for (j, sum) in lane.iter_mut().enumerate() {
-        let mut s = *sum;
-        for t in 0..TAPS {
-            s += coeffs[t] * inputs[t][j];
+    if first {
+        for (j, sum) in lane.iter_mut().enumerate() {
+            let mut s = 0.0;
+            for t in 0..TAPS {
+                s += coeffs[t] * inputs[t][j];
+            }
+            *sum = s;
         }
-        *sum = s;
+    } else {
+        for (j, sum) in lane.iter_mut().enumerate() {
+            let mut s = *sum;
+            for t in 0..TAPS {
+                s += coeffs[t] * inputs[t][j];
+            }
+            *sum = s;
+        }
     }
 }
 
