@@ -11,11 +11,17 @@
 //! ```
 //!
 //! `stages` decodes the file once into memory (5 minutes of stereo `f32` is about 106 MB) and times
-//! every component on that audio in 4096-frame blocks, one thread, best of `--runs`; only the
-//! component's own calls are timed (copying each block out of memory is not). Decoders and encoders
-//! are timed on files, and the whole chain with `render::master_track`, all passes, as `lathe master`
-//! runs it. Every figure is printed twice: in a table, and as one grep-able line
-//! `RESULT name=<component> audio_s=<s> seconds=<s> xrt=<x> [key=value ...]`.
+//! every component on that audio in 4096-frame blocks, one thread, best of `--runs`. Decoders and
+//! encoders are timed on files, and the whole chain with `render::master_track`, all passes, as
+//! `lathe master` runs it. Every figure is printed twice: in a table, and as one grep-able line
+//! `RESULT name=<component> audio_s=<s> seconds=<s> xrt=<x> cpu_seconds=<s> cpu_xrt=<x> [...]`.
+//!
+//! Two clocks, because benchmarks often share their machine:
+//! - `seconds`/`xrt`: wall time of the component's own calls (copying each block out of memory is
+//!   not timed). Other processes on the machine inflate it.
+//! - `cpu_seconds`/`cpu_xrt`: the time the thread actually ran (Linux `/proc/thread-self/schedstat`),
+//!   less the cost of the in-memory harness itself, measured the same way. This is "x-realtime per
+//!   core" even when other work shares the cores; absent where the kernel does not report it.
 //!
 //! Nothing here asserts a time: this is a measurement, not a test, and `cargo test` never runs it
 //! (`harness = false` benches only run under `cargo bench`).
@@ -229,22 +235,21 @@ fn generate_track(path: &Path, options: &Options) -> BenchResult<f64> {
         ..TrackRecipe::new(Style::Pop, TRACK_SEED)
     };
     let partial = path.with_extension("wav.partial");
+    let cpu_before = thread_cpu_time();
     let started = Instant::now();
     write_wav(&recipe, &partial, options.bits).map_err(|e| e.to_string())?;
     std::fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let elapsed = started.elapsed().as_secs_f64();
-    Measurement {
-        name: "generate".to_owned(),
-        label: String::new(),
-        audio_s: recipe.duration_s,
-        seconds: elapsed,
-        extra: vec![
-            ("rate_hz", options.rate_hz.to_string()),
-            ("bits", options.bits.to_string()),
-        ],
-    }
-    .print_result();
-    Ok(elapsed)
+    let timing = Timing {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: cpu_before
+            .zip(thread_cpu_time())
+            .map(|(b, a)| (a - b).as_secs_f64()),
+    };
+    Measurement::new("generate", "generate", recipe.duration_s, timing)
+        .with("rate_hz", options.rate_hz)
+        .with("bits", options.bits)
+        .print_result();
+    Ok(timing.wall)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -261,13 +266,40 @@ struct Measurement {
     audio_s: f64,
     /// Best wall time on one thread, seconds.
     seconds: f64,
+    /// Best on-CPU time of the thread, seconds, where the kernel reports it.
+    cpu_seconds: Option<f64>,
     /// Further `key=value` figures.
     extra: Vec<(&'static str, String)>,
 }
 
 impl Measurement {
+    fn new(
+        name: impl Into<String>,
+        label: impl Into<String>,
+        audio_s: f64,
+        timing: Timing,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            label: label.into(),
+            audio_s,
+            seconds: timing.wall,
+            cpu_seconds: timing.cpu,
+            extra: Vec::new(),
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.extra.push((key, value.to_string()));
+        self
+    }
+
     fn xrt(&self) -> f64 {
         self.audio_s / self.seconds.max(1e-9)
+    }
+
+    fn cpu_xrt(&self) -> Option<f64> {
+        self.cpu_seconds.map(|s| self.audio_s / s.max(1e-9))
     }
 
     fn print_result(&self) {
@@ -278,6 +310,9 @@ impl Measurement {
             self.seconds,
             self.xrt()
         );
+        if let (Some(seconds), Some(xrt)) = (self.cpu_seconds, self.cpu_xrt()) {
+            line.push_str(&format!(" cpu_seconds={seconds:.4} cpu_xrt={xrt:.1}"));
+        }
         for (key, value) in &self.extra {
             line.push_str(&format!(" {key}={value}"));
         }
@@ -353,14 +388,68 @@ impl Bench {
         self.work.join(format!("{}.{suffix}", self.stem))
     }
 
-    /// The best of `runs` calls of `once`, which returns the time it measured itself.
-    fn best_of(&self, mut once: impl FnMut() -> BenchResult<Duration>) -> BenchResult<f64> {
-        let mut best = f64::INFINITY;
+    /// The best of `runs` calls of `once`, which returns the wall time it measured itself; the
+    /// thread's on-CPU time is taken around the whole call.
+    fn best_of(&self, mut once: impl FnMut() -> BenchResult<Duration>) -> BenchResult<Timing> {
+        let mut best = Timing {
+            wall: f64::INFINITY,
+            cpu: None,
+        };
         for _ in 0..self.runs {
-            best = best.min(once()?.as_secs_f64());
+            let before = thread_cpu_time();
+            let wall = once()?;
+            let cpu = before
+                .zip(thread_cpu_time())
+                .map(|(b, a)| (a - b).as_secs_f64());
+            best.wall = best.wall.min(wall.as_secs_f64());
+            best.cpu = match (best.cpu, cpu) {
+                (Some(best), Some(cpu)) => Some(best.min(cpu)),
+                (best, cpu) => cpu.or(best),
+            };
         }
         Ok(best)
     }
+
+    /// [`Bench::best_of`] for a loop over the track in memory with the input scaled by `gain`: the
+    /// CPU time of the same loop without the component is subtracted.
+    fn best_of_in_memory(
+        &self,
+        track: &Track,
+        gain: f32,
+        once: impl FnMut() -> BenchResult<Duration>,
+    ) -> BenchResult<Timing> {
+        let mut timing = self.best_of(once)?;
+        let harness = self.best_of(|| {
+            let mut block = track.block();
+            for start in track.block_starts() {
+                track.load(start, gain, &mut block);
+                black_box(&block);
+            }
+            Ok(Duration::ZERO)
+        })?;
+        timing.cpu = timing
+            .cpu
+            .zip(harness.cpu)
+            .map(|(cpu, harness)| (cpu - harness).max(1e-6));
+        Ok(timing)
+    }
+}
+
+/// The best times of a component, seconds.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Wall time of the component's own calls.
+    wall: f64,
+    /// On-CPU time of the thread, where the kernel reports it.
+    cpu: Option<f64>,
+}
+
+/// How long the calling thread has run on a CPU (Linux; `None` elsewhere). The kernel keeps this in
+/// nanoseconds, updated at every scheduling event, so it does not count time spent waiting for a core.
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 fn stages(options: &Options) -> BenchResult<()> {
@@ -467,14 +556,13 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
         .info()
         .codec
         .clone();
-    let seconds = bench.best_of(|| time_decode(path).map(|(d, _)| d))?;
-    bench.record(Measurement {
-        name: "decode_wav".to_owned(),
-        label: format!("decode WAV ({container})"),
-        audio_s: track.seconds(),
-        seconds,
-        extra: Vec::new(),
-    });
+    let timing = bench.best_of(|| time_decode(path).map(|(d, _)| d))?;
+    bench.record(Measurement::new(
+        "decode_wav",
+        format!("decode WAV ({container})"),
+        track.seconds(),
+        timing,
+    ));
 
     // FLAC: encode a 24-bit copy with lathe's own encoder (timed), then decode it (timed).
     let flac = bench.work_file("flac");
@@ -482,7 +570,7 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
         container: Container::Flac,
         bit_depth: 24,
     };
-    let seconds = bench.best_of(|| {
+    let timing = bench.best_of_in_memory(track, 1.0, || {
         let mut block = track.block();
         let started = Instant::now();
         let mut encoder = Encoder::create(&flac, &spec, track.channels.len(), track.rate_hz)
@@ -496,24 +584,25 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
     })?;
     let flac_bytes = std::fs::metadata(&flac).map_or(0, |m| m.len());
     let wav_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-    bench.record(Measurement {
-        name: "encode_flac24".to_owned(),
-        label: "encode FLAC 24-bit (incl. fsync)".to_owned(),
-        audio_s: track.seconds(),
-        seconds,
-        extra: vec![(
+    bench.record(
+        Measurement::new(
+            "encode_flac24",
+            "encode FLAC 24-bit (incl. fsync)",
+            track.seconds(),
+            timing,
+        )
+        .with(
             "ratio_to_wav",
             format!("{:.3}", flac_bytes as f64 / wav_bytes.max(1) as f64),
-        )],
-    });
-    let seconds = bench.best_of(|| time_decode(&flac).map(|(d, _)| d))?;
-    bench.record(Measurement {
-        name: "decode_flac".to_owned(),
-        label: "decode FLAC 24-bit (MD5 verified)".to_owned(),
-        audio_s: track.seconds(),
-        seconds,
-        extra: Vec::new(),
-    });
+        ),
+    );
+    let timing = bench.best_of(|| time_decode(&flac).map(|(d, _)| d))?;
+    bench.record(Measurement::new(
+        "decode_flac",
+        "decode FLAC 24-bit (MD5 verified)",
+        track.seconds(),
+        timing,
+    ));
 
     // MP3: only where ffmpeg can make the copy.
     let mp3 = bench.work_file("mp3");
@@ -535,18 +624,17 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
         .is_ok_and(|s| s.success());
     if made {
         let mut frames = 0;
-        let seconds = bench.best_of(|| {
+        let timing = bench.best_of(|| {
             let (elapsed, n) = time_decode(&mp3)?;
             frames = n;
             Ok(elapsed)
         })?;
-        bench.record(Measurement {
-            name: "decode_mp3".to_owned(),
-            label: "decode MP3 320k (made by ffmpeg)".to_owned(),
-            audio_s: frames as f64 / f64::from(track.rate_hz),
-            seconds,
-            extra: Vec::new(),
-        });
+        bench.record(Measurement::new(
+            "decode_mp3",
+            "decode MP3 320k (made by ffmpeg)",
+            frames as f64 / f64::from(track.rate_hz),
+            timing,
+        ));
     } else {
         println!("# MP3 decode skipped: ffmpeg with libmp3lame is not available");
     }
@@ -560,7 +648,7 @@ fn bench_resampler(bench: &mut Bench, track: &Track) -> BenchResult<()> {
         48_000
     };
     let channels = track.channels.len();
-    let seconds = bench.best_of(|| {
+    let timing = bench.best_of_in_memory(track, 1.0, || {
         let mut resampler = Resampler::new(channels, track.rate_hz, to_hz, BLOCK_FRAMES)
             .map_err(|e| e.to_string())?;
         let mut input = track.block();
@@ -579,13 +667,12 @@ fn bench_resampler(bench: &mut Bench, track: &Track) -> BenchResult<()> {
         resampler.finish(&mut output).map_err(|e| e.to_string())?;
         Ok(elapsed + started.elapsed())
     })?;
-    bench.record(Measurement {
-        name: format!("resample_{}_{}", track.rate_hz, to_hz),
-        label: format!("resample {} -> {} Hz", track.rate_hz, to_hz),
-        audio_s: track.seconds(),
-        seconds,
-        extra: Vec::new(),
-    });
+    bench.record(Measurement::new(
+        format!("resample_{}_{}", track.rate_hz, to_hz),
+        format!("resample {} -> {} Hz", track.rate_hz, to_hz),
+        track.seconds(),
+        timing,
+    ));
     Ok(())
 }
 
@@ -593,7 +680,7 @@ fn bench_resampler(bench: &mut Bench, track: &Track) -> BenchResult<()> {
 fn bench_meters(bench: &mut Bench, track: &Track) -> BenchResult<f64> {
     let (channels, rate) = (track.channels.len(), track.rate_hz);
     let mut lufs = None;
-    let seconds = bench.best_of(|| {
+    let timing = bench.best_of_in_memory(track, 1.0, || {
         let mut meter = LoudnessMeter::new(channels, rate);
         let mut block = track.block();
         let mut elapsed = Duration::ZERO;
@@ -608,14 +695,16 @@ fn bench_meters(bench: &mut Bench, track: &Track) -> BenchResult<f64> {
         Ok(elapsed + started.elapsed())
     })?;
     let lufs = lufs.ok_or("the track is silent")?;
-    bench.record(Measurement {
-        name: "loudness_meter".to_owned(),
-        label: "loudness meter (BS.1770 + 4x true peak)".to_owned(),
-        audio_s: track.seconds(),
-        seconds,
-        extra: vec![("integrated_lufs", format!("{lufs:.2}"))],
-    });
-    let seconds = bench.best_of(|| {
+    bench.record(
+        Measurement::new(
+            "loudness_meter",
+            "loudness meter (BS.1770 + 4x true peak)",
+            track.seconds(),
+            timing,
+        )
+        .with("integrated_lufs", format!("{lufs:.2}")),
+    );
+    let timing = bench.best_of_in_memory(track, 1.0, || {
         let mut analyzer = Analyzer::new(channels, rate);
         let mut block = track.block();
         let mut elapsed = Duration::ZERO;
@@ -629,13 +718,12 @@ fn bench_meters(bench: &mut Bench, track: &Track) -> BenchResult<f64> {
         black_box(analyzer.finish(Path::new("")));
         Ok(elapsed + started.elapsed())
     })?;
-    bench.record(Measurement {
-        name: "qc_analyzer".to_owned(),
-        label: "QC analyzer (meter + peaks, DC, phase)".to_owned(),
-        audio_s: track.seconds(),
-        seconds,
-        extra: Vec::new(),
-    });
+    bench.record(Measurement::new(
+        "qc_analyzer",
+        "QC analyzer (meter + peaks, DC, phase)",
+        track.seconds(),
+        timing,
+    ));
     Ok(lufs)
 }
 
@@ -648,8 +736,8 @@ fn time_stage(
     track: &Track,
     gain: f32,
     make: &StageFactory<'_>,
-) -> BenchResult<f64> {
-    bench.best_of(|| {
+) -> BenchResult<Timing> {
+    bench.best_of_in_memory(track, gain, || {
         let mut stage = make()?;
         let mut block = track.block();
         let mut elapsed = Duration::ZERO;
@@ -740,13 +828,12 @@ fn bench_stages(bench: &mut Bench, track: &Track, source_lufs: f64) -> BenchResu
 
     for (name, label, gain, make) in &cases {
         match time_stage(bench, track, *gain, make) {
-            Ok(seconds) => bench.record(Measurement {
-                name: name.clone(),
-                label: label.clone(),
-                audio_s: track.seconds(),
-                seconds,
-                extra: Vec::new(),
-            }),
+            Ok(timing) => bench.record(Measurement::new(
+                name.clone(),
+                label.clone(),
+                track.seconds(),
+                timing,
+            )),
             Err(error) => bench.fail(name, error),
         }
     }
@@ -776,7 +863,7 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
     // The whole thing, as `lathe master` runs it.
     let output = bench.work_file("master.flac");
     let mut report = None;
-    let seconds = bench.best_of(|| {
+    let timing = bench.best_of(|| {
         let request = MasterRequest {
             input: path,
             output: &output,
@@ -790,9 +877,9 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
         Ok(elapsed)
     });
     let _ = std::fs::remove_file(&output);
-    let report = match (seconds, report) {
-        (Ok(seconds), Some(report)) => {
-            record_chain(bench, track, seconds, &report);
+    let report = match (timing, report) {
+        (Ok(timing), Some(report)) => {
+            record_chain(bench, track, timing, &report);
             Some(report)
         }
         (Err(error), _) => {
@@ -813,7 +900,7 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
     // One render pass of the streaming chain on audio in memory, with the gain the master got: what
     // the DSP of each pass costs, without decoding.
     let chain_gain_db = profile.loudness.chain_input_lufs.unwrap_or(-18.0) - source_lufs;
-    let seconds = bench.best_of(|| {
+    let timing = bench.best_of_in_memory(track, 1.0, || {
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(chain_gain_db))];
         stages.extend(
             profile
@@ -849,71 +936,71 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
         }
         Ok(elapsed)
     })?;
-    bench.record(Measurement {
-        name: "streaming_render_dsp".to_owned(),
-        label: "streaming DSP, one pass in memory".to_owned(),
-        audio_s: track.seconds(),
-        seconds,
-        extra: Vec::new(),
-    });
+    bench.record(Measurement::new(
+        "streaming_render_dsp",
+        "streaming DSP, one pass in memory",
+        track.seconds(),
+        timing,
+    ));
 
     Ok(())
 }
 
 /// Records the whole-chain figure from a master's report.
-fn record_chain(bench: &mut Bench, track: &Track, seconds: f64, report: &TrackReport) {
+fn record_chain(bench: &mut Bench, track: &Track, timing: Timing, report: &TrackReport) {
     // Analyse, chain, each calibration pass, render, and verify (decoding the master) each stream
     // the whole track once.
     let passes = 4 + report.calibration_passes;
     let audio_s = track.seconds();
-    bench.record(Measurement {
-        name: "streaming_chain".to_owned(),
-        label: format!("streaming chain, master_track ({passes} passes)"),
+    let per_pass = |seconds: f64| format!("{:.1}", audio_s * f64::from(passes) / seconds);
+    let figure = |value: Option<f64>| value.map_or("none".to_owned(), |v| format!("{v:.2}"));
+    let mut measurement = Measurement::new(
+        "streaming_chain",
+        format!("streaming chain, master_track ({passes} passes)"),
         audio_s,
-        seconds,
-        extra: vec![
-            ("passes", passes.to_string()),
-            ("calibration_passes", report.calibration_passes.to_string()),
-            (
-                "per_pass_xrt",
-                format!("{:.1}", audio_s * f64::from(passes) / seconds),
-            ),
-            ("gain_db", format!("{:.2}", report.gain_db)),
-            (
-                "out_lufs",
-                report
-                    .output_analysis
-                    .integrated_lufs
-                    .map_or("none".to_owned(), |l| format!("{l:.2}")),
-            ),
-            (
-                "out_dbtp",
-                report
-                    .output_analysis
-                    .true_peak_dbtp
-                    .map_or("none".to_owned(), |l| format!("{l:.2}")),
-            ),
-        ],
-    });
+        timing,
+    )
+    .with("passes", passes)
+    .with("calibration_passes", report.calibration_passes)
+    .with("per_pass_xrt", per_pass(timing.wall));
+    if let Some(cpu) = timing.cpu {
+        measurement = measurement.with("per_pass_cpu_xrt", per_pass(cpu));
+    }
+    bench.record(
+        measurement
+            .with("gain_db", format!("{:.2}", report.gain_db))
+            .with("out_lufs", figure(report.output_analysis.integrated_lufs))
+            .with("out_dbtp", figure(report.output_analysis.true_peak_dbtp)),
+    );
 }
 
 fn print_table(results: &[Measurement], failures: &[(String, String)]) {
     println!();
     println!(
-        "{:<58} {:>9} {:>9} {:>10}",
-        "component", "audio s", "seconds", "x-realtime"
+        "{:<54} {:>7} {:>8} {:>9} {:>8} {:>9}",
+        "component", "audio s", "wall s", "xRT wall", "CPU s", "xRT CPU"
     );
-    println!("{}", "-".repeat(89));
+    println!("{}", "-".repeat(100));
     for m in results {
+        let (cpu_seconds, cpu_xrt) = match (m.cpu_seconds, m.cpu_xrt()) {
+            (Some(s), Some(x)) => (format!("{s:.3}"), format!("{x:.1}")),
+            _ => ("n/a".to_owned(), "n/a".to_owned()),
+        };
         println!(
-            "{:<58} {:>9.1} {:>9.3} {:>10.1}",
+            "{:<54} {:>7.1} {:>8.3} {:>9.1} {:>8} {:>9}",
             m.label,
             m.audio_s,
             m.seconds,
-            m.xrt()
+            m.xrt(),
+            cpu_seconds,
+            cpu_xrt
         );
     }
     for (name, error) in failures {
-        println!("{name:<58} FAILED: {error}");
+        println!("{name:<54} FAILED: {error}");
     }
+    println!(
+        "(xRT = audio seconds per second of one thread; CPU = time the thread ran, which other \
+         work on the machine does not inflate)"
+    );
 }

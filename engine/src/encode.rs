@@ -765,6 +765,7 @@ impl FrameWriter {
         self.out.align();
         let crc = crc16(self.out.bytes());
         self.out.put_bytes(&crc.to_be_bytes());
+        self.out.align();
         Ok(self.out.bytes())
     }
 
@@ -853,7 +854,6 @@ impl FrameWriter {
 
     /// Writes the subframe with the fixed predictor that codes it smallest, or verbatim.
     fn write_best_fixed(&mut self, bits: u32) {
-        let n = self.channel.len();
         let mut best: Option<(usize, u64)> = None;
         for (order, coefficients) in FIXED_COEFFICIENTS.iter().enumerate() {
             if !fold_residual(&self.channel, coefficients, 0, &mut self.folded) {
@@ -1144,8 +1144,9 @@ fn rice_parameter(sum: u64, count: u64, max_param: u32) -> (u32, u64) {
 /// An MSB-first bit writer into a byte vector.
 #[derive(Default)]
 struct BitWriter {
+    /// Whole 32-bit words written so far (then, after [`BitWriter::align`], whole bytes).
     bytes: Vec<u8>,
-    /// Bits not yet in `bytes`: the low `pending` bits (fewer than 8 between calls).
+    /// Bits not yet in `bytes`: the low `pending` bits (fewer than 32 between calls).
     acc: u64,
     pending: u32,
 }
@@ -1157,18 +1158,17 @@ impl BitWriter {
         self.pending = 0;
     }
 
-    /// Appends the low `bits` bits of `value` (at most 56; higher bits must be zero).
+    /// Appends the low `bits` bits of `value` (at most 32; higher bits must be zero).
     #[inline]
     fn put(&mut self, value: u64, bits: u32) {
-        debug_assert!(bits <= 56 && value >> bits == 0);
-        if bits == 0 {
-            return;
-        }
+        debug_assert!(bits <= 32 && value >> bits == 0);
+        // `pending + bits` stays below 64, and the bits shifted out of `acc` are already out.
         self.acc = (self.acc << bits) | value;
         self.pending += bits;
-        while self.pending >= 8 {
-            self.pending -= 8;
-            self.bytes.push((self.acc >> self.pending) as u8);
+        if self.pending >= 32 {
+            self.pending -= 32;
+            let word = (self.acc >> self.pending) as u32;
+            self.bytes.extend_from_slice(&word.to_be_bytes());
         }
     }
 
@@ -1182,16 +1182,16 @@ impl BitWriter {
     /// bits.
     #[inline]
     fn put_rice(&mut self, value: u32, p: u32) {
-        let quotient = u64::from(value >> p);
+        let quotient = value >> p;
         let code = (1 << p) | (u64::from(value) & ((1 << p) - 1));
-        if quotient + u64::from(p) < 56 {
+        if quotient < 32 - p {
             // The leading zeros of a (quotient + p + 1)-bit field are the unary part.
-            self.put(code, quotient as u32 + p + 1);
+            self.put(code, quotient + p + 1);
         } else {
             let mut zeros = quotient;
             while zeros > 0 {
-                let run = zeros.min(56);
-                self.put(0, run as u32);
+                let run = zeros.min(32);
+                self.put(0, run);
                 zeros -= run;
             }
             self.put(code, p + 1);
@@ -1208,14 +1208,16 @@ impl BitWriter {
         }
     }
 
-    /// Pads with zeros to a byte boundary.
+    /// Pads with zeros to a byte boundary and moves the pending whole bytes to `bytes`.
     fn align(&mut self) {
-        if self.pending > 0 {
-            self.put(0, 8 - self.pending);
+        self.put(0, (8 - self.pending % 8) % 8);
+        while self.pending > 0 {
+            self.pending -= 8;
+            self.bytes.push((self.acc >> self.pending) as u8);
         }
     }
 
-    /// The complete bytes written so far.
+    /// The bytes written up to the last [`BitWriter::align`].
     fn bytes(&self) -> &[u8] {
         &self.bytes
     }

@@ -881,10 +881,6 @@ mod tests {
 
     /// `seconds` of a stereo 44.1 kHz pop track from [`crate::synth::TrackSynth`], gained to
     /// `lufs` integrated.
-    pub(super) fn pop_track_pub(seconds: f64, lufs: f64, seed: u64) -> AudioBlock {
-        pop_track(seconds, lufs, seed)
-    }
-
     fn pop_track(seconds: f64, lufs: f64, seed: u64) -> AudioBlock {
         use crate::synth::{Style, TrackRecipe, TrackSynth};
         let recipe = TrackRecipe {
@@ -1024,48 +1020,5 @@ mod tests {
             "oversampling"
         );
         assert!(TruePeakLimiter::new(&base, 0, 48_000, 64).is_err());
-    }
-}
-#[cfg(test)]
-#[allow(dead_code, missing_docs, clippy::all)]
-#[path = "/tmp/orig_limiter_mod.rs"]
-mod orig;
-
-#[cfg(test)]
-mod tmp_cost {
-    use super::*;
-    #[test]
-    #[ignore = "tmp"]
-    fn tmp_versus_original() {
-        use crate::testkit::{noise, process_in_blocks};
-        let mut signals: Vec<AudioBlock> = [-16.0, -14.0, -12.0, -10.0, -6.0, -2.0].iter().map(|&l| super::tests::pop_track_pub(20.0, l, 0xAB)).collect();
-        signals.push(noise(2, 100_000, 44_100, 3.0, 5));
-        signals.push(noise(2, 100_000, 48_000, 0.4, 6));
-        for input in &signals {
-            for config in [LimiterConfig::default(), LimiterConfig { ceiling_dbtp: -0.3, oversampling: 8, lookahead_ms: 2.0, release_ms: 40.0 }] {
-                let rate = input.sample_rate_hz();
-                let mut old = orig::TruePeakLimiter::new(&orig::LimiterConfig { ceiling_dbtp: config.ceiling_dbtp, lookahead_ms: config.lookahead_ms, release_ms: config.release_ms, oversampling: config.oversampling }, 2, rate, 4096).unwrap();
-                let want = process_in_blocks(&mut old, input, &[4096]);
-                for sizes in [&[4096][..], &[1000, 17, 333]] {
-                    let mut new = TruePeakLimiter::new(&config, 2, rate, 4096).unwrap();
-                    let got = process_in_blocks(&mut new, input, sizes);
-                    assert!(got == want, "{config:?} {sizes:?}");
-                    assert_eq!(new.report(), old.report());
-                }
-                eprintln!("ok: {:?}", old.report());
-            }
-        }
-    }
-    #[test]
-    #[ignore = "tmp"]
-    fn tmp_cost() {
-        let lufs: f64 = std::env::var("LUFS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(-14.0);
-        let input = super::tests::pop_track_pub(10.0, lufs, 0x5EED);
-        let mut limiter = TruePeakLimiter::new(&LimiterConfig::default(), 2, 44_100, 4096).unwrap();
-        let out = crate::testkit::process_in_blocks(&mut limiter, &input, &[4096]);
-        std::hint::black_box(out);
     }
 }
