@@ -124,15 +124,31 @@ pub struct GainComputer {
     threshold_db: f64,
     ratio: f64,
     knee_db: f64,
+    /// Detector powers at or below this give no gain reduction: the power at `threshold - knee/2`,
+    /// rounded down a little so that no level the curve would compress is skipped.
+    quiet_power: f64,
 }
 
 impl GainComputer {
     /// A curve with the given threshold, ratio (>= 1) and soft-knee width (>= 0; 0 is a hard knee).
     pub fn new(threshold_db: f64, ratio: f64, knee_db: f64) -> Self {
+        let knee_start_db = threshold_db - knee_db / 2.0;
         Self {
             threshold_db,
             ratio,
             knee_db,
+            quiet_power: 10f64.powf((knee_start_db - 1e-6) / 10.0),
+        }
+    }
+
+    /// The gain reduction (>= 0 dB) for a detector power (see [`LevelDetector::next_level_power`]):
+    /// [`GainComputer::gain_reduction_db`] of its level, without the logarithm for quiet frames.
+    #[inline]
+    pub fn gain_reduction_db_for_power(&self, power: f64) -> f64 {
+        if power <= self.quiet_power {
+            0.0
+        } else {
+            self.gain_reduction_db(power_to_db(power))
         }
     }
 
@@ -191,13 +207,14 @@ impl LevelDetector {
         }
     }
 
-    /// The level of the frame (one sample per channel) in dBFS, never below [`LEVEL_FLOOR_DB`].
+    /// The level of the frame (one sample per channel) as a power: the squared peak, or the mean
+    /// square over the RMS window (`10 log10` of it is the level in dBFS).
     #[inline]
-    pub fn next_level_db(&mut self, frame: &[f64]) -> f64 {
+    pub fn next_level_power(&mut self, frame: &[f64]) -> f64 {
         match self.detector {
             Detector::Peak => {
                 let peak = frame.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-                amplitude_to_db(peak)
+                peak * peak
             }
             Detector::Rms => {
                 let w = self.window_frames;
@@ -218,12 +235,7 @@ impl LevelDetector {
                         *sum = window.iter().sum();
                     }
                 }
-                let mean_square = loudest.max(0.0) / w as f64;
-                if mean_square > 0.0 {
-                    (10.0 * mean_square.log10()).max(LEVEL_FLOOR_DB)
-                } else {
-                    LEVEL_FLOOR_DB
-                }
+                loudest.max(0.0) / w as f64
             }
         }
     }
@@ -236,11 +248,12 @@ impl LevelDetector {
     }
 }
 
-/// Amplitude to dBFS, floored at [`LEVEL_FLOOR_DB`].
+/// A power (squared amplitude) to dBFS, floored at [`LEVEL_FLOOR_DB`].
 #[inline]
-fn amplitude_to_db(amplitude: f64) -> f64 {
-    if amplitude > 0.0 {
-        (20.0 * amplitude.log10()).max(LEVEL_FLOOR_DB)
+fn power_to_db(power: f64) -> f64 {
+    if power > 0.0 {
+        // `ln` is cheaper than `log10` and this runs once a frame.
+        (power.ln() * (10.0 / std::f64::consts::LN_10)).max(LEVEL_FLOOR_DB)
     } else {
         LEVEL_FLOOR_DB
     }
@@ -346,6 +359,8 @@ pub struct CompressorCore {
     computer: GainComputer,
     smoother: GainSmoother,
     makeup_db: f64,
+    /// `makeup_db` as a linear gain: the gain of every frame without gain reduction.
+    makeup_gain: f64,
     stats: GainReductionStats,
 }
 
@@ -363,6 +378,7 @@ impl CompressorCore {
             computer: GainComputer::new(config.threshold_db, config.ratio, config.knee_db),
             smoother: GainSmoother::new(config.attack_ms, config.release_ms, sample_rate_hz),
             makeup_db: config.makeup_db,
+            makeup_gain: db_to_amplitude(config.makeup_db),
             stats: GainReductionStats::default(),
         }
     }
@@ -370,11 +386,15 @@ impl CompressorCore {
     /// Feeds one frame (one sample per channel) and returns the linear gain to apply to all of it.
     #[inline]
     pub fn next_gain(&mut self, frame: &[f64]) -> f64 {
-        let level_db = self.detector.next_level_db(frame);
-        let target_db = self.computer.gain_reduction_db(level_db);
+        let power = self.detector.next_level_power(frame);
+        let target_db = self.computer.gain_reduction_db_for_power(power);
         let gain_reduction_db = self.smoother.next(target_db);
         self.stats.add(gain_reduction_db);
-        db_to_amplitude(self.makeup_db - gain_reduction_db)
+        if gain_reduction_db == 0.0 {
+            self.makeup_gain
+        } else {
+            db_to_amplitude(self.makeup_db - gain_reduction_db)
+        }
     }
 
     /// Gain reduction statistics since the last reset.
@@ -390,9 +410,10 @@ impl CompressorCore {
     }
 }
 
+/// dB to a linear amplitude, by `exp` (cheaper than `powf`; this runs once a frame).
 #[inline]
 fn db_to_amplitude(db: f64) -> f64 {
-    10f64.powf(db / 20.0)
+    (db * (std::f64::consts::LN_10 / 20.0)).exp()
 }
 
 /// Compressor stage: one [`CompressorCore`] driving every channel with the same gain.
