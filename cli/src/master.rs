@@ -253,6 +253,8 @@ fn master_one(
         output,
         profile,
         tags: TrackTags::default(),
+        level: None,
+        fades: None,
     };
     let report = master_track(&request, &mut |progress| {
         bar.set_message(progress.phase.as_str());

@@ -869,6 +869,8 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
             output: &output,
             profile: &profile,
             tags: TrackTags::default(),
+            level: None,
+            fades: None,
         };
         let started = Instant::now();
         let result = master_track(&request, &mut |_| {}).map_err(|e| e.to_string())?;
