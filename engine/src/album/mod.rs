@@ -6,6 +6,8 @@
 //! the decoded true-peak check), [`platforms`] (streaming normalisation preview) and [`deliver`]
 //! (running a catalogue's outlets and writing the delivery manifest and report).
 
+pub mod cue;
+pub mod ddp;
 pub mod fade;
 pub mod gain;
 pub mod sequence;
