@@ -10,4 +10,5 @@ pub mod cue;
 pub mod ddp;
 pub mod fade;
 pub mod gain;
+pub mod lossy;
 pub mod sequence;
