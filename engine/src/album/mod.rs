@@ -11,4 +11,6 @@ pub mod ddp;
 pub mod fade;
 pub mod gain;
 pub mod lossy;
+pub mod platforms;
+pub mod report;
 pub mod sequence;
