@@ -150,12 +150,15 @@ const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 220.0;
 const MARGIN: f64 = 40.0;
 
+/// One line of a chart: label, colour and (x, y) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// An SVG line chart of `series` (label, colour, points (x, y)) with y from `y_min` to `y_max`.
 fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(&str, &str, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
     (x_min, x_max): (f64, f64),
     (y_min, y_max): (f64, f64),
     log_x: bool,
