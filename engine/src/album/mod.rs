@@ -8,9 +8,11 @@
 
 pub mod cue;
 pub mod ddp;
+pub mod deliver;
 pub mod fade;
 pub mod gain;
 pub mod lossy;
 pub mod platforms;
 pub mod report;
 pub mod sequence;
+pub mod vinyl;
