@@ -374,8 +374,10 @@ pub fn write_tags_with_bext(
     }
 }
 
+/// MP3 tags are ID3v2.4 with UTF-8 text: ID3v2.3's UTF-16 byte-order marks (`FF FE`) look like
+/// an MPEG frame sync, and Symphonia's probe then takes the tag for audio.
 fn write_with_lofty(path: &Path, tag: Tag) -> Result<()> {
-    tag.save_to_path(path, write_options())
+    tag.save_to_path(path, WriteOptions::new().use_id3v23(false))
         .map_err(|e| tag_error(path, error_chain(&e)))?;
     sync(path)
 }
