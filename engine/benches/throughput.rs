@@ -853,6 +853,7 @@ fn stage_settings(config: &StageConfig) -> String {
             Some(hz) => format!("width {}, mono bass {hz} Hz", c.width),
             None => format!("width {}", c.width),
         },
+        StageConfig::Deesser(c) => format!("{} Hz, {} dB", c.frequency_hz, c.threshold_db),
     }
 }
 
