@@ -2,22 +2,28 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo test deps check fmt lint bench build clean
+.PHONY: demo demo-album test deps check fmt lint bench build clean
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo:
 	$(CARGO) run --quiet -p lathe-cli --bin lathe -- demo $(DEMO_DIR)
 
+## The demo album delivered to every outlet from examples/demo-album.toml (after `make demo`).
+demo-album: demo
+	cp examples/demo-album.toml $(DEMO_DIR)/
+	$(CARGO) run --quiet -p lathe-cli --bin lathe -- master $(DEMO_DIR)/demo-album.toml --out $(DEMO_DIR)/delivery
+
 ## Run every test (installs the codec tools the tests use to make fixtures, if missing).
 test: deps
 	$(CARGO) test --workspace
 
-## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output.
+## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output;
+## cmake builds the bundled libopus (the Opus deliverables; LAME is built by its crate with cc).
 deps:
-	@command -v ffmpeg >/dev/null && command -v flac >/dev/null || { \
-	  echo "installing ffmpeg and flac (apt-get)"; \
+	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v cmake >/dev/null || { \
+	  echo "installing ffmpeg, flac and cmake (apt-get)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac cmake >/dev/null; }
 
 ## Formatting and lints, as before every commit.
 check: fmt lint

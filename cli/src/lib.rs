@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod analyze;
+mod deliver;
 mod demo;
 mod master;
 mod table;

@@ -1,4 +1,5 @@
-//! `lathe master`: master files and folders on this machine, tracks in parallel.
+//! `lathe master`: master files and folders on this machine, tracks in parallel; or, given a
+//! catalogue manifest (`.toml`), deliver every outlet it asks for.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,12 +25,14 @@ pub const AUDIO_EXTENSIONS: [&str; 12] = [
 /// Arguments of `lathe master`.
 #[derive(Debug, clap::Args)]
 pub struct MasterArgs {
-    /// Audio files, or folders searched recursively for audio files.
+    /// Audio files, or folders searched recursively for audio files; or one catalogue manifest
+    /// (`.toml`) of albums and loose tracks.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// A preset name (see `lathe profiles`) or a profile TOML file.
+    /// A preset name (see `lathe profiles`) or a profile TOML file (required for files and
+    /// folders; with a manifest it replaces the manifest's `[job] profile`).
     #[arg(short, long)]
-    pub profile: String,
+    pub profile: Option<String>,
     /// Folder for the masters and reports (created if missing; must not be an input folder).
     #[arg(short, long)]
     pub out: PathBuf,
@@ -73,7 +76,19 @@ pub struct Usage(pub String);
 
 /// Runs `lathe master`.
 pub fn run(args: &MasterArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
-    let profile = match Profile::load(&args.profile) {
+    if let [manifest] = args.inputs.as_slice()
+        && manifest.extension().is_some_and(|e| e == "toml")
+    {
+        return crate::deliver::run(manifest, args, streams);
+    }
+    let Some(profile) = &args.profile else {
+        writeln!(
+            streams.err,
+            "lathe: --profile is required when mastering files or folders (a manifest names its own)"
+        )?;
+        return Ok(EXIT_USAGE);
+    };
+    let profile = match Profile::load(profile) {
         Ok(profile) => profile,
         Err(error) => {
             writeln!(streams.err, "lathe: {error}")?;
@@ -253,6 +268,8 @@ fn master_one(
         output,
         profile,
         tags: TrackTags::default(),
+        level: None,
+        fades: None,
     };
     let report = master_track(&request, &mut |progress| {
         bar.set_message(progress.phase.as_str());
@@ -328,7 +345,11 @@ fn is_audio(path: &Path) -> bool {
 
 /// Refuses an output folder that could mix masters with sources: one inside (or equal to) a folder
 /// given as input (a later run would pick the masters up as sources), or the folder of an input file.
-fn check_output_folder(out: &Path, inputs: &[PathBuf], sources: &[PathBuf]) -> Result<(), Usage> {
+pub(crate) fn check_output_folder(
+    out: &Path,
+    inputs: &[PathBuf],
+    sources: &[PathBuf],
+) -> Result<(), Usage> {
     let out = resolve(out).map_err(|e| Usage(format!("{}: {e}", out.display())))?;
     let canonical = |folder: &Path| {
         let folder = if folder.as_os_str().is_empty() {

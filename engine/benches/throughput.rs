@@ -853,6 +853,7 @@ fn stage_settings(config: &StageConfig) -> String {
             Some(hz) => format!("width {}, mono bass {hz} Hz", c.width),
             None => format!("width {}", c.width),
         },
+        StageConfig::Deesser(c) => format!("{} Hz, {} dB", c.frequency_hz, c.threshold_db),
     }
 }
 
@@ -869,6 +870,8 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
             output: &output,
             profile: &profile,
             tags: TrackTags::default(),
+            level: None,
+            fades: None,
         };
         let started = Instant::now();
         let result = master_track(&request, &mut |_| {}).map_err(|e| e.to_string())?;

@@ -78,6 +78,24 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A catalogue manifest is malformed or holds an invalid value.
+    #[error("{manifest}: {item}: {reason}")]
+    Catalogue {
+        /// The manifest file (or folder).
+        manifest: PathBuf,
+        /// Where in it: `album[1] "Title" track 3 "Dusk"`, `job.outlets`, `line 12`.
+        item: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// An album cannot be delivered as asked (Red Book limits, missing tracks, a codec failure).
+    #[error("{album}: {reason}")]
+    Delivery {
+        /// The album (or track) at fault.
+        album: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {

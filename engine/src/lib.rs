@@ -2,7 +2,9 @@
 //! at a time and in bounded memory. No networking: the coordinator and workers drive this crate.
 #![deny(missing_docs)]
 
+pub mod album;
 pub mod audio;
+pub mod catalog;
 pub mod config;
 pub mod decode;
 pub mod encode;

@@ -37,6 +37,7 @@ use crate::config::{InvalidValue, check_range};
 use crate::encode::{Container, EncodeSpec};
 use crate::error::{Error, Result};
 use crate::master::compressor::{Compressor, CompressorConfig};
+use crate::master::deesser::{Deesser, DeesserConfig};
 use crate::master::dither::DitherMode;
 use crate::master::eq::{EqConfig, ParametricEq};
 use crate::master::highpass::{Highpass, HighpassConfig};
@@ -113,6 +114,8 @@ pub enum StageConfig {
     Multiband(MultibandConfig),
     /// Stereo width and mono bass.
     Stereo(StereoConfig),
+    /// Split-band de-esser.
+    Deesser(DeesserConfig),
 }
 
 impl StageConfig {
@@ -123,6 +126,7 @@ impl StageConfig {
             Self::Compressor(c) => c.validate(),
             Self::Multiband(c) => c.validate(),
             Self::Stereo(c) => c.validate(),
+            Self::Deesser(c) => c.validate(),
         }
     }
 
@@ -140,6 +144,7 @@ impl StageConfig {
             Self::Compressor(c) => Box::new(Compressor::new(c, n, r, m)?),
             Self::Multiband(c) => Box::new(MultibandCompressor::new(c, n, r, m)?),
             Self::Stereo(c) => Box::new(StereoImage::new(c, n, r, m)?),
+            Self::Deesser(c) => Box::new(Deesser::new(c, n, r, m)?),
         })
     }
 }

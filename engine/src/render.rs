@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::album::fade::Fade;
 use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::encode::Encoder;
@@ -89,6 +90,55 @@ pub struct MasterRequest<'a> {
     pub profile: &'a Profile,
     /// Tags to write; fields left `None` are taken from the source's own tags where it has them.
     pub tags: TrackTags,
+    /// The level set by someone who sees more than this track (an album plan) instead of the
+    /// profile's own rule; `None` to follow the profile.
+    pub level: Option<LevelOverride>,
+    /// Fades applied after the limiter, before dither; `None` for none.
+    pub fades: Option<TrackFades>,
+}
+
+/// A track's level decided outside the track, e.g. by an album plan
+/// ([`crate::album::gain::plan_album`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LevelOverride {
+    /// Gain before the tone and dynamics chain, dB (instead of `chain_input_lufs - input`).
+    pub chain_input_gain_db: f64,
+    /// The level after the chain.
+    pub level: Level,
+}
+
+/// How the gain after the chain is set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "value")]
+pub enum Level {
+    /// Reach this integrated loudness (through the limiter, calibrated like the profile's target).
+    TargetLufs(f64),
+    /// Apply exactly this gain, dB (no calibration; the limiter, if any, still guards the ceiling).
+    FixedGainDb(f64),
+}
+
+/// Fade-in and fade-out of a track, in seconds of output.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrackFades {
+    /// Fade-in length, seconds.
+    pub fade_in_s: f64,
+    /// Fade-out length, seconds.
+    pub fade_out_s: f64,
+    /// Shape of both.
+    pub curve: crate::catalog::FadeCurve,
+}
+
+/// What the chain makes of a source, measured by [`measure_chain`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChainMeasurement {
+    /// Integrated loudness after the chain, LUFS (`None` if silent).
+    pub integrated_lufs: Option<f64>,
+    /// True peak after the chain, dBTP.
+    pub true_peak_dbtp: Option<f64>,
+    /// Frames at the output rate.
+    pub frames: u64,
+    /// The output rate, Hz.
+    pub sample_rate_hz: u32,
 }
 
 /// The source as found.
@@ -362,10 +412,13 @@ pub fn master_track(
             reason: "the source is silent (below the -70 LUFS gate): nothing to master".to_owned(),
         });
     };
-    let chain_input_gain_db = profile
-        .loudness
-        .chain_input_lufs
-        .map_or(0.0, |level| level - input_lufs);
+    let chain_input_gain_db = match request.level {
+        Some(level) => level.chain_input_gain_db,
+        None => profile
+            .loudness
+            .chain_input_lufs
+            .map_or(0.0, |level| level - input_lufs),
+    };
     let dither_seed = hash.value();
 
     // Every later pass runs the same chain, with different stages after it.
@@ -397,18 +450,34 @@ pub fn master_track(
         })?;
         Ok(meter.figures())
     };
+    // The fades need the track's length at the output rate, which the chain pass counts.
+    let output_frames = std::cell::Cell::new(0u64);
     let limited = |gain_db: f64| {
+        let output_frames = output_frames.get();
         move |max_block: usize| -> Result<Vec<Box<dyn Stage>>> {
             let mut tail: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(gain_db))];
             if let Some(limiter) = profile.build_limiter(channels, output_rate_hz, max_block)? {
                 tail.push(Box::new(limiter));
+            }
+            if let Some(fades) = request.fades {
+                tail.push(Box::new(Fade::new(&fades, output_frames, output_rate_hz)));
             }
             Ok(tail)
         }
     };
 
     // 2. Run the chain and measure what it gives.
-    let chained = measure(&|_| Ok(Vec::new()), Phase::Chain, progress)?;
+    let counted =
+        |block: &AudioBlock| output_frames.set(output_frames.get() + block.frames() as u64);
+    let chained = {
+        let mut meter = LoudnessMeter::new(channels, output_rate_hz);
+        run_chain(&|_| Ok(Vec::new()), Phase::Chain, progress, &mut |block| {
+            counted(block);
+            meter.add(block);
+            Ok(())
+        })?;
+        meter.figures()
+    };
     let Some(chain_lufs) = chained.integrated_lufs else {
         return Err(Error::Decode {
             path: request.input.to_path_buf(),
@@ -417,20 +486,35 @@ pub fn master_track(
     };
     let chain_peak_dbtp = chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
     let ceiling = profile.loudness.ceiling_dbtp;
-    let mut gain_db = match profile.loudness.target_lufs {
-        Some(target) => target - chain_lufs,
-        None => ceiling - chain_peak_dbtp,
+    let (target_lufs, fixed_gain_db) = match request.level {
+        Some(LevelOverride {
+            level: Level::TargetLufs(target),
+            ..
+        }) => (Some(target), None),
+        Some(LevelOverride {
+            level: Level::FixedGainDb(gain),
+            ..
+        }) => (None, Some(gain)),
+        None => (profile.loudness.target_lufs, None),
     };
-    if gain_db > profile.loudness.max_gain_db {
+    let mut gain_db = match (fixed_gain_db, target_lufs) {
+        (Some(gain), _) => gain,
+        (None, Some(target)) => target - chain_lufs,
+        (None, None) => ceiling - chain_peak_dbtp,
+    };
+    if fixed_gain_db.is_none() && gain_db > profile.loudness.max_gain_db {
         warnings.push(format!(
             "needs {gain_db:.1} dB of gain, more than max_gain_db ({:.1} dB): the master stays under its target",
             profile.loudness.max_gain_db
         ));
         gain_db = profile.loudness.max_gain_db;
     }
-    if profile.limiter.is_none() && chain_peak_dbtp + gain_db > ceiling - PEAK_CAP_MARGIN_DB {
+    if fixed_gain_db.is_none()
+        && profile.limiter.is_none()
+        && chain_peak_dbtp + gain_db > ceiling - PEAK_CAP_MARGIN_DB
+    {
         let capped = ceiling - PEAK_CAP_MARGIN_DB - chain_peak_dbtp;
-        if profile.loudness.target_lufs.is_some() {
+        if target_lufs.is_some() {
             warnings.push(format!(
                 "no limiter: gain capped at {capped:.2} dB (not {gain_db:.2} dB) to keep the true peak under {ceiling} dBTP"
             ));
@@ -440,9 +524,15 @@ pub fn master_track(
 
     // 3. Calibrate the gain through the limiter.
     let mut calibration_passes = 0;
-    if let (Some(target), Some(_)) = (profile.loudness.target_lufs, &profile.limiter)
+    if let (Some(target), Some(_)) = (target_lufs, &profile.limiter)
         && chain_peak_dbtp + gain_db > ceiling - 0.1
     {
+        // An album's tracks keep their differences only if each is calibrated more closely.
+        let tolerance_lu = if request.level.is_some() {
+            crate::album::gain::ALBUM_CALIBRATION_TOLERANCE_LU
+        } else {
+            CALIBRATION_TOLERANCE_LU
+        };
         // Secant steps on loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a
         // plain "add the error" step undershoots when the limiter works hard.
         let mut previous: Option<(f64, f64)> = None;
@@ -453,7 +543,7 @@ pub fn master_track(
                 break;
             };
             let error = target - lufs;
-            if error.abs() <= CALIBRATION_TOLERANCE_LU {
+            if error.abs() <= tolerance_lu {
                 break;
             }
             let slope = match previous {
@@ -543,7 +633,7 @@ pub fn master_track(
         });
     }
     let output_analysis = output_analyzer.finish(request.output);
-    let qc = verdict(profile, &output_analysis);
+    let qc = verdict(profile, target_lufs, &output_analysis);
     std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
     let mut temp = temp;
     temp.keep = true;
@@ -567,10 +657,8 @@ pub fn master_track(
         output_sample_rate_hz: output_rate_hz,
         chain_input_gain_db,
         gain_db,
-        target_lufs: profile.loudness.target_lufs,
-        loudness_error_lu: profile
-            .loudness
-            .target_lufs
+        target_lufs,
+        loudness_error_lu: target_lufs
             .zip(output_analysis.integrated_lufs)
             .map(|(t, l)| l - t),
         calibration_passes,
@@ -590,7 +678,7 @@ const PEAK_CAP_MARGIN_DB: f64 = 0.05;
 /// Loudness within this of the target passes QC.
 pub const QC_LOUDNESS_TOLERANCE_LU: f64 = 0.5;
 
-fn verdict(profile: &Profile, analysis: &Analysis) -> QcVerdict {
+fn verdict(profile: &Profile, target_lufs: Option<f64>, analysis: &Analysis) -> QcVerdict {
     let mut issues = Vec::new();
     let ceiling = profile.loudness.ceiling_dbtp;
     if let Some(peak) = analysis.true_peak_dbtp
@@ -600,7 +688,7 @@ fn verdict(profile: &Profile, analysis: &Analysis) -> QcVerdict {
             "true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling"
         ));
     }
-    if let (Some(target), Some(lufs)) = (profile.loudness.target_lufs, analysis.integrated_lufs)
+    if let (Some(target), Some(lufs)) = (target_lufs, analysis.integrated_lufs)
         && (lufs - target).abs() > QC_LOUDNESS_TOLERANCE_LU
     {
         issues.push(format!(
@@ -614,4 +702,48 @@ fn verdict(profile: &Profile, analysis: &Analysis) -> QcVerdict {
         passed: issues.is_empty(),
         issues,
     }
+}
+
+/// Runs `input` through the gain `chain_input_gain_db` and `profile`'s tone and dynamics chain at the
+/// profile's output rate, hands every output block to `on_output`, and measures the result: the
+/// analysis an album plan needs before it sets each track's level.
+///
+/// # Errors
+/// As [`master_track`]'s decode and chain passes.
+pub fn measure_chain(
+    input: &Path,
+    profile: &Profile,
+    chain_input_gain_db: f64,
+    on_output: &mut dyn FnMut(&AudioBlock),
+) -> Result<ChainMeasurement> {
+    let info = Decoder::open(input)?.info().clone();
+    let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
+    let pass = Pass::open(input, output_rate_hz)?;
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(chain_input_gain_db))];
+    stages.extend(profile.build_stages(
+        info.channel_count,
+        output_rate_hz,
+        pass.max_block_frames(),
+    )?);
+    let mut meter = LoudnessMeter::new(info.channel_count, output_rate_hz);
+    let mut frames = 0u64;
+    pass.run(
+        &mut stages,
+        Phase::Chain,
+        &mut |_| {},
+        |_| {},
+        |block| {
+            frames += block.frames() as u64;
+            meter.add(block);
+            on_output(block);
+            Ok(())
+        },
+    )?;
+    let figures = meter.figures();
+    Ok(ChainMeasurement {
+        integrated_lufs: figures.integrated_lufs,
+        true_peak_dbtp: figures.true_peak_dbtp,
+        frames,
+        sample_rate_hz: output_rate_hz,
+    })
 }

@@ -1,13 +1,18 @@
-//! Track tags: read from any source lathe decodes, written to the WAV and FLAC masters it makes.
+//! Track tags: read from any source lathe decodes, written to every deliverable it makes.
 //!
-//! - FLAC: a Vorbis comment block (`TITLE`, `ARTIST`, `ALBUM`, `TRACKNUMBER`, `ISRC`), written by
-//!   lofty (which moves the audio along in 64 KiB steps to make room: bounded memory).
-//! - WAV: a RIFF `LIST`/`INFO` chunk (`INAM`, `IART`, `IPRD`, `ITRK`; RIFF INFO has no ISRC field)
-//!   plus an `ID3 ` chunk with an ID3v2.3 tag carrying all five (`TIT2`, `TPE1`, `TALB`, `TRCK`,
-//!   `TSRC`). lofty encodes both chunks but would load the whole file to place them, so this module
-//!   places them itself: tag chunks after the audio are replaced at the end of the file, tag chunks
-//!   before it are turned into `JUNK`, and only the RIFF size is rewritten. The audio is never
-//!   moved or read.
+//! - FLAC: a Vorbis comment block (`TITLE`, `ARTIST`, `ALBUM`, `ALBUMARTIST`, `TRACKNUMBER`,
+//!   `TRACKTOTAL`, `DISCNUMBER`, `DATE`, `GENRE`, `COMPOSER`, `ISRC`, `BARCODE` (the UPC/EAN),
+//!   `COPYRIGHT`, `LABEL`), written by lofty (which moves the audio along in 64 KiB steps to make
+//!   room: bounded memory).
+//! - WAV: a RIFF `LIST`/`INFO` chunk (`INAM`, `IART`, `IPRD`, `ITRK`, `ICRD`, `IGNR`, `IMUS`,
+//!   `ICOP`; RIFF INFO has no ISRC field) plus an `ID3 ` chunk with an ID3v2.3 tag carrying every
+//!   field (`TIT2`, `TPE1`, `TALB`, `TPE2`, `TRCK`, `TPOS`, `TYER`, `TCON`, `TCOM`, `TSRC`,
+//!   `TXXX:BARCODE`, `TCOP`, `TPUB`), and optionally a BWF `bext` chunk
+//!   ([`BroadcastExtension`], EBU Tech 3285 v2, with the loudness fields). lofty encodes the tag
+//!   chunks but would load the whole file to place them, so this module places them itself: tag
+//!   chunks after the audio are replaced at the end of the file, tag chunks before it are turned
+//!   into `JUNK`, and only the RIFF size is rewritten. The audio is never moved or read.
+//! - MP3: an ID3v2.3 tag; Opus: Vorbis comments in the `OpusTags` packet (both by lofty).
 //!
 //! [`read_tags`] takes the first value of each field from the file's tags, primary tag first
 //! (ID3v2 before RIFF INFO in WAV), so that a source's tags can be carried over to its master.
@@ -41,6 +46,169 @@ pub struct TrackTags {
     pub track_number: Option<u32>,
     /// International Standard Recording Code (`CC-XXX-YY-NNNNN`, usually written without dashes).
     pub isrc: Option<String>,
+    /// Album artist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album_artist: Option<String>,
+    /// Number of tracks on the album.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_total: Option<u32>,
+    /// Disc number, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disc_number: Option<u32>,
+    /// Release year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<u32>,
+    /// Genre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
+    /// Composer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composer: Option<String>,
+    /// The album's UPC/EAN (13 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upc: Option<String>,
+    /// Copyright line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copyright: Option<String>,
+    /// Record label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A BWF `bext` chunk (EBU Tech 3285 version 2): who made the file and its loudness.
+///
+/// Text fields longer than their slots (Description 256 bytes, Originator 32, OriginatorReference
+/// 32) are cut; the loudness values are stored in hundredths as the standard asks, 0x7FFF when
+/// unknown. Dates are whatever the caller gives (lathe gives none by default, so that the same input
+/// makes the same bytes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastExtension {
+    /// Free description (256 bytes).
+    pub description: String,
+    /// The organisation or tool that made the file (32 bytes).
+    pub originator: String,
+    /// Its reference for the file (32 bytes).
+    pub originator_reference: String,
+    /// `yyyy-mm-dd`, or empty.
+    pub origination_date: String,
+    /// `hh:mm:ss`, or empty.
+    pub origination_time: String,
+    /// First sample's position since midnight, samples.
+    pub time_reference: u64,
+    /// Integrated loudness, LUFS.
+    pub loudness_value_lufs: Option<f64>,
+    /// Loudness range, LU.
+    pub loudness_range_lu: Option<f64>,
+    /// Highest true peak, dBTP.
+    pub max_true_peak_dbtp: Option<f64>,
+    /// Highest momentary loudness, LUFS.
+    pub max_momentary_lufs: Option<f64>,
+    /// Highest short-term loudness, LUFS.
+    pub max_short_term_lufs: Option<f64>,
+    /// Coding history (`A=PCM,F=44100,W=24,M=stereo,T=lathe` lines).
+    pub coding_history: String,
+}
+
+/// Size of the fixed part of a `bext` chunk, before the coding history.
+pub const BEXT_FIXED_BYTES: usize = 602;
+
+impl BroadcastExtension {
+    /// The chunk body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(BEXT_FIXED_BYTES + self.coding_history.len() + 2);
+        let text = |body: &mut Vec<u8>, value: &str, width: usize| {
+            let bytes = value.as_bytes();
+            let n = bytes.len().min(width);
+            body.extend_from_slice(&bytes[..n]);
+            body.resize(body.len() + width - n, 0);
+        };
+        text(&mut body, &self.description, 256);
+        text(&mut body, &self.originator, 32);
+        text(&mut body, &self.originator_reference, 32);
+        text(&mut body, &self.origination_date, 10);
+        text(&mut body, &self.origination_time, 8);
+        body.extend_from_slice(&self.time_reference.to_le_bytes());
+        body.extend_from_slice(&2u16.to_le_bytes());
+        body.resize(body.len() + 64, 0); // UMID
+        for value in [
+            self.loudness_value_lufs,
+            self.loudness_range_lu,
+            self.max_true_peak_dbtp,
+            self.max_momentary_lufs,
+            self.max_short_term_lufs,
+        ] {
+            let hundredths = value.filter(|v| v.is_finite()).map_or(0x7FFF, |v| {
+                (v * 100.0).round().clamp(-32768.0, 32766.0) as i16
+            });
+            body.extend_from_slice(&hundredths.to_le_bytes());
+        }
+        body.resize(BEXT_FIXED_BYTES, 0); // reserved
+        body.extend_from_slice(self.coding_history.as_bytes());
+        body
+    }
+
+    /// Parses a chunk body written by [`BroadcastExtension::to_bytes`] (or any v0-v2 `bext`).
+    pub fn from_bytes(body: &[u8]) -> Option<Self> {
+        if body.len() < BEXT_FIXED_BYTES {
+            return None;
+        }
+        let text = |range: std::ops::Range<usize>| {
+            let bytes = &body[range];
+            let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        };
+        let level = |at: usize| {
+            let v = i16::from_le_bytes([body[at], body[at + 1]]);
+            (v != 0x7FFF).then_some(f64::from(v) / 100.0)
+        };
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&body[338..346]);
+        let history = &body[BEXT_FIXED_BYTES..];
+        let end = history
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(history.len());
+        Some(Self {
+            description: text(0..256),
+            originator: text(256..288),
+            originator_reference: text(288..320),
+            origination_date: text(320..330),
+            origination_time: text(330..338),
+            time_reference: u64::from_le_bytes(time),
+            loudness_value_lufs: level(412),
+            loudness_range_lu: level(414),
+            max_true_peak_dbtp: level(416),
+            max_momentary_lufs: level(418),
+            max_short_term_lufs: level(420),
+            coding_history: String::from_utf8_lossy(&history[..end]).into_owned(),
+        })
+    }
+}
+
+/// Reads the `bext` chunk of a WAV file, if it has one.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Tag`] if it is not a RIFF WAVE file.
+pub fn read_bext(path: &Path) -> Result<Option<BroadcastExtension>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(tag_error(path, "not a RIFF WAVE file"));
+    }
+    let mut offset = 12usize;
+    while offset + 8 <= bytes.len() {
+        let size = u32::from_le_bytes([
+            bytes[offset + 4],
+            bytes[offset + 5],
+            bytes[offset + 6],
+            bytes[offset + 7],
+        ]) as usize;
+        let end = (offset + 8 + size).min(bytes.len());
+        if &bytes[offset..offset + 4] == b"bext" {
+            return Ok(BroadcastExtension::from_bytes(&bytes[offset + 8..end]));
+        }
+        offset = offset + 8 + size + (size & 1);
+    }
+    Ok(None)
 }
 
 impl TrackTags {
@@ -67,7 +235,53 @@ impl TrackTags {
         if let Some(isrc) = &self.isrc {
             tag.insert_text(ItemKey::Isrc, isrc.clone());
         }
+        if let Some(total) = self.track_total {
+            tag.set_track_total(total);
+        }
+        if let Some(disc) = self.disc_number {
+            tag.set_disk(disc);
+        }
+        if let Some(genre) = &self.genre {
+            tag.set_genre(genre.clone());
+        }
+        let texts = [
+            (ItemKey::AlbumArtist, self.album_artist.clone()),
+            (ItemKey::RecordingDate, self.year.map(|y| y.to_string())),
+            (ItemKey::Composer, self.composer.clone()),
+            (ItemKey::Barcode, self.upc.clone()),
+            (ItemKey::CopyrightMessage, self.copyright.clone()),
+            (ItemKey::Label, self.label.clone()),
+        ];
+        for (key, value) in texts {
+            if let Some(value) = value {
+                tag.insert_text(key, value);
+            }
+        }
         tag
+    }
+
+    /// The Vorbis comments (FLAC, Opus) for these tags, in a fixed order.
+    pub fn vorbis_comments(&self) -> Vec<(&'static str, String)> {
+        let number = |n: Option<u32>| n.map(|n| n.to_string());
+        [
+            ("TITLE", self.title.clone()),
+            ("ARTIST", self.artist.clone()),
+            ("ALBUM", self.album.clone()),
+            ("ALBUMARTIST", self.album_artist.clone()),
+            ("TRACKNUMBER", number(self.track_number)),
+            ("TRACKTOTAL", number(self.track_total)),
+            ("DISCNUMBER", number(self.disc_number)),
+            ("DATE", number(self.year)),
+            ("GENRE", self.genre.clone()),
+            ("COMPOSER", self.composer.clone()),
+            ("ISRC", self.isrc.clone()),
+            ("BARCODE", self.upc.clone()),
+            ("COPYRIGHT", self.copyright.clone()),
+            ("LABEL", self.label.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+        .collect()
     }
 
     /// Fills the fields still unset from `tag`.
@@ -85,6 +299,31 @@ impl TrackTags {
             .isrc
             .take()
             .or_else(|| text(tag.get_string(ItemKey::Isrc).map(Cow::Borrowed)));
+        let item = |key: ItemKey| text(tag.get_string(key).map(Cow::Borrowed));
+        self.album_artist = self
+            .album_artist
+            .take()
+            .or_else(|| item(ItemKey::AlbumArtist));
+        self.track_total = self.track_total.or_else(|| tag.track_total());
+        self.disc_number = self.disc_number.or_else(|| tag.disk());
+        self.year = self.year.or_else(|| {
+            item(ItemKey::RecordingDate)
+                .or_else(|| item(ItemKey::Year))
+                .and_then(|d| d.get(..4).and_then(|y| y.parse().ok()))
+        });
+        self.genre = self.genre.take().or_else(|| text(tag.genre()));
+        self.composer = self.composer.take().or_else(|| item(ItemKey::Composer));
+        self.upc = self.upc.take().or_else(|| item(ItemKey::Barcode));
+        self.copyright = self
+            .copyright
+            .take()
+            .or_else(|| item(ItemKey::CopyrightMessage));
+        // ID3v2 has one frame (TPUB) for publisher and label; lofty reads it as the publisher.
+        self.label = self
+            .label
+            .take()
+            .or_else(|| item(ItemKey::Label))
+            .or_else(|| item(ItemKey::Publisher));
     }
 }
 
@@ -95,14 +334,57 @@ impl TrackTags {
 /// [`Error::Io`] if the file cannot be opened, read or written; [`Error::Tag`] if it is not WAV
 /// or FLAC, is malformed, or the tags cannot be encoded.
 pub fn write_tags(path: &Path, tags: &TrackTags) -> Result<()> {
-    match file_type(path)? {
+    write_tags_with_bext(path, tags, None)
+}
+
+/// [`write_tags`], and for WAV also a BWF `bext` chunk when `bext` is given. MP3 files get an
+/// ID3v2.3 tag and Opus files Vorbis comments (written by lofty, which rewrites the file: these
+/// are small).
+///
+/// # Errors
+/// As [`write_tags`]; a `bext` for a file that is not WAV is an [`Error::Tag`].
+pub fn write_tags_with_bext(
+    path: &Path,
+    tags: &TrackTags,
+    bext: Option<&BroadcastExtension>,
+) -> Result<()> {
+    let kind = file_type(path)?;
+    if bext.is_some() && kind != FileType::Wav {
+        return Err(tag_error(path, "a bext chunk belongs in a WAV file only"));
+    }
+    match kind {
         FileType::Flac => write_flac(path, tags),
-        FileType::Wav => write_wav(path, tags),
+        FileType::Wav => write_wav(path, tags, bext),
+        FileType::Mpeg => write_with_lofty(path, tags.to_lofty(TagType::Id3v2)),
+        FileType::Opus => {
+            let mut comments = VorbisComments::new();
+            comments.set_vendor(format!("lathe {}", env!("CARGO_PKG_VERSION")));
+            for (key, value) in tags.vorbis_comments() {
+                comments.insert(key.to_string(), value);
+            }
+            comments
+                .save_to_path(path, write_options())
+                .map_err(|e| tag_error(path, error_chain(&e)))?;
+            sync(path)
+        }
         other => Err(tag_error(
             path,
-            format!("tags are written to WAV and FLAC masters only, not {other:?}"),
+            format!("tags are written to WAV, FLAC, MP3 and Opus deliverables only, not {other:?}"),
         )),
     }
+}
+
+/// MP3 tags are ID3v2.4 with UTF-8 text: ID3v2.3's UTF-16 byte-order marks (`FF FE`) look like
+/// an MPEG frame sync, and Symphonia's probe then takes the tag for audio.
+fn write_with_lofty(path: &Path, tag: Tag) -> Result<()> {
+    tag.save_to_path(path, WriteOptions::new().use_id3v23(false))
+        .map_err(|e| tag_error(path, error_chain(&e)))?;
+    sync(path)
+}
+
+fn sync(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
 }
 
 /// Reads the title, artist, album, track number and ISRC of any file lathe decodes (WAV, AIFF,
@@ -163,17 +445,8 @@ fn write_options() -> WriteOptions {
 fn write_flac(path: &Path, tags: &TrackTags) -> Result<()> {
     let mut comments = VorbisComments::new();
     comments.set_vendor(format!("lathe {}", env!("CARGO_PKG_VERSION")));
-    let fields = [
-        ("TITLE", tags.title.clone()),
-        ("ARTIST", tags.artist.clone()),
-        ("ALBUM", tags.album.clone()),
-        ("TRACKNUMBER", tags.track_number.map(|n| n.to_string())),
-        ("ISRC", tags.isrc.clone()),
-    ];
-    for (key, value) in fields {
-        if let Some(value) = value {
-            comments.insert(key.to_string(), value);
-        }
+    for (key, value) in tags.vorbis_comments() {
+        comments.insert(key.to_string(), value);
     }
     comments
         .save_to_path(path, write_options())
@@ -194,12 +467,12 @@ struct Chunk {
 impl Chunk {
     /// Chunks that only hold tags (and padding): safe to drop or blank.
     fn is_tag(&self) -> bool {
-        matches!(&self.id, b"id3 " | b"ID3 " | b"JUNK")
+        matches!(&self.id, b"id3 " | b"ID3 " | b"JUNK" | b"bext")
             || (&self.id == b"LIST" && &self.list_type == b"INFO")
     }
 }
 
-fn write_wav(path: &Path, tags: &TrackTags) -> Result<()> {
+fn write_wav(path: &Path, tags: &TrackTags, bext: Option<&BroadcastExtension>) -> Result<()> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -262,6 +535,16 @@ fn write_wav(path: &Path, tags: &TrackTags) -> Result<()> {
     }
 
     let mut tail = Vec::new();
+    if let Some(bext) = bext {
+        let body = bext.to_bytes();
+        let len = u32::try_from(body.len()).map_err(|_| tag_error(path, "bext too large"))?;
+        tail.extend_from_slice(b"bext");
+        tail.extend_from_slice(&len.to_le_bytes());
+        tail.extend_from_slice(&body);
+        if body.len() % 2 == 1 {
+            tail.push(0);
+        }
+    }
     if !tags.is_empty() {
         riff_info(tags)
             .dump_to(&mut tail, write_options())
@@ -300,6 +583,10 @@ fn riff_info(tags: &TrackTags) -> RiffInfoList {
         ("IART", tags.artist.clone()),
         ("IPRD", tags.album.clone()),
         ("ITRK", tags.track_number.map(|n| n.to_string())),
+        ("ICRD", tags.year.map(|n| n.to_string())),
+        ("IGNR", tags.genre.clone()),
+        ("IMUS", tags.composer.clone()),
+        ("ICOP", tags.copyright.clone()),
     ];
     for (key, value) in fields {
         if let Some(value) = value {
@@ -344,6 +631,22 @@ mod tests {
             album: Some("Lathe Sessions".to_string()),
             track_number: Some(7),
             isrc: Some("GBAYE0601498".to_string()),
+            ..TrackTags::default()
+        }
+    }
+
+    fn full_tags() -> TrackTags {
+        TrackTags {
+            album_artist: Some("Various Ærtists".into()),
+            track_total: Some(12),
+            disc_number: Some(2),
+            year: Some(1974),
+            genre: Some("Jazz".into()),
+            composer: Some("Dave Brubeck".into()),
+            upc: Some("5012345678900".into()),
+            copyright: Some("1974 Example Records".into()),
+            label: Some("Example Records".into()),
+            ..sample_tags()
         }
     }
 
@@ -391,6 +694,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_field_round_trips_through_flac_wav_mp3_and_opus() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = vec![
+            master(dir.path(), Container::Flac, 24).0,
+            master(dir.path(), Container::Wav, 24).0,
+        ];
+        let source = dir.path().join("plain.wav");
+        write_wav(&source, &grid_signal(2, 48_000, 48_000, 16), 16, false);
+        for (name, codec) in [("s.mp3", "libmp3lame"), ("s.opus", "libopus")] {
+            let path = dir.path().join(name);
+            ffmpeg(&source, &["-c:a", codec], &path);
+            paths.push(path);
+        }
+        for path in &paths {
+            write_tags(path, &full_tags()).unwrap();
+            assert_eq!(read_tags(path).unwrap(), full_tags(), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn bext_round_trips_with_loudness_in_hundredths() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = master(dir.path(), Container::Wav, 24);
+        let bext = BroadcastExtension {
+            description: "Dawn".into(),
+            originator: "lathe".into(),
+            originator_reference: "GBXYZ7400001".into(),
+            loudness_value_lufs: Some(-14.02),
+            loudness_range_lu: Some(6.5),
+            max_true_peak_dbtp: Some(-1.04),
+            coding_history: "A=PCM,F=44100,W=24,M=stereo,T=lathe\r\n".into(),
+            ..BroadcastExtension::default()
+        };
+        write_tags_with_bext(&path, &sample_tags(), Some(&bext)).unwrap();
+        assert_eq!(read_bext(&path).unwrap(), Some(bext.clone()));
+        assert_eq!(read_tags(&path).unwrap(), sample_tags());
+        let bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"bext").unwrap() + 8;
+        // LoudnessValue at byte 412 of the body: -1402 hundredths.
+        assert_eq!(
+            i16::from_le_bytes([bytes[at + 412], bytes[at + 413]]),
+            -1402
+        );
+        assert_eq!(u16::from_le_bytes([bytes[at + 346], bytes[at + 347]]), 2);
+        // Re-writing replaces rather than adds.
+        write_tags_with_bext(&path, &sample_tags(), Some(&bext)).unwrap();
+        assert_eq!(bytes.len() as u64, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 30_000);
     }
 
     #[test]
@@ -520,11 +874,11 @@ mod tests {
         assert!(matches!(read_tags(&missing), Err(Error::Io { .. })));
         let source = dir.path().join("plain.wav");
         write_wav(&source, &grid_signal(2, 4410, 44_100, 16), 16, false);
-        let mp3 = dir.path().join("song.mp3");
-        ffmpeg(&source, &["-c:a", "libmp3lame"], &mp3);
-        let err = write_tags(&mp3, &sample_tags()).unwrap_err();
+        let m4a = dir.path().join("song.m4a");
+        ffmpeg(&source, &["-c:a", "aac"], &m4a);
+        let err = write_tags(&m4a, &sample_tags()).unwrap_err();
         assert!(matches!(err, Error::Tag { .. }), "{err:?}");
-        assert!(err.to_string().contains("song.mp3"), "{err}");
+        assert!(err.to_string().contains("song.m4a"), "{err}");
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "not audio at all").unwrap();
         let err = read_tags(&text).unwrap_err();

@@ -3,6 +3,7 @@
 
 pub mod biquad;
 pub mod compressor;
+pub mod deesser;
 pub mod dither;
 pub mod eq;
 pub mod gain;

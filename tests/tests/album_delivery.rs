@@ -1,0 +1,406 @@
+//! `lathe master MANIFEST.toml` end to end: every outlet of a short album, and each deliverable
+//! checked by reading it back: CUE sheet and DDP image parsed by small readers written from the
+//! formats' descriptions, tags read with lofty, lossy files decoded, checksums recomputed.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use lathe_engine::album::lossy::{LossyCodec, decoded_figures};
+use lathe_engine::decode::Decoder;
+use lathe_engine::synth::{Style, TrackRecipe, write_wav};
+use lathe_engine::tags::read_bext;
+use lathe_tests::lathe;
+use lofty::file::TaggedFileExt;
+use lofty::tag::{Accessor, ItemKey};
+use md5::{Digest, Md5};
+use sha2::Sha256;
+
+/// Track lengths in seconds: whole CD frames (6 s = 450 frames), so every position is exact.
+const LENGTHS_S: [f64; 4] = [6.0, 8.0, 6.0, 7.0];
+
+fn album_sources(dir: &Path) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let styles = [Style::Ambient, Style::Rock, Style::Ballad, Style::Pop];
+    let levels = [-20.0, -13.0, -28.0, -18.0];
+    for (i, ((style, level_db), duration_s)) in styles.iter().zip(levels).zip(LENGTHS_S).enumerate()
+    {
+        let recipe = TrackRecipe {
+            duration_s,
+            level_db,
+            ..TrackRecipe::new(*style, 100 + i as u64)
+        };
+        write_wav(&recipe, &dir.join(format!("src/{i}.wav")), 32).unwrap();
+    }
+}
+
+const MANIFEST: &str = r#"
+[job]
+name = "Test delivery"
+outlets = ["streaming", "cd", "vinyl", "broadcast", "mp3", "opus"]
+
+[[album]]
+title = "Test Album"
+artist = "Test Band"
+upc = "5012345678900"
+year = 1999
+genre = "Rock"
+label = "Test Label"
+copyright = "1999 Test Label"
+loudness = "album"
+
+[[album.track]]
+file = "src/0.wav"
+title = "One"
+isrc = "GB-TST-99-00001"
+composer = "Writer One"
+side = "A"
+
+[[album.track]]
+file = "src/1.wav"
+title = "Two"
+isrc = "GB-TST-99-00002"
+side = "A"
+
+[[album.track]]
+file = "src/2.wav"
+title = "Three"
+isrc = "GB-TST-99-00003"
+crossfade_s = 1.0
+side = "B"
+
+[[album.track]]
+file = "src/3.wav"
+title = "Four"
+isrc = "GB-TST-99-00004"
+gap_s = 0.0
+side = "B"
+"#;
+
+/// A CUE track: number, ISRC, INDEX 00 frame, INDEX 01 frame.
+type CueTrack = (u32, Option<String>, Option<u64>, u64);
+
+/// A CUE sheet's CATALOG and tracks.
+fn read_cue(text: &str) -> (Option<String>, Vec<CueTrack>) {
+    let frames = |msf: &str| {
+        let parts: Vec<u64> = msf.split(':').map(|p| p.parse().unwrap()).collect();
+        (parts[0] * 60 + parts[1]) * 75 + parts[2]
+    };
+    let mut catalog = None;
+    let mut tracks: Vec<CueTrack> = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["CATALOG", upc] => catalog = Some((*upc).to_owned()),
+            ["TRACK", n, "AUDIO"] => tracks.push((n.parse().unwrap(), None, None, u64::MAX)),
+            ["ISRC", isrc] => tracks.last_mut().unwrap().1 = Some((*isrc).to_owned()),
+            ["INDEX", "00", at] => tracks.last_mut().unwrap().2 = Some(frames(at)),
+            ["INDEX", "01", at] => tracks.last_mut().unwrap().3 = frames(at),
+            _ => {}
+        }
+    }
+    (catalog, tracks)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_manifest_delivers_every_outlet_and_each_deliverable_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    album_sources(dir.path());
+    let manifest = dir.path().join("album.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let out = dir.path().join("delivery");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-j",
+        "2",
+    ]);
+    assert_eq!(outcome.status, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let album = out.join("Test Album");
+
+    // The manifest: every file listed with checksums that match.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap()).unwrap();
+    let files = json["files"].as_array().unwrap();
+    // 4 streaming + image + cue + 6 DDP + 2 sides + 4 broadcast + 8 MP3 + 4 Opus.
+    assert_eq!(files.len(), 4 + 2 + 6 + 2 + 4 + 8 + 4, "{json:#}");
+    for file in files {
+        let path = out.join(file["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(file["bytes"].as_u64().unwrap(), bytes.len() as u64);
+        assert_eq!(file["md5"].as_str().unwrap(), hex(&Md5::digest(&bytes)));
+        assert_eq!(
+            file["sha256"].as_str().unwrap(),
+            hex(&Sha256::digest(&bytes))
+        );
+        assert!(file["qc"]["passed"].as_bool().unwrap(), "{file:#}");
+    }
+    assert!(json["failures"].as_array().unwrap().is_empty());
+
+    // CUE: track starts on the frames the gaps and the crossfade put them at.
+    let cue = std::fs::read_to_string(album.join("cd/Test Album.cue")).unwrap();
+    let (catalog, tracks) = read_cue(&cue);
+    assert_eq!(catalog.as_deref(), Some("5012345678900"));
+    let isrcs: Vec<_> = tracks.iter().map(|t| t.1.clone().unwrap()).collect();
+    assert_eq!(
+        isrcs,
+        [
+            "GBTST9900001",
+            "GBTST9900002",
+            "GBTST9900003",
+            "GBTST9900004"
+        ]
+    );
+    // One: 0-450. Two: pause 450-600, audio 600-1200. Three: crossfades 75 frames into Two's end.
+    // Four: no gap, right after Three (1125 + 450).
+    let indexes: Vec<_> = tracks.iter().map(|t| (t.2, t.3)).collect();
+    assert_eq!(
+        indexes,
+        [(None, 0), (Some(450), 600), (None, 1125), (None, 1575)]
+    );
+    assert!(cue.contains("TITLE \"Three\"") && cue.contains("SONGWRITER \"Writer One\""));
+    // The image is 16-bit 44.1 kHz and as long as the programme (1575 + 7 s).
+    let image = Decoder::open(&album.join("cd/Test Album.wav")).unwrap();
+    assert_eq!(image.info().bits_per_sample, Some(16));
+    assert_eq!(image.info().frames, Some((1575 + 525) * 588));
+
+    // DDP: the map names three streams, the PQ descriptor has the same frames (plus the 2-second
+    // lead pregap) and ISRCs, the image is the CD image's samples, the checksums match.
+    let ddp = album.join("cd/ddp");
+    let id = std::fs::read(ddp.join("DDPID")).unwrap();
+    assert_eq!(
+        (&id[..8], &id[8..21]),
+        (&b"DDP 2.00"[..], &b"5012345678900"[..])
+    );
+    let map = std::fs::read(ddp.join("DDPMS")).unwrap();
+    let streams: Vec<(String, String)> = map
+        .chunks(128)
+        .map(|p| {
+            assert_eq!(&p[..4], b"VVVM");
+            let size: usize = String::from_utf8_lossy(&p[71..74]).parse().unwrap();
+            (
+                String::from_utf8_lossy(&p[4..6]).into_owned(),
+                String::from_utf8_lossy(&p[74..74 + size]).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            ("D0".into(), "IMAGE.DAT".into()),
+            ("S0".into(), "PQDESCR".into()),
+            ("S0".into(), "CDTEXT.BIN".into())
+        ]
+    );
+    let image_sectors: u64 = String::from_utf8_lossy(&map[14..22]).parse().unwrap();
+    assert_eq!(image_sectors, 1575 + 525);
+    let pq = std::fs::read(ddp.join("PQDESCR")).unwrap();
+    let points: Vec<(String, u32, u64, String)> = pq
+        .chunks(64)
+        .map(|p| {
+            let text = String::from_utf8_lossy(p).into_owned();
+            let n = |r: std::ops::Range<usize>| text[r].parse::<u64>().unwrap();
+            (
+                text[4..6].to_owned(),
+                n(6..8) as u32,
+                ((n(8..10) * 60 + n(10..12)) * 60 + n(12..14)) * 75 + n(14..16),
+                text[20..32].trim().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u32, u64, String)> = vec![
+        ("01".into(), 0, 0, "GBTST9900001".into()),
+        ("01".into(), 1, 150, "GBTST9900001".into()),
+        ("02".into(), 0, 600, "GBTST9900002".into()),
+        ("02".into(), 1, 750, "GBTST9900002".into()),
+        ("03".into(), 1, 1275, "GBTST9900003".into()),
+        ("04".into(), 1, 1725, "GBTST9900004".into()),
+        ("AA".into(), 1, 2250, String::new()),
+    ];
+    assert_eq!(points, expected);
+    let image_dat = std::fs::read(ddp.join("IMAGE.DAT")).unwrap();
+    assert_eq!(image_dat.len() as u64, (1575 + 525) * 2352);
+    let sums = std::fs::read_to_string(ddp.join("CHECKSUM.MD5")).unwrap();
+    for line in sums.lines() {
+        let (sum, name) = line.split_once("  ").unwrap();
+        let bytes = std::fs::read(ddp.join(name)).unwrap();
+        assert_eq!(sum, hex(&Md5::digest(&bytes)), "{name}");
+    }
+    let text = std::fs::read(ddp.join("CDTEXT.BIN")).unwrap();
+    assert!(
+        text.chunks(18)
+            .all(lathe_engine::album::ddp::cd_text_pack_ok)
+    );
+
+    // Tags, read back with lofty.
+    let streaming = album.join("streaming/03 Three.flac");
+    let tagged = lofty::read_from_path(&streaming).unwrap();
+    let tag = tagged.primary_tag().unwrap();
+    assert_eq!(tag.title().as_deref(), Some("Three"));
+    assert_eq!(tag.album().as_deref(), Some("Test Album"));
+    assert_eq!(tag.track(), Some(3));
+    assert_eq!(tag.get_string(ItemKey::Isrc), Some("GBTST9900003"));
+    assert_eq!(tag.get_string(ItemKey::Barcode), Some("5012345678900"));
+    assert_eq!(tag.get_string(ItemKey::Label), Some("Test Label"));
+    for (path, isrc) in [
+        (album.join("mp3-320/02 Two.mp3"), "GBTST9900002"),
+        (album.join("mp3-v0/04 Four.mp3"), "GBTST9900004"),
+        (album.join("opus/01 One.opus"), "GBTST9900001"),
+        (album.join("broadcast/01 One.wav"), "GBTST9900001"),
+    ] {
+        let tagged = lofty::read_from_path(&path).unwrap();
+        let tag = tagged.primary_tag().unwrap();
+        assert_eq!(
+            tag.get_string(ItemKey::Isrc),
+            Some(isrc),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            tag.artist().as_deref(),
+            Some("Test Band"),
+            "{}",
+            path.display()
+        );
+    }
+    let bext = read_bext(&album.join("broadcast/02 Two.wav"))
+        .unwrap()
+        .unwrap();
+    let two = files
+        .iter()
+        .find(|f| f["path"] == "Test Album/broadcast/02 Two.wav")
+        .unwrap();
+    let lufs = two["integrated_lufs"].as_f64().unwrap();
+    assert!(
+        (bext.loudness_value_lufs.unwrap() - lufs).abs() <= 0.006,
+        "{bext:?}"
+    );
+    assert_eq!(bext.originator_reference, "GBTST9900002");
+
+    // Lossy files meet the ceiling after decoding.
+    for (folder, codec) in [
+        ("mp3-320", LossyCodec::Mp3Cbr320),
+        ("mp3-v0", LossyCodec::Mp3V0),
+        ("opus", LossyCodec::Opus),
+    ] {
+        for entry in std::fs::read_dir(album.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            let (figures, _) = decoded_figures(codec, &path).unwrap();
+            let peak = figures.true_peak_dbtp.unwrap();
+            assert!(peak <= -1.0, "{}: {peak:.2} dBTP", path.display());
+        }
+    }
+
+    // Vinyl: one file per side, 24-bit, side B holds the crossfade of Three into Four (no gap).
+    let side_b = Decoder::open(&album.join("vinyl/Side B.wav")).unwrap();
+    assert_eq!(side_b.info().bits_per_sample, Some(24));
+    assert_eq!(side_b.info().frames, Some(((6.0 + 7.0) * 44_100.0) as u64));
+    let side_a = Decoder::open(&album.join("vinyl/Side A.wav")).unwrap();
+    assert_eq!(
+        side_a.info().frames,
+        Some(((6.0 + 2.0 + 8.0) * 44_100.0) as u64)
+    );
+
+    // Streaming: album mode keeps the sources' differences; the report has its three plots.
+    let level = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == format!("Test Album/streaming/{name}.flac"))
+            .unwrap()["integrated_lufs"]
+            .as_f64()
+            .unwrap()
+    };
+    let source = |i: usize| {
+        lathe_engine::qc::analyze_file(&dir.path().join(format!("src/{i}.wav")))
+            .unwrap()
+            .integrated_lufs
+            .unwrap()
+    };
+    let kept = (level("02 Two") - level("03 Three")) - (source(1) - source(2));
+    assert!(kept.abs() <= 0.1, "difference moved by {kept:.3} LU");
+    let spotify = &files[0]["platforms"][0];
+    assert_eq!(spotify["platform"], "Spotify");
+    let report = std::fs::read_to_string(album.join("report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 3);
+    assert!(report.contains("Spotify"));
+}
+
+#[test]
+fn red_book_violations_and_bad_codes_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    for (i, duration_s) in [6.0, 3.0].into_iter().enumerate() {
+        let recipe = TrackRecipe {
+            duration_s,
+            ..TrackRecipe::new(Style::Pop, 7 + i as u64)
+        };
+        write_wav(&recipe, &dir.path().join(format!("src/{i}.wav")), 32).unwrap();
+    }
+    let manifest = dir.path().join("short.toml");
+    let text = r#"
+[job]
+outlets = ["cd"]
+[[album]]
+title = "Short"
+artist = "Band"
+[[album.track]]
+file = "src/0.wav"
+title = "Long enough"
+[[album.track]]
+file = "src/1.wav"
+title = "Too short"
+gap_s = 0.0
+"#;
+    std::fs::write(&manifest, text).unwrap();
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("track 2 \"Too short\" is 3.00 s long; a CD track is at least 4 s"),
+        "{}",
+        outcome.stderr
+    );
+    // The image and paperwork are still written, marked as failing QC.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap()).unwrap();
+    let cue = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "cue_sheet")
+        .unwrap();
+    assert_eq!(cue["qc"]["passed"], false);
+
+    // A bad ISRC stops the job before any work, naming the track.
+    let bad = text.replace(
+        "title = \"Too short\"",
+        "title = \"Too short\"\nisrc = \"GB-TST-99-0001\"",
+    );
+    std::fs::write(&manifest, bad).unwrap();
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 2);
+    assert!(
+        outcome.stderr.contains(
+            "album[1] \"Short\" track 2 \"Too short\": isrc: \"GB-TST-99-0001\" has 11 characters"
+        ),
+        "{}",
+        outcome.stderr
+    );
+}
