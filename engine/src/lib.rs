@@ -13,6 +13,7 @@ pub mod profile;
 pub mod qc;
 pub mod render;
 pub mod resample;
+pub mod restore;
 pub mod stage;
 pub mod synth;
 pub mod tags;
