@@ -1,9 +1,9 @@
 //! Denoising: broadband hiss and surface noise reduced by a short-time spectral gain.
 //!
-//! STFT of [`FRAME_FRAMES`] samples with 75 % overlap and square-root Hann windows on analysis and
+//! STFT of [`FRAME_FRAMES`] samples (at 44.1 kHz; the same duration at other rates) with 75 % overlap and square-root Hann windows on analysis and
 //! synthesis (their product, a Hann window, overlap-adds to a constant). The noise power spectrum is
 //! estimated from the programme itself by minimum statistics (Martin 2001): the smoothed periodogram
-//! of each bin is tracked over about 1.5 s and its minimum, corrected for the minimum's bias, is the
+//! of each bin is tracked over about 6 s (music holds notes far longer than speech) and its minimum, corrected for the minimum's bias, is the
 //! noise power, which follows slow changes of the noise floor and ignores the programme, whose
 //! energy comes and goes. The gain is the log-spectral-amplitude MMSE estimator (Ephraim & Malah
 //! 1985) with the decision-directed a priori SNR, which keeps musical noise down; `strength_db` is
@@ -21,22 +21,27 @@ use crate::audio::AudioBlock;
 use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
 
-/// STFT frame length, samples.
+/// STFT frame length at 44.1 and 48 kHz, samples (about 46 ms); other rates use the power of two
+/// closest to the same duration.
 pub const FRAME_FRAMES: usize = 2048;
-/// STFT hop, samples (75 % overlap).
-const HOP_FRAMES: usize = FRAME_FRAMES / 4;
 /// Periodogram smoothing constant per frame.
 const PSD_SMOOTHING: f64 = 0.85;
-/// Frames per minimum-statistics sub-window, and sub-windows in the search (about 1.5 s at 44.1 kHz).
-const SUBWINDOW_FRAMES: usize = 24;
+/// Length of a minimum-statistics sub-window, s, and sub-windows in the search: music sustains
+/// notes for seconds, so the search spans about 6 s (speech enhancers use 1.5 s).
+const SUBWINDOW_S: f64 = 0.75;
 const SUBWINDOWS: usize = 8;
 /// The minimum of the smoothed periodogram of stationary noise under-reads its mean by this factor
 /// (measured on white noise with these settings; see the test `noise_estimate_is_unbiased`).
-const MINIMUM_BIAS: f64 = 4.3;
+const MINIMUM_BIAS: f64 = 2.5;
 /// Bins either side over which the noise floor is taken as the smallest estimate.
 const NOISE_SPREAD_BINS: usize = 6;
+/// Largest ratio of a bin's noise estimate to the median bin's (12 dB).
+const NOISE_CAP: f64 = 4.0;
+/// The log-MMSE gain is raised to this power: music keeps weak partials for many seconds, and a
+/// gentler gain in the middle of the SNR range distorts it less.
+const GAIN_EXPONENT: f64 = 0.5;
 /// Decision-directed weight of the previous frame's clean-speech estimate.
-const DECISION_DIRECTED: f64 = 0.98;
+const DECISION_DIRECTED: f64 = 0.9;
 /// Entries of the log-MMSE gain table over sqrt(v).
 const TABLE_LEN: usize = 1024;
 /// sqrt(v) covered by the table.
@@ -82,10 +87,14 @@ pub struct Denoiser {
     inverse: Arc<dyn ComplexToReal<f64>>,
     window: Vec<f64>,
     frame: Vec<f64>,
+    sorted: Vec<f64>,
     spectrum: Vec<Complex<f64>>,
     scratch: Vec<Complex<f64>>,
     channels: Vec<ChannelSpectrum>,
     gain_floor: f64,
+    frame_len: usize,
+    hop: usize,
+    subwindow_frames: u64,
     lsa_table: Vec<f64>,
     frames_done: u64,
     energy_in: f64,
@@ -124,17 +133,22 @@ impl Denoiser {
     pub fn new(
         config: &DenoiseConfig,
         channel_count: usize,
-        _sample_rate_hz: u32,
+        sample_rate_hz: u32,
         _max_block_frames: usize,
     ) -> Result<Self, InvalidValue> {
         config.validate()?;
+        let scaled = FRAME_FRAMES as f64 * f64::from(sample_rate_hz) / 44_100.0;
+        let frame_len = 1usize << (scaled.log2().round().clamp(8.0, 14.0) as u32);
+        let hop = frame_len / 4;
+        let subwindow_frames =
+            ((SUBWINDOW_S * f64::from(sample_rate_hz) / hop as f64).round() as u64).max(1);
         let mut planner = RealFftPlanner::<f64>::new();
-        let forward = planner.plan_fft_forward(FRAME_FRAMES);
-        let inverse = planner.plan_fft_inverse(FRAME_FRAMES);
-        let bins = FRAME_FRAMES / 2 + 1;
+        let forward = planner.plan_fft_forward(frame_len);
+        let inverse = planner.plan_fft_inverse(frame_len);
+        let bins = frame_len / 2 + 1;
         let scratch_len = forward.get_scratch_len().max(inverse.get_scratch_len());
-        let window = (0..FRAME_FRAMES)
-            .map(|n| (0.5 - 0.5 * (TAU * n as f64 / FRAME_FRAMES as f64).cos()).sqrt())
+        let window = (0..frame_len)
+            .map(|n| (0.5 - 0.5 * (TAU * n as f64 / frame_len as f64).cos()).sqrt())
             .collect();
         // exp(E1(v) / 2) tabulated over u = sqrt(v); the first entry stands for small v.
         let lsa_table = (0..=TABLE_LEN)
@@ -144,11 +158,12 @@ impl Denoiser {
             })
             .collect();
         Ok(Self {
-            framer: Framer::new(channel_count, 0, HOP_FRAMES, FRAME_FRAMES - HOP_FRAMES),
+            framer: Framer::new(channel_count, 0, hop, frame_len - hop),
             forward,
             inverse,
             window,
-            frame: vec![0.0; FRAME_FRAMES],
+            frame: vec![0.0; frame_len],
+            sorted: vec![0.0; bins],
             spectrum: vec![Complex::new(0.0, 0.0); bins],
             scratch: vec![Complex::new(0.0, 0.0); scratch_len],
             channels: (0..channel_count)
@@ -159,10 +174,13 @@ impl Denoiser {
                     noise: vec![0.0; bins],
                     spread: vec![0.0; bins],
                     previous_clean: vec![0.0; bins],
-                    overlap: vec![0.0; FRAME_FRAMES],
+                    overlap: vec![0.0; frame_len],
                 })
                 .collect(),
             gain_floor: 10f64.powf(-config.strength_db / 20.0),
+            frame_len,
+            hop,
+            subwindow_frames,
             lsa_table,
             frames_done: 0,
             energy_in: 0.0,
@@ -218,7 +236,7 @@ impl Stage for Denoiser {
         let frames = (self.frames_done as f64 * self.channels.len() as f64).max(1.0);
         // Parseval: the one-sided bin powers of a Hann-weighted frame of white noise of power s sum
         // to s N^2 / 4.
-        let per_sample = frames * FRAME_FRAMES as f64 * FRAME_FRAMES as f64 / 4.0;
+        let per_sample = frames * self.frame_len as f64 * self.frame_len as f64 / 4.0;
         Some(serde_json::json!({
             "noise_floor_dbfs": db(self.noise_energy / per_sample),
             "reduction_db": (self.energy_in > 0.0 && self.energy_out > 0.0)
@@ -247,12 +265,12 @@ impl Denoiser {
         let state = &mut self.channels[ch];
         // The first frames reach back before the track (zeros): the noise search starts with the
         // first frame wholly inside it.
-        let warm_up = (FRAME_FRAMES / HOP_FRAMES - 1) as u64;
+        let warm_up = (self.frame_len / self.hop - 1) as u64;
         let Some(tracked) = frame_index.checked_sub(warm_up) else {
             return self.synthesise(ch, samples, 1.0);
         };
-        let sub = (tracked / SUBWINDOW_FRAMES as u64) as usize % SUBWINDOWS;
-        let subwindow_ends = (tracked + 1) % SUBWINDOW_FRAMES as u64 == 0;
+        let sub = (tracked / self.subwindow_frames) as usize % SUBWINDOWS;
+        let subwindow_ends = (tracked + 1) % self.subwindow_frames == 0;
         let first = tracked == 0;
         let mut energy_in = 0.0;
         let mut energy_out = 0.0;
@@ -290,6 +308,15 @@ impl Denoiser {
                 .fold(f64::INFINITY, |m, &v| m.min(v));
             state.spread[k] = (MINIMUM_BIAS * floor).max(1e-30);
         }
+        // Where programme never stops (bass, sustained chords) the minimum reads programme, not
+        // noise; hiss and surface noise are broadband, so no bin's noise may stand more than
+        // NOISE_CAP above the median bin's.
+        self.sorted.copy_from_slice(&state.spread);
+        let (_, median, _) = self.sorted.select_nth_unstable_by(bins / 2, f64::total_cmp);
+        let cap = NOISE_CAP * *median;
+        for n in state.spread.iter_mut() {
+            *n = n.min(cap);
+        }
         for k in 0..bins {
             let y = self.spectrum[k];
             let power = y.norm_sqr();
@@ -300,7 +327,8 @@ impl Denoiser {
                 + (1.0 - DECISION_DIRECTED) * (gamma - 1.0).max(0.0))
             .max(1e-4);
             let v = xi * gamma / (1.0 + xi);
-            let gain = (xi / (1.0 + xi) * lsa_factor(&self.lsa_table, v)).clamp(gain_floor, 1.0);
+            let lsa = (xi / (1.0 + xi) * lsa_factor(&self.lsa_table, v)).min(1.0);
+            let gain = lsa.powf(GAIN_EXPONENT).max(gain_floor);
             state.previous_clean[k] = gain * gain * power;
             self.spectrum[k] = y * gain;
             energy_in += power;
@@ -329,13 +357,14 @@ impl Denoiser {
         }
         // sqrt-Hann on both sides makes Hann, which sums to 2 at 75 % overlap; the inverse FFT is
         // unnormalised (a factor N).
-        let scale = gain / (2.0 * FRAME_FRAMES as f64);
+        let scale = gain / (2.0 * self.frame_len as f64);
         for ((o, &f), &w) in state.overlap.iter_mut().zip(&self.frame).zip(&self.window) {
             *o += f * w * scale;
         }
-        samples[..HOP_FRAMES].copy_from_slice(&state.overlap[..HOP_FRAMES]);
-        state.overlap.copy_within(HOP_FRAMES.., 0);
-        let tail = FRAME_FRAMES - HOP_FRAMES;
+        let hop = self.hop;
+        samples[..hop].copy_from_slice(&state.overlap[..hop]);
+        state.overlap.copy_within(hop.., 0);
+        let tail = self.frame_len - hop;
         state.overlap[tail..].fill(0.0);
     }
 }
@@ -384,12 +413,11 @@ mod tests {
     /// Pure white noise comes out attenuated by close to the full strength, and the noise estimate
     /// reads the true level.
     #[test]
-    #[ignore = "quality target not met yet: noise floor read low (bias constant)"]
     fn pure_noise_is_reduced_by_the_strength() {
-        let input = noise(2, 44_100 * 6, 44_100, 0.1, 77);
+        let input = noise(2, 44_100 * 30, 44_100, 0.1, 77);
         let mut stage = denoiser(18.0);
         let out = run_aligned(&mut stage, &input, &[4096]);
-        let settled = 44_100 * 2;
+        let settled = 44_100 * 8;
         let before = rms_db(&input.channel(0)[settled..]);
         let after = rms_db(&out.channel(0)[settled..]);
         assert!(before - after > 15.0, "{before:.1} -> {after:.1} dBFS");
@@ -398,7 +426,7 @@ mod tests {
             .unwrap();
         // Uniform noise of amplitude 0.1: -24.8 dBFS RMS.
         assert!(
-            (floor - (-24.8)).abs() < 2.0,
+            (floor - (-24.8)).abs() < 1.0,
             "noise floor read {floor:.1} dBFS"
         );
     }
