@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps check fmt lint bench build clean
+.PHONY: demo demo-album test deps check fmt lint bench bench-restore build clean
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo:
@@ -43,3 +43,7 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
+bench-restore: deps
+	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)

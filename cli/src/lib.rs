@@ -1,4 +1,4 @@
-//! The `lathe` command line: `master`, `analyze`, `profiles` and `demo`.
+//! The `lathe` command line: `master`, `restore`, `analyze`, `profiles` and `demo`.
 //!
 //! The binary is a thin wrapper around [`run`], which takes the arguments and the streams to write to,
 //! so that the cross-crate tests drive exactly what a user runs.
@@ -8,6 +8,7 @@ mod analyze;
 mod deliver;
 mod demo;
 mod master;
+mod restore;
 mod table;
 
 use std::io::Write;
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Master files or folders on this machine (no servers needed).
     Master(master::MasterArgs),
+    /// Restore one file (declick, decrackle, denoise, dehum, declip) into an aligned float WAV.
+    Restore(restore::RestoreArgs),
     /// Measure loudness, peaks and defects of audio files.
     Analyze(analyze::AnalyzeArgs),
     /// List the built-in profiles, or print one as TOML to start a custom profile from.
@@ -81,6 +84,7 @@ where
     };
     let status = match cli.command {
         Command::Master(args) => master::run(&args, streams),
+        Command::Restore(args) => restore::run(&args, streams),
         Command::Analyze(args) => analyze::run(&args, streams),
         Command::Profiles { name } => profiles(name.as_deref(), streams),
         Command::Demo { dir, profile, jobs } => demo::run(&dir, &profile, jobs, streams),

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod qc;
 pub mod render;
 pub mod resample;
+pub mod restore;
 pub mod stage;
 pub mod synth;
 pub mod tags;

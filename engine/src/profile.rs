@@ -44,6 +44,7 @@ use crate::master::highpass::{Highpass, HighpassConfig};
 use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
 use crate::master::multiband::{MultibandCompressor, MultibandConfig};
 use crate::master::stereo::{StereoConfig, StereoImage};
+use crate::restore::RestoreConfig;
 use crate::stage::Stage;
 
 /// The built-in presets: name and TOML source.
@@ -67,6 +68,10 @@ pub struct Profile {
     pub description: String,
     /// The delivery format.
     pub output: OutputConfig,
+    /// Restoration (declip, declick, decrackle, dehum, denoise), run before the tone and dynamics
+    /// chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreConfig>,
     /// The tone and dynamics chain, applied in order before loudness and limiting.
     #[serde(default, rename = "stage", skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageConfig>,
@@ -276,6 +281,9 @@ impl Profile {
                 check_range(key, f64::from(rate), 8000.0, 384_000.0, "Hz")?;
             }
         }
+        if let Some(restore) = &self.restore {
+            restore.validate().map_err(|e| e.within("restore"))?;
+        }
         for (index, stage) in self.stages.iter().enumerate() {
             stage
                 .validate()
@@ -358,6 +366,25 @@ impl Profile {
                     })
             })
             .collect()
+    }
+
+    /// Builds the restoration stages of `[restore]` (none without it), in their running order.
+    pub fn build_restore(
+        &self,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+    ) -> Result<Vec<Box<dyn Stage>>> {
+        let Some(restore) = &self.restore else {
+            return Ok(Vec::new());
+        };
+        restore
+            .build(channel_count, sample_rate_hz, max_block_frames)
+            .map_err(|e| Error::Profile {
+                profile: self.name.clone(),
+                key: format!("restore.{}", e.key),
+                reason: e.reason,
+            })
     }
 
     /// Builds the limiter, if the profile has one.
@@ -507,6 +534,31 @@ mod tests {
         assert!(
             err.starts_with("profile t.toml: stage[1].ratio: 500 is out of range"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn restore_section_parses_and_names_bad_keys() {
+        let base = "name = \"t\"\n[output]\nformat = \"wav\"\nbit_depth = 24\n[loudness]\n";
+        let profile = Profile::from_toml(
+            &format!("{base}[restore.declick]\n[restore.dehum]\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let restore = profile.restore.as_ref().unwrap();
+        assert!(restore.declick.is_some() && restore.dehum.is_some());
+        assert_eq!(profile.build_restore(2, 44_100, 4096).unwrap().len(), 2);
+        let again = Profile::from_toml(&profile.to_toml(), "t.toml").unwrap();
+        assert_eq!(again, profile);
+        let err = Profile::from_toml(
+            &format!("{base}[restore.denoise]\nstrength_db = 90.0\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "profile t.toml: restore.denoise.strength_db: 90 dB is out of range; allowed 0 dB to 40 dB"
         );
     }
 

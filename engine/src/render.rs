@@ -429,7 +429,8 @@ pub fn master_track(
      -> Result<Vec<Box<dyn Stage>>> {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
-        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(chain_input_gain_db))];
+        let mut stages = profile.build_restore(channels, output_rate_hz, max_block)?;
+        stages.push(Box::new(Gain::new(chain_input_gain_db)));
         stages.extend(profile.build_stages(channels, output_rate_hz, max_block)?);
         stages.extend(tail(max_block)?);
         pass.run(&mut stages, phase, progress, |_| {}, on_output)?;

@@ -1,0 +1,440 @@
+//! Restoration: repairing the defects of old transfers before the mastering chain.
+//!
+//! One file per restorer, each a streaming [`Stage`] with a fixed latency that the pipeline
+//! compensates (so restored audio stays sample-aligned with its source):
+//!
+//! - [`declip`]: flat-topped runs rebuilt by constrained least-squares AR interpolation (Janssen);
+//! - [`declick`]: impulsive clicks found in the AR prediction residual (forward and backward, robust
+//!   MAD threshold, burst fusion) and replaced by least-squares AR interpolation (Godsill & Rayner);
+//! - [`decrackle`]: the same machinery tuned for dense clicks of one to a few samples;
+//! - [`dehum`]: 50 or 60 Hz mains hum and its harmonics, frequency tracked, subtracted as sinusoids;
+//! - [`denoise`]: broadband hiss by STFT spectral gain (minimum-statistics noise estimate,
+//!   decision-directed log-MMSE gain).
+//!
+//! A profile enables them with a `[restore]` section, one sub-table per restorer (an empty sub-table
+//! enables it with automatic settings); they run in the order above, before the mastering chain:
+//!
+//! ```toml
+//! [restore.declick]
+//! [restore.denoise]
+//! strength_db = 12.0
+//! ```
+
+pub mod ar;
+pub mod declick;
+pub mod declip;
+pub mod decrackle;
+pub mod dehum;
+pub mod denoise;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audio::AudioBlock;
+use crate::config::InvalidValue;
+use crate::decode::Decoder;
+use crate::encode::{Container, EncodeSpec, Encoder};
+use crate::error::{Error, Result};
+use crate::render::{StageReport, temp_path_for};
+use crate::stage::Stage;
+
+use declick::{DeclickConfig, Declicker};
+use declip::{DeclipConfig, Declipper};
+use decrackle::{DecrackleConfig, Decrackler};
+use dehum::{DehumConfig, Dehummer};
+use denoise::{DenoiseConfig, Denoiser};
+
+/// The `[restore]` section of a profile: which restorers run, with what settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Rebuild clipped peaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declip: Option<DeclipConfig>,
+    /// Remove clicks (1 to about 50 samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declick: Option<DeclickConfig>,
+    /// Remove crackle (dense clicks of 1 to 4 samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrackle: Option<DecrackleConfig>,
+    /// Remove mains hum and its harmonics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dehum: Option<DehumConfig>,
+    /// Reduce broadband hiss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denoise: Option<DenoiseConfig>,
+}
+
+impl RestoreConfig {
+    /// True when no restorer is enabled.
+    pub fn is_empty(&self) -> bool {
+        self.declip.is_none()
+            && self.declick.is_none()
+            && self.decrackle.is_none()
+            && self.dehum.is_none()
+            && self.denoise.is_none()
+    }
+
+    /// Checks every enabled restorer's settings; keys are relative to `[restore]` (`denoise.strength_db`).
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        if let Some(c) = &self.declip {
+            c.validate().map_err(|e| e.within("declip"))?;
+        }
+        if let Some(c) = &self.declick {
+            c.validate().map_err(|e| e.within("declick"))?;
+        }
+        if let Some(c) = &self.decrackle {
+            c.validate().map_err(|e| e.within("decrackle"))?;
+        }
+        if let Some(c) = &self.dehum {
+            c.validate().map_err(|e| e.within("dehum"))?;
+        }
+        if let Some(c) = &self.denoise {
+            c.validate().map_err(|e| e.within("denoise"))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the enabled restorers in their running order: declip, declick, decrackle, dehum,
+    /// denoise.
+    pub fn build(
+        &self,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+    ) -> Result<Vec<Box<dyn Stage>>, InvalidValue> {
+        let (n, r, m) = (channel_count, sample_rate_hz, max_block_frames);
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        if let Some(c) = &self.declip {
+            stages.push(Box::new(
+                Declipper::new(c, n, r, m).map_err(|e| e.within("declip"))?,
+            ));
+        }
+        if let Some(c) = &self.declick {
+            stages.push(Box::new(
+                Declicker::new(c, n, r, m).map_err(|e| e.within("declick"))?,
+            ));
+        }
+        if let Some(c) = &self.decrackle {
+            stages.push(Box::new(
+                Decrackler::new(c, n, r, m).map_err(|e| e.within("decrackle"))?,
+            ));
+        }
+        if let Some(c) = &self.dehum {
+            stages.push(Box::new(
+                Dehummer::new(c, n, r, m).map_err(|e| e.within("dehum"))?,
+            ));
+        }
+        if let Some(c) = &self.denoise {
+            stages.push(Box::new(
+                Denoiser::new(c, n, r, m).map_err(|e| e.within("denoise"))?,
+            ));
+        }
+        Ok(stages)
+    }
+}
+
+/// Frames per block of [`restore_file`].
+const RESTORE_BLOCK_FRAMES: usize = 4096;
+
+/// Restores `input` with `config` into `output`, a 32-bit float WAV at the input's sample rate and
+/// sample-aligned with it (every restorer's latency is compensated). The output is written under a
+/// temporary name and renamed into place; `input` is only read. Returns what each restorer did.
+pub fn restore_file(
+    input: &Path,
+    output: &Path,
+    config: &RestoreConfig,
+) -> Result<Vec<StageReport>> {
+    let mut decoder = Decoder::open(input)?;
+    let info = decoder.info().clone();
+    let channels = info.channel_count;
+    let rate = info.sample_rate_hz;
+    let mut stages = config
+        .build(channels, rate, RESTORE_BLOCK_FRAMES)
+        .map_err(|e| Error::Profile {
+            profile: "restore".to_owned(),
+            key: format!("restore.{}", e.key),
+            reason: e.reason,
+        })?;
+    let temp = temp_path_for(output);
+    let result = (|| {
+        let spec = EncodeSpec {
+            container: Container::Wav,
+            bit_depth: 32,
+        };
+        let mut encoder = Encoder::create(&temp, &spec, channels, rate)?;
+        let mut block = AudioBlock::new(channels, RESTORE_BLOCK_FRAMES, rate);
+        let mut to_drop: usize = stages.iter().map(|s| s.latency_frames()).sum();
+        let mut flush = to_drop;
+        let mut emit = |block: &mut AudioBlock, stages: &mut [Box<dyn Stage>]| -> Result<()> {
+            for stage in stages.iter_mut() {
+                stage.process(block);
+            }
+            let drop = to_drop.min(block.frames());
+            block.discard_front(drop);
+            to_drop -= drop;
+            if block.frames() > 0 {
+                encoder.write(block)?;
+            }
+            Ok(())
+        };
+        while decoder.read(&mut block)? > 0 {
+            emit(&mut block, &mut stages)?;
+        }
+        while flush > 0 {
+            let n = flush.min(block.capacity());
+            block.set_frames(n);
+            block.fill_silence();
+            emit(&mut block, &mut stages)?;
+            flush -= n;
+        }
+        encoder.finish()?;
+        std::fs::rename(&temp, output).map_err(|e| Error::io(output, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result?;
+    Ok(stages
+        .iter()
+        .filter_map(|s| {
+            s.report().map(|report| StageReport {
+                stage: s.name().to_owned(),
+                report,
+            })
+        })
+        .collect())
+}
+
+/// Streams audio through a fixed grid of segments so that a restorer can look at each segment with
+/// some already-finished history before it and some raw look-ahead after it.
+///
+/// The window of each channel holds `history + hop + lookahead` samples in `f64`: `[0, history)` are
+/// finished output (already repaired), `[history, history + hop)` is the segment being finished,
+/// and the rest is raw look-ahead. Segments sit on a fixed grid of the track's samples, so the output
+/// does not depend on how the track is cut into blocks. Latency: `hop + lookahead` frames.
+#[derive(Debug, Clone)]
+pub(crate) struct Framer {
+    history: usize,
+    hop: usize,
+    windows: Vec<Vec<f64>>,
+    ready: Vec<Vec<f32>>,
+    fill: usize,
+    ready_pos: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(channel_count: usize, history: usize, hop: usize, lookahead: usize) -> Self {
+        let len = history + hop + lookahead;
+        Self {
+            history,
+            hop,
+            windows: vec![vec![0.0; len]; channel_count],
+            ready: vec![vec![0.0; hop]; channel_count],
+            fill: len - hop,
+            ready_pos: 0,
+        }
+    }
+
+    pub(crate) fn latency_frames(&self) -> usize {
+        self.windows.first().map_or(0, Vec::len) - self.history
+    }
+
+    /// Where the segment starts in the window.
+    pub(crate) fn history(&self) -> usize {
+        self.history
+    }
+
+    pub(crate) fn hop(&self) -> usize {
+        self.hop
+    }
+
+    pub(crate) fn reset(&mut self) {
+        for w in &mut self.windows {
+            w.fill(0.0);
+        }
+        for r in &mut self.ready {
+            r.fill(0.0);
+        }
+        self.fill = self.windows.first().map_or(0, Vec::len) - self.hop;
+        self.ready_pos = 0;
+    }
+
+    /// Pushes a block through; `segment(channel, window)` finishes each full segment in place.
+    pub(crate) fn process(
+        &mut self,
+        block: &mut AudioBlock,
+        mut segment: impl FnMut(usize, &mut [f64]),
+    ) {
+        let frames = block.frames();
+        let mut pos = 0;
+        while pos < frames {
+            let n = (self.hop - self.ready_pos).min(frames - pos);
+            for (ch, samples) in block.channels_mut().enumerate() {
+                let window = &mut self.windows[ch][self.fill..self.fill + n];
+                let ready = &self.ready[ch][self.ready_pos..self.ready_pos + n];
+                for ((x, w), r) in samples[pos..pos + n].iter_mut().zip(window).zip(ready) {
+                    *w = f64::from(*x);
+                    *x = *r;
+                }
+            }
+            pos += n;
+            self.fill += n;
+            self.ready_pos += n;
+            if self.ready_pos == self.hop {
+                let (history, hop) = (self.history, self.hop);
+                for (ch, (window, ready)) in
+                    self.windows.iter_mut().zip(&mut self.ready).enumerate()
+                {
+                    segment(ch, window);
+                    for (r, &w) in ready.iter_mut().zip(&window[history..history + hop]) {
+                        *r = w as f32;
+                    }
+                    window.copy_within(hop.., 0);
+                }
+                self.fill -= hop;
+                self.ready_pos = 0;
+            }
+        }
+    }
+}
+
+/// Scale-invariant signal-to-distortion ratio of `estimate` against `reference`, in dB (Le Roux et
+/// al. 2019): the reference is scaled to best fit the estimate, and the rest counts as distortion.
+pub fn si_sdr_db(reference: &[f32], estimate: &[f32]) -> f64 {
+    let n = reference.len().min(estimate.len());
+    let (mut rr, mut re, mut ee) = (0.0f64, 0.0f64, 0.0f64);
+    for (&r, &e) in reference[..n].iter().zip(&estimate[..n]) {
+        let (r, e) = (f64::from(r), f64::from(e));
+        rr += r * r;
+        re += r * e;
+        ee += e * e;
+    }
+    if rr <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let alpha = re / rr;
+    let target = alpha * alpha * rr;
+    let distortion = (ee - 2.0 * alpha * re + target).max(0.0);
+    10.0 * (target.max(1e-300) / distortion.max(1e-300)).log10()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Shared material for the restorers' tests.
+    use super::*;
+    use crate::synth::{Style, TrackRecipe, TrackSynth};
+    use crate::testkit::process_in_blocks;
+
+    /// A few seconds of the deterministic music generator, as one block.
+    pub fn music(style: Style, seconds: f64, seed: u64) -> AudioBlock {
+        let recipe = TrackRecipe {
+            duration_s: seconds,
+            ..TrackRecipe::new(style, seed)
+        };
+        let mut synth = TrackSynth::new(&recipe);
+        let frames = recipe.total_frames() as usize;
+        let mut out = AudioBlock::new(synth.channel_count(), frames, synth.sample_rate_hz());
+        let mut block = AudioBlock::new(synth.channel_count(), 4096, synth.sample_rate_hz());
+        while synth.read(&mut block) > 0 {
+            out.append(&block);
+        }
+        out
+    }
+
+    /// Runs a stage over `input` in blocks of `sizes` and removes its latency, so the output is
+    /// aligned with the input and as long.
+    pub fn run_aligned(stage: &mut dyn Stage, input: &AudioBlock, sizes: &[usize]) -> AudioBlock {
+        let latency = stage.latency_frames();
+        let mut padded = AudioBlock::new(
+            input.channel_count(),
+            input.frames() + latency,
+            input.sample_rate_hz(),
+        );
+        padded.append(input);
+        let tail = AudioBlock::new(input.channel_count(), latency, input.sample_rate_hz());
+        let mut tail = tail;
+        tail.set_frames(latency);
+        padded.append(&tail);
+        let mut out = process_in_blocks(stage, &padded, sizes);
+        out.discard_front(latency);
+        out
+    }
+
+    /// Deterministic uniform numbers in [0, 1).
+    pub struct Lcg(pub u64);
+
+    impl Lcg {
+        pub fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::testkit::noise;
+
+    /// A framer that changes nothing is a pure delay of `latency_frames`, whatever the block sizes.
+    #[test]
+    fn framer_is_a_pure_delay() {
+        let input = noise(2, 10_000, 44_100, 0.5, 3);
+        struct Delay(Framer);
+        impl Stage for Delay {
+            fn name(&self) -> &'static str {
+                "delay"
+            }
+            fn process(&mut self, block: &mut AudioBlock) {
+                self.0.process(block, |_, _| {});
+            }
+            fn latency_frames(&self) -> usize {
+                self.0.latency_frames()
+            }
+            fn reset(&mut self) {
+                self.0.reset();
+            }
+        }
+        let mut stage = Delay(Framer::new(2, 100, 256, 77));
+        assert_eq!(stage.latency_frames(), 333);
+        let out = run_aligned(&mut stage, &input, &[1, 1000, 17]);
+        assert_eq!(out.channel(0), input.channel(0));
+        assert_eq!(out.channel(1), input.channel(1));
+    }
+
+    #[test]
+    fn si_sdr_reads_known_ratios() {
+        let x: Vec<f32> = (0..1000).map(|n| ((n as f32) * 0.1).sin()).collect();
+        assert!(si_sdr_db(&x, &x) > 100.0);
+        let scaled: Vec<f32> = x.iter().map(|v| 0.5 * v).collect();
+        assert!(si_sdr_db(&x, &scaled) > 100.0, "scale must not count");
+        let d = noise(1, 1000, 44_100, 1.0, 9);
+        let noisy: Vec<f32> = x
+            .iter()
+            .zip(d.channel(0))
+            .map(|(a, b)| a + 0.1 * b)
+            .collect();
+        // Signal power 0.5, noise power 0.01/3: about 21.8 dB.
+        assert!((si_sdr_db(&x, &noisy) - 21.8).abs() < 0.6);
+    }
+
+    #[test]
+    fn section_parses_and_names_bad_keys() {
+        let config: RestoreConfig =
+            toml::from_str("[declick]\n[denoise]\nstrength_db = 10.0\n").unwrap();
+        assert!(config.declick.is_some() && config.denoise.is_some());
+        assert!(config.dehum.is_none());
+        let err = toml::from_str::<RestoreConfig>("[declick]\nthreshhold = 3.0\n").unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
+        let bad: RestoreConfig = toml::from_str("[denoise]\nstrength_db = 99.0\n").unwrap();
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.key, "denoise.strength_db");
+        assert!(err.reason.contains("allowed"), "{}", err.reason);
+    }
+}
