@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo test deps check fmt lint bench build clean
+.PHONY: demo test deps check fmt lint bench build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo:
@@ -12,12 +12,15 @@ demo:
 test: deps
 	$(CARGO) test --workspace
 
-## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output.
+## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output;
+## protoc builds the gRPC code; nats-server and etcd run the farm tests and `make farm`.
 deps:
-	@command -v ffmpeg >/dev/null && command -v flac >/dev/null || { \
-	  echo "installing ffmpeg and flac (apt-get)"; \
+	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v protoc >/dev/null && \
+	  command -v nats-server >/dev/null && command -v etcd >/dev/null || { \
+	  echo "installing ffmpeg, flac, protobuf-compiler, nats-server and etcd-server (apt-get)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac protobuf-compiler \
+	    nats-server etcd-server >/dev/null; }
 
 ## Formatting and lints, as before every commit.
 check: fmt lint
@@ -37,3 +40,11 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
+farm: deps
+	bash deploy/local-farm.sh start farm
+
+## Stop exactly the processes `make farm` started.
+farm-stop:
+	bash deploy/local-farm.sh stop farm
