@@ -341,15 +341,8 @@ async fn follow(
             .tasks
             .iter()
             .map(|task| match task.state() {
-                v1::TaskState::Running => task.fraction.clamp(0.0, 1.0) * 0.5,
-                state
-                    if matches!(
-                        state,
-                        v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
-                    ) =>
-                {
-                    1.0
-                }
+                v1::TaskState::Running => track_progress(&task.phase, task.fraction),
+                v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled => 1.0,
                 _ => 0.0,
             })
             .sum();
@@ -372,7 +365,7 @@ async fn follow(
             }
             if let Some(bar) = task_bars.get(&task.task_id) {
                 bar.set_message(format!("{} on {}", task.phase, task.worker_id));
-                bar.set_position((task.fraction * 1000.0) as u64);
+                bar.set_position((track_progress(&task.phase, task.fraction) * 1000.0) as u64);
             }
         }
         let ended = status.state() != v1::JobState::Running;
@@ -420,6 +413,14 @@ async fn follow(
     } else {
         EXIT_FAILURES
     })
+}
+
+/// How far through a track the render is (0 to 1), from its phase and the fraction of that phase:
+/// the engine reads the source once per phase, so each phase is given an equal share.
+fn track_progress(phase: &str, fraction: f64) -> f64 {
+    const PHASES: [&str; 5] = ["analyse", "chain", "calibrate", "render", "verify"];
+    let index = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
+    (index as f64 + fraction.clamp(0.0, 1.0)) / PHASES.len() as f64
 }
 
 /// `lathe status`.

@@ -442,7 +442,15 @@ impl Acknowledge for JetStreamAck {
             Settlement::Nak(delay) => AckKind::Nak(delay),
             Settlement::Term => AckKind::Term,
         };
-        self.0.ack_with(kind).await.map_err(queue_error("ack"))
+        if settlement == Settlement::Ack {
+            // Wait for the server's confirmation, so that what follows sees the message gone.
+            self.0
+                .double_ack_with(kind)
+                .await
+                .map_err(queue_error("ack"))
+        } else {
+            self.0.ack_with(kind).await.map_err(queue_error("ack"))
+        }
     }
 }
 

@@ -352,21 +352,21 @@ impl StateStore for EtcdStore {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let expired = |error: etcd_client::Error| {
+            if error.to_string().contains("not found") {
+                Error::LeaseExpired { lease }
+            } else {
+                etcd_error("lease keep-alive")(error)
+            }
+        };
         let (mut keeper, mut responses) = self
             .client
             .clone()
             .lease_keep_alive(lease)
             .await
-            .map_err(etcd_error("lease keep-alive"))?;
-        keeper
-            .keep_alive()
-            .await
-            .map_err(etcd_error("lease keep-alive"))?;
-        match responses
-            .message()
-            .await
-            .map_err(etcd_error("lease keep-alive"))?
-        {
+            .map_err(expired)?;
+        keeper.keep_alive().await.map_err(expired)?;
+        match responses.message().await.map_err(expired)? {
             Some(response) if response.ttl() > 0 => Ok(()),
             _ => Err(Error::LeaseExpired { lease }),
         }
@@ -380,7 +380,7 @@ impl StateStore for EtcdStore {
             .await
             .map_err(|error| match error {
                 etcd_client::Error::GRpcStatus(status)
-                    if status.message().contains("lease not found") =>
+                    if status.message().contains("not found") =>
                 {
                     Error::LeaseExpired { lease }
                 }

@@ -209,6 +209,7 @@ impl Farm {
     }
 
     /// Waits until `condition` holds on `lathe status JOB --json`, polling; returns that status.
+    /// Fails at once if the job ended without it.
     pub fn wait_for_status(
         &self,
         job: &str,
@@ -224,6 +225,10 @@ impl Farm {
                 if condition(&status) {
                     return status;
                 }
+                assert!(
+                    status["state"] == "running",
+                    "job {job} ended before the condition held: {status:#}"
+                );
                 assert!(
                     started.elapsed() < timeout,
                     "job {job}: condition not met within {timeout:?}; last status {status:#}"

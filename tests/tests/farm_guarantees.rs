@@ -149,7 +149,7 @@ fn worker_killed_mid_task_loses_nothing() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 8.0);
+    write_catalogue(&sources, 6, 20.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
@@ -187,7 +187,7 @@ fn coordinator_restart_loses_no_job() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 6.0);
+    write_catalogue(&sources, 6, 15.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
@@ -336,7 +336,7 @@ fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 6.0);
+    write_catalogue(&sources, 6, 45.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);

@@ -28,10 +28,8 @@ pub struct EmbeddedFarm {
     handles: Vec<JoinHandle<()>>,
 }
 
-fn until(mut receiver: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    }
+async fn until(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
 }
 
 impl EmbeddedFarm {
