@@ -12,6 +12,7 @@ ETCD_PORT=${ETCD_PORT:-12379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 COORDINATOR=${COORDINATOR:-127.0.0.1:7480}
 WORKERS=${WORKERS:-2}
+BUILD=${BUILD:-release}   # or debug
 
 start_process() { # name, command...
   local name=$1; shift
@@ -33,7 +34,11 @@ wait_port() { # port, name
 case $action in
 start)
   mkdir -p "$dir/pids" "$dir/logs" "$dir/nats" "$dir/etcd" "$dir/blobs" "$dir/scratch"
-  cargo build --release --quiet -p lathe-coordinator -p lathe-worker -p lathe-cli
+  if [[ $BUILD == release ]]; then
+    cargo build --release --quiet -p lathe-coordinator -p lathe-worker -p lathe-cli
+  else
+    cargo build --quiet -p lathe-coordinator -p lathe-worker -p lathe-cli
+  fi
   start_process nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$dir/nats"
   start_process etcd etcd --name lathe --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -42,17 +47,17 @@ start)
   wait_port "$NATS_PORT" nats
   wait_port "$ETCD_PORT" etcd
   export LATHE_NATS="nats://127.0.0.1:$NATS_PORT" LATHE_ETCD="http://127.0.0.1:$ETCD_PORT"
-  start_process coordinator target/release/lathe-coordinator --listen "$COORDINATOR" --blobs "$dir/blobs"
+  start_process coordinator "target/$BUILD/lathe-coordinator" --listen "$COORDINATOR" --blobs "$dir/blobs"
   wait_port "${COORDINATOR##*:}" coordinator
   for n in $(seq 1 "$WORKERS"); do
-    start_process "worker-$n" target/release/lathe-worker --coordinator "http://$COORDINATOR" \
+    start_process "worker-$n" "target/$BUILD/lathe-worker" --coordinator "http://$COORDINATOR" \
       --id "worker-$n" --slots 1 --scratch "$dir/scratch"
   done
   cat <<MSG
 lathe farm up: coordinator http://$COORDINATOR, NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
   data and logs: $dir/   stop with: make farm-stop
-  submit:  target/release/lathe submit SOURCES_DIR --profile streaming --watch
-  then:    target/release/lathe fetch JOB --out MASTERS_DIR   (also: status, workers, cancel)
+  submit:  target/$BUILD/lathe submit SOURCES_DIR --profile streaming --watch
+  then:    target/$BUILD/lathe fetch JOB --out MASTERS_DIR   (also: status, workers, cancel)
 MSG
   ;;
 stop)

@@ -454,6 +454,48 @@ impl Acknowledge for JetStreamAck {
     }
 }
 
+/// Turns pulled JetStream messages into deliveries, up to `max` in all.
+async fn collect_deliveries<S>(
+    mut messages: S,
+    max: usize,
+    deliveries: &mut Vec<Delivery>,
+) -> Result<()>
+where
+    S: futures::Stream<
+            Item = Result<async_nats::jetstream::Message, Box<dyn std::error::Error + Send + Sync>>,
+        > + Unpin,
+{
+    while deliveries.len() < max {
+        let Some(message) = messages.next().await else {
+            break;
+        };
+        let message = message.map_err(queue_error("pull"))?;
+        let delivery = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .map_err(queue_error("delivery info"))?;
+        let (message, acker) = message.split();
+        let headers = message
+            .headers
+            .iter()
+            .flat_map(|headers| headers.iter())
+            .filter(|(name, _)| AsRef::<str>::as_ref(*name) != "Nats-Msg-Id")
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |value| (name.to_string(), value.to_string()))
+            })
+            .collect();
+        deliveries.push(Delivery {
+            payload: message.payload,
+            headers,
+            delivery,
+            acknowledge: Box::new(JetStreamAck(acker)),
+        });
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl WorkQueue for JetStreamQueue {
     fn settings(&self) -> QueueSettings {
@@ -476,42 +518,30 @@ impl WorkQueue for JetStreamQueue {
     }
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let mut batch = self
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // Wait for the first message only, then take what else is there without waiting: a batch
+        // that waited for `max` messages could outlast the ack deadline of the first.
+        let first = self
             .consumer
             .batch()
-            .max_messages(max)
+            .max_messages(1)
             .expires(wait)
             .messages()
             .await
             .map_err(|e| queue_error("pull")(Box::new(e)))?;
         let mut deliveries = Vec::new();
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(queue_error("pull"))?;
-            let delivery = message
-                .info()
-                .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
-                .map_err(queue_error("delivery info"))?;
-            let (message, acker) = message.split();
-            let headers = message
-                .headers
-                .iter()
-                .flat_map(|headers| headers.iter())
-                .filter(|(name, _)| AsRef::<str>::as_ref(*name) != "Nats-Msg-Id")
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(move |value| (name.to_string(), value.to_string()))
-                })
-                .collect();
-            deliveries.push(Delivery {
-                payload: message.payload,
-                headers,
-                delivery,
-                acknowledge: Box::new(JetStreamAck(acker)),
-            });
-            if deliveries.len() == max {
-                break;
-            }
+        collect_deliveries(first, 1, &mut deliveries).await?;
+        if deliveries.len() == 1 && max > 1 {
+            let more = self
+                .consumer
+                .fetch()
+                .max_messages(max - 1)
+                .messages()
+                .await
+                .map_err(|e| queue_error("pull")(Box::new(e)))?;
+            collect_deliveries(more, max, &mut deliveries).await?;
         }
         Ok(deliveries)
     }
