@@ -161,7 +161,7 @@ pub async fn file_chunks(
             } else {
                 String::new()
             },
-            data: buffer,
+            data: bytes::Bytes::from(buffer),
         };
         Some((chunk, Some((file, false))))
     }))

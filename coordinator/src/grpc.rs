@@ -96,7 +96,7 @@ async fn send_blob(
                 } else {
                     String::new()
                 },
-                data: data.to_vec(),
+                data,
             });
             first = false;
             let stop = message.is_err();
@@ -109,7 +109,7 @@ async fn send_blob(
             let _ = sender
                 .send(Ok(v1::BlobChunk {
                     digest: digest.to_string(),
-                    data: Vec::new(),
+                    data: bytes::Bytes::new(),
                 }))
                 .await;
         }

@@ -100,6 +100,7 @@ fn farm_against_local(dir: &Path) {
             lathe_worker::embedded::submit_and_wait(&farm.client, &files, &profile, "bench", 0)
                 .await
                 .expect("job");
+        assert_eq!(status.state(), lathe_proto::v1::JobState::Succeeded);
         lathe_worker::embedded::fetch_outputs(&farm.client, &status, &dir.join("embedded"))
             .await
             .expect("fetch");
@@ -132,7 +133,8 @@ fn farm_against_local(dir: &Path) {
         })
     });
     let first_task_ms = first.elapsed().as_secs_f64() * 1e3;
-    let _ = farm.wait_for_status(&job, Duration::from_secs(600), |s| s["state"] != "running");
+    let last = farm.wait_for_status(&job, Duration::from_secs(600), |s| s["state"] != "running");
+    assert_eq!(last["state"], "succeeded", "{last:#}");
     let farm_s = upload_and_submit_s + first.elapsed().as_secs_f64();
     println!(
         "6 tracks x 30-32.5 s, streaming profile: lathe master -j 2 {local_s:.2} s; farm (2 workers x 1 slot) {farm_s:.2} s \
