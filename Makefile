@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps check fmt lint bench bench-restore build clean
+.PHONY: demo demo-album test deps check fmt lint bench bench-restore build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo:
@@ -18,12 +18,15 @@ test: deps
 	$(CARGO) test --workspace
 
 ## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output;
-## cmake builds the bundled libopus (the Opus deliverables; LAME is built by its crate with cc).
+## cmake builds the bundled libopus (the Opus deliverables; LAME is built by its crate with cc);
+## protoc builds the gRPC code; nats-server and etcd run the farm tests and `make farm`.
 deps:
-	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v cmake >/dev/null || { \
-	  echo "installing ffmpeg, flac and cmake (apt-get)"; \
+	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v cmake >/dev/null && \
+	  command -v protoc >/dev/null && command -v nats-server >/dev/null && command -v etcd >/dev/null || { \
+	  echo "installing ffmpeg, flac, cmake, protobuf-compiler, nats-server and etcd-server (apt-get)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac cmake >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac cmake protobuf-compiler \
+	    nats-server etcd-server >/dev/null; }
 
 ## Formatting and lints, as before every commit.
 check: fmt lint
@@ -47,3 +50,11 @@ clean:
 ## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
 bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
+
+## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
+farm: deps
+	bash deploy/local-farm.sh start farm
+
+## Stop exactly the processes `make farm` started.
+farm-stop:
+	bash deploy/local-farm.sh stop farm

@@ -7,6 +7,7 @@
 mod analyze;
 mod deliver;
 mod demo;
+mod farm;
 mod master;
 mod restore;
 mod table;
@@ -44,6 +45,18 @@ enum Command {
         /// A preset to print.
         name: Option<String>,
     },
+    /// Submit a folder of audio (or a catalogue manifest) to a farm's coordinator.
+    Submit(farm::SubmitArgs),
+    /// Follow a farm job: a progress bar per running track and the job's bar with its ETA.
+    Watch(farm::WatchArgs),
+    /// A table of the farm's jobs, or of one job's tasks (state, worker, attempts, last error).
+    Status(farm::StatusArgs),
+    /// Download a farm job's masters and reports (the file names `lathe master` writes).
+    Fetch(farm::FetchArgs),
+    /// Cancel a farm job: no new tasks start, running ones stop.
+    Cancel(farm::CancelArgs),
+    /// The farm's workers: host, pid, slots, current tasks, last heartbeat, blocklists.
+    Workers(farm::WorkersArgs),
     /// Generate a short, deliberately rough demo album in DIR and master it.
     Demo {
         /// Folder for the demo (created): DIR/source holds the album, DIR/masters the masters.
@@ -87,6 +100,12 @@ where
         Command::Restore(args) => restore::run(&args, streams),
         Command::Analyze(args) => analyze::run(&args, streams),
         Command::Profiles { name } => profiles(name.as_deref(), streams),
+        Command::Submit(args) => farm::submit(&args, streams),
+        Command::Watch(args) => farm::watch(&args, streams),
+        Command::Status(args) => farm::status(&args, streams),
+        Command::Fetch(args) => farm::fetch(&args, streams),
+        Command::Cancel(args) => farm::cancel(&args, streams),
+        Command::Workers(args) => farm::workers(&args, streams),
         Command::Demo { dir, profile, jobs } => demo::run(&dir, &profile, jobs, streams),
     };
     status.unwrap_or_else(|error| {

@@ -1,5 +1,7 @@
 //! Shared helpers for lathe's cross-crate tests: run the CLI in-process, write test signals.
 
+pub mod farm;
+
 use std::path::Path;
 
 /// What a `lathe` invocation printed and returned.

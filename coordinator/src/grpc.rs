@@ -1,0 +1,349 @@
+//! The coordinator's gRPC services: [`JobService`] for clients and [`WorkerService`] for workers, both
+//! thin layers over [`Coordinator`]. Errors become `tonic::Status` in one place
+//! (`impl From<Error> for tonic::Status`).
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use lathe_proto::v1;
+use lathe_proto::v1::job_api_server::{JobApi, JobApiServer};
+use lathe_proto::v1::worker_api_server::{WorkerApi, WorkerApiServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::blob::{BlobStore, Digest};
+use crate::coordinator::{Coordinator, StartVerdict};
+use crate::error::Error;
+
+/// A unary gRPC result.
+pub type GrpcResult<T> = Result<Response<T>, Status>;
+/// A server-streaming gRPC response body.
+pub type GrpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Messages buffered per server stream.
+const STREAM_BUFFER: usize = 8;
+/// gRPC messages may be this large (a chunk plus framing).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// The client-facing job API.
+#[derive(Debug, Clone)]
+pub struct JobService(pub Coordinator);
+
+/// The worker-facing task and blob API.
+#[derive(Debug, Clone)]
+pub struct WorkerService(pub Coordinator);
+
+/// Both services, ready to be added to a `tonic::transport::Server`.
+pub fn services(
+    coordinator: &Coordinator,
+) -> (JobApiServer<JobService>, WorkerApiServer<WorkerService>) {
+    (
+        JobApiServer::new(JobService(coordinator.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        WorkerApiServer::new(WorkerService(coordinator.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Stores a streamed blob, verifying its digest; a blob already stored is not written again.
+async fn receive_blob(
+    blobs: &dyn BlobStore,
+    mut chunks: Streaming<v1::BlobChunk>,
+) -> Result<v1::BlobStored, Error> {
+    let Some(first) = chunks.message().await? else {
+        return Err(Error::InvalidRequest("empty blob upload".to_owned()));
+    };
+    let digest = Digest::parse(&first.digest)?;
+    if blobs.contains(&digest).await? {
+        let mut size = first.data.len() as u64;
+        while let Some(chunk) = chunks.message().await? {
+            size += chunk.data.len() as u64;
+        }
+        return Ok(v1::BlobStored {
+            digest: digest.to_string(),
+            size_bytes: size,
+        });
+    }
+    let mut writer = blobs.writer(digest).await?;
+    writer.write(&first.data).await?;
+    while let Some(chunk) = chunks.message().await? {
+        writer.write(&chunk.data).await?;
+    }
+    let size_bytes = writer.commit().await?;
+    Ok(v1::BlobStored {
+        digest: digest.to_string(),
+        size_bytes,
+    })
+}
+
+/// Streams a stored blob; the first chunk carries the digest.
+async fn send_blob(
+    blobs: &dyn BlobStore,
+    digest: &str,
+) -> Result<GrpcStream<v1::BlobChunk>, Error> {
+    let digest = Digest::parse(digest)?;
+    let mut stream = blobs.read(&digest).await?;
+    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Some(chunk) = stream.next().await {
+            let message = chunk.map_err(Status::from).map(|data| v1::BlobChunk {
+                digest: if first {
+                    digest.to_string()
+                } else {
+                    String::new()
+                },
+                data,
+            });
+            first = false;
+            let stop = message.is_err();
+            if sender.send(message).await.is_err() || stop {
+                return;
+            }
+        }
+        if first {
+            // An empty blob still sends its digest.
+            let _ = sender
+                .send(Ok(v1::BlobChunk {
+                    digest: digest.to_string(),
+                    data: bytes::Bytes::new(),
+                }))
+                .await;
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+#[tonic::async_trait]
+impl JobApi for JobService {
+    async fn missing_blobs(
+        &self,
+        request: Request<v1::MissingBlobsRequest>,
+    ) -> GrpcResult<v1::MissingBlobsReply> {
+        let mut missing = Vec::new();
+        for digest in request.into_inner().digests {
+            if !self.0.blobs().contains(&Digest::parse(&digest)?).await? {
+                missing.push(digest);
+            }
+        }
+        Ok(Response::new(v1::MissingBlobsReply { digests: missing }))
+    }
+
+    async fn put_blob(
+        &self,
+        request: Request<Streaming<v1::BlobChunk>>,
+    ) -> GrpcResult<v1::BlobStored> {
+        Ok(Response::new(
+            receive_blob(self.0.blobs(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> GrpcResult<v1::SubmitJobReply> {
+        let job_id = self.0.submit(&request.into_inner()).await?;
+        Ok(Response::new(v1::SubmitJobReply { job_id }))
+    }
+
+    async fn get_job(&self, request: Request<v1::JobRef>) -> GrpcResult<v1::JobStatus> {
+        Ok(Response::new(
+            self.0.status(&request.into_inner().job_id).await?,
+        ))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<v1::ListJobsRequest>,
+    ) -> GrpcResult<v1::ListJobsReply> {
+        Ok(Response::new(v1::ListJobsReply {
+            jobs: self.0.list().await?,
+        }))
+    }
+
+    type WatchStream = GrpcStream<v1::JobStatus>;
+
+    async fn watch(&self, request: Request<v1::JobRef>) -> GrpcResult<Self::WatchStream> {
+        let job_id = request.into_inner().job_id;
+        let coordinator = self.0.clone();
+        let mut changes = coordinator.subscribe();
+        let first = coordinator.status(&job_id).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            let mut status = first;
+            loop {
+                let ended = status.state() != v1::JobState::Running;
+                if sender.send(Ok(status)).await.is_err() || ended {
+                    return;
+                }
+                // Wait for a change to this job (or a second, in case changes were missed).
+                let deadline = tokio::time::sleep(std::time::Duration::from_secs(1));
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        () = &mut deadline => break,
+                        change = changes.recv() => match change {
+                            Ok(id) if id == job_id => break,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                    }
+                }
+                status = match coordinator.status(&job_id).await {
+                    Ok(status) => status,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn cancel(&self, request: Request<v1::JobRef>) -> GrpcResult<v1::CancelReply> {
+        let state = self.0.cancel(&request.into_inner().job_id).await?;
+        Ok(Response::new(v1::CancelReply {
+            state: state.to_proto().into(),
+        }))
+    }
+
+    type FetchBlobStream = GrpcStream<v1::BlobChunk>;
+
+    async fn fetch_blob(&self, request: Request<v1::BlobRef>) -> GrpcResult<Self::FetchBlobStream> {
+        Ok(Response::new(
+            send_blob(self.0.blobs(), &request.into_inner().digest).await?,
+        ))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> GrpcResult<v1::ListWorkersReply> {
+        Ok(Response::new(v1::ListWorkersReply {
+            workers: self.0.workers().await?,
+        }))
+    }
+
+    async fn clear_blocklist(
+        &self,
+        request: Request<v1::ClearBlocklistRequest>,
+    ) -> GrpcResult<v1::ClearBlocklistReply> {
+        let request = request.into_inner();
+        let cleared = self
+            .0
+            .clear_blocklist(&request.job_id, &request.worker_id)
+            .await?;
+        Ok(Response::new(v1::ClearBlocklistReply { cleared }))
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerApi for WorkerService {
+    async fn start_task(
+        &self,
+        request: Request<v1::StartTaskRequest>,
+    ) -> GrpcResult<v1::StartTaskReply> {
+        let request = request.into_inner();
+        let verdict = self
+            .0
+            .start_task(&request.task_id, &request.worker_id, request.delivery)
+            .await?;
+        let (verdict, reason) = match verdict {
+            StartVerdict::Run => (v1::StartVerdict::Run, String::new()),
+            StartVerdict::Drop(reason) => (v1::StartVerdict::Drop, reason),
+            StartVerdict::HandBack(reason) => (v1::StartVerdict::HandBack, reason),
+        };
+        Ok(Response::new(v1::StartTaskReply {
+            verdict: verdict.into(),
+            reason,
+        }))
+    }
+
+    type FetchSourceStream = GrpcStream<v1::BlobChunk>;
+
+    async fn fetch_source(
+        &self,
+        request: Request<v1::BlobRef>,
+    ) -> GrpcResult<Self::FetchSourceStream> {
+        Ok(Response::new(
+            send_blob(self.0.blobs(), &request.into_inner().digest).await?,
+        ))
+    }
+
+    async fn report_progress(
+        &self,
+        request: Request<v1::ProgressRequest>,
+    ) -> GrpcResult<v1::ProgressReply> {
+        let request = request.into_inner();
+        let cancel = self
+            .0
+            .progress(&request.task_id, &request.phase, request.fraction)
+            .await?;
+        Ok(Response::new(v1::ProgressReply { cancel }))
+    }
+
+    async fn put_result(
+        &self,
+        request: Request<Streaming<v1::BlobChunk>>,
+    ) -> GrpcResult<v1::BlobStored> {
+        Ok(Response::new(
+            receive_blob(self.0.blobs(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<v1::CompleteTaskRequest>,
+    ) -> GrpcResult<v1::CompleteTaskReply> {
+        let request = request.into_inner();
+        self.0
+            .complete_task(
+                &request.task_id,
+                &request.worker_id,
+                &request.output_digest,
+                &request.report_json,
+            )
+            .await?;
+        Ok(Response::new(v1::CompleteTaskReply {}))
+    }
+
+    async fn fail_task(
+        &self,
+        request: Request<v1::FailTaskRequest>,
+    ) -> GrpcResult<v1::FailTaskReply> {
+        let request = request.into_inner();
+        let final_failure = self
+            .0
+            .fail_task(&request.task_id, &request.worker_id, &request.error)
+            .await?;
+        Ok(Response::new(v1::FailTaskReply {
+            r#final: final_failure,
+        }))
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` resolves.
+pub async fn serve(
+    coordinator: &Coordinator,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (jobs, workers) = services(coordinator);
+    tonic::transport::Server::builder()
+        .add_service(jobs)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| Error::Connect {
+            url: "gRPC server".to_owned(),
+            reason: e.to_string(),
+        })
+}

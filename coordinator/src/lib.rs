@@ -1,0 +1,25 @@
+//! lathe's coordinator, and the infrastructure it shares with workers.
+//!
+//! - [`queue`], [`state`], [`blob`]: the work queue (NATS JetStream | in process), the state store
+//!   (etcd | in memory) and the blob store (coordinator disk | in memory), each a trait with two
+//!   implementations that pass one conformance suite.
+//! - [`coordinator`]: jobs, planning ([`plan`]), dispatch, failure handling; [`grpc`]: its services;
+//!   [`client`]: the client the CLI and workers use.
+//! - [`testing`]: real `nats-server` and `etcd` processes for tests.
+#![deny(missing_docs)]
+
+pub mod blob;
+pub mod client;
+pub mod coordinator;
+pub mod error;
+pub mod grpc;
+pub mod plan;
+pub mod queue;
+pub mod record;
+pub mod service;
+pub mod signal;
+pub mod state;
+pub mod testing;
+
+pub use coordinator::{Coordinator, CoordinatorSettings};
+pub use error::{Error, Result};

@@ -1,0 +1,179 @@
+//! Planning a job into tasks. Loose tracks with track-mode loudness are one `render` task per track
+//! (the engine's `render::master_track`); album planning (album gain, sequencing) joins later as
+//! coordinator-side `plan` steps between `prepare` and `render` tasks.
+
+use std::collections::HashMap;
+
+use lathe_engine::profile::Profile;
+use lathe_proto::v1;
+
+use crate::error::{Error, Result};
+use crate::record::{JobRecord, JobState, TaskRecord, TaskState, task_id, unix_ms};
+
+/// The task kind that masters one track.
+pub const RENDER: &str = "render";
+
+/// Master file names for sources, as `lathe master` names them: `<stem>.<ext>`, and when two sources
+/// share a stem (ignoring case) the later ones get `-2`, `-3`, ... in input order.
+pub fn output_names<'a>(
+    source_names: impl IntoIterator<Item = &'a str>,
+    extension: &str,
+) -> Vec<String> {
+    let mut used: HashMap<String, usize> = HashMap::new();
+    source_names
+        .into_iter()
+        .map(|name| {
+            let stem = std::path::Path::new(name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let count = used.entry(stem.to_lowercase()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                format!("{stem}.{extension}")
+            } else {
+                format!("{stem}-{count}.{extension}")
+            }
+        })
+        .collect()
+}
+
+/// A planned job: its record and its tasks'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The job.
+    pub job: JobRecord,
+    /// Its tasks, in order.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// Plans `request` as job `job_id`, checking every profile and file name first.
+pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
+    let profile = Profile::from_toml(&request.profile_toml, "the job's profile")?;
+    if request.tracks.is_empty() {
+        return Err(Error::InvalidRequest("the job has no tracks".to_owned()));
+    }
+    let mut extensions = Vec::new();
+    for (index, track) in request.tracks.iter().enumerate() {
+        crate::blob::Digest::parse(&track.source_digest)?;
+        let name = std::path::Path::new(&track.source_name);
+        if name.file_name().map(|n| n.to_string_lossy()) != Some(track.source_name.as_str().into())
+        {
+            return Err(Error::InvalidRequest(format!(
+                "track {index}: source_name {:?} must be a plain file name",
+                track.source_name
+            )));
+        }
+        let extension = if track.profile_toml.is_empty() {
+            profile.output.format.extension()
+        } else {
+            Profile::from_toml(&track.profile_toml, &track.source_name)?
+                .output
+                .format
+                .extension()
+        };
+        extensions.push(extension);
+    }
+    let names = output_names(
+        request.tracks.iter().map(|t| t.source_name.as_str()),
+        profile.output.format.extension(),
+    );
+    let tasks = request
+        .tracks
+        .iter()
+        .zip(names)
+        .zip(extensions)
+        .enumerate()
+        .map(|(index, ((track, name), extension))| {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let output_name = std::path::Path::new(&name)
+                .with_extension(extension)
+                .to_string_lossy()
+                .into_owned();
+            TaskRecord {
+                id: task_id(job_id, index),
+                job_id: job_id.to_owned(),
+                index,
+                kind: RENDER.to_owned(),
+                source_digest: track.source_digest.clone(),
+                source_name: track.source_name.clone(),
+                output_name,
+                profile_toml: track.profile_toml.clone(),
+                state: TaskState::Pending,
+                worker_id: String::new(),
+                attempts: 0,
+                last_error: String::new(),
+                output_digest: String::new(),
+                report_json: String::new(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let name = if request.name.is_empty() {
+        format!("{} tracks", tasks.len())
+    } else {
+        request.name.clone()
+    };
+    Ok(Plan {
+        job: JobRecord {
+            id: job_id.to_owned(),
+            name,
+            priority: request.priority,
+            profile_toml: request.profile_toml.clone(),
+            profile_name: profile.name,
+            state: JobState::Running,
+            submitted_unix_ms: unix_ms(),
+            task_count: u32::try_from(tasks.len()).unwrap_or(u32::MAX),
+            consecutive_failures: Default::default(),
+            blocklist: Vec::new(),
+        },
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_stems_get_numbered_suffixes() {
+        let names = output_names(
+            ["01-dawn.ogg", "01-dawn.wav", "01-Dawn.flac", "x.wav"],
+            "flac",
+        );
+        assert_eq!(
+            names,
+            ["01-dawn.flac", "01-dawn-2.flac", "01-Dawn-3.flac", "x.flac"]
+        );
+    }
+
+    fn request(source_name: &str) -> v1::SubmitJobRequest {
+        v1::SubmitJobRequest {
+            name: String::new(),
+            priority: 3,
+            profile_toml: Profile::preset("cd")
+                .map(|p| p.to_toml())
+                .unwrap_or_default(),
+            tracks: vec![v1::TrackSpec {
+                source_digest: crate::blob::Digest::of(b"x").to_string(),
+                source_name: source_name.to_owned(),
+                profile_toml: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn plans_one_render_task_per_track() {
+        let plan = plan_job("j1", &request("a.flac")).expect("plan");
+        assert_eq!(plan.tasks.len(), 1);
+        assert_eq!(plan.tasks[0].output_name, "a.wav");
+        assert_eq!(plan.tasks[0].id, "j1.00000");
+        assert_eq!(plan.job.priority, 3);
+        assert_eq!(plan.job.profile_name, "cd");
+    }
+
+    #[test]
+    fn refuses_paths_as_source_names() {
+        let error = plan_job("j1", &request("../a.flac")).expect_err("path refused");
+        assert!(error.to_string().contains("plain file name"), "{error}");
+    }
+}

@@ -1,0 +1,273 @@
+//! What the coordinator keeps in the state store, as JSON: jobs, tasks and worker registrations.
+//!
+//! Keys: `jobs/{job}`, `tasks/{job}/{index:05}`, `workers/{worker}` (the last under the worker's
+//! lease). A task id is `{job}.{index:05}`, so its key follows from it.
+
+use std::collections::BTreeMap;
+
+use lathe_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A job's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Some tasks are not finished.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// Every task finished; some failed.
+    CompletedWithFailures,
+    /// Every task failed.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+impl JobState {
+    /// True once the job can change no more.
+    pub fn is_final(self) -> bool {
+        self != Self::Running
+    }
+
+    /// The protocol's value.
+    pub fn to_proto(self) -> v1::JobState {
+        match self {
+            Self::Running => v1::JobState::Running,
+            Self::Succeeded => v1::JobState::Succeeded,
+            Self::CompletedWithFailures => v1::JobState::CompletedWithFailures,
+            Self::Failed => v1::JobState::Failed,
+            Self::Cancelled => v1::JobState::Cancelled,
+        }
+    }
+}
+
+/// A task's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Planned, not on the queue yet.
+    Pending,
+    /// On the queue (first time, or handed back for another attempt).
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// The master is stored.
+    Succeeded,
+    /// Out of attempts; `last_error` says why.
+    Failed,
+    /// Its job was cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// True once the task can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The protocol's value.
+    pub fn to_proto(self) -> v1::TaskState {
+        match self {
+            Self::Pending => v1::TaskState::Pending,
+            Self::Queued => v1::TaskState::Queued,
+            Self::Running => v1::TaskState::Running,
+            Self::Succeeded => v1::TaskState::Succeeded,
+            Self::Failed => v1::TaskState::Failed,
+            Self::Cancelled => v1::TaskState::Cancelled,
+        }
+    }
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// Name given at submission.
+    pub name: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The job's profile, TOML.
+    pub profile_toml: String,
+    /// The profile's name.
+    pub profile_name: String,
+    /// Lifecycle.
+    pub state: JobState,
+    /// Milliseconds since the Unix epoch.
+    pub submitted_unix_ms: u64,
+    /// How many tasks it has.
+    pub task_count: u32,
+    /// Per worker: tasks of this job it failed in a row.
+    #[serde(default)]
+    pub consecutive_failures: BTreeMap<String, u32>,
+    /// Workers that get no more tasks of this job.
+    #[serde(default)]
+    pub blocklist: Vec<String>,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// `{job}.{index:05}`.
+    pub id: String,
+    /// The job.
+    pub job_id: String,
+    /// Position in the job.
+    pub index: u32,
+    /// What to run (`render`).
+    pub kind: String,
+    /// The source blob.
+    pub source_digest: String,
+    /// The source's file name.
+    pub source_name: String,
+    /// The master's file name.
+    pub output_name: String,
+    /// A per-track profile (TOML), or empty for the job's.
+    pub profile_toml: String,
+    /// Lifecycle.
+    pub state: TaskState,
+    /// The worker running it, or that ran it last.
+    pub worker_id: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// The master blob, once succeeded.
+    pub output_digest: String,
+    /// The engine's track report (JSON), once succeeded.
+    pub report_json: String,
+}
+
+/// A worker's registration (under its lease).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Worker id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Tasks it is running.
+    pub current_tasks: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    pub heartbeat_unix_ms: u64,
+}
+
+/// `jobs/{job}`.
+pub fn job_key(job_id: &str) -> String {
+    format!("jobs/{job_id}")
+}
+
+/// `tasks/{job}/`: the prefix of a job's tasks.
+pub fn tasks_prefix(job_id: &str) -> String {
+    format!("tasks/{job_id}/")
+}
+
+/// `{job}.{index:05}`.
+pub fn task_id(job_id: &str, index: u32) -> String {
+    format!("{job_id}.{index:05}")
+}
+
+/// The key of a task, from its id.
+pub fn task_key(task_id: &str) -> Result<String> {
+    let (job, index) = task_id
+        .rsplit_once('.')
+        .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+    Ok(format!("tasks/{job}/{index}"))
+}
+
+/// The job of a task, from its id.
+pub fn job_of_task(task_id: &str) -> Result<&str> {
+    task_id
+        .rsplit_once('.')
+        .map(|(job, _)| job)
+        .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))
+}
+
+/// `workers/{worker}`.
+pub fn worker_key(worker_id: &str) -> String {
+    format!("workers/{worker_id}")
+}
+
+/// The prefix of worker registrations.
+pub const WORKERS_PREFIX: &str = "workers/";
+/// The prefix of jobs.
+pub const JOBS_PREFIX: &str = "jobs/";
+
+/// Encodes a record.
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| Error::InvalidRequest(e.to_string()))
+}
+
+/// Decodes the record at `key`.
+pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptRecord {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl TaskRecord {
+    /// The protocol's view, with live progress if any.
+    pub fn to_proto(&self, progress: Option<(String, f64)>) -> v1::TaskStatus {
+        let (phase, fraction) = progress.unwrap_or_default();
+        v1::TaskStatus {
+            task_id: self.id.clone(),
+            kind: self.kind.clone(),
+            source_name: self.source_name.clone(),
+            output_name: self.output_name.clone(),
+            state: self.state.to_proto().into(),
+            worker_id: self.worker_id.clone(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            output_digest: self.output_digest.clone(),
+            report_json: self.report_json.clone(),
+            phase,
+            fraction,
+        }
+    }
+
+    /// The message published on the work queue for it.
+    pub fn to_task(&self, job_profile_toml: &str) -> v1::Task {
+        v1::Task {
+            task_id: self.id.clone(),
+            job_id: self.job_id.clone(),
+            kind: self.kind.clone(),
+            source_digest: self.source_digest.clone(),
+            source_name: self.source_name.clone(),
+            output_name: self.output_name.clone(),
+            profile_toml: if self.profile_toml.is_empty() {
+                job_profile_toml.to_owned()
+            } else {
+                self.profile_toml.clone()
+            },
+        }
+    }
+}
+
+impl WorkerRecord {
+    /// The protocol's view.
+    pub fn to_proto(&self, blocklisted_for: Vec<String>) -> v1::WorkerStatus {
+        v1::WorkerStatus {
+            worker_id: self.id.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+            slots: self.slots,
+            current_tasks: self.current_tasks.clone(),
+            heartbeat_unix_ms: self.heartbeat_unix_ms,
+            blocklisted_for,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

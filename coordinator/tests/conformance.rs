@@ -1,0 +1,409 @@
+//! One conformance suite for each infrastructure trait, run against both implementations: the work
+//! queue (in process | NATS JetStream), the state store (in memory | etcd) and the blob store (in memory
+//! | disk). The real servers are started by the harness on free loopback ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lathe_coordinator::Error;
+use lathe_coordinator::blob::{
+    BlobStore, Digest, DiskBlobStore, MemoryBlobStore, get_bytes, put_bytes,
+};
+use lathe_coordinator::queue::{
+    JetStreamQueue, MemoryQueue, QueueMessage, QueueSettings, WorkQueue,
+};
+use lathe_coordinator::state::{EtcdStore, MemoryStore, StateStore};
+use lathe_coordinator::testing::{EtcdServer, NatsServer};
+
+const SETTINGS: QueueSettings = QueueSettings {
+    ack_wait: Duration::from_secs(1),
+    max_deliver: 3,
+};
+
+fn message(id: &str) -> QueueMessage {
+    QueueMessage {
+        id: id.to_owned(),
+        payload: Bytes::from(format!("payload {id}")),
+        headers: vec![("traceparent".to_owned(), format!("00-{id}"))],
+    }
+}
+
+/// Waits until `queue` delivers something or `wait` passes; returns the payloads, acked.
+async fn drain(queue: &dyn WorkQueue, wait: Duration) -> Vec<Bytes> {
+    let mut payloads = Vec::new();
+    for delivery in queue.pull(10, wait).await.expect("pull") {
+        payloads.push(delivery.payload.clone());
+        delivery.ack().await.expect("ack");
+    }
+    payloads
+}
+
+async fn queue_suite(queue: Arc<dyn WorkQueue>) {
+    // Delivery in order, headers kept, ack removes.
+    queue.publish(message("a")).await.expect("publish");
+    queue.publish(message("b")).await.expect("publish");
+    let deliveries = queue.pull(2, Duration::from_secs(2)).await.expect("pull");
+    let payloads: Vec<_> = deliveries.iter().map(|d| d.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        [Bytes::from("payload a"), Bytes::from("payload b")]
+    );
+    assert_eq!(deliveries[0].delivery, 1);
+    assert!(
+        deliveries[0]
+            .headers
+            .contains(&("traceparent".to_owned(), "00-a".to_owned())),
+        "{:?}",
+        deliveries[0].headers
+    );
+    for delivery in deliveries {
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    assert!(
+        drain(queue.as_ref(), Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+
+    // Not acknowledged within ack_wait: redelivered, delivery count 2.
+    queue.publish(message("c")).await.expect("publish");
+    let first = queue.pull(1, Duration::from_secs(2)).await.expect("pull");
+    assert_eq!(first.len(), 1);
+    let again = queue.pull(1, Duration::from_secs(5)).await.expect("pull");
+    assert_eq!(again.len(), 1, "redelivered after ack_wait");
+    assert_eq!(again[0].payload, Bytes::from("payload c"));
+    assert_eq!(again[0].delivery, 2);
+    for delivery in again {
+        delivery.ack().await.expect("ack");
+    }
+    drop(first);
+
+    // In-progress acks hold the message past ack_wait.
+    queue.publish(message("d")).await.expect("publish");
+    let held = queue.pull(1, Duration::from_secs(2)).await.expect("pull");
+    assert_eq!(held.len(), 1);
+    let mut redelivered = 0;
+    for _ in 0..6 {
+        held[0].progress().await.expect("progress");
+        redelivered += queue
+            .pull(1, Duration::from_millis(400))
+            .await
+            .expect("pull")
+            .len();
+    }
+    assert_eq!(redelivered, 0, "in-progress acks prevent redelivery");
+    for delivery in held {
+        delivery.ack().await.expect("ack");
+    }
+
+    // Nak with a delay: redelivered after it.
+    queue.publish(message("e")).await.expect("publish");
+    let naked = queue.pull(1, Duration::from_secs(2)).await.expect("pull");
+    naked
+        .into_iter()
+        .next()
+        .expect("one delivery")
+        .nak(Some(Duration::from_millis(300)))
+        .await
+        .expect("nak");
+    let back = queue.pull(1, Duration::from_secs(5)).await.expect("pull");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].payload, Bytes::from("payload e"));
+    assert_eq!(back[0].delivery, 2);
+    for delivery in back {
+        delivery.term().await.expect("term");
+    }
+    // Term: never again.
+    assert!(
+        drain(queue.as_ref(), Duration::from_millis(1500))
+            .await
+            .is_empty()
+    );
+
+    // Same id published twice while held: stored once.
+    queue.publish(message("f")).await.expect("publish");
+    queue.publish(message("f")).await.expect("publish");
+    assert_eq!(
+        drain(queue.as_ref(), Duration::from_secs(2)).await,
+        [Bytes::from("payload f")]
+    );
+    assert!(
+        drain(queue.as_ref(), Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+
+    // Past max_deliver: not delivered again, reported as exhausted.
+    let mut exhausted = queue.exhausted().await.expect("exhausted stream");
+    queue.publish(message("g")).await.expect("publish");
+    for expected in 1..=SETTINGS.max_deliver {
+        let delivery = queue
+            .pull(1, Duration::from_secs(3))
+            .await
+            .expect("pull")
+            .into_iter()
+            .next()
+            .expect("a delivery");
+        assert_eq!(delivery.delivery, expected);
+        delivery.nak(None).await.expect("nak");
+    }
+    // The queue notices when it would redeliver (JetStream: on its own timer).
+    let mut noticed = None;
+    for _ in 0..20 {
+        assert!(
+            queue
+                .pull(1, Duration::from_millis(300))
+                .await
+                .expect("pull")
+                .is_empty()
+        );
+        if let Ok(Some(payload)) =
+            tokio::time::timeout(Duration::from_millis(200), exhausted.next()).await
+        {
+            noticed = Some(payload);
+            break;
+        }
+    }
+    assert_eq!(noticed, Some(Bytes::from("payload g")));
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_queue_conforms() {
+    queue_suite(Arc::new(MemoryQueue::new(SETTINGS))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_queue_conforms() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let queue = JetStreamQueue::connect(&nats.url(), SETTINGS)
+        .await
+        .expect("connect to NATS");
+    queue_suite(Arc::new(queue)).await;
+}
+
+async fn state_suite(store: Arc<dyn StateStore>) {
+    assert_eq!(store.get("jobs/x").await.expect("get"), None);
+    let revision = store.put("jobs/x", b"one".to_vec()).await.expect("put");
+    let stored = store.get("jobs/x").await.expect("get").expect("stored");
+    assert_eq!(stored.value, b"one");
+    assert!(stored.revision > 0 && stored.revision == revision);
+
+    // Compare-and-swap.
+    assert!(
+        !store
+            .swap("jobs/x", None, b"dup".to_vec())
+            .await
+            .expect("swap")
+    );
+    assert!(
+        store
+            .swap("jobs/y", None, b"new".to_vec())
+            .await
+            .expect("swap")
+    );
+    assert!(
+        store
+            .swap("jobs/x", Some(stored.revision), b"two".to_vec())
+            .await
+            .expect("swap")
+    );
+    assert!(
+        !store
+            .swap("jobs/x", Some(stored.revision), b"stale".to_vec())
+            .await
+            .expect("swap"),
+        "a stale revision loses"
+    );
+    assert_eq!(
+        store
+            .get("jobs/x")
+            .await
+            .expect("get")
+            .expect("stored")
+            .value,
+        b"two"
+    );
+
+    // Prefix listing, sorted, nothing from other prefixes.
+    store
+        .put("tasks/j/00001", b"t1".to_vec())
+        .await
+        .expect("put");
+    store
+        .put("tasks/j/00000", b"t0".to_vec())
+        .await
+        .expect("put");
+    store
+        .put("tasks/k/00000", b"k0".to_vec())
+        .await
+        .expect("put");
+    let listed: Vec<(String, Vec<u8>)> = store
+        .list("tasks/j/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(key, stored)| (key, stored.value))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("tasks/j/00000".to_owned(), b"t0".to_vec()),
+            ("tasks/j/00001".to_owned(), b"t1".to_vec())
+        ]
+    );
+    store.delete("tasks/j/00000").await.expect("delete");
+    assert_eq!(store.list("tasks/j/").await.expect("list").len(), 1);
+
+    // Leases: kept alive, the key stays; revoked, it goes.
+    let lease = store
+        .grant_lease(Duration::from_secs(2))
+        .await
+        .expect("lease");
+    store
+        .put_leased("workers/w1", b"w1".to_vec(), lease)
+        .await
+        .expect("put leased");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        store.keep_alive(lease).await.expect("keep alive");
+    }
+    assert!(
+        store.get("workers/w1").await.expect("get").is_some(),
+        "kept alive"
+    );
+    store.revoke(lease).await.expect("revoke");
+    assert!(
+        store.get("workers/w1").await.expect("get").is_none(),
+        "revoked"
+    );
+    assert!(matches!(
+        store.keep_alive(lease).await,
+        Err(Error::LeaseExpired { .. })
+    ));
+
+    // A lease nobody refreshes runs out and takes its keys.
+    let lease = store
+        .grant_lease(Duration::from_secs(2))
+        .await
+        .expect("lease");
+    store
+        .put_leased("workers/w2", b"w2".to_vec(), lease)
+        .await
+        .expect("put leased");
+    let mut gone = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if store.get("workers/w2").await.expect("get").is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "an unrefreshed lease expires");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    state_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_conforms() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let store = EtcdStore::connect(&etcd.url(), "/conformance/")
+        .await
+        .expect("connect to etcd");
+    state_suite(Arc::new(store)).await;
+}
+
+/// A deterministic 2.5 MiB test blob (several read chunks).
+fn test_blob() -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..(5 << 19))
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+async fn blob_suite(store: Arc<dyn BlobStore>, corrupt: impl Fn(&Digest)) {
+    let bytes = test_blob();
+    let digest = Digest::of(&bytes);
+    assert!(!store.contains(&digest).await.expect("contains"));
+    assert_eq!(
+        put_bytes(store.as_ref(), &bytes).await.expect("put"),
+        digest
+    );
+    assert!(store.contains(&digest).await.expect("contains"));
+    assert_eq!(
+        get_bytes(store.as_ref(), &digest).await.expect("get"),
+        bytes
+    );
+    // Digests print and parse as 64 hex digits.
+    assert_eq!(Digest::parse(&digest.to_string()).expect("parse"), digest);
+
+    // Bytes that do not match the digest they came with are not stored.
+    let claimed = Digest::of(b"something else");
+    let mut writer = store.writer(claimed).await.expect("writer");
+    writer.write(&bytes[..1000]).await.expect("write");
+    assert!(matches!(
+        writer.commit().await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert!(!store.contains(&claimed).await.expect("contains"));
+
+    assert!(matches!(
+        store.read(&claimed).await.map(|_| ()),
+        Err(Error::BlobNotFound(_))
+    ));
+
+    // Stored bytes that changed are refused on the way out.
+    corrupt(&digest);
+    assert!(matches!(
+        get_bytes(store.as_ref(), &digest).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn memory_blob_store_conforms() {
+    let store = MemoryBlobStore::new();
+    let handle = store.clone();
+    blob_suite(Arc::new(store), move |digest| {
+        handle
+            .corrupt(digest, Bytes::from_static(b"flipped"))
+            .expect("corrupt");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn disk_blob_store_conforms() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let store = DiskBlobStore::open(folder.path()).expect("open");
+    let handle = store.clone();
+    blob_suite(Arc::new(store), move |digest| {
+        let path = handle.path_of(digest);
+        let mut bytes = std::fs::read(&path).expect("read blob");
+        bytes[1234] ^= 0x40;
+        std::fs::write(&path, bytes).expect("rewrite blob");
+    })
+    .await;
+    // Nothing is left under the temporary folder.
+    assert_eq!(
+        std::fs::read_dir(folder.path().join("tmp"))
+            .expect("tmp folder")
+            .count(),
+        0
+    );
+}

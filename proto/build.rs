@@ -1,0 +1,8 @@
+//! Generates the gRPC code from `proto/lathe.proto` with Debian's `protoc` (package protobuf-compiler).
+
+fn main() -> std::io::Result<()> {
+    tonic_prost_build::configure()
+        // `bytes` fields as `bytes::Bytes`: blob chunks move without copies.
+        .bytes(".")
+        .compile_protos(&["proto/lathe.proto"], &["proto"])
+}

@@ -1,0 +1,17 @@
+//! The worker service, built inside the tests package so that the farm tests can spawn (and kill) it
+//! as a process: the same code as the `lathe-worker` binary.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LATHE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    lathe_worker::service::run_service(lathe_worker::service::ServiceArgs::parse()).await?;
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! A real farm for the guarantee tests: `nats-server -js`, `etcd`, the coordinator and workers as
+//! separate processes (so that they can be killed), all on free loopback ports with their data and logs
+//! in a temporary folder. Everything is killed when the [`Farm`] is dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lathe_coordinator::testing::{EtcdServer, NatsServer, free_port};
+
+/// How the farm's services are configured.
+#[derive(Debug, Clone, Copy)]
+pub struct FarmOptions {
+    /// Seconds before an unacknowledged task is redelivered.
+    pub ack_wait_s: f64,
+    /// Attempts a task gets.
+    pub max_attempts: u32,
+    /// Failures in a row before a worker is blocklisted for a job.
+    pub blocklist_after: u32,
+}
+
+impl Default for FarmOptions {
+    fn default() -> Self {
+        Self {
+            ack_wait_s: 4.0,
+            max_attempts: 3,
+            blocklist_after: 3,
+        }
+    }
+}
+
+/// The service binaries: `CARGO_BIN_EXE_farm-coordinator` and `CARGO_BIN_EXE_farm-worker`, which
+/// cargo gives the integration tests (not this library).
+#[derive(Debug, Clone, Copy)]
+pub struct Binaries {
+    /// The coordinator.
+    pub coordinator: &'static str,
+    /// The worker.
+    pub worker: &'static str,
+}
+
+/// The farm.
+#[derive(Debug)]
+pub struct Farm {
+    nats: NatsServer,
+    etcd: EtcdServer,
+    /// Temporary folder: blobs, scratch, logs.
+    pub dir: tempfile::TempDir,
+    options: FarmOptions,
+    binaries: Binaries,
+    coordinator_port: u16,
+    coordinator: Option<Child>,
+    workers: BTreeMap<String, Child>,
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        if let Some(mut coordinator) = self.coordinator.take() {
+            kill(&mut coordinator);
+        }
+        for child in self.workers.values_mut() {
+            kill(child);
+        }
+        if std::thread::panicking() {
+            // Leave the logs where a developer can read them.
+            let logs = self.dir.path().join("logs");
+            eprintln!("farm logs in {}", logs.display());
+            if let Ok(entries) = std::fs::read_dir(&logs) {
+                for entry in entries.flatten() {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("---- {} (last lines)", entry.path().display());
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    let folder = dir.join("logs");
+    std::fs::create_dir_all(&folder).expect("logs folder");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(folder.join(format!("{name}.log")))
+        .expect("log file")
+}
+
+impl Farm {
+    /// Starts NATS, etcd and a coordinator (no workers yet); `None` when the servers are not
+    /// installed (the test then skips, saying so).
+    pub fn start(binaries: Binaries, options: FarmOptions) -> Option<Self> {
+        let nats = NatsServer::start()?;
+        let etcd = EtcdServer::start()?;
+        let mut farm = Self {
+            nats,
+            etcd,
+            dir: tempfile::tempdir().expect("farm folder"),
+            options,
+            binaries,
+            coordinator_port: free_port(),
+            coordinator: None,
+            workers: BTreeMap::new(),
+        };
+        farm.start_coordinator();
+        Some(farm)
+    }
+
+    /// The coordinator's gRPC address.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.coordinator_port)
+    }
+
+    /// Starts the coordinator process (again, after [`kill_coordinator`](Self::kill_coordinator)).
+    pub fn start_coordinator(&mut self) {
+        let options = self.options;
+        let child = Command::new(self.binaries.coordinator)
+            .args(["--listen", &format!("127.0.0.1:{}", self.coordinator_port)])
+            .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
+            .arg("--blobs")
+            .arg(self.dir.path().join("blobs"))
+            .args(["--max-attempts", &options.max_attempts.to_string()])
+            .args(["--blocklist-after", &options.blocklist_after.to_string()])
+            .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
+            .env("LATHE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), "coordinator"))
+            .spawn()
+            .expect("spawn the coordinator");
+        self.coordinator = Some(child);
+        wait_for_port(self.coordinator_port);
+    }
+
+    /// Kills the coordinator with SIGKILL.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut child) = self.coordinator.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts a worker process with one slot.
+    pub fn start_worker(&mut self, id: &str) {
+        let options = self.options;
+        let scratch = self.dir.path().join("scratch").join(id);
+        std::fs::create_dir_all(&scratch).expect("scratch folder");
+        let child = Command::new(self.binaries.worker)
+            .args(["--coordinator", &self.url()])
+            .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
+            .args(["--id", id, "--slots", "1"])
+            .arg("--scratch")
+            .arg(&scratch)
+            .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
+            .args(["--max-attempts", &options.max_attempts.to_string()])
+            .env("LATHE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), id))
+            .spawn()
+            .expect("spawn a worker");
+        self.workers.insert(id.to_owned(), child);
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to a worker.
+    pub fn signal_worker(&mut self, id: &str, signal: &str) {
+        let pid = self.workers.get(id).expect("a worker with this id").id();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {pid}");
+    }
+
+    /// Waits for a worker process to exit; returns its exit code (`None` if killed by a signal).
+    pub fn wait_worker(&mut self, id: &str, timeout: Duration) -> Option<i32> {
+        let child = self.workers.get_mut(id).expect("a worker with this id");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "worker {id} did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log a worker or the coordinator wrote.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Runs `lathe ARGS --coordinator URL` in-process.
+    pub fn lathe(&self, args: &[&str]) -> crate::Outcome {
+        let url = self.url();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--coordinator", url.as_str()]);
+        crate::lathe(&all)
+    }
+
+    /// Waits until `condition` holds on `lathe status JOB --json`, polling; returns that status.
+    /// Fails at once if the job ended without it.
+    pub fn wait_for_status(
+        &self,
+        job: &str,
+        timeout: Duration,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let outcome = self.lathe(&["status", job, "--json"]);
+            if outcome.status == 0 {
+                let status: serde_json::Value =
+                    serde_json::from_str(&outcome.stdout).expect("status --json is JSON");
+                if condition(&status) {
+                    return status;
+                }
+                assert!(
+                    status["state"] == "running",
+                    "job {job} ended before the condition held: {status:#}"
+                );
+                assert!(
+                    started.elapsed() < timeout,
+                    "job {job}: condition not met within {timeout:?}; last status {status:#}"
+                );
+            } else {
+                assert!(
+                    started.elapsed() < timeout,
+                    "lathe status failed: {}",
+                    outcome.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the coordinator did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `count` short synthetic tracks (float WAV, different seeds and lengths) into `dir`.
+pub fn write_catalogue(dir: &Path, count: usize, duration_s: f64) -> Vec<PathBuf> {
+    use lathe_engine::synth::{Style, TrackRecipe, write_wav};
+    let styles = [Style::Pop, Style::Rock, Style::Ballad, Style::Ambient];
+    (0..count)
+        .map(|index| {
+            let recipe = TrackRecipe {
+                duration_s: duration_s + index as f64 * 0.5,
+                channel_count: if index % 3 == 2 { 1 } else { 2 },
+                ..TrackRecipe::new(styles[index % styles.len()], 0xFA_0000 + index as u64)
+            };
+            let path = dir.join(format!("{:02}-track.wav", index + 1));
+            write_wav(&recipe, &path, 24).expect("write a track");
+            path
+        })
+        .collect()
+}
+
+/// The files of a folder with this extension, sorted, with their bytes.
+pub fn files_with_extension(dir: &Path, extension: &str) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("read folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .map(|p| {
+            (
+                p.file_name().expect("name").to_string_lossy().into_owned(),
+                std::fs::read(&p).expect("read file"),
+            )
+        })
+        .collect()
+}
+
+/// Serialises the farm tests of one binary: each starts its own servers and several processes, and
+/// two at once would starve each other on a small machine.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

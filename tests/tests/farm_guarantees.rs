@@ -1,0 +1,366 @@
+//! The farm's guarantees, each proven against a real farm: `nats-server -js`, `etcd`, the coordinator
+//! and workers as separate processes on loopback (see `lathe_tests::farm`). Masters are compared byte
+//! for byte with `lathe master` on the same inputs and profile.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use lathe_tests::farm::{
+    Binaries, Farm, FarmOptions, files_with_extension, serial, write_catalogue,
+};
+use lathe_tests::lathe;
+use serde_json::Value;
+
+const PROFILE: &str = "streaming";
+const BINARIES: Binaries = Binaries {
+    coordinator: env!("CARGO_BIN_EXE_farm-coordinator"),
+    worker: env!("CARGO_BIN_EXE_farm-worker"),
+};
+const LONG: Duration = Duration::from_secs(600);
+
+/// `lathe master` on `sources` into `out`: the reference masters.
+fn local_masters(sources: &Path, out: &Path) -> BTreeMap<String, Vec<u8>> {
+    let outcome = lathe(&[
+        "master",
+        sources.to_str().expect("utf-8 path"),
+        "--profile",
+        PROFILE,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "-j",
+        "2",
+    ]);
+    assert_eq!(outcome.status, 0, "lathe master: {}", outcome.stderr);
+    files_with_extension(out, "flac")
+}
+
+fn submit(farm: &Farm, sources: &Path) -> String {
+    let outcome = farm.lathe(&[
+        "submit",
+        sources.to_str().expect("utf-8 path"),
+        "--profile",
+        PROFILE,
+        "--json",
+    ]);
+    assert_eq!(outcome.status, 0, "lathe submit: {}", outcome.stderr);
+    let reply: Value = serde_json::from_str(&outcome.stdout).expect("submit --json");
+    reply["job_id"].as_str().expect("job id").to_owned()
+}
+
+fn fetch(farm: &Farm, job: &str, out: &Path) -> BTreeMap<String, Vec<u8>> {
+    let outcome = farm.lathe(&["fetch", job, "--out", out.to_str().expect("utf-8 path")]);
+    assert_eq!(outcome.status, 0, "lathe fetch: {}", outcome.stderr);
+    files_with_extension(out, "flac")
+}
+
+fn tasks(status: &Value) -> &Vec<Value> {
+    status["tasks"].as_array().expect("tasks")
+}
+
+fn count_state(status: &Value, state: &str) -> usize {
+    tasks(status).iter().filter(|t| t["state"] == state).count()
+}
+
+fn ended(status: &Value) -> bool {
+    status["state"] != "running"
+}
+
+fn running_on(status: &Value, worker: &str) -> bool {
+    tasks(status).iter().any(|t| {
+        t["state"] == "running" && t["worker"] == worker && t["fraction"].as_f64() > Some(0.0)
+    })
+}
+
+fn assert_same_masters(farm: &BTreeMap<String, Vec<u8>>, local: &BTreeMap<String, Vec<u8>>) {
+    assert_eq!(
+        farm.keys().collect::<Vec<_>>(),
+        local.keys().collect::<Vec<_>>(),
+        "same file names"
+    );
+    for (name, bytes) in local {
+        assert!(
+            farm[name] == *bytes,
+            "{name}: farm master differs from lathe master"
+        );
+    }
+}
+
+/// Guarantee 1: six tracks on two workers give masters byte-identical to `lathe master`, and
+/// `submit --watch` exits 0.
+#[test]
+fn farm_masters_are_byte_identical_to_lathe_master() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 4.0);
+    let local = local_masters(&sources, &work.path().join("local"));
+    assert_eq!(local.len(), 6);
+
+    let outcome = farm.lathe(&[
+        "submit",
+        sources.to_str().expect("utf-8 path"),
+        "--profile",
+        PROFILE,
+        "--watch",
+        "--json",
+    ]);
+    assert_eq!(outcome.status, 0, "submit --watch: {}", outcome.stderr);
+    let last: Value = serde_json::from_str(outcome.stdout.lines().last().expect("a status line"))
+        .expect("JSON status");
+    assert_eq!(last["state"], "succeeded");
+    assert_eq!(count_state(&last, "succeeded"), 6);
+    let job = last["job_id"].as_str().expect("job id");
+    // Both workers took part.
+    let workers: std::collections::BTreeSet<&str> = tasks(&last)
+        .iter()
+        .filter_map(|t| t["worker"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 2, "tasks ran on {workers:?}");
+
+    let fetched = fetch(&farm, job, &work.path().join("farm"));
+    assert_same_masters(&fetched, &local);
+    // Reports sit beside the masters, as `lathe master` writes them.
+    assert!(work.path().join("farm/01-track.report.json").is_file());
+
+    // Sources already stored are not sent again: a second submission uploads nothing new and
+    // gives the same masters.
+    let job2 = submit(&farm, &sources);
+    farm.wait_for_status(&job2, LONG, ended);
+    assert_same_masters(&fetch(&farm, &job2, &work.path().join("farm2")), &local);
+}
+
+/// Guarantee 2: a worker killed with SIGKILL in the middle of a task loses nothing: the task is
+/// redelivered after the ack deadline and the job completes with identical masters.
+#[test]
+fn worker_killed_mid_task_loses_nothing() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 20.0);
+    let local = local_masters(&sources, &work.path().join("local"));
+
+    let job = submit(&farm, &sources);
+    farm.wait_for_status(&job, LONG, |s| running_on(s, "w1"));
+    farm.signal_worker("w1", "KILL");
+    assert_eq!(
+        farm.wait_worker("w1", Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
+
+    let status = farm.wait_for_status(&job, LONG, ended);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let retried = tasks(&status)
+        .iter()
+        .filter(|t| t["attempts"].as_u64() >= Some(2))
+        .count();
+    assert!(
+        retried >= 1,
+        "the killed worker's task ran again: {status:#}"
+    );
+    assert_same_masters(&fetch(&farm, &job, &work.path().join("farm")), &local);
+}
+
+/// Guarantee 3: the coordinator killed and restarted mid-job: the job completes, every task exactly
+/// once in the job's record, masters identical.
+#[test]
+fn coordinator_restart_loses_no_job() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 15.0);
+    let local = local_masters(&sources, &work.path().join("local"));
+
+    let job = submit(&farm, &sources);
+    let before = farm.wait_for_status(&job, LONG, |s| {
+        count_state(s, "succeeded") >= 1 && count_state(s, "running") >= 1
+    });
+    assert!(!ended(&before));
+    farm.kill_coordinator();
+    std::thread::sleep(Duration::from_secs(1));
+    farm.start_coordinator();
+
+    let status = farm.wait_for_status(&job, LONG, ended);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(tasks(&status).len(), 6, "no task lost or added");
+    assert_eq!(count_state(&status, "succeeded"), 6);
+    assert_same_masters(&fetch(&farm, &job, &work.path().join("farm")), &local);
+}
+
+/// Guarantee 4: a corrupt track fails after a bounded number of attempts with a clear error, the
+/// others complete, and the job ends completed-with-failures; `lathe status` shows why.
+#[test]
+fn corrupt_track_fails_alone_after_bounded_attempts() {
+    let _serial = serial();
+    let options = FarmOptions {
+        max_attempts: 3,
+        blocklist_after: 10,
+        ..FarmOptions::default()
+    };
+    let Some(mut farm) = Farm::start(BINARIES, options) else {
+        return;
+    };
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 5, 3.0);
+    let mut corrupt = b"RIFF\x24\x08\x00\x00WAVEfmt ".to_vec();
+    corrupt.extend(std::iter::repeat_n(0xA5u8, 4000));
+    std::fs::write(sources.join("03-corrupt.wav"), &corrupt).expect("corrupt track");
+
+    let outcome = farm.lathe(&[
+        "submit",
+        sources.to_str().expect("utf-8 path"),
+        "--profile",
+        PROFILE,
+        "--watch",
+        "--json",
+    ]);
+    assert_eq!(outcome.status, 1, "submit --watch fails when a task failed");
+    let last: Value =
+        serde_json::from_str(outcome.stdout.lines().last().expect("status")).expect("JSON status");
+    assert_eq!(last["state"], "completed_with_failures");
+    assert_eq!(count_state(&last, "succeeded"), 5);
+    let failed: Vec<&Value> = tasks(&last)
+        .iter()
+        .filter(|t| t["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["source"], "03-corrupt.wav");
+    assert_eq!(failed[0]["attempts"], 3, "bounded attempts");
+    let error = failed[0]["last_error"].as_str().expect("error");
+    assert!(
+        error.starts_with("03-corrupt.wav:") && !error.contains("lathe-task-"),
+        "the error names the file as submitted: {error}"
+    );
+
+    let job = last["job_id"].as_str().expect("job id");
+    let table = farm.lathe(&["status", job]);
+    assert_eq!(table.status, 0);
+    assert!(
+        table.stdout.contains("completed_with_failures"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains(error), "{}", table.stdout);
+}
+
+/// Guarantee 5: `lathe cancel`: no new task starts, running ones stop, the job ends cancelled.
+#[test]
+fn cancel_stops_running_tasks_and_starts_no_more() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 20.0);
+
+    let job = submit(&farm, &sources);
+    farm.wait_for_status(&job, LONG, |s| running_on(s, "w1") || running_on(s, "w2"));
+    let outcome = farm.lathe(&["cancel", &job, "--json"]);
+    assert_eq!(outcome.status, 0, "{}", outcome.stderr);
+    let reply: Value = serde_json::from_str(&outcome.stdout).expect("cancel --json");
+    assert_eq!(reply["state"], "cancelled");
+
+    // Running tasks stop: the workers drop them (their registrations show no current task).
+    let started = std::time::Instant::now();
+    loop {
+        let workers = farm.lathe(&["workers", "--json"]);
+        let list: Value = serde_json::from_str(&workers.stdout).expect("workers --json");
+        let busy = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|w| !w["current_tasks"].as_array().expect("tasks").is_empty());
+        if !busy {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "workers still busy: {list:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let status = farm.wait_for_status(&job, LONG, ended);
+    assert_eq!(status["state"], "cancelled");
+    let succeeded = count_state(&status, "succeeded");
+    assert_eq!(
+        count_state(&status, "cancelled") + succeeded,
+        6,
+        "{status:#}"
+    );
+    assert!(succeeded < 6, "cancelled before the end");
+    assert!(
+        ["w1", "w2"]
+            .iter()
+            .any(|w| farm.log(w).contains("task stopped")),
+        "a running task was stopped mid-render"
+    );
+}
+
+/// Guarantee 6: a worker joining mid-job takes tasks; a worker sent SIGTERM hands its task back,
+/// exits 0, and the job completes with identical masters.
+#[test]
+fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 45.0);
+    let local = local_masters(&sources, &work.path().join("local"));
+
+    let job = submit(&farm, &sources);
+    farm.wait_for_status(&job, LONG, |s| count_state(s, "succeeded") >= 1);
+    farm.start_worker("w2");
+    farm.wait_for_status(&job, LONG, |s| running_on(s, "w1") && running_on(s, "w2"));
+    farm.signal_worker("w1", "TERM");
+    assert_eq!(
+        farm.wait_worker("w1", Duration::from_secs(30)),
+        Some(0),
+        "a drained worker exits cleanly"
+    );
+    assert!(
+        farm.log("w1").contains("task handed back"),
+        "{}",
+        farm.log("w1")
+    );
+
+    let status = farm.wait_for_status(&job, LONG, ended);
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let on_w2 = tasks(&status)
+        .iter()
+        .filter(|t| t["worker"] == "w2")
+        .count();
+    assert!(on_w2 >= 2, "the joining worker took tasks: {status:#}");
+    assert_same_masters(&fetch(&farm, &job, &work.path().join("farm")), &local);
+}

@@ -1,0 +1,39 @@
+//! The worker library's error type.
+
+/// What can stop a worker or one of its tasks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The farm's infrastructure (queue, state store, coordinator) failed.
+    #[error(transparent)]
+    Farm(#[from] lathe_coordinator::Error),
+    /// The engine failed on the track (the message names the file and the reason).
+    #[error(transparent)]
+    Engine(#[from] lathe_engine::Error),
+    /// The engine failed on the track; the message names the source by its file name.
+    #[error("{0}")]
+    Track(String),
+    /// A local file or folder could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The task was stopped (its job was cancelled, or the worker is handing it back).
+    #[error("stopped: {0}")]
+    Stopped(&'static str),
+    /// The engine thread panicked.
+    #[error("the engine panicked: {0}")]
+    Panicked(String),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Farm(lathe_coordinator::Error::Rpc(status))
+    }
+}
+
+/// The worker library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

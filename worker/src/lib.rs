@@ -1,0 +1,18 @@
+//! lathe's worker: pulls tasks from the work queue, streams their sources from the coordinator, runs
+//! the engine on blocking threads, streams the masters back and acknowledges a task only once the
+//! coordinator has stored its master.
+//!
+//! - [`worker`]: the worker loop ([`run_worker`]): registration under a lease, slots, draining.
+//! - [`task`]: one task, from delivery to acknowledgement.
+//! - [`embedded`]: the coordinator and N worker loops in one process on the in-process queue, store
+//!   and blob implementations: `lathe master`'s engine room, the same code as the farm.
+#![deny(missing_docs)]
+
+pub mod embedded;
+pub mod error;
+pub mod service;
+pub mod task;
+pub mod worker;
+
+pub use error::{Error, Result};
+pub use worker::{WorkerSettings, run_worker};

@@ -1,0 +1,79 @@
+//! The worker as a service: its command-line options and the function that runs it until SIGTERM.
+//! The `lathe-worker` binary is this and nothing else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lathe_coordinator::CoordinatorSettings;
+use lathe_coordinator::queue::JetStreamQueue;
+use lathe_coordinator::state::EtcdStore;
+
+use crate::error::Result;
+use crate::{WorkerSettings, run_worker};
+
+/// A lathe farm worker: pulls render tasks from NATS JetStream, streams sources from the coordinator,
+/// masters them, streams the masters back. SIGTERM: stop pulling, finish or hand back, exit.
+#[derive(Debug, Parser)]
+#[command(name = "lathe-worker", version)]
+pub struct ServiceArgs {
+    /// The coordinator's gRPC address.
+    #[arg(long, env = "LATHE_COORDINATOR", default_value = lathe_coordinator::client::DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+    /// NATS server with JetStream.
+    #[arg(long, env = "LATHE_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "LATHE_ETCD", default_value = "http://127.0.0.1:2379")]
+    pub etcd: String,
+    /// Prefix of every etcd key (as the coordinator's).
+    #[arg(long, env = "LATHE_NAMESPACE", default_value = "/lathe/")]
+    pub namespace: String,
+    /// Worker id (default: host-pid).
+    #[arg(long, env = "LATHE_WORKER_ID")]
+    pub id: Option<String>,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Folder for sources and masters while tasks run.
+    #[arg(long, env = "LATHE_SCRATCH")]
+    pub scratch: Option<PathBuf>,
+    /// On SIGTERM, seconds running tasks may take to finish before they are handed back.
+    #[arg(long, default_value_t = 0.0)]
+    pub drain_s: f64,
+    /// Must match the coordinator's: ack deadline of the queue, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub ack_wait_s: f64,
+    /// Must match the coordinator's: attempts a task gets.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+}
+
+/// Runs a worker with `args` until SIGTERM or Ctrl-C (then drains).
+pub async fn run_service(args: ServiceArgs) -> Result<()> {
+    let mut settings = WorkerSettings::new(&args.coordinator);
+    if let Some(id) = args.id {
+        settings.id = id;
+    }
+    settings.slots = args.slots.max(1);
+    if let Some(scratch) = args.scratch {
+        settings.scratch = scratch;
+    }
+    settings.drain = Duration::from_secs_f64(args.drain_s.max(0.0));
+    let queue_settings = CoordinatorSettings {
+        max_attempts: args.max_attempts.max(1),
+        ..CoordinatorSettings::default()
+    }
+    .queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
+    let queue = JetStreamQueue::connect(&args.nats, queue_settings).await?;
+    let state = EtcdStore::connect(&args.etcd, &args.namespace).await?;
+    run_worker(
+        settings,
+        Arc::new(queue),
+        Arc::new(state),
+        lathe_coordinator::signal::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! One task, from delivery to acknowledgement.
+//!
+//! 1. Ask the coordinator whether to run it (`StartTask`): it may be finished already, cancelled, out
+//!    of attempts, or this worker may be blocklisted for its job.
+//! 2. Stream the source into a temporary folder, verifying its digest.
+//! 3. Run the engine on a blocking thread; meanwhile report progress to the coordinator and send
+//!    in-progress acks to the queue.
+//! 4. Stream the master back with its digest, then `CompleteTask`; only then ack the delivery.
+//!
+//! A failed attempt is reported (`FailTask`) and handed back for another attempt after a delay, or
+//! terminated when the coordinator says it is out of attempts. A task whose job is cancelled, or that
+//! the worker hands back while draining, stops the engine at its next progress call.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
+use lathe_coordinator::queue::Delivery;
+use lathe_engine::profile::Profile;
+use lathe_engine::render::{MasterRequest, master_track};
+use lathe_engine::tags::TrackTags;
+use lathe_proto::v1;
+use prost::Message as _;
+
+use crate::error::{Error, Result};
+use crate::worker::WorkerContext;
+
+/// Why a running task should stop.
+const KEEP_GOING: u8 = 0;
+const JOB_CANCELLED: u8 = 1;
+const HAND_BACK: u8 = 2;
+
+/// How long calls to the coordinator are retried while it is unreachable (a restart).
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
+
+/// A task this worker is running, as the rest of the worker sees it.
+#[derive(Debug)]
+pub struct RunningTask {
+    /// The task id.
+    pub task_id: String,
+    stop: AtomicU8,
+    progress: Mutex<(String, f64)>,
+}
+
+impl RunningTask {
+    /// Stops the task at the engine's next progress call and hands it back to the queue.
+    pub fn hand_back(&self) {
+        let _ =
+            self.stop
+                .compare_exchange(KEEP_GOING, HAND_BACK, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn cancel(&self) {
+        let _ = self.stop.compare_exchange(
+            KEEP_GOING,
+            JOB_CANCELLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    fn stop_reason(&self) -> Option<&'static str> {
+        match self.stop.load(Ordering::Acquire) {
+            JOB_CANCELLED => Some("the job was cancelled"),
+            HAND_BACK => Some("the worker is shutting down"),
+            _ => None,
+        }
+    }
+}
+
+/// The payload the engine thread unwinds with when told to stop.
+struct Stop;
+
+/// Handles one delivery to the end; never fails (every outcome settles the delivery).
+pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
+    let settings = &context.settings;
+    let task = match v1::Task::decode(delivery.payload.clone()) {
+        Ok(task) => task,
+        Err(error) => {
+            tracing::error!(%error, "undecodable task message: terminated");
+            let _ = delivery.term().await;
+            return;
+        }
+    };
+    // While the coordinator is unreachable (a restart), keep the delivery: retry, with in-progress
+    // acks so that the queue does not hand it to another worker meanwhile.
+    let start = holding(&delivery, settings.progress_interval, || {
+        let mut workers = context.client.workers.clone();
+        let request = v1::StartTaskRequest {
+            task_id: task.task_id.clone(),
+            worker_id: settings.id.clone(),
+            delivery: delivery.delivery,
+        };
+        async move { workers.start_task(request).await }
+    })
+    .await;
+    let reply = match start {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            tracing::warn!(task = %task.task_id, %status, "coordinator unreachable: handing back");
+            let _ = delivery.nak(Some(settings.retry_delay)).await;
+            return;
+        }
+    };
+    match reply.verdict() {
+        v1::StartVerdict::Run => {}
+        v1::StartVerdict::HandBack => {
+            tracing::info!(task = %task.task_id, reason = %reply.reason, "handing back");
+            let _ = delivery.nak(Some(settings.retry_delay)).await;
+            return;
+        }
+        v1::StartVerdict::Drop | v1::StartVerdict::Unspecified => {
+            tracing::info!(task = %task.task_id, reason = %reply.reason, "dropping delivery");
+            let _ = delivery.ack().await;
+            return;
+        }
+    }
+
+    let running = Arc::new(RunningTask {
+        task_id: task.task_id.clone(),
+        stop: AtomicU8::new(KEEP_GOING),
+        progress: Mutex::new(("start".to_owned(), 0.0)),
+    });
+    if let Ok(mut list) = context.running.lock() {
+        list.push(Arc::clone(&running));
+    }
+    tracing::info!(task = %task.task_id, source = %task.source_name, delivery = delivery.delivery, "task running");
+    let outcome = {
+        let work = execute(context, &task, &running);
+        tokio::pin!(work);
+        let mut ticker = tokio::time::interval(settings.progress_interval);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = ticker.tick() => report_progress(context, &task, &running, &delivery).await,
+            }
+        }
+    };
+    if let Ok(mut list) = context.running.lock() {
+        list.retain(|t| !Arc::ptr_eq(t, &running));
+    }
+
+    match outcome {
+        Ok(()) => {
+            tracing::info!(task = %task.task_id, "task done");
+            let _ = delivery.ack().await;
+        }
+        Err(Error::Stopped(reason)) if running.stop.load(Ordering::Acquire) == JOB_CANCELLED => {
+            tracing::info!(task = %task.task_id, reason, "task stopped");
+            let _ = delivery.ack().await;
+        }
+        Err(Error::Stopped(reason)) => {
+            tracing::info!(task = %task.task_id, reason, "task handed back");
+            let _ = delivery.nak(None).await;
+        }
+        Err(Error::Farm(error)) if error.is_retryable() => {
+            tracing::warn!(task = %task.task_id, %error, "farm unreachable: handing back");
+            let _ = delivery.nak(Some(settings.retry_delay)).await;
+        }
+        Err(error) => {
+            let message = error.to_string();
+            tracing::warn!(task = %task.task_id, error = %message, "task failed");
+            let request = v1::FailTaskRequest {
+                task_id: task.task_id.clone(),
+                worker_id: settings.id.clone(),
+                delivery: delivery.delivery,
+                error: message,
+            };
+            let reply = holding(&delivery, settings.progress_interval, || {
+                let mut workers = context.client.workers.clone();
+                let request = request.clone();
+                async move { workers.fail_task(request).await }
+            })
+            .await;
+            match reply {
+                Ok(reply) if reply.get_ref().r#final => {
+                    let _ = delivery.term().await;
+                }
+                _ => {
+                    let _ = delivery.nak(Some(settings.retry_delay)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends an in-progress ack and the task's progress; a cancelled job stops the task.
+async fn report_progress(
+    context: &WorkerContext,
+    task: &v1::Task,
+    running: &RunningTask,
+    delivery: &Delivery,
+) {
+    if let Err(error) = delivery.progress().await {
+        tracing::warn!(task = %task.task_id, %error, "in-progress ack failed");
+    }
+    let (phase, fraction) = running
+        .progress
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    let request = v1::ProgressRequest {
+        task_id: task.task_id.clone(),
+        worker_id: context.settings.id.clone(),
+        phase,
+        fraction,
+    };
+    let mut workers = context.client.workers.clone();
+    match tokio::time::timeout(Duration::from_secs(2), workers.report_progress(request)).await {
+        Ok(Ok(reply)) if reply.get_ref().cancel => running.cancel(),
+        Ok(Ok(_)) => {}
+        Ok(Err(status)) => tracing::debug!(task = %task.task_id, %status, "progress not reported"),
+        Err(_) => tracing::debug!(task = %task.task_id, "progress report timed out"),
+    }
+}
+
+/// Retries `call` while the coordinator is unreachable (it may be restarting), for up to
+/// [`COORDINATOR_PATIENCE`].
+async fn with_patience<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match call().await {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) && started.elapsed() < COORDINATOR_PATIENCE =>
+            {
+                tracing::debug!(%status, "coordinator unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// [`with_patience`] while holding `delivery`: in-progress acks every `interval` meanwhile.
+async fn holding<T, F, Fut>(
+    delivery: &Delivery,
+    interval: Duration,
+    call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let work = with_patience(call);
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticker.tick() => {
+                let _ = delivery.progress().await;
+            }
+        }
+    }
+}
+
+/// A plain file name (no folders), so that a task cannot write outside its scratch folder.
+fn plain_name(name: &str) -> Result<&str> {
+    let path = Path::new(name);
+    match path.file_name() {
+        Some(file) if file == path.as_os_str() && !name.starts_with('.') => Ok(name),
+        _ => Err(Error::Farm(lathe_coordinator::Error::InvalidRequest(
+            format!("{name:?} is not a plain file name"),
+        ))),
+    }
+}
+
+async fn execute(
+    context: &WorkerContext,
+    task: &v1::Task,
+    running: &Arc<RunningTask>,
+) -> Result<()> {
+    let settings = &context.settings;
+    if task.kind != lathe_coordinator::plan::RENDER {
+        return Err(Error::Farm(lathe_coordinator::Error::InvalidRequest(
+            format!("unknown task kind {:?}", task.kind),
+        )));
+    }
+    let profile = Profile::from_toml(&task.profile_toml, &task.task_id)?;
+    std::fs::create_dir_all(&settings.scratch).map_err(|source| Error::Io {
+        path: settings.scratch.clone(),
+        source,
+    })?;
+    let folder = tempfile::Builder::new()
+        .prefix("lathe-task-")
+        .tempdir_in(&settings.scratch)
+        .map_err(|source| Error::Io {
+            path: settings.scratch.clone(),
+            source,
+        })?;
+    let source = folder.path().join(plain_name(&task.source_name)?);
+    let output_folder = folder.path().join("out");
+    std::fs::create_dir_all(&output_folder).map_err(|source| Error::Io {
+        path: output_folder.clone(),
+        source,
+    })?;
+    let output = output_folder.join(plain_name(&task.output_name)?);
+
+    // 2. The source, verified.
+    with_patience(|| {
+        let mut workers = context.client.workers.clone();
+        let digest = task.source_digest.clone();
+        let source = source.clone();
+        async move {
+            let stream = workers
+                .fetch_source(v1::BlobRef {
+                    digest: digest.clone(),
+                })
+                .await?
+                .into_inner();
+            receive_to_file(stream, &digest, &source)
+                .await
+                .map_err(tonic::Status::from)
+        }
+    })
+    .await?;
+
+    // 3. The engine, on a blocking thread.
+    let report = {
+        let engine_task = Arc::clone(running);
+        let source = source.clone();
+        let output = output.clone();
+        let engine = tokio::task::spawn_blocking(move || {
+            let request = MasterRequest {
+                input: &source,
+                output: &output,
+                profile: &profile,
+                tags: TrackTags::default(),
+            };
+            master_track(&request, &mut |progress| {
+                if engine_task.stop_reason().is_some() {
+                    // Unwinds out of the engine (its temporary files are removed on the way);
+                    // resume_unwind skips the panic hook, so nothing is printed.
+                    std::panic::resume_unwind(Box::new(Stop));
+                }
+                if let Ok(mut current) = engine_task.progress.lock() {
+                    *current = (progress.phase.as_str().to_owned(), progress.fraction);
+                }
+            })
+        });
+        match engine.await {
+            // Engine errors name the file: name it as the client knows it, not by its scratch path.
+            Ok(report) => report.map_err(|error| {
+                Error::Track(
+                    error
+                        .to_string()
+                        .replace(&format!("{}/", folder.path().display()), ""),
+                )
+            })?,
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                if payload.is::<Stop>() {
+                    return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
+                }
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                return Err(Error::Panicked(message));
+            }
+            Err(error) => return Err(Error::Panicked(error.to_string())),
+        }
+    };
+    if let Some(reason) = running.stop_reason() {
+        return Err(Error::Stopped(reason));
+    }
+
+    // 4. The master back, with its digest; then the completion.
+    let digest = digest_file(&output).await?;
+    with_patience(|| {
+        let mut workers = context.client.workers.clone();
+        let output = output.clone();
+        async move {
+            let chunks = file_chunks(&output, digest)
+                .await
+                .map_err(tonic::Status::from)?;
+            workers.put_result(chunks).await
+        }
+    })
+    .await?;
+    let mut report = report;
+    report.input = PathBuf::from(&task.source_name);
+    report.output = PathBuf::from(&task.output_name);
+    let report_json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let request = v1::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        worker_id: settings.id.clone(),
+        output_digest: digest.to_string(),
+        report_json,
+    };
+    with_patience(|| {
+        let mut workers = context.client.workers.clone();
+        let request = request.clone();
+        async move { workers.complete_task(request).await }
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! The worker loop: register, pull while there are free slots, run tasks, drain on shutdown.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lathe_coordinator::Error as FarmError;
+use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::queue::WorkQueue;
+use lathe_coordinator::record::{WorkerRecord, encode, unix_ms, worker_key};
+use lathe_coordinator::state::{LeaseId, StateStore};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::error::Result;
+use crate::task::{RunningTask, run_delivery};
+
+/// No lease granted yet (etcd lease ids are never 0).
+const NO_LEASE: LeaseId = 0;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Its id (unique in the farm): by default `host-pid`.
+    pub id: String,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// The coordinator's gRPC address.
+    pub coordinator_url: String,
+    /// Folder for sources and masters while a task runs (a temporary folder per task).
+    pub scratch: PathBuf,
+    /// Its registration disappears this long after its last heartbeat.
+    pub lease_ttl: Duration,
+    /// How often it refreshes its registration.
+    pub heartbeat: Duration,
+    /// How often a running task reports progress and sends an in-progress ack.
+    pub progress_interval: Duration,
+    /// How long a pull waits for a task.
+    pub poll_wait: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    pub drain: Duration,
+    /// After a failed attempt, how long before the task may be delivered again (to another worker,
+    /// if one is free).
+    pub retry_delay: Duration,
+}
+
+impl WorkerSettings {
+    /// Defaults for a worker of the coordinator at `coordinator_url`.
+    pub fn new(coordinator_url: &str) -> Self {
+        Self {
+            id: default_worker_id(),
+            slots: 1,
+            coordinator_url: coordinator_url.to_owned(),
+            scratch: std::env::temp_dir(),
+            lease_ttl: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
+            progress_interval: Duration::from_millis(500),
+            poll_wait: Duration::from_secs(1),
+            drain: Duration::ZERO,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The host's name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `host-pid`.
+pub fn default_worker_id() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// What the worker's tasks share.
+pub(crate) struct WorkerContext {
+    pub(crate) settings: WorkerSettings,
+    pub(crate) client: FarmClient,
+    pub(crate) running: Mutex<Vec<Arc<RunningTask>>>,
+}
+
+impl WorkerContext {
+    pub(crate) fn current_tasks(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|running| {
+                running
+                    .iter()
+                    .map(|t| t.task_id.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Keeps the worker's registration alive; a lease that ran out (a long pause) is replaced.
+async fn register(
+    state: &dyn StateStore,
+    context: &WorkerContext,
+    lease: &AtomicI64,
+) -> Result<()> {
+    let settings = &context.settings;
+    let record = WorkerRecord {
+        id: settings.id.clone(),
+        host: host_name(),
+        pid: std::process::id(),
+        slots: settings.slots,
+        current_tasks: context.current_tasks(),
+        heartbeat_unix_ms: unix_ms(),
+    };
+    let id: LeaseId = match lease.load(Ordering::Acquire) {
+        NO_LEASE => state.grant_lease(settings.lease_ttl).await?,
+        id => match state.keep_alive(id).await {
+            Ok(()) => id,
+            Err(FarmError::LeaseExpired { .. }) => state.grant_lease(settings.lease_ttl).await?,
+            Err(error) => return Err(error.into()),
+        },
+    };
+    lease.store(id, Ordering::Release);
+    state
+        .put_leased(&worker_key(&settings.id), encode(&record)?, id)
+        .await?;
+    Ok(())
+}
+
+/// Runs a worker until `shutdown` resolves, then stops pulling, lets running tasks finish for
+/// `settings.drain`, hands back the rest and removes its registration.
+pub async fn run_worker(
+    settings: WorkerSettings,
+    queue: Arc<dyn WorkQueue>,
+    state: Arc<dyn StateStore>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let client = FarmClient::lazy(&settings.coordinator_url)?;
+    let context = Arc::new(WorkerContext {
+        client,
+        running: Mutex::new(Vec::new()),
+        settings,
+    });
+    let lease = Arc::new(AtomicI64::new(NO_LEASE));
+    register(state.as_ref(), &context, &lease).await?;
+    tracing::info!(worker = %context.settings.id, slots = context.settings.slots, "worker registered");
+    let heartbeat = {
+        let context = Arc::clone(&context);
+        let state = Arc::clone(&state);
+        let lease = Arc::clone(&lease);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(context.settings.heartbeat).await;
+                if let Err(error) = register(state.as_ref(), &context, &lease).await {
+                    tracing::warn!(%error, "heartbeat failed");
+                }
+            }
+        })
+    };
+
+    let slots = Arc::new(Semaphore::new(context.settings.slots.max(1) as usize));
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        while tasks.try_join_next().is_some() {}
+        let pulled = tokio::select! {
+            () = &mut shutdown => break,
+            pulled = queue.pull(1, context.settings.poll_wait) => pulled,
+        };
+        match pulled {
+            Ok(deliveries) => {
+                if let Some(delivery) = deliveries.into_iter().next() {
+                    let context = Arc::clone(&context);
+                    tasks.spawn(async move {
+                        run_delivery(&context, delivery).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pull failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    tracing::info!(worker = %context.settings.id, running = tasks.len(), "draining");
+    let drain = context.settings.drain;
+    let finished =
+        tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        if let Ok(running) = context.running.lock() {
+            for task in running.iter() {
+                task.hand_back();
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    heartbeat.abort();
+    let id = lease.load(Ordering::Acquire);
+    if id != NO_LEASE
+        && let Err(error) = state.revoke(id).await
+    {
+        tracing::warn!(%error, "cannot revoke the worker's lease");
+    }
+    tracing::info!(worker = %context.settings.id, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The embedded farm (coordinator and worker loops in one process on the in-process queue, store and
+//! blob store) gives exactly the masters the engine writes when called directly.
+
+use std::path::PathBuf;
+
+use lathe_engine::profile::Profile;
+use lathe_engine::render::{MasterRequest, master_track};
+use lathe_engine::synth::{Style, TrackRecipe, write_wav};
+use lathe_engine::tags::TrackTags;
+use lathe_proto::v1;
+use lathe_worker::embedded::{EmbeddedFarm, fetch_outputs, submit_and_wait};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_farm_masters_match_the_engine_byte_for_byte() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources_dir = work.path().join("sources");
+    std::fs::create_dir_all(&sources_dir).expect("sources");
+    let sources: Vec<PathBuf> = [Style::Pop, Style::Ballad, Style::Rock]
+        .into_iter()
+        .enumerate()
+        .map(|(index, style)| {
+            let recipe = TrackRecipe {
+                duration_s: 3.0,
+                ..TrackRecipe::new(style, 40 + index as u64)
+            };
+            let path = sources_dir.join(format!("{index:02}-{}.wav", style.name()));
+            write_wav(&recipe, &path, 24).expect("write");
+            path
+        })
+        .collect();
+    let corrupt = sources_dir.join("99-broken.wav");
+    std::fs::write(&corrupt, b"RIFF not really a wave file").expect("write");
+    let profile = Profile::preset("cd").expect("preset");
+
+    let farm = EmbeddedFarm::start(2, &work.path().join("scratch"))
+        .await
+        .expect("embedded farm");
+    let mut all = sources.clone();
+    all.push(corrupt.clone());
+    let status = submit_and_wait(&farm.client, &all, &profile, "embedded", 0)
+        .await
+        .expect("job");
+    let out = work.path().join("farm");
+    let written = fetch_outputs(&farm.client, &status, &out)
+        .await
+        .expect("fetch");
+    farm.stop().await;
+
+    assert_eq!(status.state(), v1::JobState::CompletedWithFailures);
+    let broken = status
+        .tasks
+        .iter()
+        .find(|t| t.source_name == "99-broken.wav")
+        .expect("broken task");
+    assert_eq!(broken.state(), v1::TaskState::Failed);
+    assert_eq!(
+        broken.attempts, 1,
+        "the embedded farm tries each track once"
+    );
+    assert!(
+        broken.last_error.starts_with("99-broken.wav:"),
+        "{}",
+        broken.last_error
+    );
+    assert_eq!(written.len(), 3);
+
+    let direct = work.path().join("direct");
+    std::fs::create_dir_all(&direct).expect("direct");
+    for source in &sources {
+        let name = source
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
+        let output = direct.join(format!("{name}.wav"));
+        master_track(
+            &MasterRequest {
+                input: source,
+                output: &output,
+                profile: &profile,
+                tags: TrackTags::default(),
+            },
+            &mut |_| {},
+        )
+        .expect("master");
+        let farmed = std::fs::read(out.join(format!("{name}.wav"))).expect("farm master");
+        assert!(
+            std::fs::read(&output).expect("direct master") == farmed,
+            "{name}: the embedded farm's master differs"
+        );
+        assert!(out.join(format!("{name}.report.json")).is_file());
+    }
+}
