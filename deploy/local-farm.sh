@@ -34,7 +34,9 @@ wait_port() { # port, name
 case $action in
 start)
   mkdir -p "$dir/pids" "$dir/logs" "$dir/nats" "$dir/etcd" "$dir/blobs" "$dir/scratch"
-  if [[ $BUILD == release ]]; then
+  if [[ -n ${SKIP_BUILD:-} ]]; then
+    :
+  elif [[ $BUILD == release ]]; then
     cargo build --release --quiet -p lathe-coordinator -p lathe-worker -p lathe-cli
   else
     cargo build --quiet -p lathe-coordinator -p lathe-worker -p lathe-cli

@@ -508,7 +508,10 @@ impl Coordinator {
             .publish(QueueMessage {
                 id: format!("{}#{}", task.id, task.attempts),
                 payload: message.encode_to_vec().into(),
-                headers: Vec::new(),
+                headers: vec![(
+                    crate::trace::TRACEPARENT.to_owned(),
+                    crate::trace::traceparent(&job.id, &task.id, task.attempts),
+                )],
             })
             .await
     }

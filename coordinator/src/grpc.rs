@@ -11,6 +11,7 @@ use lathe_proto::v1::worker_api_server::{WorkerApi, WorkerApiServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::blob::{BlobStore, Digest};
 use crate::coordinator::{Coordinator, StartVerdict};
@@ -248,10 +249,13 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::StartTaskRequest>,
     ) -> GrpcResult<v1::StartTaskReply> {
+        let span =
+            tracing::info_span!("start_task", traceparent = %crate::trace::of_request(&request));
         let request = request.into_inner();
         let verdict = self
             .0
             .start_task(&request.task_id, &request.worker_id, request.delivery)
+            .instrument(span)
             .await?;
         let (verdict, reason) = match verdict {
             StartVerdict::Run => (v1::StartVerdict::Run, String::new()),
@@ -300,6 +304,8 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::CompleteTaskRequest>,
     ) -> GrpcResult<v1::CompleteTaskReply> {
+        let span =
+            tracing::info_span!("complete_task", traceparent = %crate::trace::of_request(&request));
         let request = request.into_inner();
         self.0
             .complete_task(
@@ -308,6 +314,7 @@ impl WorkerApi for WorkerService {
                 &request.output_digest,
                 &request.report_json,
             )
+            .instrument(span)
             .await?;
         Ok(Response::new(v1::CompleteTaskReply {}))
     }
@@ -316,10 +323,13 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::FailTaskRequest>,
     ) -> GrpcResult<v1::FailTaskReply> {
+        let span =
+            tracing::info_span!("fail_task", traceparent = %crate::trace::of_request(&request));
         let request = request.into_inner();
         let final_failure = self
             .0
             .fail_task(&request.task_id, &request.worker_id, &request.error)
+            .instrument(span)
             .await?;
         Ok(Response::new(v1::FailTaskReply {
             r#final: final_failure,

@@ -20,6 +20,7 @@ pub mod service;
 pub mod signal;
 pub mod state;
 pub mod testing;
+pub mod trace;
 
 pub use coordinator::{Coordinator, CoordinatorSettings};
 pub use error::{Error, Result};

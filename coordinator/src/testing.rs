@@ -74,7 +74,6 @@ impl NatsServer {
             eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
             return None;
         }
-        #[allow(clippy::expect_used)]
         let data = tempfile::tempdir().expect("temporary folder for nats-server");
         let mut server = Self {
             process: None,
@@ -94,7 +93,6 @@ impl NatsServer {
     ///
     /// # Panics
     /// If it does not start.
-    #[allow(clippy::expect_used)]
     pub fn restart(&mut self) {
         self.process = None;
         let mut child = Command::new("nats-server")
@@ -134,7 +132,6 @@ impl EtcdServer {
     ///
     /// # Panics
     /// If it is installed but does not start.
-    #[allow(clippy::expect_used)]
     pub fn start() -> Option<Self> {
         if !installed("etcd") {
             eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");

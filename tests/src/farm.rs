@@ -170,7 +170,12 @@ impl Farm {
 
     /// Sends `signal` (`KILL`, `TERM`) to a worker.
     pub fn signal_worker(&mut self, id: &str, signal: &str) {
-        let pid = self.workers.get(id).expect("a worker with this id").id();
+        let child = self.workers.get_mut(id).expect("a worker with this id");
+        if signal == "KILL" {
+            child.kill().expect("SIGKILL the worker");
+            return;
+        }
+        let pid = child.id();
         let status = Command::new("kill")
             .args(["-s", signal, &pid.to_string()])
             .status()

@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::queue::Delivery;
+use lathe_coordinator::trace::{TRACEPARENT, traced};
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{MasterRequest, master_track};
 use lathe_engine::tags::TrackTags;
 use lathe_proto::v1;
 use prost::Message as _;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::worker::WorkerContext;
@@ -73,8 +75,22 @@ impl RunningTask {
 /// The payload the engine thread unwinds with when told to stop.
 struct Stop;
 
-/// Handles one delivery to the end; never fails (every outcome settles the delivery).
+/// Handles one delivery to the end, in a span carrying the task's trace context; never fails (every
+/// outcome settles the delivery).
 pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
+    let traceparent = delivery
+        .headers
+        .iter()
+        .find(|(name, _)| name == TRACEPARENT)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!("task", traceparent = %traceparent);
+    handle_delivery(context, delivery, &traceparent)
+        .instrument(span)
+        .await;
+}
+
+async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparent: &str) {
     let settings = &context.settings;
     let task = match v1::Task::decode(delivery.payload.clone()) {
         Ok(task) => task,
@@ -93,7 +109,7 @@ pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
             worker_id: settings.id.clone(),
             delivery: delivery.delivery,
         };
-        async move { workers.start_task(request).await }
+        async move { workers.start_task(traced(request, traceparent)).await }
     })
     .await;
     let reply = match start {
@@ -128,13 +144,15 @@ pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
     }
     tracing::info!(task = %task.task_id, source = %task.source_name, delivery = delivery.delivery, "task running");
     let outcome = {
-        let work = execute(context, &task, &running);
+        let work = execute(context, &task, &running, traceparent);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(settings.progress_interval);
         loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
-                _ = ticker.tick() => report_progress(context, &task, &running, &delivery).await,
+                _ = ticker.tick() => {
+                    report_progress(context, &task, &running, &delivery, traceparent).await;
+                }
             }
         }
     };
@@ -171,7 +189,7 @@ pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
             let reply = holding(&delivery, settings.progress_interval, || {
                 let mut workers = context.client.workers.clone();
                 let request = request.clone();
-                async move { workers.fail_task(request).await }
+                async move { workers.fail_task(traced(request, traceparent)).await }
             })
             .await;
             match reply {
@@ -192,6 +210,7 @@ async fn report_progress(
     task: &v1::Task,
     running: &RunningTask,
     delivery: &Delivery,
+    traceparent: &str,
 ) {
     if let Err(error) = delivery.progress().await {
         tracing::warn!(task = %task.task_id, %error, "in-progress ack failed");
@@ -208,7 +227,12 @@ async fn report_progress(
         fraction,
     };
     let mut workers = context.client.workers.clone();
-    match tokio::time::timeout(Duration::from_secs(2), workers.report_progress(request)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        workers.report_progress(traced(request, traceparent)),
+    )
+    .await
+    {
         Ok(Ok(reply)) if reply.get_ref().cancel => running.cancel(),
         Ok(Ok(_)) => {}
         Ok(Err(status)) => tracing::debug!(task = %task.task_id, %status, "progress not reported"),
@@ -278,6 +302,7 @@ async fn execute(
     context: &WorkerContext,
     task: &v1::Task,
     running: &Arc<RunningTask>,
+    traceparent: &str,
 ) -> Result<()> {
     let settings = &context.settings;
     if task.kind != lathe_coordinator::plan::RENDER {
@@ -312,9 +337,12 @@ async fn execute(
         let source = source.clone();
         async move {
             let stream = workers
-                .fetch_source(v1::BlobRef {
-                    digest: digest.clone(),
-                })
+                .fetch_source(traced(
+                    v1::BlobRef {
+                        digest: digest.clone(),
+                    },
+                    traceparent,
+                ))
                 .await?
                 .into_inner();
             receive_to_file(stream, &digest, &source)
@@ -384,7 +412,7 @@ async fn execute(
             let chunks = file_chunks(&output, digest)
                 .await
                 .map_err(tonic::Status::from)?;
-            workers.put_result(chunks).await
+            workers.put_result(traced(chunks, traceparent)).await
         }
     })
     .await?;
@@ -401,7 +429,7 @@ async fn execute(
     with_patience(|| {
         let mut workers = context.client.workers.clone();
         let request = request.clone();
-        async move { workers.complete_task(request).await }
+        async move { workers.complete_task(traced(request, traceparent)).await }
     })
     .await?;
     Ok(())
