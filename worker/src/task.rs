@@ -363,6 +363,8 @@ async fn execute(
                 output: &output,
                 profile: &profile,
                 tags: TrackTags::default(),
+                level: None,
+                fades: None,
             };
             master_track(&request, &mut |progress| {
                 if engine_task.stop_reason().is_some() {

@@ -79,6 +79,8 @@ async fn embedded_farm_masters_match_the_engine_byte_for_byte() {
                 output: &output,
                 profile: &profile,
                 tags: TrackTags::default(),
+                level: None,
+                fades: None,
             },
             &mut |_| {},
         )
