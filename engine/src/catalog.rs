@@ -59,8 +59,10 @@ pub const AUDIO_EXTENSIONS: [&str; 12] = [
 /// The default gap before an album track, seconds.
 pub const DEFAULT_GAP_S: f64 = 2.0;
 
-/// A parsed, validated catalogue job: paths resolved, ISRCs and UPCs checked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A parsed, validated catalogue job: paths resolved, ISRCs and UPCs checked. It serialises (JSON,
+/// TOML) with its resolved paths, for a coordinator to store or send; [`Catalogue::load`] is the
+/// only way in from a user's file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Catalogue {
     /// The manifest file, or the folder read as loose tracks.
     pub origin: PathBuf,
@@ -774,6 +776,8 @@ mod tests {
         assert_eq!(c.track_count(), 4);
         assert_eq!(c.profile_for(Some("mine.toml")), "/music/mine.toml");
         assert_eq!(c.profile_for(None), "streaming");
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Catalogue>(&json).unwrap(), c);
     }
 
     #[test]
