@@ -59,8 +59,10 @@ pub const AUDIO_EXTENSIONS: [&str; 12] = [
 /// The default gap before an album track, seconds.
 pub const DEFAULT_GAP_S: f64 = 2.0;
 
-/// A parsed, validated catalogue job: paths resolved, ISRCs and UPCs checked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A parsed, validated catalogue job: paths resolved, ISRCs and UPCs checked. It serialises (JSON,
+/// TOML) with its resolved paths, for a coordinator to store or send; [`Catalogue::load`] is the
+/// only way in from a user's file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Catalogue {
     /// The manifest file, or the folder read as loose tracks.
     pub origin: PathBuf,
@@ -514,6 +516,7 @@ impl Catalogue {
                 if track.disc == 0 {
                     return Err(bad("disc: 0 is out of range; discs count from 1".into()));
                 }
+                check_profile(&root, track.profile.as_deref()).map_err(&bad)?;
             }
         }
         for (t, track) in self.tracks.iter_mut().enumerate() {
@@ -532,9 +535,25 @@ impl Catalogue {
             }
             check_seconds("fade_in_s", track.fade_in_s, 0.0, 60.0).map_err(&bad)?;
             check_seconds("fade_out_s", track.fade_out_s, 0.0, 60.0).map_err(&bad)?;
+            check_profile(&root, track.profile.as_deref()).map_err(&bad)?;
         }
         Ok(())
     }
+}
+
+/// A track's own profile must load: a preset name, or a profile file beside the manifest.
+fn check_profile(root: &Path, profile: Option<&str>) -> Result<(), String> {
+    let Some(name) = profile else {
+        return Ok(());
+    };
+    let resolved = if name.ends_with(".toml") && Path::new(name).is_relative() {
+        root.join(name).to_string_lossy().into_owned()
+    } else {
+        name.to_owned()
+    };
+    crate::profile::Profile::load(&resolved)
+        .map(|_| ())
+        .map_err(|e| format!("profile: {e}"))
 }
 
 fn track_name(path: &Path) -> &str {
@@ -757,6 +776,8 @@ mod tests {
         assert_eq!(c.track_count(), 4);
         assert_eq!(c.profile_for(Some("mine.toml")), "/music/mine.toml");
         assert_eq!(c.profile_for(None), "streaming");
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Catalogue>(&json).unwrap(), c);
     }
 
     #[test]
@@ -819,6 +840,14 @@ mod tests {
         assert!(err.contains("fade_out_s: -1 is out of range"), "{err}");
         let text = ALBUM.replace("\"streaming\", \"cd\"", "\"streaming\", \"tape\"");
         assert!(parse(&text).unwrap_err().to_string().contains("tape"));
+        let text = ALBUM.replace("profile = \"vinyl\"", "profile = \"spotify\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "job.toml: track[1] \"B-side\": profile: profile spotify: name: no such preset"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,12 +22,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use lofty::TextEncoding;
 use lofty::config::{ParseOptions, ParsingMode, WriteOptions};
 use lofty::file::{FileType, TaggedFileExt};
+use lofty::id3::v2::{ExtendedTextFrame, Frame, FrameId, Id3v2Tag, TextInformationFrame};
 use lofty::iff::wav::RiffInfoList;
 use lofty::ogg::tag::VorbisComments;
 use lofty::probe::Probe;
-use lofty::tag::{Accessor, ItemKey, Tag, TagExt, TagType};
+use lofty::tag::{Accessor, ItemKey, Tag, TagExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -217,45 +219,50 @@ impl TrackTags {
         *self == Self::default()
     }
 
-    /// The tags as a lofty tag of `tag_type` (fields that are `None` are left out).
-    fn to_lofty(&self, tag_type: TagType) -> Tag {
-        let mut tag = Tag::new(tag_type);
-        if let Some(title) = &self.title {
-            tag.set_title(title.clone());
-        }
-        if let Some(artist) = &self.artist {
-            tag.set_artist(artist.clone());
-        }
-        if let Some(album) = &self.album {
-            tag.set_album(album.clone());
-        }
-        if let Some(track) = self.track_number {
-            tag.set_track(track);
-        }
-        if let Some(isrc) = &self.isrc {
-            tag.insert_text(ItemKey::Isrc, isrc.clone());
-        }
-        if let Some(total) = self.track_total {
-            tag.set_track_total(total);
-        }
-        if let Some(disc) = self.disc_number {
-            tag.set_disk(disc);
-        }
-        if let Some(genre) = &self.genre {
-            tag.set_genre(genre.clone());
-        }
-        let texts = [
-            (ItemKey::AlbumArtist, self.album_artist.clone()),
-            (ItemKey::RecordingDate, self.year.map(|y| y.to_string())),
-            (ItemKey::Composer, self.composer.clone()),
-            (ItemKey::Barcode, self.upc.clone()),
-            (ItemKey::CopyrightMessage, self.copyright.clone()),
-            (ItemKey::Label, self.label.clone()),
+    /// The tags as an ID3v2 tag, its frames in a fixed order (lofty's generic conversion orders
+    /// them by hash, which would make the bytes differ from run to run). `v23` picks UTF-16 text,
+    /// which ID3v2.3 needs, over UTF-8.
+    fn to_id3v2(&self, v23: bool) -> Id3v2Tag {
+        let encoding = if v23 {
+            TextEncoding::UTF16
+        } else {
+            TextEncoding::UTF8
+        };
+        let pair = |n: Option<u32>, total: Option<u32>| match (n, total) {
+            (Some(n), Some(t)) => Some(format!("{n}/{t}")),
+            (Some(n), None) => Some(n.to_string()),
+            _ => None,
+        };
+        let mut tag = Id3v2Tag::new();
+        let frames = [
+            ("TIT2", self.title.clone()),
+            ("TPE1", self.artist.clone()),
+            ("TALB", self.album.clone()),
+            ("TPE2", self.album_artist.clone()),
+            ("TRCK", pair(self.track_number, self.track_total)),
+            ("TPOS", self.disc_number.map(|n| n.to_string())),
+            ("TDRC", self.year.map(|n| n.to_string())),
+            ("TCON", self.genre.clone()),
+            ("TCOM", self.composer.clone()),
+            ("TSRC", self.isrc.clone()),
+            ("TCOP", self.copyright.clone()),
+            ("TPUB", self.label.clone()),
         ];
-        for (key, value) in texts {
+        for (id, value) in frames {
             if let Some(value) = value {
-                tag.insert_text(key, value);
+                tag.insert(Frame::Text(TextInformationFrame::new(
+                    FrameId::Valid(Cow::Borrowed(id)),
+                    encoding,
+                    value,
+                )));
             }
+        }
+        if let Some(upc) = &self.upc {
+            tag.insert(Frame::UserText(ExtendedTextFrame::new(
+                encoding,
+                "BARCODE",
+                upc.clone(),
+            )));
         }
         tag
     }
@@ -355,7 +362,7 @@ pub fn write_tags_with_bext(
     match kind {
         FileType::Flac => write_flac(path, tags),
         FileType::Wav => write_wav(path, tags, bext),
-        FileType::Mpeg => write_with_lofty(path, tags.to_lofty(TagType::Id3v2)),
+        FileType::Mpeg => write_with_lofty(path, tags.to_id3v2(false)),
         FileType::Opus => {
             let mut comments = VorbisComments::new();
             comments.set_vendor(format!("lathe {}", env!("CARGO_PKG_VERSION")));
@@ -376,7 +383,7 @@ pub fn write_tags_with_bext(
 
 /// MP3 tags are ID3v2.4 with UTF-8 text: ID3v2.3's UTF-16 byte-order marks (`FF FE`) look like
 /// an MPEG frame sync, and Symphonia's probe then takes the tag for audio.
-fn write_with_lofty(path: &Path, tag: Tag) -> Result<()> {
+fn write_with_lofty(path: &Path, tag: Id3v2Tag) -> Result<()> {
     tag.save_to_path(path, WriteOptions::new().use_id3v23(false))
         .map_err(|e| tag_error(path, error_chain(&e)))?;
     sync(path)
@@ -550,7 +557,7 @@ fn write_wav(path: &Path, tags: &TrackTags, bext: Option<&BroadcastExtension>) -
             .dump_to(&mut tail, write_options())
             .map_err(|e| tag_error(path, format!("RIFF INFO: {}", error_chain(&e))))?;
         let mut id3 = Vec::new();
-        tags.to_lofty(TagType::Id3v2)
+        tags.to_id3v2(true)
             .dump_to(&mut id3, write_options())
             .map_err(|e| tag_error(path, format!("ID3v2: {}", error_chain(&e))))?;
         let id3_len =

@@ -404,3 +404,116 @@ gap_s = 0.0
         outcome.stderr
     );
 }
+
+/// A hot profile: the streaming chain pushed to -10 LUFS under a -0.1 dBTP ceiling, where lossy
+/// codecs overshoot.
+fn hot_profile(dir: &Path) {
+    let streaming = lathe(&["profiles", "streaming"]).stdout;
+    let hot = streaming
+        .replace("name = \"streaming\"", "name = \"hot\"")
+        .replace("target_lufs = -14.0", "target_lufs = -10.0")
+        .replace("ceiling_dbtp = -1.0", "ceiling_dbtp = -0.1");
+    assert!(hot.contains("ceiling_dbtp = -0.1"), "{hot}");
+    std::fs::write(dir.join("hot.toml"), hot).unwrap();
+}
+
+#[test]
+fn lossy_overshoot_is_re_rendered_with_headroom_and_missing_tracks_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let recipe = TrackRecipe {
+        duration_s: 8.0,
+        level_db: -14.0,
+        ..TrackRecipe::new(Style::Pop, 42)
+    };
+    write_wav(&recipe, &dir.path().join("src/single.wav"), 32).unwrap();
+    hot_profile(dir.path());
+    let manifest = dir.path().join("singles.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+[job]
+profile = "hot.toml"
+outlets = ["opus"]
+[[track]]
+file = "src/single.wav"
+title = "Single"
+[[track]]
+file = "src/missing.wav"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // The missing track fails on its own, named; the other is delivered.
+    assert_eq!(outcome.status, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert!(outcome.stderr.contains("missing.wav"), "{}", outcome.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap()).unwrap();
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{json:#}");
+    let single = &files[0];
+    assert_eq!(single["path"], "tracks/opus/single.opus");
+    let notes: Vec<&str> = single["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("re-rendered with")),
+        "Opus at -0.1 dBTP overshoots and is re-rendered: {notes:?}"
+    );
+    let (figures, _) =
+        decoded_figures(LossyCodec::Opus, &out.join("tracks/opus/single.opus")).unwrap();
+    assert!(figures.true_peak_dbtp.unwrap() <= -0.1, "{figures:?}");
+    assert!(
+        (figures.integrated_lufs.unwrap() + 10.0).abs() <= 0.5,
+        "{figures:?}"
+    );
+    assert_eq!(single["qc"]["passed"], true, "{single:#}");
+}
+
+#[test]
+fn deliveries_are_byte_identical_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    album_sources(dir.path());
+    let manifest = dir.path().join("album.toml");
+    std::fs::write(
+        &manifest,
+        MANIFEST.replace(
+            "outlets = [\"streaming\", \"cd\", \"vinyl\", \"broadcast\", \"mp3\", \"opus\"]",
+            "outlets = [\"cd\", \"mp3\", \"opus\"]",
+        ),
+    )
+    .unwrap();
+    let sums = |jobs: &str| {
+        let out = dir.path().join(format!("out-{jobs}"));
+        let outcome = lathe(&[
+            "master",
+            manifest.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-j",
+            jobs,
+        ]);
+        assert_eq!(outcome.status, 0, "{}", outcome.stderr);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap())
+                .unwrap();
+        json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["path"].to_string(), f["sha256"].to_string()))
+            .collect::<Vec<_>>()
+    };
+    let one = sums("1");
+    assert_eq!(one.len(), 1 + 1 + 6 + 8 + 4);
+    assert_eq!(one, sums("2"));
+}

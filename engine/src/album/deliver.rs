@@ -305,6 +305,27 @@ type LossyOutcome = (
     PlotData,
 );
 
+/// What is known of a delivered file besides its bytes.
+struct Facts {
+    /// Duration (s), integrated loudness (LUFS), true peak (dBTP).
+    levels: (Option<f64>, Option<f64>, Option<f64>),
+    qc: QcVerdict,
+    platforms: Vec<PlaybackPreview>,
+    notes: Vec<String>,
+}
+
+impl Facts {
+    /// A file that is not audio (CUE sheet, DDP stream), checked as `qc` says.
+    fn paperwork(qc: QcVerdict) -> Self {
+        Self {
+            levels: (None, None, None),
+            qc,
+            platforms: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// What rendering one outlet's tracks gave: each track's report and file, or its error.
 type Rendered = Vec<Result<(TrackReport, PathBuf)>>;
 
@@ -313,17 +334,14 @@ impl Context<'_> {
         path.strip_prefix(self.out).unwrap_or(path).to_path_buf()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Lists a written file in the manifest, with its checksums.
     fn record(
         &mut self,
         path: &Path,
         album: Option<&str>,
         outlet: Outlet,
         kind: &str,
-        levels: (Option<f64>, Option<f64>, Option<f64>),
-        qc: QcVerdict,
-        platforms: Vec<PlaybackPreview>,
-        notes: Vec<String>,
+        facts: Facts,
     ) {
         match file_digests(path) {
             Ok((bytes, md5, sha256)) => self.files.push(DeliveredFile {
@@ -334,12 +352,12 @@ impl Context<'_> {
                 bytes,
                 md5,
                 sha256,
-                duration_s: levels.0,
-                integrated_lufs: levels.1,
-                true_peak_dbtp: levels.2,
-                qc,
-                platforms,
-                notes,
+                duration_s: facts.levels.0,
+                integrated_lufs: facts.levels.1,
+                true_peak_dbtp: facts.levels.2,
+                qc: facts.qc,
+                platforms: facts.platforms,
+                notes: facts.notes,
             }),
             Err(e) => self.failures.push(e.to_string()),
         }
@@ -630,10 +648,12 @@ impl Context<'_> {
                 album.map(|a| a.title.as_str()),
                 outlet,
                 "track",
-                (Some(a.duration_s), a.integrated_lufs, a.true_peak_dbtp),
-                report.qc.clone(),
-                platforms,
-                report.warnings.iter().chain(&notes).cloned().collect(),
+                Facts {
+                    levels: (Some(a.duration_s), a.integrated_lufs, a.true_peak_dbtp),
+                    qc: report.qc.clone(),
+                    platforms,
+                    notes: report.warnings.iter().chain(&notes).cloned().collect(),
+                },
             );
         }
         if after.is_none() {
@@ -756,10 +776,12 @@ impl Context<'_> {
                         album.map(|a| a.title.as_str()),
                         outlet,
                         "track",
-                        levels,
-                        qc,
-                        Vec::new(),
-                        job_notes.iter().chain(&notes).cloned().collect(),
+                        Facts {
+                            levels,
+                            qc,
+                            platforms: Vec::new(),
+                            notes: job_notes.iter().chain(&notes).cloned().collect(),
+                        },
                     );
                 }
                 Err(e) => {
@@ -784,7 +806,14 @@ impl Context<'_> {
         notes: &mut Vec<String>,
         after: &mut Option<Vec<PlotData>>,
     ) -> Result<(Profile, Vec<(TrackReport, PathBuf)>)> {
-        let profile = outlet_profile(outlet, &self.job_profile)?;
+        let mut profile = outlet_profile(outlet, &self.job_profile)?;
+        // One programme has one rate: the highest any track would be rendered at.
+        let mut rate_hz = 0;
+        for job in jobs {
+            let source_rate = Decoder::open(&job.source)?.info().sample_rate_hz;
+            rate_hz = rate_hz.max(profile.output_rate_hz(source_rate));
+        }
+        profile.output.sample_rate_hz = Some(rate_hz);
         let planned = self.plan(Some(album), jobs, &profile, notes)?;
         let rendered = self.render_tracks(
             &planned,
@@ -860,16 +889,16 @@ impl Context<'_> {
             .map(|(_, p)| p.clone())
             .zip(placements.iter().copied())
             .collect();
-        let analysis = render_programme(
-            &tracks,
-            total,
-            CD_SAMPLE_RATE_HZ,
-            EncodeSpec {
-                container: Container::Wav,
-                bit_depth: 16,
-            },
-            profile_dither(&profile),
+        let programme = Programme {
+            tracks: &tracks,
+            total_frames: total,
+            sample_rate_hz: CD_SAMPLE_RATE_HZ,
+            bit_depth: 16,
+            dither: profile_dither(&profile),
             seed,
+        };
+        let analysis = render_programme(
+            &programme,
             &image,
             &TrackTags {
                 title: Some(album.title.clone()),
@@ -901,14 +930,16 @@ impl Context<'_> {
             Some(&album.title),
             Outlet::Cd,
             "album_image",
-            (
-                Some(analysis.duration_s),
-                analysis.integrated_lufs,
-                analysis.true_peak_dbtp,
-            ),
-            verdict.clone(),
-            Vec::new(),
-            Vec::new(),
+            Facts {
+                levels: (
+                    Some(analysis.duration_s),
+                    analysis.integrated_lufs,
+                    analysis.true_peak_dbtp,
+                ),
+                qc: verdict,
+                platforms: Vec::new(),
+                notes: Vec::new(),
+            },
         );
         let cue = cd_folder.join(format!("{stem}.cue"));
         write_atomically(&cue, layout.cue_sheet(&format!("{stem}.wav")).as_bytes())?;
@@ -921,10 +952,7 @@ impl Context<'_> {
             Some(&album.title),
             Outlet::Cd,
             "cue_sheet",
-            (None, None, None),
-            paperwork.clone(),
-            Vec::new(),
-            Vec::new(),
+            Facts::paperwork(paperwork.clone()),
         );
         let ddp = cd_folder.join("ddp");
         write_ddp(&ddp, &layout, &image)?;
@@ -934,10 +962,7 @@ impl Context<'_> {
                 Some(&album.title),
                 Outlet::Cd,
                 "ddp",
-                (None, None, None),
-                paperwork.clone(),
-                Vec::new(),
-                Vec::new(),
+                Facts::paperwork(paperwork.clone()),
             );
         }
         Ok(())
@@ -985,19 +1010,15 @@ impl Context<'_> {
                 album: Some(album.title.clone()),
                 ..TrackTags::default()
             };
-            let analysis = render_programme(
-                &tracks,
-                total,
-                rate,
-                EncodeSpec {
-                    container: Container::Wav,
-                    bit_depth: 24,
-                },
-                DitherMode::Tpdf,
-                album_seed(&side_masters),
-                &path,
-                &tags,
-            )?;
+            let programme = Programme {
+                tracks: &tracks,
+                total_frames: total,
+                sample_rate_hz: rate,
+                bit_depth: 24,
+                dither: DitherMode::Tpdf,
+                seed: album_seed(&side_masters),
+            };
+            let analysis = render_programme(&programme, &path, &tags)?;
             let length_s = total as f64 / f64::from(rate);
             let mut side_notes = Vec::new();
             if let Some(warning) = vinyl::side_length_warning(&side, length_s, album.vinyl_format) {
@@ -1030,17 +1051,19 @@ impl Context<'_> {
                 Some(&album.title),
                 Outlet::Vinyl,
                 "side",
-                (
-                    Some(analysis.duration_s),
-                    analysis.integrated_lufs,
-                    analysis.true_peak_dbtp,
-                ),
-                QcVerdict {
-                    passed: issues.is_empty(),
-                    issues,
+                Facts {
+                    levels: (
+                        Some(analysis.duration_s),
+                        analysis.integrated_lufs,
+                        analysis.true_peak_dbtp,
+                    ),
+                    qc: QcVerdict {
+                        passed: issues.is_empty(),
+                        issues,
+                    },
+                    platforms: Vec::new(),
+                    notes: side_notes,
                 },
-                Vec::new(),
-                side_notes,
             );
         }
         Ok(())
@@ -1124,19 +1147,37 @@ fn album_seed(masters: &[(TrackReport, PathBuf)]) -> u64 {
     })
 }
 
-/// Sequences `tracks` (float masters), dithers to `spec`'s depth and writes `path` (temporary name,
-/// then renamed), tagged with `tags`; returns the analysis of the written samples.
-#[allow(clippy::too_many_arguments)]
-fn render_programme(
-    tracks: &[(PathBuf, Placement)],
-    total: u64,
-    rate: u32,
-    spec: EncodeSpec,
+/// A continuous programme (CD image, vinyl side): its placed float masters and how it is written.
+#[derive(Clone, Copy)]
+struct Programme<'a> {
+    tracks: &'a [(PathBuf, Placement)],
+    total_frames: u64,
+    sample_rate_hz: u32,
+    /// WAV bit depth, 16 or 24.
+    bit_depth: u32,
     dither: DitherMode,
     seed: u64,
+}
+
+/// Sequences a programme's tracks, dithers them to its depth and writes `path` (temporary name,
+/// then renamed), tagged with `tags`; returns the analysis of the written samples.
+fn render_programme(
+    programme: &Programme<'_>,
     path: &Path,
     tags: &TrackTags,
 ) -> Result<crate::qc::Analysis> {
+    let Programme {
+        tracks,
+        total_frames: total,
+        sample_rate_hz: rate,
+        bit_depth,
+        dither,
+        seed,
+    } = *programme;
+    let spec = EncodeSpec {
+        container: Container::Wav,
+        bit_depth,
+    };
     let channels = 2;
     let temp = temp_path_for(path);
     let mut encoder = Encoder::create(&temp, &spec, channels, rate)?;
