@@ -16,7 +16,6 @@ use lathe_engine::profile::Profile;
 use lathe_proto::v1;
 use serde_json::json;
 
-use crate::master::AUDIO_EXTENSIONS;
 use crate::table::Table;
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
 
@@ -177,46 +176,20 @@ pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
     })
 }
 
-/// Finds the audio files of the inputs: folders are searched recursively (sorted), files kept as
-/// given. A `.toml` input is a catalogue manifest: that is where the manifest parser plugs in.
+/// Finds the audio files of the inputs as `lathe master` does (folders searched recursively,
+/// sorted; files kept as given). A `.toml` input is a catalogue manifest, which the farm does not
+/// take yet: albums need the `plan` and `assemble` tasks.
 fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    fn walk(folder: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        entries.sort();
-        for path in entries {
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, found)?;
-            } else if path.extension().is_some_and(|e| {
-                AUDIO_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
-            }) {
-                found.push(path);
-            }
-        }
-        Ok(())
+    if let Some(manifest) = inputs
+        .iter()
+        .find(|i| i.extension().is_some_and(|e| e == "toml"))
+    {
+        return Err(format!(
+            "{}: the farm does not take catalogue manifests yet (use `lathe master`); submit a folder of audio",
+            manifest.display()
+        ));
     }
-    let mut sources = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut sources).map_err(|e| format!("{}: {e}", input.display()))?;
-        } else if input.extension().is_some_and(|e| e == "toml") {
-            return Err(format!(
-                "{}: catalogue manifests are not supported by this build yet; submit a folder of audio",
-                input.display()
-            ));
-        } else if input.is_file() {
-            sources.push(input.clone());
-        } else {
-            return Err(format!("{}: no such file or folder", input.display()));
-        }
-    }
+    let sources = crate::master::collect_sources(inputs).map_err(|usage| usage.0)?;
     if sources.is_empty() {
         return Err("no audio files found in the inputs".to_owned());
     }
@@ -247,32 +220,9 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
     runtime()?.block_on(async {
         let client = connect(&args.coordinator).await?;
         let files: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-        let digests = client.upload_sources(&files).await?;
-        let tracks = sources
-            .iter()
-            .zip(&digests)
-            .map(|(source, digest)| v1::TrackSpec {
-                source_digest: digest.to_string(),
-                source_name: source
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                profile_toml: String::new(),
-            })
-            .collect();
         let job_id = client
-            .jobs
-            .clone()
-            .submit(v1::SubmitJobRequest {
-                name,
-                priority: args.priority,
-                profile_toml: profile.to_toml(),
-                tracks,
-            })
-            .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-            .into_inner()
-            .job_id;
+            .submit_sources(&name, args.priority, profile.to_toml(), &files)
+            .await?;
         if args.json && !args.watch {
             writeln!(streams.out, "{}", json!({ "job_id": job_id }))?;
         } else if !args.json {

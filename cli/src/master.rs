@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lathe_engine::catalog::find_audio_files;
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{MasterRequest, TrackReport, master_track, write_atomically};
 use lathe_engine::tags::TrackTags;
@@ -16,11 +17,6 @@ use serde::Serialize;
 
 use crate::table::{Table, level};
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
-
-/// File extensions picked up when a folder is given as input.
-pub const AUDIO_EXTENSIONS: [&str; 12] = [
-    "wav", "wave", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac",
-];
 
 /// Arguments of `lathe master`.
 #[derive(Debug, clap::Args)]
@@ -299,11 +295,11 @@ fn display_name(path: &Path) -> String {
 }
 
 /// Expands folders (recursively, audio extensions only, sorted) and keeps files as given.
-fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
+pub(crate) fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
     let mut sources = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            walk(input, &mut sources).map_err(|e| Usage(format!("{}: {e}", input.display())))?;
+            sources.extend(find_audio_files(input).map_err(|e| Usage(e.to_string()))?);
         } else if input.exists() {
             sources.push(input.clone());
         } else {
@@ -316,31 +312,6 @@ fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
     let mut seen = std::collections::HashSet::new();
     sources.retain(|p| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
     Ok(sources)
-}
-
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, found)?;
-        } else if is_audio(&path) {
-            found.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn is_audio(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-    !hidden
-        && path.extension().is_some_and(|e| {
-            AUDIO_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
-        })
 }
 
 /// Refuses an output folder that could mix masters with sources: one inside (or equal to) a folder

@@ -97,6 +97,37 @@ impl FarmClient {
         Ok(digests)
     }
 
+    /// Uploads `sources` (those the coordinator does not hold yet) and submits them as one job of
+    /// loose tracks, each mastered with `profile_toml`; returns the job id.
+    pub async fn submit_sources(
+        &self,
+        name: &str,
+        priority: i32,
+        profile_toml: String,
+        sources: &[&Path],
+    ) -> Result<String> {
+        let digests = self.upload_sources(sources).await?;
+        let tracks = sources
+            .iter()
+            .zip(&digests)
+            .map(|(source, digest)| v1::TrackSpec {
+                source_digest: digest.to_string(),
+                source_name: source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                profile_toml: String::new(),
+            })
+            .collect();
+        let request = v1::SubmitJobRequest {
+            name: name.to_owned(),
+            priority,
+            profile_toml,
+            tracks,
+        };
+        Ok(self.jobs.clone().submit(request).await?.into_inner().job_id)
+    }
+
     /// Downloads a blob into `path` (written under a temporary name, renamed once its digest checks).
     pub async fn download(&self, digest: &str, path: &Path) -> Result<u64> {
         let stream = self

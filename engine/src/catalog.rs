@@ -416,8 +416,7 @@ impl Catalogue {
     /// [`Error::Io`] if the folder cannot be read.
     pub fn from_folder(dir: &Path) -> Result<Self> {
         let root = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
-        let mut files = Vec::new();
-        walk(&root, &mut files)?;
+        let files = find_audio_files(&root)?;
         Ok(Catalogue {
             origin: dir.to_path_buf(),
             root,
@@ -613,6 +612,17 @@ fn resolve_inside(root: &Path, relative: &Path) -> Result<PathBuf, String> {
         ));
     }
     Ok(joined)
+}
+
+/// The audio files below `dir` (by extension, see [`AUDIO_EXTENSIONS`]): searched recursively,
+/// sorted by path, hidden files and folders skipped.
+///
+/// # Errors
+/// [`Error::Io`] if a folder cannot be read.
+pub fn find_audio_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    walk(dir, &mut found)?;
+    Ok(found)
 }
 
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {

@@ -126,31 +126,9 @@ pub async fn submit_and_wait(
     priority: i32,
 ) -> Result<v1::JobStatus> {
     let files: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-    let digests = client.upload_sources(&files).await?;
-    let tracks = sources
-        .iter()
-        .zip(&digests)
-        .map(|(source, digest)| v1::TrackSpec {
-            source_digest: digest.to_string(),
-            source_name: source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            profile_toml: String::new(),
-        })
-        .collect();
     let job_id = client
-        .jobs
-        .clone()
-        .submit(v1::SubmitJobRequest {
-            name: name.to_owned(),
-            priority,
-            profile_toml: profile.to_toml(),
-            tracks,
-        })
-        .await?
-        .into_inner()
-        .job_id;
+        .submit_sources(name, priority, profile.to_toml(), &files)
+        .await?;
     wait_for_job(client, &job_id).await
 }
 
