@@ -27,6 +27,8 @@ pub const HOP_FRAMES: usize = 2048;
 const SUBBLOCK_FRAMES: usize = 256;
 /// Smallest residual deviation considered (about -120 dBFS): digital silence has no clicks to find.
 const SIGMA_FLOOR: f64 = 1e-6;
+/// A repair is kept only if it divides the prediction-error energy around it by at least this.
+const MIN_RESIDUAL_DROP: f64 = 10.0;
 /// 1 / Phi^-1(3/4): turns a median absolute deviation into a standard deviation for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
 
@@ -46,9 +48,9 @@ pub struct DeclickConfig {
 impl Default for DeclickConfig {
     fn default() -> Self {
         Self {
-            threshold_sigmas: 8.0,
+            threshold_sigmas: 7.0,
             ar_order: 32,
-            max_click_ms: 2.0,
+            max_click_ms: 3.0,
         }
     }
 }
@@ -88,6 +90,7 @@ pub(crate) struct ClickRepairer {
     sigma: Vec<f64>,
     scratch: Vec<f64>,
     missing: Vec<usize>,
+    regions: Vec<(usize, usize)>,
     clicks_repaired: u64,
     samples_repaired: u64,
     frames_seen: u64,
@@ -106,8 +109,9 @@ impl ClickRepairer {
             forward: vec![0.0; len],
             backward: vec![0.0; len],
             sigma: vec![0.0; len / SUBBLOCK_FRAMES + 2],
-            scratch: vec![0.0; SUBBLOCK_FRAMES],
+            scratch: vec![0.0; SUBBLOCK_FRAMES.max(max_gap)],
             missing: Vec::with_capacity(max_gap),
+            regions: Vec::with_capacity(HOP_FRAMES),
             framer,
             settings,
             clicks_repaired: 0,
@@ -138,20 +142,22 @@ impl ClickRepairer {
             sigma,
             scratch,
             missing,
+            regions,
             clicks_repaired,
             samples_repaired,
             ..
         } = self;
         let (history, hop) = (framer.history(), framer.hop());
         framer.process(block, |_, window| {
+            regions.clear();
             for pass in 0..settings.passes {
                 let found = repair_segment(
                     settings, model, window, history, hop, forward, backward, sigma, scratch,
-                    missing,
+                    missing, regions,
                 );
                 *clicks_repaired += found.0;
                 *samples_repaired += found.1;
-                if found.0 == 0 || pass + 1 == settings.passes {
+                if regions.is_empty() || pass + 1 == settings.passes {
                     break;
                 }
             }
@@ -168,8 +174,10 @@ impl ClickRepairer {
     }
 }
 
-/// One detection pass over the segment `[history, history + hop)` of `window`; returns the bursts
-/// repaired and the samples they held.
+/// One detection pass over the segment `[history, history + hop)` of `window`: fits the model,
+/// interpolates again the `regions` earlier passes repaired (the model fitted on the repaired window
+/// is better than the first, which saw the clicks), then detects and repairs new bursts and adds
+/// them to `regions`. Returns the new bursts repaired and the samples they held.
 #[allow(clippy::too_many_arguments)]
 fn repair_segment(
     settings: &ClickSettings,
@@ -182,6 +190,7 @@ fn repair_segment(
     sigma: &mut [f64],
     scratch: &mut [f64],
     missing: &mut Vec<usize>,
+    regions: &mut Vec<(usize, usize)>,
 ) -> (u64, u64) {
     let p = settings.ar_order;
     let len = window.len();
@@ -191,7 +200,12 @@ fn repair_segment(
     if window[start..end].iter().all(|&x| x == 0.0) {
         return (0, 0);
     }
-    model.fit(window);
+    model.fit_robust(window);
+    for &(lo, hi) in regions.iter() {
+        missing.clear();
+        missing.extend(lo..=hi);
+        model.interpolate(window, missing, None);
+    }
     model.forward_residual(window, start..end, forward);
     model.backward_residual(window, start..end, backward);
     // Robust deviation per sub-block.
@@ -248,7 +262,18 @@ fn repair_segment(
         if hi + 1 - lo <= settings.max_click_frames + 2 * settings.pad_frames {
             missing.clear();
             missing.extend(lo..=hi);
-            if model.interpolate(window, missing, None) {
+            let span = lo..(hi + p + 1).min(len);
+            let before = residual_energy(model, window, span.clone());
+            scratch[..missing.len()].copy_from_slice(&window[lo..=hi]);
+            model.interpolate(window, missing, None);
+            // A click adds energy the model cannot predict: taking it out must cut the prediction
+            // error by far. Programme mistaken for a click (an attack) barely does; keep it.
+            if residual_energy(model, window, span) * MIN_RESIDUAL_DROP > before {
+                window[lo..=hi].copy_from_slice(&scratch[..missing.len()]);
+            } else {
+                if regions.len() < regions.capacity() {
+                    regions.push((lo, hi));
+                }
                 repaired.0 += 1;
                 repaired.1 += missing.len() as u64;
             }
@@ -256,6 +281,22 @@ fn repair_segment(
         n = last_any + 1;
     }
     repaired
+}
+
+/// Prediction-error energy of `x` over `range` (which must start at the model order or later).
+fn residual_energy(model: &ArModel, x: &[f64], range: std::ops::Range<usize>) -> f64 {
+    let a = model.coefficients();
+    range
+        .map(|n| {
+            let prediction: f64 = a
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(k, &c)| c * x[n - k])
+                .sum();
+            (x[n] - prediction).powi(2)
+        })
+        .sum()
 }
 
 /// The declick stage.
