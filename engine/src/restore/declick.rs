@@ -404,7 +404,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: recall 0.59 at the 25 % residual criterion: wide clicks are interpolated too loosely"]
+    #[ignore = "quality target not met yet: recall 0.61 at the 25 % residual criterion: wide clicks are interpolated too loosely"]
     fn finds_and_repairs_synthetic_clicks() {
         let clean = music(Style::Pop, 6.0, 11);
         let (damaged, clicks) = add_clicks(&clean, 2205, 40, (0.1, 0.8), 5);
@@ -446,7 +446,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: synthetic rock reads 30.8 dB: false detections on distorted guitars"]
     fn clean_music_comes_out_untouched() {
         for style in [Style::Rock, Style::Ballad] {
             let clean = music(style, 6.0, 3);

@@ -117,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: recall 0.55"]
+    #[ignore = "quality target not met yet: recall 0.46"]
     fn removes_dense_crackle() {
         let clean = music(Style::Pop, 5.0, 31);
         // About 400 crackles a second per channel, 1-4 samples, up to 0.08.
@@ -149,7 +149,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: synthetic rock reads 29.2 dB"]
     fn clean_music_comes_out_untouched() {
         for style in [Style::Rock, Style::Ambient] {
             let clean = music(style, 5.0, 8);

@@ -433,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: SI-SDR 25.0 -> 26.0 dB only"]
+    #[ignore = "quality target not met yet: SI-SDR 25.0 -> 25.7 dB only"]
     fn hiss_under_music_is_reduced() {
         let clean = music(Style::Pop, 8.0, 51);
         let hiss = noise(2, clean.frames(), 44_100, 1.0, 5);
