@@ -27,7 +27,8 @@ pub const HOP_FRAMES: usize = 2048;
 const SUBBLOCK_FRAMES: usize = 256;
 /// Smallest residual deviation considered (about -120 dBFS): digital silence has no clicks to find.
 const SIGMA_FLOOR: f64 = 1e-6;
-/// A repair is kept only if it divides the prediction-error energy around it by at least this.
+/// A repair is kept only if it divides the prediction-error energy around it by at least this:
+/// large clicks do by far, an attack mistaken for one does not.
 const MIN_RESIDUAL_DROP: f64 = 10.0;
 /// 1 / Phi^-1(3/4): turns a median absolute deviation into a standard deviation for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
@@ -77,6 +78,8 @@ pub(crate) struct ClickSettings {
     pub pad_frames: usize,
     /// Detection passes per segment (the model is refitted on the repaired window between passes).
     pub passes: usize,
+    /// A repair is kept only if it divides the prediction-error energy around it by this.
+    pub min_residual_drop: f64,
 }
 
 /// The detection and repair engine behind [`Declicker`] and [`super::decrackle::Decrackler`].
@@ -268,7 +271,7 @@ fn repair_segment(
             model.interpolate(window, missing, None);
             // A click adds energy the model cannot predict: taking it out must cut the prediction
             // error by far. Programme mistaken for a click (an attack) barely does; keep it.
-            if residual_energy(model, window, span) * MIN_RESIDUAL_DROP > before {
+            if residual_energy(model, window, span) * settings.min_residual_drop > before {
                 window[lo..=hi].copy_from_slice(&scratch[..missing.len()]);
             } else {
                 if regions.len() < regions.capacity() {
@@ -324,6 +327,7 @@ impl Declicker {
             fusion_gap_frames: 8,
             pad_frames: 2,
             passes: 2,
+            min_residual_drop: MIN_RESIDUAL_DROP,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),
