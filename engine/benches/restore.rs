@@ -294,11 +294,12 @@ fn best_lag(reference: &[f32], estimate: &[f32]) -> isize {
     let start = (n - len) / 2;
     let mut best = (f64::NEG_INFINITY, 0isize);
     for lag in -(MAX_LAG as isize)..=MAX_LAG as isize {
-        let mut sum = 0.0f64;
-        for i in start..start + len {
-            let j = (i as isize + lag) as usize;
-            sum += f64::from(reference[i]) * f64::from(estimate[j]);
-        }
+        let shifted = &estimate[(start as isize + lag) as usize..];
+        let sum: f64 = reference[start..start + len]
+            .iter()
+            .zip(shifted)
+            .map(|(&r, &e)| f64::from(r) * f64::from(e))
+            .sum();
         if sum > best.0 {
             best = (sum, lag);
         }

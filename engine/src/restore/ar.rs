@@ -66,17 +66,37 @@ impl ArModel {
     /// the prediction-error power per sample. The taper is computed on the first fit of a length
     /// (stages always fit the same length, so `process` does not allocate after the first segment). A tiny white-noise floor keeps the fit stable on silence.
     pub fn fit(&mut self, x: &[f64]) -> f64 {
+        self.fit_clamped(x, f64::INFINITY)
+    }
+
+    /// Like [`ArModel::fit`], but samples beyond four robust standard deviations of `x` (from its
+    /// median absolute value) are clamped first, so that large clicks in the window do not shape
+    /// the model that is to find them.
+    pub fn fit_robust(&mut self, x: &[f64]) -> f64 {
+        let n = x.len();
+        if self.tapered.len() != n {
+            self.tapered = vec![0.0; n];
+        }
+        for (t, &v) in self.tapered.iter_mut().zip(x) {
+            *t = v.abs();
+        }
+        let (_, median, _) = self.tapered.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let clamp = (4.0 * 1.4826 * *median).max(1e-9);
+        self.fit_clamped(x, clamp)
+    }
+
+    fn fit_clamped(&mut self, x: &[f64], clamp: f64) -> f64 {
         let p = self.order;
         let n = x.len();
         // A Hann taper (computed once per length) keeps the edges from smearing the spectrum.
-        if self.taper.len() != n {
+        if self.taper.len() != n || self.tapered.len() != n {
+            self.tapered = vec![0.0; n];
             self.taper = (0..n)
                 .map(|i| 0.5 - 0.5 * (std::f64::consts::TAU * (i as f64 + 0.5) / n as f64).cos())
                 .collect();
-            self.tapered = vec![0.0; n];
         }
         for ((t, &v), &w) in self.tapered.iter_mut().zip(x).zip(&self.taper) {
-            *t = v * w;
+            *t = v.clamp(-clamp, clamp) * w;
         }
         let y = &self.tapered;
         for lag in 0..=p {

@@ -27,6 +27,9 @@ pub const HOP_FRAMES: usize = 2048;
 const SUBBLOCK_FRAMES: usize = 256;
 /// Smallest residual deviation considered (about -120 dBFS): digital silence has no clicks to find.
 const SIGMA_FLOOR: f64 = 1e-6;
+/// A repair is kept only if it divides the prediction-error energy around it by at least this:
+/// large clicks do by far, an attack mistaken for one does not.
+const MIN_RESIDUAL_DROP: f64 = 10.0;
 /// 1 / Phi^-1(3/4): turns a median absolute deviation into a standard deviation for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
 
@@ -46,9 +49,9 @@ pub struct DeclickConfig {
 impl Default for DeclickConfig {
     fn default() -> Self {
         Self {
-            threshold_sigmas: 8.0,
+            threshold_sigmas: 7.0,
             ar_order: 32,
-            max_click_ms: 2.0,
+            max_click_ms: 3.0,
         }
     }
 }
@@ -75,6 +78,8 @@ pub(crate) struct ClickSettings {
     pub pad_frames: usize,
     /// Detection passes per segment (the model is refitted on the repaired window between passes).
     pub passes: usize,
+    /// A repair is kept only if it divides the prediction-error energy around it by this.
+    pub min_residual_drop: f64,
 }
 
 /// The detection and repair engine behind [`Declicker`] and [`super::decrackle::Decrackler`].
@@ -88,6 +93,7 @@ pub(crate) struct ClickRepairer {
     sigma: Vec<f64>,
     scratch: Vec<f64>,
     missing: Vec<usize>,
+    regions: Vec<(usize, usize)>,
     clicks_repaired: u64,
     samples_repaired: u64,
     frames_seen: u64,
@@ -106,8 +112,9 @@ impl ClickRepairer {
             forward: vec![0.0; len],
             backward: vec![0.0; len],
             sigma: vec![0.0; len / SUBBLOCK_FRAMES + 2],
-            scratch: vec![0.0; SUBBLOCK_FRAMES],
+            scratch: vec![0.0; SUBBLOCK_FRAMES.max(max_gap)],
             missing: Vec::with_capacity(max_gap),
+            regions: Vec::with_capacity(HOP_FRAMES),
             framer,
             settings,
             clicks_repaired: 0,
@@ -138,20 +145,22 @@ impl ClickRepairer {
             sigma,
             scratch,
             missing,
+            regions,
             clicks_repaired,
             samples_repaired,
             ..
         } = self;
         let (history, hop) = (framer.history(), framer.hop());
         framer.process(block, |_, window| {
+            regions.clear();
             for pass in 0..settings.passes {
                 let found = repair_segment(
                     settings, model, window, history, hop, forward, backward, sigma, scratch,
-                    missing,
+                    missing, regions,
                 );
                 *clicks_repaired += found.0;
                 *samples_repaired += found.1;
-                if found.0 == 0 || pass + 1 == settings.passes {
+                if regions.is_empty() || pass + 1 == settings.passes {
                     break;
                 }
             }
@@ -168,8 +177,10 @@ impl ClickRepairer {
     }
 }
 
-/// One detection pass over the segment `[history, history + hop)` of `window`; returns the bursts
-/// repaired and the samples they held.
+/// One detection pass over the segment `[history, history + hop)` of `window`: fits the model,
+/// interpolates again the `regions` earlier passes repaired (the model fitted on the repaired window
+/// is better than the first, which saw the clicks), then detects and repairs new bursts and adds
+/// them to `regions`. Returns the new bursts repaired and the samples they held.
 #[allow(clippy::too_many_arguments)]
 fn repair_segment(
     settings: &ClickSettings,
@@ -182,6 +193,7 @@ fn repair_segment(
     sigma: &mut [f64],
     scratch: &mut [f64],
     missing: &mut Vec<usize>,
+    regions: &mut Vec<(usize, usize)>,
 ) -> (u64, u64) {
     let p = settings.ar_order;
     let len = window.len();
@@ -191,7 +203,12 @@ fn repair_segment(
     if window[start..end].iter().all(|&x| x == 0.0) {
         return (0, 0);
     }
-    model.fit(window);
+    model.fit_robust(window);
+    for &(lo, hi) in regions.iter() {
+        missing.clear();
+        missing.extend(lo..=hi);
+        model.interpolate(window, missing, None);
+    }
     model.forward_residual(window, start..end, forward);
     model.backward_residual(window, start..end, backward);
     // Robust deviation per sub-block.
@@ -248,7 +265,18 @@ fn repair_segment(
         if hi + 1 - lo <= settings.max_click_frames + 2 * settings.pad_frames {
             missing.clear();
             missing.extend(lo..=hi);
-            if model.interpolate(window, missing, None) {
+            let span = lo..(hi + p + 1).min(len);
+            let before = residual_energy(model, window, span.clone());
+            scratch[..missing.len()].copy_from_slice(&window[lo..=hi]);
+            model.interpolate(window, missing, None);
+            // A click adds energy the model cannot predict: taking it out must cut the prediction
+            // error by far. Programme mistaken for a click (an attack) barely does; keep it.
+            if residual_energy(model, window, span) * settings.min_residual_drop > before {
+                window[lo..=hi].copy_from_slice(&scratch[..missing.len()]);
+            } else {
+                if regions.len() < regions.capacity() {
+                    regions.push((lo, hi));
+                }
                 repaired.0 += 1;
                 repaired.1 += missing.len() as u64;
             }
@@ -256,6 +284,22 @@ fn repair_segment(
         n = last_any + 1;
     }
     repaired
+}
+
+/// Prediction-error energy of `x` over `range` (which must start at the model order or later).
+fn residual_energy(model: &ArModel, x: &[f64], range: std::ops::Range<usize>) -> f64 {
+    let a = model.coefficients();
+    range
+        .map(|n| {
+            let prediction: f64 = a
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(k, &c)| c * x[n - k])
+                .sum();
+            (x[n] - prediction).powi(2)
+        })
+        .sum()
 }
 
 /// The declick stage.
@@ -283,6 +327,7 @@ impl Declicker {
             fusion_gap_frames: 8,
             pad_frames: 2,
             passes: 2,
+            min_residual_drop: MIN_RESIDUAL_DROP,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),
@@ -363,7 +408,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: recall 0.59 at the 25 % residual criterion: wide clicks are interpolated too loosely"]
+    #[ignore = "quality target not met yet: recall 0.61 at the 25 % residual criterion: wide clicks are interpolated too loosely"]
     fn finds_and_repairs_synthetic_clicks() {
         let clean = music(Style::Pop, 6.0, 11);
         let (damaged, clicks) = add_clicks(&clean, 2205, 40, (0.1, 0.8), 5);
@@ -405,7 +450,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "quality target not met yet: synthetic rock reads 30.8 dB: false detections on distorted guitars"]
     fn clean_music_comes_out_untouched() {
         for style in [Style::Rock, Style::Ballad] {
             let clean = music(style, 6.0, 3);
