@@ -429,9 +429,13 @@ pub fn master_track(
      -> Result<Vec<Box<dyn Stage>>> {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
-        let mut stages = profile.build_restore(channels, output_rate_hz, max_block)?;
-        stages.push(Box::new(Gain::new(chain_input_gain_db)));
-        stages.extend(profile.build_stages(channels, output_rate_hz, max_block)?);
+        let mut stages = chain_stages(
+            profile,
+            chain_input_gain_db,
+            channels,
+            output_rate_hz,
+            max_block,
+        )?;
         stages.extend(tail(max_block)?);
         pass.run(&mut stages, phase, progress, |_| {}, on_output)?;
         Ok(stages)
@@ -705,7 +709,22 @@ fn verdict(profile: &Profile, target_lufs: Option<f64>, analysis: &Analysis) -> 
     }
 }
 
-/// Runs `input` through the gain `chain_input_gain_db` and `profile`'s tone and dynamics chain at the
+/// The stages every pass after the analysis starts with: the profile's restoration, the gain to the
+/// chain's input level, then its tone and dynamics chain.
+fn chain_stages(
+    profile: &Profile,
+    chain_input_gain_db: f64,
+    channels: usize,
+    rate_hz: u32,
+    max_block: usize,
+) -> Result<Vec<Box<dyn Stage>>> {
+    let mut stages = profile.build_restore(channels, rate_hz, max_block)?;
+    stages.push(Box::new(Gain::new(chain_input_gain_db)));
+    stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
+    Ok(stages)
+}
+
+/// Runs `input` through `profile`'s restoration, the gain `chain_input_gain_db` and its tone and dynamics chain at the
 /// profile's output rate, hands every output block to `on_output`, and measures the result: the
 /// analysis an album plan needs before it sets each track's level.
 ///
@@ -720,12 +739,13 @@ pub fn measure_chain(
     let info = Decoder::open(input)?.info().clone();
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
     let pass = Pass::open(input, output_rate_hz)?;
-    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(chain_input_gain_db))];
-    stages.extend(profile.build_stages(
+    let mut stages = chain_stages(
+        profile,
+        chain_input_gain_db,
         info.channel_count,
         output_rate_hz,
         pass.max_block_frames(),
-    )?);
+    )?;
     let mut meter = LoudnessMeter::new(info.channel_count, output_rate_hz);
     let mut frames = 0u64;
     pass.run(
