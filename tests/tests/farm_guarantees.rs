@@ -160,7 +160,8 @@ fn worker_killed_mid_task_loses_nothing() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 20.0);
+    // Long enough that the kill lands mid-render even on a fast machine.
+    write_catalogue(&sources, 6, 60.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
@@ -289,7 +290,8 @@ fn cancel_stops_running_tasks_and_starts_no_more() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 20.0);
+    // Long enough (seconds of work each, even on a fast machine) that cancel finds tasks mid-render.
+    write_catalogue(&sources, 6, 120.0);
 
     let job = submit(&farm, &sources);
     farm.wait_for_status(&job, LONG, |s| running_on(s, "w1") || running_on(s, "w2"));
