@@ -264,7 +264,7 @@ async fn follow(
             job_id: job_id.to_owned(),
         })
         .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .map_err(rpc_error)?
         .into_inner();
     let bars = MultiProgress::with_draw_target(if json_lines {
         ProgressDrawTarget::hidden()
@@ -382,7 +382,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             let list = jobs
                 .list_jobs(v1::ListJobsRequest {})
                 .await
-                .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+                .map_err(rpc_error)?
                 .into_inner()
                 .jobs;
             if args.json {
@@ -412,7 +412,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                     worker_id: worker.clone(),
                 })
                 .await
-                .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+                .map_err(rpc_error)?
                 .into_inner()
                 .cleared;
             if !args.json {
@@ -428,7 +428,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 job_id: job_id.clone(),
             })
             .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .map_err(rpc_error)?
             .into_inner();
         if args.json {
             writeln!(
@@ -493,7 +493,7 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
                 job_id: args.job.clone(),
             })
             .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .map_err(rpc_error)?
             .into_inner();
         let written = lathe_worker::embedded::fetch_outputs(&client, &status, &args.out).await?;
         let missing: Vec<_> = status
@@ -540,7 +540,7 @@ pub fn cancel(args: &CancelArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 job_id: args.job.clone(),
             })
             .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .map_err(rpc_error)?
             .into_inner();
         let state = job_state_name(reply.state());
         if args.json {
@@ -565,7 +565,7 @@ pub fn workers(args: &WorkersArgs, streams: &mut Streams<'_>) -> anyhow::Result<
             .clone()
             .list_workers(v1::ListWorkersRequest {})
             .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .map_err(rpc_error)?
             .into_inner()
             .workers;
         let now_ms = std::time::SystemTime::now()
@@ -609,4 +609,9 @@ pub fn workers(args: &WorkersArgs, streams: &mut Streams<'_>) -> anyhow::Result<
         write!(streams.out, "{}", table.render())?;
         Ok(EXIT_OK)
     })
+}
+
+/// A failed call to the coordinator as the CLI reports it: the coordinator's own message.
+fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
 }

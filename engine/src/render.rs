@@ -128,6 +128,17 @@ pub struct TrackFades {
     pub curve: crate::catalog::FadeCurve,
 }
 
+impl TrackFades {
+    /// The fades of a track, or `None` when both lengths are zero.
+    pub fn of(fade_in_s: f64, fade_out_s: f64, curve: crate::catalog::FadeCurve) -> Option<Self> {
+        (fade_in_s > 0.0 || fade_out_s > 0.0).then_some(Self {
+            fade_in_s,
+            fade_out_s,
+            curve,
+        })
+    }
+}
+
 /// What the chain makes of a source, measured by [`measure_chain`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChainMeasurement {

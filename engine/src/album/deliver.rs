@@ -390,11 +390,7 @@ impl Context<'_> {
                     copyright: album.copyright.clone(),
                     label: album.label.clone(),
                 },
-                fades: (t.fade_in_s > 0.0 || t.fade_out_s > 0.0).then_some(TrackFades {
-                    fade_in_s: t.fade_in_s,
-                    fade_out_s: t.fade_out_s,
-                    curve: t.fade_curve,
-                }),
+                fades: TrackFades::of(t.fade_in_s, t.fade_out_s, t.fade_curve),
                 profile: t.profile.clone(),
                 level: None,
             })
@@ -1089,11 +1085,7 @@ impl Context<'_> {
                     isrc: t.isrc.clone(),
                     ..TrackTags::default()
                 },
-                fades: (t.fade_in_s > 0.0 || t.fade_out_s > 0.0).then_some(TrackFades {
-                    fade_in_s: t.fade_in_s,
-                    fade_out_s: t.fade_out_s,
-                    curve: t.fade_curve,
-                }),
+                fades: TrackFades::of(t.fade_in_s, t.fade_out_s, t.fade_curve),
                 profile: t.profile.clone(),
                 level: None,
             })
