@@ -517,3 +517,66 @@ fn deliveries_are_byte_identical_whatever_the_thread_count() {
     assert_eq!(one.len(), 1 + 1 + 6 + 8 + 4);
     assert_eq!(one, sums("2"));
 }
+
+#[test]
+fn loose_tracks_are_delivered_as_cd_and_vinyl_singles_with_their_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    for (name, duration_s) in [("single", 6.0), ("sting", 3.0)] {
+        let recipe = TrackRecipe {
+            duration_s,
+            ..TrackRecipe::new(Style::Rock, 11)
+        };
+        write_wav(&recipe, &dir.path().join(format!("src/{name}.wav")), 32).unwrap();
+    }
+    let manifest = dir.path().join("singles.toml");
+    let text = r#"
+[job]
+outlets = ["cd", "vinyl"]
+[[track]]
+file = "src/single.wav"
+title = "Single"
+[[track]]
+file = "src/sting.wav"
+title = "Sting"
+"#;
+    std::fs::write(&manifest, text).unwrap();
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // The 3-second sting is too short for a CD track: reported, the rest delivered.
+    assert_eq!(outcome.status, 1, "{}\n{}", outcome.stdout, outcome.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap()).unwrap();
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{json:#}");
+    for file in files {
+        let path = out.join(file["path"].as_str().unwrap());
+        let info = Decoder::open(&path).unwrap().info().clone();
+        let peak = file["true_peak_dbtp"].as_f64().unwrap();
+        let short = file["path"].as_str().unwrap().contains("sting");
+        match file["outlet"].as_str().unwrap() {
+            "cd" => {
+                assert_eq!(
+                    (info.sample_rate_hz, info.bits_per_sample),
+                    (44_100, Some(16))
+                );
+                assert!(peak <= -0.3 + 0.05, "{path:?}: {peak} dBTP");
+                assert_eq!(file["qc"]["passed"], !short, "{file:#}");
+                if short {
+                    let issues = file["qc"]["issues"].to_string();
+                    assert!(issues.contains("a CD track is at least 4 s"), "{issues}");
+                }
+            }
+            "vinyl" => {
+                assert_eq!(info.bits_per_sample, Some(24), "{path:?}");
+                assert_eq!(file["qc"]["passed"], true, "{file:#}");
+            }
+            other => panic!("unexpected outlet {other}"),
+        }
+    }
+}

@@ -12,7 +12,8 @@
 //! OUT/<album>/cd/<album>.wav + .cue     44.1 kHz 16-bit album image, CUE sheet with CD-TEXT
 //! OUT/<album>/cd/ddp/                   DDP 2.0 image for the plant
 //! OUT/<album>/vinyl/Side A.wav          24-bit WAV per side
-//! OUT/tracks/<outlet>/...               loose tracks, per-track outlets only
+//! OUT/tracks/<outlet>/...               loose tracks: one master per track for every outlet (CD:
+//!                                       16-bit WAV single; vinyl: 24-bit WAV, one side each)
 //! ```
 //!
 //! Every master is rendered by [`crate::render::master_track`] with the outlet's profile; albums in
@@ -33,7 +34,10 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
+use crate::album::cue::{
+    CD_FRAME_SAMPLES, CD_FRAMES_PER_SECOND, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack,
+    MAX_PROGRAMME_FRAMES, MIN_TRACK_S,
+};
 use crate::album::ddp::{DDP_FILES, write_ddp};
 use crate::album::gain::plan_album;
 use crate::album::lossy::{LossyCodec, decoded_figures, encode};
@@ -42,7 +46,7 @@ use crate::album::report::{self, PlotData, ReportTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
 use crate::audio::AudioBlock;
-use crate::catalog::{Album, Catalogue, LoudnessMode, Outlet};
+use crate::catalog::{Album, Catalogue, LoudnessMode, Outlet, VinylFormat};
 use crate::decode::Decoder;
 use crate::encode::{Container, EncodeSpec, Encoder};
 use crate::error::{Error, Result};
@@ -418,7 +422,9 @@ impl Context<'_> {
                     self.lossy(Some(album), &folder, &jobs, LossyCodec::Opus, &mut after)
                 }
                 Outlet::Streaming | Outlet::Broadcast | Outlet::Hires => {
-                    self.per_track(Some(album), &folder, &jobs, outlet, &mut after)
+                    outlet_profile(outlet, &self.job_profile).and_then(|profile| {
+                        self.per_track(Some(album), &folder, &jobs, outlet, &profile, &mut after)
+                    })
                 }
             };
             if let Err(e) = result {
@@ -599,15 +605,15 @@ impl Context<'_> {
         folder: &Path,
         jobs: &[TrackJob],
         outlet: Outlet,
+        profile: &Profile,
         after: &mut Option<Vec<PlotData>>,
     ) -> Result<()> {
-        let profile = outlet_profile(outlet, &self.job_profile)?;
         let mut notes = Vec::new();
-        let planned = self.plan(album, jobs, &profile, &mut notes)?;
+        let planned = self.plan(album, jobs, profile, &mut notes)?;
         let staging = self.work.join(outlet.as_str());
         let rendered = self.render_tracks(
             &planned,
-            &profile,
+            profile,
             outlet == Outlet::Streaming,
             &staging,
             profile.output.format.extension(),
@@ -630,7 +636,7 @@ impl Context<'_> {
             }
             let a = &report.output_analysis;
             if profile.output.format == Container::Wav {
-                let bext = bext_for(&job.tags, &report, &profile);
+                let bext = bext_for(&job.tags, &report, profile);
                 write_tags_with_bext(&staged, &job.tags, Some(&bext))?;
             }
             let final_path = target.join(staged.file_name().unwrap_or_default());
@@ -639,6 +645,9 @@ impl Context<'_> {
                 (Outlet::Streaming, Some(l), Some(p)) => preview(l, p),
                 _ => Vec::new(),
             };
+            let mut qc = report.qc.clone();
+            qc.issues.extend(single_format_issues(outlet, a.duration_s));
+            qc.passed = qc.issues.is_empty();
             self.record(
                 &final_path,
                 album.map(|a| a.title.as_str()),
@@ -646,7 +655,7 @@ impl Context<'_> {
                 "track",
                 Facts {
                     levels: (Some(a.duration_s), a.integrated_lufs, a.true_peak_dbtp),
-                    qc: report.qc.clone(),
+                    qc,
                     platforms,
                     notes: report.warnings.iter().chain(&notes).cloned().collect(),
                 },
@@ -1095,22 +1104,50 @@ impl Context<'_> {
         for &outlet in &self.catalogue.job.outlets.clone() {
             (self.log)(&format!("loose tracks: {outlet}"));
             let result = match outlet {
+                // A single: one CD or vinyl master per track, with the preset itself (16-bit
+                // dithered WAV for CD, 24-bit for the cut) and the format's length checks.
                 Outlet::Cd | Outlet::Vinyl => {
-                    self.failures.push(format!(
-                        "loose tracks ({outlet}): a {outlet} master is made from an album; put the tracks in an [[album]]"
-                    ));
-                    Ok(())
+                    Profile::preset(outlet.as_str()).and_then(|profile| {
+                        self.per_track(None, &folder, &jobs, outlet, &profile, &mut after)
+                    })
                 }
                 Outlet::Mp3 => self
                     .lossy(None, &folder, &jobs, LossyCodec::Mp3Cbr320, &mut after)
                     .and_then(|()| self.lossy(None, &folder, &jobs, LossyCodec::Mp3V0, &mut after)),
                 Outlet::Opus => self.lossy(None, &folder, &jobs, LossyCodec::Opus, &mut after),
-                _ => self.per_track(None, &folder, &jobs, outlet, &mut after),
+                _ => outlet_profile(outlet, &self.job_profile).and_then(|profile| {
+                    self.per_track(None, &folder, &jobs, outlet, &profile, &mut after)
+                }),
             };
             if let Err(e) = result {
                 self.failures.push(format!("loose tracks ({outlet}): {e}"));
             }
         }
+    }
+}
+
+/// A loose track delivered as a CD or vinyl single: the format's length limits, as QC issues.
+fn single_format_issues(outlet: Outlet, duration_s: f64) -> Vec<String> {
+    match outlet {
+        Outlet::Cd => {
+            let max_s = MAX_PROGRAMME_FRAMES as f64 / CD_FRAMES_PER_SECOND as f64;
+            let mut issues = Vec::new();
+            if duration_s < MIN_TRACK_S as f64 {
+                issues.push(format!(
+                    "Red Book: the track is {duration_s:.2} s long; a CD track is at least {MIN_TRACK_S} s"
+                ));
+            }
+            if duration_s > max_s {
+                issues.push(format!(
+                    "Red Book: the track is {duration_s:.0} s long; a CD holds at most 79:57"
+                ));
+            }
+            issues
+        }
+        Outlet::Vinyl => vinyl::side_length_warning("A", duration_s, VinylFormat::default())
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
