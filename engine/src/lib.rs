@@ -16,6 +16,7 @@ pub mod qc;
 pub mod render;
 pub mod resample;
 pub mod restore;
+pub mod spool;
 pub mod stage;
 pub mod synth;
 pub mod tags;
