@@ -4,6 +4,7 @@
 
 pub mod album;
 pub mod audio;
+pub mod calibration;
 pub mod catalog;
 pub mod config;
 pub mod decode;

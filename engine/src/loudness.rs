@@ -150,7 +150,7 @@ impl Biquad {
 /// The K-weighting filter of one channel, direct form I in `f64` (the form with the shortest
 /// recursion per sample).
 #[derive(Debug, Clone)]
-struct KWeighting {
+pub(crate) struct KWeighting {
     shelf: Biquad,
     highpass: Biquad,
     /// Shelf input history, shelf output (= high-pass input) history, high-pass output history.
@@ -160,7 +160,7 @@ struct KWeighting {
 }
 
 impl KWeighting {
-    fn new(rate_hz: u32) -> Self {
+    pub(crate) fn new(rate_hz: u32) -> Self {
         let rate_hz = f64::from(rate_hz);
         Self {
             shelf: Biquad::k_shelf(rate_hz),
@@ -173,7 +173,7 @@ impl KWeighting {
 
     /// Filters `samples` and adds the squared outputs to `sum`, one at a time (so the result does
     /// not depend on how the audio is cut into blocks).
-    fn add_squares(&mut self, samples: &[f32], sum: &mut f64) {
+    pub(crate) fn add_squares(&mut self, samples: &[f32], sum: &mut f64) {
         let (s, h) = (self.shelf, self.highpass);
         let [mut x1, mut x2] = self.x;
         let [mut y1, mut y2] = self.y;

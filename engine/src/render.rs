@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::album::fade::Fade;
 use crate::audio::AudioBlock;
+use crate::calibration::LimiterModel;
 use crate::decode::Decoder;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
@@ -529,6 +530,8 @@ pub fn master_track(
     // The true peak sets the gain when there is no target and caps it when there is no limiter;
     // with both, calibration through the limiter decides.
     let needs_peak = profile.limiter.is_none() || target_lufs.is_none();
+    // With a limiter and a target, a model of the limiter gives calibration its first guess.
+    let mut model = (!needs_peak).then(|| LimiterModel::new(channels, output_rate_hz));
     let (chain_spool, chained, mut reports) = {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
@@ -558,6 +561,9 @@ pub fn master_track(
             |_| {},
             |block| {
                 meter.add(block);
+                if let Some(model) = model.as_mut() {
+                    model.add(block);
+                }
                 spool.write(block)
             },
         )?;
@@ -614,7 +620,7 @@ pub fn master_track(
     // 3. Calibrate the gain through the limiter; each pass spools what the limiter gives.
     let mut calibration_passes = 0;
     let mut limited: Option<LimitedSpool> = None;
-    if let (Some(target), Some(_)) = (target_lufs, &profile.limiter)
+    if let (Some(target), Some(limiter)) = (target_lufs, &profile.limiter)
         && chain_peak_dbtp.is_none_or(|peak| peak + gain_db > ceiling - 0.1)
     {
         // An album's tracks keep their differences only if each is calibrated more closely.
@@ -623,8 +629,19 @@ pub fn master_track(
         } else {
             CALIBRATION_TOLERANCE_LU
         };
-        // Secant steps on loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a
-        // plain "add the error" step undershoots when the limiter works hard.
+        // Start where the limiter model says the target is, with its slope; then secant steps on
+        // loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a plain "add the
+        // error" step undershoots when the limiter works hard.
+        let mut model_slope = 1.0;
+        if let Some(model) = &model
+            && gain_db < profile.loudness.max_gain_db
+        {
+            let (predicted_db, slope) =
+                model.predict(chain_lufs, target, ceiling, limiter.release_ms);
+            gain_db = predicted_db.min(profile.loudness.max_gain_db);
+            model_slope = slope;
+        }
+        drop(model);
         let mut previous: Option<(f64, f64)> = None;
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
@@ -665,7 +682,7 @@ pub fn master_track(
                 Some((g, l)) if (gain_db - g).abs() > 1e-6 => {
                     ((lufs - l) / (gain_db - g)).clamp(0.1, 1.0)
                 }
-                _ => 1.0,
+                _ => model_slope,
             };
             previous = Some((gain_db, lufs));
             gain_db = (gain_db + error / slope).min(profile.loudness.max_gain_db);
