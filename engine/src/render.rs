@@ -1,19 +1,26 @@
 //! Mastering one track: the multi-pass render that turns a source file into a delivered master.
 //!
-//! Memory stays bounded whatever the track length: every pass streams the source from disk in blocks.
+//! Memory stays bounded whatever the track length: every pass streams in blocks, from the source or
+//! from a spool ([`crate::spool`]: raw `f32` on disk beside the output, removed when the render
+//! ends), so the decode, resample, restore and chain run once however many passes follow.
 //!
 //! 1. **Analyse**: decode the source, measure it (the input's QC) and hash its samples; the hash seeds
 //!    the dither, so the same source always gives the same master bytes.
-//! 2. **Chain**: gain the source to `chain_input_lufs`, resample to the output rate, run the tone and
-//!    dynamics chain and measure its integrated loudness and true peak. This fixes the normalisation
-//!    gain (to the target, or to the ceiling when there is no target, never above `max_gain_db` and,
-//!    without a limiter, never so high that the true peak passes the ceiling).
-//! 3. **Calibrate** (only when the limiter will work): render chain, gain and limiter and measure the
-//!    loudness the limiter leaves; correct the gain and repeat until within
-//!    [`CALIBRATION_TOLERANCE_LU`] (at most [`MAX_CALIBRATION_PASSES`] times).
-//! 4. **Render**: chain, gain, limiter and dither into the encoder, written under a temporary name.
-//! 5. **Verify**: the render pass analysed the samples it encoded; decode the written (tagged) file
-//!    and check it holds exactly those samples; then rename it into place.
+//! 2. **Chain**: decode again, resample to the output rate, restore, gain the source to
+//!    `chain_input_lufs`, run the tone and dynamics chain; measure its integrated loudness (and its
+//!    true peak where there is no limiter or no target), feed a [`LimiterModel`], and spool it. This
+//!    fixes the normalisation gain (to the target, or to the ceiling when there is no target, never
+//!    above `max_gain_db` and, without a limiter, never so high that the true peak passes the
+//!    ceiling).
+//! 3. **Calibrate** (with a limiter and a target): from the chain spool, gain, limiter and fades;
+//!    measure the loudness the limiter leaves and spool its output. The first gain is the model's
+//!    prediction; correct it by secant steps and repeat until within [`CALIBRATION_TOLERANCE_LU`]
+//!    (at most [`MAX_CALIBRATION_PASSES`] times).
+//! 4. **Render**: the limited spool of the last calibration pass when its gain is the final one
+//!    (else the chain spool through gain, limiter and fades), then dither, into the encoder, written
+//!    under a temporary name, and analysed (the output's QC).
+//! 5. **Verify**: decode the written (tagged) file and check it holds exactly the rendered samples;
+//!    then rename it into place.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
