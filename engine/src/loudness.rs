@@ -171,31 +171,65 @@ impl KWeighting {
         }
     }
 
+    /// The next output for input `x`. The terms that do not wait for the previous output come
+    /// first, so that only one multiply and one subtraction sit on each filter's recursion.
+    #[inline(always)]
+    fn step(&mut self, x: f64) -> f64 {
+        let (s, h) = (&self.shelf, &self.highpass);
+        let [x1, x2] = self.x;
+        let [y1, y2] = self.y;
+        let [z1, z2] = self.z;
+        let y = (s.b[0] * x + s.b[1] * x1 + s.b[2] * x2 - s.a[1] * y2) - s.a[0] * y1;
+        let z = (h.b[0] * y + h.b[1] * y1 + h.b[2] * y2 - h.a[1] * z2) - h.a[0] * z1;
+        self.x = [x, x1];
+        self.y = [y, y1];
+        self.z = [z, z1];
+        z
+    }
+
+    /// Sets state values too small to matter to zero: denormals would slow the recursion to a
+    /// crawl after long silence.
+    fn flush_denormals(&mut self) {
+        for v in self.x.iter_mut().chain(&mut self.y).chain(&mut self.z) {
+            if v.abs() < 1e-30 {
+                *v = 0.0;
+            }
+        }
+    }
+
     /// Filters `samples` and adds the squared outputs to `sum`, one at a time (so the result does
     /// not depend on how the audio is cut into blocks).
     pub(crate) fn add_squares(&mut self, samples: &[f32], sum: &mut f64) {
-        let (s, h) = (self.shelf, self.highpass);
-        let [mut x1, mut x2] = self.x;
-        let [mut y1, mut y2] = self.y;
-        let [mut z1, mut z2] = self.z;
+        let mut filter = self.clone();
         let mut acc = *sum;
         for &sample in samples {
-            let x = f64::from(sample);
-            // The terms that do not wait for the previous output first, so that only one multiply
-            // and one subtraction sit on each filter's recursion.
-            let y = (s.b[0] * x + s.b[1] * x1 + s.b[2] * x2 - s.a[1] * y2) - s.a[0] * y1;
-            let z = (h.b[0] * y + h.b[1] * y1 + h.b[2] * y2 - h.a[1] * z2) - h.a[0] * z1;
-            (x2, x1) = (x1, x);
-            (y2, y1) = (y1, y);
-            (z2, z1) = (z1, z);
+            let z = filter.step(f64::from(sample));
             acc += z * z;
         }
         *sum = acc;
-        // Denormals would slow the recursion to a crawl after long silence.
-        let flush = |v: f64| if v.abs() < 1e-30 { 0.0 } else { v };
-        self.x = [flush(x1), flush(x2)];
-        self.y = [flush(y1), flush(y2)];
-        self.z = [flush(z1), flush(z2)];
+        filter.flush_denormals();
+        *self = filter;
+    }
+
+    /// [`KWeighting::add_squares`] on two channels at once: their recursions interleave, so the
+    /// processor overlaps them. Each channel's result is bit for bit that of its own call.
+    fn add_squares_pair(
+        (first, second): (&mut Self, &mut Self),
+        (first_samples, second_samples): (&[f32], &[f32]),
+        (first_sum, second_sum): (&mut f64, &mut f64),
+    ) {
+        let (mut a, mut b) = (first.clone(), second.clone());
+        let (mut sum_a, mut sum_b) = (*first_sum, *second_sum);
+        for (&xa, &xb) in first_samples.iter().zip(second_samples) {
+            let za = a.step(f64::from(xa));
+            let zb = b.step(f64::from(xb));
+            sum_a += za * za;
+            sum_b += zb * zb;
+        }
+        (*first_sum, *second_sum) = (sum_a, sum_b);
+        a.flush_denormals();
+        b.flush_denormals();
+        (*first, *second) = (a, b);
     }
 }
 
@@ -354,15 +388,32 @@ impl LoudnessMeter {
         while start < block.frames() {
             let until_boundary = (self.next_boundary - self.frames_seen) as usize;
             let end = (start + until_boundary).min(block.frames());
-            for (((filter, sum), channel), &weight) in self
-                .filters
-                .iter_mut()
-                .zip(&mut self.sums)
-                .zip(block.channels())
-                .zip(&self.weights)
-            {
-                if weight > 0.0 {
-                    filter.add_squares(&channel[start..end], sum);
+            // Channels two at a time where both count (the common stereo case), else one by one.
+            let channels = self.filters.len();
+            let mut ch = 0;
+            while ch < channels {
+                let pair =
+                    ch + 1 < channels && self.weights[ch] > 0.0 && self.weights[ch + 1] > 0.0;
+                if pair {
+                    let (filters, sums) =
+                        (&mut self.filters[ch..ch + 2], &mut self.sums[ch..ch + 2]);
+                    let (fa, fb) = filters.split_at_mut(1);
+                    let (sa, sb) = sums.split_at_mut(1);
+                    KWeighting::add_squares_pair(
+                        (&mut fa[0], &mut fb[0]),
+                        (
+                            &block.channel(ch)[start..end],
+                            &block.channel(ch + 1)[start..end],
+                        ),
+                        (&mut sa[0], &mut sb[0]),
+                    );
+                    ch += 2;
+                } else {
+                    if self.weights[ch] > 0.0 {
+                        self.filters[ch]
+                            .add_squares(&block.channel(ch)[start..end], &mut self.sums[ch]);
+                    }
+                    ch += 1;
                 }
             }
             self.frames_seen += (end - start) as u64;
@@ -572,6 +623,28 @@ mod tests {
         assert_eq!(full.loudness_range_lu, lean.loudness_range_lu);
         assert_eq!(full.max_momentary_lufs, lean.max_momentary_lufs);
         assert_eq!(lean.true_peak_dbtp, None);
+    }
+
+    #[test]
+    fn paired_k_weighting_is_bit_identical_to_one_channel_at_a_time() {
+        let block = testkit::noise(2, 10_000, 44_100, 0.5, 21);
+        let mut single = [KWeighting::new(44_100), KWeighting::new(44_100)];
+        let mut single_sums = [0.0; 2];
+        for (ch, (filter, sum)) in single.iter_mut().zip(&mut single_sums).enumerate() {
+            filter.add_squares(block.channel(ch), sum);
+        }
+        let (mut a, mut b) = (KWeighting::new(44_100), KWeighting::new(44_100));
+        let (mut sum_a, mut sum_b) = (0.0, 0.0);
+        KWeighting::add_squares_pair(
+            (&mut a, &mut b),
+            (block.channel(0), block.channel(1)),
+            (&mut sum_a, &mut sum_b),
+        );
+        assert_eq!(
+            [sum_a.to_bits(), sum_b.to_bits()],
+            single_sums.map(f64::to_bits)
+        );
+        assert_eq!((a.z, b.z), (single[0].z, single[1].z));
     }
 
     #[test]
