@@ -4,6 +4,7 @@
 
 pub mod album;
 pub mod audio;
+pub mod calibration;
 pub mod catalog;
 pub mod config;
 pub mod decode;
@@ -16,6 +17,7 @@ pub mod qc;
 pub mod render;
 pub mod resample;
 pub mod restore;
+pub mod spool;
 pub mod stage;
 pub mod synth;
 pub mod tags;

@@ -1,15 +1,17 @@
-//! BS.1770 / EBU R128 loudness and true-peak measurement, on top of the `ebur128` crate.
+//! BS.1770-4 / EBU R128 loudness and true-peak measurement.
 //!
-//! [`LoudnessMeter`] is streaming: it holds the gating-block history (8 bytes per 100 ms) and nothing
-//! that grows with the audio itself. It tracks the maximum momentary and short-term loudness by reading
-//! the meter at every 100 ms boundary of the programme (EBU Tech 3341 asks for at least 10 updates a
-//! second), independent of how the caller cuts the audio into blocks.
+//! [`LoudnessMeter`] is streaming: it K-weights each channel in `f64` (the BS.1770 pre-filter and
+//! RLB high-pass, two biquads per channel, re-derived from their analog prototypes for any rate as
+//! libebur128 does), sums the weighted squares into 100 ms sub-blocks and builds every figure from
+//! those sub-block energies: the 400 ms gating blocks of the integrated loudness (75 % overlap), the
+//! 3 s short-term values of the loudness range (EBU Tech 3342, ten a second) and the maximum
+//! momentary and short-term loudness (read at every 100 ms boundary of the programme, as EBU Tech
+//! 3341 asks, independent of how the caller cuts the audio into blocks). It keeps 16 bytes per
+//! 100 ms of audio (the gating and short-term histories) and nothing else that grows with the audio.
 //!
 //! True peak is read with lathe's own 4x windowed-sinc interpolator
-//! ([`crate::master::oversample::TruePeakDetector`], 48 taps a phase) rather than `ebur128`'s: the
-//! latter over-reads an fs/6 sine by 0.34 dB, outside EBU Tech 3341 case 17's tolerance.
-
-use ebur128::{Channel, EbuR128, Mode};
+//! ([`crate::master::oversample::TruePeakDetector`], 48 taps a phase): `ebur128`'s over-reads an
+//! fs/6 sine by 0.34 dB, outside EBU Tech 3341 case 17's tolerance.
 
 use crate::audio::AudioBlock;
 use crate::master::oversample::TruePeakDetector;
@@ -36,20 +38,31 @@ pub struct LoudnessFigures {
 /// A streaming BS.1770-4 meter: integrated loudness, loudness range, maximum momentary and short-term
 /// loudness, and true peak.
 pub struct LoudnessMeter {
-    meter: EbuR128,
+    filters: Vec<KWeighting>,
+    /// BS.1770 weight of each channel (0 for LFE).
+    weights: Vec<f64>,
+    /// Sum of squared K-weighted samples of each channel in the current sub-block.
+    sums: Vec<f64>,
     hop_frames: f64,
+    /// Frames since the start, and where the current sub-block ends.
     frames_seen: u64,
-    next_update_frame: u64,
-    updates: u64,
+    next_boundary: u64,
+    /// Frames in the current sub-block.
+    sub_block_frames: u64,
+    /// Completed sub-blocks.
+    sub_blocks: u64,
+    /// Mean-square energy of the last 30 sub-blocks (a ring indexed by sub-block count).
+    sub_block_energy: [f64; SHORT_TERM_SUB_BLOCKS],
+    /// Energy of every complete 400 ms gating block.
+    gating_blocks: Vec<f64>,
+    /// Energy of every complete 3 s short-term window (for the loudness range).
+    short_term: Vec<f64>,
     max_momentary: f64,
     max_short_term: f64,
     peak_meters: Vec<TruePeakMeter>,
-    /// Weighted energy of the last 30 sub-blocks of 100 ms (a ring indexed by update count).
-    sub_block_energy: [f64; SHORT_TERM_SUB_BLOCKS],
-    full: bool,
 }
 
-/// 100 ms sub-blocks in the momentary (400 ms) window.
+/// 100 ms sub-blocks in the momentary (400 ms) window and in a gating block.
 const MOMENTARY_SUB_BLOCKS: usize = 4;
 /// 100 ms sub-blocks in the short-term (3 s) window.
 const SHORT_TERM_SUB_BLOCKS: usize = 30;
@@ -57,40 +70,166 @@ const SHORT_TERM_SUB_BLOCKS: usize = 30;
 /// Oversampling of the true-peak reading (BS.1770-4 asks for at least 4x at 48 kHz).
 const TRUE_PEAK_OVERSAMPLING: usize = 4;
 
-/// The BS.1770 channel roles for a WAV-ordered layout of `channel_count` channels: LFE is excluded,
-/// surround channels get the 1.41 weight.
-fn channel_map(channel_count: usize) -> Vec<Channel> {
-    use Channel::{Center, Left, LeftSurround, Right, RightSurround, Unused};
-    match channel_count {
-        1 => vec![Center],
-        2 => vec![Left, Right],
-        3 => vec![Left, Right, Center],
-        4 => vec![Left, Right, LeftSurround, RightSurround],
-        5 => vec![Left, Right, Center, LeftSurround, RightSurround],
-        6 => vec![Left, Right, Center, Unused, LeftSurround, RightSurround],
-        7 => vec![
-            Left,
-            Right,
-            Center,
-            Unused,
-            LeftSurround,
-            RightSurround,
-            Center,
-        ],
-        _ => {
-            let mut map = vec![
-                Left,
-                Right,
-                Center,
-                Unused,
-                LeftSurround,
-                RightSurround,
-                LeftSurround,
-                RightSurround,
-            ];
-            map.resize(channel_count, Unused);
-            map
+/// The absolute gate, LUFS (integrated loudness and loudness range).
+const ABSOLUTE_GATE_LUFS: f64 = -70.0;
+/// The integrated loudness's relative gate, LU below the absolute-gated loudness.
+const INTEGRATED_RELATIVE_GATE_LU: f64 = -10.0;
+/// The loudness range's relative gate, LU below the absolute-gated short-term loudness.
+const RANGE_RELATIVE_GATE_LU: f64 = -20.0;
+/// The loudness range spans these percentiles of the gated short-term values.
+const RANGE_PERCENTILES: (f64, f64) = (0.10, 0.95);
+
+/// Loudness, LUFS, of a weighted mean-square energy.
+fn energy_to_lufs(energy: f64) -> f64 {
+    -0.691 + 10.0 * energy.log10()
+}
+
+/// Weighted mean-square energy of a loudness, LUFS.
+fn lufs_to_energy(lufs: f64) -> f64 {
+    10f64.powf((lufs + 0.691) / 10.0)
+}
+
+/// The BS.1770 weight of each channel of a WAV-ordered layout of `channel_count` channels: LFE is
+/// excluded, surround channels get 1.41.
+fn channel_weights(channel_count: usize) -> Vec<f64> {
+    const SURROUND: f64 = 1.41;
+    let mut weights = match channel_count {
+        1 => vec![1.0],
+        2 => vec![1.0, 1.0],
+        3 => vec![1.0, 1.0, 1.0],
+        4 => vec![1.0, 1.0, SURROUND, SURROUND],
+        5 => vec![1.0, 1.0, 1.0, SURROUND, SURROUND],
+        6 => vec![1.0, 1.0, 1.0, 0.0, SURROUND, SURROUND],
+        7 => vec![1.0, 1.0, 1.0, 0.0, SURROUND, SURROUND, 1.0],
+        _ => vec![1.0, 1.0, 1.0, 0.0, SURROUND, SURROUND, SURROUND, SURROUND],
+    };
+    weights.resize(channel_count, 0.0);
+    weights
+}
+
+/// A biquad's coefficients, `a0` normalised to 1.
+#[derive(Debug, Clone, Copy)]
+struct Biquad {
+    b: [f64; 3],
+    a: [f64; 2],
+}
+
+impl Biquad {
+    /// The BS.1770 pre-filter (a high shelf of about +4 dB) at `rate_hz`, from its analog prototype.
+    fn k_shelf(rate_hz: f64) -> Self {
+        let f0 = 1_681.974_450_955_533;
+        let gain_db = 3.999_843_853_973_347;
+        let q = 0.707_175_236_955_419_6;
+        let k = (std::f64::consts::PI * f0 / rate_hz).tan();
+        let vh = 10f64.powf(gain_db / 20.0);
+        let vb = vh.powf(0.499_666_774_154_541_6);
+        let a0 = 1.0 + k / q + k * k;
+        Self {
+            b: [
+                (vh + vb * k / q + k * k) / a0,
+                2.0 * (k * k - vh) / a0,
+                (vh - vb * k / q + k * k) / a0,
+            ],
+            a: [2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
         }
+    }
+
+    /// The BS.1770 RLB high-pass (about 38 Hz) at `rate_hz`, from its analog prototype.
+    fn k_highpass(rate_hz: f64) -> Self {
+        let f0 = 38.135_470_876_024_44;
+        let q = 0.500_327_037_323_877_3;
+        let k = (std::f64::consts::PI * f0 / rate_hz).tan();
+        let a0 = 1.0 + k / q + k * k;
+        Self {
+            b: [1.0, -2.0, 1.0],
+            a: [2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
+        }
+    }
+}
+
+/// The K-weighting filter of one channel, direct form I in `f64` (the form with the shortest
+/// recursion per sample).
+#[derive(Debug, Clone)]
+pub(crate) struct KWeighting {
+    shelf: Biquad,
+    highpass: Biquad,
+    /// Shelf input history, shelf output (= high-pass input) history, high-pass output history.
+    x: [f64; 2],
+    y: [f64; 2],
+    z: [f64; 2],
+}
+
+impl KWeighting {
+    pub(crate) fn new(rate_hz: u32) -> Self {
+        let rate_hz = f64::from(rate_hz);
+        Self {
+            shelf: Biquad::k_shelf(rate_hz),
+            highpass: Biquad::k_highpass(rate_hz),
+            x: [0.0; 2],
+            y: [0.0; 2],
+            z: [0.0; 2],
+        }
+    }
+
+    /// The next output for input `x`. The terms that do not wait for the previous output come
+    /// first, so that only one multiply and one subtraction sit on each filter's recursion.
+    #[inline(always)]
+    fn step(&mut self, x: f64) -> f64 {
+        let (s, h) = (&self.shelf, &self.highpass);
+        let [x1, x2] = self.x;
+        let [y1, y2] = self.y;
+        let [z1, z2] = self.z;
+        let y = (s.b[0] * x + s.b[1] * x1 + s.b[2] * x2 - s.a[1] * y2) - s.a[0] * y1;
+        let z = (h.b[0] * y + h.b[1] * y1 + h.b[2] * y2 - h.a[1] * z2) - h.a[0] * z1;
+        self.x = [x, x1];
+        self.y = [y, y1];
+        self.z = [z, z1];
+        z
+    }
+
+    /// Sets state values too small to matter to zero: denormals would slow the recursion to a
+    /// crawl after long silence.
+    fn flush_denormals(&mut self) {
+        for v in self.x.iter_mut().chain(&mut self.y).chain(&mut self.z) {
+            if v.abs() < 1e-30 {
+                *v = 0.0;
+            }
+        }
+    }
+
+    /// Filters `samples` and adds the squared outputs to `sum`, one at a time (so the result does
+    /// not depend on how the audio is cut into blocks).
+    pub(crate) fn add_squares(&mut self, samples: &[f32], sum: &mut f64) {
+        let mut filter = self.clone();
+        let mut acc = *sum;
+        for &sample in samples {
+            let z = filter.step(f64::from(sample));
+            acc += z * z;
+        }
+        *sum = acc;
+        filter.flush_denormals();
+        *self = filter;
+    }
+
+    /// [`KWeighting::add_squares`] on two channels at once: their recursions interleave, so the
+    /// processor overlaps them. Each channel's result is bit for bit that of its own call.
+    fn add_squares_pair(
+        (first, second): (&mut Self, &mut Self),
+        (first_samples, second_samples): (&[f32], &[f32]),
+        (first_sum, second_sum): (&mut f64, &mut f64),
+    ) {
+        let (mut a, mut b) = (first.clone(), second.clone());
+        let (mut sum_a, mut sum_b) = (*first_sum, *second_sum);
+        for (&xa, &xb) in first_samples.iter().zip(second_samples) {
+            let za = a.step(f64::from(xa));
+            let zb = b.step(f64::from(xb));
+            sum_a += za * za;
+            sum_b += zb * zb;
+        }
+        (*first_sum, *second_sum) = (sum_a, sum_b);
+        a.flush_denormals();
+        b.flush_denormals();
+        (*first, *second) = (a, b);
     }
 }
 
@@ -200,42 +339,35 @@ fn multiply_add(points: &mut [f32], input: &[f32], c: f32) {
 
 impl LoudnessMeter {
     /// A meter for `channel_count` channels (WAV channel order) at `sample_rate_hz`.
-    ///
-    /// # Panics
-    /// If the channel count or rate is outside what `ebur128` accepts (the decoder refuses such files
-    /// before a meter is built).
     pub fn new(channel_count: usize, sample_rate_hz: u32) -> Self {
         Self::build(channel_count, sample_rate_hz, true)
     }
 
-    /// A cheaper meter that reads only integrated loudness and loudness range (the figures it cannot
-    /// read are `None`): for passes that only need to know how loud a render is.
+    /// A cheaper meter that does not read the true peak (its figure is `None`): for passes that
+    /// only need to know how loud a render is.
     pub fn integrated_only(channel_count: usize, sample_rate_hz: u32) -> Self {
         Self::build(channel_count, sample_rate_hz, false)
     }
 
     #[allow(clippy::expect_used)]
-    fn build(channel_count: usize, sample_rate_hz: u32, full: bool) -> Self {
-        let mode = if full {
-            Mode::I | Mode::LRA | Mode::M | Mode::S
-        } else {
-            Mode::I | Mode::LRA
-        };
-        let mut meter = EbuR128::new(channel_count as u32, sample_rate_hz, mode)
-            .expect("the decoder only admits 1-8 channels at 8-384 kHz");
-        meter
-            .set_channel_map(&channel_map(channel_count))
-            .expect("the channel map has one entry per channel");
+    fn build(channel_count: usize, sample_rate_hz: u32, true_peak: bool) -> Self {
         let hop_frames = f64::from(sample_rate_hz) / 10.0;
+        let first_boundary = (hop_frames.round() as u64).max(1);
         Self {
-            meter,
+            filters: vec![KWeighting::new(sample_rate_hz); channel_count],
+            weights: channel_weights(channel_count),
+            sums: vec![0.0; channel_count],
             hop_frames,
             frames_seen: 0,
-            next_update_frame: hop_frames.round() as u64,
-            updates: 0,
+            next_boundary: first_boundary,
+            sub_block_frames: first_boundary,
+            sub_blocks: 0,
+            sub_block_energy: [0.0; SHORT_TERM_SUB_BLOCKS],
+            gating_blocks: Vec::new(),
+            short_term: Vec::new(),
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
-            peak_meters: if full {
+            peak_meters: if true_peak {
                 vec![
                     TruePeakMeter::new(TRUE_PEAK_OVERSAMPLING)
                         .expect("4x is a supported oversampling");
@@ -244,8 +376,6 @@ impl LoudnessMeter {
             } else {
                 Vec::new()
             },
-            full,
-            sub_block_energy: [0.0; SHORT_TERM_SUB_BLOCKS],
         }
     }
 
@@ -254,50 +384,64 @@ impl LoudnessMeter {
         for (meter, channel) in self.peak_meters.iter_mut().zip(block.channels()) {
             meter.add(channel);
         }
-        if !self.full {
-            self.add_span(block, 0, block.frames());
-            return;
-        }
         let mut start = 0;
         while start < block.frames() {
-            let until_update = (self.next_update_frame - self.frames_seen) as usize;
-            let end = (start + until_update).min(block.frames());
-            self.add_span(block, start, end);
+            let until_boundary = (self.next_boundary - self.frames_seen) as usize;
+            let end = (start + until_boundary).min(block.frames());
+            // Channels two at a time where both count (the common stereo case), else one by one.
+            let channels = self.filters.len();
+            let mut ch = 0;
+            while ch < channels {
+                let pair =
+                    ch + 1 < channels && self.weights[ch] > 0.0 && self.weights[ch + 1] > 0.0;
+                if pair {
+                    let (filters, sums) =
+                        (&mut self.filters[ch..ch + 2], &mut self.sums[ch..ch + 2]);
+                    let (fa, fb) = filters.split_at_mut(1);
+                    let (sa, sb) = sums.split_at_mut(1);
+                    KWeighting::add_squares_pair(
+                        (&mut fa[0], &mut fb[0]),
+                        (
+                            &block.channel(ch)[start..end],
+                            &block.channel(ch + 1)[start..end],
+                        ),
+                        (&mut sa[0], &mut sb[0]),
+                    );
+                    ch += 2;
+                } else {
+                    if self.weights[ch] > 0.0 {
+                        self.filters[ch]
+                            .add_squares(&block.channel(ch)[start..end], &mut self.sums[ch]);
+                    }
+                    ch += 1;
+                }
+            }
             self.frames_seen += (end - start) as u64;
-            if self.frames_seen == self.next_update_frame {
-                self.update_maxima();
+            if self.frames_seen == self.next_boundary {
+                self.close_sub_block();
             }
             start = end;
         }
     }
 
-    fn add_span(&mut self, block: &AudioBlock, start: usize, end: usize) {
-        if start == end {
-            return;
-        }
-        let mut spans: [&[f32]; MAX_CHANNELS] = [&[]; MAX_CHANNELS];
-        for (span, channel) in spans.iter_mut().zip(block.channels()) {
-            *span = &channel[start..end];
-        }
-        // ebur128 only fails on a channel-count mismatch, which the constructor rules out.
-        let _ = self
-            .meter
-            .add_frames_planar_f32(&spans[..block.channel_count().min(MAX_CHANNELS)]);
-    }
-
-    /// At every 100 ms boundary: reads the last 100 ms sub-block's weighted energy (one pass over
-    /// 100 ms, instead of re-summing 400 ms and 3 s windows each time) and updates the momentary (4
-    /// sub-blocks) and short-term (30 sub-blocks) maxima from the running sub-block energies. Before
-    /// a window has filled, its missing sub-blocks count as silence, as in `ebur128`.
-    fn update_maxima(&mut self) {
-        self.updates += 1;
-        self.next_update_frame = ((self.updates + 1) as f64 * self.hop_frames).round() as u64;
+    /// At every 100 ms boundary: stores the sub-block's mean-square energy, records the gating
+    /// block and short-term window that end there, and updates the momentary (4 sub-blocks) and
+    /// short-term (30 sub-blocks) maxima. Before a window has filled, its missing sub-blocks count
+    /// as silence for the maxima, as in `ebur128`; only complete windows are gated.
+    fn close_sub_block(&mut self) {
+        let frames = self.sub_block_frames as f64;
         let energy = self
-            .meter
-            .loudness_window(100)
-            .map_or(0.0, |lufs| 10f64.powf((lufs + 0.691) / 10.0));
-        let slot = (self.updates as usize - 1) % SHORT_TERM_SUB_BLOCKS;
+            .sums
+            .iter_mut()
+            .zip(&self.weights)
+            .map(|(sum, weight)| weight * std::mem::take(sum))
+            .sum::<f64>()
+            / frames;
+        let slot = (self.sub_blocks as usize) % SHORT_TERM_SUB_BLOCKS;
         self.sub_block_energy[slot] = energy;
+        self.sub_blocks += 1;
+        self.next_boundary = ((self.sub_blocks + 1) as f64 * self.hop_frames).round() as u64;
+        self.sub_block_frames = self.next_boundary - self.frames_seen;
         let recent = |count: usize| -> f64 {
             (0..count)
                 .map(|back| {
@@ -307,13 +451,55 @@ impl LoudnessMeter {
                 .sum::<f64>()
                 / count as f64
         };
-        let loudness = |energy: f64| -0.691 + 10.0 * energy.log10();
-        self.max_momentary = self
-            .max_momentary
-            .max(loudness(recent(MOMENTARY_SUB_BLOCKS)));
-        self.max_short_term = self
-            .max_short_term
-            .max(loudness(recent(SHORT_TERM_SUB_BLOCKS)));
+        let momentary = recent(MOMENTARY_SUB_BLOCKS);
+        let short_term = recent(SHORT_TERM_SUB_BLOCKS);
+        if self.sub_blocks >= MOMENTARY_SUB_BLOCKS as u64 {
+            self.gating_blocks.push(momentary);
+        }
+        if self.sub_blocks >= SHORT_TERM_SUB_BLOCKS as u64 {
+            self.short_term.push(short_term);
+        }
+        self.max_momentary = self.max_momentary.max(energy_to_lufs(momentary));
+        self.max_short_term = self.max_short_term.max(energy_to_lufs(short_term));
+    }
+
+    /// Integrated loudness (BS.1770-4 gating), LUFS; `None` when no block passes the absolute gate.
+    fn integrated_lufs(&self) -> Option<f64> {
+        let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+        let mean_above = |threshold: f64| -> Option<f64> {
+            let (sum, count) = self
+                .gating_blocks
+                .iter()
+                .filter(|&&e| e > threshold)
+                .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
+            (count > 0).then(|| sum / count as f64)
+        };
+        let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
+        mean_above(absolute.max(relative)).map(energy_to_lufs)
+    }
+
+    /// Loudness range (EBU Tech 3342), LU; `None` when no short-term value passes the gates.
+    fn loudness_range_lu(&self) -> Option<f64> {
+        let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+        let gated: Vec<f64> = self
+            .short_term
+            .iter()
+            .copied()
+            .filter(|&e| e > absolute)
+            .collect();
+        if gated.is_empty() {
+            return None;
+        }
+        let mean = gated.iter().sum::<f64>() / gated.len() as f64;
+        let relative = mean * 10f64.powf(RANGE_RELATIVE_GATE_LU / 10.0);
+        let mut kept: Vec<f64> = gated.into_iter().filter(|&e| e > relative).collect();
+        if kept.is_empty() {
+            return None;
+        }
+        kept.sort_by(f64::total_cmp);
+        let at = |fraction: f64| kept[((kept.len() - 1) as f64 * fraction).round() as usize];
+        let (low, high) = RANGE_PERCENTILES;
+        Some(energy_to_lufs(at(high)) - energy_to_lufs(at(low)))
     }
 
     /// The figures for everything added so far.
@@ -325,14 +511,14 @@ impl LoudnessMeter {
             .map(TruePeakMeter::peak)
             .fold(0.0, f64::max);
         LoudnessFigures {
-            integrated_lufs: self.meter.loudness_global().ok().and_then(finite),
-            loudness_range_lu: self.meter.loudness_range().ok().and_then(finite),
+            integrated_lufs: self.integrated_lufs(),
+            loudness_range_lu: self.loudness_range_lu(),
             max_momentary_lufs: finite(self.max_momentary),
             max_short_term_lufs: finite(self.max_short_term),
-            true_peak_dbtp: if self.full {
-                finite(linear_to_db(true_peak))
-            } else {
+            true_peak_dbtp: if self.peak_meters.is_empty() {
                 None
+            } else {
+                finite(linear_to_db(true_peak))
             },
         }
     }
@@ -435,7 +621,86 @@ mod tests {
         let (full, lean) = (full.figures(), lean.figures());
         assert_eq!(full.integrated_lufs, lean.integrated_lufs);
         assert_eq!(full.loudness_range_lu, lean.loudness_range_lu);
-        assert_eq!((lean.true_peak_dbtp, lean.max_momentary_lufs), (None, None));
+        assert_eq!(full.max_momentary_lufs, lean.max_momentary_lufs);
+        assert_eq!(lean.true_peak_dbtp, None);
+    }
+
+    #[test]
+    fn paired_k_weighting_is_bit_identical_to_one_channel_at_a_time() {
+        let block = testkit::noise(2, 10_000, 44_100, 0.5, 21);
+        let mut single = [KWeighting::new(44_100), KWeighting::new(44_100)];
+        let mut single_sums = [0.0; 2];
+        for (ch, (filter, sum)) in single.iter_mut().zip(&mut single_sums).enumerate() {
+            filter.add_squares(block.channel(ch), sum);
+        }
+        let (mut a, mut b) = (KWeighting::new(44_100), KWeighting::new(44_100));
+        let (mut sum_a, mut sum_b) = (0.0, 0.0);
+        KWeighting::add_squares_pair(
+            (&mut a, &mut b),
+            (block.channel(0), block.channel(1)),
+            (&mut sum_a, &mut sum_b),
+        );
+        assert_eq!(
+            [sum_a.to_bits(), sum_b.to_bits()],
+            single_sums.map(f64::to_bits)
+        );
+        assert_eq!((a.z, b.z), (single[0].z, single[1].z));
+    }
+
+    #[test]
+    fn k_weighting_at_48k_has_the_coefficients_bs1770_publishes() {
+        // ITU-R BS.1770-4, tables 1 and 2.
+        let shelf = Biquad::k_shelf(48_000.0);
+        let highpass = Biquad::k_highpass(48_000.0);
+        let expected_shelf = (
+            [
+                1.535_124_859_586_97,
+                -2.691_696_189_406_38,
+                1.198_392_810_852_85,
+            ],
+            [-1.690_659_293_182_41, 0.732_480_774_215_85],
+        );
+        let expected_highpass = (
+            [1.0, -2.0, 1.0],
+            [-1.990_047_454_833_98, 0.990_072_250_366_21],
+        );
+        for (got, want) in [
+            (
+                shelf.b.iter().chain(&shelf.a),
+                expected_shelf.0.iter().chain(&expected_shelf.1),
+            ),
+            (
+                highpass.b.iter().chain(&highpass.a),
+                expected_highpass.0.iter().chain(&expected_highpass.1),
+            ),
+        ] {
+            for (g, w) in got.zip(want) {
+                assert!((g - w).abs() < 1e-8, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn integrated_loudness_agrees_with_libebur128_at_any_rate() {
+        // Noise whose level steps over 30 dB (so both gates act), at common and odd rates.
+        for rate in [11_025, 44_100, 48_000, 96_000] {
+            let mut block = testkit::noise(2, rate as usize * 12, rate, 0.5, 5);
+            for (i, x) in block.channel_mut(0).iter_mut().enumerate() {
+                *x *= [1.0, 0.1, 0.03, 0.6][i * 4 / (rate as usize * 12)];
+            }
+            let mut meter = LoudnessMeter::new(2, rate);
+            meter.add(&block);
+            let mut reference = ebur128::EbuR128::new(2, rate, ebur128::Mode::I).unwrap();
+            reference
+                .add_frames_planar_f32(&[block.channel(0), block.channel(1)])
+                .unwrap();
+            let ours = meter.figures().integrated_lufs.unwrap();
+            let theirs = reference.loudness_global().unwrap();
+            assert!(
+                (ours - theirs).abs() < 0.01,
+                "{rate} Hz: {ours} vs {theirs}"
+            );
+        }
     }
 
     #[test]

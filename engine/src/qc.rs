@@ -103,28 +103,23 @@ impl Analyzer {
         let mut loud_first: Option<usize> = None;
         let mut loud_last: Option<usize> = None;
         for (channel, sum) in block.channels().zip(self.sums.iter_mut()) {
-            let mut block_sum = 0.0f64;
-            for (i, &x) in channel.iter().enumerate() {
-                let magnitude = x.abs();
-                block_sum += f64::from(x);
-                self.sample_peak = self.sample_peak.max(magnitude);
-                if magnitude >= CLIP_LEVEL {
-                    self.clipped += 1;
-                }
-                if magnitude > silence {
-                    loud_first = Some(loud_first.map_or(i, |f| f.min(i)));
-                    loud_last = Some(loud_last.map_or(i, |l| l.max(i)));
-                }
+            // Whole-slice folds without branches per sample (they vectorise); the searches for the
+            // first and last sound stop at the first loud sample from either end.
+            self.sample_peak = channel.iter().fold(self.sample_peak, |p, x| p.max(x.abs()));
+            self.clipped += channel.iter().filter(|x| x.abs() >= CLIP_LEVEL).count() as u64;
+            *sum += sum_f64(channel);
+            if let Some(first) = channel.iter().position(|x| x.abs() > silence) {
+                loud_first = Some(loud_first.map_or(first, |f| f.min(first)));
             }
-            *sum += block_sum;
+            if let Some(last) = channel.iter().rposition(|x| x.abs() > silence) {
+                loud_last = Some(loud_last.map_or(last, |l| l.max(last)));
+            }
         }
         if block.channel_count() >= 2 {
-            for (&l, &r) in block.channel(0).iter().zip(block.channel(1)) {
-                let (l, r) = (f64::from(l), f64::from(r));
-                self.sum_lr += l * r;
-                self.sum_ll += l * l;
-                self.sum_rr += r * r;
-            }
+            let [lr, ll, rr] = products_f64(block.channel(0), block.channel(1));
+            self.sum_lr += lr;
+            self.sum_ll += ll;
+            self.sum_rr += rr;
         }
         if let Some(first) = loud_first {
             self.first_sound.get_or_insert(self.frames + first as u64);
@@ -174,6 +169,48 @@ impl Analyzer {
             trailing_silence_s: trailing as f64 / rate,
         }
     }
+}
+
+/// Lanes of the partial sums below: independent accumulators let the sums vectorise.
+const LANES: usize = 8;
+
+/// The sum of `samples` in `f64`, in [`LANES`] interleaved partial sums.
+fn sum_f64(samples: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let chunks = samples.chunks_exact(LANES);
+    let rest: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(x);
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
+/// `[sum(l * r), sum(l * l), sum(r * r)]` in `f64`, in [`LANES`] interleaved partial sums.
+fn products_f64(left: &[f32], right: &[f32]) -> [f64; 3] {
+    let mut lanes = [[0.0f64; LANES]; 3];
+    let mut rest = [0.0f64; 3];
+    let (l_chunks, r_chunks) = (left.chunks_exact(LANES), right.chunks_exact(LANES));
+    for (&l, &r) in l_chunks.remainder().iter().zip(r_chunks.remainder()) {
+        let (l, r) = (f64::from(l), f64::from(r));
+        rest[0] += l * r;
+        rest[1] += l * l;
+        rest[2] += r * r;
+    }
+    for (l, r) in l_chunks.zip(r_chunks) {
+        for k in 0..LANES {
+            let (l, r) = (f64::from(l[k]), f64::from(r[k]));
+            lanes[0][k] += l * r;
+            lanes[1][k] += l * l;
+            lanes[2][k] += r * r;
+        }
+    }
+    let mut sums = rest;
+    for (sum, lanes) in sums.iter_mut().zip(&lanes) {
+        *sum += lanes.iter().sum::<f64>();
+    }
+    sums
 }
 
 /// Decodes `path` and analyses it, in bounded memory.

@@ -1,19 +1,26 @@
 //! Mastering one track: the multi-pass render that turns a source file into a delivered master.
 //!
-//! Memory stays bounded whatever the track length: every pass streams the source from disk in blocks.
+//! Memory stays bounded whatever the track length: every pass streams in blocks, from the source or
+//! from a spool ([`crate::spool`]: raw `f32` on disk beside the output, removed when the render
+//! ends), so the decode, resample, restore and chain run once however many passes follow.
 //!
 //! 1. **Analyse**: decode the source, measure it (the input's QC) and hash its samples; the hash seeds
 //!    the dither, so the same source always gives the same master bytes.
-//! 2. **Chain**: gain the source to `chain_input_lufs`, resample to the output rate, run the tone and
-//!    dynamics chain and measure its integrated loudness and true peak. This fixes the normalisation
-//!    gain (to the target, or to the ceiling when there is no target, never above `max_gain_db` and,
-//!    without a limiter, never so high that the true peak passes the ceiling).
-//! 3. **Calibrate** (only when the limiter will work): render chain, gain and limiter and measure the
-//!    loudness the limiter leaves; correct the gain and repeat until within
-//!    [`CALIBRATION_TOLERANCE_LU`] (at most [`MAX_CALIBRATION_PASSES`] times).
-//! 4. **Render**: chain, gain, limiter and dither into the encoder, written under a temporary name.
-//! 5. **Verify**: the render pass analysed the samples it encoded; decode the written (tagged) file
-//!    and check it holds exactly those samples; then rename it into place.
+//! 2. **Chain**: decode again, resample to the output rate, restore, gain the source to
+//!    `chain_input_lufs`, run the tone and dynamics chain; measure its integrated loudness (and its
+//!    true peak where there is no limiter or no target), feed a [`LimiterModel`], and spool it. This
+//!    fixes the normalisation gain (to the target, or to the ceiling when there is no target, never
+//!    above `max_gain_db` and, without a limiter, never so high that the true peak passes the
+//!    ceiling).
+//! 3. **Calibrate** (with a limiter and a target): from the chain spool, gain, limiter and fades;
+//!    measure the loudness the limiter leaves and spool its output. The first gain is the model's
+//!    prediction; correct it by secant steps and repeat until within [`CALIBRATION_TOLERANCE_LU`]
+//!    (at most [`MAX_CALIBRATION_PASSES`] times).
+//! 4. **Render**: the limited spool of the last calibration pass when its gain is the final one
+//!    (else the chain spool through gain, limiter and fades), then dither, into the encoder, written
+//!    under a temporary name, and analysed (the output's QC).
+//! 5. **Verify**: decode the written (tagged) file and check it holds exactly the rendered samples;
+//!    then rename it into place.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,15 +29,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::album::fade::Fade;
 use crate::audio::AudioBlock;
+use crate::calibration::LimiterModel;
 use crate::decode::Decoder;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
-use crate::loudness::{LoudnessFigures, LoudnessMeter, MAX_CHANNELS};
+use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
 use crate::master::dither::Quantiser;
 use crate::master::gain::Gain;
 use crate::profile::Profile;
 use crate::qc::{Analysis, Analyzer};
 use crate::resample::Resampler;
+use crate::spool::{Spool, SpoolReader, SpoolWriter};
 use crate::stage::Stage;
 use crate::tags::{TrackTags, read_tags, write_tags};
 
@@ -255,12 +264,22 @@ impl SampleHash {
     }
 }
 
-/// One streaming pass over the source: decode, resample to the output rate, run stages; the output is
-/// latency-compensated so it stays sample-aligned with the source.
+/// Where a pass reads its audio.
+enum Source {
+    /// Decoding the source file, resampled to the output rate where it differs.
+    Decoded {
+        decoder: Box<Decoder>,
+        resampler: Option<Box<Resampler>>,
+        decoded: AudioBlock,
+    },
+    /// A spool an earlier pass wrote, already at the output rate.
+    Spooled(SpoolReader),
+}
+
+/// One streaming pass: read the source (or a spool), run stages; the output is latency-compensated
+/// so it stays sample-aligned with the source.
 struct Pass {
-    decoder: Decoder,
-    resampler: Option<Resampler>,
-    decoded: AudioBlock,
+    source: Source,
     work: AudioBlock,
     total_frames: Option<u64>,
 }
@@ -273,22 +292,33 @@ impl Pass {
         let resampler = if info.sample_rate_hz == output_rate_hz {
             None
         } else {
-            Some(Resampler::new(
+            Some(Box::new(Resampler::new(
                 channels,
                 info.sample_rate_hz,
                 output_rate_hz,
                 BLOCK_FRAMES,
-            )?)
+            )?))
         };
         let capacity = resampler
             .as_ref()
-            .map_or(BLOCK_FRAMES, Resampler::max_output_frames);
+            .map_or(BLOCK_FRAMES, |r| r.max_output_frames());
         Ok(Self {
-            decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
             work: AudioBlock::new(channels, capacity.max(BLOCK_FRAMES), output_rate_hz),
             total_frames: info.frames,
-            decoder,
-            resampler,
+            source: Source::Decoded {
+                decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
+                decoder: Box::new(decoder),
+                resampler,
+            },
+        })
+    }
+
+    /// A pass over what an earlier pass spooled.
+    fn spooled(spool: &Spool) -> Result<Self> {
+        Ok(Self {
+            work: AudioBlock::new(spool.channel_count(), BLOCK_FRAMES, spool.sample_rate_hz()),
+            total_frames: Some(spool.frames()),
+            source: Source::Spooled(spool.reader()?),
         })
     }
 
@@ -297,9 +327,14 @@ impl Pass {
         self.work.capacity()
     }
 
+    /// Runs `stages` over the source and compensates their latency; then `after` (stages without
+    /// latency, e.g. the dither) on the aligned output, which goes to `on_output`. Running `after`
+    /// only on aligned frames makes its output the same whether the stages before it ran in this
+    /// pass or in an earlier one that spooled their output.
     fn run(
         mut self,
         stages: &mut [Box<dyn Stage>],
+        after: &mut [Box<dyn Stage>],
         phase: Phase,
         progress: &mut dyn FnMut(Progress),
         mut on_source: impl FnMut(&AudioBlock),
@@ -314,31 +349,54 @@ impl Pass {
             let drop = to_drop.min(work.frames());
             work.discard_front(drop);
             to_drop -= drop;
-            if work.frames() > 0 {
-                on_output(work)
-            } else {
-                Ok(())
+            if work.frames() == 0 {
+                return Ok(());
             }
+            for stage in after.iter_mut() {
+                stage.process(work);
+            }
+            on_output(work)
         };
         let total = self.total_frames.unwrap_or(0).max(1) as f64;
         let mut done = 0u64;
-        while self.decoder.read(&mut self.decoded)? > 0 {
-            on_source(&self.decoded);
-            done += self.decoded.frames() as u64;
+        loop {
+            match &mut self.source {
+                Source::Decoded {
+                    decoder,
+                    resampler,
+                    decoded,
+                } => {
+                    if decoder.read(decoded)? == 0 {
+                        break;
+                    }
+                    on_source(decoded);
+                    done += decoded.frames() as u64;
+                    match resampler.as_mut() {
+                        Some(resampler) => resampler.process(decoded, &mut self.work)?,
+                        None => {
+                            self.work.set_frames(0);
+                            self.work.append(decoded);
+                        }
+                    }
+                }
+                Source::Spooled(reader) => {
+                    if reader.read(&mut self.work)? == 0 {
+                        break;
+                    }
+                    done += self.work.frames() as u64;
+                }
+            }
             progress(Progress {
                 phase,
                 fraction: (done as f64 / total).min(1.0),
             });
-            match self.resampler.as_mut() {
-                Some(resampler) => resampler.process(&self.decoded, &mut self.work)?,
-                None => {
-                    self.work.set_frames(0);
-                    self.work.append(&self.decoded);
-                }
-            }
             emit(&mut self.work, stages)?;
         }
-        if let Some(resampler) = self.resampler.as_mut() {
+        if let Source::Decoded {
+            resampler: Some(resampler),
+            ..
+        } = &mut self.source
+        {
             resampler.finish(&mut self.work)?;
             emit(&mut self.work, stages)?;
         }
@@ -352,6 +410,19 @@ impl Pass {
         }
         Ok(())
     }
+}
+
+/// What each of `stages` did, for the track report.
+fn stage_reports(stages: &[Box<dyn Stage>]) -> Vec<StageReport> {
+    stages
+        .iter()
+        .filter_map(|s| {
+            s.report().map(|report| StageReport {
+                stage: s.name().to_owned(),
+                report,
+            })
+        })
+        .collect()
 }
 
 /// Deletes a temporary output file unless it was renamed into place.
@@ -390,6 +461,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The temporary name of a spool `purpose` (`chain`, `limited`) of the render of `output`: beside
+/// it, under the same convention as [`temp_path_for`].
+fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    temp_path_for(&output.with_file_name(format!("{name}.{purpose}")))
+}
+
+/// The limiter's output spooled by a calibration pass, for the render to read when the gain it was
+/// made with is the final one.
+struct LimitedSpool {
+    gain_db: f64,
+    spool: Spool,
+    reports: Vec<StageReport>,
+}
+
 /// Masters one track. The source is only read; the master appears at `request.output` complete or not
 /// at all.
 pub fn master_track(
@@ -402,11 +491,23 @@ pub fn master_track(
     let channels = info.channel_count;
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
     let mut warnings = Vec::new();
+    let (target_lufs, fixed_gain_db) = match request.level {
+        Some(LevelOverride {
+            level: Level::TargetLufs(target),
+            ..
+        }) => (Some(target), None),
+        Some(LevelOverride {
+            level: Level::FixedGainDb(gain),
+            ..
+        }) => (None, Some(gain)),
+        None => (profile.loudness.target_lufs, None),
+    };
 
     // 1. Analyse the source.
     let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz);
     let mut hash = SampleHash::new();
     Pass::open(request.input, info.sample_rate_hz)?.run(
+        &mut [],
         &mut [],
         Phase::Analyse,
         progress,
@@ -432,12 +533,13 @@ pub fn master_track(
     };
     let dither_seed = hash.value();
 
-    // Every later pass runs the same chain, with different stages after it.
-    let run_chain = |tail: &dyn Fn(usize) -> Result<Vec<Box<dyn Stage>>>,
-                     phase: Phase,
-                     progress: &mut dyn FnMut(Progress),
-                     on_output: &mut dyn FnMut(&AudioBlock) -> Result<()>|
-     -> Result<Vec<Box<dyn Stage>>> {
+    // 2. Run the chain once, measure what it gives and spool it for the passes after.
+    // The true peak sets the gain when there is no target and caps it when there is no limiter;
+    // with both, calibration through the limiter decides.
+    let needs_peak = profile.limiter.is_none() || target_lufs.is_none();
+    // With a limiter and a target, a model of the limiter gives calibration its first guess.
+    let mut model = (!needs_peak).then(|| LimiterModel::new(channels, output_rate_hz));
+    let (chain_spool, chained, mut reports) = {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
         let mut stages = chain_stages(
@@ -447,76 +549,47 @@ pub fn master_track(
             output_rate_hz,
             max_block,
         )?;
-        stages.extend(tail(max_block)?);
-        pass.run(&mut stages, phase, progress, |_| {}, on_output)?;
-        Ok(stages)
-    };
-    let measure = |tail: &dyn Fn(usize) -> Result<Vec<Box<dyn Stage>>>,
-                   phase: Phase,
-                   progress: &mut dyn FnMut(Progress)|
-     -> Result<LoudnessFigures> {
-        // Calibration only needs the integrated loudness; the chain pass also needs the true peak.
-        let mut meter = match phase {
-            Phase::Calibrate => LoudnessMeter::integrated_only(channels, output_rate_hz),
-            _ => LoudnessMeter::new(channels, output_rate_hz),
+        let mut meter = if needs_peak {
+            LoudnessMeter::new(channels, output_rate_hz)
+        } else {
+            LoudnessMeter::integrated_only(channels, output_rate_hz)
         };
-        run_chain(tail, phase, progress, &mut |block| {
-            meter.add(block);
-            Ok(())
-        })?;
-        Ok(meter.figures())
+        let mut spool = SpoolWriter::create(
+            spool_path_for(request.output, "chain"),
+            channels,
+            output_rate_hz,
+            max_block,
+        )?;
+        pass.run(
+            &mut stages,
+            &mut [],
+            Phase::Chain,
+            progress,
+            |_| {},
+            |block| {
+                meter.add(block);
+                if let Some(model) = model.as_mut() {
+                    model.add(block);
+                }
+                spool.write(block)
+            },
+        )?;
+        (spool.finish()?, meter.figures(), stage_reports(&stages))
     };
-    // The fades need the track's length at the output rate, which the chain pass counts.
-    let output_frames = std::cell::Cell::new(0u64);
-    let limited = |gain_db: f64| {
-        let output_frames = output_frames.get();
-        move |max_block: usize| -> Result<Vec<Box<dyn Stage>>> {
-            let mut tail: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(gain_db))];
-            if let Some(limiter) = profile.build_limiter(channels, output_rate_hz, max_block)? {
-                tail.push(Box::new(limiter));
-            }
-            if let Some(fades) = request.fades {
-                tail.push(Box::new(Fade::new(&fades, output_frames, output_rate_hz)));
-            }
-            Ok(tail)
-        }
-    };
-
-    // 2. Run the chain and measure what it gives.
-    let counted =
-        |block: &AudioBlock| output_frames.set(output_frames.get() + block.frames() as u64);
-    let chained = {
-        let mut meter = LoudnessMeter::new(channels, output_rate_hz);
-        run_chain(&|_| Ok(Vec::new()), Phase::Chain, progress, &mut |block| {
-            counted(block);
-            meter.add(block);
-            Ok(())
-        })?;
-        meter.figures()
-    };
+    // The fades need the track's length at the output rate.
+    let output_frames = chain_spool.frames();
     let Some(chain_lufs) = chained.integrated_lufs else {
         return Err(Error::Decode {
             path: request.input.to_path_buf(),
             reason: "the chain output is silent: check the profile's stages".to_owned(),
         });
     };
-    let chain_peak_dbtp = chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
+    let chain_peak_dbtp = needs_peak.then(|| chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY));
     let ceiling = profile.loudness.ceiling_dbtp;
-    let (target_lufs, fixed_gain_db) = match request.level {
-        Some(LevelOverride {
-            level: Level::TargetLufs(target),
-            ..
-        }) => (Some(target), None),
-        Some(LevelOverride {
-            level: Level::FixedGainDb(gain),
-            ..
-        }) => (None, Some(gain)),
-        None => (profile.loudness.target_lufs, None),
-    };
-    let mut gain_db = match (fixed_gain_db, target_lufs) {
-        (Some(gain), _) => gain,
-        (None, Some(target)) => target - chain_lufs,
-        (None, None) => ceiling - chain_peak_dbtp,
+    let mut gain_db = match (fixed_gain_db, target_lufs, chain_peak_dbtp) {
+        (Some(gain), _, _) => gain,
+        (None, Some(target), _) => target - chain_lufs,
+        (None, None, peak) => ceiling - peak.unwrap_or(f64::NEG_INFINITY),
     };
     if fixed_gain_db.is_none() && gain_db > profile.loudness.max_gain_db {
         warnings.push(format!(
@@ -525,11 +598,12 @@ pub fn master_track(
         ));
         gain_db = profile.loudness.max_gain_db;
     }
-    if fixed_gain_db.is_none()
+    if let Some(peak) = chain_peak_dbtp
+        && fixed_gain_db.is_none()
         && profile.limiter.is_none()
-        && chain_peak_dbtp + gain_db > ceiling - PEAK_CAP_MARGIN_DB
+        && peak + gain_db > ceiling - PEAK_CAP_MARGIN_DB
     {
-        let capped = ceiling - PEAK_CAP_MARGIN_DB - chain_peak_dbtp;
+        let capped = ceiling - PEAK_CAP_MARGIN_DB - peak;
         if target_lufs.is_some() {
             warnings.push(format!(
                 "no limiter: gain capped at {capped:.2} dB (not {gain_db:.2} dB) to keep the true peak under {ceiling} dBTP"
@@ -538,10 +612,23 @@ pub fn master_track(
         gain_db = capped;
     }
 
-    // 3. Calibrate the gain through the limiter.
+    // After the chain: the normalisation gain, the limiter and the fades (all on the spooled chain).
+    let tail_stages = |gain_db: f64| -> Result<Vec<Box<dyn Stage>>> {
+        let mut tail: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(gain_db))];
+        if let Some(limiter) = profile.build_limiter(channels, output_rate_hz, BLOCK_FRAMES)? {
+            tail.push(Box::new(limiter));
+        }
+        if let Some(fades) = request.fades {
+            tail.push(Box::new(Fade::new(&fades, output_frames, output_rate_hz)));
+        }
+        Ok(tail)
+    };
+
+    // 3. Calibrate the gain through the limiter; each pass spools what the limiter gives.
     let mut calibration_passes = 0;
-    if let (Some(target), Some(_)) = (target_lufs, &profile.limiter)
-        && chain_peak_dbtp + gain_db > ceiling - 0.1
+    let mut limited: Option<LimitedSpool> = None;
+    if let (Some(target), Some(limiter)) = (target_lufs, &profile.limiter)
+        && chain_peak_dbtp.is_none_or(|peak| peak + gain_db > ceiling - 0.1)
     {
         // An album's tracks keep their differences only if each is calibrated more closely.
         let tolerance_lu = if request.level.is_some() {
@@ -549,13 +636,49 @@ pub fn master_track(
         } else {
             CALIBRATION_TOLERANCE_LU
         };
-        // Secant steps on loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a
-        // plain "add the error" step undershoots when the limiter works hard.
+        // Start where the limiter model says the target is, with its slope; then secant steps on
+        // loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a plain "add the
+        // error" step undershoots when the limiter works hard.
+        let mut model_slope = 1.0;
+        if let Some(model) = &model
+            && gain_db < profile.loudness.max_gain_db
+        {
+            let (predicted_db, slope) =
+                model.predict(chain_lufs, target, ceiling, limiter.release_ms);
+            gain_db = predicted_db.min(profile.loudness.max_gain_db);
+            model_slope = slope;
+        }
+        drop(model);
         let mut previous: Option<(f64, f64)> = None;
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
-            let figures = measure(&limited(gain_db), Phase::Calibrate, progress)?;
-            let Some(lufs) = figures.integrated_lufs else {
+            // The previous pass's spool is stale: remove it before writing the next.
+            drop(limited.take());
+            let mut stages = tail_stages(gain_db)?;
+            let mut meter = LoudnessMeter::integrated_only(channels, output_rate_hz);
+            let mut spool = SpoolWriter::create(
+                spool_path_for(request.output, "limited"),
+                channels,
+                output_rate_hz,
+                BLOCK_FRAMES,
+            )?;
+            Pass::spooled(&chain_spool)?.run(
+                &mut stages,
+                &mut [],
+                Phase::Calibrate,
+                progress,
+                |_| {},
+                |block| {
+                    meter.add(block);
+                    spool.write(block)
+                },
+            )?;
+            limited = Some(LimitedSpool {
+                gain_db,
+                spool: spool.finish()?,
+                reports: stage_reports(&stages),
+            });
+            let Some(lufs) = meter.figures().integrated_lufs else {
                 break;
             };
             let error = target - lufs;
@@ -566,56 +689,72 @@ pub fn master_track(
                 Some((g, l)) if (gain_db - g).abs() > 1e-6 => {
                     ((lufs - l) / (gain_db - g)).clamp(0.1, 1.0)
                 }
-                _ => 1.0,
+                _ => model_slope,
             };
             previous = Some((gain_db, lufs));
             gain_db = (gain_db + error / slope).min(profile.loudness.max_gain_db);
         }
     }
 
-    // 4. Render.
+    // 4. Render: from the limited spool when the last calibration pass had the final gain, else
+    // from the chain spool through the tail; dither after that; into the encoder.
     let spec = profile.encode_spec();
     let temp = TempFile {
         path: temp_path_for(request.output),
         keep: false,
     };
     let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
-    let render_tail = |max_block: usize| -> Result<Vec<Box<dyn Stage>>> {
-        let mut tail = limited(gain_db)(max_block)?;
-        if spec.bit_depth < 32 {
-            let quantiser = Quantiser::new(
-                profile.output.dither,
-                spec.bit_depth,
-                channels,
-                output_rate_hz,
-                dither_seed,
-            )
-            .map_err(|e| Error::Profile {
-                profile: profile.name.clone(),
-                key: format!("output.{}", e.key),
-                reason: e.reason,
-            })?;
-            tail.push(Box::new(quantiser));
-        }
-        Ok(tail)
-    };
+    let mut dither: Vec<Box<dyn Stage>> = Vec::new();
+    if spec.bit_depth < 32 {
+        let quantiser = Quantiser::new(
+            profile.output.dither,
+            spec.bit_depth,
+            channels,
+            output_rate_hz,
+            dither_seed,
+        )
+        .map_err(|e| Error::Profile {
+            profile: profile.name.clone(),
+            key: format!("output.{}", e.key),
+            reason: e.reason,
+        })?;
+        dither.push(Box::new(quantiser));
+    }
     let mut output_analyzer = Analyzer::new(channels, output_rate_hz);
     let mut rendered_hash = SampleHash::new();
-    let rendered = run_chain(&render_tail, Phase::Render, progress, &mut |block| {
+    let mut on_output = |block: &AudioBlock| {
         output_analyzer.add(block);
         rendered_hash.add(block);
         encoder.write(block)
-    })?;
+    };
+    match limited.take() {
+        Some(limited) if limited.gain_db == gain_db => {
+            drop(chain_spool);
+            Pass::spooled(&limited.spool)?.run(
+                &mut [],
+                &mut dither,
+                Phase::Render,
+                progress,
+                |_| {},
+                &mut on_output,
+            )?;
+            reports.extend(limited.reports);
+        }
+        _ => {
+            let mut tail = tail_stages(gain_db)?;
+            Pass::spooled(&chain_spool)?.run(
+                &mut tail,
+                &mut dither,
+                Phase::Render,
+                progress,
+                |_| {},
+                &mut on_output,
+            )?;
+            reports.extend(stage_reports(&tail));
+        }
+    }
     encoder.finish()?;
-    let stages = rendered
-        .iter()
-        .filter_map(|s| {
-            s.report().map(|report| StageReport {
-                stage: s.name().to_owned(),
-                report,
-            })
-        })
-        .collect();
+    reports.extend(stage_reports(&dither));
 
     // 5. Verify, tag, rename.
     progress(Progress {
@@ -636,6 +775,7 @@ pub fn master_track(
     // The analysis is of the rendered samples; the file must decode to exactly those samples.
     let mut written_hash = SampleHash::new();
     Pass::open(&temp.path, output_rate_hz)?.run(
+        &mut [],
         &mut [],
         Phase::Verify,
         progress,
@@ -679,7 +819,7 @@ pub fn master_track(
             .map(|(t, l)| l - t),
         calibration_passes,
         dither_seed: format!("{dither_seed:016x}"),
-        stages,
+        stages: reports,
         input_analysis,
         output_analysis,
         qc,
@@ -761,6 +901,7 @@ pub fn measure_chain(
     let mut frames = 0u64;
     pass.run(
         &mut stages,
+        &mut [],
         Phase::Chain,
         &mut |_| {},
         |_| {},
