@@ -97,12 +97,25 @@ impl RestoreConfig {
     }
 
     /// Builds the enabled restorers in their running order: declip, declick, decrackle, dehum,
-    /// denoise.
+    /// denoise. The denoiser estimates the noise from the programme; [`Self::build_with_noise`]
+    /// gives it the audio of its noise range.
     pub fn build(
         &self,
         channel_count: usize,
         sample_rate_hz: u32,
         max_block_frames: usize,
+    ) -> Result<Vec<Box<dyn Stage>>, InvalidValue> {
+        self.build_with_noise(channel_count, sample_rate_hz, max_block_frames, None)
+    }
+
+    /// As [`Self::build`], the denoiser learning the noise spectrum from `noise_excerpt` (the
+    /// track's audio over `[restore.denoise]`'s noise range) when given.
+    pub fn build_with_noise(
+        &self,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+        noise_excerpt: Option<&AudioBlock>,
     ) -> Result<Vec<Box<dyn Stage>>, InvalidValue> {
         let (n, r, m) = (channel_count, sample_rate_hz, max_block_frames);
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
@@ -127,9 +140,13 @@ impl RestoreConfig {
             ));
         }
         if let Some(c) = &self.denoise {
-            stages.push(Box::new(
-                Denoiser::new(c, n, r, m).map_err(|e| e.within("denoise"))?,
-            ));
+            let mut denoiser = Denoiser::new(c, n, r, m).map_err(|e| e.within("denoise"))?;
+            if let Some(excerpt) = noise_excerpt {
+                denoiser
+                    .learn_noise(excerpt)
+                    .map_err(|e| e.within("denoise"))?;
+            }
+            stages.push(Box::new(denoiser));
         }
         Ok(stages)
     }
@@ -138,9 +155,39 @@ impl RestoreConfig {
 /// Frames per block of [`restore_file`].
 const RESTORE_BLOCK_FRAMES: usize = 4096;
 
+/// The audio of `input` from `from_s` to `to_s` seconds (shorter where the track ends first).
+fn read_range(input: &Path, from_s: f64, to_s: f64) -> Result<AudioBlock> {
+    let mut decoder = Decoder::open(input)?;
+    let info = decoder.info().clone();
+    let rate = f64::from(info.sample_rate_hz);
+    let (from, to) = ((from_s * rate) as usize, (to_s * rate) as usize);
+    let mut excerpt = AudioBlock::new(
+        info.channel_count,
+        to.saturating_sub(from),
+        info.sample_rate_hz,
+    );
+    let mut block = AudioBlock::new(
+        info.channel_count,
+        RESTORE_BLOCK_FRAMES,
+        info.sample_rate_hz,
+    );
+    let mut seen = 0;
+    while seen < to && decoder.read(&mut block)? > 0 {
+        let frames = block.frames();
+        if seen + frames > from {
+            block.discard_front(from.saturating_sub(seen));
+            block.set_frames(block.frames().min(excerpt.capacity() - excerpt.frames()));
+            excerpt.append(&block);
+        }
+        seen += frames;
+    }
+    Ok(excerpt)
+}
+
 /// Restores `input` with `config` into `output`, a 32-bit float WAV at the input's sample rate and
 /// sample-aligned with it (every restorer's latency is compensated). The output is written under a
 /// temporary name and renamed into place; `input` is only read. Returns what each restorer did.
+/// A denoise noise range is read first, in a pass of its own.
 pub fn restore_file(
     input: &Path,
     output: &Path,
@@ -150,13 +197,19 @@ pub fn restore_file(
     let info = decoder.info().clone();
     let channels = info.channel_count;
     let rate = info.sample_rate_hz;
+    let invalid = |e: InvalidValue| Error::Profile {
+        profile: "restore".to_owned(),
+        key: format!("restore.{}", e.key),
+        reason: e.reason,
+    };
+    config.validate().map_err(invalid)?;
+    let excerpt = match config.denoise.as_ref().and_then(|d| d.noise_range_s()) {
+        Some((from, to)) => Some(read_range(input, from, to)?),
+        None => None,
+    };
     let mut stages = config
-        .build(channels, rate, RESTORE_BLOCK_FRAMES)
-        .map_err(|e| Error::Profile {
-            profile: "restore".to_owned(),
-            key: format!("restore.{}", e.key),
-            reason: e.reason,
-        })?;
+        .build_with_noise(channels, rate, RESTORE_BLOCK_FRAMES, excerpt.as_ref())
+        .map_err(invalid)?;
     let temp = temp_path_for(output);
     let result = (|| {
         let spec = EncodeSpec {
