@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use crate::blob::{Digest, DigestWriter, verify};
 use crate::error::{Error, Result};
-use crate::grpc::MAX_MESSAGE_BYTES;
+use crate::grpc::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 
 /// The coordinator's default address: loopback, port 7480.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -39,8 +39,8 @@ impl FarmClient {
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20));
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         let channel = endpoint.connect_lazy();
         Ok(Self {
             jobs: JobApiClient::new(channel.clone())
@@ -116,7 +116,7 @@ impl FarmClient {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                profile_toml: String::new(),
+                ..Default::default()
             })
             .collect();
         let request = v1::SubmitJobRequest {
