@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::blob::Digest;
+use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_engine::catalog::find_audio_files;
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{TrackReport, write_atomically};
@@ -308,16 +309,33 @@ async fn run_job(
     outputs: &[PathBuf],
     profile: &Profile,
 ) -> anyhow::Result<Vec<Option<TrackResult>>> {
-    let files: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-    let digests = client.upload_sources(&files).await?;
-    let tracks = sources
+    // A source that cannot be read fails alone; the others go to the farm.
+    let mut results: Vec<Option<TrackResult>> = Vec::new();
+    let mut readable = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        match digest_file(source).await {
+            Ok(digest) => {
+                readable.push((index, digest));
+                results.push(None);
+            }
+            Err(error) => results.push(Some((Err(error.to_string()), 0.0))),
+        }
+    }
+    if readable.is_empty() {
+        return Ok(results);
+    }
+    let files: Vec<&Path> = readable
         .iter()
-        .zip(outputs)
-        .zip(&digests)
-        .map(|((source, output), digest)| v1::TrackSpec {
+        .map(|&(i, _)| sources[i].as_path())
+        .collect();
+    let digests: Vec<Digest> = readable.iter().map(|&(_, digest)| digest).collect();
+    client.upload_digested(&files, &digests).await?;
+    let tracks = readable
+        .iter()
+        .map(|&(index, digest)| v1::TrackSpec {
             source_digest: digest.to_string(),
-            source_name: file_name(source),
-            output_name: file_name(output),
+            source_name: file_name(&sources[index]),
+            output_name: file_name(&outputs[index]),
             ..Default::default()
         })
         .collect();
@@ -333,11 +351,14 @@ async fn run_job(
         .await?
         .into_inner()
         .job_id;
-    let status = follow_with_bars(client, &job_id, sources).await?;
-
-    let mut results = Vec::new();
-    for ((task, source), output) in status.tasks.iter().zip(sources).zip(outputs) {
-        results.push(Some(match task.state() {
+    let submitted: Vec<&Path> = readable
+        .iter()
+        .map(|&(i, _)| sources[i].as_path())
+        .collect();
+    let status = follow_with_bars(client, &job_id, &submitted).await?;
+    for (task, &(index, _)) in status.tasks.iter().zip(&readable) {
+        let (source, output) = (&sources[index], &outputs[index]);
+        results[index] = Some(match task.state() {
             v1::TaskState::Succeeded => {
                 client.download(&task.output_digest, output).await?;
                 let mut report: TrackReport = serde_json::from_str(&task.report_json)
@@ -360,7 +381,7 @@ async fn run_job(
                 };
                 (Err(error), 0.0)
             }
-        }));
+        });
     }
     Ok(results)
 }
@@ -369,7 +390,7 @@ async fn run_job(
 async fn follow_with_bars(
     client: &FarmClient,
     job_id: &str,
-    sources: &[PathBuf],
+    sources: &[&Path],
 ) -> anyhow::Result<v1::JobStatus> {
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")

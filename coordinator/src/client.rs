@@ -79,6 +79,12 @@ impl FarmClient {
         for file in files {
             digests.push(digest_file(file).await?);
         }
+        self.upload_digested(files, &digests).await?;
+        Ok(digests)
+    }
+
+    /// Uploads the files whose digests (from [`digest_file`]) the coordinator does not hold yet.
+    pub async fn upload_digested(&self, files: &[&Path], digests: &[Digest]) -> Result<()> {
         let missing = self
             .jobs
             .clone()
@@ -88,13 +94,13 @@ impl FarmClient {
             .await?
             .into_inner()
             .digests;
-        for (file, digest) in files.iter().zip(&digests) {
+        for (file, digest) in files.iter().zip(digests) {
             if missing.contains(&digest.to_string()) {
                 let chunks = file_chunks(file, *digest).await?;
                 self.jobs.clone().put_blob(chunks).await?;
             }
         }
-        Ok(digests)
+        Ok(())
     }
 
     /// Uploads `sources` (those the coordinator does not hold yet) and submits them as one job of
