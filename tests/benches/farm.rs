@@ -48,6 +48,24 @@ fn range(values: &[f64]) -> (f64, f64) {
     })
 }
 
+/// CPU seconds (user + system) this process has used: a figure that, unlike wall time, does not
+/// depend on how busy the rest of the machine is. Linux's `/proc/self/stat`, in USER_HZ (100) ticks.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 3, utime field 14, stime field 15.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -70,6 +88,7 @@ fn streaming_throughput(dir: &Path) {
     std::fs::write(&blob, &bytes).expect("write blob");
     let megabytes = bytes.len() as f64 / 1e6;
     let (mut uploads, mut downloads) = (Vec::new(), Vec::new());
+    let (mut upload_cpu, mut download_cpu) = (Vec::new(), Vec::new());
     for _ in 0..repeats() {
         runtime().block_on(async {
             let farm = lathe_worker::embedded::EmbeddedFarm::start_with_blobs(
@@ -79,19 +98,21 @@ fn streaming_throughput(dir: &Path) {
             )
             .await
             .expect("embedded farm");
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_s());
             let digests = farm
                 .client
                 .upload_sources(&[blob.as_path()])
                 .await
                 .expect("upload");
             uploads.push(megabytes / started.elapsed().as_secs_f64());
-            let started = Instant::now();
+            upload_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
+            let (started, cpu) = (Instant::now(), cpu_s());
             farm.client
                 .download(&digests[0].to_string(), &dir.join("back.bin"))
                 .await
                 .expect("download");
             downloads.push(megabytes / started.elapsed().as_secs_f64());
+            download_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
             farm.stop().await;
         });
     }
@@ -103,6 +124,11 @@ fn streaming_throughput(dir: &Path) {
         uploads.len(),
         median(uploads.clone()),
         median(downloads.clone()),
+    );
+    println!(
+        "  per CPU-second of client and coordinator together (independent of the machine's load): upload {:.0} MB, download {:.0} MB",
+        median(upload_cpu),
+        median(download_cpu),
     );
 }
 
