@@ -33,13 +33,15 @@ pub struct SubmitArgs {
     /// A folder of audio files (searched recursively), audio files, or a catalogue manifest (TOML).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// A preset name (see `lathe profiles`) or a profile TOML file.
-    #[arg(short, long, default_value = "streaming")]
-    pub profile: String,
-    /// Higher runs first; equal priorities share workers fairly.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
-    /// A name for the job (default: the first input's name).
+    /// A preset name (see `lathe profiles`) or a profile TOML file (default: streaming; with a
+    /// manifest it replaces the manifest's `[job] profile`).
+    #[arg(short, long)]
+    pub profile: Option<String>,
+    /// Higher runs first; equal priorities share workers fairly (default: 0, or the manifest's
+    /// `[job] priority`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// A name for the job (default: the manifest's `[job] name`, else the first input's name).
     #[arg(long)]
     pub name: Option<String>,
     /// Follow the job until it ends (exit 0 only if every task succeeded).
@@ -51,6 +53,9 @@ pub struct SubmitArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArg,
 }
+
+/// The profile of a submitted folder when none is given.
+const DEFAULT_PROFILE: &str = "streaming";
 
 /// Arguments of `lathe watch`.
 #[derive(Debug, clap::Args)]
@@ -172,23 +177,14 @@ pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
             "output_digest": task.output_digest,
             "phase": task.phase,
             "fraction": task.fraction,
+            "started_unix_ms": task.started_unix_ms,
         })).collect::<Vec<_>>(),
     })
 }
 
 /// Finds the audio files of the inputs as `lathe master` does (folders searched recursively,
-/// sorted; files kept as given). A `.toml` input is a catalogue manifest, which the farm does not
-/// take yet: albums need the `plan` and `assemble` tasks.
+/// sorted; files kept as given).
 fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    if let Some(manifest) = inputs
-        .iter()
-        .find(|i| i.extension().is_some_and(|e| e == "toml"))
-    {
-        return Err(format!(
-            "{}: the farm does not take catalogue manifests yet (use `lathe master`); submit a folder of audio",
-            manifest.display()
-        ));
-    }
     let sources = crate::master::collect_sources(inputs).map_err(|usage| usage.0)?;
     if sources.is_empty() {
         return Err("no audio files found in the inputs".to_owned());
@@ -196,42 +192,248 @@ fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(sources)
 }
 
-/// `lathe submit`.
-pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
-    let profile = match Profile::load(&args.profile) {
-        Ok(profile) => profile,
-        Err(error) => {
-            writeln!(streams.err, "lathe: {error}")?;
-            return Ok(EXIT_USAGE);
-        }
-    };
-    let sources = match collect_sources(&args.inputs) {
-        Ok(sources) => sources,
-        Err(message) => {
-            writeln!(streams.err, "lathe: {message}")?;
-            return Ok(EXIT_USAGE);
-        }
-    };
+/// A job ready to submit: its name, priority, profile, and each track's source with its spec (the
+/// digest is filled in once the source is uploaded).
+struct FarmJob {
+    name: String,
+    priority: i32,
+    profile: Profile,
+    tracks: Vec<(PathBuf, v1::TrackSpec)>,
+}
+
+/// A folder (or files) of loose tracks: the masters are named as `lathe master` names them.
+fn folder_job(args: &SubmitArgs) -> Result<FarmJob, String> {
+    let profile = Profile::load(args.profile.as_deref().unwrap_or(DEFAULT_PROFILE))
+        .map_err(|e| e.to_string())?;
+    let sources = collect_sources(&args.inputs)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.inputs[0]
             .file_name()
             .map_or_else(|| "job".to_owned(), |n| n.to_string_lossy().into_owned())
     });
+    let tracks = sources
+        .into_iter()
+        .map(|source| {
+            let spec = v1::TrackSpec {
+                source_name: file_name(&source),
+                ..Default::default()
+            };
+            (source, spec)
+        })
+        .collect();
+    Ok(FarmJob {
+        name,
+        priority: args.priority.unwrap_or(0),
+        profile,
+        tracks,
+    })
+}
+
+/// A catalogue manifest as farm tasks: each album track and loose track is one render task with its
+/// profile and tags, its master named (and its bytes made) as `lathe master MANIFEST` makes the
+/// streaming outlet: `Album/streaming/NN Title.flac`, `tracks/streaming/stem.flac`. What needs the
+/// whole album (album loudness, fades, the CD, vinyl and lossy outlets, broadcast WAV paperwork) is
+/// not a farm task yet: such a manifest is refused, naming what is unsupported.
+fn manifest_job(manifest: &Path, args: &SubmitArgs) -> Result<FarmJob, String> {
+    use lathe_engine::album::deliver::file_name_for;
+    use lathe_engine::catalog::{Catalogue, LoudnessMode, Outlet};
+    use lathe_engine::tags::TrackTags;
+
+    let mut catalogue = Catalogue::load(manifest).map_err(|e| e.to_string())?;
+    if let Some(profile) = &args.profile {
+        catalogue.job.profile = profile.clone();
+    }
+    let profile = Profile::load(&catalogue.profile_for(None)).map_err(|e| e.to_string())?;
+    let mut unsupported = Vec::new();
+    let other_outlets: Vec<String> = catalogue
+        .job
+        .outlets
+        .iter()
+        .filter(|o| **o != Outlet::Streaming)
+        .map(ToString::to_string)
+        .collect();
+    if !other_outlets.is_empty() {
+        unsupported.push(format!(
+            "outlets {} (the farm renders the streaming outlet only)",
+            other_outlets.join(", ")
+        ));
+    }
+    if profile.output.format == lathe_engine::encode::Container::Wav {
+        unsupported.push(format!(
+            "WAV masters (profile {}: their broadcast-extension paperwork is written after the render)",
+            profile.name
+        ));
+    }
+    for album in &catalogue.albums {
+        if album.loudness == LoudnessMode::Album {
+            unsupported.push(format!(
+                "album loudness in {:?} (set loudness = \"track\" to level each track on its own)",
+                album.title
+            ));
+        }
+        if album
+            .tracks
+            .iter()
+            .any(|t| t.fade_in_s > 0.0 || t.fade_out_s > 0.0)
+        {
+            unsupported.push(format!("fades in {:?}", album.title));
+        }
+    }
+    if catalogue
+        .tracks
+        .iter()
+        .any(|t| t.fade_in_s > 0.0 || t.fade_out_s > 0.0)
+    {
+        unsupported.push("fades on loose tracks".to_owned());
+    }
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "{}: not supported on the farm yet: {}; use `lathe master`",
+            manifest.display(),
+            unsupported.join("; ")
+        ));
+    }
+
+    let extension = profile.output.format.extension();
+    // A track's own profile keeps the job profile's output settings, as `lathe master` does.
+    let track_profile = |name: Option<&String>| -> Result<String, String> {
+        let Some(name) = name else {
+            return Ok(String::new());
+        };
+        let mut own =
+            Profile::load(&catalogue.profile_for(Some(name))).map_err(|e| e.to_string())?;
+        own.output = profile.output.clone();
+        Ok(own.to_toml())
+    };
+    let tags_json = |tags: &TrackTags| serde_json::to_string(tags).map_err(|e| e.to_string());
+    let mut tracks = Vec::new();
+    for album in &catalogue.albums {
+        let folder = file_name_for(&album.title);
+        let total = u32::try_from(album.tracks.len()).unwrap_or(u32::MAX);
+        for (index, track) in album.tracks.iter().enumerate() {
+            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            let tags = TrackTags {
+                title: Some(track.title.clone()),
+                artist: Some(track.artist.clone().unwrap_or_else(|| album.artist.clone())),
+                album: Some(album.title.clone()),
+                album_artist: Some(album.album_artist().to_owned()),
+                track_number: Some(number),
+                track_total: Some(total),
+                disc_number: Some(track.disc),
+                year: album.year,
+                genre: album.genre.clone(),
+                composer: track.composer.clone(),
+                isrc: track.isrc.clone(),
+                upc: album.upc.clone(),
+                copyright: album.copyright.clone(),
+                label: album.label.clone(),
+            };
+            let spec = v1::TrackSpec {
+                source_name: file_name(&track.file),
+                profile_toml: track_profile(track.profile.as_ref())?,
+                output_name: format!(
+                    "{folder}/streaming/{number:02} {}.{extension}",
+                    file_name_for(&track.title)
+                ),
+                tags_json: tags_json(&tags)?,
+                ..Default::default()
+            };
+            tracks.push((track.file.clone(), spec));
+        }
+    }
+    for track in &catalogue.tracks {
+        let tags = TrackTags {
+            title: track.title.clone(),
+            artist: track.artist.clone(),
+            composer: track.composer.clone(),
+            isrc: track.isrc.clone(),
+            ..TrackTags::default()
+        };
+        let stem = track
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let spec = v1::TrackSpec {
+            source_name: file_name(&track.file),
+            profile_toml: track_profile(track.profile.as_ref())?,
+            output_name: format!("tracks/streaming/{}.{extension}", file_name_for(&stem)),
+            tags_json: tags_json(&tags)?,
+            ..Default::default()
+        };
+        tracks.push((track.file.clone(), spec));
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        if catalogue.job.name.is_empty() {
+            file_name(manifest)
+        } else {
+            catalogue.job.name.clone()
+        }
+    });
+    Ok(FarmJob {
+        name,
+        priority: args.priority.unwrap_or(catalogue.job.priority),
+        profile,
+        tracks,
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `lathe submit`.
+pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
+    let planned = match args.inputs.as_slice() {
+        [manifest] if manifest.extension().is_some_and(|e| e == "toml") => {
+            manifest_job(manifest, args)
+        }
+        _ => folder_job(args),
+    };
+    let job = match planned {
+        Ok(job) => job,
+        Err(message) => {
+            writeln!(streams.err, "lathe: {message}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
     runtime()?.block_on(async {
         let client = connect(&args.coordinator).await?;
-        let files: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+        let files: Vec<&Path> = job.tracks.iter().map(|(f, _)| f.as_path()).collect();
+        let digests = client.upload_sources(&files).await?;
+        let tracks = job
+            .tracks
+            .iter()
+            .zip(&digests)
+            .map(|((_, spec), digest)| v1::TrackSpec {
+                source_digest: digest.to_string(),
+                ..spec.clone()
+            })
+            .collect();
         let job_id = client
-            .submit_sources(&name, args.priority, profile.to_toml(), &files)
-            .await?;
+            .jobs
+            .clone()
+            .submit(v1::SubmitJobRequest {
+                name: job.name.clone(),
+                priority: job.priority,
+                profile_toml: job.profile.to_toml(),
+                tracks,
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner()
+            .job_id;
         if args.json && !args.watch {
             writeln!(streams.out, "{}", json!({ "job_id": job_id }))?;
         } else if !args.json {
             writeln!(
                 streams.out,
                 "submitted job {job_id}: {} tracks, profile {}, priority {}",
-                sources.len(),
-                profile.name,
-                args.priority
+                job.tracks.len(),
+                job.profile.name,
+                job.priority
             )?;
         }
         if !args.watch {
@@ -496,6 +698,7 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
             .map_err(rpc_error)?
             .into_inner();
         let written = lathe_worker::embedded::fetch_outputs(&client, &status, &args.out).await?;
+        job_report(&status, &args.out)?.write(&args.out)?;
         let missing: Vec<_> = status
             .tasks
             .iter()
@@ -527,6 +730,51 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
         }
         Ok(if missing.is_empty() { EXIT_OK } else { EXIT_FAILURES })
     })
+}
+
+/// The job's `report.json`, in the shape `lathe master` writes: sources by the names they were
+/// submitted under, masters where `fetch` put them; the job's time runs from its submission to the
+/// end of its last task.
+fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<crate::master::JobReport> {
+    use crate::master::TrackOutcome;
+    let mut tracks = Vec::new();
+    let mut ended_ms = status.submitted_unix_ms as f64;
+    for task in &status.tasks {
+        let input = Path::new(&task.source_name);
+        let output = lathe_worker::embedded::output_path(out, task)?;
+        let report = (task.state() == v1::TaskState::Succeeded)
+            .then(|| serde_json::from_str::<lathe_engine::render::TrackReport>(&task.report_json))
+            .transpose()?;
+        tracks.push(match report {
+            Some(report) => {
+                ended_ms = ended_ms.max(task.started_unix_ms as f64 + report.elapsed_s * 1e3);
+                TrackOutcome::mastered(input, &output, &report, report.elapsed_s)
+            }
+            None => TrackOutcome::failed(
+                input,
+                &output,
+                format!(
+                    "{}: {} {}",
+                    task.source_name,
+                    task_state_name(task.state()),
+                    task.last_error
+                ),
+                0.0,
+            ),
+        });
+    }
+    let workers: std::collections::BTreeSet<&str> = status
+        .tasks
+        .iter()
+        .map(|t| t.worker_id.as_str())
+        .filter(|w| !w.is_empty())
+        .collect();
+    Ok(crate::master::JobReport::new(
+        &status.profile_name,
+        workers.len(),
+        (ended_ms - status.submitted_unix_ms as f64).max(0.0) / 1e3,
+        tracks,
+    ))
 }
 
 /// `lathe cancel`.

@@ -1,18 +1,21 @@
-//! `lathe master`: master files and folders on this machine, tracks in parallel; or, given a
-//! catalogue manifest (`.toml`), deliver every outlet it asks for.
+//! `lathe master`: master files and folders on this machine, tracks in parallel on the embedded farm
+//! (the farm's coordinator and `-j` worker loops in this process, on the in-process queue and state
+//! store: the same code as a real farm, no servers); or, given a catalogue manifest (`.toml`),
+//! deliver every outlet it asks for.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lathe_coordinator::blob::Digest;
+use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_engine::catalog::find_audio_files;
 use lathe_engine::profile::Profile;
-use lathe_engine::render::{MasterRequest, TrackReport, master_track, write_atomically};
-use lathe_engine::tags::TrackTags;
+use lathe_engine::render::{TrackReport, write_atomically};
+use lathe_proto::v1;
+use lathe_worker::embedded::EmbeddedFarm;
 use serde::Serialize;
 
 use crate::table::{Table, level};
@@ -39,7 +42,7 @@ pub struct MasterArgs {
 
 /// One track's outcome in the job report.
 #[derive(Debug, Serialize)]
-struct TrackOutcome {
+pub(crate) struct TrackOutcome {
     input: PathBuf,
     output: PathBuf,
     status: &'static str,
@@ -51,12 +54,79 @@ struct TrackOutcome {
     elapsed_s: f64,
 }
 
+impl TrackOutcome {
+    /// A mastered track (status `ok`, or `qc_failed` when its QC did not pass).
+    pub(crate) fn mastered(
+        input: &Path,
+        output: &Path,
+        report: &TrackReport,
+        elapsed_s: f64,
+    ) -> Self {
+        Self {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            status: if report.qc.passed { "ok" } else { "qc_failed" },
+            error: None,
+            integrated_lufs: report.output_analysis.integrated_lufs,
+            true_peak_dbtp: report.output_analysis.true_peak_dbtp,
+            gain_db: Some(report.chain_input_gain_db + report.gain_db),
+            qc_issues: report.qc.issues.clone(),
+            elapsed_s,
+        }
+    }
+
+    /// A track that failed with `error`.
+    pub(crate) fn failed(input: &Path, output: &Path, error: String, elapsed_s: f64) -> Self {
+        Self {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            status: "failed",
+            error: Some(error),
+            integrated_lufs: None,
+            true_peak_dbtp: None,
+            gain_db: None,
+            qc_issues: Vec::new(),
+            elapsed_s,
+        }
+    }
+}
+
+impl JobReport {
+    /// The report of `tracks` mastered with `profile` by `jobs` workers in `elapsed_s` seconds.
+    pub(crate) fn new(
+        profile: &str,
+        jobs: usize,
+        elapsed_s: f64,
+        tracks: Vec<TrackOutcome>,
+    ) -> Self {
+        let failed = tracks.iter().filter(|o| o.status != "ok").count();
+        Self {
+            lathe_version: env!("CARGO_PKG_VERSION"),
+            profile: profile.to_owned(),
+            jobs,
+            elapsed_s,
+            succeeded: tracks.len() - failed,
+            failed,
+            tracks,
+        }
+    }
+
+    /// Writes it as `OUT/report.json`.
+    pub(crate) fn write(&self, out: &Path) -> anyhow::Result<()> {
+        write_atomically(
+            &out.join("report.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
 /// A track's report or error, and the seconds it took.
 type TrackResult = (Result<TrackReport, String>, f64);
 
-/// The job-level `report.json`.
+/// The job-level `report.json` (`lathe fetch` writes the same shape).
 #[derive(Debug, Serialize)]
-struct JobReport {
+pub(crate) struct JobReport {
     lathe_version: &'static str,
     profile: String,
     jobs: usize,
@@ -126,34 +196,14 @@ pub fn master_inputs(
         .clamp(1, sources.len());
 
     let started = Instant::now();
-    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<TrackResult>>> =
-        Mutex::new((0..sources.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(source) = sources.get(index) else {
-                        break;
-                    };
-                    let bar = bars.add(ProgressBar::new(1000));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(display_name(source));
-                    let track_started = Instant::now();
-                    let result = master_one(source, &outputs[index], profile, &bar);
-                    bar.finish_and_clear();
-                    if let Ok(mut results) = results.lock() {
-                        results[index] = Some((result, track_started.elapsed().as_secs_f64()));
-                    }
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_default();
+    let results = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(master_on_embedded_farm(
+            &sources, &outputs, profile, jobs, out,
+        ))?;
 
     let mut table = Table::new(&[
         "track", "in LUFS", "out LUFS", "out dBTP", "gain dB", "QC", "time s",
@@ -185,17 +235,7 @@ pub fn master_inputs(
                         report.qc.issues.join("; ")
                     ));
                 }
-                outcomes.push(TrackOutcome {
-                    input: source.clone(),
-                    output: output.clone(),
-                    status: if report.qc.passed { "ok" } else { "qc_failed" },
-                    error: None,
-                    integrated_lufs: report.output_analysis.integrated_lufs,
-                    true_peak_dbtp: report.output_analysis.true_peak_dbtp,
-                    gain_db: Some(report.chain_input_gain_db + report.gain_db),
-                    qc_issues: report.qc.issues.clone(),
-                    elapsed_s,
-                });
+                outcomes.push(TrackOutcome::mastered(source, output, &report, elapsed_s));
             }
             Err(error) => {
                 table.row(vec![
@@ -208,34 +248,17 @@ pub fn master_inputs(
                     format!("{elapsed_s:.1}"),
                 ]);
                 failures.push(error.clone());
-                outcomes.push(TrackOutcome {
-                    input: source.clone(),
-                    output: output.clone(),
-                    status: "failed",
-                    error: Some(error),
-                    integrated_lufs: None,
-                    true_peak_dbtp: None,
-                    gain_db: None,
-                    qc_issues: Vec::new(),
-                    elapsed_s,
-                });
+                outcomes.push(TrackOutcome::failed(source, output, error, elapsed_s));
             }
         }
     }
-    let failed = outcomes.iter().filter(|o| o.status != "ok").count();
-    let job = JobReport {
-        lathe_version: env!("CARGO_PKG_VERSION"),
-        profile: profile.name.clone(),
+    let job = JobReport::new(
+        &profile.name,
         jobs,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        succeeded: outcomes.len() - failed,
-        failed,
-        tracks: outcomes,
-    };
-    write_atomically(
-        &out.join("report.json"),
-        serde_json::to_string_pretty(&job)?.as_bytes(),
-    )?;
+        started.elapsed().as_secs_f64(),
+        outcomes,
+    );
+    job.write(out)?;
 
     write!(streams.out, "{}", table.render())?;
     writeln!(
@@ -250,32 +273,179 @@ pub fn master_inputs(
     for failure in &failures {
         writeln!(streams.err, "lathe: {failure}")?;
     }
-    Ok(Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURES }))
+    Ok(Ok(if job.failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILURES
+    }))
 }
 
-fn master_one(
-    source: &Path,
-    output: &Path,
+/// Masters `sources` into `outputs` on the embedded farm (the coordinator and `jobs` worker loops
+/// in this process), a progress bar per running track; returns each track's report or error, in
+/// order.
+async fn master_on_embedded_farm(
+    sources: &[PathBuf],
+    outputs: &[PathBuf],
     profile: &Profile,
-    bar: &ProgressBar,
-) -> Result<TrackReport, String> {
-    let request = MasterRequest {
-        input: source,
-        output,
-        profile,
-        tags: TrackTags::default(),
-        level: None,
-        fades: None,
-    };
-    let report = master_track(&request, &mut |progress| {
-        bar.set_message(progress.phase.as_str());
-        bar.set_position((progress.fraction * 1000.0) as u64);
-    })
-    .map_err(|e| e.to_string())?;
-    let report_path = report_path_for(output);
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    write_atomically(&report_path, json.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(report)
+    jobs: usize,
+    out: &Path,
+) -> anyhow::Result<Vec<Option<TrackResult>>> {
+    // The blobs and the workers' scratch files, removed whatever happens.
+    let scratch = out.join(format!(".lathe-work-{}", std::process::id()));
+    let outcome = async {
+        let farm = EmbeddedFarm::start(jobs, &scratch).await?;
+        let outcome = run_job(&farm.client, sources, outputs, profile).await;
+        farm.stop().await;
+        outcome
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+async fn run_job(
+    client: &FarmClient,
+    sources: &[PathBuf],
+    outputs: &[PathBuf],
+    profile: &Profile,
+) -> anyhow::Result<Vec<Option<TrackResult>>> {
+    // A source that cannot be read fails alone; the others go to the farm.
+    let mut results: Vec<Option<TrackResult>> = Vec::new();
+    let mut readable = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        match digest_file(source).await {
+            Ok(digest) => {
+                readable.push((index, digest));
+                results.push(None);
+            }
+            Err(error) => results.push(Some((Err(error.to_string()), 0.0))),
+        }
+    }
+    if readable.is_empty() {
+        return Ok(results);
+    }
+    let files: Vec<&Path> = readable
+        .iter()
+        .map(|&(i, _)| sources[i].as_path())
+        .collect();
+    let digests: Vec<Digest> = readable.iter().map(|&(_, digest)| digest).collect();
+    client.upload_digested(&files, &digests).await?;
+    let tracks = readable
+        .iter()
+        .map(|&(index, digest)| v1::TrackSpec {
+            source_digest: digest.to_string(),
+            source_name: file_name(&sources[index]),
+            output_name: file_name(&outputs[index]),
+            ..Default::default()
+        })
+        .collect();
+    let job_id = client
+        .jobs
+        .clone()
+        .submit(v1::SubmitJobRequest {
+            name: "lathe master".to_owned(),
+            priority: 0,
+            profile_toml: profile.to_toml(),
+            tracks,
+        })
+        .await?
+        .into_inner()
+        .job_id;
+    let submitted: Vec<&Path> = readable
+        .iter()
+        .map(|&(i, _)| sources[i].as_path())
+        .collect();
+    let status = follow_with_bars(client, &job_id, &submitted).await?;
+    for (task, &(index, _)) in status.tasks.iter().zip(&readable) {
+        let (source, output) = (&sources[index], &outputs[index]);
+        results[index] = Some(match task.state() {
+            v1::TaskState::Succeeded => {
+                client.download(&task.output_digest, output).await?;
+                let mut report: TrackReport = serde_json::from_str(&task.report_json)
+                    .with_context(|| format!("{}: unreadable track report", source.display()))?;
+                // The worker knew the files by name only: the report names them as given here.
+                report.input = source.clone();
+                report.output = output.clone();
+                let json = serde_json::to_string_pretty(&report)?;
+                write_atomically(&report_path_for(output), json.as_bytes())?;
+                let elapsed_s = report.elapsed_s;
+                (Ok(report), elapsed_s)
+            }
+            state => {
+                let error = if task.last_error.is_empty() {
+                    format!("{}: {state:?}", source.display())
+                } else {
+                    // Worker errors name the source by its file name: name it as the user gave it.
+                    task.last_error
+                        .replacen(&task.source_name, &source.display().to_string(), 1)
+                };
+                (Err(error), 0.0)
+            }
+        });
+    }
+    Ok(results)
+}
+
+/// Follows the job to its end with a progress bar per running track; returns its final status.
+async fn follow_with_bars(
+    client: &FarmClient,
+    job_id: &str,
+    sources: &[&Path],
+) -> anyhow::Result<v1::JobStatus> {
+    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut shown: HashMap<String, ProgressBar> = HashMap::new();
+    let mut updates = client
+        .jobs
+        .clone()
+        .watch(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(status) = updates.message().await? {
+        for (task, source) in status.tasks.iter().zip(sources) {
+            match task.state() {
+                v1::TaskState::Running => {
+                    let bar = shown.entry(task.task_id.clone()).or_insert_with(|| {
+                        let bar = bars.add(ProgressBar::new(1000));
+                        bar.set_style(style.clone());
+                        bar.set_prefix(display_name(source));
+                        bar
+                    });
+                    if !task.phase.is_empty() {
+                        bar.set_message(task.phase.clone());
+                    }
+                    bar.set_position((task.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+                }
+                _ => {
+                    if let Some(bar) = shown.remove(&task.task_id) {
+                        bar.finish_and_clear();
+                    }
+                }
+            }
+        }
+        let ended = status.state() != v1::JobState::Running;
+        last = Some(status);
+        if ended {
+            break;
+        }
+    }
+    for bar in shown.values() {
+        bar.finish_and_clear();
+    }
+    match last {
+        Some(status) if status.state() != v1::JobState::Running => Ok(status),
+        _ => anyhow::bail!("the embedded farm stopped before job {job_id} ended"),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `OUT/<stem>.report.json` beside `OUT/<stem>.<ext>`.

@@ -84,8 +84,8 @@ pub fn verify(expected: &Digest, actual: &Digest) -> Result<()> {
 /// stores them only if they hash to the expected digest.
 #[async_trait]
 pub trait BlobWriter: Send {
-    /// Appends bytes.
-    async fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Appends bytes (taken by value: the in-memory store keeps the chunk itself, without a copy).
+    async fn write(&mut self, bytes: Bytes) -> Result<()>;
     /// Verifies the digest and stores the blob; returns its size in bytes.
     async fn commit(self: Box<Self>) -> Result<u64>;
 }
@@ -109,7 +109,7 @@ pub trait BlobStore: Send + Sync {
 pub async fn put_bytes(store: &dyn BlobStore, bytes: &[u8]) -> Result<Digest> {
     let digest = Digest::of(bytes);
     let mut writer = store.writer(digest).await?;
-    writer.write(bytes).await?;
+    writer.write(Bytes::copy_from_slice(bytes)).await?;
     writer.commit().await?;
     Ok(digest)
 }
@@ -133,8 +133,11 @@ const READ_CHUNK_BYTES: usize = 1 << 20;
 /// The in-memory blob store.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBlobStore {
-    blobs: Arc<Mutex<HashMap<Digest, Bytes>>>,
+    blobs: Arc<Mutex<HashMap<Digest, StoredChunks>>>,
 }
+
+/// A blob in memory: the chunks as they arrived, shared (never copied) with every reader.
+type StoredChunks = Arc<Vec<Bytes>>;
 
 impl MemoryBlobStore {
     /// An empty store.
@@ -142,7 +145,7 @@ impl MemoryBlobStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Digest, Bytes>>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Digest, StoredChunks>>> {
         self.blobs
             .lock()
             .map_err(|_| Error::State("in-memory blob store lock poisoned".to_owned()))
@@ -150,7 +153,7 @@ impl MemoryBlobStore {
 
     /// Replaces a stored blob's bytes without changing its key: for tests of read verification.
     pub fn corrupt(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        self.lock()?.insert(*digest, bytes);
+        self.lock()?.insert(*digest, Arc::new(vec![bytes]));
         Ok(())
     }
 }
@@ -158,39 +161,55 @@ impl MemoryBlobStore {
 struct MemoryWriter {
     store: MemoryBlobStore,
     expected: Digest,
-    bytes: Vec<u8>,
+    chunks: Vec<Bytes>,
     hash: DigestWriter,
 }
 
 #[async_trait]
 impl BlobWriter for MemoryWriter {
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hash.update(bytes);
-        self.bytes.extend_from_slice(bytes);
+    async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        self.hash.update(&bytes);
+        if !bytes.is_empty() {
+            self.chunks.push(bytes);
+        }
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<u64> {
         verify(&self.expected, &self.hash.finish())?;
-        let size = self.bytes.len() as u64;
+        let size = self.chunks.iter().map(|c| c.len() as u64).sum();
         self.store
             .lock()?
-            .insert(self.expected, Bytes::from(self.bytes));
+            .insert(self.expected, Arc::new(self.chunks));
         Ok(size)
     }
 }
 
-/// Splits `bytes` into chunks and checks their digest at the end, like a read from disk.
-fn verified_chunks(digest: Digest, bytes: Bytes) -> BlobStream {
-    let actual = Digest::of(&bytes);
-    let mut chunks: Vec<Result<Bytes>> = (0..bytes.len())
-        .step_by(READ_CHUNK_BYTES)
-        .map(|start| Ok(bytes.slice(start..(start + READ_CHUNK_BYTES).min(bytes.len()))))
+/// Streams stored chunks (split to at most [`READ_CHUNK_BYTES`]), hashing them on the way and
+/// failing at the end if they no longer hash to `digest`, like a read from disk.
+fn verified_chunks(digest: Digest, chunks: StoredChunks) -> BlobStream {
+    let pieces: Vec<Bytes> = chunks
+        .iter()
+        .flat_map(|chunk| {
+            (0..chunk.len())
+                .step_by(READ_CHUNK_BYTES)
+                .map(|start| chunk.slice(start..(start + READ_CHUNK_BYTES).min(chunk.len())))
+        })
         .collect();
-    if let Err(error) = verify(&digest, &actual) {
-        chunks.push(Err(error));
-    }
-    futures::stream::iter(chunks).boxed()
+    let state = Some((pieces.into_iter(), DigestWriter::default()));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut pieces, mut hash) = state?;
+        match pieces.next() {
+            Some(piece) => {
+                hash.update(&piece);
+                Some((Ok(piece), Some((pieces, hash))))
+            }
+            None => verify(&digest, &hash.finish())
+                .err()
+                .map(|error| (Err(error), None)),
+        }
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -203,7 +222,7 @@ impl BlobStore for MemoryBlobStore {
         Ok(Box::new(MemoryWriter {
             store: self.clone(),
             expected,
-            bytes: Vec::new(),
+            chunks: Vec::new(),
             hash: DigestWriter::default(),
         }))
     }
@@ -257,11 +276,11 @@ struct DiskWriter {
 
 #[async_trait]
 impl BlobWriter for DiskWriter {
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hash.update(bytes);
+    async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        self.hash.update(&bytes);
         self.size += bytes.len() as u64;
         self.file
-            .write_all(bytes)
+            .write_all(&bytes)
             .await
             .map_err(|e| Error::io(&*self.temp, e))
     }

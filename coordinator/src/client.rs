@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use crate::blob::{Digest, DigestWriter, verify};
 use crate::error::{Error, Result};
-use crate::grpc::MAX_MESSAGE_BYTES;
+use crate::grpc::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 
 /// The coordinator's default address: loopback, port 7480.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
@@ -39,8 +39,8 @@ impl FarmClient {
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20));
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         let channel = endpoint.connect_lazy();
         Ok(Self {
             jobs: JobApiClient::new(channel.clone())
@@ -79,6 +79,12 @@ impl FarmClient {
         for file in files {
             digests.push(digest_file(file).await?);
         }
+        self.upload_digested(files, &digests).await?;
+        Ok(digests)
+    }
+
+    /// Uploads the files whose digests (from [`digest_file`]) the coordinator does not hold yet.
+    pub async fn upload_digested(&self, files: &[&Path], digests: &[Digest]) -> Result<()> {
         let missing = self
             .jobs
             .clone()
@@ -88,13 +94,13 @@ impl FarmClient {
             .await?
             .into_inner()
             .digests;
-        for (file, digest) in files.iter().zip(&digests) {
+        for (file, digest) in files.iter().zip(digests) {
             if missing.contains(&digest.to_string()) {
                 let chunks = file_chunks(file, *digest).await?;
                 self.jobs.clone().put_blob(chunks).await?;
             }
         }
-        Ok(digests)
+        Ok(())
     }
 
     /// Uploads `sources` (those the coordinator does not hold yet) and submits them as one job of
@@ -116,7 +122,7 @@ impl FarmClient {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                profile_toml: String::new(),
+                ..Default::default()
             })
             .collect();
         let request = v1::SubmitJobRequest {

@@ -647,6 +647,9 @@ impl Coordinator {
                 task.state = TaskState::Running;
                 task.worker_id = worker_id.to_owned();
                 task.attempts += 1;
+                if task.started_unix_ms == 0 {
+                    task.started_unix_ms = record::unix_ms();
+                }
                 Some(StartVerdict::Run)
             })
             .await?

@@ -27,6 +27,15 @@ const STREAM_BUFFER: usize = 8;
 /// gRPC messages may be this large (a chunk plus framing).
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
+/// HTTP/2 flow-control window per stream (both ends), bytes.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+
+/// HTTP/2 flow-control window per connection (both ends), bytes.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// The largest HTTP/2 frame the server accepts, bytes (the protocol allows up to 16 MiB - 1).
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
 /// The client-facing job API.
 #[derive(Debug, Clone)]
 pub struct JobService(pub Coordinator);
@@ -69,9 +78,9 @@ async fn receive_blob(
         });
     }
     let mut writer = blobs.writer(digest).await?;
-    writer.write(&first.data).await?;
+    writer.write(first.data).await?;
     while let Some(chunk) = chunks.message().await? {
-        writer.write(&chunk.data).await?;
+        writer.write(chunk.data).await?;
     }
     let size_bytes = writer.commit().await?;
     Ok(v1::BlobStored {
@@ -345,6 +354,12 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (jobs, workers) = services(coordinator);
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Blob chunks are 1 MiB: windows of several chunks keep uploads streaming without waiting
+        // for window updates, and large frames cut the per-frame work.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .add_service(jobs)
         .add_service(workers)
         .serve_with_incoming_shutdown(

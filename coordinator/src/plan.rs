@@ -64,6 +64,13 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 track.source_name
             )));
         }
+        if !track.output_name.is_empty() {
+            check_output_name(index, &track.output_name)?;
+        }
+        if !track.tags_json.is_empty() {
+            serde_json::from_str::<lathe_engine::tags::TrackTags>(&track.tags_json)
+                .map_err(|e| Error::InvalidRequest(format!("track {index}: tags_json: {e}")))?;
+        }
         let extension = if track.profile_toml.is_empty() {
             profile.output.format.extension()
         } else {
@@ -86,10 +93,14 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
         .enumerate()
         .map(|(index, ((track, name), extension))| {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let output_name = std::path::Path::new(&name)
-                .with_extension(extension)
-                .to_string_lossy()
-                .into_owned();
+            let output_name = if track.output_name.is_empty() {
+                std::path::Path::new(&name)
+                    .with_extension(extension)
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                track.output_name.clone()
+            };
             TaskRecord {
                 id: task_id(job_id, index),
                 job_id: job_id.to_owned(),
@@ -105,6 +116,8 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 last_error: String::new(),
                 output_digest: String::new(),
                 report_json: String::new(),
+                tags_json: track.tags_json.clone(),
+                started_unix_ms: 0,
             }
         })
         .collect::<Vec<_>>();
@@ -128,6 +141,22 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
         },
         tasks,
     })
+}
+
+/// An output name given by the client: a relative path of normal components (folders allowed), so
+/// that fetching it cannot write outside the output folder.
+fn check_output_name(index: usize, name: &str) -> Result<()> {
+    let path = std::path::Path::new(name);
+    let plain = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain && path.file_name().is_some() && !name.ends_with('/') {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "track {index}: output_name {name:?} must be a relative path inside the output folder"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +185,7 @@ mod tests {
             tracks: vec![v1::TrackSpec {
                 source_digest: crate::blob::Digest::of(b"x").to_string(),
                 source_name: source_name.to_owned(),
-                profile_toml: String::new(),
+                ..Default::default()
             }],
         }
     }
@@ -169,6 +198,22 @@ mod tests {
         assert_eq!(plan.tasks[0].id, "j1.00000");
         assert_eq!(plan.job.priority, 3);
         assert_eq!(plan.job.profile_name, "cd");
+    }
+
+    #[test]
+    fn output_names_may_have_folders_but_not_escape() {
+        let mut named = request("a.flac");
+        named.tracks[0].output_name = "Album/streaming/01 Dawn.flac".to_owned();
+        let plan = plan_job("j1", &named).expect("plan");
+        assert_eq!(plan.tasks[0].output_name, "Album/streaming/01 Dawn.flac");
+        for bad in ["../x.flac", "/tmp/x.flac", "a/../../x.flac", "a/"] {
+            named.tracks[0].output_name = bad.to_owned();
+            let error = plan_job("j1", &named).expect_err(bad);
+            assert!(
+                error.to_string().contains("inside the output folder"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

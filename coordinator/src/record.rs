@@ -139,6 +139,12 @@ pub struct TaskRecord {
     pub output_digest: String,
     /// The engine's track report (JSON), once succeeded.
     pub report_json: String,
+    /// Tags for the master: the engine's `TrackTags` as JSON, or empty for none.
+    #[serde(default)]
+    pub tags_json: String,
+    /// When its first attempt started running (milliseconds since the Unix epoch), or 0.
+    #[serde(default)]
+    pub started_unix_ms: u64,
 }
 
 /// A worker's registration (under its lease).
@@ -229,6 +235,7 @@ impl TaskRecord {
             report_json: self.report_json.clone(),
             phase,
             fraction,
+            started_unix_ms: self.started_unix_ms,
         }
     }
 
@@ -246,6 +253,7 @@ impl TaskRecord {
             } else {
                 self.profile_toml.clone()
             },
+            tags_json: self.tags_json.clone(),
         }
     }
 }

@@ -45,7 +45,7 @@ async fn job(fixture: &Fixture, name: &str, priority: i32, tracks: usize) -> Str
         specs.push(v1::TrackSpec {
             source_digest: digest.to_string(),
             source_name: format!("{name}-{index}.wav"),
-            profile_toml: String::new(),
+            ..Default::default()
         });
     }
     fixture

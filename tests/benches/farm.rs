@@ -1,14 +1,21 @@
 //! Farm measurements (a benchmark, not a test): run with `cargo bench -p lathe-tests --bench farm`.
+//! Every figure is the median of `LATHE_BENCH_REPEATS` runs (default 3): on a shared machine single
+//! runs swing by tens of percent.
 //!
 //! 1. gRPC streaming throughput on loopback: a 256 MiB blob uploaded to and downloaded from a
 //!    coordinator (in-memory blob store, so the disk is out of the picture), digests verified.
-//! 2. The same catalogue mastered by `lathe master -j 2` and by a real farm (nats-server, etcd, a
-//!    coordinator and two one-slot workers as processes): wall times, and the time from submit to the
-//!    first task running.
+//! 2. The same catalogue mastered by `lathe master -j 2` (the embedded farm), by a real farm
+//!    (nats-server, etcd, a coordinator and two one-slot workers as processes, fresh for each run so
+//!    that every run uploads its sources), and, when `LATHE_BASELINE` names an older `lathe` binary,
+//!    by that binary's `lathe master -j 2` (the thread pool before `lathe master` ran on the embedded
+//!    farm): wall times, and the time from submit to the first task running (from the coordinator's
+//!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lathe_coordinator::blob::MemoryBlobStore;
 use lathe_tests::farm::{Binaries, Farm, FarmOptions, write_catalogue};
 use lathe_tests::lathe;
 
@@ -17,54 +24,116 @@ const BINARIES: Binaries = Binaries {
     worker: env!("CARGO_BIN_EXE_farm-worker"),
 };
 
-fn streaming_throughput(dir: &Path) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn repeats() -> usize {
+    std::env::var("LATHE_BENCH_REPEATS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::MAX, f64::MIN), |(low, high), &v| {
+        (low.min(v), high.max(v))
+    })
+}
+
+/// CPU seconds (user + system) this process has used: a figure that, unlike wall time, does not
+/// depend on how busy the rest of the machine is. Linux's `/proc/self/stat`, in USER_HZ (100) ticks.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 3, utime field 14, stime field 15.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let farm = lathe_worker::embedded::EmbeddedFarm::start(0, dir)
-            .await
-            .expect("embedded farm");
-        let blob = dir.join("blob.bin");
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let bytes: Vec<u8> = (0..256usize << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        std::fs::write(&blob, &bytes).expect("write blob");
-        let megabytes = bytes.len() as f64 / 1e6;
-        let started = Instant::now();
-        let digests = farm
-            .client
-            .upload_sources(&[blob.as_path()])
-            .await
-            .expect("upload");
-        let upload_s = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        farm.client
-            .download(&digests[0].to_string(), &dir.join("back.bin"))
-            .await
-            .expect("download");
-        let download_s = started.elapsed().as_secs_f64();
-        println!(
-            "gRPC streaming, loopback, 256 MiB (SHA-256 on both sides): upload {:.0} MB/s, download {:.0} MB/s",
-            megabytes / upload_s,
-            megabytes / download_s
-        );
-        farm.stop().await;
-    });
+        .expect("runtime")
 }
 
-fn farm_against_local(dir: &Path) {
-    let sources = dir.join("sources");
-    std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 30.0);
+fn streaming_throughput(dir: &Path) {
+    let blob = dir.join("blob.bin");
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let bytes: Vec<u8> = (0..256usize << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&blob, &bytes).expect("write blob");
+    let megabytes = bytes.len() as f64 / 1e6;
+    let (mut uploads, mut downloads) = (Vec::new(), Vec::new());
+    let (mut upload_cpu, mut download_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..repeats() {
+        runtime().block_on(async {
+            let farm = lathe_worker::embedded::EmbeddedFarm::start_with_blobs(
+                0,
+                dir,
+                Arc::new(MemoryBlobStore::new()),
+            )
+            .await
+            .expect("embedded farm");
+            let (started, cpu) = (Instant::now(), cpu_s());
+            let digests = farm
+                .client
+                .upload_sources(&[blob.as_path()])
+                .await
+                .expect("upload");
+            uploads.push(megabytes / started.elapsed().as_secs_f64());
+            upload_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
+            let (started, cpu) = (Instant::now(), cpu_s());
+            farm.client
+                .download(&digests[0].to_string(), &dir.join("back.bin"))
+                .await
+                .expect("download");
+            downloads.push(megabytes / started.elapsed().as_secs_f64());
+            download_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
+            farm.stop().await;
+        });
+    }
+    let (up_low, up_high) = range(&uploads);
+    let (down_low, down_high) = range(&downloads);
+    println!(
+        "gRPC streaming, loopback, 256 MiB (SHA-256 on both sides), median of {}: upload {:.0} MB/s ({up_low:.0}-{up_high:.0}), \
+         download {:.0} MB/s ({down_low:.0}-{down_high:.0})",
+        uploads.len(),
+        median(uploads.clone()),
+        median(downloads.clone()),
+    );
+    println!(
+        "  per CPU-second of client and coordinator together (independent of the machine's load): upload {:.0} MB, download {:.0} MB",
+        median(upload_cpu),
+        median(download_cpu),
+    );
+}
+
+/// Seconds `lathe master -j 2` takes in-process (the embedded farm).
+fn local_master(sources: &Path, out: &Path) -> f64 {
     let started = Instant::now();
     let outcome = lathe(&[
         "master",
@@ -72,76 +141,99 @@ fn farm_against_local(dir: &Path) {
         "--profile",
         "streaming",
         "--out",
-        dir.join("local").to_str().expect("utf-8"),
+        out.to_str().expect("utf-8"),
         "-j",
         "2",
     ]);
     assert_eq!(outcome.status, 0, "{}", outcome.stderr);
-    let local_s = started.elapsed().as_secs_f64();
+    started.elapsed().as_secs_f64()
+}
 
-    // The embedded farm (what `lathe master` is to run on): coordinator and 2 worker loops in process.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let embedded_s = runtime.block_on(async {
-        let started = Instant::now();
-        let farm = lathe_worker::embedded::EmbeddedFarm::start(2, &dir.join("scratch"))
-            .await
-            .expect("embedded farm");
-        let mut files: Vec<_> = std::fs::read_dir(&sources)
-            .expect("sources")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.sort();
-        let profile = lathe_engine::profile::Profile::preset("streaming").expect("preset");
-        let status =
-            lathe_worker::embedded::submit_and_wait(&farm.client, &files, &profile, "bench", 0)
-                .await
-                .expect("job");
-        assert_eq!(status.state(), lathe_proto::v1::JobState::Succeeded);
-        lathe_worker::embedded::fetch_outputs(&farm.client, &status, &dir.join("embedded"))
-            .await
-            .expect("fetch");
-        farm.stop().await;
-        started.elapsed().as_secs_f64()
-    });
-    println!(
-        "embedded farm (2 worker loops, in-process queue/store/blobs): {embedded_s:.2} s, {:+.1} % against lathe master -j 2",
-        (embedded_s / local_s - 1.0) * 100.0
-    );
+/// Seconds an older `lathe` binary's `master -j 2` takes.
+fn baseline_master(binary: &str, sources: &Path, out: &Path) -> f64 {
+    let started = Instant::now();
+    let status = std::process::Command::new(binary)
+        .args(["master", "--profile", "streaming", "-j", "2", "--out"])
+        .arg(out)
+        .arg(sources)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run the baseline lathe");
+    assert!(status.success(), "{binary} failed");
+    started.elapsed().as_secs_f64()
+}
 
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
-        return;
-    };
+/// Seconds a fresh real farm takes from upload to the job's end, and milliseconds from submit to
+/// its first task running.
+fn real_farm(sources: &Path) -> Option<(f64, f64)> {
+    let mut farm = Farm::start(BINARIES, FarmOptions::default())?;
     farm.start_worker("w1");
     farm.start_worker("w2");
     std::thread::sleep(Duration::from_secs(1));
-    // Upload first, so that the submit-to-first-task time is the scheduling path alone.
     let started = Instant::now();
     let outcome = farm.lathe(&["submit", sources.to_str().expect("utf-8"), "--json"]);
     assert_eq!(outcome.status, 0, "{}", outcome.stderr);
-    let upload_and_submit_s = started.elapsed().as_secs_f64();
-    let first = Instant::now();
     let job: serde_json::Value = serde_json::from_str(&outcome.stdout).expect("json");
     let job = job["job_id"].as_str().expect("job id").to_owned();
-    let _ = farm.wait_for_status(&job, Duration::from_secs(600), |s| {
-        s["tasks"].as_array().is_some_and(|t| {
-            t.iter()
-                .any(|t| t["state"] != "queued" && t["state"] != "pending")
-        })
-    });
-    let first_task_ms = first.elapsed().as_secs_f64() * 1e3;
     let last = farm.wait_for_status(&job, Duration::from_secs(600), |s| s["state"] != "running");
+    let farm_s = started.elapsed().as_secs_f64();
     assert_eq!(last["state"], "succeeded", "{last:#}");
-    let farm_s = upload_and_submit_s + first.elapsed().as_secs_f64();
+    let submitted = last["submitted_unix_ms"].as_u64().expect("submitted");
+    let first = last["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["started_unix_ms"].as_u64())
+        .min()
+        .expect("a task started");
+    Some((farm_s, first.saturating_sub(submitted) as f64))
+}
+
+fn farm_against_local(dir: &Path) {
+    let sources = dir.join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 6, 30.0);
+    let baseline = std::env::var("LATHE_BASELINE").ok();
+    let (mut local, mut old, mut farm, mut first_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..repeats() {
+        let out = dir.join(format!("run-{run}"));
+        local.push(local_master(&sources, &out.join("local")));
+        if let Some(binary) = &baseline {
+            old.push(baseline_master(binary, &sources, &out.join("baseline")));
+        }
+        if let Some((farm_s, first)) = real_farm(&sources) {
+            farm.push(farm_s);
+            first_ms.push(first);
+        }
+    }
+    let local_s = median(local.clone());
+    let (low, high) = range(&local);
     println!(
-        "6 tracks x 30-32.5 s, streaming profile: lathe master -j 2 {local_s:.2} s; farm (2 workers x 1 slot) {farm_s:.2} s \
-         including upload+submit {upload_and_submit_s:.2} s; overhead {:+.1} %; submit to first task running <= {first_task_ms:.0} ms \
-         (polled through `lathe status`)",
-        (farm_s / local_s - 1.0) * 100.0
+        "6 tracks x 30-32.5 s, streaming profile, median of {}: lathe master -j 2 (embedded farm) {local_s:.2} s ({low:.2}-{high:.2})",
+        local.len()
     );
+    if !old.is_empty() {
+        let old_s = median(old.clone());
+        let (low, high) = range(&old);
+        println!(
+            "  baseline lathe master -j 2 (thread pool, {}) {old_s:.2} s ({low:.2}-{high:.2}); embedded farm {:+.1} % against it",
+            baseline.as_deref().unwrap_or_default(),
+            (local_s / old_s - 1.0) * 100.0
+        );
+    }
+    if !farm.is_empty() {
+        let farm_s = median(farm.clone());
+        let (low, high) = range(&farm);
+        let (first_low, first_high) = range(&first_ms);
+        println!(
+            "  farm (nats-server, etcd, coordinator, 2 workers x 1 slot), upload to last master {farm_s:.2} s ({low:.2}-{high:.2}); \
+             overhead {:+.1} % against lathe master -j 2; submit to first task running {:.0} ms ({first_low:.0}-{first_high:.0})",
+            (farm_s / local_s - 1.0) * 100.0,
+            median(first_ms.clone()),
+        );
+    }
 }
 
 fn main() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lathe_coordinator::blob::MemoryBlobStore;
+use lathe_coordinator::blob::{BlobStore, DiskBlobStore};
 use lathe_coordinator::client::FarmClient;
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
@@ -33,13 +33,27 @@ async fn until(mut receiver: watch::Receiver<bool>) {
 }
 
 impl EmbeddedFarm {
-    /// Starts a coordinator and `workers` worker loops of one slot each; scratch files go under
+    /// Starts a coordinator and `workers` worker loops of one slot each; scratch files and the
+    /// blobs (sources and masters, on disk so that memory does not grow with the catalogue) go under
     /// `scratch`.
     pub async fn start(workers: usize, scratch: &Path) -> Result<Self> {
+        let blobs = DiskBlobStore::open(&scratch.join("blobs"))?;
+        Self::start_with_blobs(workers, scratch, Arc::new(blobs)).await
+    }
+
+    /// [`start`](Self::start) on the given blob store (the in-memory one for measurements that leave
+    /// the disk out).
+    pub async fn start_with_blobs(
+        workers: usize,
+        scratch: &Path,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self> {
         let settings = CoordinatorSettings {
             // The engine is deterministic: a second attempt on the same machine only repeats the
-            // failure, so the embedded farm tries each track once.
+            // failure, so the embedded farm tries each track once, and never blocklists one of its
+            // identical worker loops (which could leave a job with nobody to run it).
             max_attempts: 1,
+            blocklist_after: u32::MAX,
             dispatch_interval: Duration::from_millis(100),
             ..CoordinatorSettings::default()
         };
@@ -47,12 +61,7 @@ impl EmbeddedFarm {
             settings.queue_settings(Duration::from_secs(30)),
         ));
         let state = Arc::new(MemoryStore::new());
-        let coordinator = Coordinator::new(
-            queue.clone(),
-            state.clone(),
-            Arc::new(MemoryBlobStore::new()),
-            settings,
-        );
+        let coordinator = Coordinator::new(queue.clone(), state.clone(), blobs, settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|source| Error::Io {
@@ -91,6 +100,7 @@ impl EmbeddedFarm {
             settings.id = format!("local-{}", index + 1);
             settings.scratch = scratch.to_path_buf();
             settings.poll_wait = Duration::from_millis(200);
+            settings.progress_interval = Duration::from_millis(200);
             let queue = queue.clone();
             let state = state.clone();
             let stop = until(receiver.clone());
@@ -164,8 +174,26 @@ pub async fn wait_for_job(client: &FarmClient, job_id: &str) -> Result<v1::JobSt
     }
 }
 
-/// Downloads every succeeded task's master into `out` under its output name, with its report beside
-/// it as `<stem>.report.json`; returns the paths written.
+/// Where a task's master goes under `out`: its output name, a relative path (the coordinator refuses
+/// any other, and so does this, in case the coordinator is not ours).
+pub fn output_path(out: &Path, task: &v1::TaskStatus) -> Result<PathBuf> {
+    let name = Path::new(&task.output_name);
+    let relative = name
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !relative || name.file_name().is_none() {
+        return Err(Error::Farm(lathe_coordinator::Error::InvalidRequest(
+            format!(
+                "task {}: output name {:?} is not inside the output folder",
+                task.task_id, task.output_name
+            ),
+        )));
+    }
+    Ok(out.join(name))
+}
+
+/// Downloads every succeeded task's master into `out` under its output name (folders created), with
+/// its report beside it as `<stem>.report.json`; returns the paths written.
 pub async fn fetch_outputs(
     client: &FarmClient,
     status: &v1::JobStatus,
@@ -180,7 +208,13 @@ pub async fn fetch_outputs(
         if task.state() != v1::TaskState::Succeeded {
             continue;
         }
-        let path = out.join(Path::new(&task.output_name).file_name().unwrap_or_default());
+        let path = output_path(out, task)?;
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(|source| Error::Io {
+                path: folder.to_path_buf(),
+                source,
+            })?;
+        }
         client.download(&task.output_digest, &path).await?;
         if !task.report_json.is_empty() {
             let stem = path

@@ -328,7 +328,22 @@ async fn execute(
         path: output_folder.clone(),
         source,
     })?;
-    let output = output_folder.join(plain_name(&task.output_name)?);
+    // The output name may carry folders (an album's); the worker writes only its file name.
+    let output_file = Path::new(&task.output_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let output = output_folder.join(plain_name(&output_file)?);
+    let tags = if task.tags_json.is_empty() {
+        TrackTags::default()
+    } else {
+        serde_json::from_str(&task.tags_json).map_err(|e| {
+            Error::Farm(lathe_coordinator::Error::InvalidRequest(format!(
+                "task {}: tags_json: {e}",
+                task.task_id
+            )))
+        })?
+    };
 
     // 2. The source, verified.
     with_patience(|| {
@@ -362,7 +377,7 @@ async fn execute(
                 input: &source,
                 output: &output,
                 profile: &profile,
-                tags: TrackTags::default(),
+                tags,
                 level: None,
                 fades: None,
             };
