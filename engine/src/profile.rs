@@ -33,6 +33,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audio::AudioBlock;
 use crate::config::{InvalidValue, check_range};
 use crate::encode::{Container, EncodeSpec};
 use crate::error::{Error, Result};
@@ -368,18 +369,25 @@ impl Profile {
             .collect()
     }
 
-    /// Builds the restoration stages of `[restore]` (none without it), in their running order.
+    /// Builds the restoration stages of `[restore]` (none without it), in their running order; the
+    /// denoiser learns the noise from `noise_excerpt` (the audio of its noise range) when given.
     pub fn build_restore(
         &self,
         channel_count: usize,
         sample_rate_hz: u32,
         max_block_frames: usize,
+        noise_excerpt: Option<&AudioBlock>,
     ) -> Result<Vec<Box<dyn Stage>>> {
         let Some(restore) = &self.restore else {
             return Ok(Vec::new());
         };
         restore
-            .build(channel_count, sample_rate_hz, max_block_frames)
+            .build_with_noise(
+                channel_count,
+                sample_rate_hz,
+                max_block_frames,
+                noise_excerpt,
+            )
             .map_err(|e| Error::Profile {
                 profile: self.name.clone(),
                 key: format!("restore.{}", e.key),
@@ -547,7 +555,10 @@ mod tests {
         .unwrap();
         let restore = profile.restore.as_ref().unwrap();
         assert!(restore.declick.is_some() && restore.dehum.is_some());
-        assert_eq!(profile.build_restore(2, 44_100, 4096).unwrap().len(), 2);
+        assert_eq!(
+            profile.build_restore(2, 44_100, 4096, None).unwrap().len(),
+            2
+        );
         let again = Profile::from_toml(&profile.to_toml(), "t.toml").unwrap();
         assert_eq!(again, profile);
         let err = Profile::from_toml(

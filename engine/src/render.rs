@@ -544,6 +544,7 @@ pub fn master_track(
         let max_block = pass.max_block_frames();
         let mut stages = chain_stages(
             profile,
+            request.input,
             chain_input_gain_db,
             channels,
             output_rate_hz,
@@ -864,15 +865,58 @@ fn verdict(profile: &Profile, target_lufs: Option<f64>, analysis: &Analysis) -> 
 /// chain's input level, then its tone and dynamics chain.
 fn chain_stages(
     profile: &Profile,
+    input: &Path,
     chain_input_gain_db: f64,
     channels: usize,
     rate_hz: u32,
     max_block: usize,
 ) -> Result<Vec<Box<dyn Stage>>> {
-    let mut stages = profile.build_restore(channels, rate_hz, max_block)?;
+    let noise = noise_excerpt(profile, input, rate_hz)?;
+    let mut stages = profile.build_restore(channels, rate_hz, max_block, noise.as_ref())?;
     stages.push(Box::new(Gain::new(chain_input_gain_db)));
     stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
     Ok(stages)
+}
+
+/// The source's audio over the profile's denoise noise range (`[restore.denoise]` `noise_from_s`
+/// to `noise_to_s`, shorter where the track ends first), at `rate_hz`, the rate the restorers run
+/// at; `None` when the profile gives no range. Read in a pass of its own.
+fn noise_excerpt(profile: &Profile, input: &Path, rate_hz: u32) -> Result<Option<AudioBlock>> {
+    let range = profile
+        .restore
+        .as_ref()
+        .and_then(|r| r.denoise.as_ref())
+        .and_then(|d| d.noise_range_s());
+    let Some((from_s, to_s)) = range else {
+        return Ok(None);
+    };
+    let rate = f64::from(rate_hz);
+    let (from, to) = ((from_s * rate) as u64, (to_s * rate) as u64);
+    let channels = Decoder::open(input)?.info().channel_count;
+    let mut excerpt = AudioBlock::new(channels, (to - from) as usize, rate_hz);
+    let pass = Pass::open(input, rate_hz)?;
+    let mut scratch = AudioBlock::new(channels, pass.max_block_frames(), rate_hz);
+    let mut at = 0u64;
+    pass.run(
+        &mut [],
+        &mut [],
+        Phase::Chain,
+        &mut |_| {},
+        |_| {},
+        |block| {
+            let end = at + block.frames() as u64;
+            if end > from && at < to {
+                scratch.set_frames(0);
+                scratch.append(block);
+                scratch.set_frames((to.min(end) - at) as usize);
+                scratch.discard_front(from.saturating_sub(at) as usize);
+                excerpt.append(&scratch);
+            }
+            at = end;
+            Ok(())
+        },
+    )?;
+    Ok(Some(excerpt))
 }
 
 /// Runs `input` through `profile`'s restoration, the gain `chain_input_gain_db` and its tone and dynamics chain at the
@@ -892,6 +936,7 @@ pub fn measure_chain(
     let pass = Pass::open(input, output_rate_hz)?;
     let mut stages = chain_stages(
         profile,
+        input,
         chain_input_gain_db,
         info.channel_count,
         output_rate_hz,

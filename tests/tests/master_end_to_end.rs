@@ -312,3 +312,90 @@ fn profiles_lists_presets_and_prints_parseable_toml() {
         Profile::preset("cd").unwrap()
     );
 }
+
+/// Every channel of `path`, decoded.
+fn decode_channels(path: &Path) -> Vec<Vec<f32>> {
+    let mut decoder = Decoder::open(path).unwrap();
+    let info = decoder.info().clone();
+    let mut block =
+        lathe_engine::audio::AudioBlock::new(info.channel_count, 4096, info.sample_rate_hz);
+    let mut channels = vec![Vec::new(); info.channel_count];
+    while decoder.read(&mut block).unwrap() > 0 {
+        for (c, channel) in channels.iter_mut().enumerate() {
+            channel.extend_from_slice(&block.channel(c)[..block.frames()]);
+        }
+    }
+    channels
+}
+
+#[test]
+fn lathe_master_learns_the_denoise_noise_range_a_profile_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let music = dir.path().join("music.wav");
+    let recipe = lathe_engine::synth::TrackRecipe {
+        duration_s: 6.0,
+        ..lathe_engine::synth::TrackRecipe::new(lathe_engine::synth::Style::Pop, 8)
+    };
+    write_wav(&recipe, &music, 32).unwrap();
+    // 1.5 s of hiss alone (a tape's lead-in), then the music under the same hiss.
+    let lead_in = 66_150;
+    let clean: Vec<Vec<f32>> = decode_channels(&music)
+        .into_iter()
+        .map(|c| std::iter::repeat_n(0.0, lead_in).chain(c).collect())
+        .collect();
+    let mut state = 7u64;
+    let damaged: Vec<Vec<f32>> = clean
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|x| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    x + 0.01 * ((state >> 11) as f32 / (1u64 << 53) as f32 - 0.5)
+                })
+                .collect()
+        })
+        .collect();
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let input = source.join("tape.wav");
+    write_float_wav(&input, &damaged, 44_100);
+    let profile = dir.path().join("tape.toml");
+    std::fs::write(
+        &profile,
+        "name = \"tape\"\n[output]\nformat = \"wav\"\nbit_depth = 32\n[loudness]\n\
+         [restore.denoise]\nnoise_from_s = 0.0\nnoise_to_s = 1.5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        input.to_str().unwrap(),
+        "-p",
+        profile.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 0, "{}", outcome.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tape.report.json")).unwrap()).unwrap();
+    let denoise = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "denoise")
+        .unwrap();
+    assert_eq!(denoise["report"]["noise_from"], "range", "{denoise}");
+    let mastered = decode_channels(&out.join("tape.wav"));
+    for c in 0..2 {
+        let (clean, damaged, mastered) = (
+            &clean[c][lead_in..],
+            &damaged[c][lead_in..],
+            &mastered[c][lead_in..],
+        );
+        let before = lathe_engine::restore::si_sdr_db(clean, damaged);
+        let after = lathe_engine::restore::si_sdr_db(clean, mastered);
+        assert!(after > before + 1.5, "ch{c}: {before:.1} -> {after:.1} dB");
+    }
+}
