@@ -224,14 +224,7 @@ impl Stage for Quantiser {
                         let wanted = v - feedback;
                         let code =
                             round_and_clamp(wanted + state.rng.next_tpdf(), min_code, max_code);
-                        let error = code - wanted;
-                        let error = if error < -MAX_FEEDBACK_LSB {
-                            -MAX_FEEDBACK_LSB
-                        } else if error > MAX_FEEDBACK_LSB {
-                            MAX_FEEDBACK_LSB
-                        } else {
-                            error
-                        };
+                        let error = (code - wanted).clamp(-MAX_FEEDBACK_LSB, MAX_FEEDBACK_LSB);
                         state.errors = [error, e1, e2];
                         code
                     }
