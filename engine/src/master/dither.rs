@@ -23,7 +23,8 @@
 //!   grow.
 //!
 //! The dither comes from xoshiro256** generators, one per channel, seeded through SplitMix64 from the
-//! `seed` and the channel index: the same seed renders the same bytes on any machine, a different seed
+//! `seed` and the channel index, each output giving one TPDF value (the difference of its two
+//! 32-bit halves): the same seed renders the same bytes on any machine, a different seed
 //! different noise, and channels get independent noise. Input samples that are exactly 0.0 (digital
 //! silence) come out as exactly 0 without dither ("auto-black"), and clear the noise shaper's memory,
 //! so silent passages stay digitally silent. Non-finite input is treated as silence.
@@ -88,15 +89,28 @@ impl Xoshiro256StarStar {
         result
     }
 
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Triangular in `(-1, 1)`: the difference of two independent uniforms.
+    /// Triangular in `(-1, 1)`: the difference of two independent uniforms of 32 bits each, both
+    /// taken from one output of the generator (its high and low halves).
+    #[inline]
     fn next_tpdf(&mut self) -> f64 {
-        self.next_unit() - self.next_unit()
+        let bits = self.next_u64();
+        let (high, low) = (f64::from((bits >> 32) as u32), f64::from(bits as u32));
+        (high - low) * (1.0 / 4_294_967_296.0)
     }
+}
+
+/// 1.5 * 2^52: adding and subtracting it rounds an `f64` below 2^51 in magnitude to the nearest
+/// integer, ties to even, exactly (plain arithmetic, where `round_ties_even` is a libm call on
+/// baseline x86-64). Larger values come back unchanged or at most one away, and the quantiser
+/// clamps them to full scale anyway.
+const ROUND: f64 = 6_755_399_441_055_744.0;
+
+/// `v` rounded to the nearest integer (ties to even) and clamped to `[min, max]`, branch-free.
+#[inline]
+fn round_and_clamp(v: f64, min: f64, max: f64) -> f64 {
+    let rounded = (v + ROUND) - ROUND;
+    let low = if rounded < min { min } else { rounded };
+    if low > max { max } else { low }
 }
 
 /// Per-channel state: the dither generator and the last three (clamped) total errors, in LSB.
@@ -184,6 +198,8 @@ impl Stage for Quantiser {
 
     fn process(&mut self, block: &mut AudioBlock) {
         let scale = self.scale;
+        // A power of two, so multiplying by it is dividing by `scale`, exactly.
+        let step = 1.0 / scale;
         let (min_code, max_code) = (-scale, scale - 1.0);
         let mode = self.mode;
         for (samples, state) in block.channels_mut().zip(&mut self.channels) {
@@ -196,26 +212,24 @@ impl Stage for Quantiser {
                 }
                 let v = f64::from(x) * scale;
                 let code = match mode {
-                    DitherMode::None => v.round_ties_even().clamp(min_code, max_code),
-                    DitherMode::Tpdf => (v + state.rng.next_tpdf())
-                        .round_ties_even()
-                        .clamp(min_code, max_code),
+                    DitherMode::None => round_and_clamp(v, min_code, max_code),
+                    DitherMode::Tpdf => {
+                        round_and_clamp(v + state.rng.next_tpdf(), min_code, max_code)
+                    }
                     DitherMode::Shaped => {
-                        let feedback: f64 = SHAPING_COEFFS
-                            .iter()
-                            .zip(&state.errors)
-                            .map(|(a, e)| a * e)
-                            .sum();
+                        let [e1, e2, e3] = state.errors;
+                        let feedback = SHAPING_COEFFS[0] * e1
+                            + SHAPING_COEFFS[1] * e2
+                            + SHAPING_COEFFS[2] * e3;
                         let wanted = v - feedback;
-                        let code = (wanted + state.rng.next_tpdf())
-                            .round_ties_even()
-                            .clamp(min_code, max_code);
+                        let code =
+                            round_and_clamp(wanted + state.rng.next_tpdf(), min_code, max_code);
                         let error = (code - wanted).clamp(-MAX_FEEDBACK_LSB, MAX_FEEDBACK_LSB);
-                        state.errors = [error, state.errors[0], state.errors[1]];
+                        state.errors = [error, e1, e2];
                         code
                     }
                 };
-                *sample = (code / scale) as f32;
+                *sample = (code * step) as f32;
             }
         }
     }

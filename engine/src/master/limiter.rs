@@ -960,11 +960,6 @@ mod tests {
                 || TruePeakLimiter::new(&config, 2, 44_100, 4096).unwrap(),
                 &input,
             );
-            let spans =
-                crate::master::oversample::TOTAL.swap(0, std::sync::atomic::Ordering::Relaxed);
-            let loud =
-                crate::master::oversample::COMPUTED.swap(0, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("MACs computed: {:.1} %", 100.0 * loud as f64 / spans as f64);
             let (reference, _) = if std::env::var_os("NOREF").is_some() {
                 (1.0, limiter.clone())
             } else {

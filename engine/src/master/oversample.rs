@@ -567,15 +567,7 @@ impl ComplianceEnvelope {
                 }
                 let branches = filter.dot_branches.chunks_exact(filter.taps);
                 for (branch, &bound) in branches.zip(&filter.dot_bounds) {
-                    TOTAL.fetch_add(
-                        (filter.taps * len) as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
                     for_each_run(loudest, floor / bound, len, |run| {
-                        COMPUTED.fetch_add(
-                            (filter.taps * run.len()) as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
                         let src = &buffer[oldest + run.start..newest + run.end];
                         raise_to_branch(branch, src, &mut peaks[run], lanes);
                     });
@@ -614,11 +606,6 @@ fn for_each_run(
         f(start..len);
     }
 }
-
-#[allow(missing_docs)]
-pub static TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-#[allow(missing_docs)]
-pub static COMPUTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The largest absolute value in `values` (0 if empty).
 fn abs_max(values: &[f64]) -> f64 {
