@@ -161,7 +161,7 @@ fn worker_killed_mid_task_loses_nothing() {
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
     // Long enough that the kill lands mid-render even on a fast machine.
-    write_catalogue(&sources, 6, 60.0);
+    write_catalogue(&sources, 6, 120.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
@@ -349,7 +349,8 @@ fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 45.0);
+    // Long enough that the SIGTERM lands while w1's render is running, however fast the engine.
+    write_catalogue(&sources, 6, 120.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
