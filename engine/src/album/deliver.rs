@@ -34,10 +34,7 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::album::cue::{
-    CD_FRAME_SAMPLES, CD_FRAMES_PER_SECOND, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack,
-    MAX_PROGRAMME_FRAMES, MIN_TRACK_S,
-};
+use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
 use crate::album::ddp::{DDP_FILES, write_ddp};
 use crate::album::gain::plan_album;
 use crate::album::lossy::{LossyCodec, decoded_figures, encode};
@@ -646,7 +643,9 @@ impl Context<'_> {
                 _ => Vec::new(),
             };
             let mut qc = report.qc.clone();
-            qc.issues.extend(single_format_issues(outlet, a.duration_s));
+            let title = job.tags.title.as_deref().unwrap_or(&job.name);
+            qc.issues
+                .extend(single_format_issues(outlet, title, a.duration_s));
             qc.passed = qc.issues.is_empty();
             self.record(
                 &final_path,
@@ -1126,23 +1125,40 @@ impl Context<'_> {
     }
 }
 
-/// A loose track delivered as a CD or vinyl single: the format's length limits, as QC issues.
-fn single_format_issues(outlet: Outlet, duration_s: f64) -> Vec<String> {
+/// A loose track delivered as a CD or vinyl single: the format's limits, as QC issues. A CD single
+/// is checked as the one-track disc it would be, by the album path's Red Book check.
+fn single_format_issues(outlet: Outlet, title: &str, duration_s: f64) -> Vec<String> {
     match outlet {
         Outlet::Cd => {
-            let max_s = MAX_PROGRAMME_FRAMES as f64 / CD_FRAMES_PER_SECOND as f64;
-            let mut issues = Vec::new();
-            if duration_s < MIN_TRACK_S as f64 {
-                issues.push(format!(
-                    "Red Book: the track is {duration_s:.2} s long; a CD track is at least {MIN_TRACK_S} s"
-                ));
-            }
-            if duration_s > max_s {
-                issues.push(format!(
-                    "Red Book: the track is {duration_s:.0} s long; a CD holds at most 79:57"
-                ));
-            }
-            issues
+            let input = SequenceInput {
+                frames: (duration_s * f64::from(CD_SAMPLE_RATE_HZ)).round() as u64,
+                gap_s: 0.0,
+                crossfade_s: 0.0,
+            };
+            let (placements, total_samples) =
+                sequence::plan(&[input], CD_SAMPLE_RATE_HZ, CD_FRAME_SAMPLES);
+            let disc = CdLayout {
+                title: title.to_owned(),
+                performer: String::new(),
+                catalog: None,
+                genre: None,
+                year: None,
+                tracks: placements
+                    .into_iter()
+                    .map(|placement| CdTrack {
+                        title: title.to_owned(),
+                        performer: String::new(),
+                        songwriter: None,
+                        isrc: None,
+                        placement,
+                    })
+                    .collect(),
+                total_samples,
+            };
+            disc.red_book_violations()
+                .into_iter()
+                .map(|v| format!("Red Book: {v}"))
+                .collect()
         }
         Outlet::Vinyl => vinyl::side_length_warning("A", duration_s, VinylFormat::default())
             .into_iter()
