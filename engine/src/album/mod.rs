@@ -11,6 +11,7 @@ pub mod ddp;
 pub mod deliver;
 pub mod fade;
 pub mod gain;
+pub mod graph;
 pub mod lossy;
 pub mod platforms;
 pub mod report;

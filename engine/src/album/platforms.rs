@@ -6,7 +6,7 @@
 //! Sound Check turns quiet ones up only as far as the peaks allow (to -1 dBTP), without a limiter;
 //! YouTube, Tidal, Amazon Music and Deezer never turn up.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The true peak a platform keeps when it turns a track up, dBTP.
 pub const TURN_UP_PEAK_DBTP: f64 = -1.0;
@@ -69,10 +69,10 @@ pub const PLATFORMS: [Platform; 6] = [
 ];
 
 /// What one platform would do to one master.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlaybackPreview {
     /// Platform name.
-    pub platform: &'static str,
+    pub platform: String,
     /// Its reference, LUFS.
     pub reference_lufs: f64,
     /// The gain it would apply, dB (negative: turned down).
@@ -102,7 +102,7 @@ pub fn preview(integrated_lufs: f64, true_peak_dbtp: f64) -> Vec<PlaybackPreview
                 }
             };
             PlaybackPreview {
-                platform: p.name,
+                platform: p.name.to_owned(),
                 reference_lufs: p.reference_lufs,
                 gain_db,
                 played_lufs: integrated_lufs + gain_db,

@@ -25,7 +25,7 @@ pub const SPECTRUM_BANDS: usize = 48;
 const FLOOR_DB: f64 = -70.0;
 
 /// A file's curves for the plots.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct PlotData {
     /// Short-term (3 s) loudness every [`CURVE_STEP_S`], LUFS (floored at -70).
     pub short_term_lufs: Vec<f64>,
