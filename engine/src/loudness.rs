@@ -465,17 +465,13 @@ impl LoudnessMeter {
 
     /// Integrated loudness (BS.1770-4 gating), LUFS; `None` when no block passes the absolute gate.
     fn integrated_lufs(&self) -> Option<f64> {
-        let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
-        let mean_above = |threshold: f64| -> Option<f64> {
-            let (sum, count) = self
-                .gating_blocks
-                .iter()
-                .filter(|&&e| e > threshold)
-                .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
-            (count > 0).then(|| sum / count as f64)
-        };
-        let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
-        mean_above(absolute.max(relative)).map(energy_to_lufs)
+        gated_lufs(&[&self.gating_blocks])
+    }
+
+    /// The weighted mean-square energy of every complete 400 ms gating block so far (75 % overlap):
+    /// what [`gated_lufs`] gates, so several programmes can be gated as one (an album).
+    pub fn gating_blocks(&self) -> &[f64] {
+        &self.gating_blocks
     }
 
     /// Loudness range (EBU Tech 3342), LU; `None` when no short-term value passes the gates.
@@ -522,6 +518,23 @@ impl LoudnessMeter {
             },
         }
     }
+}
+
+/// The BS.1770-4 gated loudness, LUFS, of the gating blocks of one or more programmes taken as one
+/// (an album's integrated loudness is gated over all its tracks' blocks at once); `None` when no
+/// block passes the absolute gate.
+pub fn gated_lufs(programmes: &[&[f64]]) -> Option<f64> {
+    let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+    let mean_above = |threshold: f64| -> Option<f64> {
+        let (sum, count) = programmes
+            .iter()
+            .flat_map(|blocks| blocks.iter())
+            .filter(|&&e| e > threshold)
+            .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
+        (count > 0).then(|| sum / count as f64)
+    };
+    let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
+    mean_above(absolute.max(relative)).map(energy_to_lufs)
 }
 
 /// Converts a linear amplitude to decibels (`-inf` for zero).
