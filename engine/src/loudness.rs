@@ -717,6 +717,37 @@ mod tests {
     }
 
     #[test]
+    fn an_album_is_gated_over_all_its_tracks_as_libebur128_gates_them() {
+        // A loud track and a quiet one 20 dB down: gated together, the quiet one's blocks fall
+        // under the relative gate, so the album reads near the loud track, not the energy mean.
+        let rates = [44_100, 48_000];
+        let levels = [0.5, 0.05];
+        let mut meters = Vec::new();
+        let mut references = Vec::new();
+        for (i, (&rate, &level)) in rates.iter().zip(&levels).enumerate() {
+            let block = testkit::noise(2, rate as usize * 8, rate, level, 11 + i as u64);
+            let mut meter = LoudnessMeter::integrated_only(2, rate);
+            meter.add(&block);
+            meters.push(meter);
+            let mut reference = ebur128::EbuR128::new(2, rate, ebur128::Mode::I).unwrap();
+            reference
+                .add_frames_planar_f32(&[block.channel(0), block.channel(1)])
+                .unwrap();
+            references.push(reference);
+        }
+        let blocks: Vec<&[f64]> = meters.iter().map(LoudnessMeter::gating_blocks).collect();
+        let ours = gated_lufs(&blocks).unwrap();
+        let theirs = ebur128::EbuR128::loudness_global_multiple(references.iter()).unwrap();
+        assert!((ours - theirs).abs() < 0.01, "{ours} vs {theirs}");
+        let loud = meters[0].figures().integrated_lufs.unwrap();
+        assert!(
+            (ours - loud).abs() < 0.1,
+            "album {ours} vs loud track {loud}"
+        );
+        assert_eq!(gated_lufs(&[&[]]), None);
+    }
+
+    #[test]
     fn silence_has_no_integrated_loudness() {
         let mut meter = LoudnessMeter::new(2, 44_100);
         meter.add(&AudioBlock::from_channels(

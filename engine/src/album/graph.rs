@@ -1414,3 +1414,145 @@ fn outlet_section(outlet: Outlet, files: &[&DeliveredFile]) -> (String, String) 
     header.push("notes");
     (outlet.as_str().to_owned(), report::table(&header, &rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::Level;
+
+    fn catalogue(outlets: &str, loudness: &str) -> Catalogue {
+        let toml = format!(
+            r#"
+[job]
+outlets = [{outlets}]
+[[album]]
+title = "Night"
+artist = "Band"
+loudness = "{loudness}"
+[[album.track]]
+file = "a.wav"
+title = "Loud"
+[[album.track]]
+file = "b.wav"
+title = "Quiet"
+fade_out_s = 2.0
+"#
+        );
+        let root = std::env::temp_dir().join("lathe-graph-test-does-not-exist");
+        Catalogue::from_toml(&toml, Path::new("test.toml"), &root).unwrap()
+    }
+
+    fn kinds(plan: &DeliveryPlan) -> Vec<&str> {
+        plan.tasks.iter().map(|t| t.work.kind()).collect()
+    }
+
+    #[test]
+    fn an_album_plans_measures_first_then_renders_then_assembles() {
+        let plan = DeliveryPlan::of(&catalogue(r#""streaming", "cd", "vinyl""#, "album")).unwrap();
+        // 2 measures; streaming: 2 renders; cd: 2 float masters + assemble; vinyl (no limiter):
+        // 2 chain measurements, 2 float masters, assemble.
+        assert_eq!(
+            kinds(&plan),
+            [
+                "measure",
+                "measure",
+                "render",
+                "render",
+                "render",
+                "render",
+                "assemble",
+                "measure_chain",
+                "measure_chain",
+                "render",
+                "render",
+                "assemble"
+            ]
+        );
+        for (i, task) in plan.tasks.iter().enumerate() {
+            assert!(
+                task.needs.iter().all(|&n| n < i),
+                "{} needs a later task",
+                task.label
+            );
+            assert!(task.inputs_from.iter().all(|n| task.needs.contains(n)));
+        }
+        assert_eq!(plan.tasks[2].needs, [0, 1]);
+        assert_eq!(plan.tasks[9].needs, [0, 1, 7, 8]);
+        assert_eq!(plan.tasks[11].inputs_from, [9, 10]);
+        let Work::Render(streaming) = &plan.tasks[3].work else {
+            panic!("a render")
+        };
+        assert_eq!(streaming.path, "Night/streaming/02 Quiet.flac");
+        assert!(streaming.delivered && streaming.plot && streaming.fades.is_some());
+        let Work::Render(float) = &plan.tasks[4].work else {
+            panic!("a render")
+        };
+        assert!(!float.delivered && float.path.starts_with(WORK_FOLDER));
+        // Track mode: renders stand alone.
+        let plan = DeliveryPlan::of(&catalogue(r#""streaming""#, "track")).unwrap();
+        assert_eq!(kinds(&plan), ["measure", "measure", "render", "render"]);
+        assert!(plan.tasks[2].needs.is_empty());
+    }
+
+    /// A measurement of a programme at a constant loudness: `blocks` gating blocks at `lufs`.
+    fn steady(lufs: f64, blocks: usize) -> TaskOutcome {
+        let energy = 10f64.powf((lufs + 0.691) / 10.0);
+        TaskOutcome {
+            source: Some(SourceMeasurement {
+                integrated_lufs: Some(lufs),
+                gating_blocks: vec![energy; blocks],
+            }),
+            ..TaskOutcome::default()
+        }
+    }
+
+    #[test]
+    fn resolve_sets_each_render_the_album_plan_level() {
+        let plan = DeliveryPlan::of(&catalogue(r#""streaming""#, "album")).unwrap();
+        let (loud, quiet) = (steady(-10.0, 100), steady(-20.0, 100));
+        let work = resolve(&plan.tasks[3].work, &[&loud, &quiet]).unwrap();
+        let Work::Render(render) = work else {
+            panic!("a render")
+        };
+        let LevelSource::Album {
+            level: Some(level), ..
+        } = render.level
+        else {
+            panic!("an album level: {:?}", render.level)
+        };
+        // Both tracks pass the relative gate: the album is their energy mean, -12.59 LUFS; the
+        // quiet track keeps its 7.41 LU distance below the -14 LUFS target.
+        let album = -0.691 + 10.0 * ((10f64.powf(-0.9309) + 10f64.powf(-1.9309)) / 2.0).log10();
+        let Level::TargetLufs(target) = level.level else {
+            panic!("a target: {level:?}")
+        };
+        assert!(
+            (target - (-14.0 + (-20.0 - album))).abs() < 1e-9,
+            "{target}"
+        );
+        assert!((level.chain_input_gain_db - (-18.0 - album)).abs() < 1e-9);
+        // Silence everywhere cannot be planned.
+        let silent = TaskOutcome {
+            source: Some(SourceMeasurement::default()),
+            ..TaskOutcome::default()
+        };
+        assert!(resolve(&plan.tasks[2].work, &[&silent, &silent]).is_err());
+    }
+
+    #[test]
+    fn a_failed_measure_fails_the_tasks_that_need_it_and_names_it() {
+        let out = tempfile::tempdir().unwrap();
+        let plan = DeliveryPlan::of(&catalogue(r#""streaming", "cd""#, "album")).unwrap();
+        let outcomes = crate::album::deliver::run_locally(&plan, out.path(), 2, &|_| {});
+        assert!(outcomes[0].as_ref().unwrap_err().contains("a.wav"));
+        for (task, outcome) in plan.tasks.iter().zip(&outcomes).skip(2) {
+            let error = outcome.as_ref().unwrap_err();
+            let first_need = &plan.tasks[task.needs[0]].label;
+            assert!(
+                error.starts_with(&format!("needs {first_need}, which failed")),
+                "{}: {error}",
+                task.label
+            );
+        }
+    }
+}
