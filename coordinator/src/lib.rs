@@ -19,6 +19,7 @@ pub mod record;
 pub mod service;
 pub mod signal;
 pub mod state;
+pub mod telemetry;
 pub mod testing;
 pub mod trace;
 
