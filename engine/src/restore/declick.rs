@@ -291,7 +291,7 @@ fn repair_segment(
             missing.clear();
             missing.extend(lo..=hi);
             let span = lo..(hi + p + 1).min(len);
-            let before = residual_energy(model, window, span.clone());
+            let before = model.residual_energy(window, span.clone());
             scratch[..missing.len()].copy_from_slice(&window[lo..=hi]);
             model.interpolate(window, missing, None);
             // A click adds energy the model cannot predict: taking it out must cut the prediction
@@ -300,7 +300,7 @@ fn repair_segment(
             let min_drop = settings
                 .min_residual_drop
                 .max(settings.min_drop_per_sample * missing.len() as f64);
-            let weak = residual_energy(model, window, span) * min_drop > before;
+            let weak = model.residual_energy(window, span) * min_drop > before;
             if weak {
                 window[lo..=hi].copy_from_slice(&scratch[..missing.len()]);
             } else {
@@ -314,22 +314,6 @@ fn repair_segment(
         n = last_any + 1;
     }
     repaired
-}
-
-/// Prediction-error energy of `x` over `range` (which must start at the model order or later).
-fn residual_energy(model: &ArModel, x: &[f64], range: std::ops::Range<usize>) -> f64 {
-    let a = model.coefficients();
-    range
-        .map(|n| {
-            let prediction: f64 = a
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(k, &c)| c * x[n - k])
-                .sum();
-            (x[n] - prediction).powi(2)
-        })
-        .sum()
 }
 
 /// The declick stage.
