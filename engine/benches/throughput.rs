@@ -146,7 +146,8 @@ fn run(args: &[String]) -> BenchResult<()> {
 
 fn usage() -> &'static str {
     "usage: throughput generate FILE.wav --minutes M --rate HZ [--bits 16|24|32] [--channels 1|2]\n\
-     \x20      throughput [stages] [FILE] [--runs N] [--work DIR]\n\
+     \x20      throughput [stages] [FILE] [--runs N] [--work DIR] [--only GROUP,...]\n\
+     GROUPs: codecs, resampler, meters, stages, chain (default: all).\n\
      Without FILE, `stages` generates (once) a 5-minute 44.1 kHz stereo track under target/bench."
 }
 
@@ -160,6 +161,8 @@ struct Options {
     channels: usize,
     runs: usize,
     work: Option<PathBuf>,
+    /// The groups of components to time (`--only`); `None` for all.
+    only: Option<Vec<String>>,
 }
 
 impl Options {
@@ -172,6 +175,7 @@ impl Options {
             channels: 2,
             runs: DEFAULT_RUNS,
             work: None,
+            only: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -187,6 +191,10 @@ impl Options {
                 "--channels" => options.channels = parse_number(&value(arg)?, arg)?,
                 "--runs" => options.runs = parse_number::<usize>(&value(arg)?, arg)?.max(1),
                 "--work" => options.work = Some(PathBuf::from(value(arg)?)),
+                "--only" => {
+                    let groups = value(arg)?.split(',').map(str::to_owned).collect();
+                    options.only = Some(groups);
+                }
                 other if other.starts_with('-') => {
                     return Err(format!("unknown option {other}\n{}", usage()));
                 }
@@ -493,17 +501,31 @@ fn stages(options: &Options) -> BenchResult<()> {
         bench.runs
     );
 
+    let wants = |group: &str| {
+        options
+            .only
+            .as_ref()
+            .is_none_or(|groups| groups.iter().any(|g| g == group))
+    };
     // A component that fails (the engine is work in progress) is reported, and the rest go on.
-    if let Err(error) = bench_codecs(&mut bench, &path, &track) {
+    if wants("codecs")
+        && let Err(error) = bench_codecs(&mut bench, &path, &track)
+    {
         bench.fail("codecs", error);
     }
-    if let Err(error) = bench_resampler(&mut bench, &track) {
+    if wants("resampler")
+        && let Err(error) = bench_resampler(&mut bench, &track)
+    {
         bench.fail("resampler", error);
     }
-    // The stages need the source's loudness to see it at a realistic level.
+    // The stages need the source's loudness to see it at a realistic level (the meters always run).
     let source_lufs = bench_meters(&mut bench, &track)?;
-    bench_stages(&mut bench, &track, source_lufs)?;
-    bench_chain(&mut bench, &path, &track, source_lufs)?;
+    if wants("stages") {
+        bench_stages(&mut bench, &track, source_lufs)?;
+    }
+    if wants("chain") {
+        bench_chain(&mut bench, &path, &track, source_lufs)?;
+    }
 
     print_table(&bench.results, &bench.failures);
     match bench.failures.len() {

@@ -9,14 +9,15 @@
 //! excess, and the reduction recovers with the limiter's release time. The energy left gives the
 //! loudness the limiter takes away and the slope of `L(g)`: on synthetic pop and ballads the first
 //! calibration pass lands within about 0.1 LU of the target instead of over 1 LU under it. Energies
-//! are K-weighted, as the meter's; peaks are sample peaks (the limiter reads true peaks), so bright
-//! material keeps some of its error, and the model's slope still shortens the next step.
+//! are the chain meter's own K-weighted ones (one K-weighting serves both); peaks are sample peaks
+//! (the limiter reads true peaks), so bright material keeps some of its error, and the model's slope
+//! still shortens the next step.
 //!
-//! The model keeps 12 bytes per 10 ms segment (about 4 MB for an hour); it is only a first guess:
+//! The model keeps 16 bytes per 10 ms segment (about 6 MB for an hour); it is only a first guess:
 //! every gain a master is rendered with is still checked by a real pass through the limiter.
 
 use crate::audio::AudioBlock;
-use crate::loudness::KWeighting;
+use crate::loudness::LoudnessMeter;
 use crate::master::limiter::INTERNAL_MARGIN_DB;
 
 /// Length of a segment, seconds.
@@ -26,46 +27,40 @@ const SEGMENT_S: f64 = 0.01;
 #[derive(Debug, Clone)]
 pub struct LimiterModel {
     segment_frames: usize,
-    /// K-weighting of each channel: the energies are those a loudness meter sums.
-    filters: Vec<KWeighting>,
-    /// Frames gathered into the current segment.
-    filled: usize,
+    /// Largest sample magnitude so far of the segment being gathered.
     peak: f32,
-    energy: f64,
-    /// Each finished segment: largest sample magnitude over all channels, sum of squares.
-    segments: Vec<(f32, f64)>,
+    /// Each finished segment: its sample peak in dBFS, and its K-weighted energy.
+    segments: Vec<(f64, f64)>,
 }
 
 impl LimiterModel {
-    /// An empty model for `channel_count` channels at `sample_rate_hz`.
-    pub fn new(channel_count: usize, sample_rate_hz: u32) -> Self {
+    /// An empty model for audio at `sample_rate_hz`.
+    pub fn new(sample_rate_hz: u32) -> Self {
         Self {
-            filters: vec![KWeighting::new(sample_rate_hz); channel_count],
             segment_frames: ((f64::from(sample_rate_hz) * SEGMENT_S).round() as usize).max(1),
-            filled: 0,
             peak: 0.0,
-            energy: 0.0,
             segments: Vec::new(),
         }
     }
 
-    /// Adds the valid frames of `block`.
-    pub fn add(&mut self, block: &AudioBlock) {
-        let mut start = 0;
-        while start < block.frames() {
-            let end = (start + self.segment_frames - self.filled).min(block.frames());
-            for (channel, filter) in block.channels().zip(&mut self.filters) {
-                let span = &channel[start..end];
-                self.peak = span.iter().fold(self.peak, |p, x| p.max(x.abs()));
-                filter.add_squares(span, &mut self.energy);
-            }
-            self.filled += end - start;
-            if self.filled == self.segment_frames {
-                self.segments.push((self.peak, self.energy));
-                (self.filled, self.peak, self.energy) = (0, 0.0, 0.0);
-            }
-            start = end;
-        }
+    /// Adds the valid frames of `block` to the model and to `meter`, whose K-weighting gives the
+    /// segments' energies (so the audio is K-weighted once for both). A last segment shorter than
+    /// 10 ms is left out.
+    pub fn add(&mut self, block: &AudioBlock, meter: &mut LoudnessMeter) {
+        let mut gathered = 0;
+        meter.add_segmented(block, self.segment_frames, &mut |frames, energy| {
+            gathered = frames.end;
+            let peak = block
+                .channels()
+                .map(|channel| abs_max(&channel[frames.clone()]))
+                .fold(self.peak, f32::max);
+            self.peak = 0.0;
+            self.segments.push((amplitude_db(peak), energy));
+        });
+        self.peak = block
+            .channels()
+            .map(|channel| abs_max(&channel[gathered..block.frames()]))
+            .fold(self.peak, f32::max);
     }
 
     /// The loudness, in dB, that a limiter with this ceiling and release takes away from the
@@ -75,16 +70,19 @@ impl LimiterModel {
         let recovery = (-SEGMENT_S * 1000.0 / release_ms).exp();
         let mut reduction_db: f64 = 0.0;
         let (mut before, mut after) = (0.0, 0.0);
-        let last = (self.filled > 0).then_some((self.peak, self.energy));
-        for &(peak, energy) in self.segments.iter().chain(&last) {
-            let needed_db = (20.0 * f64::from(peak).log10() - threshold_db).max(0.0);
+        for &(peak_db, energy) in &self.segments {
+            let needed_db = (peak_db - threshold_db).max(0.0);
             reduction_db = if needed_db >= reduction_db {
                 needed_db
             } else {
                 needed_db + recovery * (reduction_db - needed_db)
             };
             before += energy;
-            after += energy * 10f64.powf(-reduction_db / 10.0);
+            after += if reduction_db > 0.0 {
+                energy * (-reduction_db * (std::f64::consts::LN_10 / 10.0)).exp()
+            } else {
+                energy
+            };
         }
         if before > 0.0 && after > 0.0 {
             10.0 * (before / after).log10()
@@ -119,6 +117,16 @@ impl LimiterModel {
         let slope = 1.0 - (loss(gain_db + step) - loss(gain_db - step)) / (2.0 * step);
         (gain_db, slope)
     }
+}
+
+/// The largest absolute value of `samples` (0 if empty).
+fn abs_max(samples: &[f32]) -> f32 {
+    samples.iter().fold(0.0, |m: f32, x| m.max(x.abs()))
+}
+
+/// An amplitude in dB (-inf for 0).
+fn amplitude_db(amplitude: f32) -> f64 {
+    20.0 * f64::from(amplitude).log10()
 }
 
 #[cfg(test)]
@@ -159,12 +167,15 @@ mod tests {
             while synth.read(&mut block) > 0 {
                 audio.push(block.clone());
             }
-            let mut model = LimiterModel::new(2, recipe.sample_rate_hz);
+            let mut model = LimiterModel::new(recipe.sample_rate_hz);
             let mut meter = LoudnessMeter::integrated_only(2, recipe.sample_rate_hz);
+            let mut plain_meter = LoudnessMeter::integrated_only(2, recipe.sample_rate_hz);
             for block in &audio {
-                model.add(block);
-                meter.add(block);
+                model.add(block, &mut meter);
+                plain_meter.add(block);
             }
+            // Sharing its K-weighting with the model leaves the meter's reading as it was.
+            assert_eq!(meter.figures(), plain_meter.figures());
             let chain_lufs = meter.figures().integrated_lufs.unwrap();
             let target = -10.0;
             let (gain_db, slope) =

@@ -60,7 +60,13 @@ pub struct LoudnessMeter {
     max_momentary: f64,
     max_short_term: f64,
     peak_meters: Vec<TruePeakMeter>,
+    /// K-weighted energy of the current segment so far ([`LoudnessMeter::add_segmented`]).
+    segment_energy: f64,
 }
+
+/// What [`LoudnessMeter::add_segmented`] hands each completed segment to: its frames in the block,
+/// and its K-weighted energy.
+pub type SegmentSink<'a> = dyn FnMut(std::ops::Range<usize>, f64) + 'a;
 
 /// 100 ms sub-blocks in the momentary (400 ms) window and in a gating block.
 const MOMENTARY_SUB_BLOCKS: usize = 4;
@@ -367,6 +373,7 @@ impl LoudnessMeter {
             short_term: Vec::new(),
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
+            segment_energy: 0.0,
             peak_meters: if true_peak {
                 vec![
                     TruePeakMeter::new(TRUE_PEAK_OVERSAMPLING)
@@ -381,46 +388,99 @@ impl LoudnessMeter {
 
     /// Adds the valid frames of `block`.
     pub fn add(&mut self, block: &AudioBlock) {
+        self.add_pieces(block, None);
+    }
+
+    /// [`LoudnessMeter::add`], and hands `on_segment` each completed segment of `segment_frames`
+    /// frames of the programme (counted from its start): the segment's frames in `block`, and the
+    /// K-weighted energy of the whole segment (the channel-weighted sum of its squared K-weighted
+    /// samples, not divided by its length). One K-weighting serves both, for a caller that needs
+    /// finer energies than the meter's 100 ms (the calibration's limiter model). The meter's own
+    /// figures are exactly those of [`LoudnessMeter::add`].
+    pub fn add_segmented(
+        &mut self,
+        block: &AudioBlock,
+        segment_frames: usize,
+        on_segment: &mut SegmentSink<'_>,
+    ) {
+        self.add_pieces(block, Some((segment_frames.max(1) as u64, on_segment)));
+    }
+
+    /// Weighted sum of the current sub-block sums.
+    fn weighted_sum(&self) -> f64 {
+        self.sums
+            .iter()
+            .zip(&self.weights)
+            .map(|(s, w)| s * w)
+            .sum()
+    }
+
+    fn add_pieces(
+        &mut self,
+        block: &AudioBlock,
+        mut segments: Option<(u64, &mut SegmentSink<'_>)>,
+    ) {
         for (meter, channel) in self.peak_meters.iter_mut().zip(block.channels()) {
             meter.add(channel);
         }
         let mut start = 0;
+        let mut segment_start = 0;
         while start < block.frames() {
             let until_boundary = (self.next_boundary - self.frames_seen) as usize;
-            let end = (start + until_boundary).min(block.frames());
-            // Channels two at a time where both count (the common stereo case), else one by one.
-            let channels = self.filters.len();
-            let mut ch = 0;
-            while ch < channels {
-                let pair =
-                    ch + 1 < channels && self.weights[ch] > 0.0 && self.weights[ch + 1] > 0.0;
-                if pair {
-                    let (filters, sums) =
-                        (&mut self.filters[ch..ch + 2], &mut self.sums[ch..ch + 2]);
-                    let (fa, fb) = filters.split_at_mut(1);
-                    let (sa, sb) = sums.split_at_mut(1);
-                    KWeighting::add_squares_pair(
-                        (&mut fa[0], &mut fb[0]),
-                        (
-                            &block.channel(ch)[start..end],
-                            &block.channel(ch + 1)[start..end],
-                        ),
-                        (&mut sa[0], &mut sb[0]),
-                    );
-                    ch += 2;
-                } else {
-                    if self.weights[ch] > 0.0 {
-                        self.filters[ch]
-                            .add_squares(&block.channel(ch)[start..end], &mut self.sums[ch]);
-                    }
-                    ch += 1;
+            let mut end = (start + until_boundary).min(block.frames());
+            // With segments, pieces also end at segment boundaries; the energy of a segment is the
+            // growth of the sums over it (carried across a sub-block boundary inside it).
+            let before = match &segments {
+                Some((frames, _)) => {
+                    let until_segment = frames - self.frames_seen % frames;
+                    end = end.min(start + until_segment as usize);
+                    self.weighted_sum()
+                }
+                None => 0.0,
+            };
+            self.add_squares(block, start, end);
+            self.frames_seen += (end - start) as u64;
+            if let Some((frames, on_segment)) = &mut segments {
+                self.segment_energy += self.weighted_sum() - before;
+                if self.frames_seen % *frames == 0 {
+                    on_segment(segment_start..end, std::mem::take(&mut self.segment_energy));
+                    segment_start = end;
                 }
             }
-            self.frames_seen += (end - start) as u64;
             if self.frames_seen == self.next_boundary {
                 self.close_sub_block();
             }
             start = end;
+        }
+    }
+
+    /// K-weights frames `start..end` of `block` into the sub-block sums.
+    fn add_squares(&mut self, block: &AudioBlock, start: usize, end: usize) {
+        // Channels two at a time where both count (the common stereo case), else one by one.
+        let channels = self.filters.len();
+        let mut ch = 0;
+        while ch < channels {
+            let pair = ch + 1 < channels && self.weights[ch] > 0.0 && self.weights[ch + 1] > 0.0;
+            if pair {
+                let (filters, sums) = (&mut self.filters[ch..ch + 2], &mut self.sums[ch..ch + 2]);
+                let (fa, fb) = filters.split_at_mut(1);
+                let (sa, sb) = sums.split_at_mut(1);
+                KWeighting::add_squares_pair(
+                    (&mut fa[0], &mut fb[0]),
+                    (
+                        &block.channel(ch)[start..end],
+                        &block.channel(ch + 1)[start..end],
+                    ),
+                    (&mut sa[0], &mut sb[0]),
+                );
+                ch += 2;
+            } else {
+                if self.weights[ch] > 0.0 {
+                    self.filters[ch]
+                        .add_squares(&block.channel(ch)[start..end], &mut self.sums[ch]);
+                }
+                ch += 1;
+            }
         }
     }
 

@@ -235,31 +235,57 @@ pub struct TrackReport {
     pub elapsed_s: f64,
 }
 
-/// FNV-1a over the bit patterns of samples, a 32-bit word at a time and one hash per channel (so
-/// the result does not depend on how the audio is cut into blocks): the track's dither seed, and the
-/// check that a written master decodes to exactly the samples rendered.
-struct SampleHash([u64; MAX_CHANNELS]);
+/// FNV-1a over the bit patterns of samples, a 32-bit word at a time, in [`HASH_LANES`] interleaved
+/// hashes per channel (sample `n` goes to lane `n % HASH_LANES`, so the result does not depend on
+/// how the audio is cut into blocks, and the lanes' multiplications overlap instead of waiting on
+/// each other): the track's dither seed, and the check that a written master decodes to exactly the
+/// samples rendered.
+struct SampleHash {
+    lanes: [[u64; HASH_LANES]; MAX_CHANNELS],
+    frames: usize,
+}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
+const HASH_LANES: usize = 4;
 
 impl SampleHash {
     fn new() -> Self {
-        Self([FNV_OFFSET; MAX_CHANNELS])
-    }
-
-    fn add(&mut self, block: &AudioBlock) {
-        for (hash, channel) in self.0.iter_mut().zip(block.channels()) {
-            for &x in channel {
-                // `+ 0.0` turns -0.0 into +0.0: a file stores no sign for zero.
-                *hash = (*hash ^ u64::from((x + 0.0).to_bits())).wrapping_mul(FNV_PRIME);
-            }
+        Self {
+            lanes: [[FNV_OFFSET; HASH_LANES]; MAX_CHANNELS],
+            frames: 0,
         }
     }
 
+    fn add(&mut self, block: &AudioBlock) {
+        // `+ 0.0` turns -0.0 into +0.0: a file stores no sign for zero.
+        let step = |hash: &mut u64, x: f32| {
+            *hash = (*hash ^ u64::from((x + 0.0).to_bits())).wrapping_mul(FNV_PRIME);
+        };
+        let phase = self.frames % HASH_LANES;
+        for (lanes, channel) in self.lanes.iter_mut().zip(block.channels()) {
+            // Up to the next multiple of HASH_LANES one at a time, then whole rounds of lanes.
+            let head = ((HASH_LANES - phase) % HASH_LANES).min(channel.len());
+            for (i, &x) in channel[..head].iter().enumerate() {
+                step(&mut lanes[phase + i], x);
+            }
+            let mut rounds = channel[head..].chunks_exact(HASH_LANES);
+            for round in &mut rounds {
+                for (lane, &x) in lanes.iter_mut().zip(round) {
+                    step(lane, x);
+                }
+            }
+            for (lane, &x) in lanes.iter_mut().zip(rounds.remainder()) {
+                step(lane, x);
+            }
+        }
+        self.frames += block.frames();
+    }
+
     fn value(&self) -> u64 {
-        self.0
+        self.lanes
             .iter()
+            .flatten()
             .fold(FNV_OFFSET, |h, &c| (h ^ c).wrapping_mul(FNV_PRIME))
     }
 }
@@ -538,7 +564,7 @@ pub fn master_track(
     // with both, calibration through the limiter decides.
     let needs_peak = profile.limiter.is_none() || target_lufs.is_none();
     // With a limiter and a target, a model of the limiter gives calibration its first guess.
-    let mut model = (!needs_peak).then(|| LimiterModel::new(channels, output_rate_hz));
+    let mut model = (!needs_peak).then(|| LimiterModel::new(output_rate_hz));
     let (chain_spool, chained, mut reports) = {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
@@ -568,9 +594,9 @@ pub fn master_track(
             progress,
             |_| {},
             |block| {
-                meter.add(block);
-                if let Some(model) = model.as_mut() {
-                    model.add(block);
+                match model.as_mut() {
+                    Some(model) => model.add(block, &mut meter),
+                    None => meter.add(block),
                 }
                 spool.write(block)
             },

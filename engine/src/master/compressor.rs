@@ -386,14 +386,39 @@ impl CompressorCore {
     /// Feeds one frame (one sample per channel) and returns the linear gain to apply to all of it.
     #[inline]
     pub fn next_gain(&mut self, frame: &[f64]) -> f64 {
-        let power = self.detector.next_level_power(frame);
-        let target_db = self.computer.gain_reduction_db_for_power(power);
-        let gain_reduction_db = self.smoother.next(target_db);
-        self.stats.add(gain_reduction_db);
-        if gain_reduction_db == 0.0 {
-            self.makeup_gain
-        } else {
-            db_to_amplitude(self.makeup_db - gain_reduction_db)
+        let mut value = [self.detector.next_level_power(frame)];
+        self.powers_to_gains(&mut value);
+        value[0]
+    }
+
+    /// Feeds one frame (one sample per channel) to the level detector only and returns its power:
+    /// the first half of [`CompressorCore::next_gain`], for [`CompressorCore::powers_to_gains`].
+    #[inline]
+    pub fn next_power(&mut self, frame: &[f64]) -> f64 {
+        self.detector.next_level_power(frame)
+    }
+
+    /// The second half of [`CompressorCore::next_gain`] over a run of frames: `values[i]`, the
+    /// power [`CompressorCore::next_power`] gave for frame `i`, becomes the frame's linear gain.
+    /// Exactly what frame-by-frame calls give, but in three sweeps (gain computer, smoother, gain),
+    /// so that only the smoother's recursion waits on the frame before and the logarithms and
+    /// exponentials of different frames overlap.
+    pub fn powers_to_gains(&mut self, values: &mut [f64]) {
+        for value in values.iter_mut() {
+            *value = self.computer.gain_reduction_db_for_power(*value);
+        }
+        for value in values.iter_mut() {
+            let gain_reduction_db = self.smoother.next(*value);
+            self.stats.add(gain_reduction_db);
+            *value = gain_reduction_db;
+        }
+        let (makeup_db, makeup_gain) = (self.makeup_db, self.makeup_gain);
+        for value in values.iter_mut() {
+            *value = if *value == 0.0 {
+                makeup_gain
+            } else {
+                db_to_amplitude(makeup_db - *value)
+            };
         }
     }
 
@@ -464,12 +489,13 @@ impl Stage for Compressor {
         let mut start = 0;
         while start < frames {
             let len = self.gains.len().min(frames - start);
-            for (i, gain) in self.gains[..len].iter_mut().enumerate() {
+            for (i, power) in self.gains[..len].iter_mut().enumerate() {
                 for (channel, slot) in self.frame[..channels].iter_mut().enumerate() {
                     *slot = f64::from(block.channel(channel)[start + i]);
                 }
-                *gain = self.core.next_gain(&self.frame[..channels]);
+                *power = self.core.next_power(&self.frame[..channels]);
             }
+            self.core.powers_to_gains(&mut self.gains[..len]);
             for channel in 0..channels {
                 let samples = &mut block.channel_mut(channel)[start..start + len];
                 for (sample, &gain) in samples.iter_mut().zip(&self.gains[..len]) {
