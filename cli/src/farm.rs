@@ -171,6 +171,7 @@ pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "blocklisted_workers": status.blocklisted_workers,
         "tasks": status.tasks.iter().map(|task| json!({
             "task_id": task.task_id,
+            "kind": task.kind,
             "source": task.source_name,
             "output": task.output_name,
             "state": task_state_name(task.state()),
