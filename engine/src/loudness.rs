@@ -465,17 +465,13 @@ impl LoudnessMeter {
 
     /// Integrated loudness (BS.1770-4 gating), LUFS; `None` when no block passes the absolute gate.
     fn integrated_lufs(&self) -> Option<f64> {
-        let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
-        let mean_above = |threshold: f64| -> Option<f64> {
-            let (sum, count) = self
-                .gating_blocks
-                .iter()
-                .filter(|&&e| e > threshold)
-                .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
-            (count > 0).then(|| sum / count as f64)
-        };
-        let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
-        mean_above(absolute.max(relative)).map(energy_to_lufs)
+        gated_lufs(&[&self.gating_blocks])
+    }
+
+    /// The weighted mean-square energy of every complete 400 ms gating block so far (75 % overlap):
+    /// what [`gated_lufs`] gates, so several programmes can be gated as one (an album).
+    pub fn gating_blocks(&self) -> &[f64] {
+        &self.gating_blocks
     }
 
     /// Loudness range (EBU Tech 3342), LU; `None` when no short-term value passes the gates.
@@ -522,6 +518,23 @@ impl LoudnessMeter {
             },
         }
     }
+}
+
+/// The BS.1770-4 gated loudness, LUFS, of the gating blocks of one or more programmes taken as one
+/// (an album's integrated loudness is gated over all its tracks' blocks at once); `None` when no
+/// block passes the absolute gate.
+pub fn gated_lufs(programmes: &[&[f64]]) -> Option<f64> {
+    let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
+    let mean_above = |threshold: f64| -> Option<f64> {
+        let (sum, count) = programmes
+            .iter()
+            .flat_map(|blocks| blocks.iter())
+            .filter(|&&e| e > threshold)
+            .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
+        (count > 0).then(|| sum / count as f64)
+    };
+    let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
+    mean_above(absolute.max(relative)).map(energy_to_lufs)
 }
 
 /// Converts a linear amplitude to decibels (`-inf` for zero).
@@ -701,6 +714,37 @@ mod tests {
                 "{rate} Hz: {ours} vs {theirs}"
             );
         }
+    }
+
+    #[test]
+    fn an_album_is_gated_over_all_its_tracks_as_libebur128_gates_them() {
+        // A loud track and a quiet one 20 dB down: gated together, the quiet one's blocks fall
+        // under the relative gate, so the album reads near the loud track, not the energy mean.
+        let rates = [44_100, 48_000];
+        let levels = [0.5, 0.05];
+        let mut meters = Vec::new();
+        let mut references = Vec::new();
+        for (i, (&rate, &level)) in rates.iter().zip(&levels).enumerate() {
+            let block = testkit::noise(2, rate as usize * 8, rate, level, 11 + i as u64);
+            let mut meter = LoudnessMeter::integrated_only(2, rate);
+            meter.add(&block);
+            meters.push(meter);
+            let mut reference = ebur128::EbuR128::new(2, rate, ebur128::Mode::I).unwrap();
+            reference
+                .add_frames_planar_f32(&[block.channel(0), block.channel(1)])
+                .unwrap();
+            references.push(reference);
+        }
+        let blocks: Vec<&[f64]> = meters.iter().map(LoudnessMeter::gating_blocks).collect();
+        let ours = gated_lufs(&blocks).unwrap();
+        let theirs = ebur128::EbuR128::loudness_global_multiple(references.iter()).unwrap();
+        assert!((ours - theirs).abs() < 0.01, "{ours} vs {theirs}");
+        let loud = meters[0].figures().integrated_lufs.unwrap();
+        assert!(
+            (ours - loud).abs() < 0.1,
+            "album {ours} vs loud track {loud}"
+        );
+        assert_eq!(gated_lufs(&[&[]]), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! In `track` mode every track is taken to the profile's target on its own, so a quiet ballad comes
 //! out as loud as the single. In `album` mode ([`plan_album`]):
 //!
-//! 1. every source is measured and the album's integrated loudness is gated over all of them at once
-//!    (BS.1770 over the whole programme: `ebur128`'s `loudness_global_multiple`);
+//! 1. every source is measured ([`measure_source`], the farm's `measure` task) and the album's
+//!    integrated loudness is gated over all their 400 ms blocks at once (BS.1770 over the whole
+//!    programme, [`crate::loudness::gated_lufs`]);
 //! 2. one chain-input gain (`chain_input_lufs` minus the album's loudness) goes before the chain on
 //!    every track, so the chain treats loud and quiet tracks as the album has them;
 //! 3. with a target and a limiter, each track's own target is the album target plus the track's
@@ -12,18 +13,22 @@
 //!    differences between tracks stay as they were. Each track is calibrated through the limiter to
 //!    its target within [`ALBUM_CALIBRATION_TOLERANCE_LU`], so the differences survive the
 //!    true-peak ceiling too (the limiter works harder on the loud tracks, the gain makes up for it);
-//! 4. without a limiter (vinyl) or without a target, the chain output is measured too and one fixed
+//! 4. without a limiter (vinyl) or without a target, the chain output is measured too
+//!    ([`measure_source_chain`], the `measure_chain` task) and one fixed
 //!    gain goes on every track: to the target, but never so high that the album's highest true peak
 //!    passes the ceiling.
+//!
+//! [`plan_from_measurements`] is the plan itself, a cheap function of the measurements (the
+//! design's `plan(album)`, run by the scheduler); [`plan_album`] measures and plans in one call.
 
 use std::path::Path;
 
-use ebur128::{EbuR128, Mode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
+use crate::loudness::{LoudnessMeter, gated_lufs};
 use crate::profile::Profile;
 use crate::render::{BLOCK_FRAMES, Level, LevelOverride, measure_chain};
 
@@ -62,105 +67,159 @@ pub struct TrackLevelPlan {
     pub level: LevelOverride,
 }
 
-/// A fresh integrated-loudness meter for `channels` at `rate`.
-fn meter(path: &Path, channels: usize, rate: u32) -> Result<EbuR128> {
-    EbuR128::new(channels as u32, rate, Mode::I).map_err(|e| Error::Decode {
-        path: path.to_path_buf(),
-        reason: format!("loudness meter: {e}"),
+/// A source's loudness, as the album plan needs it (the `measure` task's figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceMeasurement {
+    /// Integrated loudness, LUFS (`None`: silent).
+    pub integrated_lufs: Option<f64>,
+    /// BS.1770 weighted mean-square energy of every 400 ms gating block (75 % overlap): the
+    /// album's loudness is gated over all its tracks' blocks at once.
+    pub gating_blocks: Vec<f64>,
+}
+
+/// A track's chain output, as a fixed-gain album plan needs it (the `measure_chain` task's
+/// figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChainFigures {
+    /// Integrated loudness, LUFS.
+    pub integrated_lufs: Option<f64>,
+    /// True peak, dBTP.
+    pub true_peak_dbtp: Option<f64>,
+    /// The gating blocks, as in [`SourceMeasurement`].
+    pub gating_blocks: Vec<f64>,
+}
+
+/// Measures a source for the album plan (one decode pass at its own rate).
+///
+/// # Errors
+/// A decode error.
+pub fn measure_source(path: &Path) -> Result<SourceMeasurement> {
+    let mut decoder = Decoder::open(path)?;
+    let info = decoder.info().clone();
+    let mut meter = LoudnessMeter::integrated_only(info.channel_count, info.sample_rate_hz);
+    let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, info.sample_rate_hz);
+    while decoder.read(&mut block)? > 0 {
+        meter.add(&block);
+    }
+    Ok(SourceMeasurement {
+        integrated_lufs: meter.figures().integrated_lufs,
+        gating_blocks: meter.gating_blocks().to_vec(),
     })
 }
 
-fn add(meter: &mut EbuR128, block: &AudioBlock) {
-    let channels: Vec<&[f32]> = block.channels().map(|c| &c[..block.frames()]).collect();
-    // The meter accepts any planar f32 block of its own channel count.
-    let _ = meter.add_frames_planar_f32(&channels);
-}
-
-fn global(path: &Path, meters: &[EbuR128]) -> Result<Option<f64>> {
-    let lufs = EbuR128::loudness_global_multiple(meters.iter()).map_err(|e| Error::Decode {
-        path: path.to_path_buf(),
-        reason: format!("album loudness: {e}"),
-    })?;
-    Ok(lufs.is_finite().then_some(lufs))
-}
-
-/// Plans album-mode levels for `sources` (in running order) rendered with `profile`.
+/// Runs `profile`'s chain on a source after the album's chain-input gain and measures its output.
 ///
 /// # Errors
-/// A source's decode error; [`Error::Delivery`] if the whole album is silent.
-pub fn plan_album(album: &str, sources: &[&Path], profile: &Profile) -> Result<AlbumLevelPlan> {
-    let silent = || Error::Delivery {
+/// A decode or profile error.
+pub fn measure_source_chain(
+    path: &Path,
+    profile: &Profile,
+    chain_input_gain_db: f64,
+) -> Result<ChainFigures> {
+    let info = Decoder::open(path)?.info().clone();
+    let mut meter = LoudnessMeter::integrated_only(
+        info.channel_count,
+        profile.output_rate_hz(info.sample_rate_hz),
+    );
+    let figures = measure_chain(path, profile, chain_input_gain_db, &mut |block| {
+        meter.add(block);
+    })?;
+    Ok(ChainFigures {
+        integrated_lufs: figures.integrated_lufs,
+        true_peak_dbtp: figures.true_peak_dbtp,
+        gating_blocks: meter.gating_blocks().to_vec(),
+    })
+}
+
+/// `true` when an album planned with `profile` needs its tracks' chain output measured
+/// ([`measure_source_chain`]) too: without a limiter or without a target, one fixed gain goes on
+/// every track, set from the chain's output.
+pub fn needs_chain_figures(profile: &Profile) -> bool {
+    profile.loudness.target_lufs.is_none() || profile.limiter.is_none()
+}
+
+fn silent(album: &str) -> Error {
+    Error::Delivery {
         album: album.to_owned(),
         reason: "the album is silent (below the -70 LUFS gate)".to_owned(),
-    };
-    let first = sources.first().copied().unwrap_or(Path::new(album));
-
-    // 1. The sources.
-    let mut input_meters = Vec::with_capacity(sources.len());
-    let mut input_lufs = Vec::with_capacity(sources.len());
-    for source in sources {
-        let mut decoder = Decoder::open(source)?;
-        let info = decoder.info().clone();
-        let mut m = meter(source, info.channel_count, info.sample_rate_hz)?;
-        let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, info.sample_rate_hz);
-        while decoder.read(&mut block)? > 0 {
-            add(&mut m, &block);
-        }
-        input_lufs.push(m.loudness_global().ok().filter(|l| l.is_finite()));
-        input_meters.push(m);
     }
-    let album_input_lufs = global(first, &input_meters)?.ok_or_else(silent)?;
+}
+
+/// The album's loudness as delivered (gated over every track's blocks), LUFS, and the chain-input
+/// gain that goes before the chain on every track, dB.
+///
+/// # Errors
+/// [`Error::Delivery`] when the whole album is silent.
+pub fn album_input(
+    album: &str,
+    sources: &[&SourceMeasurement],
+    profile: &Profile,
+) -> Result<(f64, f64)> {
+    let blocks: Vec<&[f64]> = sources.iter().map(|s| s.gating_blocks.as_slice()).collect();
+    let album_input_lufs = gated_lufs(&blocks).ok_or_else(|| silent(album))?;
     let chain_input_gain_db = profile
         .loudness
         .chain_input_lufs
         .map_or(0.0, |level| level - album_input_lufs);
+    Ok((album_input_lufs, chain_input_gain_db))
+}
 
-    let target_tracks = |target: f64| {
-        input_lufs
+/// Plans album-mode levels from the tracks' measurements, in running order. `chains` holds each
+/// track's chain figures when [`needs_chain_figures`] (measured after [`album_input`]'s gain), and
+/// is empty otherwise.
+///
+/// # Errors
+/// [`Error::Delivery`] when the album is silent or the chain figures are missing.
+pub fn plan_from_measurements(
+    album: &str,
+    profile: &Profile,
+    sources: &[&SourceMeasurement],
+    chains: &[&ChainFigures],
+) -> Result<AlbumLevelPlan> {
+    let (album_input_lufs, chain_input_gain_db) = album_input(album, sources, profile)?;
+    if let (Some(target), Some(_)) = (profile.loudness.target_lufs, &profile.limiter) {
+        let tracks = sources
             .iter()
-            .map(|lufs| TrackLevelPlan {
-                input_lufs: *lufs,
+            .map(|source| TrackLevelPlan {
+                input_lufs: source.integrated_lufs,
                 chain_lufs: None,
                 chain_peak_dbtp: None,
                 level: LevelOverride {
                     chain_input_gain_db,
-                    level: match lufs {
+                    level: match source.integrated_lufs {
                         Some(lufs) => Level::TargetLufs(target + lufs - album_input_lufs),
                         None => Level::FixedGainDb(0.0),
                     },
                 },
             })
-            .collect::<Vec<_>>()
-    };
-    if let (Some(target), Some(_)) = (profile.loudness.target_lufs, &profile.limiter) {
+            .collect();
         return Ok(AlbumLevelPlan {
             album_input_lufs,
             album_chain_lufs: None,
             album_gain_db: None,
-            tracks: target_tracks(target),
+            tracks,
             warnings: Vec::new(),
         });
     }
 
-    // 4. One fixed gain after the chain.
-    let mut chain_meters = Vec::with_capacity(sources.len());
-    let mut measured = Vec::with_capacity(sources.len());
-    for source in sources {
-        let info = Decoder::open(source)?.info().clone();
-        let rate = profile.output_rate_hz(info.sample_rate_hz);
-        let mut m = meter(source, info.channel_count, rate)?;
-        let figures = measure_chain(source, profile, chain_input_gain_db, &mut |block| {
-            add(&mut m, block);
-        })?;
-        measured.push(figures);
-        chain_meters.push(m);
+    // One fixed gain after the chain.
+    if chains.len() != sources.len() {
+        return Err(Error::Delivery {
+            album: album.to_owned(),
+            reason: format!(
+                "the plan needs the chain figures of all {} tracks, has {}",
+                sources.len(),
+                chains.len()
+            ),
+        });
     }
-    let album_chain_lufs = global(first, &chain_meters)?.ok_or_else(silent)?;
+    let blocks: Vec<&[f64]> = chains.iter().map(|c| c.gating_blocks.as_slice()).collect();
+    let album_chain_lufs = gated_lufs(&blocks).ok_or_else(|| silent(album))?;
     let mut warnings = Vec::new();
     let ceiling = profile.loudness.ceiling_dbtp;
-    let max_peak = measured
+    let max_peak = chains
         .iter()
-        .filter_map(|m| m.true_peak_dbtp)
+        .filter_map(|c| c.true_peak_dbtp)
         .fold(f64::NEG_INFINITY, f64::max);
     let mut album_gain_db = match profile.loudness.target_lufs {
         Some(target) => target - album_chain_lufs,
@@ -182,13 +241,13 @@ pub fn plan_album(album: &str, sources: &[&Path], profile: &Profile) -> Result<A
         }
         album_gain_db = capped;
     }
-    let tracks = measured
+    let tracks = chains
         .iter()
-        .zip(input_lufs)
-        .map(|(m, input_lufs)| TrackLevelPlan {
-            input_lufs,
-            chain_lufs: m.integrated_lufs,
-            chain_peak_dbtp: m.true_peak_dbtp,
+        .zip(sources)
+        .map(|(chain, source)| TrackLevelPlan {
+            input_lufs: source.integrated_lufs,
+            chain_lufs: chain.integrated_lufs,
+            chain_peak_dbtp: chain.true_peak_dbtp,
             level: LevelOverride {
                 chain_input_gain_db,
                 level: Level::FixedGainDb(album_gain_db),
@@ -202,4 +261,28 @@ pub fn plan_album(album: &str, sources: &[&Path], profile: &Profile) -> Result<A
         tracks,
         warnings,
     })
+}
+
+/// Plans album-mode levels for `sources` (in running order) rendered with `profile`: measures them
+/// (and their chain output when [`needs_chain_figures`]) and calls [`plan_from_measurements`].
+///
+/// # Errors
+/// A source's decode error; [`Error::Delivery`] if the whole album is silent.
+pub fn plan_album(album: &str, sources: &[&Path], profile: &Profile) -> Result<AlbumLevelPlan> {
+    let measured = sources
+        .iter()
+        .map(|path| measure_source(path))
+        .collect::<Result<Vec<_>>>()?;
+    let measured_refs: Vec<&SourceMeasurement> = measured.iter().collect();
+    let chains = if needs_chain_figures(profile) {
+        let (_, chain_input_gain_db) = album_input(album, &measured_refs, profile)?;
+        sources
+            .iter()
+            .map(|path| measure_source_chain(path, profile, chain_input_gain_db))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let chain_refs: Vec<&ChainFigures> = chains.iter().collect();
+    plan_from_measurements(album, profile, &measured_refs, &chain_refs)
 }
