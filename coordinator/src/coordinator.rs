@@ -609,6 +609,12 @@ impl Coordinator {
             if job.state == JobState::Running {
                 let mut tasks = self.tasks(&job.id).await?;
                 self.fail_blocked(&job.id, &mut tasks).await?;
+                if tasks.iter().all(|t| t.state.is_final()) {
+                    // Every task failed before running (a graph job whose sources the client
+                    // could not read): nothing else would end it.
+                    self.finish_job_if_done(&job.id).await?;
+                    continue;
+                }
                 jobs.push((job, tasks));
             }
         }

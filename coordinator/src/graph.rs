@@ -115,7 +115,8 @@ fn is_plain_name(name: &str) -> bool {
 }
 
 /// The tasks of a graph job, checked: each work parses and has its kind, sources are digests with
-/// plain names, needs point at earlier tasks, inputs come from needs.
+/// plain names, needs point at earlier tasks, inputs come from needs. A task the client could not
+/// prepare (its `error` set) is failed from the start.
 pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec<TaskRecord>> {
     let invalid = |index: usize, reason: String| {
         Error::InvalidRequest(format!("graph task {index}: {reason}"))
@@ -130,7 +131,8 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
                 format!("kind {:?} but the work is {:?}", spec.kind, work.kind()),
             ));
         }
-        if spec.source_digests.len() != spec.source_names.len() {
+        let refused = !spec.error.is_empty();
+        if !refused && spec.source_digests.len() != spec.source_names.len() {
             return Err(invalid(
                 index,
                 format!(
@@ -179,10 +181,14 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
             source_name: spec.source_names.first().cloned().unwrap_or_default(),
             output_name: String::new(),
             profile_toml: String::new(),
-            state: TaskState::Pending,
+            state: if refused {
+                TaskState::Failed
+            } else {
+                TaskState::Pending
+            },
             worker_id: String::new(),
             attempts: 0,
-            last_error: String::new(),
+            last_error: spec.error.clone(),
             output_digest: String::new(),
             report_json: String::new(),
             tags_json: String::new(),
@@ -246,6 +252,7 @@ mod tests {
             source_names: vec!["x.wav".to_owned()],
             needs,
             inputs_from,
+            error: String::new(),
         }
     }
 
@@ -282,6 +289,15 @@ mod tests {
         renamed.source_names = vec!["../x.wav".to_owned()];
         let error = plan_graph_tasks("j", &[renamed]).expect_err("path refused");
         assert!(error.to_string().contains("plain file name"), "{error}");
+        let mut unreadable = measure_spec(vec![], vec![]);
+        unreadable.source_digests.clear();
+        unreadable.error = "/music/x.wav: No such file or directory".to_owned();
+        let failed = plan_graph_tasks("j", &[unreadable]).expect("a task failed from the start");
+        assert_eq!(failed[0].state, TaskState::Failed);
+        assert_eq!(
+            failed[0].last_error,
+            "/music/x.wav: No such file or directory"
+        );
         let mut wrong_kind = measure_spec(vec![], vec![]);
         wrong_kind.kind = "render".to_owned();
         let error = plan_graph_tasks("j", &[wrong_kind]).expect_err("kind refused");

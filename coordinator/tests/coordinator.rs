@@ -334,6 +334,7 @@ async fn graph_job(fixture: &Fixture) -> String {
             source_names: vec![format!("{index}.wav")],
             needs,
             inputs_from,
+            error: String::new(),
         });
     }
     fixture

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::blob::{BlobStore, Digest, DiskBlobStore};
-use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
@@ -317,12 +317,21 @@ pub async fn submit_delivery(
         .collect();
     sources.sort();
     sources.dedup();
-    let digests = client.upload_sources(&sources).await?;
-    let digest_of: HashMap<&Path, String> = sources
+    // A source that cannot be read fails its tasks alone (and those that need them).
+    let mut digest_of: HashMap<&Path, std::result::Result<Digest, String>> = HashMap::new();
+    for source in &sources {
+        digest_of.insert(source, digest_file(source).await.map_err(|e| e.to_string()));
+    }
+    let readable: Vec<(&Path, Digest)> = sources
         .iter()
-        .zip(&digests)
-        .map(|(path, digest)| (*path, digest.to_string()))
+        .filter_map(|s| match digest_of.get(s) {
+            Some(Ok(digest)) => Some((*s, *digest)),
+            _ => None,
+        })
         .collect();
+    let files: Vec<&Path> = readable.iter().map(|(path, _)| *path).collect();
+    let digests: Vec<Digest> = readable.iter().map(|(_, digest)| *digest).collect();
+    client.upload_digested(&files, &digests).await?;
     let plan_json = serde_json::to_vec(job).map_err(|e| {
         Error::Farm(lathe_coordinator::Error::InvalidRequest(format!(
             "the delivery plan: {e}"
@@ -342,15 +351,25 @@ pub async fn submit_delivery(
                 .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
                 .collect()
         };
+        let digests: std::result::Result<Vec<String>, String> = task
+            .sources
+            .iter()
+            .map(|s| match digest_of.get(s.as_path()) {
+                Some(Ok(digest)) => Ok(digest.to_string()),
+                Some(Err(error)) => Err(error.clone()),
+                None => Err(format!("{}: not read", s.display())),
+            })
+            .collect();
+        let (source_digests, error) = match digests {
+            Ok(digests) => (digests, String::new()),
+            Err(error) => (Vec::new(), error),
+        };
         graph.push(v1::GraphTaskSpec {
             label: task.label.clone(),
             kind: task.work.kind().to_owned(),
             work_json,
-            source_digests: task
-                .sources
-                .iter()
-                .map(|s| digest_of.get(s.as_path()).cloned().unwrap_or_default())
-                .collect(),
+            source_digests,
+            error,
             source_names: task
                 .sources
                 .iter()
