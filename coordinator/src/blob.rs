@@ -5,16 +5,25 @@
 //! under a temporary name and renamed into place) and [`MemoryBlobStore`]. A blob is written through a
 //! [`BlobWriter`] that hashes what it is given and stores nothing unless the bytes hash to the digest
 //! they were sent with; reading hashes again and fails at the end if the stored bytes changed.
+//!
+//! Hashing and file I/O run on a blocking thread beside the async code that feeds them
+//! ([`HashingSink`] on the way in, a reader thread on the way out), so that on a blob streamed over
+//! gRPC the SHA-256 of one chunk overlaps the network transfer of the next, and no byte goes through
+//! `tokio::fs`'s extra buffer.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::io::{Read as _, Write as _};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{Error, Result};
 
@@ -103,6 +112,10 @@ pub trait BlobStore: Send + Sync {
     async fn writer(&self, expected: Digest) -> Result<Box<dyn BlobWriter>>;
     /// Streams a stored blob; [`Error::BlobNotFound`] if there is none.
     async fn read(&self, digest: &Digest) -> Result<BlobStream>;
+    /// Streams a stored blob without hashing it: for sending it to a receiver that verifies the
+    /// digest itself (every gRPC transfer does), where a second hash on this side would check
+    /// nothing more. [`Error::BlobNotFound`] if there is none.
+    async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream>;
 }
 
 /// Stores `bytes` whole (for small blobs and tests); returns their digest.
@@ -126,6 +139,135 @@ pub async fn get_bytes(store: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>
 
 /// Bytes read from disk per chunk when streaming a blob.
 const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Chunks queued between the async side and the blocking thread that hashes, reads or writes them:
+/// enough to keep both busy, little enough that memory stays small.
+const PIPELINE_CHUNKS: usize = 4;
+
+/// Hashes chunks (and writes them to a file, if it has one) on a blocking thread, so that the async
+/// side can receive the next chunk meanwhile. [`finish`](HashingSink::finish) returns the digest and
+/// size of everything written.
+pub struct HashingSink {
+    chunks: Option<mpsc::Sender<Bytes>>,
+    thread: Option<JoinHandle<Result<(Digest, u64)>>>,
+    /// The file written, or a description of the sink, for errors.
+    path: PathBuf,
+}
+
+impl HashingSink {
+    /// A sink that only hashes.
+    pub fn hash_only() -> Self {
+        Self::spawn(None, PathBuf::from("<memory>"), false)
+    }
+
+    /// A sink that hashes and writes to `file` (at `path`), and syncs it to disk at the end when
+    /// `sync` is set.
+    pub fn to_file(file: std::fs::File, path: PathBuf, sync: bool) -> Self {
+        Self::spawn(Some(file), path, sync)
+    }
+
+    fn spawn(mut file: Option<std::fs::File>, path: PathBuf, sync: bool) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<Bytes>(PIPELINE_CHUNKS);
+        let thread_path = path.clone();
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut hash = DigestWriter::default();
+            let mut size = 0u64;
+            while let Some(chunk) = receiver.blocking_recv() {
+                hash.update(&chunk);
+                size += chunk.len() as u64;
+                if let Some(file) = &mut file {
+                    file.write_all(&chunk)
+                        .map_err(|e| Error::io(&thread_path, e))?;
+                }
+            }
+            if let Some(file) = &file
+                && sync
+            {
+                file.sync_all().map_err(|e| Error::io(&thread_path, e))?;
+            }
+            Ok((hash.finish(), size))
+        });
+        Self {
+            chunks: Some(sender),
+            thread: Some(thread),
+            path,
+        }
+    }
+
+    /// Queues a chunk; fails with the thread's error if it stopped (a write failed).
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let sent = match &self.chunks {
+            Some(chunks) => chunks.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        self.chunks = None;
+        match self.join().await {
+            Err(error) => Err(error),
+            Ok(_) => Err(Error::io(
+                &self.path,
+                std::io::Error::other("the hashing thread stopped"),
+            )),
+        }
+    }
+
+    /// Waits for everything queued to be hashed (and written); returns its digest and size.
+    pub async fn finish(mut self) -> Result<(Digest, u64)> {
+        self.chunks = None;
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<(Digest, u64)> {
+        let Some(thread) = self.thread.take() else {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other("the hashing thread already finished"),
+            ));
+        };
+        thread
+            .await
+            .map_err(|e| Error::io(&self.path, std::io::Error::other(e.to_string())))?
+    }
+}
+
+/// Reads `file` in chunks of [`READ_CHUNK_BYTES`] on a blocking thread, a few chunks ahead of the
+/// consumer. With `check`, it hashes them too and ends with an error if they do not hash to it.
+pub fn read_file(mut file: std::fs::File, path: PathBuf, check: Option<Digest>) -> BlobStream {
+    let (sender, receiver) = mpsc::channel(PIPELINE_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut hash = check.map(|_| DigestWriter::default());
+        loop {
+            // `read_to_end` fills the capacity without zeroing it first.
+            let mut chunk = Vec::with_capacity(READ_CHUNK_BYTES);
+            match (&mut file)
+                .take(READ_CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk)
+            {
+                Ok(0) => break,
+                Ok(_) => {
+                    if let Some(hash) = &mut hash {
+                        hash.update(&chunk);
+                    }
+                    if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(Error::io(&path, error)));
+                    return;
+                }
+            }
+        }
+        if let (Some(expected), Some(hash)) = (check, hash)
+            && let Err(error) = verify(&expected, &hash.finish())
+        {
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    ReceiverStream::new(receiver).boxed()
+}
 
 // ---------------------------------------------------------------------------------------------------
 // In memory.
@@ -162,40 +304,50 @@ struct MemoryWriter {
     store: MemoryBlobStore,
     expected: Digest,
     chunks: Vec<Bytes>,
-    hash: DigestWriter,
+    hash: HashingSink,
 }
 
 #[async_trait]
 impl BlobWriter for MemoryWriter {
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
-        self.hash.update(&bytes);
-        if !bytes.is_empty() {
-            self.chunks.push(bytes);
+        if bytes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // A clone of `Bytes` shares the chunk: the hashing thread and the store see the same bytes.
+        self.chunks.push(bytes.clone());
+        self.hash.write(bytes).await
     }
 
     async fn commit(self: Box<Self>) -> Result<u64> {
-        verify(&self.expected, &self.hash.finish())?;
-        let size = self.chunks.iter().map(|c| c.len() as u64).sum();
-        self.store
-            .lock()?
-            .insert(self.expected, Arc::new(self.chunks));
+        let MemoryWriter {
+            store,
+            expected,
+            chunks,
+            hash,
+        } = *self;
+        let (actual, size) = hash.finish().await?;
+        verify(&expected, &actual)?;
+        store.lock()?.insert(expected, Arc::new(chunks));
         Ok(size)
     }
 }
 
-/// Streams stored chunks (split to at most [`READ_CHUNK_BYTES`]), hashing them on the way and
-/// failing at the end if they no longer hash to `digest`, like a read from disk.
-fn verified_chunks(digest: Digest, chunks: StoredChunks) -> BlobStream {
-    let pieces: Vec<Bytes> = chunks
+/// Stored chunks split to at most [`READ_CHUNK_BYTES`] (slices share the bytes, nothing is copied).
+fn pieces_of(chunks: &StoredChunks) -> Vec<Bytes> {
+    chunks
         .iter()
         .flat_map(|chunk| {
             (0..chunk.len())
                 .step_by(READ_CHUNK_BYTES)
                 .map(|start| chunk.slice(start..(start + READ_CHUNK_BYTES).min(chunk.len())))
         })
-        .collect();
+        .collect()
+}
+
+/// Streams stored chunks, hashing them on the way and failing at the end if they no longer hash to
+/// `digest`, like a read from disk.
+fn verified_chunks(digest: Digest, chunks: StoredChunks) -> BlobStream {
+    let pieces = pieces_of(&chunks);
     let state = Some((pieces.into_iter(), DigestWriter::default()));
     futures::stream::unfold(state, move |state| async move {
         let (mut pieces, mut hash) = state?;
@@ -223,17 +375,26 @@ impl BlobStore for MemoryBlobStore {
             store: self.clone(),
             expected,
             chunks: Vec::new(),
-            hash: DigestWriter::default(),
+            hash: HashingSink::hash_only(),
         }))
     }
 
     async fn read(&self, digest: &Digest) -> Result<BlobStream> {
-        let bytes = self
-            .lock()?
+        Ok(verified_chunks(*digest, self.chunks_of(digest)?))
+    }
+
+    async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream> {
+        let pieces = pieces_of(&self.chunks_of(digest)?);
+        Ok(futures::stream::iter(pieces.into_iter().map(Ok)).boxed())
+    }
+}
+
+impl MemoryBlobStore {
+    fn chunks_of(&self, digest: &Digest) -> Result<StoredChunks> {
+        self.lock()?
             .get(digest)
             .cloned()
-            .ok_or_else(|| Error::BlobNotFound(digest.to_string()))?;
-        Ok(verified_chunks(*digest, bytes))
+            .ok_or_else(|| Error::BlobNotFound(digest.to_string()))
     }
 }
 
@@ -268,35 +429,26 @@ impl DiskBlobStore {
 struct DiskWriter {
     final_path: PathBuf,
     temp: tempfile::TempPath,
-    file: tokio::fs::File,
     expected: Digest,
-    hash: DigestWriter,
-    size: u64,
+    /// Hashes and writes the temporary file, and syncs it at the end.
+    sink: HashingSink,
 }
 
 #[async_trait]
 impl BlobWriter for DiskWriter {
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
-        self.hash.update(&bytes);
-        self.size += bytes.len() as u64;
-        self.file
-            .write_all(&bytes)
-            .await
-            .map_err(|e| Error::io(&*self.temp, e))
+        self.sink.write(bytes).await
     }
 
     async fn commit(self: Box<Self>) -> Result<u64> {
         let DiskWriter {
             final_path,
             temp,
-            file,
             expected,
-            hash,
-            size,
+            sink,
         } = *self;
-        verify(&expected, &hash.finish())?;
-        file.sync_all().await.map_err(|e| Error::io(&*temp, e))?;
-        drop(file);
+        let (actual, size) = sink.finish().await?;
+        verify(&expected, &actual)?;
         if let Some(folder) = final_path.parent() {
             tokio::fs::create_dir_all(folder)
                 .await
@@ -318,58 +470,121 @@ impl BlobStore for DiskBlobStore {
 
     async fn writer(&self, expected: Digest) -> Result<Box<dyn BlobWriter>> {
         let folder = self.root.join("tmp");
-        let temp = tempfile::Builder::new()
+        let (file, temp) = tempfile::Builder::new()
             .prefix(".blob-")
             .suffix(".partial")
             .tempfile_in(&folder)
             .map_err(|e| Error::io(&folder, e))?
-            .into_temp_path();
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&temp)
-            .await
-            .map_err(|e| Error::io(&*temp, e))?;
+            .into_parts();
         Ok(Box::new(DiskWriter {
             final_path: self.path_of(&expected),
+            sink: HashingSink::to_file(file, temp.to_path_buf(), true),
             temp,
-            file,
             expected,
-            hash: DigestWriter::default(),
-            size: 0,
         }))
     }
 
     async fn read(&self, digest: &Digest) -> Result<BlobStream> {
+        let (file, path) = self.open_blob(digest).await?;
+        Ok(read_file(file, path, Some(*digest)))
+    }
+
+    async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream> {
+        let (file, path) = self.open_blob(digest).await?;
+        Ok(read_file(file, path, None))
+    }
+}
+
+impl DiskBlobStore {
+    async fn open_blob(&self, digest: &Digest) -> Result<(std::fs::File, PathBuf)> {
         let path = self.path_of(digest);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok((file.into_std().await, path)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::BlobNotFound(digest.to_string()));
+                Err(Error::BlobNotFound(digest.to_string()))
             }
-            Err(error) => return Err(Error::io(&path, error)),
-        };
-        let state = Some((file, DigestWriter::default(), path, *digest));
-        Ok(futures::stream::unfold(state, |state| async move {
-            let (mut file, mut hash, path, digest) = state?;
-            let mut buffer = vec![0u8; READ_CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < buffer.len() {
-                match file.read(&mut buffer[filled..]).await {
-                    Ok(0) => break,
-                    Ok(read) => filled += read,
-                    Err(error) => return Some((Err(Error::io(&path, error)), None)),
-                }
-            }
-            if filled == 0 {
-                return verify(&digest, &hash.finish())
-                    .err()
-                    .map(|error| (Err(error), None));
-            }
-            buffer.truncate(filled);
-            hash.update(&buffer);
-            Some((Ok(Bytes::from(buffer)), Some((file, hash, path, digest))))
-        })
-        .boxed())
+            Err(error) => Err(Error::io(&path, error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three and a half read chunks of bytes that differ from chunk to chunk.
+    fn blob() -> Vec<u8> {
+        (0..READ_CHUNK_BYTES * 7 / 2)
+            .map(|i| (i % 251) as u8 ^ (i / READ_CHUNK_BYTES) as u8)
+            .collect()
+    }
+
+    async fn collect(mut stream: BlobStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("chunk");
+            assert!(chunk.len() <= READ_CHUNK_BYTES);
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transfer_reads_give_the_stored_bytes_in_both_stores() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores: Vec<Arc<dyn BlobStore>> = vec![
+            Arc::new(MemoryBlobStore::new()),
+            Arc::new(DiskBlobStore::open(dir.path()).expect("disk store")),
+        ];
+        let bytes = blob();
+        for store in stores {
+            let digest = put_bytes(store.as_ref(), &bytes).await.expect("put");
+            let sent = collect(store.read_for_transfer(&digest).await.expect("read")).await;
+            assert_eq!(Digest::of(&sent), digest);
+            assert_eq!(sent.len(), bytes.len());
+            assert!(matches!(
+                store.read_for_transfer(&Digest::of(b"absent")).await,
+                Err(Error::BlobNotFound(_))
+            ));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_hashes_and_writes_every_chunk_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("blob");
+        let file = std::fs::File::create(&path).expect("create");
+        let mut sink = HashingSink::to_file(file, path.clone(), true);
+        let bytes = Bytes::from(blob());
+        for start in (0..bytes.len()).step_by(300_001) {
+            sink.write(bytes.slice(start..(start + 300_001).min(bytes.len())))
+                .await
+                .expect("write");
+        }
+        let (digest, size) = sink.finish().await.expect("finish");
+        assert_eq!(digest, Digest::of(&bytes));
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("read back"), bytes.to_vec());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_read_of_changed_bytes_fails_at_the_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = DiskBlobStore::open(dir.path()).expect("disk store");
+        let bytes = blob();
+        let digest = put_bytes(&store, &bytes).await.expect("put");
+        let mut changed = bytes.clone();
+        changed[READ_CHUNK_BYTES + 7] ^= 1;
+        std::fs::write(store.path_of(&digest), &changed).expect("change the file");
+        let mut stream = store.read(&digest).await.expect("read");
+        let mut items = Vec::new();
+        while let Some(item) = stream.next().await {
+            items.push(item);
+        }
+        assert_eq!(items.iter().filter(|item| item.is_ok()).count(), 4);
+        assert!(matches!(
+            items.last(),
+            Some(Err(Error::DigestMismatch { .. }))
+        ));
     }
 }

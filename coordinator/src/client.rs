@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::io::Read as _;
+
 use futures::StreamExt;
 use lathe_proto::v1;
 use lathe_proto::v1::job_api_client::JobApiClient;
 use lathe_proto::v1::worker_api_client::WorkerApiClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
-use crate::blob::{Digest, DigestWriter, verify};
+use crate::blob::{Digest, DigestWriter, HashingSink, read_file, verify};
 use crate::error::{Error, Result};
 use crate::grpc::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 
@@ -149,64 +150,58 @@ impl FarmClient {
     }
 }
 
-/// The SHA-256 of a file, read in chunks.
+/// The SHA-256 of a file, read in chunks on a blocking thread.
 pub async fn digest_file(path: &Path) -> Result<Digest> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let mut hash = DigestWriter::default();
-    let mut buffer = vec![0u8; lathe_proto::CHUNK_BYTES];
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .await
-            .map_err(|e| Error::io(path, e))?;
-        if read == 0 {
-            return Ok(hash.finish());
+    let file_path = path.to_path_buf();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut hash = DigestWriter::default();
+        let mut buffer = vec![0u8; lathe_proto::CHUNK_BYTES];
+        loop {
+            match file.read(&mut buffer) {
+                Ok(0) => return Ok(hash.finish()),
+                Ok(read) => hash.update(&buffer[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(Error::io(&path, error)),
+            }
         }
-        hash.update(&buffer[..read]);
-    }
+    })
+    .await
+    .map_err(|e| Error::io(file_path, std::io::Error::other(e.to_string())))?
 }
 
-/// A file as a stream of chunks for upload; the first carries `digest`.
+/// A file as a stream of chunks for upload, read a few chunks ahead on a blocking thread; the first
+/// message carries `digest` (and no bytes). A read error ends the stream early, which the
+/// receiver's digest check then refuses.
 pub async fn file_chunks(
     path: &Path,
     digest: Digest,
 ) -> Result<impl futures::Stream<Item = v1::BlobChunk> + Send + 'static> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let state = Some((file, true));
-    Ok(futures::stream::unfold(state, move |state| async move {
-        let (mut file, first) = state?;
-        let mut buffer = vec![0u8; lathe_proto::CHUNK_BYTES];
-        let mut filled = 0;
-        while filled < buffer.len() {
-            match file.read(&mut buffer[filled..]).await {
-                Ok(0) => break,
-                Ok(read) => filled += read,
-                // The upload then ends short; the coordinator's digest check refuses it.
-                Err(_) => break,
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let header = v1::BlobChunk {
+        digest: digest.to_string(),
+        data: bytes::Bytes::new(),
+    };
+    let chunks = read_file(file, path.to_path_buf(), None)
+        .take_while(|chunk| {
+            if let Err(error) = chunk {
+                tracing::warn!(%error, "upload cut short");
             }
-        }
-        if filled == 0 && !first {
-            return None;
-        }
-        buffer.truncate(filled);
-        let chunk = v1::BlobChunk {
-            digest: if first {
-                digest.to_string()
-            } else {
-                String::new()
-            },
-            data: bytes::Bytes::from(buffer),
-        };
-        Some((chunk, Some((file, false))))
-    }))
+            std::future::ready(chunk.is_ok())
+        })
+        .filter_map(|chunk| {
+            std::future::ready(chunk.ok().map(|data| v1::BlobChunk {
+                digest: String::new(),
+                data,
+            }))
+        });
+    Ok(futures::stream::iter([header]).chain(chunks))
 }
 
 /// Writes a streamed blob to `path` via a temporary file, verifying its digest against `expected`
-/// before renaming it into place. Returns its size in bytes.
+/// before renaming it into place. Returns its size in bytes. Hashing and writing run on a blocking
+/// thread while the next chunk arrives.
 pub async fn receive_to_file(
     mut stream: tonic::Streaming<v1::BlobChunk>,
     expected: &str,
@@ -218,20 +213,13 @@ pub async fn receive_to_file(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = tempfile::Builder::new()
+    let (file, temp) = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .tempfile_in(folder)
         .map_err(|e| Error::io(folder, e))?
-        .into_temp_path();
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&temp)
-        .await
-        .map_err(|e| Error::io(&*temp, e))?;
-    let mut hash = DigestWriter::default();
-    let mut size = 0u64;
+        .into_parts();
+    let mut sink = HashingSink::to_file(file, temp.to_path_buf(), false);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if !chunk.digest.is_empty() && chunk.digest != expected.to_string() {
@@ -240,15 +228,12 @@ pub async fn receive_to_file(
                 actual: chunk.digest,
             });
         }
-        hash.update(&chunk.data);
-        size += chunk.data.len() as u64;
-        file.write_all(&chunk.data)
-            .await
-            .map_err(|e| Error::io(&*temp, e))?;
+        if !chunk.data.is_empty() {
+            sink.write(chunk.data).await?;
+        }
     }
-    verify(&expected, &hash.finish())?;
-    file.flush().await.map_err(|e| Error::io(&*temp, e))?;
-    drop(file);
+    let (actual, size) = sink.finish().await?;
+    verify(&expected, &actual)?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(size)
 }

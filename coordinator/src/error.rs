@@ -79,6 +79,9 @@ pub enum Error {
     /// The engine refused a profile or failed on a track.
     #[error(transparent)]
     Engine(#[from] lathe_engine::Error),
+    /// Logging or the OpenTelemetry exporter could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
 }
 
 impl Error {
@@ -126,7 +129,9 @@ impl From<Error> for tonic::Status {
             Error::Queue(_) | Error::State(_) | Error::Connect { .. } => {
                 tonic::Status::unavailable(message)
             }
-            Error::Io { .. } | Error::CorruptRecord { .. } => tonic::Status::internal(message),
+            Error::Io { .. } | Error::CorruptRecord { .. } | Error::Telemetry(_) => {
+                tonic::Status::internal(message)
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod record;
 pub mod service;
 pub mod signal;
 pub mod state;
+pub mod telemetry;
 pub mod testing;
 pub mod trace;
 

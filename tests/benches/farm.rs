@@ -10,12 +10,16 @@
 //!    by that binary's `lathe master -j 2` (the thread pool before `lathe master` ran on the embedded
 //!    farm): wall times, and the time from submit to the first task running (from the coordinator's
 //!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`).
+//!
+//! `LATHE_BENCH_ONLY=streaming` (or `farm`) runs only that measurement, to profile it.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lathe_coordinator::blob::MemoryBlobStore;
+use lathe_coordinator::client::FarmClient;
+use lathe_proto::v1;
 use lathe_tests::farm::{Binaries, Farm, FarmOptions, write_catalogue};
 use lathe_tests::lathe;
 
@@ -165,7 +169,8 @@ fn baseline_master(binary: &str, sources: &Path, out: &Path) -> f64 {
 }
 
 /// Seconds a fresh real farm takes from upload to the job's end, and milliseconds from submit to
-/// its first task running.
+/// its first task running. The end is seen on the job's watch stream (as `lathe submit --watch` sees
+/// it), not by polling, so that the figure carries no polling interval.
 fn real_farm(sources: &Path) -> Option<(f64, f64)> {
     let mut farm = Farm::start(BINARIES, FarmOptions::default())?;
     farm.start_worker("w1");
@@ -176,18 +181,22 @@ fn real_farm(sources: &Path) -> Option<(f64, f64)> {
     assert_eq!(outcome.status, 0, "{}", outcome.stderr);
     let job: serde_json::Value = serde_json::from_str(&outcome.stdout).expect("json");
     let job = job["job_id"].as_str().expect("job id").to_owned();
-    let last = farm.wait_for_status(&job, Duration::from_secs(600), |s| s["state"] != "running");
+    let last = runtime().block_on(async {
+        let client = FarmClient::connect(&farm.url()).await.expect("connect");
+        lathe_worker::embedded::wait_for_job(&client, &job)
+            .await
+            .expect("watch the job")
+    });
     let farm_s = started.elapsed().as_secs_f64();
-    assert_eq!(last["state"], "succeeded", "{last:#}");
-    let submitted = last["submitted_unix_ms"].as_u64().expect("submitted");
-    let first = last["tasks"]
-        .as_array()
-        .expect("tasks")
+    assert_eq!(last.state(), v1::JobState::Succeeded, "{last:#?}");
+    let first = last
+        .tasks
         .iter()
-        .filter_map(|t| t["started_unix_ms"].as_u64())
+        .map(|t| t.started_unix_ms)
+        .filter(|&ms| ms > 0)
         .min()
         .expect("a task started");
-    Some((farm_s, first.saturating_sub(submitted) as f64))
+    Some((farm_s, first.saturating_sub(last.submitted_unix_ms) as f64))
 }
 
 fn farm_against_local(dir: &Path) {
@@ -236,8 +245,14 @@ fn farm_against_local(dir: &Path) {
     }
 }
 
+/// `LATHE_BENCH_ONLY=streaming` or `=farm` runs one of the two measurements (for profiling one).
 fn main() {
+    let only = std::env::var("LATHE_BENCH_ONLY").unwrap_or_default();
     let dir = tempfile::tempdir().expect("temp dir");
-    streaming_throughput(dir.path());
-    farm_against_local(dir.path());
+    if only != "farm" {
+        streaming_throughput(dir.path());
+    }
+    if only != "streaming" {
+        farm_against_local(dir.path());
+    }
 }

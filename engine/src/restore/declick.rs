@@ -10,8 +10,12 @@
 //! with a multiple of a robust local deviation (1.4826 times the median absolute error of each
 //! 256-sample sub-block), so loud passages and transients raise their own threshold; detections
 //! closer than a fusion gap form one burst. Bursts longer than the longest click are left alone
-//! (they are programme, e.g. a drum attack). After repairing, the model is refitted on the repaired
-//! window and the segment is searched again for what the first pass missed.
+//! (they are programme, e.g. a drum attack). Two more checks keep clean music untouched (real
+//! recordings' attacks are what the detector mistakes for clicks): the prediction error must have
+//! settled back to the local deviation right after the burst (a click ends, an attack goes on), and
+//! the repair must cut the prediction-error energy around it by a factor that grows with the
+//! samples rebuilt. After repairing, the model is refitted on the repaired window and the segment is
+//! searched again for what the first pass missed.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +34,16 @@ const SIGMA_FLOOR: f64 = 1e-6;
 /// A repair is kept only if it divides the prediction-error energy around it by at least this:
 /// large clicks do by far, an attack mistaken for one does not.
 const MIN_RESIDUAL_DROP: f64 = 10.0;
+/// A wide repair must cut the prediction-error energy by this per rebuilt sample: on real music,
+/// attacks taken for 20-50 sample clicks cut it 10-40 times, true clicks of that width far more.
+const MIN_DROP_PER_SAMPLE: f64 = 0.75;
+/// Largest RMS prediction error after a click, in robust deviations of its sub-block: after true
+/// clicks it measures 0.5-1.1; after the attacks the detector flags on clean music, 1.3 to 1000s.
+const SETTLE_RATIO: f64 = 2.0;
 /// 1 / Phi^-1(3/4): turns a median absolute deviation into a standard deviation for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
+/// Frames after a click (and the model order) whose prediction error must have settled.
+const SETTLE_FRAMES: usize = 64;
 
 /// `[restore.declick]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +92,11 @@ pub(crate) struct ClickSettings {
     pub passes: usize,
     /// A repair is kept only if it divides the prediction-error energy around it by this.
     pub min_residual_drop: f64,
+    /// ... and by this per rebuilt sample, if more.
+    pub min_drop_per_sample: f64,
+    /// A burst is left alone when the RMS prediction error over the [`SETTLE_FRAMES`] after it
+    /// exceeds this many robust deviations (infinity: no check).
+    pub settle_ratio: f64,
 }
 
 /// The detection and repair engine behind [`Declicker`] and [`super::decrackle::Decrackler`].
@@ -262,16 +279,29 @@ fn repair_segment(
         // Samples before the segment have been output already: the repair starts at the segment.
         let lo = click_start.saturating_sub(settings.pad_frames).max(history);
         let hi = (click_end + settings.pad_frames).min(len - p - 1);
-        if hi + 1 - lo <= settings.max_click_frames + 2 * settings.pad_frames {
+        // Music whose prediction error stays high after the burst (an attack, a new note) is
+        // not a click: a click's error ends with it.
+        let post_lo = (hi + p + 1).min(end);
+        let post_hi = (post_lo + SETTLE_FRAMES).min(end);
+        let scale =
+            settings.settle_ratio * sigma[(click_start.max(start) - start) / SUBBLOCK_FRAMES];
+        let settle_energy: f64 = forward[post_lo..post_hi].iter().map(|e| e * e).sum();
+        let unsettled = settle_energy > scale * scale * (post_hi - post_lo) as f64;
+        if hi + 1 - lo <= settings.max_click_frames + 2 * settings.pad_frames && !unsettled {
             missing.clear();
             missing.extend(lo..=hi);
             let span = lo..(hi + p + 1).min(len);
-            let before = residual_energy(model, window, span.clone());
+            let before = model.residual_energy(window, span.clone());
             scratch[..missing.len()].copy_from_slice(&window[lo..=hi]);
             model.interpolate(window, missing, None);
             // A click adds energy the model cannot predict: taking it out must cut the prediction
-            // error by far. Programme mistaken for a click (an attack) barely does; keep it.
-            if residual_energy(model, window, span) * settings.min_residual_drop > before {
+            // error by far, and by more the more samples are rebuilt (any interpolation lowers it).
+            // Programme mistaken for a click (an attack) barely does; keep it.
+            let min_drop = settings
+                .min_residual_drop
+                .max(settings.min_drop_per_sample * missing.len() as f64);
+            let weak = model.residual_energy(window, span) * min_drop > before;
+            if weak {
                 window[lo..=hi].copy_from_slice(&scratch[..missing.len()]);
             } else {
                 if regions.len() < regions.capacity() {
@@ -284,22 +314,6 @@ fn repair_segment(
         n = last_any + 1;
     }
     repaired
-}
-
-/// Prediction-error energy of `x` over `range` (which must start at the model order or later).
-fn residual_energy(model: &ArModel, x: &[f64], range: std::ops::Range<usize>) -> f64 {
-    let a = model.coefficients();
-    range
-        .map(|n| {
-            let prediction: f64 = a
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(k, &c)| c * x[n - k])
-                .sum();
-            (x[n] - prediction).powi(2)
-        })
-        .sum()
 }
 
 /// The declick stage.
@@ -328,6 +342,8 @@ impl Declicker {
             pad_frames: 2,
             passes: 2,
             min_residual_drop: MIN_RESIDUAL_DROP,
+            min_drop_per_sample: MIN_DROP_PER_SAMPLE,
+            settle_ratio: SETTLE_RATIO,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),
@@ -407,9 +423,9 @@ pub(crate) mod tests {
         Declicker::new(&DeclickConfig::default(), 2, 44_100, 4096).unwrap()
     }
 
-    /// Clicks of 1-40 samples on synthetic pop: recall at least 0.55 (a click counts when its worst
+    /// Clicks of 1-40 samples on synthetic pop: recall at least 0.58 (a click counts when its worst
     /// sample is repaired to within a quarter of its damage), no more repairs than clicks, SI-SDR up
-    /// at least 4 dB. Measured: recall 0.61, 154 repairs for 241 clicks (adjacent clicks fuse),
+    /// at least 4.5 dB. Measured: recall 0.61, 149 repairs for 241 clicks (adjacent clicks fuse),
     /// 16.0 -> 20.9 dB. The aim was recall 0.95 and +15 dB: wide clicks are interpolated too
     /// loosely to meet the quarter criterion; these bounds guard today's behaviour.
     #[test]
@@ -436,7 +452,7 @@ pub(crate) mod tests {
         }
         let recall = found as f64 / clicks.len() as f64;
         assert!(
-            recall >= 0.55,
+            recall >= 0.58,
             "recall {recall:.3} of {} clicks",
             clicks.len()
         );
@@ -450,7 +466,7 @@ pub(crate) mod tests {
         );
         let before = mean_si_sdr(&clean, &damaged);
         let after = mean_si_sdr(&clean, &out);
-        assert!(after > before + 4.0, "SI-SDR {before:.1} -> {after:.1} dB");
+        assert!(after > before + 4.5, "SI-SDR {before:.1} -> {after:.1} dB");
     }
 
     #[test]
@@ -461,6 +477,37 @@ pub(crate) mod tests {
             let sdr = mean_si_sdr(&clean, &out);
             assert!(sdr >= 40.0, "{style:?}: SI-SDR {sdr:.1} dB");
         }
+    }
+
+    /// Struck notes starting abruptly out of a quiet tone: the onsets excite the prediction error
+    /// like clicks, but it stays high through the decay, so none is repaired.
+    #[test]
+    fn attacks_are_not_taken_for_clicks() {
+        let rate = 44_100;
+        let mut clean = AudioBlock::new(2, 3 * rate, rate as u32);
+        let mut rng = Lcg(21);
+        clean.set_frames(3 * rate);
+        for ch in 0..2 {
+            let samples = clean.channel_mut(ch);
+            for (n, x) in samples.iter_mut().enumerate() {
+                *x = (0.01 * (std::f64::consts::TAU * 220.0 * n as f64 / rate as f64).sin()) as f32;
+            }
+            for onset in (rate / 4..samples.len() - rate / 2).step_by(rate / 2) {
+                let f = 300.0 + 900.0 * rng.next();
+                for i in 0..rate / 2 {
+                    let t = i as f64 / rate as f64;
+                    let strike = 0.5 * (-t / 0.05).exp();
+                    let body = (std::f64::consts::TAU * f * t).sin() + 0.5 * (rng.next() - 0.5);
+                    samples[onset + i] += (strike * body) as f32;
+                }
+            }
+        }
+        let mut stage = declicker();
+        let out = run_aligned(&mut stage, &clean, &[4096]);
+        let repaired = stage.report().unwrap()["clicks_repaired"].as_u64().unwrap();
+        let sdr = mean_si_sdr(&clean, &out);
+        assert_eq!(repaired, 0);
+        assert!(sdr >= 40.0, "SI-SDR {sdr:.1} dB");
     }
 
     #[test]

@@ -78,6 +78,8 @@ impl Decrackler {
             pad_frames: 1,
             passes: 2,
             min_residual_drop: MIN_RESIDUAL_DROP,
+            min_drop_per_sample: 0.0,
+            settle_ratio: f64::INFINITY,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),

@@ -1,0 +1,122 @@
+//! Logging and OpenTelemetry for the farm's processes.
+//!
+//! [`Telemetry::init`] sets up what every farm binary needs: log lines on standard error (filtered by
+//! `LATHE_LOG`, default `info`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector (e.g.
+//! `http://127.0.0.1:4317`), every span exported to it over OTLP/gRPC with the process's
+//! `service.name`. The farm's spans already carry the W3C `traceparent` of their task
+//! ([`crate::trace`]); [`link`] makes it the span's remote parent, so a collector shows one trace per
+//! job with the coordinator's and every worker's spans in it. Without the variable nothing is
+//! exported and nothing is started.
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::error::{Error, Result};
+
+/// The environment variable naming the OTLP/gRPC collector (the OpenTelemetry convention).
+pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// The process's logging and exporter; spans still buffered are sent when it is dropped.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber for `service_name` (call once, from `main`, inside the Tokio
+    /// runtime: the exporter's gRPC client runs on it).
+    ///
+    /// # Errors
+    /// [`Error::Telemetry`] when the exporter cannot be built or a subscriber is already installed.
+    pub fn init(service_name: &str) -> Result<Self> {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("LATHE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let provider = match std::env::var(OTLP_ENDPOINT_VAR) {
+            Ok(endpoint) if !endpoint.trim().is_empty() => {
+                Some(exporting_provider(endpoint.trim(), service_name)?)
+            }
+            _ => None,
+        };
+        let spans = provider.as_ref().map(|provider| {
+            tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()))
+        });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(spans)
+            .try_init()
+            .map_err(|e| Error::Telemetry(e.to_string()))?;
+        Ok(Self { provider })
+    }
+
+    /// `true` when spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Flushes what is still buffered; a collector that went away is not worth a panic.
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// A tracer provider that batches spans to the OTLP/gRPC collector at `endpoint`, naming the
+/// process `service_name`.
+///
+/// # Errors
+/// [`Error::Telemetry`] when the exporter cannot be built (a malformed endpoint).
+pub fn exporting_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| Error::Telemetry(format!("OTLP exporter for {endpoint}: {e}")))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
+        .build())
+}
+
+/// Makes the task's `traceparent` (see [`crate::trace::traceparent`]) the remote parent of `span`,
+/// so that the exported span joins its job's trace. A malformed value, or a process that does not
+/// export, leaves the span as it is.
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let (Ok(trace), Ok(parent), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(parent),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return;
+    };
+    let remote = SpanContext::new(
+        trace,
+        parent,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    if remote.is_valid() {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+}
