@@ -1,11 +1,18 @@
 //! `lathe master MANIFEST.toml`: deliver a catalogue's albums and loose tracks to every outlet it
-//! asks for, with the delivery manifest and a report per album.
+//! asks for, with the delivery manifest and a report per album. The delivery is planned as the
+//! engine's task graph (`album::graph::DeliveryPlan`) and run on the embedded farm, the same code
+//! and the same bytes as `lathe submit MANIFEST` on a real farm.
 
 use std::path::Path;
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lathe_engine::album::deliver::deliver;
+use lathe_coordinator::client::FarmClient;
+use lathe_engine::album::deliver::DeliveryManifest;
+use lathe_engine::album::graph::DeliveryPlan;
 use lathe_engine::catalog::Catalogue;
+use lathe_proto::v1;
+use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
 
 use crate::master::{MasterArgs, check_output_folder};
 use crate::table::{Table, level};
@@ -44,22 +51,121 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         writeln!(streams.err, "lathe: {}", usage.0)?;
         return Ok(EXIT_USAGE);
     }
+    let plan = match DeliveryPlan::of(&catalogue) {
+        Ok(plan) => plan,
+        Err(error) => {
+            writeln!(streams.err, "lathe: {}: {error}", manifest.display())?;
+            return Ok(EXIT_USAGE);
+        }
+    };
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
+    let name = if catalogue.job.name.is_empty() {
+        "lathe master".to_owned()
+    } else {
+        catalogue.job.name.clone()
+    };
+    let job = DeliveryJob { catalogue, plan };
+    let manifest_out = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(deliver_on_embedded_farm(&job, &name, jobs, &args.out))?;
+    print_delivery(&manifest_out, &args.out, streams)
+}
+
+/// Runs the delivery's task graph on the embedded farm (the coordinator and `jobs` worker loops
+/// in this process), a spinner naming the running tasks; then writes the delivery into `out`.
+async fn deliver_on_embedded_farm(
+    job: &DeliveryJob,
+    name: &str,
+    jobs: usize,
+    out: &Path,
+) -> anyhow::Result<DeliveryManifest> {
+    // The blobs and the workers' scratch files, removed whatever happens.
+    let scratch = out.join(format!(".lathe-work-{}", std::process::id()));
+    let outcome = async {
+        let farm = EmbeddedFarm::start(jobs, &scratch).await?;
+        let outcome = async {
+            let job_id =
+                submit_delivery(&farm.client, job, name, job.catalogue.job.priority).await?;
+            let status = follow_with_spinner(&farm.client, &job_id).await?;
+            Ok::<_, anyhow::Error>(fetch_delivery(&farm.client, &status, out).await?)
+        }
+        .await;
+        farm.stop().await;
+        outcome
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+/// Follows the job to its end with a spinner: tasks done, and those running; returns its final
+/// status.
+async fn follow_with_spinner(client: &FarmClient, job_id: &str) -> anyhow::Result<v1::JobStatus> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let log = |line: &str| {
-        bar.set_message(line.trim().to_owned());
+    let mut updates = client
+        .jobs
+        .clone()
+        .watch(v1::JobRef {
+            job_id: job_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(status) = updates.message().await? {
+        let done = status
+            .tasks
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.state(),
+                    v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
+                )
+            })
+            .count();
+        let running: Vec<&str> = status
+            .tasks
+            .iter()
+            .filter(|t| t.state() == v1::TaskState::Running)
+            .map(|t| t.label.as_str())
+            .collect();
+        bar.set_message(format!(
+            "{done}/{} tasks; {}",
+            status.tasks.len(),
+            running.join(", ")
+        ));
         bar.tick();
-    };
-    let manifest_out = deliver(&catalogue, &args.out, jobs, &log)?;
+        let ended = status.state() != v1::JobState::Running;
+        last = Some(status);
+        if ended {
+            break;
+        }
+    }
     bar.finish_and_clear();
+    match last {
+        Some(status) if status.state() != v1::JobState::Running => Ok(status),
+        _ => anyhow::bail!("the embedded farm stopped before job {job_id} ended"),
+    }
+}
 
+/// Prints a delivery: a table of its files, each album's report and notes, failures and QC
+/// problems on stderr. Exit 0 only when nothing failed and every file passed QC.
+pub(crate) fn print_delivery(
+    manifest_out: &DeliveryManifest,
+    out: &Path,
+    streams: &mut Streams<'_>,
+) -> anyhow::Result<i32> {
     let mut table = Table::new(&["file", "LUFS", "dBTP", "QC"]);
     for file in &manifest_out.files {
         if file.kind == "ddp" {
@@ -82,7 +188,7 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
             streams.out,
             "{}: report {}",
             album.title,
-            args.out.join(&album.report).display()
+            out.join(&album.report).display()
         )?;
         for note in &album.notes {
             writeln!(streams.out, "  note: {note}")?;
@@ -92,7 +198,7 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         streams.out,
         "{} files delivered to {} (manifest: delivery.json)",
         manifest_out.files.len(),
-        args.out.display()
+        out.display()
     )?;
     for failure in &manifest_out.failures {
         writeln!(streams.err, "lathe: {failure}")?;

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lathe_coordinator::client::{DEFAULT_COORDINATOR, FarmClient};
+use lathe_engine::album::graph::DeliveryPlan;
+use lathe_engine::catalog::Catalogue;
 use lathe_engine::profile::Profile;
 use lathe_proto::v1;
+use lathe_worker::embedded::DeliveryJob;
 use serde_json::json;
 
 use crate::table::Table;
@@ -168,6 +171,7 @@ pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "blocklisted_workers": status.blocklisted_workers,
         "tasks": status.tasks.iter().map(|task| json!({
             "task_id": task.task_id,
+            "kind": task.kind,
             "source": task.source_name,
             "output": task.output_name,
             "state": task_state_name(task.state()),
@@ -178,6 +182,13 @@ pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
             "phase": task.phase,
             "fraction": task.fraction,
             "started_unix_ms": task.started_unix_ms,
+            "label": task.label,
+            "needs": task.needs,
+            "outputs": task.outputs.iter().map(|file| json!({
+                "path": file.path,
+                "digest": file.digest,
+                "delivered": file.delivered,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -229,140 +240,22 @@ fn folder_job(args: &SubmitArgs) -> Result<FarmJob, String> {
     })
 }
 
-/// A catalogue manifest as farm tasks: each album track and loose track is one render task with its
-/// profile and tags, its master named (and its bytes made) as `lathe master MANIFEST` makes the
-/// streaming outlet: `Album/streaming/NN Title.flac`, `tracks/streaming/stem.flac`. What needs the
-/// whole album (album loudness, fades, the CD, vinyl and lossy outlets, broadcast WAV paperwork) is
-/// not a farm task yet: such a manifest is refused, naming what is unsupported.
-fn manifest_job(manifest: &Path, args: &SubmitArgs) -> Result<FarmJob, String> {
-    use lathe_engine::album::deliver::file_name_for;
-    use lathe_engine::catalog::{Catalogue, LoudnessMode, Outlet};
-    use lathe_engine::tags::TrackTags;
+/// A catalogue manifest as a farm job: its delivery planned as the engine's task graph
+/// (`album::graph::DeliveryPlan`: every album, outlet and loose track), so that the farm delivers
+/// what `lathe master MANIFEST` delivers.
+struct DeliveryJobArgs {
+    name: String,
+    priority: i32,
+    job: DeliveryJob,
+}
 
+fn delivery_job(manifest: &Path, args: &SubmitArgs) -> Result<DeliveryJobArgs, String> {
     let mut catalogue = Catalogue::load(manifest).map_err(|e| e.to_string())?;
     if let Some(profile) = &args.profile {
         catalogue.job.profile = profile.clone();
     }
-    let profile = Profile::load(&catalogue.profile_for(None)).map_err(|e| e.to_string())?;
-    let mut unsupported = Vec::new();
-    let other_outlets: Vec<String> = catalogue
-        .job
-        .outlets
-        .iter()
-        .filter(|o| **o != Outlet::Streaming)
-        .map(ToString::to_string)
-        .collect();
-    if !other_outlets.is_empty() {
-        unsupported.push(format!(
-            "outlets {} (the farm renders the streaming outlet only)",
-            other_outlets.join(", ")
-        ));
-    }
-    if profile.output.format == lathe_engine::encode::Container::Wav {
-        unsupported.push(format!(
-            "WAV masters (profile {}: their broadcast-extension paperwork is written after the render)",
-            profile.name
-        ));
-    }
-    for album in &catalogue.albums {
-        if album.loudness == LoudnessMode::Album {
-            unsupported.push(format!(
-                "album loudness in {:?} (set loudness = \"track\" to level each track on its own)",
-                album.title
-            ));
-        }
-        if album
-            .tracks
-            .iter()
-            .any(|t| t.fade_in_s > 0.0 || t.fade_out_s > 0.0)
-        {
-            unsupported.push(format!("fades in {:?}", album.title));
-        }
-    }
-    if catalogue
-        .tracks
-        .iter()
-        .any(|t| t.fade_in_s > 0.0 || t.fade_out_s > 0.0)
-    {
-        unsupported.push("fades on loose tracks".to_owned());
-    }
-    if !unsupported.is_empty() {
-        return Err(format!(
-            "{}: not supported on the farm yet: {}; use `lathe master`",
-            manifest.display(),
-            unsupported.join("; ")
-        ));
-    }
-
-    let extension = profile.output.format.extension();
-    // A track's own profile keeps the job profile's output settings, as `lathe master` does.
-    let track_profile = |name: Option<&String>| -> Result<String, String> {
-        let Some(name) = name else {
-            return Ok(String::new());
-        };
-        let mut own =
-            Profile::load(&catalogue.profile_for(Some(name))).map_err(|e| e.to_string())?;
-        own.output = profile.output.clone();
-        Ok(own.to_toml())
-    };
-    let tags_json = |tags: &TrackTags| serde_json::to_string(tags).map_err(|e| e.to_string());
-    let mut tracks = Vec::new();
-    for album in &catalogue.albums {
-        let folder = file_name_for(&album.title);
-        let total = u32::try_from(album.tracks.len()).unwrap_or(u32::MAX);
-        for (index, track) in album.tracks.iter().enumerate() {
-            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            let tags = TrackTags {
-                title: Some(track.title.clone()),
-                artist: Some(track.artist.clone().unwrap_or_else(|| album.artist.clone())),
-                album: Some(album.title.clone()),
-                album_artist: Some(album.album_artist().to_owned()),
-                track_number: Some(number),
-                track_total: Some(total),
-                disc_number: Some(track.disc),
-                year: album.year,
-                genre: album.genre.clone(),
-                composer: track.composer.clone(),
-                isrc: track.isrc.clone(),
-                upc: album.upc.clone(),
-                copyright: album.copyright.clone(),
-                label: album.label.clone(),
-            };
-            let spec = v1::TrackSpec {
-                source_name: file_name(&track.file),
-                profile_toml: track_profile(track.profile.as_ref())?,
-                output_name: format!(
-                    "{folder}/streaming/{number:02} {}.{extension}",
-                    file_name_for(&track.title)
-                ),
-                tags_json: tags_json(&tags)?,
-                ..Default::default()
-            };
-            tracks.push((track.file.clone(), spec));
-        }
-    }
-    for track in &catalogue.tracks {
-        let tags = TrackTags {
-            title: track.title.clone(),
-            artist: track.artist.clone(),
-            composer: track.composer.clone(),
-            isrc: track.isrc.clone(),
-            ..TrackTags::default()
-        };
-        let stem = track
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let spec = v1::TrackSpec {
-            source_name: file_name(&track.file),
-            profile_toml: track_profile(track.profile.as_ref())?,
-            output_name: format!("tracks/streaming/{}.{extension}", file_name_for(&stem)),
-            tags_json: tags_json(&tags)?,
-            ..Default::default()
-        };
-        tracks.push((track.file.clone(), spec));
-    }
+    Profile::load(&catalogue.profile_for(None)).map_err(|e| e.to_string())?;
+    let plan = DeliveryPlan::of(&catalogue).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
         if catalogue.job.name.is_empty() {
             file_name(manifest)
@@ -370,11 +263,10 @@ fn manifest_job(manifest: &Path, args: &SubmitArgs) -> Result<FarmJob, String> {
             catalogue.job.name.clone()
         }
     });
-    Ok(FarmJob {
+    Ok(DeliveryJobArgs {
         name,
         priority: args.priority.unwrap_or(catalogue.job.priority),
-        profile,
-        tracks,
+        job: DeliveryJob { catalogue, plan },
     })
 }
 
@@ -386,13 +278,12 @@ fn file_name(path: &Path) -> String {
 
 /// `lathe submit`.
 pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
-    let planned = match args.inputs.as_slice() {
-        [manifest] if manifest.extension().is_some_and(|e| e == "toml") => {
-            manifest_job(manifest, args)
-        }
-        _ => folder_job(args),
-    };
-    let job = match planned {
+    if let [manifest] = args.inputs.as_slice()
+        && manifest.extension().is_some_and(|e| e == "toml")
+    {
+        return submit_delivery(manifest, args, streams);
+    }
+    let job = match folder_job(args) {
         Ok(job) => job,
         Err(message) => {
             writeln!(streams.err, "lathe: {message}")?;
@@ -420,6 +311,7 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 priority: job.priority,
                 profile_toml: job.profile.to_toml(),
                 tracks,
+                ..Default::default()
             })
             .await
             .map_err(rpc_error)?
@@ -441,6 +333,64 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
         }
         follow(&client, &job_id, args.json, streams).await
     })
+}
+
+/// `lathe submit MANIFEST`: the catalogue's delivery as one graph job.
+fn submit_delivery(
+    manifest: &Path,
+    args: &SubmitArgs,
+    streams: &mut Streams<'_>,
+) -> anyhow::Result<i32> {
+    let delivery = match delivery_job(manifest, args) {
+        Ok(delivery) => delivery,
+        Err(message) => {
+            writeln!(streams.err, "lathe: {message}")?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    runtime()?.block_on(async {
+        let client = connect(&args.coordinator).await?;
+        let job_id = lathe_worker::embedded::submit_delivery(
+            &client,
+            &delivery.job,
+            &delivery.name,
+            delivery.priority,
+        )
+        .await?;
+        if args.json && !args.watch {
+            writeln!(streams.out, "{}", json!({ "job_id": job_id }))?;
+        } else if !args.json {
+            writeln!(
+                streams.out,
+                "submitted job {job_id}: {} tasks delivering {} tracks to {}, priority {}",
+                delivery.job.plan.tasks.len(),
+                delivery.job.catalogue.track_count(),
+                delivery
+                    .job
+                    .catalogue
+                    .job
+                    .outlets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                delivery.priority
+            )?;
+        }
+        if !args.watch {
+            return Ok(EXIT_OK);
+        }
+        follow(&client, &job_id, args.json, streams).await
+    })
+}
+
+/// What a status line calls a task: a graph task's label, else its source's name.
+fn task_name(task: &v1::TaskStatus) -> &str {
+    if task.label.is_empty() {
+        &task.source_name
+    } else {
+        &task.label
+    }
 }
 
 /// `lathe watch`.
@@ -505,7 +455,7 @@ async fn follow(
                 (true, false) => {
                     let bar = bars.add(ProgressBar::new(1000));
                     bar.set_style(task_style.clone());
-                    bar.set_prefix(task.source_name.clone());
+                    bar.set_prefix(task_name(task).to_owned());
                     task_bars.insert(task.task_id.clone(), bar);
                 }
                 (false, true) => {
@@ -554,7 +504,7 @@ async fn follow(
             writeln!(
                 streams.err,
                 "lathe: {}: {}: {}",
-                task.source_name,
+                task_name(task),
                 task_state_name(task.state()),
                 task.last_error
             )?;
@@ -658,7 +608,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
         }
         let mut table = Table::new(&[
             "task",
-            "source",
+            "source or label",
             "state",
             "worker",
             "attempts",
@@ -672,7 +622,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             };
             table.row(vec![
                 task.task_id.clone(),
-                task.source_name.clone(),
+                task_name(task).to_owned(),
                 state,
                 task.worker_id.clone(),
                 task.attempts.to_string(),
@@ -697,6 +647,23 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
             .await
             .map_err(rpc_error)?
             .into_inner();
+        if !status.plan_digest.is_empty() {
+            let manifest =
+                lathe_worker::embedded::fetch_delivery(&client, &status, &args.out).await?;
+            if args.json {
+                writeln!(
+                    streams.out,
+                    "{}",
+                    json!({
+                        "job_id": status.job_id,
+                        "written": manifest.files.iter().map(|f| args.out.join(&f.path)).collect::<Vec<_>>(),
+                        "failures": manifest.failures,
+                    })
+                )?;
+                return Ok(if manifest.all_passed() { EXIT_OK } else { EXIT_FAILURES });
+            }
+            return crate::deliver::print_delivery(&manifest, &args.out, streams);
+        }
         let written = lathe_worker::embedded::fetch_outputs(&client, &status, &args.out).await?;
         job_report(&status, &args.out)?.write(&args.out)?;
         let missing: Vec<_> = status

@@ -347,6 +347,7 @@ async fn run_job(
             priority: 0,
             profile_toml: profile.to_toml(),
             tracks,
+            ..Default::default()
         })
         .await?
         .into_inner()

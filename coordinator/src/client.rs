@@ -131,6 +131,7 @@ impl FarmClient {
             priority,
             profile_toml,
             tracks,
+            ..Default::default()
         };
         Ok(self.jobs.clone().submit(request).await?.into_inner().job_id)
     }

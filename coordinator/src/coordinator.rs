@@ -18,6 +18,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::blob::BlobStore;
 use crate::error::{Error, Result};
+use crate::graph::{self, Readiness};
 use crate::plan::plan_job;
 use crate::queue::{QueueMessage, WorkQueue};
 use crate::record::{
@@ -195,6 +196,7 @@ impl Coordinator {
                 Ok(Some(_)) => {
                     tracing::warn!(task = %task.task_id, "task past its delivery limit: failed");
                     let _ = self.finish_job_if_done(&task.job_id).await;
+                    self.inner.dispatch.notify_one();
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, task = %task.task_id, "cannot fail task"),
@@ -225,6 +227,33 @@ impl Coordinator {
                     track.source_name, track.source_digest
                 )));
             }
+        }
+        for task in &request.graph {
+            for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
+                if !self
+                    .inner
+                    .blobs
+                    .contains(&crate::blob::Digest::parse(digest)?)
+                    .await?
+                {
+                    return Err(Error::InvalidRequest(format!(
+                        "source {name} ({digest}) of {:?} has not been uploaded",
+                        task.label
+                    )));
+                }
+            }
+        }
+        if !request.plan_digest.is_empty()
+            && !self
+                .inner
+                .blobs
+                .contains(&crate::blob::Digest::parse(&request.plan_digest)?)
+                .await?
+        {
+            return Err(Error::InvalidRequest(format!(
+                "the job's plan {} has not been uploaded",
+                request.plan_digest
+            )));
         }
         let job_id = self.new_job_id();
         let plan = plan_job(&job_id, request)?;
@@ -306,6 +335,7 @@ impl Coordinator {
                 .collect(),
             blocklisted_workers: job.blocklist.clone(),
             submitted_unix_ms: job.submitted_unix_ms,
+            plan_digest: job.plan_digest.clone(),
         }
     }
 
@@ -530,14 +560,61 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Fails the pending graph tasks of a job whose needs failed (in task order, so that a failure
+    /// reaches every task that depends on it in one pass), then ends the job if nothing is left.
+    async fn fail_blocked(&self, job_id: &str, tasks: &mut [TaskRecord]) -> Result<()> {
+        let mut failed = false;
+        for position in 0..tasks.len() {
+            if tasks[position].state != TaskState::Pending || !tasks[position].graph.is_graph() {
+                continue;
+            }
+            let Readiness::Blocked(reason) = graph::readiness(&tasks[position], tasks) else {
+                continue;
+            };
+            self.fail_pending(&tasks[position].id, &reason).await?;
+            tasks[position].state = TaskState::Failed;
+            tasks[position].last_error = reason;
+            failed = true;
+        }
+        if failed {
+            self.finish_job_if_done(job_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails a task that never ran (a need failed, or its work could not be resolved).
+    async fn fail_pending(&self, task_id: &str, reason: &str) -> Result<()> {
+        let moved = self
+            .update_task(task_id, |task| {
+                (task.state == TaskState::Pending).then(|| {
+                    task.state = TaskState::Failed;
+                    task.last_error = reason.to_owned();
+                })
+            })
+            .await?;
+        if moved.is_some() {
+            tracing::warn!(task = %task_id, %reason, "task failed before running");
+        }
+        Ok(())
+    }
+
     /// Puts ready tasks on the queue while workers have room: highest priority first, and among jobs
-    /// of equal priority the one with the fewest tasks queued or running (then the oldest).
+    /// of equal priority the one with the fewest tasks queued or running (then the oldest). A task
+    /// of a graph job is ready once every task it needs succeeded; its work is resolved from their
+    /// outcomes as it goes on the queue. One whose need failed fails without running.
     pub async fn dispatch_ready(&self) -> Result<usize> {
         let slots: u32 = self.worker_records().await?.iter().map(|w| w.slots).sum();
         let mut jobs: Vec<(JobRecord, Vec<TaskRecord>)> = Vec::new();
         for job in self.jobs().await? {
             if job.state == JobState::Running {
-                let tasks = self.tasks(&job.id).await?;
+                let mut tasks = self.tasks(&job.id).await?;
+                self.fail_blocked(&job.id, &mut tasks).await?;
+                if tasks.iter().all(|t| t.state.is_final()) {
+                    // Every task failed before running (a graph job whose sources the client
+                    // could not read): nothing else would end it.
+                    self.finish_job_if_done(&job.id).await?;
+                    continue;
+                }
                 jobs.push((job, tasks));
             }
         }
@@ -560,10 +637,10 @@ impl Coordinator {
         let free = (slots as usize).saturating_sub(running).max(1);
         let room = (free + self.inner.settings.queue_ahead as usize).saturating_sub(queued);
         let mut published = 0;
-        for _ in 0..room {
+        while published < room {
             let next = jobs
                 .iter_mut()
-                .filter(|(_, tasks)| tasks.iter().any(|t| t.state == TaskState::Pending))
+                .filter(|(_, tasks)| first_ready(tasks).is_some())
                 .min_by(|(a, a_tasks), (b, b_tasks)| {
                     (
                         std::cmp::Reverse(a.priority),
@@ -579,20 +656,41 @@ impl Coordinator {
             let Some((job, tasks)) = next else {
                 break;
             };
-            let Some(task) = tasks.iter_mut().find(|t| t.state == TaskState::Pending) else {
+            let Some(position) = first_ready(tasks) else {
                 break;
             };
+            let resolved = if tasks[position].graph.is_graph() {
+                match graph::resolve_task(&tasks[position], tasks) {
+                    Ok(resolved) => Some(resolved),
+                    Err(error) => {
+                        let reason = format!("{}: {error}", tasks[position].graph.label);
+                        self.fail_pending(&tasks[position].id, &reason).await?;
+                        tasks[position].state = TaskState::Failed;
+                        self.fail_blocked(&job.id, tasks).await?;
+                        self.finish_job_if_done(&job.id).await?;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let task = &mut tasks[position];
             let moved = self
                 .update_task(&task.id, |stored| {
                     (stored.state == TaskState::Pending).then(|| {
                         stored.state = TaskState::Queued;
+                        if let Some((work_json, inputs)) = &resolved {
+                            stored.graph.work_json.clone_from(work_json);
+                            stored.graph.inputs.clone_from(inputs);
+                        }
+                        stored.clone()
                     })
                 })
                 .await?;
             task.state = TaskState::Queued;
-            if moved.is_some() {
-                self.publish(task, job).await?;
-                tracing::debug!(task = %task.id, "task queued");
+            if let Some(stored) = moved {
+                self.publish(&stored, job).await?;
+                tracing::debug!(task = %stored.id, "task queued");
                 published += 1;
             }
         }
@@ -679,19 +777,45 @@ impl Coordinator {
         Ok(job.state == JobState::Cancelled)
     }
 
-    /// A worker finished a task and uploaded the master: records it.
+    /// A worker finished a task and uploaded its files (a track's master, or a graph task's
+    /// `outputs`): records it once every file is stored.
     pub async fn complete_task(
         &self,
         task_id: &str,
         worker_id: &str,
         output_digest: &str,
         report_json: &str,
+        outputs: &[v1::OutputFile],
     ) -> Result<()> {
-        let digest = crate::blob::Digest::parse(output_digest)?;
-        if !self.inner.blobs.contains(&digest).await? {
-            return Err(Error::InvalidRequest(format!(
-                "task {task_id}: the master {output_digest} has not been uploaded"
-            )));
+        let key = task_key(task_id)?;
+        let stored = self
+            .inner
+            .state
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let is_graph = decode::<TaskRecord>(&key, &stored.value)?.graph.is_graph();
+        let files = if is_graph {
+            graph::check_outputs(task_id, outputs, report_json)?
+        } else {
+            Vec::new()
+        };
+        let digests: Vec<&str> = if is_graph {
+            files.iter().map(|f| f.digest.as_str()).collect()
+        } else {
+            vec![output_digest]
+        };
+        for digest in digests {
+            if !self
+                .inner
+                .blobs
+                .contains(&crate::blob::Digest::parse(digest)?)
+                .await?
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "task {task_id}: its output {digest} has not been uploaded"
+                )));
+            }
         }
         self.update_task(task_id, |task| {
             if task.state.is_final() {
@@ -701,6 +825,7 @@ impl Coordinator {
             task.worker_id = worker_id.to_owned();
             task.output_digest = output_digest.to_owned();
             task.report_json = report_json.to_owned();
+            task.graph.outputs.clone_from(&files);
             Some(())
         })
         .await?;
@@ -770,4 +895,13 @@ impl Coordinator {
         }
         Ok(final_failure)
     }
+}
+
+/// The position of the first pending task that can go on the queue: a track's render, or a graph
+/// task whose needs all succeeded.
+fn first_ready(tasks: &[TaskRecord]) -> Option<usize> {
+    tasks.iter().position(|task| {
+        task.state == TaskState::Pending
+            && (!task.graph.is_graph() || graph::readiness(task, tasks) == Readiness::Ready)
+    })
 }

@@ -323,6 +323,7 @@ impl WorkerApi for WorkerService {
                 &request.worker_id,
                 &request.output_digest,
                 &request.report_json,
+                &request.outputs,
             )
             .instrument(span)
             .await?;

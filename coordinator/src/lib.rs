@@ -3,7 +3,7 @@
 //! - [`queue`], [`state`], [`blob`]: the work queue (NATS JetStream | in process), the state store
 //!   (etcd | in memory) and the blob store (coordinator disk | in memory), each a trait with two
 //!   implementations that pass one conformance suite.
-//! - [`coordinator`]: jobs, planning ([`plan`]), dispatch, failure handling; [`grpc`]: its services;
+//! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling; [`grpc`]: its services;
 //!   [`client`]: the client the CLI and workers use.
 //! - [`testing`]: real `nats-server` and `etcd` processes for tests.
 #![deny(missing_docs)]
@@ -12,6 +12,7 @@ pub mod blob;
 pub mod client;
 pub mod coordinator;
 pub mod error;
+pub mod graph;
 pub mod grpc;
 pub mod plan;
 pub mod queue;

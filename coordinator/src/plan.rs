@@ -1,6 +1,6 @@
 //! Planning a job into tasks. Loose tracks with track-mode loudness are one `render` task per track
-//! (the engine's `render::master_track`); album planning (album gain, sequencing) joins later as
-//! coordinator-side `plan` steps between `prepare` and `render` tasks.
+//! (the engine's `render::master_track`); a graph job (a catalogue delivery the client planned) is
+//! checked and stored as it came ([`crate::graph`]).
 
 use std::collections::HashMap;
 
@@ -50,6 +50,21 @@ pub struct Plan {
 /// Plans `request` as job `job_id`, checking every profile and file name first.
 pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
     let profile = Profile::from_toml(&request.profile_toml, "the job's profile")?;
+    if !request.graph.is_empty() {
+        if !request.tracks.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a job has tracks or a graph, not both".to_owned(),
+            ));
+        }
+        if !request.plan_digest.is_empty() {
+            crate::blob::Digest::parse(&request.plan_digest)?;
+        }
+        let tasks = crate::graph::plan_graph_tasks(job_id, &request.graph)?;
+        return Ok(Plan {
+            job: job_record(job_id, request, profile.name, tasks.len()),
+            tasks,
+        });
+    }
     if request.tracks.is_empty() {
         return Err(Error::InvalidRequest("the job has no tracks".to_owned()));
     }
@@ -118,29 +133,46 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 report_json: String::new(),
                 tags_json: track.tags_json.clone(),
                 started_unix_ms: 0,
+                graph: Default::default(),
             }
         })
         .collect::<Vec<_>>();
+    Ok(Plan {
+        job: job_record(job_id, request, profile.name, tasks.len()),
+        tasks,
+    })
+}
+
+/// The record of a job of `task_count` tasks, running from now.
+fn job_record(
+    job_id: &str,
+    request: &v1::SubmitJobRequest,
+    profile_name: String,
+    task_count: usize,
+) -> JobRecord {
     let name = if request.name.is_empty() {
-        format!("{} tracks", tasks.len())
+        let noun = if request.graph.is_empty() {
+            "tracks"
+        } else {
+            "tasks"
+        };
+        format!("{task_count} {noun}")
     } else {
         request.name.clone()
     };
-    Ok(Plan {
-        job: JobRecord {
-            id: job_id.to_owned(),
-            name,
-            priority: request.priority,
-            profile_toml: request.profile_toml.clone(),
-            profile_name: profile.name,
-            state: JobState::Running,
-            submitted_unix_ms: unix_ms(),
-            task_count: u32::try_from(tasks.len()).unwrap_or(u32::MAX),
-            consecutive_failures: Default::default(),
-            blocklist: Vec::new(),
-        },
-        tasks,
-    })
+    JobRecord {
+        id: job_id.to_owned(),
+        name,
+        priority: request.priority,
+        profile_toml: request.profile_toml.clone(),
+        profile_name,
+        state: JobState::Running,
+        submitted_unix_ms: unix_ms(),
+        task_count: u32::try_from(task_count).unwrap_or(u32::MAX),
+        consecutive_failures: Default::default(),
+        blocklist: Vec::new(),
+        plan_digest: request.plan_digest.clone(),
+    }
 }
 
 /// An output name given by the client: a relative path of normal components (folders allowed), so
@@ -187,6 +219,7 @@ mod tests {
                 source_name: source_name.to_owned(),
                 ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

@@ -106,6 +106,9 @@ pub struct JobRecord {
     /// Workers that get no more tasks of this job.
     #[serde(default)]
     pub blocklist: Vec<String>,
+    /// A graph job's plan blob, as the client submitted it (empty for a job of tracks).
+    #[serde(default)]
+    pub plan_digest: String,
 }
 
 /// One task of a job.
@@ -145,6 +148,77 @@ pub struct TaskRecord {
     /// When its first attempt started running (milliseconds since the Unix epoch), or 0.
     #[serde(default)]
     pub started_unix_ms: u64,
+    /// A graph task's part: empty for a track's render.
+    #[serde(flatten)]
+    pub graph: GraphPart,
+}
+
+/// What a task of a graph job has besides the common fields: its work, its sources, the tasks it
+/// needs and its files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GraphPart {
+    /// What a person sees in a status table.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// The engine's `graph::Work` as JSON: as planned, then resolved when the task is queued.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub work_json: String,
+    /// The source blobs it reads, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_digests: Vec<String>,
+    /// Their file names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_names: Vec<String>,
+    /// Indexes of the tasks that must succeed first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<u32>,
+    /// Indexes of the tasks whose files are its inputs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs_from: Vec<u32>,
+    /// Its inputs (the files of `inputs_from`), set when it is queued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<OutputRecord>,
+    /// The files it wrote, once succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
+}
+
+impl GraphPart {
+    /// True for a task of a graph job.
+    pub fn is_graph(&self) -> bool {
+        !self.work_json.is_empty()
+    }
+}
+
+/// A file a graph task wrote, stored as a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Relative to the delivery folder, `/`-separated.
+    pub path: String,
+    /// The blob.
+    pub digest: String,
+    /// False for an intermediate another task reads.
+    pub delivered: bool,
+}
+
+impl OutputRecord {
+    /// The protocol's value.
+    pub fn to_proto(&self) -> v1::OutputFile {
+        v1::OutputFile {
+            path: self.path.clone(),
+            digest: self.digest.clone(),
+            delivered: self.delivered,
+        }
+    }
+
+    /// From the protocol's value.
+    pub fn from_proto(file: &v1::OutputFile) -> Self {
+        Self {
+            path: file.path.clone(),
+            digest: file.digest.clone(),
+            delivered: file.delivered,
+        }
+    }
 }
 
 /// A worker's registration (under its lease).
@@ -236,10 +310,18 @@ impl TaskRecord {
             phase,
             fraction,
             started_unix_ms: self.started_unix_ms,
+            label: self.graph.label.clone(),
+            outputs: self
+                .graph
+                .outputs
+                .iter()
+                .map(OutputRecord::to_proto)
+                .collect(),
+            needs: self.graph.needs.clone(),
         }
     }
 
-    /// The message published on the work queue for it.
+    /// The message published on the work queue for it (a graph task's profiles are in its work).
     pub fn to_task(&self, job_profile_toml: &str) -> v1::Task {
         v1::Task {
             task_id: self.id.clone(),
@@ -248,12 +330,24 @@ impl TaskRecord {
             source_digest: self.source_digest.clone(),
             source_name: self.source_name.clone(),
             output_name: self.output_name.clone(),
-            profile_toml: if self.profile_toml.is_empty() {
+            profile_toml: if self.graph.is_graph() {
+                String::new()
+            } else if self.profile_toml.is_empty() {
                 job_profile_toml.to_owned()
             } else {
                 self.profile_toml.clone()
             },
             tags_json: self.tags_json.clone(),
+            label: self.graph.label.clone(),
+            work_json: self.graph.work_json.clone(),
+            source_digests: self.graph.source_digests.clone(),
+            source_names: self.graph.source_names.clone(),
+            inputs: self
+                .graph
+                .inputs
+                .iter()
+                .map(OutputRecord::to_proto)
+                .collect(),
         }
     }
 }

@@ -57,6 +57,7 @@ async fn job(fixture: &Fixture, name: &str, priority: i32, tracks: usize) -> Str
                 .expect("preset")
                 .to_toml(),
             tracks: specs,
+            ..Default::default()
         })
         .await
         .expect("submit")
@@ -305,4 +306,248 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
             .all(|t| t.state() == v1::TaskState::Cancelled)
     );
     assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 0);
+}
+
+/// A graph job of four tasks: `measure` of two sources (0 and 1), then task 2 needing both and
+/// taking task 1's files as inputs, then task 3 needing task 2.
+async fn graph_job(fixture: &Fixture) -> String {
+    use lathe_engine::album::graph::{MeasureWork, Work};
+    let mut specs = Vec::new();
+    for index in 0..4u32 {
+        let work = Work::Measure(MeasureWork {
+            album: "Northern Lights".to_owned(),
+            track: index as usize,
+        });
+        let digest = put_bytes(&fixture.blobs, format!("source {index}").as_bytes())
+            .await
+            .expect("blob");
+        let (needs, inputs_from) = match index {
+            2 => (vec![0, 1], vec![1]),
+            3 => (vec![2], vec![]),
+            _ => (vec![], vec![]),
+        };
+        specs.push(v1::GraphTaskSpec {
+            label: format!("Northern Lights / measure / {index}"),
+            kind: work.kind().to_owned(),
+            work_json: serde_json::to_string(&work).expect("work json"),
+            source_digests: vec![digest.to_string()],
+            source_names: vec![format!("{index}.wav")],
+            needs,
+            inputs_from,
+            error: String::new(),
+        });
+    }
+    fixture
+        .coordinator
+        .submit(&v1::SubmitJobRequest {
+            name: "graph".to_owned(),
+            profile_toml: lathe_engine::profile::Profile::preset("streaming")
+                .expect("preset")
+                .to_toml(),
+            graph: specs,
+            ..Default::default()
+        })
+        .await
+        .expect("submit")
+}
+
+/// The tasks on the queue, in order (handed back).
+async fn queued_tasks(queue: &MemoryQueue) -> Vec<v1::Task> {
+    let mut tasks = Vec::new();
+    for delivery in queue
+        .pull(100, Duration::from_millis(50))
+        .await
+        .expect("pull")
+    {
+        tasks.push(v1::Task::decode(delivery.payload.clone()).expect("task"));
+        delivery.ack().await.expect("ack");
+    }
+    tasks
+}
+
+/// Runs `task` on `worker` and completes it with `files` (uploaded first) in its outcome.
+async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
+    use lathe_engine::album::graph::{OutcomeFile, TaskOutcome};
+    let coordinator = &fixture.coordinator;
+    assert_eq!(
+        coordinator.start_task(task, "w1", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    let mut outcome = TaskOutcome::default();
+    let mut outputs = Vec::new();
+    for path in files {
+        let digest = put_bytes(&fixture.blobs, path.as_bytes())
+            .await
+            .expect("blob");
+        outputs.push(v1::OutputFile {
+            path: (*path).to_owned(),
+            digest: digest.to_string(),
+            delivered: false,
+        });
+        outcome.files.push(OutcomeFile {
+            path: (*path).to_owned(),
+            delivered: false,
+            kind: "float_master".to_owned(),
+            duration_s: Some(1.0),
+            integrated_lufs: None,
+            true_peak_dbtp: None,
+            qc: lathe_engine::render::QcVerdict {
+                passed: true,
+                issues: Vec::new(),
+            },
+            platforms: Vec::new(),
+            notes: Vec::new(),
+        });
+    }
+    let report = serde_json::to_string(&outcome).expect("outcome json");
+    coordinator
+        .complete_task(task, "w1", "", &report, &outputs)
+        .await
+        .expect("complete");
+}
+
+#[tokio::test]
+async fn a_graph_task_is_published_once_its_needs_succeeded_with_their_files_as_inputs() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let job_id = graph_job(&fixture).await;
+    register_worker(&fixture, "w1", 8).await;
+    let coordinator = &fixture.coordinator;
+
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let first: Vec<String> = queued_tasks(&fixture.queue)
+        .await
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(
+        first,
+        [format!("{job_id}.00000"), format!("{job_id}.00001")],
+        "only the tasks that need nothing"
+    );
+
+    complete_with_files(&fixture, &format!("{job_id}.00000"), &["a/0.wav"]).await;
+    coordinator.dispatch_ready().await.expect("dispatch");
+    assert!(
+        queued_tasks(&fixture.queue).await.is_empty(),
+        "task 2 still waits for task 1"
+    );
+
+    complete_with_files(
+        &fixture,
+        &format!("{job_id}.00001"),
+        &["b/1.wav", "b/2.wav"],
+    )
+    .await;
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let next = queued_tasks(&fixture.queue).await;
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].task_id, format!("{job_id}.00002"));
+    assert_eq!(next[0].kind, "measure");
+    assert_eq!(next[0].label, "Northern Lights / measure / 2");
+    assert_eq!(next[0].source_names, ["2.wav"]);
+    let inputs: Vec<&str> = next[0].inputs.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(inputs, ["b/1.wav", "b/2.wav"], "task 1's files, in order");
+
+    let status = coordinator.status(&job_id).await.expect("status");
+    assert_eq!(status.tasks[1].outputs.len(), 2);
+    assert_eq!(status.tasks[1].label, "Northern Lights / measure / 1");
+    assert_eq!(status.tasks[2].needs, [0, 1]);
+}
+
+#[tokio::test]
+async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
+    let settings = CoordinatorSettings {
+        max_attempts: 1,
+        ..CoordinatorSettings::default()
+    };
+    let fixture = fixture(settings);
+    let job_id = graph_job(&fixture).await;
+    register_worker(&fixture, "w1", 8).await;
+    let coordinator = &fixture.coordinator;
+    coordinator.dispatch_ready().await.expect("dispatch");
+    queued_tasks(&fixture.queue).await;
+
+    complete_with_files(&fixture, &format!("{job_id}.00000"), &["a/0.wav"]).await;
+    let failing = format!("{job_id}.00001");
+    assert_eq!(
+        coordinator
+            .start_task(&failing, "w1", 1)
+            .await
+            .expect("start"),
+        StartVerdict::Run
+    );
+    assert!(
+        coordinator
+            .fail_task(&failing, "w1", "1.wav: not an audio file")
+            .await
+            .expect("fail"),
+        "one attempt: failed for good"
+    );
+    coordinator.dispatch_ready().await.expect("dispatch");
+    assert!(queued_tasks(&fixture.queue).await.is_empty());
+
+    let status = coordinator.status(&job_id).await.expect("status");
+    let states: Vec<v1::TaskState> = status.tasks.iter().map(|t| t.state()).collect();
+    assert_eq!(
+        states,
+        [
+            v1::TaskState::Succeeded,
+            v1::TaskState::Failed,
+            v1::TaskState::Failed,
+            v1::TaskState::Failed
+        ]
+    );
+    assert_eq!(
+        status.tasks[2].last_error,
+        "needs Northern Lights / measure / 1, which failed"
+    );
+    assert_eq!(
+        status.tasks[3].last_error,
+        "needs Northern Lights / measure / 2, which failed"
+    );
+    assert_eq!(status.tasks[2].attempts, 0, "never ran");
+    assert_eq!(status.state(), v1::JobState::CompletedWithFailures);
+}
+
+#[tokio::test]
+async fn a_graph_completion_must_upload_the_outcomes_files() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let job_id = graph_job(&fixture).await;
+    let task = format!("{job_id}.00000");
+    let coordinator = &fixture.coordinator;
+    assert_eq!(
+        coordinator.start_task(&task, "w1", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    let missing = v1::OutputFile {
+        path: "a/0.wav".to_owned(),
+        digest: lathe_coordinator::blob::Digest::of(b"never uploaded").to_string(),
+        delivered: true,
+    };
+    let mut outcome = lathe_engine::album::graph::TaskOutcome::default();
+    outcome.files.push(lathe_engine::album::graph::OutcomeFile {
+        path: "a/0.wav".to_owned(),
+        delivered: true,
+        kind: "track".to_owned(),
+        duration_s: None,
+        integrated_lufs: None,
+        true_peak_dbtp: None,
+        qc: lathe_engine::render::QcVerdict {
+            passed: true,
+            issues: Vec::new(),
+        },
+        platforms: Vec::new(),
+        notes: Vec::new(),
+    });
+    let report = serde_json::to_string(&outcome).expect("json");
+    let error = coordinator
+        .complete_task(&task, "w1", "", &report, &[missing])
+        .await
+        .expect_err("not uploaded");
+    assert!(
+        error.to_string().contains("has not been uploaded"),
+        "{error}"
+    );
+    let status = coordinator.status(&job_id).await.expect("status");
+    assert_eq!(status.tasks[0].state(), v1::TaskState::Running);
 }

@@ -1,18 +1,25 @@
 //! The farm in one process: a coordinator and N worker loops on the in-process queue, state store and
 //! blob store, talking gRPC over loopback. It runs the same coordinator and worker code as a real
-//! farm and needs no servers; `lathe master` runs on it.
+//! farm and needs no servers; `lathe master` runs on it. Also the client side of a delivery (a
+//! catalogue's task graph) that `lathe submit`, `lathe fetch` and `lathe master MANIFEST` share:
+//! [`submit_delivery`] and [`fetch_delivery`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lathe_coordinator::blob::{BlobStore, DiskBlobStore};
-use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::blob::{BlobStore, Digest, DiskBlobStore};
+use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
+use lathe_engine::album::deliver::DeliveryManifest;
+use lathe_engine::album::graph::{DeliveryPlan, TaskOutcome, write_delivery};
+use lathe_engine::catalog::Catalogue;
 use lathe_engine::profile::Profile;
 use lathe_proto::v1;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -227,4 +234,231 @@ pub async fn fetch_outputs(
         written.push(path);
     }
     Ok(written)
+}
+
+/// A graph job's plan as the client keeps it with the job (a blob, named by the job's
+/// `plan_digest`): the catalogue and its delivery plan, so that `fetch` can write the delivery
+/// manifest on any host, without the sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    /// The catalogue, paths resolved on the submitting host.
+    pub catalogue: Catalogue,
+    /// Its plan: the tasks, in the job's order.
+    pub plan: DeliveryPlan,
+}
+
+/// Uploads `bytes` as a blob (unless the coordinator holds it); returns its digest.
+pub async fn upload_bytes(client: &FarmClient, bytes: Vec<u8>) -> Result<Digest> {
+    let digest = Digest::of(&bytes);
+    let missing = client
+        .jobs
+        .clone()
+        .missing_blobs(v1::MissingBlobsRequest {
+            digests: vec![digest.to_string()],
+        })
+        .await?
+        .into_inner()
+        .digests;
+    if !missing.is_empty() {
+        let bytes = bytes::Bytes::from(bytes);
+        let mut chunks: Vec<v1::BlobChunk> = (0..bytes.len().max(1))
+            .step_by(lathe_proto::CHUNK_BYTES)
+            .map(|start| v1::BlobChunk {
+                digest: String::new(),
+                data: bytes.slice(start..(start + lathe_proto::CHUNK_BYTES).min(bytes.len())),
+            })
+            .collect();
+        if let Some(first) = chunks.first_mut() {
+            first.digest = digest.to_string();
+        }
+        client
+            .jobs
+            .clone()
+            .put_blob(futures::stream::iter(chunks))
+            .await?;
+    }
+    Ok(digest)
+}
+
+/// Downloads a blob into memory, verified against `digest`.
+pub async fn download_bytes(client: &FarmClient, digest: &str) -> Result<Vec<u8>> {
+    let expected = Digest::parse(digest)?;
+    let mut stream = client
+        .jobs
+        .clone()
+        .fetch_blob(v1::BlobRef {
+            digest: digest.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    lathe_coordinator::blob::verify(&expected, &Digest::of(&bytes))?;
+    Ok(bytes)
+}
+
+/// Uploads the plan's sources (those the coordinator does not hold yet) and the plan itself, and
+/// submits the plan as one graph job; returns the job id. The job's profile is the catalogue's
+/// (its name is what status tables show).
+pub async fn submit_delivery(
+    client: &FarmClient,
+    job: &DeliveryJob,
+    name: &str,
+    priority: i32,
+) -> Result<String> {
+    let profile = Profile::load(&job.catalogue.profile_for(None))?;
+    let mut sources: Vec<&Path> = job
+        .plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.sources.iter().map(PathBuf::as_path))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    // A source that cannot be read fails its tasks alone (and those that need them).
+    let mut digest_of: HashMap<&Path, std::result::Result<Digest, String>> = HashMap::new();
+    for source in &sources {
+        digest_of.insert(source, digest_file(source).await.map_err(|e| e.to_string()));
+    }
+    let readable: Vec<(&Path, Digest)> = sources
+        .iter()
+        .filter_map(|s| match digest_of.get(s) {
+            Some(Ok(digest)) => Some((*s, *digest)),
+            _ => None,
+        })
+        .collect();
+    let files: Vec<&Path> = readable.iter().map(|(path, _)| *path).collect();
+    let digests: Vec<Digest> = readable.iter().map(|(_, digest)| *digest).collect();
+    client.upload_digested(&files, &digests).await?;
+    let plan_json = serde_json::to_vec(job).map_err(|e| {
+        Error::Farm(lathe_coordinator::Error::InvalidRequest(format!(
+            "the delivery plan: {e}"
+        )))
+    })?;
+    let plan_digest = upload_bytes(client, plan_json).await?;
+    let mut graph = Vec::with_capacity(job.plan.tasks.len());
+    for task in &job.plan.tasks {
+        let work_json = serde_json::to_string(&task.work).map_err(|e| {
+            Error::Farm(lathe_coordinator::Error::InvalidRequest(format!(
+                "{}: {e}",
+                task.label
+            )))
+        })?;
+        let index = |list: &[usize]| -> Vec<u32> {
+            list.iter()
+                .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect()
+        };
+        let digests: std::result::Result<Vec<String>, String> = task
+            .sources
+            .iter()
+            .map(|s| match digest_of.get(s.as_path()) {
+                Some(Ok(digest)) => Ok(digest.to_string()),
+                Some(Err(error)) => Err(error.clone()),
+                None => Err(format!("{}: not read", s.display())),
+            })
+            .collect();
+        let (source_digests, error) = match digests {
+            Ok(digests) => (digests, String::new()),
+            Err(error) => (Vec::new(), error),
+        };
+        graph.push(v1::GraphTaskSpec {
+            label: task.label.clone(),
+            kind: task.work.kind().to_owned(),
+            work_json,
+            source_digests,
+            error,
+            source_names: task
+                .sources
+                .iter()
+                .map(|s| {
+                    s.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            needs: index(&task.needs),
+            inputs_from: index(&task.inputs_from),
+        });
+    }
+    let request = v1::SubmitJobRequest {
+        name: name.to_owned(),
+        priority,
+        profile_toml: profile.to_toml(),
+        graph,
+        plan_digest: plan_digest.to_string(),
+        ..Default::default()
+    };
+    Ok(client
+        .jobs
+        .clone()
+        .submit(request)
+        .await?
+        .into_inner()
+        .job_id)
+}
+
+/// Writes a finished graph job's delivery into `out`: every delivered file of its succeeded tasks
+/// at its path (temporary name, renamed once its digest checks), then `delivery.json` and each
+/// album's report from the tasks' outcomes (a task that did not succeed is its error).
+pub async fn fetch_delivery(
+    client: &FarmClient,
+    status: &v1::JobStatus,
+    out: &Path,
+) -> Result<DeliveryManifest> {
+    let invalid = |reason: String| Error::Farm(lathe_coordinator::Error::InvalidRequest(reason));
+    if status.plan_digest.is_empty() {
+        return Err(invalid(format!(
+            "job {} is not a delivery (it has no plan)",
+            status.job_id
+        )));
+    }
+    let job: DeliveryJob =
+        serde_json::from_slice(&download_bytes(client, &status.plan_digest).await?)
+            .map_err(|e| invalid(format!("job {}: its plan: {e}", status.job_id)))?;
+    if job.plan.tasks.len() != status.tasks.len() {
+        return Err(invalid(format!(
+            "job {}: {} tasks but its plan has {}",
+            status.job_id,
+            status.tasks.len(),
+            job.plan.tasks.len()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut outcomes = Vec::with_capacity(status.tasks.len());
+    for task in &status.tasks {
+        if task.state() != v1::TaskState::Succeeded {
+            outcomes.push(Err(if task.last_error.is_empty() {
+                format!("{}: {:?}", task.label, task.state())
+            } else {
+                task.last_error.clone()
+            }));
+            continue;
+        }
+        for file in task.outputs.iter().filter(|f| f.delivered) {
+            if !lathe_coordinator::graph::is_inside(&file.path) {
+                return Err(invalid(format!(
+                    "task {}: output path {:?} is not inside the output folder",
+                    task.task_id, file.path
+                )));
+            }
+            let path = out.join(&file.path);
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder).map_err(|source| Error::Io {
+                    path: folder.to_path_buf(),
+                    source,
+                })?;
+            }
+            client.download(&file.digest, &path).await?;
+        }
+        let outcome: TaskOutcome = serde_json::from_str(&task.report_json)
+            .map_err(|e| invalid(format!("task {}: its outcome: {e}", task.task_id)))?;
+        outcomes.push(Ok(outcome));
+    }
+    Ok(write_delivery(&job.catalogue, &job.plan, &outcomes, out)?)
 }

@@ -2,10 +2,13 @@
 //!
 //! 1. Ask the coordinator whether to run it (`StartTask`): it may be finished already, cancelled, out
 //!    of attempts, or this worker may be blocklisted for its job.
-//! 2. Stream the source into a temporary folder, verifying its digest.
-//! 3. Run the engine on a blocking thread; meanwhile report progress to the coordinator and send
-//!    in-progress acks to the queue.
-//! 4. Stream the master back with its digest, then `CompleteTask`; only then ack the delivery.
+//! 2. Stream the source into a temporary folder, verifying its digest (a graph task: its sources
+//!    and its inputs, the files of the tasks it takes them from).
+//! 3. Run the engine on a blocking thread (`render::master_track`, or a graph task's
+//!    `album::graph::execute`); meanwhile report progress to the coordinator and send in-progress
+//!    acks to the queue.
+//! 4. Stream the master (a graph task: every file it wrote) back with its digest, then
+//!    `CompleteTask`; only then ack the delivery.
 //!
 //! A failed attempt is reported (`FailTask`) and handed back for another attempt after a delay, or
 //! terminated when the coordinator says it is out of attempts. A task whose job is cancelled, or that
@@ -19,8 +22,9 @@ use std::time::Duration;
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::queue::Delivery;
 use lathe_coordinator::trace::{TRACEPARENT, traced};
+use lathe_engine::album::graph::{self, Work};
 use lathe_engine::profile::Profile;
-use lathe_engine::render::{MasterRequest, master_track};
+use lathe_engine::render::{MasterRequest, Progress, master_track};
 use lathe_engine::tags::TrackTags;
 use lathe_proto::v1;
 use prost::Message as _;
@@ -292,64 +296,47 @@ fn plain_name(name: &str) -> Result<&str> {
     let path = Path::new(name);
     match path.file_name() {
         Some(file) if file == path.as_os_str() && !name.starts_with('.') => Ok(name),
-        _ => Err(Error::Farm(lathe_coordinator::Error::InvalidRequest(
-            format!("{name:?} is not a plain file name"),
-        ))),
+        _ => Err(invalid(format!("{name:?} is not a plain file name"))),
     }
 }
 
-async fn execute(
+/// A refusal of a malformed task message.
+fn invalid(reason: String) -> Error {
+    Error::Farm(lathe_coordinator::Error::InvalidRequest(reason))
+}
+
+/// Creates `path` (and its parents).
+fn create_folder(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A scratch folder for one task, removed when dropped.
+fn task_folder(context: &WorkerContext) -> Result<tempfile::TempDir> {
+    let scratch = &context.settings.scratch;
+    create_folder(scratch)?;
+    tempfile::Builder::new()
+        .prefix("lathe-task-")
+        .tempdir_in(scratch)
+        .map_err(|source| Error::Io {
+            path: scratch.clone(),
+            source,
+        })
+}
+
+/// Streams blob `digest` into `path`, verified against it.
+async fn fetch_blob(
     context: &WorkerContext,
-    task: &v1::Task,
-    running: &Arc<RunningTask>,
+    digest: &str,
+    path: &Path,
     traceparent: &str,
 ) -> Result<()> {
-    let settings = &context.settings;
-    if task.kind != lathe_coordinator::plan::RENDER {
-        return Err(Error::Farm(lathe_coordinator::Error::InvalidRequest(
-            format!("unknown task kind {:?}", task.kind),
-        )));
-    }
-    let profile = Profile::from_toml(&task.profile_toml, &task.task_id)?;
-    std::fs::create_dir_all(&settings.scratch).map_err(|source| Error::Io {
-        path: settings.scratch.clone(),
-        source,
-    })?;
-    let folder = tempfile::Builder::new()
-        .prefix("lathe-task-")
-        .tempdir_in(&settings.scratch)
-        .map_err(|source| Error::Io {
-            path: settings.scratch.clone(),
-            source,
-        })?;
-    let source = folder.path().join(plain_name(&task.source_name)?);
-    let output_folder = folder.path().join("out");
-    std::fs::create_dir_all(&output_folder).map_err(|source| Error::Io {
-        path: output_folder.clone(),
-        source,
-    })?;
-    // The output name may carry folders (an album's); the worker writes only its file name.
-    let output_file = Path::new(&task.output_name)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let output = output_folder.join(plain_name(&output_file)?);
-    let tags = if task.tags_json.is_empty() {
-        TrackTags::default()
-    } else {
-        serde_json::from_str(&task.tags_json).map_err(|e| {
-            Error::Farm(lathe_coordinator::Error::InvalidRequest(format!(
-                "task {}: tags_json: {e}",
-                task.task_id
-            )))
-        })?
-    };
-
-    // 2. The source, verified.
     with_patience(|| {
         let mut workers = context.client.workers.clone();
-        let digest = task.source_digest.clone();
-        let source = source.clone();
+        let digest = digest.to_owned();
+        let path = path.to_path_buf();
         async move {
             let stream = workers
                 .fetch_source(traced(
@@ -360,19 +347,141 @@ async fn execute(
                 ))
                 .await?
                 .into_inner();
-            receive_to_file(stream, &digest, &source)
+            receive_to_file(stream, &digest, &path)
                 .await
                 .map_err(tonic::Status::from)
         }
     })
     .await?;
+    Ok(())
+}
+
+/// Uploads a file the task wrote (`PutResult`, digest verified by the coordinator); returns its
+/// digest.
+async fn put_result(context: &WorkerContext, path: &Path, traceparent: &str) -> Result<String> {
+    let digest = digest_file(path).await?;
+    with_patience(|| {
+        let mut workers = context.client.workers.clone();
+        let path = path.to_path_buf();
+        async move {
+            let chunks = file_chunks(&path, digest)
+                .await
+                .map_err(tonic::Status::from)?;
+            workers.put_result(traced(chunks, traceparent)).await
+        }
+    })
+    .await?;
+    Ok(digest.to_string())
+}
+
+/// Runs `work` on a blocking thread with a progress callback that records the engine's progress,
+/// and unwinds out of the engine when the task is told to stop. Engine errors name files as the
+/// client knows them: the scratch `folder` is cut from their paths.
+async fn on_engine_thread<T: Send + 'static>(
+    running: &Arc<RunningTask>,
+    folder: &Path,
+    work: impl FnOnce(&mut dyn FnMut(Progress)) -> lathe_engine::Result<T> + Send + 'static,
+) -> Result<T> {
+    let engine_task = Arc::clone(running);
+    let engine = tokio::task::spawn_blocking(move || {
+        work(&mut |progress| {
+            if engine_task.stop_reason().is_some() {
+                // Unwinds out of the engine (its temporary files are removed on the way);
+                // resume_unwind skips the panic hook, so nothing is printed.
+                std::panic::resume_unwind(Box::new(Stop));
+            }
+            if let Ok(mut current) = engine_task.progress.lock() {
+                *current = (progress.phase.as_str().to_owned(), progress.fraction);
+            }
+        })
+    });
+    let outcome = match engine.await {
+        Ok(outcome) => outcome.map_err(|error| {
+            let mut message = error.to_string();
+            for part in [SOURCES, INPUTS, OUTPUTS, ""] {
+                message = message.replace(&format!("{}/", folder.join(part).display()), "");
+            }
+            Error::Track(message.replace(&format!("{}/", folder.display()), ""))
+        })?,
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            if payload.is::<Stop>() {
+                return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
+            }
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            return Err(Error::Panicked(message));
+        }
+        Err(error) => return Err(Error::Panicked(error.to_string())),
+    };
+    if let Some(reason) = running.stop_reason() {
+        return Err(Error::Stopped(reason));
+    }
+    Ok(outcome)
+}
+
+/// Reports the task done (its files already uploaded).
+async fn complete(
+    context: &WorkerContext,
+    request: v1::CompleteTaskRequest,
+    traceparent: &str,
+) -> Result<()> {
+    with_patience(|| {
+        let mut workers = context.client.workers.clone();
+        let request = request.clone();
+        async move { workers.complete_task(traced(request, traceparent)).await }
+    })
+    .await?;
+    Ok(())
+}
+
+/// A graph task's scratch subfolders: its sources, its inputs (one numbered folder each, so that
+/// two inputs may share a file name) and the files it writes.
+const SOURCES: &str = "src";
+const INPUTS: &str = "in";
+const OUTPUTS: &str = "out";
+
+async fn execute(
+    context: &WorkerContext,
+    task: &v1::Task,
+    running: &Arc<RunningTask>,
+    traceparent: &str,
+) -> Result<()> {
+    if !task.work_json.is_empty() {
+        return execute_graph(context, task, running, traceparent).await;
+    }
+    if task.kind != lathe_coordinator::plan::RENDER {
+        return Err(invalid(format!("unknown task kind {:?}", task.kind)));
+    }
+    let profile = Profile::from_toml(&task.profile_toml, &task.task_id)?;
+    let folder = task_folder(context)?;
+    let source = folder.path().join(plain_name(&task.source_name)?);
+    let output_folder = folder.path().join("out");
+    create_folder(&output_folder)?;
+    // The output name may carry folders (an album's); the worker writes only its file name.
+    let output_file = Path::new(&task.output_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let output = output_folder.join(plain_name(&output_file)?);
+    let tags = if task.tags_json.is_empty() {
+        TrackTags::default()
+    } else {
+        serde_json::from_str(&task.tags_json)
+            .map_err(|e| invalid(format!("task {}: tags_json: {e}", task.task_id)))?
+    };
+
+    // 2. The source, verified.
+    fetch_blob(context, &task.source_digest, &source, traceparent).await?;
 
     // 3. The engine, on a blocking thread.
-    let report = {
-        let engine_task = Arc::clone(running);
+    let mut report = {
         let source = source.clone();
         let output = output.clone();
-        let engine = tokio::task::spawn_blocking(move || {
+        on_engine_thread(running, folder.path(), move |progress| {
             let request = MasterRequest {
                 input: &source,
                 output: &output,
@@ -381,73 +490,99 @@ async fn execute(
                 level: None,
                 fades: None,
             };
-            master_track(&request, &mut |progress| {
-                if engine_task.stop_reason().is_some() {
-                    // Unwinds out of the engine (its temporary files are removed on the way);
-                    // resume_unwind skips the panic hook, so nothing is printed.
-                    std::panic::resume_unwind(Box::new(Stop));
-                }
-                if let Ok(mut current) = engine_task.progress.lock() {
-                    *current = (progress.phase.as_str().to_owned(), progress.fraction);
-                }
-            })
-        });
-        match engine.await {
-            // Engine errors name the file: name it as the client knows it, not by its scratch path.
-            Ok(report) => report.map_err(|error| {
-                Error::Track(
-                    error
-                        .to_string()
-                        .replace(&format!("{}/", folder.path().display()), ""),
-                )
-            })?,
-            Err(error) if error.is_panic() => {
-                let payload = error.into_panic();
-                if payload.is::<Stop>() {
-                    return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
-                }
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                return Err(Error::Panicked(message));
-            }
-            Err(error) => return Err(Error::Panicked(error.to_string())),
-        }
+            master_track(&request, progress)
+        })
+        .await?
     };
-    if let Some(reason) = running.stop_reason() {
-        return Err(Error::Stopped(reason));
-    }
 
     // 4. The master back, with its digest; then the completion.
-    let digest = digest_file(&output).await?;
-    with_patience(|| {
-        let mut workers = context.client.workers.clone();
-        let output = output.clone();
-        async move {
-            let chunks = file_chunks(&output, digest)
-                .await
-                .map_err(tonic::Status::from)?;
-            workers.put_result(traced(chunks, traceparent)).await
-        }
-    })
-    .await?;
-    let mut report = report;
+    let digest = put_result(context, &output, traceparent).await?;
     report.input = PathBuf::from(&task.source_name);
     report.output = PathBuf::from(&task.output_name);
     let report_json = serde_json::to_string_pretty(&report).unwrap_or_default();
     let request = v1::CompleteTaskRequest {
         task_id: task.task_id.clone(),
-        worker_id: settings.id.clone(),
-        output_digest: digest.to_string(),
+        worker_id: context.settings.id.clone(),
+        output_digest: digest,
         report_json,
+        outputs: Vec::new(),
     };
-    with_patience(|| {
-        let mut workers = context.client.workers.clone();
-        let request = request.clone();
-        async move { workers.complete_task(traced(request, traceparent)).await }
-    })
-    .await?;
-    Ok(())
+    complete(context, request, traceparent).await
+}
+
+/// A task of a graph job: its sources and inputs fetched into the scratch folder, the engine's
+/// `graph::execute`, every file it wrote uploaded, and its outcome as the report.
+async fn execute_graph(
+    context: &WorkerContext,
+    task: &v1::Task,
+    running: &Arc<RunningTask>,
+    traceparent: &str,
+) -> Result<()> {
+    let work: Work = serde_json::from_str(&task.work_json)
+        .map_err(|e| invalid(format!("task {}: work_json: {e}", task.task_id)))?;
+    if task.source_digests.len() != task.source_names.len() {
+        return Err(invalid(format!(
+            "task {}: {} source digests but {} names",
+            task.task_id,
+            task.source_digests.len(),
+            task.source_names.len()
+        )));
+    }
+    let folder = task_folder(context)?;
+    let out = folder.path().join(OUTPUTS);
+    create_folder(&out)?;
+
+    let mut sources = Vec::with_capacity(task.source_digests.len());
+    for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
+        let path = folder.path().join(SOURCES).join(plain_name(name)?);
+        create_folder(folder.path().join(SOURCES).as_path())?;
+        fetch_blob(context, digest, &path, traceparent).await?;
+        sources.push(path);
+    }
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for (index, input) in task.inputs.iter().enumerate() {
+        let name = Path::new(&input.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let holder = folder.path().join(INPUTS).join(index.to_string());
+        create_folder(&holder)?;
+        let path = holder.join(plain_name(&name)?);
+        fetch_blob(context, &input.digest, &path, traceparent).await?;
+        inputs.push(path);
+    }
+
+    let outcome = {
+        let out = out.clone();
+        on_engine_thread(running, folder.path(), move |progress| {
+            graph::execute(&work, &sources, &inputs, &out, progress)
+        })
+        .await?
+    };
+
+    let mut outputs = Vec::with_capacity(outcome.files.len());
+    for file in &outcome.files {
+        if !lathe_coordinator::graph::is_inside(&file.path) {
+            return Err(invalid(format!(
+                "task {}: the engine wrote {:?}, outside its output folder",
+                task.task_id, file.path
+            )));
+        }
+        let digest = put_result(context, &out.join(&file.path), traceparent).await?;
+        outputs.push(v1::OutputFile {
+            path: file.path.clone(),
+            digest,
+            delivered: file.delivered,
+        });
+    }
+    let report_json = serde_json::to_string(&outcome)
+        .map_err(|e| invalid(format!("task {}: outcome: {e}", task.task_id)))?;
+    let request = v1::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        worker_id: context.settings.id.clone(),
+        output_digest: String::new(),
+        report_json,
+        outputs,
+    };
+    complete(context, request, traceparent).await
 }
