@@ -253,14 +253,23 @@ impl JobApi for JobService {
     }
 }
 
+/// `span` (a worker's call about a task) made a child of the task's `traceparent`, so that an
+/// exporter puts it in the job's trace.
+fn in_task_trace<T>(span: tracing::Span, request: &Request<T>) -> tracing::Span {
+    crate::telemetry::link(&span, &crate::trace::of_request(request));
+    span
+}
+
 #[tonic::async_trait]
 impl WorkerApi for WorkerService {
     async fn start_task(
         &self,
         request: Request<v1::StartTaskRequest>,
     ) -> GrpcResult<v1::StartTaskReply> {
-        let span =
-            tracing::info_span!("start_task", traceparent = %crate::trace::of_request(&request));
+        let span = in_task_trace(
+            tracing::info_span!("start_task", traceparent = %crate::trace::of_request(&request)),
+            &request,
+        );
         let request = request.into_inner();
         let verdict = self
             .0
@@ -314,8 +323,10 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::CompleteTaskRequest>,
     ) -> GrpcResult<v1::CompleteTaskReply> {
-        let span =
-            tracing::info_span!("complete_task", traceparent = %crate::trace::of_request(&request));
+        let span = in_task_trace(
+            tracing::info_span!("complete_task", traceparent = %crate::trace::of_request(&request)),
+            &request,
+        );
         let request = request.into_inner();
         self.0
             .complete_task(
@@ -334,8 +345,10 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::FailTaskRequest>,
     ) -> GrpcResult<v1::FailTaskReply> {
-        let span =
-            tracing::info_span!("fail_task", traceparent = %crate::trace::of_request(&request));
+        let span = in_task_trace(
+            tracing::info_span!("fail_task", traceparent = %crate::trace::of_request(&request)),
+            &request,
+        );
         let request = request.into_inner();
         let final_failure = self
             .0

@@ -89,6 +89,7 @@ pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
         .map(|(_, value)| value.clone())
         .unwrap_or_default();
     let span = tracing::info_span!("task", traceparent = %traceparent);
+    lathe_coordinator::telemetry::link(&span, &traceparent);
     handle_delivery(context, delivery, &traceparent)
         .instrument(span)
         .await;
