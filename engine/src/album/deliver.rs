@@ -16,8 +16,9 @@
 //!                                       16-bit WAV single; vinyl: 24-bit WAV, one side each)
 //! ```
 //!
-//! The work is the task graph of [`crate::album::graph`] (measure, render, assemble); [`deliver`]
-//! runs it on local threads, the farm runs the same tasks on its workers. Every master is rendered
+//! The work is the task graph of [`crate::album::graph`] (measure, render, assemble), run by the farm
+//! (embedded for `lathe master MANIFEST`, or real); this module holds the manifest's types and the
+//! pieces the graph's tasks share. Every master is rendered
 //! by [`crate::render::master_track`] with the outlet's profile; albums in `album` loudness mode get
 //! one level for the whole album ([`crate::album::gain`]). Continuous renders (CD image, vinyl
 //! sides) are made from 32-bit float masters of each track, sequenced with their gaps and
@@ -28,22 +29,17 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use md5::{Digest, Md5};
 use serde::Serialize;
 use sha2::Sha256;
 
 use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
-use crate::album::graph::{
-    DeliveryPlan, TaskOutcome, WORK_FOLDER, execute, resolve, write_delivery,
-};
 use crate::album::platforms::PlaybackPreview;
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
 use crate::audio::AudioBlock;
-use crate::catalog::{Catalogue, LoudnessMode, Outlet, VinylFormat};
+use crate::catalog::{LoudnessMode, Outlet, VinylFormat};
 use crate::decode::Decoder;
 use crate::encode::{Container, EncodeSpec, Encoder};
 use crate::error::{Error, Result};
@@ -194,104 +190,6 @@ fn float_master(mut profile: Profile, rate_hz: Option<u32>) -> Profile {
         profile.output.min_sample_rate_hz = None;
     }
     profile
-}
-
-/// Runs `f` over `items` on `jobs` threads; results in input order.
-pub(crate) fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let r = f(item);
-                    if let Ok(mut results) = results.lock() {
-                        results[i] = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-/// Delivers `catalogue` into `out` (created), running its task graph on `jobs` threads; `log` hears
-/// one line per task. The manifest is also written to `out/delivery.json`.
-///
-/// # Errors
-/// Only what stops the whole job: the output folder cannot be made, a profile cannot be loaded, the
-/// manifest cannot be written. Everything else is a `failures` line.
-pub fn deliver(
-    catalogue: &Catalogue,
-    out: &Path,
-    jobs: usize,
-    log: &(dyn Fn(&str) + Sync),
-) -> Result<DeliveryManifest> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let plan = DeliveryPlan::of(catalogue)?;
-    let outcomes = run_locally(&plan, out, jobs, log);
-    let _ = std::fs::remove_dir_all(out.join(WORK_FOLDER));
-    write_delivery(catalogue, &plan, &outcomes, out)
-}
-
-/// Runs `plan` on `jobs` threads, in waves of the tasks whose needs are done; a task whose need
-/// failed fails too, naming it.
-pub fn run_locally(
-    plan: &DeliveryPlan,
-    out: &Path,
-    jobs: usize,
-    log: &(dyn Fn(&str) + Sync),
-) -> Vec<std::result::Result<TaskOutcome, String>> {
-    let mut outcomes: Vec<Option<std::result::Result<TaskOutcome, String>>> =
-        vec![None; plan.tasks.len()];
-    loop {
-        let ready: Vec<usize> = (0..plan.tasks.len())
-            .filter(|&i| {
-                outcomes[i].is_none() && plan.tasks[i].needs.iter().all(|&n| outcomes[n].is_some())
-            })
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
-        let results = parallel_map(&ready, jobs, |&i| {
-            let task = &plan.tasks[i];
-            let mut needed = Vec::with_capacity(task.needs.len());
-            for &n in &task.needs {
-                match &outcomes[n] {
-                    Some(Ok(outcome)) => needed.push(outcome),
-                    _ => return Err(format!("needs {}, which failed", plan.tasks[n].label)),
-                }
-            }
-            let inputs: Vec<PathBuf> = task
-                .inputs_from
-                .iter()
-                .filter_map(|&n| outcomes[n].as_ref().and_then(|o| o.as_ref().ok()))
-                .flat_map(|o| o.files.iter().map(|f| out.join(&f.path)))
-                .collect();
-            log(&task.label);
-            resolve(&task.work, &needed)
-                .and_then(|work| execute(&work, &task.sources, &inputs, out, &mut |_| {}))
-                .map_err(|e| e.to_string())
-        });
-        for (i, result) in ready.into_iter().zip(results) {
-            outcomes[i] = Some(result);
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err("never ran".to_owned())))
-        .collect()
 }
 
 /// A loose track delivered as a CD or vinyl single: the format's limits, as QC issues. A CD single

@@ -1538,21 +1538,4 @@ fade_out_s = 2.0
         };
         assert!(resolve(&plan.tasks[2].work, &[&silent, &silent]).is_err());
     }
-
-    #[test]
-    fn a_failed_measure_fails_the_tasks_that_need_it_and_names_it() {
-        let out = tempfile::tempdir().unwrap();
-        let plan = DeliveryPlan::of(&catalogue(r#""streaming", "cd""#, "album")).unwrap();
-        let outcomes = crate::album::deliver::run_locally(&plan, out.path(), 2, &|_| {});
-        assert!(outcomes[0].as_ref().unwrap_err().contains("a.wav"));
-        for (task, outcome) in plan.tasks.iter().zip(&outcomes).skip(2) {
-            let error = outcome.as_ref().unwrap_err();
-            let first_need = &plan.tasks[task.needs[0]].label;
-            assert!(
-                error.starts_with(&format!("needs {first_need}, which failed")),
-                "{}: {error}",
-                task.label
-            );
-        }
-    }
 }
