@@ -129,6 +129,21 @@ impl Decoder {
     /// - [`Error::UnsupportedShape`] for a channel count or sample rate outside lathe's limits;
     /// - [`Error::Decode`] for a corrupt header, or a stream with no audio.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_checking(path, true)
+    }
+
+    /// As [`Decoder::open`], but without checking a FLAC stream's MD5 signature of its decoded
+    /// audio (which hashes every decoded sample). Only for a caller that checks the
+    /// decoded samples itself, as `render` does when it re-reads a master it has just written;
+    /// every other check (truncation, gaps, non-finite samples) still applies.
+    ///
+    /// # Errors
+    /// As [`Decoder::open`].
+    pub fn open_skipping_md5(path: &Path) -> Result<Self> {
+        Self::open_checking(path, false)
+    }
+
+    fn open_checking(path: &Path, check_md5: bool) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
         if metadata.is_dir() {
@@ -183,7 +198,9 @@ impl Decoder {
             .clone();
 
         // FLAC: have the decoder check the stream's MD5 signature.
-        let options = AudioDecoderOptions::default().gapless(true).verify(true);
+        let options = AudioDecoderOptions::default()
+            .gapless(true)
+            .verify(check_md5);
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(&params, &options)
             .map_err(|e| match e {

@@ -81,12 +81,16 @@ struct PolyphaseFir {
     factor: usize,
     taps: usize,
     coeffs: Vec<f64>,
+    /// `coeffs` rounded to `f32`, the precision the readings are computed in (twice the lanes of
+    /// `f64` per vector instruction; the rounding is about 1e-6 of full scale, far below any
+    /// ceiling's margin).
+    coeffs_f32: Vec<f32>,
     /// Which branches are a pure delay of the input (computed as a copy, not a dot product):
     /// `Some(i)` means the branch is the unit impulse at tap `i`.
     unit_branch: Vec<Option<usize>>,
     /// Input history written twice (at `pos` and `pos + taps`) so that `history[pos..pos + taps]` is
     /// always the newest `taps` samples, newest first.
-    history: Vec<f64>,
+    history: Vec<f32>,
     pos: usize,
 }
 
@@ -105,6 +109,7 @@ impl PolyphaseFir {
         Self {
             factor,
             taps,
+            coeffs_f32: coeffs.iter().map(|&c| c as f32).collect(),
             coeffs,
             unit_branch,
             history: vec![0.0; 2 * taps],
@@ -181,7 +186,7 @@ impl PolyphaseFir {
     }
 
     /// Pushes one input sample and returns the largest absolute value of the `factor` points it
-    /// completes.
+    /// completes. The sample is rounded to `f32` (lathe's sample format).
     fn push_peak(&mut self, sample: f64) -> f64 {
         let taps = self.taps;
         self.pos = if self.pos == 0 {
@@ -189,18 +194,19 @@ impl PolyphaseFir {
         } else {
             self.pos - 1
         };
+        let sample = sample as f32;
         self.history[self.pos] = sample;
         self.history[self.pos + taps] = sample;
         let recent = &self.history[self.pos..self.pos + taps];
-        let mut peak = 0.0_f64;
-        for (branch, unit) in self.coeffs.chunks_exact(taps).zip(&self.unit_branch) {
+        let mut peak = 0.0_f32;
+        for (branch, unit) in self.coeffs_f32.chunks_exact(taps).zip(&self.unit_branch) {
             let value = match unit {
                 Some(i) => recent[*i],
                 None => dot(branch, recent),
             };
             peak = peak.max(value.abs());
         }
-        peak
+        f64::from(peak)
     }
 
     fn reset(&mut self) {
@@ -211,7 +217,7 @@ impl PolyphaseFir {
 
 /// Dot product of two equally long slices, in four interleaved partial sums (lets the compiler
 /// vectorise; the summation order is fixed, so results are still bit-reproducible).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0; 4];
     let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
     let (a_rest, b_rest) = (a4.remainder(), b4.remainder());
@@ -220,7 +226,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
             lanes[k] += ca[k] * cb[k];
         }
     }
-    let tail: f64 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
     (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]) + tail
 }
 
@@ -383,8 +389,9 @@ const SPAN_FRAMES: usize = 32;
 const BLOCK_FRAMES: usize = 8;
 
 /// Headroom on the bounds with which [`ComplianceEnvelope`] skips spans: covers the rounding of the
-/// dot products and of the bounds themselves (below 1e-14 relative for 48 taps) many times over.
-const BOUND_HEADROOM: f64 = 1.0 + 1e-9;
+/// `f32` dot products (below 49 x 2^-24, about 3e-6 relative, for 48 taps) and of the bounds
+/// themselves (summed in `f64`).
+const BOUND_HEADROOM: f64 = 1.0 + 1e-5;
 
 /// One interpolator of a [`ComplianceEnvelope`], its readings delayed by `delay` input samples.
 #[derive(Debug, Clone)]
@@ -393,7 +400,7 @@ struct BlockFilter {
     delay: usize,
     /// The branches that need a dot product, one after another (`taps` coefficients each; coefficient
     /// `i` multiplies the input `i` samples before the newest).
-    dot_branches: Vec<f64>,
+    dot_branches: Vec<f32>,
     /// For each of `dot_branches`, the sum of its absolute coefficients times [`BOUND_HEADROOM`]: no
     /// reading of the branch exceeds this times the largest absolute input it reads.
     dot_bounds: Vec<f64>,
@@ -411,12 +418,12 @@ impl BlockFilter {
         let mut dot_branches = Vec::new();
         let mut dot_bounds = Vec::new();
         let mut unit_taps = Vec::new();
-        for (branch, unit) in fir.coeffs.chunks_exact(fir.taps).zip(&fir.unit_branch) {
+        for (branch, unit) in fir.coeffs_f32.chunks_exact(fir.taps).zip(&fir.unit_branch) {
             match unit {
                 Some(i) => unit_taps.push(*i),
                 None => {
                     dot_branches.extend_from_slice(branch);
-                    let gain: f64 = branch.iter().map(|c| c.abs()).sum();
+                    let gain: f64 = branch.iter().map(|&c| f64::from(c.abs())).sum();
                     dot_bounds.push(gain * BOUND_HEADROOM);
                 }
             }
@@ -457,12 +464,12 @@ pub struct ComplianceEnvelope {
     /// How many past inputs precede the current pass in `buffer` (the filters' longest reach).
     history: usize,
     /// `history` past inputs, then up to [`CHUNK_FRAMES`] new ones.
-    buffer: Vec<f64>,
+    buffer: Vec<f32>,
     /// The largest absolute value in each block of [`BLOCK_FRAMES`] positions of `buffer`, for the
     /// current pass.
     block_peaks: Vec<f64>,
     /// Scratch for [`raise_to_branch`]'s partial sums.
-    lanes: Vec<f64>,
+    lanes: Vec<f32>,
     latency_frames: usize,
 }
 
@@ -531,7 +538,7 @@ impl ComplianceEnvelope {
         {
             let len = input.len();
             for (slot, &x) in buffer[history..history + len].iter_mut().zip(input) {
-                *slot = if x.is_finite() { f64::from(x) } else { 0.0 };
+                *slot = if x.is_finite() { x } else { 0.0 };
             }
             for (peak, block) in block_peaks
                 .iter_mut()
@@ -560,7 +567,7 @@ impl ComplianceEnvelope {
                     for_each_run(loudest, floor / BOUND_HEADROOM, len, |run| {
                         let inputs = &buffer[from + run.start..from + run.end];
                         for (peak, &x) in peaks[run].iter_mut().zip(inputs) {
-                            let value = x.abs();
+                            let value = f64::from(x.abs());
                             *peak = if value > *peak { value } else { *peak };
                         }
                     });
@@ -608,8 +615,8 @@ fn for_each_run(
 }
 
 /// The largest absolute value in `values` (0 if empty).
-fn abs_max(values: &[f64]) -> f64 {
-    let mut lanes = [0.0_f64; 4];
+fn abs_max(values: &[f32]) -> f64 {
+    let mut lanes = [0.0_f32; 4];
     let mut chunks = values.chunks_exact(4);
     for chunk in &mut chunks {
         for k in 0..4 {
@@ -620,8 +627,8 @@ fn abs_max(values: &[f64]) -> f64 {
     let tail = chunks
         .remainder()
         .iter()
-        .fold(0.0, |m: f64, x| m.max(x.abs()));
-    lanes.iter().fold(tail, |m, &x| m.max(x))
+        .fold(0.0, |m: f32, x| m.max(x.abs()));
+    f64::from(lanes.iter().fold(tail, |m, &x| m.max(x)))
 }
 
 /// Raises `peaks[j]` to `|Σ_i coeffs[i] · src[j + taps - 1 - i]|` for every `j`, where `src` holds
@@ -632,7 +639,7 @@ fn abs_max(values: &[f64]) -> f64 {
 /// over the taps `i ≡ k (mod 4)`, each in increasing `i` from 0.0, then `(s0 + s2) + (s1 + s3)`), so
 /// every value is bit-identical to that path's. The partial sums are built for the whole run at once,
 /// three taps a pass ([`accumulate`]), so the compiler vectorises across outputs.
-fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [f64]) {
+fn raise_to_branch(coeffs: &[f32], src: &[f32], peaks: &mut [f64], lanes: &mut [f32]) {
     let (taps, n) = (coeffs.len(), peaks.len());
     debug_assert!(taps % 4 == 0 && src.len() == n + taps - 1 && lanes.len() >= 4 * n);
     if n == 0 {
@@ -662,7 +669,7 @@ fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [
     let (s1, rest) = rest.split_at(n);
     let (s2, s3) = rest.split_at(n);
     for (j, peak) in peaks.iter_mut().enumerate() {
-        let value = ((s0[j] + s2[j]) + (s1[j] + s3[j])).abs();
+        let value = f64::from(((s0[j] + s2[j]) + (s1[j] + s3[j])).abs());
         *peak = if value > *peak { value } else { *peak };
     }
 }
@@ -672,9 +679,9 @@ fn raise_to_branch(coeffs: &[f64], src: &[f64], peaks: &mut [f64], lanes: &mut [
 /// input at least as long as `lane`).
 #[inline(never)]
 fn accumulate<const TAPS: usize>(
-    lane: &mut [f64],
-    inputs: [&[f64]; TAPS],
-    coeffs: [f64; TAPS],
+    lane: &mut [f32],
+    inputs: [&[f32]; TAPS],
+    coeffs: [f32; TAPS],
     first: bool,
 ) {
     let n = lane.len();
