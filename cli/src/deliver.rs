@@ -12,7 +12,9 @@ use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::graph::DeliveryPlan;
 use lathe_engine::catalog::Catalogue;
 use lathe_proto::v1;
-use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
+use lathe_worker::embedded::{
+    DeliveryJob, EmbeddedFarm, fetch_delivery, follow_job, submit_delivery,
+};
 
 use crate::master::{MasterArgs, check_output_folder};
 use crate::table::{Table, level};
@@ -114,16 +116,7 @@ async fn follow_with_spinner(client: &FarmClient, job_id: &str) -> anyhow::Resul
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut updates = client
-        .jobs
-        .clone()
-        .watch(v1::JobRef {
-            job_id: job_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(status) = updates.message().await? {
+    let status = follow_job(client, job_id, |status| {
         let done = status
             .tasks
             .iter()
@@ -146,17 +139,10 @@ async fn follow_with_spinner(client: &FarmClient, job_id: &str) -> anyhow::Resul
             running.join(", ")
         ));
         bar.tick();
-        let ended = status.state() != v1::JobState::Running;
-        last = Some(status);
-        if ended {
-            break;
-        }
-    }
+    })
+    .await;
     bar.finish_and_clear();
-    match last {
-        Some(status) if status.state() != v1::JobState::Running => Ok(status),
-        _ => anyhow::bail!("the embedded farm stopped before job {job_id} ended"),
-    }
+    Ok(status?)
 }
 
 /// Prints a delivery: a table of its files, each album's report and notes, failures and QC

@@ -15,7 +15,7 @@ use lathe_engine::catalog::find_audio_files;
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{TrackReport, write_atomically};
 use lathe_proto::v1;
-use lathe_worker::embedded::EmbeddedFarm;
+use lathe_worker::embedded::{EmbeddedFarm, follow_job};
 use serde::Serialize;
 
 use crate::table::{Table, level};
@@ -397,16 +397,7 @@ async fn follow_with_bars(
     let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut shown: HashMap<String, ProgressBar> = HashMap::new();
-    let mut updates = client
-        .jobs
-        .clone()
-        .watch(v1::JobRef {
-            job_id: job_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(status) = updates.message().await? {
+    let status = follow_job(client, job_id, |status| {
         for (task, source) in status.tasks.iter().zip(sources) {
             match task.state() {
                 v1::TaskState::Running => {
@@ -428,19 +419,12 @@ async fn follow_with_bars(
                 }
             }
         }
-        let ended = status.state() != v1::JobState::Running;
-        last = Some(status);
-        if ended {
-            break;
-        }
-    }
+    })
+    .await;
     for bar in shown.values() {
         bar.finish_and_clear();
     }
-    match last {
-        Some(status) if status.state() != v1::JobState::Running => Ok(status),
-        _ => anyhow::bail!("the embedded farm stopped before job {job_id} ended"),
-    }
+    Ok(status?)
 }
 
 fn file_name(path: &Path) -> String {

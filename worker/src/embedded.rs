@@ -151,6 +151,16 @@ pub async fn submit_and_wait(
 
 /// Follows a job until it ends; returns its final status.
 pub async fn wait_for_job(client: &FarmClient, job_id: &str) -> Result<v1::JobStatus> {
+    follow_job(client, job_id, |_| {}).await
+}
+
+/// Follows a job until it ends, handing every update to `on_status` (a progress display); returns
+/// its final status.
+pub async fn follow_job(
+    client: &FarmClient,
+    job_id: &str,
+    mut on_status: impl FnMut(&v1::JobStatus),
+) -> Result<v1::JobStatus> {
     let mut updates = client
         .jobs
         .clone()
@@ -161,6 +171,7 @@ pub async fn wait_for_job(client: &FarmClient, job_id: &str) -> Result<v1::JobSt
         .into_inner();
     let mut last = None;
     while let Some(status) = updates.message().await? {
+        on_status(&status);
         let ended = status.state() != v1::JobState::Running;
         last = Some(status);
         if ended {
