@@ -217,43 +217,45 @@ impl Coordinator {
         )
     }
 
+    /// Refuses a request that names a blob the store does not hold: [`Error::InvalidRequest`]
+    /// "`what` has not been uploaded" (a malformed digest is [`Error::BadDigest`]).
+    async fn require_stored(&self, digest: &str, what: impl FnOnce() -> String) -> Result<()> {
+        if self
+            .inner
+            .blobs
+            .contains(&crate::blob::Digest::parse(digest)?)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidRequest(format!(
+                "{} has not been uploaded",
+                what()
+            )))
+        }
+    }
+
     /// Plans and stores a job; its tasks go on the queue as workers free up.
     pub async fn submit(&self, request: &v1::SubmitJobRequest) -> Result<String> {
         for track in &request.tracks {
-            let digest = crate::blob::Digest::parse(&track.source_digest)?;
-            if !self.inner.blobs.contains(&digest).await? {
-                return Err(Error::InvalidRequest(format!(
-                    "source {} ({}) has not been uploaded",
-                    track.source_name, track.source_digest
-                )));
-            }
+            self.require_stored(&track.source_digest, || {
+                format!("source {} ({})", track.source_name, track.source_digest)
+            })
+            .await?;
         }
         for task in &request.graph {
             for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
-                if !self
-                    .inner
-                    .blobs
-                    .contains(&crate::blob::Digest::parse(digest)?)
-                    .await?
-                {
-                    return Err(Error::InvalidRequest(format!(
-                        "source {name} ({digest}) of {:?} has not been uploaded",
-                        task.label
-                    )));
-                }
+                self.require_stored(digest, || {
+                    format!("source {name} ({digest}) of {:?}", task.label)
+                })
+                .await?;
             }
         }
-        if !request.plan_digest.is_empty()
-            && !self
-                .inner
-                .blobs
-                .contains(&crate::blob::Digest::parse(&request.plan_digest)?)
-                .await?
-        {
-            return Err(Error::InvalidRequest(format!(
-                "the job's plan {} has not been uploaded",
-                request.plan_digest
-            )));
+        if !request.plan_digest.is_empty() {
+            self.require_stored(&request.plan_digest, || {
+                format!("the job's plan {}", request.plan_digest)
+            })
+            .await?;
         }
         let job_id = self.new_job_id();
         let plan = plan_job(&job_id, request)?;
@@ -806,16 +808,8 @@ impl Coordinator {
             vec![output_digest]
         };
         for digest in digests {
-            if !self
-                .inner
-                .blobs
-                .contains(&crate::blob::Digest::parse(digest)?)
-                .await?
-            {
-                return Err(Error::InvalidRequest(format!(
-                    "task {task_id}: its output {digest} has not been uploaded"
-                )));
-            }
+            self.require_stored(digest, || format!("task {task_id}: its output {digest}"))
+                .await?;
         }
         self.update_task(task_id, |task| {
             if task.state.is_final() {
