@@ -2,7 +2,7 @@
 //!
 //! Each talks gRPC to a coordinator: `--coordinator URL`, else `LATHE_COORDINATOR`, else
 //! [`DEFAULT_COORDINATOR`] (loopback, where `make farm` puts it). Audio moves only over gRPC: `submit`
-//! uploads the sources the coordinator does not hold yet (by SHA-256) and `fetch` downloads the masters,
+//! uploads the sources the coordinator does not hold yet (by BLAKE3 digest) and `fetch` downloads the masters,
 //! each verified against its digest.
 
 use std::collections::HashMap;

@@ -150,7 +150,7 @@ impl FarmClient {
     }
 }
 
-/// The SHA-256 of a file, read in chunks on a blocking thread.
+/// The digest of a file, read in chunks on a blocking thread.
 pub async fn digest_file(path: &Path) -> Result<Digest> {
     let file_path = path.to_path_buf();
     let path = path.to_path_buf();

@@ -27,7 +27,7 @@ pub enum Error {
         actual: String,
     },
     /// A digest is not 64 lower-case hexadecimal characters.
-    #[error("{0:?} is not a SHA-256 digest (64 hexadecimal characters)")]
+    #[error("{0:?} is not a blob digest (64 hexadecimal characters)")]
     BadDigest(String),
     /// No blob with this digest is stored.
     #[error("blob {0} is not stored")]

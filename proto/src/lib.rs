@@ -11,3 +11,45 @@ pub mod v1 {
 /// Bytes per chunk when a blob is streamed: large enough that per-message overhead is small, small
 /// enough to stay under gRPC's default 4 MiB message limit.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The codec every service uses: prost's, with buffers sized for a whole [`v1::BlobChunk`] (plus its
+/// framing) where the message is one, so a chunk is encoded and decoded without its buffer regrowing
+/// and copying as it fills. Other messages keep tonic's small default buffers.
+#[derive(Debug, Clone)]
+pub struct ChunkCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for ChunkCodec<T, U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for ChunkCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(buffer_settings::<T>())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(buffer_settings::<U>())
+    }
+}
+
+/// Buffers for messages of type `M`: chunk-sized for blob chunks, tonic's defaults otherwise.
+fn buffer_settings<M: 'static>() -> tonic::codec::BufferSettings {
+    if std::any::TypeId::of::<M>() == std::any::TypeId::of::<v1::BlobChunk>() {
+        // Room for the chunk's bytes, its digest field and the gRPC and protobuf framing; each chunk
+        // goes to the transport as soon as it is encoded.
+        tonic::codec::BufferSettings::new(CHUNK_BYTES + (4 << 10), CHUNK_BYTES)
+    } else {
+        tonic::codec::BufferSettings::default()
+    }
+}
