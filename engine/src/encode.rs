@@ -16,6 +16,10 @@
 //! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
 
 mod flac;
+mod frame_check;
+mod written;
+
+pub use written::WrittenAudio;
 
 use std::fmt;
 use std::fs::File;
@@ -232,14 +236,37 @@ impl Encoder {
         Ok(())
     }
 
+    /// FLAC: from now on decode every frame as it is written, with symphonia's decoder, and fail
+    /// the write if a frame does not give back its samples, as `flac --verify` does; then
+    /// [`Encoder::finish_written`] vouches for the frames and [`WrittenAudio::check_file`] can stand in
+    /// for decoding the file. WAV: no effect. Call before the first write.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the checking decoder cannot be started.
+    pub fn check_frames(&mut self) -> Result<()> {
+        match &mut self.sink {
+            Sink::Wav(_) => Ok(()),
+            Sink::Flac(flac) => flac.check_frames(&self.path),
+        }
+    }
+
     /// Flushes buffered audio, finalises the headers and fsyncs the file.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Encode`] if the file cannot be completed.
     pub fn finish(self) -> Result<()> {
+        self.finish_written().map(drop)
+    }
+
+    /// [`Encoder::finish`], returning what the encoder can vouch for (see
+    /// [`Encoder::check_frames`]).
+    ///
+    /// # Errors
+    /// As [`Encoder::finish`].
+    pub fn finish_written(self) -> Result<WrittenAudio> {
         let path = self.path.as_path();
         match self.sink {
-            Sink::Wav(wav) => wav.finish(path),
+            Sink::Wav(wav) => wav.finish(path).map(|()| WrittenAudio::unchecked()),
             Sink::Flac(flac) => flac.finish(path),
         }
     }
