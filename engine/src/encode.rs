@@ -250,6 +250,16 @@ impl Encoder {
         }
     }
 
+    /// Whether every frame is decoded and compared as it is written ([`Encoder::check_frames`]
+    /// was called and the format is FLAC): then [`Encoder::finish_written`] will vouch for the
+    /// frames.
+    pub fn checks_frames(&self) -> bool {
+        match &self.sink {
+            Sink::Wav(_) => false,
+            Sink::Flac(flac) => flac.checks_frames(),
+        }
+    }
+
     /// Flushes buffered audio, finalises the headers and fsyncs the file.
     ///
     /// # Errors

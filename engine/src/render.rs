@@ -756,10 +756,13 @@ pub fn master_track(
         dither.push(Box::new(quantiser));
     }
     let mut output_analyzer = Analyzer::new(channels, output_rate_hz);
-    let mut rendered_hash = SampleHash::new();
+    // Needed only where the written file will be decoded to verify it.
+    let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
     let mut on_output = |block: &AudioBlock| {
         output_analyzer.add(block);
-        rendered_hash.add(block);
+        if let Some(hash) = rendered_hash.as_mut() {
+            hash.add(block);
+        }
         encoder.write(block)
     };
     match limited.take() {
@@ -811,15 +814,7 @@ pub fn master_track(
     // FLAC: the encoder decoded every frame as it wrote it and found its samples; the file must
     // still hold those frames and that STREAMINFO after tagging. Otherwise (WAV): decode the file
     // and compare. Either covers what FLAC's MD5 signature would, so the decoder skips it.
-    if written.is_checked() {
-        written.check_file(&temp.path).map_err(|e| match e {
-            Error::Encode { reason, .. } => Error::Encode {
-                path: request.output.to_path_buf(),
-                reason,
-            },
-            other => other,
-        })?;
-    } else {
+    if let Some(rendered_hash) = rendered_hash {
         let mut written_hash = SampleHash::new();
         Pass::decoding(Decoder::open_skipping_md5(&temp.path)?, output_rate_hz)?.run(
             &mut [],
@@ -835,6 +830,14 @@ pub fn master_track(
                 reason: "the written file does not decode to the rendered samples".to_owned(),
             });
         }
+    } else {
+        written.check_file(&temp.path).map_err(|e| match e {
+            Error::Encode { reason, .. } => Error::Encode {
+                path: request.output.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })?;
     }
     let output_analysis = output_analyzer.finish(request.output);
     let qc = verdict(profile, target_lufs, &output_analysis);

@@ -176,6 +176,11 @@ impl FlacSink {
         Ok(())
     }
 
+    /// Whether [`FlacSink::check_frames`] was called.
+    pub(super) fn checks_frames(&self) -> bool {
+        self.check.is_some()
+    }
+
     /// Quantises the valid frames of `block` (whose channel count the caller has checked) and
     /// writes every frame that fills up.
     pub(super) fn write(&mut self, path: &Path, block: &AudioBlock) -> Result<()> {
