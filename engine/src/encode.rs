@@ -10,7 +10,10 @@
 //!   longer masters must be FLAC.
 //! - FLAC is lathe's own encoder ([`flac`]): fixed and LPC prediction, stereo decorrelation and
 //!   partitioned Rice coding, frames of 4096 written as soon as they are made, `STREAMINFO`
-//!   (frame sizes, sample count, MD5) completed by [`Encoder::finish`].
+//!   (frame sizes, sample count, MD5) completed by [`Encoder::finish`]. With
+//!   [`Encoder::check_frames`] every frame is decoded (symphonia) as it is written and compared
+//!   with its samples, and [`WrittenAudio::check_file`] later confirms the file still holds those
+//!   frames, which stands in for decoding the whole file again.
 //!
 //! The encoder writes exactly the path it is given; writing to a temporary name and renaming is
 //! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
