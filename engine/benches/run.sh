@@ -124,7 +124,7 @@ master() {
   calibration="$(sed -n 's/.*"calibration_passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json \
     | head -n 1 || true)"
   if [[ -n "$calibration" ]]; then
-    MASTER_PASSES=$(( calibration + 4 ))
+    MASTER_PASSES=$(( calibration + 3 ))
   fi
   rm -f "$out"/*.flac
 }

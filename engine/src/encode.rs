@@ -10,12 +10,19 @@
 //!   longer masters must be FLAC.
 //! - FLAC is lathe's own encoder ([`flac`]): fixed and LPC prediction, stereo decorrelation and
 //!   partitioned Rice coding, frames of 4096 written as soon as they are made, `STREAMINFO`
-//!   (frame sizes, sample count, MD5) completed by [`Encoder::finish`].
+//!   (frame sizes, sample count, MD5) completed by [`Encoder::finish`]. With
+//!   [`Encoder::check_frames`] every frame is decoded (symphonia) as it is written and compared
+//!   with its samples, and [`WrittenAudio::check_file`] later confirms the file still holds those
+//!   frames, which stands in for decoding the whole file again.
 //!
 //! The encoder writes exactly the path it is given; writing to a temporary name and renaming is
 //! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
 
 mod flac;
+mod frame_check;
+mod written;
+
+pub use written::WrittenAudio;
 
 use std::fmt;
 use std::fs::File;
@@ -232,14 +239,47 @@ impl Encoder {
         Ok(())
     }
 
+    /// FLAC: from now on decode every frame as it is written, with symphonia's decoder, and fail
+    /// the write if a frame does not give back its samples, as `flac --verify` does; then
+    /// [`Encoder::finish_written`] vouches for the frames and [`WrittenAudio::check_file`] can stand in
+    /// for decoding the file. WAV: no effect. Call before the first write.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the checking decoder cannot be started.
+    pub fn check_frames(&mut self) -> Result<()> {
+        match &mut self.sink {
+            Sink::Wav(_) => Ok(()),
+            Sink::Flac(flac) => flac.check_frames(&self.path),
+        }
+    }
+
+    /// Whether every frame is decoded and compared as it is written ([`Encoder::check_frames`]
+    /// was called and the format is FLAC): then [`Encoder::finish_written`] will vouch for the
+    /// frames.
+    pub fn checks_frames(&self) -> bool {
+        match &self.sink {
+            Sink::Wav(_) => false,
+            Sink::Flac(flac) => flac.checks_frames(),
+        }
+    }
+
     /// Flushes buffered audio, finalises the headers and fsyncs the file.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Encode`] if the file cannot be completed.
     pub fn finish(self) -> Result<()> {
+        self.finish_written().map(drop)
+    }
+
+    /// [`Encoder::finish`], returning what the encoder can vouch for (see
+    /// [`Encoder::check_frames`]).
+    ///
+    /// # Errors
+    /// As [`Encoder::finish`].
+    pub fn finish_written(self) -> Result<WrittenAudio> {
         let path = self.path.as_path();
         match self.sink {
-            Sink::Wav(wav) => wav.finish(path),
+            Sink::Wav(wav) => wav.finish(path).map(|()| WrittenAudio::unchecked()),
             Sink::Flac(flac) => flac.finish(path),
         }
     }

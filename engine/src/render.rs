@@ -19,8 +19,11 @@
 //! 4. **Render**: the limited spool of the last calibration pass when its gain is the final one
 //!    (else the chain spool through gain, limiter and fades), then dither, into the encoder, written
 //!    under a temporary name, and analysed (the output's QC).
-//! 5. **Verify**: decode the written (tagged) file and check it holds exactly the rendered samples;
-//!    then rename it into place.
+//! 5. **Verify**: check the written (tagged) file holds exactly the rendered samples; then rename
+//!    it into place. A FLAC encoder decodes each frame as it writes it and compares it with its
+//!    samples ([`Encoder::check_frames`]), so the file need only be read to confirm its frame bytes
+//!    and `STREAMINFO` are still those the encoder checked ([`crate::encode::WrittenAudio`]); a
+//!    WAV is decoded and compared.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -735,6 +738,7 @@ pub fn master_track(
         keep: false,
     };
     let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
+    encoder.check_frames()?;
     let mut dither: Vec<Box<dyn Stage>> = Vec::new();
     if spec.bit_depth < 32 {
         let quantiser = Quantiser::new(
@@ -752,10 +756,13 @@ pub fn master_track(
         dither.push(Box::new(quantiser));
     }
     let mut output_analyzer = Analyzer::new(channels, output_rate_hz);
-    let mut rendered_hash = SampleHash::new();
+    // Needed only where the written file will be decoded to verify it.
+    let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
     let mut on_output = |block: &AudioBlock| {
         output_analyzer.add(block);
-        rendered_hash.add(block);
+        if let Some(hash) = rendered_hash.as_mut() {
+            hash.add(block);
+        }
         encoder.write(block)
     };
     match limited.take() {
@@ -784,7 +791,7 @@ pub fn master_track(
             reports.extend(stage_reports(&tail));
         }
     }
-    encoder.finish()?;
+    let written = encoder.finish_written()?;
     reports.extend(stage_reports(&dither));
 
     // 5. Verify, tag, rename.
@@ -803,22 +810,34 @@ pub fn master_track(
     if tags != TrackTags::default() {
         write_tags(&temp.path, &tags)?;
     }
-    // The analysis is of the rendered samples; the file must decode to exactly those samples. That
-    // comparison covers what FLAC's MD5 signature would, so the decoder skips computing it.
-    let mut written_hash = SampleHash::new();
-    Pass::decoding(Decoder::open_skipping_md5(&temp.path)?, output_rate_hz)?.run(
-        &mut [],
-        &mut [],
-        Phase::Verify,
-        progress,
-        |b| written_hash.add(b),
-        |_| Ok(()),
-    )?;
-    if written_hash.value() != rendered_hash.value() {
-        return Err(Error::Encode {
-            path: request.output.to_path_buf(),
-            reason: "the written file does not decode to the rendered samples".to_owned(),
-        });
+    // The analysis is of the rendered samples; the file must decode to exactly those samples.
+    // FLAC: the encoder decoded every frame as it wrote it and found its samples; the file must
+    // still hold those frames and that STREAMINFO after tagging. Otherwise (WAV): decode the file
+    // and compare. Either covers what FLAC's MD5 signature would, so the decoder skips it.
+    if let Some(rendered_hash) = rendered_hash {
+        let mut written_hash = SampleHash::new();
+        Pass::decoding(Decoder::open_skipping_md5(&temp.path)?, output_rate_hz)?.run(
+            &mut [],
+            &mut [],
+            Phase::Verify,
+            progress,
+            |b| written_hash.add(b),
+            |_| Ok(()),
+        )?;
+        if written_hash.value() != rendered_hash.value() {
+            return Err(Error::Encode {
+                path: request.output.to_path_buf(),
+                reason: "the written file does not decode to the rendered samples".to_owned(),
+            });
+        }
+    } else {
+        written.check_file(&temp.path).map_err(|e| match e {
+            Error::Encode { reason, .. } => Error::Encode {
+                path: request.output.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })?;
     }
     let output_analysis = output_analyzer.finish(request.output);
     let qc = verdict(profile, target_lufs, &output_analysis);

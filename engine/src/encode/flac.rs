@@ -47,6 +47,8 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use super::Quantiser;
+use super::frame_check::FrameCheck;
+use super::written::{ByteDigest, WrittenAudio};
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
 
@@ -106,6 +108,13 @@ pub(super) struct FlacSink {
     /// Smallest and largest frame in bytes so far.
     frame_bytes_range: Option<(usize, usize)>,
     coder: FrameCoder,
+    /// Decodes every frame written and compares it with its samples, when asked to.
+    check: Option<FrameCheck>,
+    /// Digest of the frame bytes written.
+    frames_digest: ByteDigest,
+    /// Samples given as `f32` values off the integer grid (or clamped), which decode to another
+    /// value.
+    off_grid_samples: u64,
 }
 
 impl FlacSink {
@@ -131,6 +140,9 @@ impl FlacSink {
             frame_number: 0,
             total_frames: 0,
             frame_bytes_range: None,
+            check: None,
+            frames_digest: ByteDigest::new(),
+            off_grid_samples: 0,
             coder: FrameCoder::new(FrameFormat {
                 channel_count,
                 bit_depth,
@@ -154,6 +166,21 @@ impl FlacSink {
         Ok(this)
     }
 
+    /// From now on, decodes every frame as it is written and fails the write if it does not give
+    /// back its samples (see [`FrameCheck`]); [`FlacSink::finish`] then vouches for the frames.
+    pub(super) fn check_frames(&mut self, path: &Path) -> Result<()> {
+        let stream_info = stream_info_bytes(&self.stream_info_fields([0; 16]));
+        let check =
+            FrameCheck::new(&stream_info).map_err(|reason| super::encode_error(path, reason))?;
+        self.check = Some(check);
+        Ok(())
+    }
+
+    /// Whether [`FlacSink::check_frames`] was called.
+    pub(super) fn checks_frames(&self) -> bool {
+        self.check.is_some()
+    }
+
     /// Quantises the valid frames of `block` (whose channel count the caller has checked) and
     /// writes every frame that fills up.
     pub(super) fn write(&mut self, path: &Path, block: &AudioBlock) -> Result<()> {
@@ -164,9 +191,14 @@ impl FlacSink {
             for (ch, samples) in block.channels().enumerate() {
                 let planar_start = ch * BLOCK_FRAMES + self.pending_frames;
                 let planar = &mut self.samples[planar_start..planar_start + n];
+                let scale = self.quantiser.scale;
+                let mut off_grid = 0u64;
                 for (&x, code) in samples[start..start + n].iter().zip(planar) {
                     *code = self.quantiser.quantise(x);
+                    // The scaling is exact: a sample on the grid equals its code scaled.
+                    off_grid += u64::from(f64::from(*code) != f64::from(x) * scale);
                 }
+                self.off_grid_samples += off_grid;
             }
             self.pending_frames += n;
             start += n;
@@ -189,6 +221,27 @@ impl FlacSink {
         );
         self.md5.update(&self.md5_bytes);
         let bytes = self.coder.encode(&self.samples, frames, self.frame_number);
+        if let Some(check) = &mut self.check {
+            check
+                .check(
+                    bytes,
+                    &self.samples,
+                    BLOCK_FRAMES,
+                    self.channel_count,
+                    frames,
+                    self.bit_depth,
+                )
+                .map_err(|reason| {
+                    super::encode_error(
+                        path,
+                        format!(
+                            "frame {} does not decode to its samples: {reason}",
+                            self.frame_number
+                        ),
+                    )
+                })?;
+        }
+        self.frames_digest.update(bytes);
         self.file.write_all(bytes).map_err(|e| Error::io(path, e))?;
         let size = bytes.len();
         self.frame_bytes_range = Some(match self.frame_bytes_range {
@@ -201,15 +254,24 @@ impl FlacSink {
         Ok(())
     }
 
-    /// Writes `STREAMINFO` at the current position. Frame sizes not known yet (no frame written)
-    /// are 0, "unknown", as in the reference encoder.
-    fn write_stream_info(&mut self, path: &Path, md5: [u8; 16]) -> Result<()> {
+    /// Writes `STREAMINFO` at the current position and returns it.
+    fn write_stream_info(&mut self, path: &Path, md5: [u8; 16]) -> Result<[u8; STREAMINFO_LEN]> {
+        let bytes = stream_info_bytes(&self.stream_info_fields(md5));
+        self.file
+            .write_all(&bytes)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(bytes)
+    }
+
+    /// The fields of `STREAMINFO` as they stand. Frame sizes not known yet (no frame written) are
+    /// 0, "unknown", as in the reference encoder.
+    fn stream_info_fields(&self, md5: [u8; 16]) -> StreamInfoFields {
         let (min_frame, max_frame) = self.frame_bytes_range.unwrap_or((0, 0));
         // The fields are 24 bits wide; a size that does not fit is written as 0, "unknown" (a
         // truncated size would mislead readers that size their buffers by it). Frames are never
         // larger than verbatim ones, so for 4096 frames of at most 8 channels this cannot happen.
         let field = |bytes: usize| u32::try_from(bytes).ok().filter(|&b| b < 1 << 24);
-        let bytes = stream_info_bytes(&StreamInfoFields {
+        StreamInfoFields {
             block_frames: BLOCK_FRAMES as u16,
             min_frame_bytes: field(min_frame).unwrap_or(0),
             max_frame_bytes: field(max_frame).unwrap_or(0),
@@ -218,12 +280,12 @@ impl FlacSink {
             bit_depth: self.bit_depth as u8,
             total_frames: self.total_frames,
             md5,
-        });
-        self.file.write_all(&bytes).map_err(|e| Error::io(path, e))
+        }
     }
 
-    /// Writes the last (short) frame, completes `STREAMINFO`, flushes and fsyncs.
-    pub(super) fn finish(mut self, path: &Path) -> Result<()> {
+    /// Writes the last (short) frame, completes `STREAMINFO`, flushes and fsyncs; returns what it
+    /// can vouch for (every frame, if they were checked).
+    pub(super) fn finish(mut self, path: &Path) -> Result<WrittenAudio> {
         if self.pending_frames > 0 {
             self.encode_frame(path)?;
         }
@@ -231,12 +293,22 @@ impl FlacSink {
             .seek(SeekFrom::Start(STREAMINFO_OFFSET))
             .map_err(|e| Error::io(path, e))?;
         let md5: [u8; 16] = self.md5.clone().finalize().into();
-        self.write_stream_info(path, md5)?;
+        let stream_info = self.write_stream_info(path, md5)?;
         self.file.flush().map_err(|e| Error::io(path, e))?;
         self.file
             .get_ref()
             .sync_all()
-            .map_err(|e| Error::io(path, e))
+            .map_err(|e| Error::io(path, e))?;
+        Ok(if self.check.is_some() {
+            WrittenAudio::checked_flac(
+                stream_info,
+                self.frames_digest.value(),
+                self.off_grid_samples,
+                self.bit_depth,
+            )
+        } else {
+            WrittenAudio::unchecked()
+        })
     }
 }
 
@@ -2170,5 +2242,139 @@ mod tests {
             size(&ours) as f64 / size(&reference) as f64
         );
         flac_test(&ours);
+    }
+
+    /// Writes `signal` (in blocks of 1000 frames) with the frame check on; returns what the
+    /// encoder vouches for.
+    fn write_checked(path: &Path, signal: &AudioBlock, bits: u32) -> crate::encode::WrittenAudio {
+        let mut encoder =
+            Encoder::create(path, &flac_spec(bits), signal.channel_count(), 48_000).unwrap();
+        encoder.check_frames().unwrap();
+        let mut block = AudioBlock::new(signal.channel_count(), 1000, 48_000);
+        let mut start = 0;
+        while start < signal.frames() {
+            let n = 1000.min(signal.frames() - start);
+            block.set_frames(n);
+            for c in 0..signal.channel_count() {
+                block
+                    .channel_mut(c)
+                    .copy_from_slice(&signal.channel(c)[start..start + n]);
+            }
+            encoder.write(&block).unwrap();
+            start += n;
+        }
+        encoder.finish_written().unwrap()
+    }
+
+    fn encode_reason(result: Result<()>) -> String {
+        match result {
+            Err(Error::Encode { reason, .. }) => reason,
+            other => panic!("expected an encode error, got {other:?}"),
+        }
+    }
+
+    /// A checked stream vouches for the file as written and after tagging (which moves the
+    /// frames), and the file then decodes (Symphonia) to exactly the samples.
+    #[test]
+    fn checked_frames_vouch_for_the_file_before_and_after_tagging() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bits, channels, frames) in [(24, 2, 10_000), (16, 1, 4_096), (24, 6, 5_000)] {
+            let path = dir.path().join(format!("checked-{bits}-{channels}.flac"));
+            let signal = test_signal("full-scale noise", channels, frames, bits);
+            let written = write_checked(&path, &signal, bits);
+            assert!(written.is_checked());
+            written.check_file(&path).unwrap();
+            let tags = crate::tags::TrackTags {
+                title: Some("Checked".to_owned()),
+                artist: Some("lathe".to_owned()),
+                ..Default::default()
+            };
+            crate::tags::write_tags(&path, &tags).unwrap();
+            written.check_file(&path).unwrap();
+            assert_same_audio(&decode_all(&path, 4096).unwrap(), &signal, 0.0);
+        }
+    }
+
+    /// One changed byte anywhere in the frames or in STREAMINFO, a lost byte at the end, or a
+    /// sample that was not on the integer grid fails the file check.
+    #[test]
+    fn a_changed_frame_byte_or_an_off_grid_sample_fails_the_file_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checked.flac");
+        let signal = test_signal("sine", 2, 20_000, 24);
+        let written = write_checked(&path, &signal, 24);
+        written.check_file(&path).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        let frames_start = 8 + STREAMINFO_LEN;
+        for (position, expected) in [
+            (frames_start + 3, "audio frames"),
+            (original.len() / 2, "audio frames"),
+            (original.len() - 1, "audio frames"),
+            (8 + 20, "STREAMINFO"),
+        ] {
+            let mut changed = original.clone();
+            changed[position] ^= 0x10;
+            std::fs::write(&path, &changed).unwrap();
+            let reason = encode_reason(written.check_file(&path));
+            assert!(reason.contains(expected), "byte {position}: {reason}");
+        }
+        std::fs::write(&path, &original[..original.len() - 1]).unwrap();
+        let reason = encode_reason(written.check_file(&path));
+        assert!(reason.contains("audio frames"), "{reason}");
+
+        let mut off_grid = signal.clone();
+        // 0.3 is 2516582.5 steps of 2^-23 as an f32: between two codes.
+        off_grid.channel_mut(1)[12_345] = 0.3;
+        let written = write_checked(&path, &off_grid, 24);
+        let reason = encode_reason(written.check_file(&path));
+        assert!(
+            reason.starts_with("1 samples are not on the 24-bit grid"),
+            "{reason}"
+        );
+    }
+
+    /// The frame check decodes what the coder made: a frame with a flipped bit, or samples other
+    /// than those it was made from, fail it.
+    #[test]
+    fn frame_check_rejects_a_frame_that_decodes_to_other_samples() {
+        let signal = test_signal("full-scale noise", 2, BLOCK_FRAMES, 24);
+        let q = Quantiser::new(24);
+        let mut samples: Vec<i32> = signal
+            .channels()
+            .flat_map(|c| c.iter().map(|&x| q.quantise(x)))
+            .collect();
+        let mut coder = FrameCoder::new(FrameFormat {
+            channel_count: 2,
+            bit_depth: 24,
+            rate: RateCode::of(48_000),
+            max_lpc_order: MAX_LPC_ORDER,
+        });
+        let frame = coder.encode(&samples, BLOCK_FRAMES, 0).to_vec();
+        let stream_info = stream_info_bytes(&StreamInfoFields {
+            block_frames: BLOCK_FRAMES as u16,
+            min_frame_bytes: 0,
+            max_frame_bytes: 0,
+            sample_rate_hz: 48_000,
+            channel_count: 2,
+            bit_depth: 24,
+            total_frames: 0,
+            md5: [0; 16],
+        });
+        let mut check = FrameCheck::new(&stream_info).unwrap();
+        let mut run = |frame: &[u8], samples: &[i32]| {
+            check.check(frame, samples, BLOCK_FRAMES, 2, BLOCK_FRAMES, 24)
+        };
+        run(&frame, &samples).unwrap();
+        for position in [frame.len() / 3, frame.len() / 2, frame.len() - 40] {
+            let mut changed = frame.clone();
+            changed[position] ^= 0x04;
+            assert!(
+                run(&changed, &samples).is_err(),
+                "bit flipped at {position}"
+            );
+        }
+        samples[BLOCK_FRAMES + 77] += 1;
+        let reason = run(&frame, &samples).unwrap_err();
+        assert_eq!(reason, "channel 1 decodes to other samples");
     }
 }
