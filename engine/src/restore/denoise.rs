@@ -55,8 +55,10 @@ const NOISE_MEDIAN_BINS: usize = 24;
 const NOISE_MEDIAN_STEP: usize = 8;
 /// Largest ratio of a bin's noise estimate to the median bin's (12 dB).
 const NOISE_CAP: f32 = 4.0;
+/// The noise estimate (which follows a 6 s search) is renewed every this many frames.
+const NOISE_UPDATE_FRAMES: u64 = 4;
 /// Noise power assumed before the first estimate: low enough that the filter passes the audio.
-const UNKNOWN_NOISE: f32 = 1e-12;
+const UNKNOWN_NOISE: f32 = 1e-6;
 /// Spectra kept: the pilot of frame `f - 2` needs the noisy frames `f - 4 ..= f`.
 const RING_FRAMES: usize = 5;
 /// Pilots kept: the output of frame `f - 3` needs the pilots of frames `f - 4 ..= f - 2`.
@@ -64,9 +66,9 @@ const PILOT_FRAMES: usize = 3;
 /// Bins either side averaged by the pilot's covariance estimate.
 const PILOT_SPREAD_BINS: usize = 2;
 /// Eigenvalue shrinkage of the pilot's signal covariance, in units of the noise power.
-const PILOT_SHRINK: f64 = 0.4;
+const PILOT_SHRINK: f32 = 0.4;
 /// Noise weight of the pilot's Wiener filter (over-subtraction).
-const PILOT_NOISE_WEIGHT: f64 = 1.5;
+const PILOT_NOISE_WEIGHT: f32 = 1.5;
 /// Bins either side averaged by the final covariance estimate.
 const FINAL_SPREAD_BINS: usize = 1;
 /// Frames between the newest analysed frame and the one synthesised.
@@ -207,6 +209,9 @@ impl NoiseTracker {
             }
             self.current_min.fill(f32::INFINITY);
         }
+        if tracked % NOISE_UPDATE_FRAMES != 0 {
+            return;
+        }
         // Noise spectra are smooth while programme is made of lines: the median of the minima
         // over a wide band reads the floor between a note's harmonics rather than the harmonics.
         // It is taken every NOISE_MEDIAN_STEP bins and interpolated between.
@@ -267,7 +272,6 @@ impl Covariance {
         inverse_noise: &[Vec<f32>],
         spread: usize,
     ) {
-        let bins = self.cross.len();
         let scale = 1.0 / slots.len() as f32;
         for (ch, power) in self.power.iter_mut().enumerate() {
             power.fill(0.0);
@@ -306,58 +310,70 @@ impl Covariance {
             box_mean(power, avg, spread);
         }
         if pair {
-            for k in 0..bins {
-                let lo = k.saturating_sub(spread);
-                let hi = (k + spread + 1).min(bins);
-                let sum = self.cross[lo..hi]
-                    .iter()
-                    .fold(Complex::new(0.0, 0.0), |s, &x| s + x);
-                self.cross_avg[k] = sum / (hi - lo) as f32;
-            }
+            box_mean(&self.cross, &mut self.cross_avg, spread);
         }
     }
 }
 
-/// Mean of `input` over `spread` bins either side (fewer at the ends), into `output`.
-fn box_mean(input: &[f32], output: &mut [f32], spread: usize) {
+/// Mean of `input` over `spread` bins either side (fewer at the ends), into `output`: the
+/// interior as a sum of shifted copies (which vectorises), the ends bin by bin.
+fn box_mean<T>(input: &[T], output: &mut [T], spread: usize)
+where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Div<f32, Output = T> + std::iter::Sum,
+{
     let bins = input.len();
-    for (k, o) in output.iter_mut().enumerate() {
-        let lo = k.saturating_sub(spread);
-        let hi = (k + spread + 1).min(bins);
-        *o = input[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
+    let width = 2 * spread + 1;
+    let mean = |lo: usize, hi: usize| input[lo..hi].iter().copied().sum::<T>() / (hi - lo) as f32;
+    if bins < width {
+        for (k, o) in output.iter_mut().enumerate() {
+            *o = mean(k.saturating_sub(spread), (k + spread + 1).min(bins));
+        }
+        return;
+    }
+    let interior = &mut output[spread..bins - spread];
+    interior.fill(T::default());
+    for d in 0..width {
+        for (o, &x) in interior.iter_mut().zip(&input[d..]) {
+            *o += x;
+        }
+    }
+    for o in interior.iter_mut() {
+        *o = *o / width as f32;
+    }
+    for k in (0..spread).chain(bins - spread..bins) {
+        output[k] = mean(k.saturating_sub(spread), (k + spread + 1).min(bins));
     }
 }
 
 /// The Wiener filter `R (R + mu I)^-1` of a 2 x 2 signal covariance `R = [[a, b], [b*, c]]` (noise
 /// whitened to `I`) with its eigenvalues shrunk by `shrink` and each eigen-gain at least
 /// `gain_floor`; returns `(w11, w12, w22)` (`w21` is the conjugate of `w12`).
+#[inline]
 fn pair_gains(
-    a: f64,
-    b: Complex<f64>,
-    c: f64,
-    shrink: f64,
-    noise_weight: f64,
-    gain_floor: f64,
-) -> (f64, Complex<f64>, f64) {
+    a: f32,
+    b: Complex<f32>,
+    c: f32,
+    shrink: f32,
+    noise_weight: f32,
+    gain_floor: f32,
+) -> (f32, Complex<f32>, f32) {
     let half_difference = 0.5 * (a - c);
     let disc = (half_difference * half_difference + b.norm_sqr()).sqrt();
     let mean = 0.5 * (a + c);
     let (l1, l2) = (mean + disc, mean - disc);
-    let gain = |l: f64| {
-        let m = (l - shrink).max(1e-3);
-        (m / (m + noise_weight)).max(gain_floor)
-    };
-    let (g1, g2) = (gain(l1), gain(l2));
-    if disc <= 1e-12 * mean.abs().max(1e-30) {
-        return (g1, Complex::new(0.0, 0.0), g1);
-    }
-    // W = g2 I + (g1 - g2) P1, P1 = (R - l2 I) / (l1 - l2) the projector on the first eigenvector.
-    let step = (g1 - g2) / (2.0 * disc);
+    let (g1, g2) = (
+        single_gain(l1, shrink, noise_weight, gain_floor),
+        single_gain(l2, shrink, noise_weight, gain_floor),
+    );
+    // W = g2 I + (g1 - g2) P1, P1 = (R - l2 I) / (l1 - l2) the projector on the first eigenvector
+    // (|a - l2| and |b| are at most l1 - l2, so equal eigenvalues need only a guard against 0 / 0).
+    let step = (g1 - g2) / (2.0 * disc).max(f32::MIN_POSITIVE);
     (g2 + step * (a - l2), b * step, g2 + step * (c - l2))
 }
 
 /// The scalar Wiener gain of a whitened signal power `a`, as [`pair_gains`].
-fn single_gain(a: f64, shrink: f64, noise_weight: f64, gain_floor: f64) -> f64 {
+#[inline]
+fn single_gain(a: f32, shrink: f32, noise_weight: f32, gain_floor: f32) -> f32 {
     let m = (a - shrink).max(1e-3);
     (m / (m + noise_weight)).max(gain_floor)
 }
@@ -380,6 +396,8 @@ pub struct Denoiser {
     trackers: Vec<NoiseTracker>,
     /// 1 / noise power per channel and bin, for the current step.
     inverse_noise: Vec<Vec<f32>>,
+    /// sqrt(noise_0 / noise_1) per bin, for a pair.
+    ratio: Vec<f32>,
     covariance: Covariance,
     overlap: Vec<Vec<f32>>,
     /// Finished output hop per channel, written out at the next frame.
@@ -442,6 +460,7 @@ impl Denoiser {
             output: vec![vec![spectrum]; channel_count],
             trackers: vec![NoiseTracker::new(bins); channel_count],
             inverse_noise: vec![vec![0.0; bins]; channel_count],
+            ratio: vec![1.0; bins],
             covariance: Covariance::new(channel_count, bins),
             overlap: vec![vec![0.0; frame_len]; channel_count],
             pending: vec![vec![0.0; hop]; channel_count],
@@ -622,6 +641,11 @@ impl Denoiser {
                 *w = 1.0 / n;
             }
         }
+        if let [left, right] = &self.inverse_noise[..] {
+            for ((q, &wl), &wr) in self.ratio.iter_mut().zip(left).zip(right) {
+                *q = (wr / wl).sqrt();
+            }
+        }
         // Step one: the pilot of frame f - 2 from the noisy frames f - 4 ..= f.
         self.covariance.gather(
             &self.spectra,
@@ -639,7 +663,7 @@ impl Denoiser {
         };
         pilot.apply(
             &self.covariance,
-            &self.inverse_noise,
+            &self.ratio,
             &self.spectra,
             source,
             &mut self.pilots,
@@ -657,11 +681,11 @@ impl Denoiser {
             subtract: 0.0,
             shrink: 0.0,
             noise_weight: 1.0,
-            gain_floor: self.gain_floor,
+            gain_floor: self.gain_floor as f32,
         };
         last.apply(
             &self.covariance,
-            &self.inverse_noise,
+            &self.ratio,
             &self.spectra,
             source,
             &mut self.output,
@@ -718,44 +742,44 @@ const PILOT_SLOTS: [usize; PILOT_FRAMES] = [0, 1, 2];
 /// One Wiener step's settings (see [`pair_gains`]).
 struct Wiener {
     /// Noise power (whitened: 1) taken off the neighbourhood's power; 0 when it is a pilot's.
-    subtract: f64,
-    shrink: f64,
-    noise_weight: f64,
-    gain_floor: f64,
+    subtract: f32,
+    shrink: f32,
+    noise_weight: f32,
+    gain_floor: f32,
 }
 
 impl Wiener {
     /// Filters frame `source` of `spectra` with the gains from `covariance` into `slot` of
-    /// `outputs[ch]` (one ring per channel; a ring of one when `slot` is 0).
+    /// `outputs[ch]` (one ring per channel); `ratio` is sqrt(noise_0 / noise_1) per bin, which
+    /// takes a pair's filter back from the whitened domain.
     fn apply(
         &self,
         covariance: &Covariance,
-        inverse_noise: &[Vec<f32>],
+        ratio: &[f32],
         spectra: &[Vec<Vec<Complex<f32>>>],
         source: usize,
         outputs: &mut [Vec<Vec<Complex<f32>>>],
         slot: usize,
     ) {
-        let bins = covariance.cross.len();
         if let ([left, right], [out_left, out_right]) = (spectra, &mut *outputs) {
-            let (yl, yr) = (&left[source], &right[source]);
-            let (ol, or) = (&mut out_left[slot], &mut out_right[slot]);
-            for k in 0..bins {
-                let a = f64::from(covariance.power_avg[0][k]) - self.subtract;
-                let c = f64::from(covariance.power_avg[1][k]) - self.subtract;
-                let x = covariance.cross_avg[k];
-                let b = Complex::new(f64::from(x.re), f64::from(x.im));
-                let (w11, w12, w22) =
-                    pair_gains(a, b, c, self.shrink, self.noise_weight, self.gain_floor);
-                // Back from the whitened domain: sqrt(noise_l / noise_r).
-                let ratio =
-                    (f64::from(inverse_noise[1][k]) / f64::from(inverse_noise[0][k])).sqrt();
-                let l = Complex::new(f64::from(yl[k].re), f64::from(yl[k].im));
-                let r = Complex::new(f64::from(yr[k].re), f64::from(yr[k].im));
-                let left = l * w11 + r * w12 * ratio;
-                let right = l * w12.conj() / ratio + r * w22;
-                ol[k] = Complex::new(left.re as f32, left.im as f32);
-                or[k] = Complex::new(right.re as f32, right.im as f32);
+            let pairs = covariance.power_avg[0]
+                .iter()
+                .zip(&covariance.power_avg[1])
+                .zip(&covariance.cross_avg)
+                .zip(ratio)
+                .zip(left[source].iter().zip(&right[source]))
+                .zip(out_left[slot].iter_mut().zip(out_right[slot].iter_mut()));
+            for (((((&a, &c), &b), &ratio), (&l, &r)), (ol, or)) in pairs {
+                let (w11, w12, w22) = pair_gains(
+                    a - self.subtract,
+                    b,
+                    c - self.subtract,
+                    self.shrink,
+                    self.noise_weight,
+                    self.gain_floor,
+                );
+                *ol = l * w11 + r * w12 * ratio;
+                *or = l * w12.conj() / ratio + r * w22;
             }
             return;
         }
@@ -765,13 +789,12 @@ impl Wiener {
             .zip(&covariance.power_avg)
         {
             for ((o, y), &p) in out[slot].iter_mut().zip(&ring[source]).zip(power) {
-                let gain = single_gain(
-                    f64::from(p) - self.subtract,
+                *o = y * single_gain(
+                    p - self.subtract,
                     self.shrink,
                     self.noise_weight,
                     self.gain_floor,
                 );
-                *o = y * gain as f32;
             }
         }
     }
