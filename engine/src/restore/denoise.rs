@@ -263,21 +263,23 @@ impl Covariance {
         }
     }
 
-    /// Sums the whitened powers (and, for a pair, the cross-spectrum) of `frames` into the
-    /// neighbourhood means over the frames and `spread` bins either side.
+    /// Sums the whitened powers (and, for a pair, the cross-spectrum) of the frames in `slots`
+    /// of `products` into the neighbourhood means over those frames and `spread` bins either
+    /// side; `cross_weight` is sqrt(1 / (noise_0 noise_1)) per bin.
     fn gather(
         &mut self,
-        frames: &[Vec<Vec<Complex<f32>>>],
+        products: &Products,
         slots: &[usize],
         inverse_noise: &[Vec<f32>],
+        cross_weight: &[f32],
         spread: usize,
     ) {
         let scale = 1.0 / slots.len() as f32;
         for (ch, power) in self.power.iter_mut().enumerate() {
             power.fill(0.0);
             for &slot in slots {
-                for (p, y) in power.iter_mut().zip(&frames[ch][slot]) {
-                    *p += y.norm_sqr();
+                for (p, &y) in power.iter_mut().zip(&products.power[ch][slot]) {
+                    *p += y;
                 }
             }
             for (p, &w) in power.iter_mut().zip(&inverse_noise[ch]) {
@@ -288,22 +290,12 @@ impl Covariance {
         if pair {
             self.cross.fill(Complex::new(0.0, 0.0));
             for &slot in slots {
-                for ((x, l), r) in self
-                    .cross
-                    .iter_mut()
-                    .zip(&frames[0][slot])
-                    .zip(&frames[1][slot])
-                {
-                    *x += l * r.conj();
+                for (x, &y) in self.cross.iter_mut().zip(&products.cross[slot]) {
+                    *x += y;
                 }
             }
-            for ((x, &wl), &wr) in self
-                .cross
-                .iter_mut()
-                .zip(&inverse_noise[0])
-                .zip(&inverse_noise[1])
-            {
-                *x *= wl.sqrt() * wr.sqrt() * scale;
+            for (x, &w) in self.cross.iter_mut().zip(cross_weight) {
+                *x *= w * scale;
             }
         }
         for (avg, power) in self.power_avg.iter_mut().zip(&self.power) {
@@ -311,6 +303,52 @@ impl Covariance {
         }
         if pair {
             box_mean(&self.cross, &mut self.cross_avg, spread);
+        }
+    }
+}
+
+/// Each frame's powers per channel and, for a pair, cross-spectrum, kept beside a ring of spectra
+/// so that the neighbourhood sums do not recompute them.
+#[derive(Debug, Clone)]
+struct Products {
+    /// `[channel][slot][bin]`.
+    power: Vec<Vec<Vec<f32>>>,
+    /// `[slot][bin]`, channel 0 times the conjugate of channel 1.
+    cross: Vec<Vec<Complex<f32>>>,
+}
+
+impl Products {
+    fn new(channel_count: usize, slots: usize, bins: usize) -> Self {
+        Self {
+            power: vec![vec![vec![0.0; bins]; slots]; channel_count],
+            cross: vec![vec![Complex::new(0.0, 0.0); bins]; slots],
+        }
+    }
+
+    fn reset(&mut self) {
+        for p in self.power.iter_mut().flatten() {
+            p.fill(0.0);
+        }
+        for x in &mut self.cross {
+            x.fill(Complex::new(0.0, 0.0));
+        }
+    }
+
+    /// Computes the products of frame `slot` of `ring` (`[channel][slot][bin]`).
+    fn store(&mut self, ring: &[Vec<Vec<Complex<f32>>>], slot: usize) {
+        for (power, frames) in self.power.iter_mut().zip(ring) {
+            for (p, y) in power[slot].iter_mut().zip(&frames[slot]) {
+                *p = y.norm_sqr();
+            }
+        }
+        if let [left, right] = ring {
+            for ((x, l), r) in self.cross[slot]
+                .iter_mut()
+                .zip(&left[slot])
+                .zip(&right[slot])
+            {
+                *x = l * r.conj();
+            }
         }
     }
 }
@@ -398,6 +436,10 @@ pub struct Denoiser {
     inverse_noise: Vec<Vec<f32>>,
     /// sqrt(noise_0 / noise_1) per bin, for a pair.
     ratio: Vec<f32>,
+    /// sqrt(1 / (noise_0 noise_1)) per bin, for a pair.
+    cross_weight: Vec<f32>,
+    spectrum_products: Products,
+    pilot_products: Products,
     covariance: Covariance,
     overlap: Vec<Vec<f32>>,
     /// Finished output hop per channel, written out at the next frame.
@@ -461,6 +503,9 @@ impl Denoiser {
             trackers: vec![NoiseTracker::new(bins); channel_count],
             inverse_noise: vec![vec![0.0; bins]; channel_count],
             ratio: vec![1.0; bins],
+            cross_weight: vec![1.0; bins],
+            spectrum_products: Products::new(channel_count, RING_FRAMES, bins),
+            pilot_products: Products::new(channel_count, PILOT_FRAMES, bins),
             covariance: Covariance::new(channel_count, bins),
             overlap: vec![vec![0.0; frame_len]; channel_count],
             pending: vec![vec![0.0; hop]; channel_count],
@@ -563,6 +608,8 @@ impl Stage for Denoiser {
         for o in self.overlap.iter_mut().chain(&mut self.pending) {
             o.fill(0.0);
         }
+        self.spectrum_products.reset();
+        self.pilot_products.reset();
         self.frames_done = 0;
         self.energy_in = 0.0;
         self.energy_out = 0.0;
@@ -642,15 +689,24 @@ impl Denoiser {
             }
         }
         if let [left, right] = &self.inverse_noise[..] {
-            for ((q, &wl), &wr) in self.ratio.iter_mut().zip(left).zip(right) {
+            for (((q, x), &wl), &wr) in self
+                .ratio
+                .iter_mut()
+                .zip(self.cross_weight.iter_mut())
+                .zip(left)
+                .zip(right)
+            {
                 *q = (wr / wl).sqrt();
+                *x = wl.sqrt() * wr.sqrt();
             }
         }
         // Step one: the pilot of frame f - 2 from the noisy frames f - 4 ..= f.
+        self.spectrum_products.store(&self.spectra, slot);
         self.covariance.gather(
-            &self.spectra,
+            &self.spectrum_products,
             &RING_SLOTS,
             &self.inverse_noise,
+            &self.cross_weight,
             PILOT_SPREAD_BINS,
         );
         let pilot_slot = ((f + 1) % PILOT_FRAMES as u64) as usize;
@@ -670,10 +726,12 @@ impl Denoiser {
             pilot_slot,
         );
         // Step two: frame f - 3 from the pilots of frames f - 4 ..= f - 2.
+        self.pilot_products.store(&self.pilots, pilot_slot);
         self.covariance.gather(
-            &self.pilots,
+            &self.pilot_products,
             &PILOT_SLOTS,
             &self.inverse_noise,
+            &self.cross_weight,
             FINAL_SPREAD_BINS,
         );
         let source = ((f + ring - LOOKAHEAD_FRAMES as u64) % ring) as usize;
