@@ -69,6 +69,8 @@ const SEARCH_STEP_HZ: f64 = 0.1;
 const SEARCH_STEPS: i32 = 6;
 /// Time constant of the short average the frequency loop compares with the long one, seconds.
 const RECENT_S: f64 = 5.0;
+/// Independent rotators in a projection.
+const LANES: usize = 4;
 /// Frequency-locked loop gain (fraction of the measured error corrected per hop).
 const FLL_GAIN: f64 = 0.03;
 
@@ -328,21 +330,37 @@ impl Setup {
         let offset = (first_valid as f64 - half) * r + (r - 1.0) / 2.0;
         let start = phase_at_centre + omega * offset;
         let step = omega * r;
-        let (mut re, mut im) = (start.cos(), -start.sin());
-        let (step_re, step_im) = (step.cos(), -step.sin());
-        let (mut acc_re, mut acc_im, mut weight) = (0.0, 0.0, 0.0);
-        for (d, w) in decimated[first_valid..]
-            .iter()
-            .zip(&self.window[first_valid..])
-        {
+        // Four rotators, each a sample apart and stepping four samples at a time: four short
+        // dependency chains instead of one long one.
+        let mut rotator: [Complex; LANES] = std::array::from_fn(|i| {
+            let at = start + step * i as f64;
+            (at.cos(), -at.sin())
+        });
+        let (step_re, step_im) = ((LANES as f64 * step).cos(), -(LANES as f64 * step).sin());
+        let (mut acc_re, mut acc_im, mut weights) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+        let samples = &decimated[first_valid..];
+        let window = &self.window[first_valid..];
+        let mut lane_step = |i: usize, d: f64, w: f64, rotator: &mut [Complex; LANES]| {
+            let (re, im) = rotator[i];
             let v = d * w;
-            acc_re += v * re;
-            acc_im += v * im;
-            weight += w;
-            let next = re * step_re - im * step_im;
-            im = re * step_im + im * step_re;
-            re = next;
+            acc_re[i] += v * re;
+            acc_im[i] += v * im;
+            weights[i] += w;
+            rotator[i] = (re * step_re - im * step_im, re * step_im + im * step_re);
+        };
+        let chunks = samples.chunks_exact(LANES).zip(window.chunks_exact(LANES));
+        for (d, w) in chunks {
+            for i in 0..LANES {
+                lane_step(i, d[i], w[i], &mut rotator);
+            }
         }
+        let done = samples.len() / LANES * LANES;
+        for (i, (&d, &w)) in samples[done..].iter().zip(&window[done..]).enumerate() {
+            lane_step(i, d, w, &mut rotator);
+        }
+        let acc_re: f64 = acc_re.iter().sum();
+        let acc_im: f64 = acc_im.iter().sum();
+        let weight: f64 = weights.iter().sum();
         if weight < 0.3 * decimated.len() as f64 * 0.5 {
             return (0.0, 0.0);
         }

@@ -1,15 +1,30 @@
-//! Denoising: broadband hiss and surface noise reduced by a short-time spectral gain.
+//! Denoising: broadband hiss and surface noise reduced by a short-time spectral Wiener filter.
 //!
-//! STFT of [`FRAME_FRAMES`] samples (at 44.1 kHz; the same duration at other rates) with 75 % overlap and square-root Hann windows on analysis and
-//! synthesis (their product, a Hann window, overlap-adds to a constant). The noise power spectrum is
-//! estimated from the programme itself by minimum statistics (Martin 2001): the smoothed periodogram
-//! of each bin is tracked over about 6 s (music holds notes far longer than speech) and its minimum, corrected for the minimum's bias, is the
-//! noise power, which follows slow changes of the noise floor and ignores the programme, whose
-//! energy comes and goes. The gain is the log-spectral-amplitude MMSE estimator (Ephraim & Malah
-//! 1985) with the decision-directed a priori SNR, which keeps musical noise down; `strength_db` is
-//! the most attenuation any bin receives.
+//! STFT of [`FRAME_FRAMES`] samples (at 44.1 kHz; the same duration at other rates) with 75 %
+//! overlap and square-root Hann windows on analysis and synthesis (their product, a Hann window,
+//! overlap-adds to a constant, so a gain of one reconstructs exactly). The noise power spectrum is
+//! estimated from the programme itself by minimum statistics (Martin 2001): the smoothed
+//! periodogram of each bin is tracked over about 6 s (music holds notes far longer than speech) and
+//! its minimum, corrected for the minimum's bias, is the noise power.
+//!
+//! The gain is a two-step Wiener filter that looks a few frames ahead (restoration is offline, so a
+//! non-causal estimate costs only latency). Spectra are whitened by the noise estimate. Step one
+//! (the pilot): the signal's covariance in each bin is the noisy covariance averaged over a
+//! neighbourhood of ±2 frames and ±2 bins, less the noise, with its eigenvalues shrunk (a small
+//! over-subtraction that clears bins holding noise alone), and the Wiener filter
+//! `R_s (R_s + mu I)^-1` gives a first estimate. Step two (as in BM3D's second stage): the
+//! covariance of that pilot over ±1 frame and ±1 bin is the signal's, and the Wiener filter it
+//! gives is applied to the noisy spectrum. A stereo pair is filtered jointly (2 x 2 covariances):
+//! the noise of the two channels is independent and most programme is not, so each channel's
+//! estimate also draws on the other's. Other channel counts are filtered channel by channel.
+//! `strength_db` bounds the attenuation: no eigen-gain of step two falls below it.
+//!
+//! An oracle check (the ideal Wiener gain from the true clean and noise spectra in this STFT)
+//! bounds any per-channel STFT gain at about +5 dB SI-SDR on the bench's hiss; this filter reaches
+//! about +3.7 dB with the true noise spectrum and +3.2 with the estimated one (the causal
+//! decision-directed log-MMSE gain it replaced: +2.7 and +2.2).
 
-use std::f64::consts::TAU;
+use std::f32::consts::TAU;
 use std::sync::Arc;
 
 use realfft::num_complex::Complex;
@@ -25,27 +40,39 @@ use crate::stage::Stage;
 /// closest to the same duration.
 pub const FRAME_FRAMES: usize = 2048;
 /// Periodogram smoothing constant per frame.
-const PSD_SMOOTHING: f64 = 0.85;
+const PSD_SMOOTHING: f32 = 0.85;
 /// Length of a minimum-statistics sub-window, s, and sub-windows in the search: music sustains
 /// notes for seconds, so the search spans about 6 s (speech enhancers use 1.5 s).
 const SUBWINDOW_S: f64 = 0.75;
 const SUBWINDOWS: usize = 8;
-/// The minimum of the smoothed periodogram of stationary noise under-reads its mean by this factor
-/// (measured on white noise with these settings; see the test `noise_estimate_is_unbiased`).
-const MINIMUM_BIAS: f64 = 2.5;
-/// Bins either side over which the noise floor is taken as the smallest estimate.
-const NOISE_SPREAD_BINS: usize = 6;
+/// The minimum of the smoothed periodogram of stationary noise under-reads its mean by about this
+/// factor (tuned on the bench's hiss; white noise alone reads about 1 dB low, see the test
+/// `pure_noise_is_reduced_by_the_strength`).
+const MINIMUM_BIAS: f32 = 2.0;
+/// Bins either side over which the noise floor is taken as the median minimum...
+const NOISE_MEDIAN_BINS: usize = 24;
+/// ... at every this many bins (a divisor of every frame's bin count less one).
+const NOISE_MEDIAN_STEP: usize = 8;
 /// Largest ratio of a bin's noise estimate to the median bin's (12 dB).
-const NOISE_CAP: f64 = 4.0;
-/// The log-MMSE gain is raised to this power: music keeps weak partials for many seconds, and a
-/// gentler gain in the middle of the SNR range distorts it less.
-const GAIN_EXPONENT: f64 = 1.0;
-/// Decision-directed weight of the previous frame's clean-speech estimate.
-const DECISION_DIRECTED: f64 = 0.96;
-/// Entries of the log-MMSE gain table over sqrt(v).
-const TABLE_LEN: usize = 1024;
-/// sqrt(v) covered by the table.
-const TABLE_SQRT_V_MAX: f64 = 8.0;
+const NOISE_CAP: f32 = 4.0;
+/// The noise estimate (which follows a 6 s search) is renewed every this many frames.
+const NOISE_UPDATE_FRAMES: u64 = 4;
+/// Noise power assumed before the first estimate: low enough that the filter passes the audio.
+const UNKNOWN_NOISE: f32 = 1e-6;
+/// Spectra kept: the pilot of frame `f - 2` needs the noisy frames `f - 4 ..= f`.
+const RING_FRAMES: usize = 5;
+/// Pilots kept: the output of frame `f - 3` needs the pilots of frames `f - 4 ..= f - 2`.
+const PILOT_FRAMES: usize = 3;
+/// Bins either side averaged by the pilot's covariance estimate.
+const PILOT_SPREAD_BINS: usize = 2;
+/// Eigenvalue shrinkage of the pilot's signal covariance, in units of the noise power.
+const PILOT_SHRINK: f32 = 0.4;
+/// Noise weight of the pilot's Wiener filter (over-subtraction).
+const PILOT_NOISE_WEIGHT: f32 = 1.5;
+/// Bins either side averaged by the final covariance estimate.
+const FINAL_SPREAD_BINS: usize = 1;
+/// Frames between the newest analysed frame and the one synthesised.
+const LOOKAHEAD_FRAMES: usize = 3;
 
 /// Shortest noise range a noise spectrum is learned from, seconds.
 pub const MIN_NOISE_RANGE_S: f64 = 0.25;
@@ -69,7 +96,7 @@ pub struct DenoiseConfig {
 impl Default for DenoiseConfig {
     fn default() -> Self {
         Self {
-            strength_db: 18.0,
+            strength_db: 30.0,
             noise_from_s: None,
             noise_to_s: None,
         }
@@ -103,37 +130,327 @@ impl DenoiseConfig {
     }
 }
 
-/// Spectral state of one channel.
+/// Minimum-statistics noise tracker of one channel.
 #[derive(Debug, Clone)]
-struct ChannelSpectrum {
-    smoothed: Vec<f64>,
-    current_min: Vec<f64>,
-    subwindow_min: Vec<f64>,
-    noise: Vec<f64>,
-    spread: Vec<f64>,
-    previous_clean: Vec<f64>,
-    overlap: Vec<f64>,
+struct NoiseTracker {
+    smoothed: Vec<f32>,
+    current_min: Vec<f32>,
+    /// Minimum of each finished sub-window, `SUBWINDOWS` a bin.
+    subwindow_min: Vec<f32>,
+    /// Minimum over `subwindow_min` of each bin.
+    stored_min: Vec<f32>,
+    minimum: Vec<f32>,
+    /// The noise estimate every `NOISE_MEDIAN_STEP` bins.
+    anchors: Vec<f32>,
+    /// The noise power estimate per bin.
+    noise: Vec<f32>,
+}
+
+impl NoiseTracker {
+    fn new(bins: usize) -> Self {
+        Self {
+            smoothed: vec![0.0; bins],
+            current_min: vec![f32::INFINITY; bins],
+            subwindow_min: vec![f32::INFINITY; bins * SUBWINDOWS],
+            stored_min: vec![f32::INFINITY; bins],
+            minimum: vec![0.0; bins],
+            anchors: vec![0.0; (bins - 1) / NOISE_MEDIAN_STEP + 1],
+            noise: vec![UNKNOWN_NOISE; bins],
+        }
+    }
+
+    fn reset(&mut self) {
+        self.smoothed.fill(0.0);
+        self.current_min.fill(f32::INFINITY);
+        self.subwindow_min.fill(f32::INFINITY);
+        self.stored_min.fill(f32::INFINITY);
+        self.minimum.fill(0.0);
+        self.noise.fill(UNKNOWN_NOISE);
+    }
+
+    /// Takes in the periodogram of frame `tracked` (counted from the first frame wholly inside the
+    /// track) and updates the noise estimate; `sorted` is scratch of one value a bin.
+    fn update(
+        &mut self,
+        spectrum: &[Complex<f32>],
+        tracked: u64,
+        subwindow_frames: u64,
+        sorted: &mut [f32],
+    ) {
+        let bins = spectrum.len();
+        let first = tracked == 0;
+        let sub = (tracked / subwindow_frames) as usize % SUBWINDOWS;
+        let subwindow_ends = (tracked + 1) % subwindow_frames == 0;
+        for (k, y) in spectrum.iter().enumerate() {
+            let power = y.norm_sqr();
+            let smoothed = if first {
+                power
+            } else {
+                PSD_SMOOTHING * self.smoothed[k] + (1.0 - PSD_SMOOTHING) * power
+            };
+            self.smoothed[k] = smoothed;
+            let current = self.current_min[k].min(smoothed);
+            self.current_min[k] = current;
+            self.minimum[k] = if first {
+                smoothed
+            } else {
+                current.min(self.stored_min[k])
+            };
+        }
+        if first {
+            self.subwindow_min.fill(f32::INFINITY);
+            self.stored_min.fill(f32::INFINITY);
+        }
+        if subwindow_ends {
+            for k in 0..bins {
+                let stored = &mut self.subwindow_min[k * SUBWINDOWS..(k + 1) * SUBWINDOWS];
+                stored[sub] = self.current_min[k];
+                self.stored_min[k] = stored.iter().fold(f32::INFINITY, |m, &s| m.min(s));
+            }
+            self.current_min.fill(f32::INFINITY);
+        }
+        if tracked % NOISE_UPDATE_FRAMES != 0 {
+            return;
+        }
+        // Noise spectra are smooth while programme is made of lines: the median of the minima
+        // over a wide band reads the floor between a note's harmonics rather than the harmonics.
+        // It is taken every NOISE_MEDIAN_STEP bins and interpolated between.
+        for (j, anchor) in self.anchors.iter_mut().enumerate() {
+            let k = j * NOISE_MEDIAN_STEP;
+            let lo = k.saturating_sub(NOISE_MEDIAN_BINS);
+            let hi = (k + NOISE_MEDIAN_BINS + 1).min(bins);
+            let band = &mut sorted[..hi - lo];
+            band.copy_from_slice(&self.minimum[lo..hi]);
+            let (_, median, _) = band.select_nth_unstable_by(band.len() / 2, f32::total_cmp);
+            *anchor = MINIMUM_BIAS * *median;
+        }
+        for (k, n) in self.noise.iter_mut().enumerate() {
+            let j = k / NOISE_MEDIAN_STEP;
+            let frac = (k % NOISE_MEDIAN_STEP) as f32 / NOISE_MEDIAN_STEP as f32;
+            let next = self.anchors[(j + 1).min(self.anchors.len() - 1)];
+            *n = (self.anchors[j] * (1.0 - frac) + next * frac).max(1e-30);
+        }
+        // Where programme never stops (bass, sustained chords) the minimum reads programme, not
+        // noise; hiss and surface noise are broadband, so no bin's noise may stand more than
+        // NOISE_CAP above the median bin's.
+        sorted.copy_from_slice(&self.noise);
+        let (_, median, _) = sorted.select_nth_unstable_by(bins / 2, f32::total_cmp);
+        let cap = NOISE_CAP * *median;
+        for n in self.noise.iter_mut() {
+            *n = n.min(cap);
+        }
+    }
+}
+
+/// Per-bin statistics of a neighbourhood in the whitened domain: `power[c]` the mean power of
+/// channel `c`, `cross` the mean cross-spectrum of channels 0 and 1.
+#[derive(Debug, Clone)]
+struct Covariance {
+    power: Vec<Vec<f32>>,
+    cross: Vec<Complex<f32>>,
+    /// Frequency-averaged copies.
+    power_avg: Vec<Vec<f32>>,
+    cross_avg: Vec<Complex<f32>>,
+}
+
+impl Covariance {
+    fn new(channel_count: usize, bins: usize) -> Self {
+        Self {
+            power: vec![vec![0.0; bins]; channel_count],
+            cross: vec![Complex::new(0.0, 0.0); bins],
+            power_avg: vec![vec![0.0; bins]; channel_count],
+            cross_avg: vec![Complex::new(0.0, 0.0); bins],
+        }
+    }
+
+    /// Sums the whitened powers (and, for a pair, the cross-spectrum) of the frames in `slots`
+    /// of `products` into the neighbourhood means over those frames and `spread` bins either
+    /// side; `cross_weight` is sqrt(1 / (noise_0 noise_1)) per bin.
+    fn gather(
+        &mut self,
+        products: &Products,
+        slots: &[usize],
+        inverse_noise: &[Vec<f32>],
+        cross_weight: &[f32],
+        spread: usize,
+    ) {
+        let scale = 1.0 / slots.len() as f32;
+        for (ch, power) in self.power.iter_mut().enumerate() {
+            power.fill(0.0);
+            for &slot in slots {
+                for (p, &y) in power.iter_mut().zip(&products.power[ch][slot]) {
+                    *p += y;
+                }
+            }
+            for (p, &w) in power.iter_mut().zip(&inverse_noise[ch]) {
+                *p *= w * scale;
+            }
+        }
+        let pair = self.power.len() == 2;
+        if pair {
+            self.cross.fill(Complex::new(0.0, 0.0));
+            for &slot in slots {
+                for (x, &y) in self.cross.iter_mut().zip(&products.cross[slot]) {
+                    *x += y;
+                }
+            }
+            for (x, &w) in self.cross.iter_mut().zip(cross_weight) {
+                *x *= w * scale;
+            }
+        }
+        for (avg, power) in self.power_avg.iter_mut().zip(&self.power) {
+            box_mean(power, avg, spread);
+        }
+        if pair {
+            box_mean(&self.cross, &mut self.cross_avg, spread);
+        }
+    }
+}
+
+/// Each frame's powers per channel and, for a pair, cross-spectrum, kept beside a ring of spectra
+/// so that the neighbourhood sums do not recompute them.
+#[derive(Debug, Clone)]
+struct Products {
+    /// `[channel][slot][bin]`.
+    power: Vec<Vec<Vec<f32>>>,
+    /// `[slot][bin]`, channel 0 times the conjugate of channel 1.
+    cross: Vec<Vec<Complex<f32>>>,
+}
+
+impl Products {
+    fn new(channel_count: usize, slots: usize, bins: usize) -> Self {
+        Self {
+            power: vec![vec![vec![0.0; bins]; slots]; channel_count],
+            cross: vec![vec![Complex::new(0.0, 0.0); bins]; slots],
+        }
+    }
+
+    fn reset(&mut self) {
+        for p in self.power.iter_mut().flatten() {
+            p.fill(0.0);
+        }
+        for x in &mut self.cross {
+            x.fill(Complex::new(0.0, 0.0));
+        }
+    }
+
+    /// Computes the products of frame `slot` of `ring` (`[channel][slot][bin]`).
+    fn store(&mut self, ring: &[Vec<Vec<Complex<f32>>>], slot: usize) {
+        for (power, frames) in self.power.iter_mut().zip(ring) {
+            for (p, y) in power[slot].iter_mut().zip(&frames[slot]) {
+                *p = y.norm_sqr();
+            }
+        }
+        if let [left, right] = ring {
+            for ((x, l), r) in self.cross[slot]
+                .iter_mut()
+                .zip(&left[slot])
+                .zip(&right[slot])
+            {
+                *x = l * r.conj();
+            }
+        }
+    }
+}
+
+/// Mean of `input` over `spread` bins either side (fewer at the ends), into `output`: the
+/// interior as a sum of shifted copies (which vectorises), the ends bin by bin.
+fn box_mean<T>(input: &[T], output: &mut [T], spread: usize)
+where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Div<f32, Output = T> + std::iter::Sum,
+{
+    let bins = input.len();
+    let width = 2 * spread + 1;
+    let mean = |lo: usize, hi: usize| input[lo..hi].iter().copied().sum::<T>() / (hi - lo) as f32;
+    if bins < width {
+        for (k, o) in output.iter_mut().enumerate() {
+            *o = mean(k.saturating_sub(spread), (k + spread + 1).min(bins));
+        }
+        return;
+    }
+    let interior = &mut output[spread..bins - spread];
+    interior.fill(T::default());
+    for d in 0..width {
+        for (o, &x) in interior.iter_mut().zip(&input[d..]) {
+            *o += x;
+        }
+    }
+    for o in interior.iter_mut() {
+        *o = *o / width as f32;
+    }
+    for k in (0..spread).chain(bins - spread..bins) {
+        output[k] = mean(k.saturating_sub(spread), (k + spread + 1).min(bins));
+    }
+}
+
+/// The Wiener filter `R (R + mu I)^-1` of a 2 x 2 signal covariance `R = [[a, b], [b*, c]]` (noise
+/// whitened to `I`) with its eigenvalues shrunk by `shrink` and each eigen-gain at least
+/// `gain_floor`; returns `(w11, w12, w22)` (`w21` is the conjugate of `w12`).
+#[inline]
+fn pair_gains(
+    a: f32,
+    b: Complex<f32>,
+    c: f32,
+    shrink: f32,
+    noise_weight: f32,
+    gain_floor: f32,
+) -> (f32, Complex<f32>, f32) {
+    let half_difference = 0.5 * (a - c);
+    let disc = (half_difference * half_difference + b.norm_sqr()).sqrt();
+    let mean = 0.5 * (a + c);
+    let (l1, l2) = (mean + disc, mean - disc);
+    let (g1, g2) = (
+        single_gain(l1, shrink, noise_weight, gain_floor),
+        single_gain(l2, shrink, noise_weight, gain_floor),
+    );
+    // W = g2 I + (g1 - g2) P1, P1 = (R - l2 I) / (l1 - l2) the projector on the first eigenvector
+    // (|a - l2| and |b| are at most l1 - l2, so equal eigenvalues need only a guard against 0 / 0).
+    let step = (g1 - g2) / (2.0 * disc).max(f32::MIN_POSITIVE);
+    (g2 + step * (a - l2), b * step, g2 + step * (c - l2))
+}
+
+/// The scalar Wiener gain of a whitened signal power `a`, as [`pair_gains`].
+#[inline]
+fn single_gain(a: f32, shrink: f32, noise_weight: f32, gain_floor: f32) -> f32 {
+    let m = (a - shrink).max(1e-3);
+    (m / (m + noise_weight)).max(gain_floor)
 }
 
 /// The denoise stage.
 pub struct Denoiser {
     framer: Framer,
-    forward: Arc<dyn RealToComplex<f64>>,
-    inverse: Arc<dyn ComplexToReal<f64>>,
-    window: Vec<f64>,
-    frame: Vec<f64>,
-    sorted: Vec<f64>,
-    spectrum: Vec<Complex<f64>>,
-    scratch: Vec<Complex<f64>>,
-    channels: Vec<ChannelSpectrum>,
+    forward: Arc<dyn RealToComplex<f32>>,
+    inverse: Arc<dyn ComplexToReal<f32>>,
+    window: Vec<f32>,
+    frame: Vec<f32>,
+    sorted: Vec<f32>,
+    scratch: Vec<Complex<f32>>,
+    /// Noisy spectra of the last [`RING_FRAMES`] frames, per channel (slot = frame mod ring).
+    spectra: Vec<Vec<Vec<Complex<f32>>>>,
+    /// Pilot estimates of the last [`PILOT_FRAMES`] frames, per channel.
+    pilots: Vec<Vec<Vec<Complex<f32>>>>,
+    /// The spectrum being synthesised, per channel (a ring of one).
+    output: Vec<Vec<Vec<Complex<f32>>>>,
+    trackers: Vec<NoiseTracker>,
+    /// 1 / noise power per channel and bin, for the current step.
+    inverse_noise: Vec<Vec<f32>>,
+    /// sqrt(noise_0 / noise_1) per bin, for a pair.
+    ratio: Vec<f32>,
+    /// sqrt(1 / (noise_0 noise_1)) per bin, for a pair.
+    cross_weight: Vec<f32>,
+    spectrum_products: Products,
+    pilot_products: Products,
+    covariance: Covariance,
+    overlap: Vec<Vec<f32>>,
+    /// Finished output hop per channel, written out at the next frame.
+    pending: Vec<Vec<f32>>,
     /// Noise power per channel and bin learned from a noise range ([`Denoiser::learn_noise`]);
     /// without it the noise is estimated from the programme.
-    learned: Option<Vec<Vec<f64>>>,
+    learned: Option<Vec<Vec<f32>>>,
     gain_floor: f64,
     frame_len: usize,
     hop: usize,
     subwindow_frames: u64,
-    lsa_table: Vec<f64>,
     frames_done: u64,
     energy_in: f64,
     energy_out: f64,
@@ -146,23 +463,6 @@ impl std::fmt::Debug for Denoiser {
             .field("gain_floor", &self.gain_floor)
             .field("frames_done", &self.frames_done)
             .finish_non_exhaustive()
-    }
-}
-
-/// The exponential integral E1(v), v > 0 (Abramowitz & Stegun 5.1.11 below 1, 5.1.56 above).
-fn exponential_integral(v: f64) -> f64 {
-    if v < 1.0 {
-        let mut sum = 0.0;
-        let mut term = 1.0;
-        for k in 1..30 {
-            term *= -v / k as f64;
-            sum -= term / k as f64;
-        }
-        -0.577_215_664_901_532_9 - v.ln() + sum
-    } else {
-        let num = v * v + 2.334_733 * v + 0.250_621;
-        let den = v * v + 3.330_657 * v + 1.681_534;
-        (-v).exp() / v * num / den
     }
 }
 
@@ -180,21 +480,15 @@ impl Denoiser {
         let hop = frame_len / 4;
         let subwindow_frames =
             ((SUBWINDOW_S * f64::from(sample_rate_hz) / hop as f64).round() as u64).max(1);
-        let mut planner = RealFftPlanner::<f64>::new();
+        let mut planner = RealFftPlanner::<f32>::new();
         let forward = planner.plan_fft_forward(frame_len);
         let inverse = planner.plan_fft_inverse(frame_len);
         let bins = frame_len / 2 + 1;
         let scratch_len = forward.get_scratch_len().max(inverse.get_scratch_len());
         let window = (0..frame_len)
-            .map(|n| (0.5 - 0.5 * (TAU * n as f64 / frame_len as f64).cos()).sqrt())
+            .map(|n| (0.5 - 0.5 * (TAU * n as f32 / frame_len as f32).cos()).sqrt())
             .collect();
-        // exp(E1(v) / 2) tabulated over u = sqrt(v); the first entry stands for small v.
-        let lsa_table = (0..=TABLE_LEN)
-            .map(|i| {
-                let u = (i.max(1) as f64) * TABLE_SQRT_V_MAX / TABLE_LEN as f64;
-                (0.5 * exponential_integral(u * u)).exp()
-            })
-            .collect();
+        let spectrum = vec![Complex::new(0.0, 0.0); bins];
         Ok(Self {
             framer: Framer::new(channel_count, 0, hop, frame_len - hop),
             forward,
@@ -202,40 +496,37 @@ impl Denoiser {
             window,
             frame: vec![0.0; frame_len],
             sorted: vec![0.0; bins],
-            spectrum: vec![Complex::new(0.0, 0.0); bins],
             scratch: vec![Complex::new(0.0, 0.0); scratch_len],
-            channels: (0..channel_count)
-                .map(|_| ChannelSpectrum {
-                    smoothed: vec![0.0; bins],
-                    current_min: vec![f64::INFINITY; bins],
-                    subwindow_min: vec![f64::INFINITY; bins * SUBWINDOWS],
-                    noise: vec![0.0; bins],
-                    spread: vec![0.0; bins],
-                    previous_clean: vec![0.0; bins],
-                    overlap: vec![0.0; frame_len],
-                })
-                .collect(),
+            spectra: vec![vec![spectrum.clone(); RING_FRAMES]; channel_count],
+            pilots: vec![vec![spectrum.clone(); PILOT_FRAMES]; channel_count],
+            output: vec![vec![spectrum]; channel_count],
+            trackers: vec![NoiseTracker::new(bins); channel_count],
+            inverse_noise: vec![vec![0.0; bins]; channel_count],
+            ratio: vec![1.0; bins],
+            cross_weight: vec![1.0; bins],
+            spectrum_products: Products::new(channel_count, RING_FRAMES, bins),
+            pilot_products: Products::new(channel_count, PILOT_FRAMES, bins),
+            covariance: Covariance::new(channel_count, bins),
+            overlap: vec![vec![0.0; frame_len]; channel_count],
+            pending: vec![vec![0.0; hop]; channel_count],
             learned: None,
             gain_floor: 10f64.powf(-config.strength_db / 20.0),
             frame_len,
             hop,
             subwindow_frames,
-            lsa_table,
             frames_done: 0,
             energy_in: 0.0,
             energy_out: 0.0,
             noise_energy: 0.0,
         })
     }
-}
 
-impl Denoiser {
     /// Learns the noise spectrum from `excerpt`, a stretch of the track holding noise alone (its
     /// channels as the track's): the mean periodogram of its frames replaces the programme-based
     /// estimate for the whole track. Fails when the excerpt holds no whole frame.
     pub fn learn_noise(&mut self, excerpt: &AudioBlock) -> Result<(), InvalidValue> {
         let (len, hop) = (self.frame_len, self.hop);
-        if excerpt.frames() < len || excerpt.channel_count() != self.channels.len() {
+        if excerpt.frames() < len || excerpt.channel_count() != self.trackers.len() {
             return Err(InvalidValue::new(
                 "noise_to_s",
                 format!(
@@ -243,12 +534,13 @@ impl Denoiser {
                      channels needed",
                     excerpt.frames(),
                     excerpt.channel_count(),
-                    self.channels.len()
+                    self.trackers.len()
                 ),
             ));
         }
-        let bins = self.spectrum.len();
-        let mut learned = vec![vec![0.0; bins]; self.channels.len()];
+        let bins = self.sorted.len();
+        let mut spectrum = vec![Complex::new(0.0, 0.0); bins];
+        let mut learned = vec![vec![0.0f64; bins]; self.trackers.len()];
         for (noise, samples) in learned.iter_mut().zip(excerpt.channels()) {
             let mut count = 0usize;
             for start in (0..=samples.len() - len).step_by(hop) {
@@ -258,15 +550,15 @@ impl Denoiser {
                     .zip(&samples[start..])
                     .zip(&self.window)
                 {
-                    *f = f64::from(x) * w;
+                    *f = x * w;
                 }
                 if self
                     .forward
-                    .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
+                    .process_with_scratch(&mut self.frame, &mut spectrum, &mut self.scratch)
                     .is_ok()
                 {
-                    for (n, y) in noise.iter_mut().zip(&self.spectrum) {
-                        *n += y.norm_sqr();
+                    for (n, y) in noise.iter_mut().zip(&spectrum) {
+                        *n += f64::from(y.norm_sqr());
                     }
                     count += 1;
                 }
@@ -275,7 +567,12 @@ impl Denoiser {
                 *n = (*n / count.max(1) as f64).max(1e-30);
             }
         }
-        self.learned = Some(learned);
+        self.learned = Some(
+            learned
+                .into_iter()
+                .map(|n| n.into_iter().map(|v| v as f32).collect())
+                .collect(),
+        );
         Ok(())
     }
 }
@@ -286,35 +583,33 @@ impl Stage for Denoiser {
     }
 
     fn process(&mut self, block: &mut AudioBlock) {
-        let channel_count = self.channels.len();
-        let mut done_channels = 0;
         // The closure needs most of self; move the framer out for the call.
         let mut framer = std::mem::replace(&mut self.framer, Framer::new(0, 0, 1, 0));
-        framer.process(block, |ch, samples| {
-            self.frame_step(ch, samples);
-            done_channels += 1;
-            if done_channels == channel_count {
-                done_channels = 0;
-                self.frames_done += 1;
-            }
-        });
+        framer.process(block, |ch, samples| self.frame_step(ch, samples));
         self.framer = framer;
     }
 
     fn latency_frames(&self) -> usize {
-        self.framer.latency_frames()
+        // The framer's frame, the look-ahead, and one hop while the last channel of a frame is
+        // awaited.
+        self.framer.latency_frames() + (LOOKAHEAD_FRAMES + 1) * self.hop
     }
 
     fn reset(&mut self) {
         self.framer.reset();
-        for c in &mut self.channels {
-            c.smoothed.fill(0.0);
-            c.current_min.fill(f64::INFINITY);
-            c.subwindow_min.fill(f64::INFINITY);
-            c.noise.fill(0.0);
-            c.previous_clean.fill(0.0);
-            c.overlap.fill(0.0);
+        for t in &mut self.trackers {
+            t.reset();
         }
+        for ring in self.spectra.iter_mut().chain(&mut self.pilots) {
+            for s in ring {
+                s.fill(Complex::new(0.0, 0.0));
+            }
+        }
+        for o in self.overlap.iter_mut().chain(&mut self.pending) {
+            o.fill(0.0);
+        }
+        self.spectrum_products.reset();
+        self.pilot_products.reset();
         self.frames_done = 0;
         self.energy_in = 0.0;
         self.energy_out = 0.0;
@@ -323,7 +618,7 @@ impl Stage for Denoiser {
 
     fn report(&self) -> Option<serde_json::Value> {
         let db = |p: f64| (p > 0.0).then(|| 10.0 * p.log10());
-        let frames = (self.frames_done as f64 * self.channels.len() as f64).max(1.0);
+        let frames = (self.frames_done as f64 * self.trackers.len() as f64).max(1.0);
         // Parseval: the one-sided bin powers of a Hann-weighted frame of white noise of power s sum
         // to s N^2 / 4.
         let per_sample = frames * self.frame_len as f64 * self.frame_len as f64 / 4.0;
@@ -338,144 +633,229 @@ impl Stage for Denoiser {
 }
 
 impl Denoiser {
-    /// One STFT frame of one channel: `samples` is the newest frame; its first hop is finished.
+    /// One STFT frame of one channel: `samples` is the newest frame; its first hop is finished
+    /// with the output computed at the previous frame. The last channel of a frame runs the
+    /// filter for all channels.
     fn frame_step(&mut self, ch: usize, samples: &mut [f64]) {
         for ((f, &x), &w) in self.frame.iter_mut().zip(samples.iter()).zip(&self.window) {
-            *f = x * w;
+            *f = x as f32 * w;
         }
+        let slot = (self.frames_done % RING_FRAMES as u64) as usize;
         if self
             .forward
-            .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
+            .process_with_scratch(
+                &mut self.frame,
+                &mut self.spectra[ch][slot],
+                &mut self.scratch,
+            )
             .is_err()
         {
-            return;
+            self.spectra[ch][slot].fill(Complex::new(0.0, 0.0));
         }
-        let frame_index = self.frames_done;
-        let gain_floor = self.gain_floor;
-        let bins = self.spectrum.len();
-        let state = &mut self.channels[ch];
-        // The first frames reach back before the track (zeros): the noise search starts with the
-        // first frame wholly inside it.
-        let warm_up = (self.frame_len / self.hop - 1) as u64;
-        let Some(tracked) = frame_index.checked_sub(warm_up) else {
-            return self.synthesise(ch, samples, 1.0);
-        };
-        let sub = (tracked / self.subwindow_frames) as usize % SUBWINDOWS;
-        let subwindow_ends = (tracked + 1) % self.subwindow_frames == 0;
-        let first = tracked == 0;
-        let mut energy_in = 0.0;
-        let mut energy_out = 0.0;
-        let mut noise_energy = 0.0;
-        for k in 0..bins {
-            let y = self.spectrum[k];
-            let power = y.norm_sqr();
-            // Minimum statistics.
-            let smoothed = if first {
-                power
-            } else {
-                PSD_SMOOTHING * state.smoothed[k] + (1.0 - PSD_SMOOTHING) * power
-            };
-            state.smoothed[k] = smoothed;
-            let current = state.current_min[k].min(smoothed);
-            state.current_min[k] = current;
-            let stored = &mut state.subwindow_min[k * SUBWINDOWS..(k + 1) * SUBWINDOWS];
-            if first {
-                stored.fill(smoothed);
-            }
-            let minimum = stored.iter().fold(current, |m, &s| m.min(s));
-            if subwindow_ends {
-                stored[sub] = current;
-                state.current_min[k] = f64::INFINITY;
-            }
-            state.noise[k] = minimum;
+        for (s, &o) in samples[..self.hop].iter_mut().zip(&self.pending[ch]) {
+            *s = f64::from(o);
         }
-        // Noise spectra are smooth while programme is made of lines: the minimum across
-        // neighbouring bins reads the floor between a note's harmonics rather than the harmonics.
-        for k in 0..bins {
-            let lo = k.saturating_sub(NOISE_SPREAD_BINS);
-            let hi = (k + NOISE_SPREAD_BINS + 1).min(bins);
-            let floor = state.noise[lo..hi]
-                .iter()
-                .fold(f64::INFINITY, |m, &v| m.min(v));
-            state.spread[k] = (MINIMUM_BIAS * floor).max(1e-30);
+        if ch + 1 == self.trackers.len() {
+            self.joint_step();
+            self.frames_done += 1;
         }
-        // Where programme never stops (bass, sustained chords) the minimum reads programme, not
-        // noise; hiss and surface noise are broadband, so no bin's noise may stand more than
-        // NOISE_CAP above the median bin's.
-        self.sorted.copy_from_slice(&state.spread);
-        let (_, median, _) = self.sorted.select_nth_unstable_by(bins / 2, f64::total_cmp);
-        let cap = NOISE_CAP * *median;
-        for n in state.spread.iter_mut() {
-            *n = n.min(cap);
-        }
-        if let Some(learned) = &self.learned {
-            state.spread.copy_from_slice(&learned[ch]);
-        }
-        for k in 0..bins {
-            let y = self.spectrum[k];
-            let power = y.norm_sqr();
-            let noise = state.spread[k];
-            // Decision-directed a priori SNR and the log-MMSE gain.
-            let gamma = power / noise;
-            let xi = (DECISION_DIRECTED * state.previous_clean[k] / noise
-                + (1.0 - DECISION_DIRECTED) * (gamma - 1.0).max(0.0))
-            .max(1e-4);
-            let v = xi * gamma / (1.0 + xi);
-            let lsa = (xi / (1.0 + xi) * lsa_factor(&self.lsa_table, v)).min(1.0);
-            let gain = lsa.powf(GAIN_EXPONENT).max(gain_floor);
-            state.previous_clean[k] = gain * gain * power;
-            self.spectrum[k] = y * gain;
-            energy_in += power;
-            energy_out += gain * gain * power;
-            noise_energy += noise;
-        }
-        self.energy_in += energy_in;
-        self.energy_out += energy_out;
-        self.noise_energy += noise_energy;
-        self.synthesise(ch, samples, 1.0);
     }
 
-    /// Inverse transform of `self.spectrum` times `gain`, overlap-added; finishes the first hop of
-    /// `samples`.
-    fn synthesise(&mut self, ch: usize, samples: &mut [f64], gain: f64) {
-        let bins = self.spectrum.len();
-        let state = &mut self.channels[ch];
-        self.spectrum[0].im = 0.0;
-        self.spectrum[bins - 1].im = 0.0;
+    /// All channels of frame `f` are in: update the noise, make the pilot of frame `f - 2` and
+    /// synthesise frame `f - 3`.
+    fn joint_step(&mut self) {
+        let f = self.frames_done;
+        let ring = RING_FRAMES as u64;
+        let slot = (f % ring) as usize;
+        // The first frames reach back before the track (zeros): the noise search starts with the
+        // first frame wholly inside it, which is also the first frame synthesised.
+        let warm_up = (self.frame_len / self.hop - 1) as u64;
+        let tracked = f.checked_sub(warm_up);
+        for (ch, tracker) in self.trackers.iter_mut().enumerate() {
+            if let Some(tracked) = tracked {
+                tracker.update(
+                    &self.spectra[ch][slot],
+                    tracked,
+                    self.subwindow_frames,
+                    &mut self.sorted,
+                );
+            }
+            let noise = match &self.learned {
+                Some(learned) => &learned[ch],
+                None => &tracker.noise,
+            };
+            for (w, &n) in self.inverse_noise[ch].iter_mut().zip(noise) {
+                *w = 1.0 / n;
+            }
+        }
+        if let [left, right] = &self.inverse_noise[..] {
+            for (((q, x), &wl), &wr) in self
+                .ratio
+                .iter_mut()
+                .zip(self.cross_weight.iter_mut())
+                .zip(left)
+                .zip(right)
+            {
+                *q = (wr / wl).sqrt();
+                *x = wl.sqrt() * wr.sqrt();
+            }
+        }
+        // Step one: the pilot of frame f - 2 from the noisy frames f - 4 ..= f.
+        self.spectrum_products.store(&self.spectra, slot);
+        self.covariance.gather(
+            &self.spectrum_products,
+            &RING_SLOTS,
+            &self.inverse_noise,
+            &self.cross_weight,
+            PILOT_SPREAD_BINS,
+        );
+        let pilot_slot = ((f + 1) % PILOT_FRAMES as u64) as usize;
+        let source = ((f + ring - 2) % ring) as usize;
+        let pilot = Wiener {
+            subtract: 1.0,
+            shrink: PILOT_SHRINK,
+            noise_weight: PILOT_NOISE_WEIGHT,
+            gain_floor: 0.0,
+        };
+        pilot.apply(
+            &self.covariance,
+            &self.ratio,
+            &self.spectra,
+            source,
+            &mut self.pilots,
+            pilot_slot,
+        );
+        // Step two: frame f - 3 from the pilots of frames f - 4 ..= f - 2.
+        self.pilot_products.store(&self.pilots, pilot_slot);
+        self.covariance.gather(
+            &self.pilot_products,
+            &PILOT_SLOTS,
+            &self.inverse_noise,
+            &self.cross_weight,
+            FINAL_SPREAD_BINS,
+        );
+        let source = ((f + ring - LOOKAHEAD_FRAMES as u64) % ring) as usize;
+        let last = Wiener {
+            subtract: 0.0,
+            shrink: 0.0,
+            noise_weight: 1.0,
+            gain_floor: self.gain_floor as f32,
+        };
+        last.apply(
+            &self.covariance,
+            &self.ratio,
+            &self.spectra,
+            source,
+            &mut self.output,
+            0,
+        );
+        for ch in 0..self.trackers.len() {
+            self.synthesise(ch, source);
+        }
+    }
+
+    /// Inverse transform of `self.output[ch]`, overlap-added; the finished hop goes to `pending`.
+    fn synthesise(&mut self, ch: usize, source: usize) {
+        let bins = self.sorted.len();
+        let spectrum = &mut self.output[ch][0];
+        let (mut energy_in, mut energy_out) = (0.0f32, 0.0f32);
+        for (y, x) in self.spectra[ch][source].iter().zip(spectrum.iter()) {
+            energy_in += y.norm_sqr();
+            energy_out += x.norm_sqr();
+        }
+        self.energy_in += f64::from(energy_in);
+        self.energy_out += f64::from(energy_out);
+        self.noise_energy += self.inverse_noise[ch]
+            .iter()
+            .map(|&w| f64::from(1.0 / w))
+            .sum::<f64>();
+        spectrum[0].im = 0.0;
+        spectrum[bins - 1].im = 0.0;
         if self
             .inverse
-            .process_with_scratch(&mut self.spectrum, &mut self.frame, &mut self.scratch)
+            .process_with_scratch(spectrum, &mut self.frame, &mut self.scratch)
             .is_err()
         {
-            return;
+            self.frame.fill(0.0);
         }
         // sqrt-Hann on both sides makes Hann, which sums to 2 at 75 % overlap; the inverse FFT is
         // unnormalised (a factor N).
-        let scale = gain / (2.0 * self.frame_len as f64);
-        for ((o, &f), &w) in state.overlap.iter_mut().zip(&self.frame).zip(&self.window) {
+        let scale = 1.0 / (2.0 * self.frame_len as f32);
+        let overlap = &mut self.overlap[ch];
+        for ((o, &f), &w) in overlap.iter_mut().zip(&self.frame).zip(&self.window) {
             *o += f * w * scale;
         }
         let hop = self.hop;
-        samples[..hop].copy_from_slice(&state.overlap[..hop]);
-        state.overlap.copy_within(hop.., 0);
+        self.pending[ch].copy_from_slice(&overlap[..hop]);
+        overlap.copy_within(hop.., 0);
         let tail = self.frame_len - hop;
-        state.overlap[tail..].fill(0.0);
+        overlap[tail..].fill(0.0);
     }
 }
 
-/// exp(E1(v) / 2) from `table` (linear interpolation over sqrt(v)).
-fn lsa_factor(table: &[f64], v: f64) -> f64 {
-    let u = v.sqrt() * (TABLE_LEN as f64 / TABLE_SQRT_V_MAX);
-    if u >= TABLE_LEN as f64 {
-        return 1.0;
+/// Every slot of the spectrum ring, and of the pilot ring.
+const RING_SLOTS: [usize; RING_FRAMES] = [0, 1, 2, 3, 4];
+const PILOT_SLOTS: [usize; PILOT_FRAMES] = [0, 1, 2];
+
+/// One Wiener step's settings (see [`pair_gains`]).
+struct Wiener {
+    /// Noise power (whitened: 1) taken off the neighbourhood's power; 0 when it is a pilot's.
+    subtract: f32,
+    shrink: f32,
+    noise_weight: f32,
+    gain_floor: f32,
+}
+
+impl Wiener {
+    /// Filters frame `source` of `spectra` with the gains from `covariance` into `slot` of
+    /// `outputs[ch]` (one ring per channel); `ratio` is sqrt(noise_0 / noise_1) per bin, which
+    /// takes a pair's filter back from the whitened domain.
+    fn apply(
+        &self,
+        covariance: &Covariance,
+        ratio: &[f32],
+        spectra: &[Vec<Vec<Complex<f32>>>],
+        source: usize,
+        outputs: &mut [Vec<Vec<Complex<f32>>>],
+        slot: usize,
+    ) {
+        if let ([left, right], [out_left, out_right]) = (spectra, &mut *outputs) {
+            let pairs = covariance.power_avg[0]
+                .iter()
+                .zip(&covariance.power_avg[1])
+                .zip(&covariance.cross_avg)
+                .zip(ratio)
+                .zip(left[source].iter().zip(&right[source]))
+                .zip(out_left[slot].iter_mut().zip(out_right[slot].iter_mut()));
+            for (((((&a, &c), &b), &ratio), (&l, &r)), (ol, or)) in pairs {
+                let (w11, w12, w22) = pair_gains(
+                    a - self.subtract,
+                    b,
+                    c - self.subtract,
+                    self.shrink,
+                    self.noise_weight,
+                    self.gain_floor,
+                );
+                *ol = l * w11 + r * w12 * ratio;
+                *or = l * w12.conj() / ratio + r * w22;
+            }
+            return;
+        }
+        for ((ring, out), power) in spectra
+            .iter()
+            .zip(outputs.iter_mut())
+            .zip(&covariance.power_avg)
+        {
+            for ((o, y), &p) in out[slot].iter_mut().zip(&ring[source]).zip(power) {
+                *o = y * single_gain(
+                    p - self.subtract,
+                    self.shrink,
+                    self.noise_weight,
+                    self.gain_floor,
+                );
+            }
+        }
     }
-    if u < 1.0 {
-        // Below the first entry exp(E1(v)/2) grows like 1/sqrt(v).
-        return table[1] / u.max(1e-3);
-    }
-    let i = u as usize;
-    let frac = u - i as f64;
-    table[i] * (1.0 - frac) + table[i + 1] * frac
 }
 
 #[cfg(test)]
@@ -494,20 +874,6 @@ mod tests {
         Denoiser::new(&config, 2, 44_100, 4096).unwrap()
     }
 
-    #[test]
-    fn table_matches_the_exponential_integral() {
-        for v in [0.01, 0.1, 0.5, 1.0, 3.0, 10.0] {
-            let exact = (0.5 * exponential_integral(v)).exp();
-            let table = lsa_factor(&denoiser(10.0).lsa_table, v);
-            assert!(
-                (table / exact - 1.0).abs() < 0.01,
-                "v {v}: {table} vs {exact}"
-            );
-        }
-        assert!((exponential_integral(1.0) - 0.219_383_934).abs() < 1e-4);
-        assert!((exponential_integral(0.1) - 1.822_923_958).abs() < 1e-6);
-    }
-
     /// Pure white noise comes out attenuated, and the noise estimate reads close to the true level
     /// (the bias constant is set below the white-noise calibration on purpose: on music, reading
     /// the floor a little low distorts the programme less).
@@ -519,20 +885,22 @@ mod tests {
         let settled = 44_100 * 8;
         let before = rms_db(&input.channel(0)[settled..]);
         let after = rms_db(&out.channel(0)[settled..]);
-        assert!(before - after > 2.0, "{before:.1} -> {after:.1} dBFS");
+        // Measured: 9.6 dB less.
+        assert!(before - after > 8.5, "{before:.1} -> {after:.1} dBFS");
         let floor = stage.report().unwrap()["noise_floor_dbfs"]
             .as_f64()
             .unwrap();
         // Uniform noise of amplitude 0.1: -24.8 dBFS RMS.
+        // Measured: -26.8 dBFS (2 dB low: the bias constant is tuned on music, not noise alone).
         assert!(
-            (floor - (-24.8)).abs() < 4.0,
+            (floor - (-26.8)).abs() < 1.0,
             "noise floor read {floor:.1} dBFS"
         );
     }
 
-    /// Hiss 25 dB under synthetic pop: SI-SDR up by at least 1.2 dB (measured +1.7 on channel 0).
-    /// Issue 4 asks for ffmpeg's afftdn + 2 dB on the bench (about +3.7 dB there); not met yet, so
-    /// this bound guards what the estimator does today, not the target.
+    /// Hiss 25 dB under synthetic pop: SI-SDR up by at least 3.2 dB (measured +3.7 and +3.6).
+    /// Issue 4 asks for ffmpeg's afftdn + 2 dB on the bench (about +3.7 dB there, mean over its
+    /// sources); the bench measures +3.2 there, so the target is not met yet.
     #[test]
     fn hiss_under_music_is_reduced() {
         let clean = music(Style::Pop, 8.0, 51);
@@ -548,12 +916,33 @@ mod tests {
         for ch in 0..2 {
             let before = si_sdr_db(clean.channel(ch), damaged.channel(ch));
             let after = si_sdr_db(clean.channel(ch), out.channel(ch));
-            assert!(after > before + 1.2, "ch{ch}: {before:.1} -> {after:.1} dB");
+            assert!(after > before + 3.2, "ch{ch}: {before:.1} -> {after:.1} dB");
         }
     }
 
+    /// A mono track takes the channel-by-channel path: hiss 25 dB under synthetic pop, SI-SDR up
+    /// by at least 3.0 dB (measured +3.5; the stereo pair above gains +3.7 on the same channel,
+    /// each channel drawing on the other).
+    #[test]
+    fn hiss_under_mono_music_is_reduced() {
+        let stereo = music(Style::Pop, 8.0, 51);
+        let clean = AudioBlock::from_channels(vec![stereo.channel(0).to_vec()], 44_100);
+        let hiss = noise(1, clean.frames(), 44_100, 1.0, 5);
+        let level = 10f64.powf((rms_db(clean.channel(0)) - 25.0) / 20.0) * 3f64.sqrt();
+        let mut damaged = clean.clone();
+        for (x, n) in damaged.channel_mut(0).iter_mut().zip(hiss.channel(0)) {
+            *x += n * level as f32;
+        }
+        let config = DenoiseConfig::default();
+        let mut stage = Denoiser::new(&config, 1, 44_100, 4096).unwrap();
+        let out = run_aligned(&mut stage, &damaged, &[4096]);
+        let before = si_sdr_db(clean.channel(0), damaged.channel(0));
+        let after = si_sdr_db(clean.channel(0), out.channel(0));
+        assert!(after > before + 3.0, "{before:.1} -> {after:.1} dB");
+    }
+
     /// Noise learned from a range of noise alone reads the true floor (minimum statistics only
-    /// comes within 4 dB) and pure noise comes out attenuated by close to the strength.
+    /// comes within about 2 dB) and pure noise comes out attenuated by close to the strength.
     #[test]
     fn noise_learned_from_a_range_reads_the_true_floor() {
         let input = noise(2, 44_100 * 10, 44_100, 0.1, 78);
@@ -565,7 +954,8 @@ mod tests {
         let settled = 44_100;
         let before = rms_db(&input.channel(0)[settled..]);
         let after = rms_db(&out.channel(0)[settled..]);
-        assert!(before - after > 12.0, "{before:.1} -> {after:.1} dBFS");
+        // Measured: 15.9 dB less.
+        assert!(before - after > 14.5, "{before:.1} -> {after:.1} dBFS");
         let report = stage.report().unwrap();
         assert_eq!(report["noise_from"], "range");
         let floor = report["noise_floor_dbfs"].as_f64().unwrap();

@@ -8,8 +8,8 @@
 //!   MAD threshold, burst fusion) and replaced by least-squares AR interpolation (Godsill & Rayner);
 //! - [`decrackle`]: the same machinery tuned for dense clicks of one to a few samples;
 //! - [`dehum`]: 50 or 60 Hz mains hum and its harmonics, frequency tracked, subtracted as sinusoids;
-//! - [`denoise`]: broadband hiss by STFT spectral gain (minimum-statistics noise estimate,
-//!   decision-directed log-MMSE gain).
+//! - [`denoise`]: broadband hiss by an STFT Wiener filter (minimum-statistics noise estimate,
+//!   a look-ahead two-step estimate of the signal covariance, stereo pairs filtered jointly).
 //!
 //! A profile enables them with a `[restore]` section, one sub-table per restorer (an empty sub-table
 //! enables it with automatic settings); they run in the order above, before the mastering chain:
