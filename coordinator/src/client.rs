@@ -16,6 +16,9 @@ use crate::blob::{Digest, DigestWriter, HashingSink, read_file, verify};
 use crate::error::{Error, Result};
 use crate::grpc::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 
+/// Files hashed, and uploaded, at the same time.
+const PARALLEL_UPLOADS: usize = 4;
+
 /// The coordinator's default address: loopback, port 7480.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
 
@@ -76,15 +79,19 @@ impl FarmClient {
 
     /// Uploads the files the coordinator does not hold yet; returns every file's digest, in order.
     pub async fn upload_sources(&self, files: &[&Path]) -> Result<Vec<Digest>> {
-        let mut digests = Vec::new();
-        for file in files {
-            digests.push(digest_file(file).await?);
-        }
+        let digests = futures::stream::iter(files.iter().map(|file| digest_file(file)))
+            .buffered(PARALLEL_UPLOADS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         self.upload_digested(files, &digests).await?;
         Ok(digests)
     }
 
-    /// Uploads the files whose digests (from [`digest_file`]) the coordinator does not hold yet.
+    /// Uploads the files whose digests (from [`digest_file`]) the coordinator does not hold yet,
+    /// a few at a time (one stream each on the shared connection), so that small files do not each
+    /// wait for the round trips of the one before.
     pub async fn upload_digested(&self, files: &[&Path], digests: &[Digest]) -> Result<()> {
         let missing = self
             .jobs
@@ -95,13 +102,21 @@ impl FarmClient {
             .await?
             .into_inner()
             .digests;
-        for (file, digest) in files.iter().zip(digests) {
-            if missing.contains(&digest.to_string()) {
+        let uploads = files
+            .iter()
+            .zip(digests)
+            .filter(|(_, digest)| missing.contains(&digest.to_string()))
+            .map(|(file, digest)| async move {
                 let chunks = file_chunks(file, *digest).await?;
                 self.jobs.clone().put_blob(chunks).await?;
-            }
-        }
-        Ok(())
+                Ok::<_, Error>(())
+            });
+        futures::stream::iter(uploads)
+            .buffer_unordered(PARALLEL_UPLOADS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Uploads `sources` (those the coordinator does not hold yet) and submits them as one job of
