@@ -60,7 +60,7 @@ const NOISE_MEDIAN_BINS: usize = 24;
 const NOISE_MEDIAN_STEP: usize = 8;
 /// Largest ratio of a bin's noise estimate to the median bin's (12 dB).
 const NOISE_CAP: f32 = 4.0;
-/// The noise estimate (which follows a 6 s search) is renewed every this many frames.
+/// The noise estimate (a slowly settling per-bin quantile) is renewed every this many frames.
 const NOISE_UPDATE_FRAMES: u64 = 4;
 /// Noise power assumed before the first estimate: low enough that the filter passes the audio.
 const UNKNOWN_NOISE: f32 = 1e-6;
