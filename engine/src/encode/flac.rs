@@ -48,7 +48,7 @@ use md5::{Digest, Md5};
 
 use super::Quantiser;
 use super::frame_check::FrameCheck;
-use super::written::{ByteDigest, WrittenAudio};
+use super::written::WrittenAudio;
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
 
@@ -111,7 +111,7 @@ pub(super) struct FlacSink {
     /// Decodes every frame written and compares it with its samples, when asked to.
     check: Option<FrameCheck>,
     /// Digest of the frame bytes written.
-    frames_digest: ByteDigest,
+    frames_digest: blake3::Hasher,
     /// Samples given as `f32` values off the integer grid (or clamped), which decode to another
     /// value.
     off_grid_samples: u64,
@@ -141,7 +141,7 @@ impl FlacSink {
             total_frames: 0,
             frame_bytes_range: None,
             check: None,
-            frames_digest: ByteDigest::new(),
+            frames_digest: blake3::Hasher::new(),
             off_grid_samples: 0,
             coder: FrameCoder::new(FrameFormat {
                 channel_count,
@@ -302,7 +302,7 @@ impl FlacSink {
         Ok(if self.check.is_some() {
             WrittenAudio::checked_flac(
                 stream_info,
-                self.frames_digest.value(),
+                *self.frames_digest.finalize().as_bytes(),
                 self.off_grid_samples,
                 self.bit_depth,
             )
