@@ -259,9 +259,10 @@ fn power_to_db(power: f64) -> f64 {
     }
 }
 
-/// One-pole coefficient for a time constant: `exp(-1 / (time * rate))`.
-fn one_pole_coefficient(time_ms: f64, sample_rate_hz: u32) -> f64 {
-    (-1.0 / (time_ms * 1e-3 * f64::from(sample_rate_hz))).exp()
+/// One-pole coefficient for a time constant: `exp(-1 / (time * rate))`, `rate` the updates per
+/// second.
+fn one_pole_coefficient(time_ms: f64, updates_per_second: f64) -> f64 {
+    (-1.0 / (time_ms * 1e-3 * updates_per_second)).exp()
 }
 
 /// Smooths the gain reduction in dB: instant-attack peak hold with release, then an attack one-pole.
@@ -274,11 +275,12 @@ pub struct GainSmoother {
 }
 
 impl GainSmoother {
-    /// A smoother with the given attack and release time constants.
-    pub fn new(attack_ms: f64, release_ms: f64, sample_rate_hz: u32) -> Self {
+    /// A smoother with the given attack and release time constants, fed `updates_per_second` times a
+    /// second (the sample rate, or a control rate below it).
+    pub fn new(attack_ms: f64, release_ms: f64, updates_per_second: f64) -> Self {
         Self {
-            attack_coefficient: one_pole_coefficient(attack_ms, sample_rate_hz),
-            release_coefficient: one_pole_coefficient(release_ms, sample_rate_hz),
+            attack_coefficient: one_pole_coefficient(attack_ms, updates_per_second),
+            release_coefficient: one_pole_coefficient(release_ms, updates_per_second),
             held_db: 0.0,
             smoothed_db: 0.0,
         }
@@ -322,10 +324,11 @@ pub struct GainReductionStats {
 }
 
 impl GainReductionStats {
-    fn add(&mut self, gain_reduction_db: f64) {
+    /// Counts `frames` frames of this gain reduction.
+    fn add(&mut self, gain_reduction_db: f64, frames: u64) {
         self.max_db = self.max_db.max(gain_reduction_db);
-        self.sum_db += gain_reduction_db;
-        self.frames += 1;
+        self.sum_db += gain_reduction_db * frames as f64;
+        self.frames += frames;
     }
 
     /// Largest gain reduction so far, dB.
@@ -351,8 +354,19 @@ impl GainReductionStats {
     }
 }
 
+/// Frames per control step of a [`CompressorCore`]: the gain computer, the smoother and the
+/// exponential run once a step, on the step's loudest detector power, and the linear gain is
+/// interpolated between steps. Four frames (0.09 ms at 44.1 kHz) is far below any attack time, and
+/// the step's maximum keeps every peak the detector sees.
+pub const CONTROL_FRAMES: usize = 4;
+
 /// Level detector, gain computer and smoother: turns frames of audio into one linear gain per frame.
 /// Shared by [`Compressor`] and every band of the multiband compressor.
+///
+/// The detector runs every frame; the rest at the control rate ([`CONTROL_FRAMES`]): when a step
+/// completes, its gain is computed, and the frames of the next step move linearly from the gain of
+/// the step before to it. The gain so follows the detector one step late, which costs nothing
+/// audible and makes the logarithm and exponential a quarter as frequent.
 #[derive(Debug, Clone)]
 pub struct CompressorCore {
     detector: LevelDetector,
@@ -362,6 +376,13 @@ pub struct CompressorCore {
     /// `makeup_db` as a linear gain: the gain of every frame without gain reduction.
     makeup_gain: f64,
     stats: GainReductionStats,
+    /// Frames of the current control step seen so far, and their loudest power.
+    step_frames: usize,
+    step_power: f64,
+    /// Linear gains of the two latest complete steps: the current step's frames move from the first
+    /// to the second.
+    gain_from: f64,
+    gain_to: f64,
 }
 
 impl CompressorCore {
@@ -376,10 +397,18 @@ impl CompressorCore {
                 sample_rate_hz,
             ),
             computer: GainComputer::new(config.threshold_db, config.ratio, config.knee_db),
-            smoother: GainSmoother::new(config.attack_ms, config.release_ms, sample_rate_hz),
+            smoother: GainSmoother::new(
+                config.attack_ms,
+                config.release_ms,
+                f64::from(sample_rate_hz) / CONTROL_FRAMES as f64,
+            ),
             makeup_db: config.makeup_db,
             makeup_gain: db_to_amplitude(config.makeup_db),
             stats: GainReductionStats::default(),
+            step_frames: 0,
+            step_power: 0.0,
+            gain_from: db_to_amplitude(config.makeup_db),
+            gain_to: db_to_amplitude(config.makeup_db),
         }
     }
 
@@ -400,26 +429,33 @@ impl CompressorCore {
 
     /// The second half of [`CompressorCore::next_gain`] over a run of frames: `values[i]`, the
     /// power [`CompressorCore::next_power`] gave for frame `i`, becomes the frame's linear gain.
-    /// Exactly what frame-by-frame calls give, but in three sweeps (gain computer, smoother, gain),
-    /// so that only the smoother's recursion waits on the frame before and the logarithms and
-    /// exponentials of different frames overlap.
+    /// Exactly what frame-by-frame calls give.
     pub fn powers_to_gains(&mut self, values: &mut [f64]) {
+        const STEP: f64 = 1.0 / CONTROL_FRAMES as f64;
         for value in values.iter_mut() {
-            *value = self.computer.gain_reduction_db_for_power(*value);
+            self.step_power = self.step_power.max(*value);
+            self.step_frames += 1;
+            let along = self.step_frames as f64 * STEP;
+            *value = self.gain_from + (self.gain_to - self.gain_from) * along;
+            if self.step_frames == CONTROL_FRAMES {
+                self.end_step();
+            }
         }
-        for value in values.iter_mut() {
-            let gain_reduction_db = self.smoother.next(*value);
-            self.stats.add(gain_reduction_db);
-            *value = gain_reduction_db;
-        }
-        let (makeup_db, makeup_gain) = (self.makeup_db, self.makeup_gain);
-        for value in values.iter_mut() {
-            *value = if *value == 0.0 {
-                makeup_gain
-            } else {
-                db_to_amplitude(makeup_db - *value)
-            };
-        }
+    }
+
+    /// Closes a control step: its gain becomes the target of the next.
+    fn end_step(&mut self) {
+        let wanted_db = self.computer.gain_reduction_db_for_power(self.step_power);
+        let gain_reduction_db = self.smoother.next(wanted_db);
+        self.stats.add(gain_reduction_db, CONTROL_FRAMES as u64);
+        self.gain_from = self.gain_to;
+        self.gain_to = if gain_reduction_db == 0.0 {
+            self.makeup_gain
+        } else {
+            db_to_amplitude(self.makeup_db - gain_reduction_db)
+        };
+        self.step_frames = 0;
+        self.step_power = 0.0;
     }
 
     /// Gain reduction statistics since the last reset.
@@ -432,6 +468,10 @@ impl CompressorCore {
         self.detector.reset();
         self.smoother.reset();
         self.stats = GainReductionStats::default();
+        self.step_frames = 0;
+        self.step_power = 0.0;
+        self.gain_from = self.makeup_gain;
+        self.gain_to = self.makeup_gain;
     }
 }
 

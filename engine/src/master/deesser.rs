@@ -137,7 +137,11 @@ impl Deesser {
                 channel_count,
             ),
             computer: GainComputer::new(config.threshold_db, config.ratio, 6.0),
-            smoother: GainSmoother::new(config.attack_ms, config.release_ms, sample_rate_hz),
+            smoother: GainSmoother::new(
+                config.attack_ms,
+                config.release_ms,
+                f64::from(sample_rate_hz),
+            ),
             max_reduction_db: config.max_reduction_db,
             most_reduction_db: 0.0,
             frames_reduced: 0,
