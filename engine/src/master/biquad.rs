@@ -9,6 +9,7 @@
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
+use crate::audio::AudioBlock;
 use crate::config::InvalidValue;
 
 /// Magnitude below which filter state is flushed to zero (about -600 dBFS).
@@ -385,6 +386,35 @@ impl BiquadCascade {
                 section.process_sample(acc)
             });
             *sample = y as f32;
+        }
+    }
+
+    /// Filters every channel of `block` (up to the cascade's channel count) in place: channels two
+    /// at a time where there are two, each pair in one loop so that the two channels' recursions
+    /// (each sample waits on the one before) overlap. The same output as
+    /// [`process_channel`](Self::process_channel) on each channel.
+    pub fn process_block(&mut self, block: &mut AudioBlock) {
+        let channels = self.channels.len().min(block.channel_count());
+        let mut channel = 0;
+        while channel + 1 < channels {
+            let (left, right) = block.channel_pair_mut(channel, channel + 1);
+            let (first, second) = self.channels[channel..].split_at_mut(1);
+            let (left_chain, right_chain) = (&mut first[0], &mut second[0]);
+            for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+                let (mut yl, mut yr) = (f64::from(*l), f64::from(*r));
+                for (left_section, right_section) in
+                    left_chain.iter_mut().zip(right_chain.iter_mut())
+                {
+                    yl = left_section.process_sample(yl);
+                    yr = right_section.process_sample(yr);
+                }
+                *l = yl as f32;
+                *r = yr as f32;
+            }
+            channel += 2;
+        }
+        if channel < channels {
+            self.process_channel(channel, block.channel_mut(channel));
         }
     }
 

@@ -92,11 +92,7 @@ impl Stage for Highpass {
     }
 
     fn process(&mut self, block: &mut AudioBlock) {
-        let channels = self.filter.channel_count().min(block.channel_count());
-        for channel in 0..channels {
-            self.filter
-                .process_channel(channel, block.channel_mut(channel));
-        }
+        self.filter.process_block(block);
     }
 
     fn reset(&mut self) {
