@@ -456,6 +456,28 @@ mod tests {
     }
 
     #[test]
+    fn block_processing_in_pairs_equals_channel_by_channel() {
+        let sections = vec![
+            BiquadCoefficients::highpass(40.0, FRAC_1_SQRT_2, FS),
+            BiquadCoefficients::peaking(1000.0, 6.0, 1.0, FS),
+        ];
+        let input = crate::testkit::noise(3, 5000, FS, 0.5, 7);
+        let mut paired = BiquadCascade::new(sections.clone(), 3);
+        let mut by_pairs = input.clone();
+        paired.process_block(&mut by_pairs);
+        let mut single = BiquadCascade::new(sections, 3);
+        for channel in 0..3 {
+            let mut expected = input.channel(channel).to_vec();
+            single.process_channel(channel, &mut expected);
+            assert_eq!(
+                by_pairs.channel(channel),
+                &expected[..],
+                "channel {channel}"
+            );
+        }
+    }
+
+    #[test]
     fn peaking_gain_at_centre() {
         for &(f, gain, q) in &[(100.0, 6.0, 1.0), (1000.0, -9.0, 4.0), (8000.0, 12.0, 0.5)] {
             let c = BiquadCoefficients::peaking(f, gain, q, FS);
