@@ -120,11 +120,10 @@ master() {
   rm -rf "$out"
   MASTER_PASSES="?"
   measured "$1" "$(( $3 * 60 ))" "$LATHE" master "$2" -p streaming -o "$out" -j 1 || return 0
-  local calibration
-  calibration="$(sed -n 's/.*"calibration_passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json \
-    | head -n 1 || true)"
-  if [[ -n "$calibration" ]]; then
-    MASTER_PASSES=$(( calibration + 3 ))
+  local passes
+  passes="$(sed -n 's/.*"passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json | head -n 1 || true)"
+  if [[ -n "$passes" ]]; then
+    MASTER_PASSES="$passes"
   fi
   rm -f "$out"/*.flac
 }

@@ -977,7 +977,7 @@ fn record_chain(bench: &mut Bench, track: &Track, timing: Timing, report: &Track
     // first two decode the source, calibration and render read spools. The FLAC master is
     // verified as it is encoded (each frame decoded in memory) and by one read of its bytes, not
     // by a pass of its own.
-    let passes = 3 + report.calibration_passes;
+    let passes = report.passes;
     let audio_s = track.seconds();
     let per_pass = |seconds: f64| format!("{:.1}", audio_s * f64::from(passes) / seconds);
     let figure = |value: Option<f64>| value.map_or("none".to_owned(), |v| format!("{v:.2}"));

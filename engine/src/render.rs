@@ -12,13 +12,16 @@
 //!    fixes the normalisation gain (to the target, or to the ceiling when there is no target, never
 //!    above `max_gain_db` and, without a limiter, never so high that the true peak passes the
 //!    ceiling).
-//! 3. **Calibrate** (with a limiter and a target): from the chain spool, gain, limiter and fades;
-//!    measure the loudness the limiter leaves and spool its output. The first gain is the model's
-//!    prediction; correct it by secant steps and repeat until within [`CALIBRATION_TOLERANCE_LU`]
-//!    (at most [`MAX_CALIBRATION_PASSES`] times).
-//! 4. **Render**: the limited spool of the last calibration pass when its gain is the final one
-//!    (else the chain spool through gain, limiter and fades), then dither, into the encoder, written
-//!    under a temporary name, and analysed (the output's QC).
+//! 3. **Calibrate** (with a limiter and a target): from the chain spool, gain, limiter, fades and
+//!    dither into the encoder, as the render would; the output's analysis says how loud the limiter
+//!    left it. The first gain is the model's prediction; correct it by secant steps and repeat until
+//!    within [`CALIBRATION_TOLERANCE_LU`] (at most [`MAX_CALIBRATION_PASSES`] times). The model
+//!    usually lands the first pass within the tolerance, and the master that pass wrote is the one
+//!    delivered, so calibrating costs no pass of its own.
+//! 4. **Render**: only when no calibration pass wrote the master at the final gain (no limiter or no
+//!    target, or the last pass's correction was not tried): the chain spool through gain, limiter,
+//!    fades and dither, into the encoder, written under a temporary name and analysed (the
+//!    output's QC).
 //! 5. **Verify**: check the written (tagged) file holds exactly the rendered samples; then rename
 //!    it into place. A FLAC encoder decodes each frame as it writes it and compares it with its
 //!    samples ([`Encoder::check_frames`]), so the file need only be read to confirm its frame bytes
@@ -34,7 +37,7 @@ use crate::album::fade::Fade;
 use crate::audio::AudioBlock;
 use crate::calibration::LimiterModel;
 use crate::decode::Decoder;
-use crate::encode::Encoder;
+use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
 use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
 use crate::master::dither::Quantiser;
@@ -222,6 +225,10 @@ pub struct TrackReport {
     pub loudness_error_lu: Option<f64>,
     /// How many calibration passes the limiter needed.
     pub calibration_passes: u32,
+    /// Passes over the audio in all: the analysis, the chain, the calibration passes and, where no
+    /// calibration pass wrote the master at the final gain, the render (the verify read is not
+    /// counted).
+    pub passes: u32,
     /// Dither seed (hash of the source samples), hexadecimal.
     pub dither_seed: String,
     /// What each stage did during the final render.
@@ -494,7 +501,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The temporary name of a spool `purpose` (`chain`, `limited`) of the render of `output`: beside
+/// The temporary name of a spool `purpose` (e.g. `chain`) of the render of `output`: beside
 /// it, under the same convention as [`temp_path_for`].
 fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
     let name = output
@@ -502,14 +509,6 @@ fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     temp_path_for(&output.with_file_name(format!("{name}.{purpose}")))
-}
-
-/// The limiter's output spooled by a calibration pass, for the render to read when the gain it was
-/// made with is the final one.
-struct LimitedSpool {
-    gain_db: f64,
-    spool: Spool,
-    reports: Vec<StageReport>,
 }
 
 /// Masters one track. The source is only read; the master appears at `request.output` complete or not
@@ -658,9 +657,19 @@ pub fn master_track(
         Ok(tail)
     };
 
-    // 3. Calibrate the gain through the limiter; each pass spools what the limiter gives.
+    // 3. Calibrate the gain through the limiter. Each pass renders the master itself (gain,
+    // limiter, fades, dither, encoder, output analysis): the first pass usually lands within the
+    // tolerance, and its master is then the one delivered.
+    let render_settings = RenderSettings {
+        profile,
+        output: request.output,
+        spec: profile.encode_spec(),
+        channels,
+        output_rate_hz,
+        dither_seed,
+    };
     let mut calibration_passes = 0;
-    let mut limited: Option<LimitedSpool> = None;
+    let mut rendered: Option<(f64, RenderedMaster)> = None;
     if let (Some(target), Some(limiter)) = (target_lufs, &profile.limiter)
         && chain_peak_dbtp.is_none_or(|peak| peak + gain_db > ceiling - 0.1)
     {
@@ -686,33 +695,18 @@ pub fn master_track(
         let mut previous: Option<(f64, f64)> = None;
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
-            // The previous pass's spool is stale: remove it before writing the next.
-            drop(limited.take());
-            let mut stages = tail_stages(gain_db)?;
-            let mut meter = LoudnessMeter::integrated_only(channels, output_rate_hz);
-            let mut spool = SpoolWriter::create(
-                spool_path_for(request.output, "limited"),
-                channels,
-                output_rate_hz,
-                BLOCK_FRAMES,
-            )?;
-            Pass::spooled(&chain_spool)?.run(
-                &mut stages,
-                &mut [],
+            // The previous pass's master is stale: remove it before writing the next.
+            drop(rendered.take());
+            let pass = render_master(
+                &render_settings,
+                &chain_spool,
+                tail_stages(gain_db)?,
                 Phase::Calibrate,
                 progress,
-                |_| {},
-                |block| {
-                    meter.add(block);
-                    spool.write(block)
-                },
             )?;
-            limited = Some(LimitedSpool {
-                gain_db,
-                spool: spool.finish()?,
-                reports: stage_reports(&stages),
-            });
-            let Some(lufs) = meter.figures().integrated_lufs else {
+            let lufs = pass.analysis.integrated_lufs;
+            rendered = Some((gain_db, pass));
+            let Some(lufs) = lufs else {
                 break;
             };
             let error = target - lufs;
@@ -730,69 +724,30 @@ pub fn master_track(
         }
     }
 
-    // 4. Render: from the limited spool when the last calibration pass had the final gain, else
-    // from the chain spool through the tail; dither after that; into the encoder.
-    let spec = profile.encode_spec();
-    let temp = TempFile {
-        path: temp_path_for(request.output),
-        keep: false,
-    };
-    let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
-    encoder.check_frames()?;
-    let mut dither: Vec<Box<dyn Stage>> = Vec::new();
-    if spec.bit_depth < 32 {
-        let quantiser = Quantiser::new(
-            profile.output.dither,
-            spec.bit_depth,
-            channels,
-            output_rate_hz,
-            dither_seed,
-        )
-        .map_err(|e| Error::Profile {
-            profile: profile.name.clone(),
-            key: format!("output.{}", e.key),
-            reason: e.reason,
-        })?;
-        dither.push(Box::new(quantiser));
+    // 4. Render, unless the last calibration pass already did at the final gain.
+    if rendered.as_ref().is_some_and(|(g, _)| *g != gain_db) {
+        rendered = None;
     }
-    let mut output_analyzer = Analyzer::new(channels, output_rate_hz);
-    // Needed only where the written file will be decoded to verify it.
-    let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
-    let mut on_output = |block: &AudioBlock| {
-        output_analyzer.add(block);
-        if let Some(hash) = rendered_hash.as_mut() {
-            hash.add(block);
-        }
-        encoder.write(block)
+    let passes = 2 + calibration_passes + u32::from(rendered.is_none());
+    let master = match rendered {
+        Some((_, master)) => master,
+        None => render_master(
+            &render_settings,
+            &chain_spool,
+            tail_stages(gain_db)?,
+            Phase::Render,
+            progress,
+        )?,
     };
-    match limited.take() {
-        Some(limited) if limited.gain_db == gain_db => {
-            drop(chain_spool);
-            Pass::spooled(&limited.spool)?.run(
-                &mut [],
-                &mut dither,
-                Phase::Render,
-                progress,
-                |_| {},
-                &mut on_output,
-            )?;
-            reports.extend(limited.reports);
-        }
-        _ => {
-            let mut tail = tail_stages(gain_db)?;
-            Pass::spooled(&chain_spool)?.run(
-                &mut tail,
-                &mut dither,
-                Phase::Render,
-                progress,
-                |_| {},
-                &mut on_output,
-            )?;
-            reports.extend(stage_reports(&tail));
-        }
-    }
-    let written = encoder.finish_written()?;
-    reports.extend(stage_reports(&dither));
+    drop(chain_spool);
+    let RenderedMaster {
+        temp,
+        written,
+        analysis: output_analysis,
+        rendered_hash,
+        reports: render_reports,
+    } = master;
+    reports.extend(render_reports);
 
     // 5. Verify, tag, rename.
     progress(Progress {
@@ -839,7 +794,6 @@ pub fn master_track(
             other => other,
         })?;
     }
-    let output_analysis = output_analyzer.finish(request.output);
     let qc = verdict(profile, target_lufs, &output_analysis);
     std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
     let mut temp = temp;
@@ -869,6 +823,7 @@ pub fn master_track(
             .zip(output_analysis.integrated_lufs)
             .map(|(t, l)| l - t),
         calibration_passes,
+        passes,
         dither_seed: format!("{dither_seed:016x}"),
         stages: reports,
         input_analysis,
@@ -876,6 +831,95 @@ pub fn master_track(
         qc,
         warnings,
         elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What every render of one track shares.
+struct RenderSettings<'a> {
+    profile: &'a Profile,
+    output: &'a Path,
+    spec: crate::encode::EncodeSpec,
+    channels: usize,
+    output_rate_hz: u32,
+    dither_seed: u64,
+}
+
+/// A master written under its temporary name (removed if this is dropped), analysed, not yet
+/// verified, tagged or renamed.
+struct RenderedMaster {
+    temp: TempFile,
+    written: WrittenAudio,
+    analysis: Analysis,
+    /// The rendered samples' hash, where the written file will be decoded to verify it.
+    rendered_hash: Option<SampleHash>,
+    /// What the tail stages and the dither did.
+    reports: Vec<StageReport>,
+}
+
+/// Renders the chain spool through `tail` (gain, limiter, fades) and the dither into the encoder,
+/// under the output's temporary name, analysing what it writes.
+fn render_master(
+    settings: &RenderSettings<'_>,
+    chain_spool: &Spool,
+    mut tail: Vec<Box<dyn Stage>>,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RenderedMaster> {
+    let RenderSettings {
+        profile,
+        output,
+        spec,
+        channels,
+        output_rate_hz,
+        dither_seed,
+    } = *settings;
+    let temp = TempFile {
+        path: temp_path_for(output),
+        keep: false,
+    };
+    let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
+    encoder.check_frames()?;
+    let mut dither: Vec<Box<dyn Stage>> = Vec::new();
+    if spec.bit_depth < 32 {
+        let quantiser = Quantiser::new(
+            profile.output.dither,
+            spec.bit_depth,
+            channels,
+            output_rate_hz,
+            dither_seed,
+        )
+        .map_err(|e| Error::Profile {
+            profile: profile.name.clone(),
+            key: format!("output.{}", e.key),
+            reason: e.reason,
+        })?;
+        dither.push(Box::new(quantiser));
+    }
+    let mut analyzer = Analyzer::new(channels, output_rate_hz);
+    let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
+    Pass::spooled(chain_spool)?.run(
+        &mut tail,
+        &mut dither,
+        phase,
+        progress,
+        |_| {},
+        |block| {
+            analyzer.add(block);
+            if let Some(hash) = rendered_hash.as_mut() {
+                hash.add(block);
+            }
+            encoder.write(block)
+        },
+    )?;
+    let written = encoder.finish_written()?;
+    let mut reports = stage_reports(&tail);
+    reports.extend(stage_reports(&dither));
+    Ok(RenderedMaster {
+        temp,
+        written,
+        analysis: analyzer.finish(output),
+        rendered_hash,
+        reports,
     })
 }
 
