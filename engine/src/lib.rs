@@ -23,6 +23,7 @@ pub mod synth;
 pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;
+mod vector;
 
 pub use audio::AudioBlock;
 pub use error::{Error, Result};

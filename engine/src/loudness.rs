@@ -15,6 +15,7 @@
 
 use crate::audio::AudioBlock;
 use crate::master::oversample::TruePeakDetector;
+use crate::vector::VectorKernel;
 
 /// The most channels lathe handles (7.1).
 pub const MAX_CHANNELS: usize = 8;
@@ -244,7 +245,7 @@ pub const TRUE_PEAK_SPAN_FRAMES: usize = 256;
 
 /// Block-wise true-peak reading of one channel: the interpolator of
 /// [`crate::master::oversample::TruePeakDetector`] evaluated a whole block at a time in `f32`
-/// ([`PeakKernel`]), for meters that need only the maximum, not a per-sample envelope.
+/// ([`branch_peak`] on the widest vectors the CPU has, see [`VectorKernel`]), for meters that need only the maximum, not a per-sample envelope.
 ///
 /// Spans that cannot raise the reading are skipped: no interpolated point can exceed the largest
 /// input sample it is made from times the largest absolute coefficient sum of a branch, so a span of
@@ -262,7 +263,7 @@ pub struct TruePeakMeter {
     /// proves skipping changes nothing).
     skipping: bool,
     /// The instructions the interpolation runs on.
-    kernel: PeakKernel,
+    kernel: VectorKernel,
     taps: usize,
     /// The last `taps - 1` samples, then the current block.
     buffer: Vec<f32>,
@@ -289,7 +290,7 @@ impl TruePeakMeter {
             // Each point is a sum of `taps` f32 products: its rounding error is far below 1e-4.
             gain_bound: (gain_bound * (1.0 + 1e-4)) as f32,
             skipping: true,
-            kernel: PeakKernel::detect(),
+            kernel: VectorKernel::detect(),
             taps,
             buffer: vec![0.0; taps - 1],
             peak: 0.0,
@@ -310,16 +311,16 @@ impl TruePeakMeter {
         let history = self.taps - 1;
         self.buffer.truncate(history);
         self.buffer.extend_from_slice(samples);
-        let mut peak = self.peak.max(self.kernel.loudest(samples));
+        let mut peak = self.peak.max(kernel_loudest(self.kernel, samples));
         let mut start = 0;
         while start < samples.len() {
             let len = TRUE_PEAK_SPAN_FRAMES.min(samples.len() - start);
             // Points `start..start + len` are made from `buffer[start..start + len + history]`.
             let inputs = &self.buffer[start..start + len + history];
-            let loudest = self.kernel.loudest(inputs);
+            let loudest = kernel_loudest(self.kernel, inputs);
             if !self.skipping || loudest * self.gain_bound > peak {
                 for branch in &self.branches {
-                    peak = self.kernel.branch_peak(branch, inputs, peak);
+                    peak = kernel_branch_peak(self.kernel, branch, inputs, peak);
                 }
             }
             start += len;
@@ -338,85 +339,40 @@ impl TruePeakMeter {
     }
 }
 
-/// Which instructions the true-peak meter's interpolation runs on: the widest the CPU has, chosen
-/// once per meter. Every kernel forms every point with the same `f32` multiplications and additions
-/// in the same order (Rust never fuses them), so all give the same bits on any machine; the wide ones
-/// only compute more points at once. The interpolation is the meter's whole cost, and a meter runs
-/// over the source and over every rendered master: with 256-bit vectors it is about twice as fast,
-/// with 512-bit ones about three times (`make bench`, `loudness meter` row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeakKernel {
-    /// Baseline vectors (SSE2 on x86-64).
-    Portable,
-    /// 256-bit vectors.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// 512-bit vectors.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
+/// [`loudest`] on the widest vectors the CPU has.
+fn kernel_loudest(kernel: VectorKernel, samples: &[f32]) -> f32 {
+    match kernel {
+        VectorKernel::Baseline => loudest::<32>(samples),
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: `VectorKernel` names a kernel only where the CPU has its features (AVX2 here), the
+        // one requirement of `loudest_avx2`.
+        VectorKernel::Avx2 => unsafe { loudest_avx2(samples) },
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: as above, for AVX-512F and `loudest_avx512`.
+        VectorKernel::Avx512 => unsafe { loudest_avx512(samples) },
+    }
 }
 
-impl PeakKernel {
-    /// The widest kernel this CPU runs.
-    fn detect() -> Self {
+/// [`branch_peak`] on the widest vectors the CPU has.
+fn kernel_branch_peak(
+    kernel: VectorKernel,
+    coefficients: &[f32],
+    inputs: &[f32],
+    peak: f32,
+) -> f32 {
+    match kernel {
+        VectorKernel::Baseline => branch_peak::<32>(coefficients, inputs, peak),
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Self::Avx2;
-            }
-        }
-        Self::Portable
-    }
-
-    /// Every kernel this CPU runs (for the test that they agree).
-    #[cfg(test)]
-    fn available() -> Vec<Self> {
-        let mut kernels = vec![Self::Portable];
+        #[allow(unsafe_code)]
+        // SAFETY: `VectorKernel` names a kernel only where the CPU has its features (AVX2 here), the
+        // one requirement of `branch_peak_avx2`.
+        VectorKernel::Avx2 => unsafe { branch_peak_avx2(coefficients, inputs, peak) },
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                kernels.push(Self::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Self::Avx512);
-            }
-        }
-        kernels
-    }
-
-    /// [`loudest`] on this kernel.
-    fn loudest(self, samples: &[f32]) -> f32 {
-        match self {
-            Self::Portable => loudest::<32>(samples),
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            // SAFETY: `detect` (or `available`) chose this kernel only where the CPU has AVX2, the
-            // one requirement of `loudest_avx2`.
-            Self::Avx2 => unsafe { loudest_avx2(samples) },
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            // SAFETY: as above, for AVX-512F and `loudest_avx512`.
-            Self::Avx512 => unsafe { loudest_avx512(samples) },
-        }
-    }
-
-    /// [`branch_peak`] on this kernel.
-    fn branch_peak(self, coefficients: &[f32], inputs: &[f32], peak: f32) -> f32 {
-        match self {
-            Self::Portable => branch_peak::<32>(coefficients, inputs, peak),
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            // SAFETY: `detect` (or `available`) chose this kernel only where the CPU has AVX2, the
-            // one requirement of `branch_peak_avx2`.
-            Self::Avx2 => unsafe { branch_peak_avx2(coefficients, inputs, peak) },
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            // SAFETY: as above, for AVX-512F and `branch_peak_avx512`.
-            Self::Avx512 => unsafe { branch_peak_avx512(coefficients, inputs, peak) },
-        }
+        #[allow(unsafe_code)]
+        // SAFETY: as above, for AVX-512F and `branch_peak_avx512`.
+        VectorKernel::Avx512 => unsafe { branch_peak_avx512(coefficients, inputs, peak) },
     }
 }
 
@@ -930,13 +886,13 @@ mod tests {
     }
 
     #[test]
-    fn every_peak_kernel_gives_the_same_bits() {
-        let kernels = PeakKernel::available();
+    fn every_vector_kernel_gives_the_same_true_peak_bits() {
+        let kernels = VectorKernel::available();
         eprintln!("true-peak kernels on this CPU: {kernels:?}");
         let mut signals = torture_channels();
         signals.push(("music-like", music_like(60_000, 43)));
         for (name, signal) in &signals {
-            let reading = |kernel: PeakKernel| {
+            let reading = |kernel: VectorKernel| {
                 let mut meter = TruePeakMeter::without_skipping(4);
                 meter.kernel = kernel;
                 // Blocks of 1000 leave spans whose length is no multiple of any kernel's lanes.
@@ -948,7 +904,7 @@ mod tests {
                 bits.push(meter.peak().to_bits());
                 bits
             };
-            let portable = reading(PeakKernel::Portable);
+            let portable = reading(VectorKernel::Baseline);
             for &kernel in &kernels {
                 assert_eq!(reading(kernel), portable, "{name}: {kernel:?}");
             }
