@@ -12,7 +12,8 @@
 //! frequency whose slope is at most 0.5 dB per octave carries the floor of the bands where the
 //! programme does rest into those where it does not (noise that is steeper reads low away from
 //! its quietest band; noise learned from a range of noise alone, `noise_from_s`, follows any
-//! shape).
+//! shape). Bands more than 6 dB under the median band (above a codec's bandwidth, where there is
+//! no hiss) take no part.
 //!
 //! The gain is a two-step Wiener filter that looks a few frames ahead (restoration is offline, so a
 //! non-causal estimate costs only latency). Spectra are whitened by the noise estimate. Each step
@@ -79,6 +80,12 @@ const NOISE_MEDIAN_STEP: usize = 8;
 /// from a range of noise alone (`noise_from_s`) follows any shape. 1 dB per octave scores 0.05 dB
 /// lower on the bench, 0.25 dB per octave 0.02 higher.
 const NOISE_SLOPE_DB_PER_OCTAVE: f32 = 0.5;
+/// Only anchors above this fraction of the median anchor (6 dB below it) take part in the lower
+/// envelope: where the noise is absent or rolled off (above a codec's or a transfer's bandwidth,
+/// where programme may still rest below the hiss level) the floor is real but says nothing about
+/// the bands below it. With 20 dB, the bench's hiss cut off at 80 % of Nyquist scores +2.4 dB
+/// instead of +3.3; with 3 dB, its full-band hiss scores 0.01 dB less.
+const NOISE_ENVELOPE_BELOW_MEDIAN: f32 = 0.25;
 /// The envelope's log-frequency axis starts at this bin (the lowest bins count as this one).
 const NOISE_SLOPE_MIN_BIN: f32 = 4.0;
 /// The noise estimate (a slowly settling per-bin quantile) is renewed every this many frames
@@ -247,9 +254,17 @@ impl NoiseTracker {
         // Where the programme never rests the median still reads programme; the floor of the
         // bands where it does rest bounds it (a lower envelope of bounded slope: a distance
         // transform in log power, one pass up and one down).
-        let logs = &mut sorted[..self.anchors.len()];
+        let count = self.anchors.len();
+        let (logs, rest) = sorted.split_at_mut(count);
+        let by_level = &mut rest[..count];
+        by_level.copy_from_slice(&self.anchors);
+        let (_, median, _) = by_level.select_nth_unstable_by(count / 2, f32::total_cmp);
+        let below = (*median * NOISE_ENVELOPE_BELOW_MEDIAN).max(1e-30).ln();
+        // An anchor below that stays as it is and bounds no other (infinite in the passes, which
+        // carry the envelope across it).
         for (l, &a) in logs.iter_mut().zip(&self.anchors) {
-            *l = a.max(1e-30).ln();
+            let own = a.max(1e-30).ln();
+            *l = if own < below { f32::INFINITY } else { own };
         }
         for j in 1..logs.len() {
             logs[j] = logs[j].min(logs[j - 1] + self.envelope_rise[j]);
@@ -258,7 +273,7 @@ impl NoiseTracker {
             logs[j - 1] = logs[j - 1].min(logs[j] + self.envelope_rise[j]);
         }
         for (a, &l) in self.anchors.iter_mut().zip(logs.iter()) {
-            *a = l.exp();
+            *a = a.min(l.exp());
         }
         for (k, n) in self.noise.iter_mut().enumerate() {
             let j = k / NOISE_MEDIAN_STEP;
@@ -1079,6 +1094,41 @@ mod tests {
             let before = si_sdr_db(clean.channel(ch), damaged.channel(ch));
             let after = si_sdr_db(clean.channel(ch), out.channel(ch));
             assert!(after > before + 3.7, "ch{ch}: {before:.1} -> {after:.1} dB");
+        }
+    }
+
+    /// Hiss that stops short of Nyquist (above a lossy codec's or a transfer's bandwidth there is
+    /// none) is reduced about as much as full-band hiss: SI-SDR up by at least 3.0 dB (measured
+    /// +3.6 and +3.4). The empty band must not drag the floor estimate of the bands below it down:
+    /// when every band took part in the lower envelope this gained +0.0 dB.
+    #[test]
+    fn band_limited_hiss_is_still_reduced() {
+        let clean = music(Style::Pop, 8.0, 51);
+        let frames = clean.frames();
+        let hiss = noise(2, frames, 44_100, 1.0, 5);
+        let level = 10f64.powf((rms_db(clean.channel(0)) - 25.0) / 20.0) * 3f64.sqrt();
+        let mut planner = RealFftPlanner::<f32>::new();
+        let forward = planner.plan_fft_forward(frames);
+        let inverse = planner.plan_fft_inverse(frames);
+        let mut damaged = clean.clone();
+        for ch in 0..2 {
+            let mut samples = hiss.channel(ch).to_vec();
+            let mut spectrum = forward.make_output_vec();
+            forward.process(&mut samples, &mut spectrum).unwrap();
+            // Nothing above 16.5 kHz.
+            let cutoff = spectrum.len() * 3 / 4;
+            spectrum[cutoff..].fill(Complex::new(0.0, 0.0));
+            inverse.process(&mut spectrum, &mut samples).unwrap();
+            let scale = (level / frames as f64) as f32;
+            for (x, n) in damaged.channel_mut(ch).iter_mut().zip(&samples) {
+                *x += n * scale;
+            }
+        }
+        let out = run_aligned(&mut denoiser(18.0), &damaged, &[4096]);
+        for ch in 0..2 {
+            let before = si_sdr_db(clean.channel(ch), damaged.channel(ch));
+            let after = si_sdr_db(clean.channel(ch), out.channel(ch));
+            assert!(after > before + 3.0, "ch{ch}: {before:.1} -> {after:.1} dB");
         }
     }
 
