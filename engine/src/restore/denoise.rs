@@ -83,8 +83,8 @@ const NOISE_SLOPE_DB_PER_OCTAVE: f32 = 0.5;
 /// Only anchors above this fraction of the median anchor (6 dB below it) take part in the lower
 /// envelope: where the noise is absent or rolled off (above a codec's or a transfer's bandwidth,
 /// where programme may still rest below the hiss level) the floor is real but says nothing about
-/// the bands below it. With 20 dB, the bench's hiss cut off at 80 % of Nyquist scores +2.4 dB
-/// instead of +3.3; with 3 dB, its full-band hiss scores 0.01 dB less.
+/// the bands below it. With 10 dB, the bench's hiss cut off at 80 % of Nyquist scores +2.4 dB
+/// instead of +3.3 (with 20 dB +1.8); with 3 dB, its full-band hiss scores 0.01 dB less.
 const NOISE_ENVELOPE_BELOW_MEDIAN: f32 = 0.25;
 /// The envelope's log-frequency axis starts at this bin (the lowest bins count as this one).
 const NOISE_SLOPE_MIN_BIN: f32 = 4.0;
