@@ -120,6 +120,28 @@ struct ChannelState {
     errors: [f64; 3],
 }
 
+/// Quantises `samples` in place: each sample, scaled to codes (`scale` per unit), becomes the code
+/// `code_of` picks for it, scaled back (`step` = 1 / `scale`). Silence and non-finite samples become
+/// exact zeros and clear the noise shaper's memory.
+#[inline(always)]
+fn quantise_each(
+    samples: &mut [f32],
+    state: &mut ChannelState,
+    scale: f64,
+    step: f64,
+    mut code_of: impl FnMut(f64, &mut ChannelState) -> f64,
+) {
+    for sample in samples.iter_mut() {
+        let x = *sample;
+        if x == 0.0 || !x.is_finite() {
+            *sample = 0.0;
+            state.errors = [0.0; 3];
+            continue;
+        }
+        *sample = (code_of(f64::from(x) * scale, state) * step) as f32;
+    }
+}
+
 /// The word-length reduction stage ("dither"); see the module documentation.
 #[derive(Debug, Clone)]
 pub struct Quantiser {
@@ -203,33 +225,24 @@ impl Stage for Quantiser {
         let (min_code, max_code) = (-scale, scale - 1.0);
         let mode = self.mode;
         for (samples, state) in block.channels_mut().zip(&mut self.channels) {
-            for sample in samples.iter_mut() {
-                let x = *sample;
-                if x == 0.0 || !x.is_finite() {
-                    *sample = 0.0;
-                    state.errors = [0.0; 3];
-                    continue;
-                }
-                let v = f64::from(x) * scale;
-                let code = match mode {
-                    DitherMode::None => round_and_clamp(v, min_code, max_code),
-                    DitherMode::Tpdf => {
-                        round_and_clamp(v + state.rng.next_tpdf(), min_code, max_code)
-                    }
-                    DitherMode::Shaped => {
-                        let [e1, e2, e3] = state.errors;
-                        let feedback = SHAPING_COEFFS[0] * e1
-                            + SHAPING_COEFFS[1] * e2
-                            + SHAPING_COEFFS[2] * e3;
-                        let wanted = v - feedback;
-                        let code =
-                            round_and_clamp(wanted + state.rng.next_tpdf(), min_code, max_code);
-                        let error = (code - wanted).clamp(-MAX_FEEDBACK_LSB, MAX_FEEDBACK_LSB);
-                        state.errors = [error, e1, e2];
-                        code
-                    }
-                };
-                *sample = (code * step) as f32;
+            // One loop per mode, so that no sample decides the mode again.
+            match mode {
+                DitherMode::None => quantise_each(samples, state, scale, step, |v, _| {
+                    round_and_clamp(v, min_code, max_code)
+                }),
+                DitherMode::Tpdf => quantise_each(samples, state, scale, step, |v, state| {
+                    round_and_clamp(v + state.rng.next_tpdf(), min_code, max_code)
+                }),
+                DitherMode::Shaped => quantise_each(samples, state, scale, step, |v, state| {
+                    let [e1, e2, e3] = state.errors;
+                    let feedback =
+                        SHAPING_COEFFS[0] * e1 + SHAPING_COEFFS[1] * e2 + SHAPING_COEFFS[2] * e3;
+                    let wanted = v - feedback;
+                    let code = round_and_clamp(wanted + state.rng.next_tpdf(), min_code, max_code);
+                    let error = (code - wanted).clamp(-MAX_FEEDBACK_LSB, MAX_FEEDBACK_LSB);
+                    state.errors = [error, e1, e2];
+                    code
+                }),
             }
         }
     }
