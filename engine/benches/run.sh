@@ -11,6 +11,10 @@
 #      5-minute track, single-threaded, and the ratio of the two;
 #   6. a summary of the headline numbers.
 #
+# Every timed run first finds its source in the page cache (it is read through, untimed, just
+# before), lathe's and ffmpeg's alike: virtual machines that page out idle memory within seconds
+# would otherwise make some runs wait on the disk and others not.
+#
 # Numbers only: nothing here fails because something is slow. A step that fails (the engine is
 # work in progress) is reported and the others still run; the exit status is then 1. Work files go
 # to target/bench (git-ignored). Knobs: BENCH_DIR, BENCH_RUNS (best of, default 3),
@@ -87,7 +91,8 @@ CHAIN_XRT="$(result_field streaming_chain xrt)"
 CHAIN_PASSES="$(result_field streaming_chain passes)"
 CHAIN_PER_PASS="$(result_field streaming_chain per_pass_xrt)"
 
-# measured NAME AUDIO_SECONDS COMMAND...: runs COMMAND under GNU time (output in NAME.log) and sets
+# measured NAME AUDIO_SECONDS COMMAND...: reads $WARM through (untimed), then runs COMMAND under
+# GNU time (output in NAME.log) and sets
 # WALL_S, CPU_S, RSS_MB, XRT (audio seconds per wall second) and CPU_XRT; if it fails, reports it,
 # sets them to "failed" and returns 1.
 measured() {
@@ -95,6 +100,8 @@ measured() {
   shift 2
   local times="$BENCH_DIR/$name.time" log="$BENCH_DIR/$name.log"
   local status=0
+  # Every measured command finds the source in the page cache (see the note at the top).
+  cat "$WARM" >/dev/null
   /usr/bin/time -v -o "$times" "$@" >"$log" 2>&1 || status=$?
   if (( status != 0 )); then
     echo "run.sh: $name failed (exit status $status); the end of $log:" >&2
@@ -119,6 +126,7 @@ master() {
   local out="$BENCH_DIR/$1"
   rm -rf "$out"
   MASTER_PASSES="?"
+  WARM="$2"
   measured "$1" "$(( $3 * 60 ))" "$LATHE" master "$2" -p streaming -o "$out" -j 1 || return 0
   local passes
   passes="$(sed -n 's/.*"passes": *\([0-9]*\).*/\1/p' "$out"/*.report.json | head -n 1 || true)"
@@ -153,6 +161,7 @@ if [[ "$HAVE_FFMPEG" == 1 ]]; then
   FF_FILTERS="highpass=f=20,acompressor,loudnorm=I=-14:TP=-1"
   FF=(ffmpeg -y -hide_banner -nostats -threads 1 -filter_threads 1 -i "$SHORT" -af "$FF_FILTERS"
     -ar "$SHORT_RATE")
+  WARM="$SHORT"
   measured ffmpeg_flac "$(( SHORT_MINUTES * 60 ))" \
     "${FF[@]}" -c:a flac -sample_fmt s32 "$BENCH_DIR/ffmpeg-streaming.flac" || true
   FF_XRT="$XRT" FF_CPU_XRT="$CPU_XRT" FF_RSS="$RSS_MB" FF_WALL="$WALL_S"

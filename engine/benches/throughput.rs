@@ -398,12 +398,27 @@ impl Bench {
 
     /// The best of `runs` calls of `once`, which returns the wall time it measured itself; the
     /// thread's on-CPU time is taken around the whole call.
-    fn best_of(&self, mut once: impl FnMut() -> BenchResult<Duration>) -> BenchResult<Timing> {
+    fn best_of(&self, once: impl FnMut() -> BenchResult<Duration>) -> BenchResult<Timing> {
+        self.best_of_reading(None, once)
+    }
+
+    /// [`Bench::best_of`] for a component that reads `file`: the file is read through once, untimed,
+    /// before every run, so that every run (and ffmpeg's, which `run.sh` warms the same way) finds
+    /// it in the page cache. Virtual machines that page out idle memory within seconds (this one's
+    /// DAMON `pageout` scheme does) otherwise make some runs wait on the disk.
+    fn best_of_reading(
+        &self,
+        file: Option<&Path>,
+        mut once: impl FnMut() -> BenchResult<Duration>,
+    ) -> BenchResult<Timing> {
         let mut best = Timing {
             wall: f64::INFINITY,
             cpu: None,
         };
         for _ in 0..self.runs {
+            if let Some(file) = file {
+                read_through(file)?;
+            }
             let before = thread_cpu_time();
             let wall = once()?;
             let cpu = before
@@ -578,7 +593,7 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
         .info()
         .codec
         .clone();
-    let timing = bench.best_of(|| time_decode(path).map(|(d, _)| d))?;
+    let timing = bench.best_of_reading(Some(path), || time_decode(path).map(|(d, _)| d))?;
     bench.record(Measurement::new(
         "decode_wav",
         format!("decode WAV ({container})"),
@@ -618,7 +633,7 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
             format!("{:.3}", flac_bytes as f64 / wav_bytes.max(1) as f64),
         ),
     );
-    let timing = bench.best_of(|| time_decode(&flac).map(|(d, _)| d))?;
+    let timing = bench.best_of_reading(Some(&flac), || time_decode(&flac).map(|(d, _)| d))?;
     bench.record(Measurement::new(
         "decode_flac",
         "decode FLAC 24-bit (MD5 verified)",
@@ -646,7 +661,7 @@ fn bench_codecs(bench: &mut Bench, path: &Path, track: &Track) -> BenchResult<()
         .is_ok_and(|s| s.success());
     if made {
         let mut frames = 0;
-        let timing = bench.best_of(|| {
+        let timing = bench.best_of_reading(Some(&mp3), || {
             let (elapsed, n) = time_decode(&mp3)?;
             frames = n;
             Ok(elapsed)
@@ -886,7 +901,7 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
     // The whole thing, as `lathe master` runs it.
     let output = bench.work_file("master.flac");
     let mut report = None;
-    let timing = bench.best_of(|| {
+    let timing = bench.best_of_reading(Some(path), || {
         let request = MasterRequest {
             input: path,
             output: &output,
@@ -968,6 +983,14 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
         timing,
     ));
 
+    Ok(())
+}
+
+/// Reads `file` to the end and drops what it read (see [`Bench::best_of_reading`]).
+fn read_through(file: &Path) -> BenchResult<()> {
+    let mut reader = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::io::copy(&mut reader, &mut std::io::sink())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(())
 }
 
