@@ -355,6 +355,12 @@ fn kernel_loudest(kernel: VectorKernel, samples: &[f32]) -> f32 {
     }
 }
 
+/// The largest absolute value of `samples` (0 for none; NaN ignored), on the widest vectors the CPU
+/// has.
+pub(crate) fn sample_peak(samples: &[f32]) -> f32 {
+    kernel_loudest(VectorKernel::detect(), samples)
+}
+
 /// [`branch_peak`] on the widest vectors the CPU has.
 fn kernel_branch_peak(
     kernel: VectorKernel,

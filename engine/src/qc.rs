@@ -105,7 +105,7 @@ impl Analyzer {
         for (channel, sum) in block.channels().zip(self.sums.iter_mut()) {
             // Whole-slice folds without branches per sample (they vectorise); the searches for the
             // first and last sound stop at the first loud sample from either end.
-            self.sample_peak = channel.iter().fold(self.sample_peak, |p, x| p.max(x.abs()));
+            self.sample_peak = self.sample_peak.max(crate::loudness::sample_peak(channel));
             self.clipped += channel.iter().filter(|x| x.abs() >= CLIP_LEVEL).count() as u64;
             *sum += sum_f64(channel);
             if let Some(first) = channel.iter().position(|x| x.abs() > silence) {
