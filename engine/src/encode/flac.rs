@@ -199,19 +199,21 @@ impl FlacSink {
                 let planar_start = ch * BLOCK_FRAMES + self.pending_frames;
                 let planar = &mut self.samples[planar_start..planar_start + n];
                 let input = &samples[start..start + n];
-                for (&x, code) in input.iter().zip(planar.iter_mut()) {
-                    *code = self.quantiser.quantise(x);
-                }
+                let quantiser = self.quantiser;
                 // Only a checked stream vouches that it decodes to its `f32` samples, so only it
-                // counts those off the grid. The scaling is exact: a sample on the grid equals its
-                // code scaled.
+                // counts those off the grid, in the same sweep. The scaling is exact: a sample on
+                // the grid equals its code scaled.
                 if self.check.is_some() {
-                    let scale = self.quantiser.scale;
-                    self.off_grid_samples += input
-                        .iter()
-                        .zip(planar.iter())
-                        .map(|(&x, &code)| u64::from(f64::from(code) != f64::from(x) * scale))
-                        .sum::<u64>();
+                    let mut off_grid = 0;
+                    for (&x, code) in input.iter().zip(planar.iter_mut()) {
+                        *code = quantiser.quantise(x);
+                        off_grid += u64::from(f64::from(*code) != f64::from(x) * quantiser.scale);
+                    }
+                    self.off_grid_samples += off_grid;
+                } else {
+                    for (&x, code) in input.iter().zip(planar.iter_mut()) {
+                        *code = quantiser.quantise(x);
+                    }
                 }
             }
             self.pending_frames += n;
@@ -682,10 +684,12 @@ fn subframe_header_bits(wasted: u32) -> u64 {
 /// from 4 on (`x.len()` must exceed 4).
 ///
 /// Samples are at most 25 bits wide (a 24-bit side channel), so a residual of order `k` stays
-/// below `2^(24 + k)`: sixteen of them fit a `u32`. The sums run in `u32` over chunks of sixteen
-/// frames (which the compiler vectorises) and are moved to `u64` after each.
+/// below `2^(24 + k)`: sixteen of them fit a `u32`. The sums run in `u32` lanes of eight frames
+/// (which the compiler vectorises), each lane summing one frame of sixteen successive groups of
+/// eight, and the lanes are added into `u64` sums after those sixteen groups.
 fn fixed_residual_sums(x: &[i32]) -> [u64; 5] {
-    const CHUNK: usize = 16;
+    const LANES: usize = 8;
+    const BLOCK: usize = LANES * 16;
     let n = x.len();
     let (x0, x1, x2, x3, x4) = (
         &x[4..],
@@ -695,25 +699,33 @@ fn fixed_residual_sums(x: &[i32]) -> [u64; 5] {
         &x[..n - 4],
     );
     let mut sums = [0u64; 5];
-    let chunks = x0
-        .chunks_exact(CHUNK)
-        .zip(x1.chunks_exact(CHUNK))
-        .zip(x2.chunks_exact(CHUNK))
-        .zip(x3.chunks_exact(CHUNK))
-        .zip(x4.chunks_exact(CHUNK));
-    for ((((a, b), c), d), e) in chunks {
-        let mut part = [0u32; 5];
-        for i in 0..CHUNK {
-            let residuals = fixed_residuals(a[i], b[i], c[i], d[i], e[i]);
-            for (sum, r) in part.iter_mut().zip(residuals) {
-                *sum += r.unsigned_abs();
+    let mut add = |range: std::ops::Range<usize>| {
+        let mut lanes = [[0u32; LANES]; 5];
+        let groups = x0[range.clone()]
+            .chunks_exact(LANES)
+            .zip(x1[range.clone()].chunks_exact(LANES))
+            .zip(x2[range.clone()].chunks_exact(LANES))
+            .zip(x3[range.clone()].chunks_exact(LANES))
+            .zip(x4[range].chunks_exact(LANES));
+        for ((((a, b), c), d), e) in groups {
+            for i in 0..LANES {
+                let residuals = fixed_residuals(a[i], b[i], c[i], d[i], e[i]);
+                for (lane, r) in lanes.iter_mut().zip(residuals) {
+                    lane[i] += r.unsigned_abs();
+                }
             }
         }
-        for (sum, part) in sums.iter_mut().zip(part) {
-            *sum += u64::from(part);
+        for (sum, lane) in sums.iter_mut().zip(lanes) {
+            *sum += lane.iter().map(|&v| u64::from(v)).sum::<u64>();
         }
+    };
+    let blocks = x0.len() / BLOCK;
+    for b in 0..blocks {
+        add(b * BLOCK..(b + 1) * BLOCK);
     }
-    for t in 4 + x0.len() / CHUNK * CHUNK..n {
+    let grouped = x0.len() / LANES * LANES;
+    add(blocks * BLOCK..grouped);
+    for t in 4 + grouped..n {
         let residuals = fixed_residuals(x[t], x[t - 1], x[t - 2], x[t - 3], x[t - 4]);
         for (sum, r) in sums.iter_mut().zip(residuals) {
             *sum += u64::from(r.unsigned_abs());
@@ -1463,9 +1475,12 @@ pub(super) fn crc8(bytes: &[u8]) -> u8 {
     })
 }
 
-/// Tables of the CRC-16 of one byte followed by `k` zero bytes, for `k` in 0..8.
-const CRC16_TABLES: [[u16; 256]; 8] = {
-    let mut tables = [[0u16; 256]; 8];
+/// Bytes [`crc16`] takes a step.
+const CRC16_STEP: usize = 16;
+
+/// Tables of the CRC-16 of one byte followed by `k` zero bytes, for `k` in 0..[`CRC16_STEP`].
+const CRC16_TABLES: [[u16; 256]; CRC16_STEP] = {
+    let mut tables = [[0u16; 256]; CRC16_STEP];
     let mut i = 0;
     while i < 256 {
         let mut r = (i as u16) << 8;
@@ -1482,7 +1497,7 @@ const CRC16_TABLES: [[u16; 256]; 8] = {
         i += 1;
     }
     let mut k = 1;
-    while k < 8 {
+    while k < CRC16_STEP {
         let mut i = 0;
         while i < 256 {
             let previous = tables[k - 1][i];
@@ -1494,22 +1509,20 @@ const CRC16_TABLES: [[u16; 256]; 8] = {
     tables
 };
 
-/// FLAC's frame CRC-16: polynomial 0x8005, initial value 0; eight bytes a step (frames are
-/// large).
+/// FLAC's frame CRC-16: polynomial 0x8005, initial value 0; sixteen bytes a step (frames are
+/// large), of which only the first two wait for the step before.
 pub(super) fn crc16(bytes: &[u8]) -> u16 {
     let t = &CRC16_TABLES;
-    let mut chunks = bytes.chunks_exact(8);
+    let mut chunks = bytes.chunks_exact(CRC16_STEP);
     let mut crc = 0u16;
     for c in &mut chunks {
         let [hi, lo] = crc.to_be_bytes();
-        crc = t[7][usize::from(c[0] ^ hi)]
-            ^ t[6][usize::from(c[1] ^ lo)]
-            ^ t[5][usize::from(c[2])]
-            ^ t[4][usize::from(c[3])]
-            ^ t[3][usize::from(c[4])]
-            ^ t[2][usize::from(c[5])]
-            ^ t[1][usize::from(c[6])]
-            ^ t[0][usize::from(c[7])];
+        let mut next =
+            t[CRC16_STEP - 1][usize::from(c[0] ^ hi)] ^ t[CRC16_STEP - 2][usize::from(c[1] ^ lo)];
+        for (k, &b) in c.iter().enumerate().skip(2) {
+            next ^= t[CRC16_STEP - 1 - k][usize::from(b)];
+        }
+        crc = next;
     }
     chunks.remainder().iter().fold(crc, |crc, &b| {
         (crc << 8) ^ t[0][usize::from((crc >> 8) as u8 ^ b)]
@@ -1854,7 +1867,7 @@ mod tests {
     }
 
     #[test]
-    fn crc16_eight_bytes_a_step_matches_the_bytewise_definition() {
+    fn crc16_sixteen_bytes_a_step_matches_the_bytewise_definition() {
         let bytewise = |bytes: &[u8]| {
             bytes.iter().fold(0u16, |crc, &b| {
                 (crc << 8) ^ CRC16_TABLES[0][usize::from((crc >> 8) as u8 ^ b)]
@@ -1863,7 +1876,7 @@ mod tests {
         let data: Vec<u8> = (0..1000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 100, 999, 1000] {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 999, 1000] {
             assert_eq!(crc16(&data[..len]), bytewise(&data[..len]), "{len} bytes");
         }
     }
@@ -2235,6 +2248,43 @@ mod tests {
     /// Speed and size against the reference encoder, on `LATHE_FLAC_SOURCE` (any file the decoder
     /// reads, quantised to 24 bits) or on 60 s of synthetic music:
     /// `LATHE_FLAC_SOURCE=x.mp3 cargo test -p lathe-engine --release --lib flac_speed -- --ignored --nocapture`
+    /// The lane-wise fixed residual sums equal the definition, for any length and for the
+    /// largest residuals a 25-bit side signal can have.
+    #[test]
+    fn fixed_residual_sums_match_the_definition() {
+        let direct = |x: &[i32]| {
+            let mut sums = [0u64; 5];
+            for t in 4..x.len() {
+                let r = [
+                    i64::from(x[t]),
+                    i64::from(x[t]) - i64::from(x[t - 1]),
+                    i64::from(x[t]) - 2 * i64::from(x[t - 1]) + i64::from(x[t - 2]),
+                    i64::from(x[t]) - 3 * i64::from(x[t - 1]) + 3 * i64::from(x[t - 2])
+                        - i64::from(x[t - 3]),
+                    i64::from(x[t]) - 4 * i64::from(x[t - 1]) + 6 * i64::from(x[t - 2])
+                        - 4 * i64::from(x[t - 3])
+                        + i64::from(x[t - 4]),
+                ];
+                for (sum, r) in sums.iter_mut().zip(r) {
+                    *sum += r.unsigned_abs();
+                }
+            }
+            sums
+        };
+        let full = 1 << 24;
+        for n in [5, 6, 12, 13, 131, 132, 133, 1000, 4095, 4096] {
+            let alternating: Vec<i32> = (0..n)
+                .map(|t| if t % 2 == 0 { full - 1 } else { -full })
+                .collect();
+            let noise: Vec<i32> = (0..n)
+                .map(|t: i32| (t.wrapping_mul(1_103_515_245).wrapping_add(12_345) >> 7) % full)
+                .collect();
+            for x in [alternating, noise] {
+                assert_eq!(fixed_residual_sums(&x), direct(&x), "{n} frames");
+            }
+        }
+    }
+
     /// Rice runs after any bit offset, with any parameter, long unary runs among them, give the
     /// bits of the definition (written one bit at a time).
     #[test]
