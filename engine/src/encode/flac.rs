@@ -2475,6 +2475,73 @@ mod tests {
         );
     }
 
+    /// The frame check accepts every kind of subframe the coder makes (constant, verbatim, fixed,
+    /// LPC, with wasted bits, every channel assignment, short last frames), and the files then
+    /// decode (Symphonia) to exactly the samples.
+    #[test]
+    fn frame_check_accepts_every_subframe_kind_the_coder_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kinds.flac");
+        for kind in ["silence", "dc", "full-scale noise", "sine", "quiet noise"] {
+            for (bits, channels) in [(16, 1), (16, 2), (24, 2), (24, 3)] {
+                let mut signal = test_signal(kind, channels, 9_000, bits);
+                // 16-bit audio in the 24-bit stream: eight wasted bits.
+                if bits == 24 && kind == "sine" {
+                    signal = test_signal(kind, channels, 9_000, 16);
+                }
+                let written = write_checked(&path, &signal, bits);
+                written.check_file(&path).unwrap();
+                assert_same_audio(&decode_all(&path, 4096).unwrap(), &signal, 0.0);
+            }
+        }
+    }
+
+    /// Every single-bit change of a frame outside its CRC-16 fails the frame check.
+    #[test]
+    fn frame_check_rejects_every_flipped_bit() {
+        let signal = test_signal("sine", 2, 300, 24);
+        let q = Quantiser::new(24);
+        // Planar, channel `c` at `c * BLOCK_FRAMES`, as the coder takes them.
+        let mut samples = vec![0; 2 * BLOCK_FRAMES];
+        for (c, channel) in signal.channels().enumerate() {
+            for (code, &x) in samples[c * BLOCK_FRAMES..].iter_mut().zip(channel) {
+                *code = q.quantise(x);
+            }
+        }
+        let mut coder = FrameCoder::new(FrameFormat {
+            channel_count: 2,
+            bit_depth: 24,
+            rate: RateCode::of(48_000),
+            max_lpc_order: MAX_LPC_ORDER,
+        });
+        let frame = coder.encode(&samples, 300, 0).to_vec();
+        let stream_info = stream_info_bytes(&StreamInfoFields {
+            block_frames: BLOCK_FRAMES as u16,
+            min_frame_bytes: 0,
+            max_frame_bytes: 0,
+            sample_rate_hz: 48_000,
+            channel_count: 2,
+            bit_depth: 24,
+            total_frames: 0,
+            md5: [0; 16],
+        });
+        let run = |frame: &[u8]| {
+            let mut check = FrameCheck::new(&stream_info).unwrap();
+            check.check(frame, &samples, BLOCK_FRAMES, 2, 300, 24)
+        };
+        run(&frame).unwrap();
+        let mut accepted = Vec::new();
+        for bit in 0..(frame.len() - 2) * 8 {
+            let mut changed = frame.clone();
+            changed[bit / 8] ^= 0x80 >> (bit % 8);
+            if run(&changed).is_ok() {
+                accepted.push(bit);
+            }
+        }
+        assert_eq!(accepted, Vec::<usize>::new());
+        assert!(run(&frame[..frame.len() - 1]).is_err());
+    }
+
     /// The frame check decodes what the coder made: a frame with a flipped bit, or samples other
     /// than those it was made from, fail it.
     #[test]

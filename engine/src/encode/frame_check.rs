@@ -449,7 +449,7 @@ fn fold_into(out: &mut [u64], residuals: impl Iterator<Item = i64>) {
 /// The sum is an integer; where it is below 2^53 in magnitude for any samples (a sample of
 /// `width - precision` bits times a coefficient of `precision` bits, times at most 32 taps) every
 /// product and partial sum is exact in `f64`, which vectorises, and the sum converts to `i64`
-/// exactly; otherwise it is summed in `i64`. The floor division is an arithmetic shift.
+/// exactly; otherwise it is summed in `i64`, and the floor division is an arithmetic shift.
 fn lpc_folded_residual(
     x: &[i32],
     coefficients: &[i64],
@@ -477,18 +477,18 @@ fn lpc_folded_residual(
     x_f64.clear();
     x_f64.extend(x.iter().map(|&s| f64::from(s)));
     match order {
-        1 => lpc_with::<1>(x, x_f64, coefficients, shift, out),
-        2 => lpc_with::<2>(x, x_f64, coefficients, shift, out),
-        3 => lpc_with::<3>(x, x_f64, coefficients, shift, out),
-        4 => lpc_with::<4>(x, x_f64, coefficients, shift, out),
-        5 => lpc_with::<5>(x, x_f64, coefficients, shift, out),
-        6 => lpc_with::<6>(x, x_f64, coefficients, shift, out),
-        7 => lpc_with::<7>(x, x_f64, coefficients, shift, out),
-        8 => lpc_with::<8>(x, x_f64, coefficients, shift, out),
-        9 => lpc_with::<9>(x, x_f64, coefficients, shift, out),
-        10 => lpc_with::<10>(x, x_f64, coefficients, shift, out),
-        11 => lpc_with::<11>(x, x_f64, coefficients, shift, out),
-        12 => lpc_with::<12>(x, x_f64, coefficients, shift, out),
+        1 => lpc_with::<1>(x_f64, coefficients, shift, out),
+        2 => lpc_with::<2>(x_f64, coefficients, shift, out),
+        3 => lpc_with::<3>(x_f64, coefficients, shift, out),
+        4 => lpc_with::<4>(x_f64, coefficients, shift, out),
+        5 => lpc_with::<5>(x_f64, coefficients, shift, out),
+        6 => lpc_with::<6>(x_f64, coefficients, shift, out),
+        7 => lpc_with::<7>(x_f64, coefficients, shift, out),
+        8 => lpc_with::<8>(x_f64, coefficients, shift, out),
+        9 => lpc_with::<9>(x_f64, coefficients, shift, out),
+        10 => lpc_with::<10>(x_f64, coefficients, shift, out),
+        11 => lpc_with::<11>(x_f64, coefficients, shift, out),
+        12 => lpc_with::<12>(x_f64, coefficients, shift, out),
         _ => {
             let mut c = [0.0; 32];
             for (c, &q) in c.iter_mut().zip(coefficients) {
@@ -510,26 +510,33 @@ fn lpc_folded_residual(
     }
 }
 
-/// [`lpc_folded_residual`] for `N` coefficients, in `f64`, unrolled.
-fn lpc_with<const N: usize>(
-    x: &[i32],
-    x_f64: &[f64],
-    coefficients: &[i64],
-    shift: u32,
-    out: &mut [u64],
-) {
+/// [`lpc_folded_residual`] for `N` coefficients, in `f64` throughout (which vectorises), unrolled.
+///
+/// The sum is exact (see [`lpc_folded_residual`]), and so is its scaling by `2^-shift`. Adding
+/// and subtracting 1.5 * 2^52 rounds a number below 2^51 in magnitude to the nearest integer,
+/// exactly; the floor steps down where that rounded up. The residual and its folding are
+/// integers below 2^50, exact too, and a non-negative integer below 2^52 plus 2^52 holds it in
+/// its mantissa bits.
+fn lpc_with<const N: usize>(x: &[f64], coefficients: &[i64], shift: u32, out: &mut [u64]) {
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    const MANTISSA: f64 = 4_503_599_627_370_496.0;
     let mut c = [0.0; N];
     for (c, &q) in c.iter_mut().zip(coefficients) {
         *c = q as f64;
     }
-    let residuals = x[N..].iter().zip(x_f64.windows(N)).map(|(&s, w)| {
+    let scale = 1.0 / f64::from(1u32 << shift);
+    for (o, w) in out.iter_mut().zip(x.windows(N + 1)) {
         let mut sum = 0.0;
         for j in 0..N {
             sum += c[j] * w[N - 1 - j];
         }
-        i64::from(s) - ((sum as i64) >> shift)
-    });
-    fold_into(out, residuals);
+        let y = sum * scale;
+        let nearest = (y + ROUND) - ROUND;
+        let floor = nearest - if nearest > y { 1.0 } else { 0.0 };
+        let e = w[N] - floor;
+        let folded = if e >= 0.0 { 2.0 * e } else { -2.0 * e - 1.0 };
+        *o = (folded + MANTISSA).to_bits() & ((1 << 52) - 1);
+    }
 }
 
 /// Reads a partitioned Rice-coded residual and compares it with `folded` (zigzag-folded, the
@@ -704,5 +711,51 @@ impl<'a> BitReader<'a> {
         }
         self.seek(position)?;
         Ok(differs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The residual in `f64` equals the one summed in `i64` (the definition), for the widest
+    /// samples and coefficients the encoder writes, every order it uses and every shift.
+    #[test]
+    fn lpc_residual_in_f64_equals_the_integer_definition() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move |bits: u32| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> (64 - bits)) as i64 - (1 << (bits - 1))) as i32
+        };
+        let (bits, precision) = (25, 15);
+        let full = 1 << (bits - 1);
+        let mut x_f64 = Vec::new();
+        for order in 1..=12 {
+            for shift in 0..=15 {
+                let x: Vec<i32> = (0..400)
+                    .map(|t| match t % 7 {
+                        0 => full - 1,
+                        1 => -full,
+                        _ => random(bits),
+                    })
+                    .collect();
+                let coefficients: Vec<i64> =
+                    (0..order).map(|_| i64::from(random(precision))).collect();
+                let mut fast = vec![0; x.len()];
+                let mut definition = vec![0; x.len()];
+                lpc_folded_residual(
+                    &x,
+                    &coefficients,
+                    shift,
+                    bits + precision,
+                    &mut x_f64,
+                    &mut fast,
+                );
+                lpc_folded_residual(&x, &coefficients, shift, 64, &mut x_f64, &mut definition);
+                assert_eq!(fast, definition, "order {order}, shift {shift}");
+            }
+        }
     }
 }
