@@ -682,36 +682,59 @@ impl<'a> BitReader<'a> {
     /// others (no load waits for the one before, as in a decoder). If every field holds its code,
     /// a decoder reading from the first reads exactly the expected values, one after another.
     fn compare_rice(&mut self, expected: &[u64], param: u32) -> Result<u64, String> {
-        let bytes = self.bytes;
         let mut position = self.position();
         let mut differs = 0;
-        let low_mask = (1u64 << param) - 1;
-        for &u in expected {
-            let quotient = u >> param;
-            if quotient + 1 + u64::from(param) > 56 {
-                // A code longer than one load holds (rare): read it.
-                self.seek(position)?;
-                let zeros = self.unary()?;
-                let value = (zeros << param) | u64::from(self.read(param)?);
-                differs |= value ^ u;
-                position = self.position();
-                continue;
-            }
-            let len = quotient as u32 + 1 + param;
-            let at = position / 8;
-            let Some(chunk) = bytes.get(at..at + 8) else {
-                return Err("runs past the end of the frame".to_owned());
+        let mut rest = expected;
+        loop {
+            let (compared, after, differences) =
+                compare_rice_fields(self.bytes, rest, param, position)?;
+            differs |= differences;
+            position = after;
+            let Some((&u, tail)) = rest[compared..].split_first() else {
+                break;
             };
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            // At least 57 bits from `position` on, of which the code's `len` at the top.
-            let field = (u64::from_be_bytes(word) << (position % 8)) >> (64 - len);
-            differs |= field ^ ((1 << param) | (u & low_mask));
-            position += len as usize;
+            // A code longer than one load holds (rare): read it.
+            self.seek(position)?;
+            let zeros = self.unary()?;
+            let value = (zeros << param) | u64::from(self.read(param)?);
+            differs |= value ^ u;
+            position = self.position();
+            rest = tail;
         }
         self.seek(position)?;
         Ok(differs)
     }
+}
+
+/// The loop of [`BitReader::compare_rice`] from bit `position` of `bytes`, up to the first code
+/// longer than 56 bits: how many values it compared, the position after them, and a nonzero
+/// number if any differed. (Apart from the reader, so that the position stays in a register.)
+fn compare_rice_fields(
+    bytes: &[u8],
+    expected: &[u64],
+    param: u32,
+    mut position: usize,
+) -> Result<(usize, usize, u64), String> {
+    let mut differs = 0;
+    let low_mask = (1u64 << param) - 1;
+    for (i, &u) in expected.iter().enumerate() {
+        let quotient = u >> param;
+        if quotient + 1 + u64::from(param) > 56 {
+            return Ok((i, position, differs));
+        }
+        let len = quotient as u32 + 1 + param;
+        let at = position / 8;
+        let Some(chunk) = bytes.get(at..at + 8) else {
+            return Err("runs past the end of the frame".to_owned());
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // At least 57 bits from `position` on, of which the code's `len` at the top.
+        let field = (u64::from_be_bytes(word) << (position % 8)) >> (64 - len);
+        differs |= field ^ ((1 << param) | (u & low_mask));
+        position += len as usize;
+    }
+    Ok((expected.len(), position, differs))
 }
 
 #[cfg(test)]
