@@ -11,8 +11,8 @@
 //! - FLAC is lathe's own encoder ([`flac`]): fixed and LPC prediction, stereo decorrelation and
 //!   partitioned Rice coding, frames of 4096 written as soon as they are made, `STREAMINFO`
 //!   (frame sizes, sample count, MD5) completed by [`Encoder::finish`]. With
-//!   [`Encoder::check_frames`] every frame is decoded (symphonia) as it is written and compared
-//!   with its samples, and [`WrittenAudio::check_file`] later confirms the file still holds those
+//!   [`Encoder::check_frames`] every frame is read back as it is written (by a frame reader of
+//!   its own, written from the specification) and compared with its samples, and [`WrittenAudio::check_file`] later confirms the file still holds those
 //!   frames, which stands in for decoding the whole file again.
 //!
 //! The encoder writes exactly the path it is given; writing to a temporary name and renaming is
@@ -239,13 +239,13 @@ impl Encoder {
         Ok(())
     }
 
-    /// FLAC: from now on decode every frame as it is written, with symphonia's decoder, and fail
+    /// FLAC: from now on read back every frame as it is written (see `frame_check`), and fail
     /// the write if a frame does not give back its samples, as `flac --verify` does; then
     /// [`Encoder::finish_written`] vouches for the frames and [`WrittenAudio::check_file`] can stand in
     /// for decoding the file. WAV: no effect. Call before the first write.
     ///
     /// # Errors
-    /// [`Error::Encode`] if the checking decoder cannot be started.
+    /// [`Error::Encode`] if the frame check cannot be started.
     pub fn check_frames(&mut self) -> Result<()> {
         match &mut self.sink {
             Sink::Wav(_) => Ok(()),
