@@ -39,7 +39,7 @@ use crate::encode::{Container, EncodeSpec};
 use crate::error::{Error, Result};
 use crate::master::compressor::{Compressor, CompressorConfig};
 use crate::master::deesser::{Deesser, DeesserConfig};
-use crate::master::dither::DitherMode;
+use crate::master::dither::{DitherMode, Quantiser};
 use crate::master::eq::{EqConfig, ParametricEq};
 use crate::master::highpass::{Highpass, HighpassConfig};
 use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
@@ -388,11 +388,7 @@ impl Profile {
                 max_block_frames,
                 noise_excerpt,
             )
-            .map_err(|e| Error::Profile {
-                profile: self.name.clone(),
-                key: format!("restore.{}", e.key),
-                reason: e.reason,
-            })
+            .map_err(|e| self.invalid_in("restore", e))
     }
 
     /// Builds the limiter, if the profile has one.
@@ -412,11 +408,36 @@ impl Profile {
             max_block_frames,
         )
         .map(Some)
-        .map_err(|e| Error::Profile {
+        .map_err(|e| self.invalid_in("limiter", e))
+    }
+
+    /// Builds the dither that takes a render to `bit_depth` bits (the profile's `output.dither`
+    /// mode), seeded with `seed` (a hash of the source, so the same source always gets the same
+    /// dither).
+    pub fn build_quantiser(
+        &self,
+        bit_depth: u32,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        seed: u64,
+    ) -> Result<Quantiser> {
+        Quantiser::new(
+            self.output.dither,
+            bit_depth,
+            channel_count,
+            sample_rate_hz,
+            seed,
+        )
+        .map_err(|e| self.invalid_in("output", e))
+    }
+
+    /// `invalid`, a value of this profile's `section` (e.g. `limiter`), as the profile's error.
+    fn invalid_in(&self, section: &str, invalid: InvalidValue) -> Error {
+        Error::Profile {
             profile: self.name.clone(),
-            key: format!("limiter.{}", e.key),
-            reason: e.reason,
-        })
+            key: format!("{section}.{}", invalid.key),
+            reason: invalid.reason,
+        }
     }
 }
 

@@ -40,7 +40,6 @@ use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
 use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
-use crate::master::dither::Quantiser;
 use crate::master::gain::Gain;
 use crate::profile::Profile;
 use crate::qc::{Analysis, Analyzer};
@@ -881,18 +880,8 @@ fn render_master(
     encoder.check_frames()?;
     let mut dither: Vec<Box<dyn Stage>> = Vec::new();
     if spec.bit_depth < 32 {
-        let quantiser = Quantiser::new(
-            profile.output.dither,
-            spec.bit_depth,
-            channels,
-            output_rate_hz,
-            dither_seed,
-        )
-        .map_err(|e| Error::Profile {
-            profile: profile.name.clone(),
-            key: format!("output.{}", e.key),
-            reason: e.reason,
-        })?;
+        let quantiser =
+            profile.build_quantiser(spec.bit_depth, channels, output_rate_hz, dither_seed)?;
         dither.push(Box::new(quantiser));
     }
     let mut analyzer = Analyzer::new(channels, output_rate_hz);

@@ -2522,6 +2522,20 @@ mod tests {
         }
     }
 
+    /// The `STREAMINFO` of a 48 kHz stereo 24-bit stream, for checking single frames.
+    fn stereo_24_bit_48k_stream_info() -> [u8; STREAMINFO_LEN] {
+        stream_info_bytes(&StreamInfoFields {
+            block_frames: BLOCK_FRAMES as u16,
+            min_frame_bytes: 0,
+            max_frame_bytes: 0,
+            sample_rate_hz: 48_000,
+            channel_count: 2,
+            bit_depth: 24,
+            total_frames: 0,
+            md5: [0; 16],
+        })
+    }
+
     /// Every single-bit change of a frame outside its CRC-16 fails the frame check.
     #[test]
     fn frame_check_rejects_every_flipped_bit() {
@@ -2541,16 +2555,7 @@ mod tests {
             max_lpc_order: MAX_LPC_ORDER,
         });
         let frame = coder.encode(&samples, 300, 0).to_vec();
-        let stream_info = stream_info_bytes(&StreamInfoFields {
-            block_frames: BLOCK_FRAMES as u16,
-            min_frame_bytes: 0,
-            max_frame_bytes: 0,
-            sample_rate_hz: 48_000,
-            channel_count: 2,
-            bit_depth: 24,
-            total_frames: 0,
-            md5: [0; 16],
-        });
+        let stream_info = stereo_24_bit_48k_stream_info();
         let run = |frame: &[u8]| {
             let mut check = FrameCheck::new(&stream_info).unwrap();
             check.check(frame, &samples, BLOCK_FRAMES, 2, 300, 24)
@@ -2585,16 +2590,7 @@ mod tests {
             max_lpc_order: MAX_LPC_ORDER,
         });
         let frame = coder.encode(&samples, BLOCK_FRAMES, 0).to_vec();
-        let stream_info = stream_info_bytes(&StreamInfoFields {
-            block_frames: BLOCK_FRAMES as u16,
-            min_frame_bytes: 0,
-            max_frame_bytes: 0,
-            sample_rate_hz: 48_000,
-            channel_count: 2,
-            bit_depth: 24,
-            total_frames: 0,
-            md5: [0; 16],
-        });
+        let stream_info = stereo_24_bit_48k_stream_info();
         let run = |frame: &[u8], samples: &[i32]| {
             let mut check = FrameCheck::new(&stream_info).unwrap();
             check.check(frame, samples, BLOCK_FRAMES, 2, BLOCK_FRAMES, 24)
