@@ -417,6 +417,22 @@ fn stream_info_bytes(f: &StreamInfoFields) -> [u8; STREAMINFO_LEN] {
     b
 }
 
+/// The sample rates a frame header states by its 4-bit code alone, with their codes (the encoder
+/// writes them, the frame check reads them).
+pub(super) const HEADER_RATES: [(u8, u32); 11] = [
+    (0b0001, 88_200),
+    (0b0010, 176_400),
+    (0b0011, 192_000),
+    (0b0100, 8_000),
+    (0b0101, 16_000),
+    (0b0110, 22_050),
+    (0b0111, 24_000),
+    (0b1000, 32_000),
+    (0b1001, 44_100),
+    (0b1010, 48_000),
+    (0b1011, 96_000),
+];
+
 /// How a frame header states the sample rate: a 4-bit code, and for the codes that need it the
 /// rate itself in the bytes after the frame number (`(value, bits)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,19 +443,10 @@ struct RateCode {
 
 impl RateCode {
     fn of(rate_hz: u32) -> Self {
-        let code = |code| Self { code, extra: None };
+        if let Some(&(code, _)) = HEADER_RATES.iter().find(|(_, rate)| *rate == rate_hz) {
+            return Self { code, extra: None };
+        }
         match rate_hz {
-            88_200 => code(0b0001),
-            176_400 => code(0b0010),
-            192_000 => code(0b0011),
-            8_000 => code(0b0100),
-            16_000 => code(0b0101),
-            22_050 => code(0b0110),
-            24_000 => code(0b0111),
-            32_000 => code(0b1000),
-            44_100 => code(0b1001),
-            48_000 => code(0b1010),
-            96_000 => code(0b1011),
             r if r % 1000 == 0 && r / 1000 <= 255 => Self {
                 code: 0b1100,
                 extra: Some((r / 1000, 8)),
@@ -453,7 +460,10 @@ impl RateCode {
                 extra: Some((r / 10, 16)),
             },
             // "As in STREAMINFO".
-            _ => code(0b0000),
+            _ => Self {
+                code: 0b0000,
+                extra: None,
+            },
         }
     }
 }

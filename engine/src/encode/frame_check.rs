@@ -26,7 +26,7 @@
 //! Together with [`super::WrittenAudio::check_file`], which confirms the file on disk still holds
 //! exactly those frame bytes, it gives the guarantee that the file decodes to the samples.
 
-use super::flac::crc8;
+use super::flac::{HEADER_RATES, crc8};
 
 /// Bytes of zeros after a frame in the reader's copy: the reader loads up to 15 bytes ahead of
 /// what it has read.
@@ -269,17 +269,10 @@ impl Header {
         };
         let sample_rate_hz = match rate_code {
             0 => None,
-            1 => Some(88_200),
-            2 => Some(176_400),
-            3 => Some(192_000),
-            4 => Some(8_000),
-            5 => Some(16_000),
-            6 => Some(22_050),
-            7 => Some(24_000),
-            8 => Some(32_000),
-            9 => Some(44_100),
-            10 => Some(48_000),
-            11 => Some(96_000),
+            1..=11 => HEADER_RATES
+                .iter()
+                .find(|(code, _)| *code == rate_code)
+                .map(|&(_, rate)| rate),
             12 => Some(extra(1)? * 1000),
             13 => Some(extra(2)?),
             14 => Some(extra(2)? * 10),
