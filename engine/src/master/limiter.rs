@@ -178,6 +178,7 @@ impl SlidingMinimum {
 #[derive(Debug, Clone)]
 struct MovingAverage {
     ring: Vec<f64>,
+    inverse_len: f64,
     pos: usize,
     sum: f64,
     /// How many of the latest values were 0, in a row (saturating; the initial zeros count).
@@ -187,6 +188,7 @@ struct MovingAverage {
 impl MovingAverage {
     fn new(len: usize) -> Self {
         Self {
+            inverse_len: 1.0 / len.max(1) as f64,
             ring: vec![0.0; len.max(1)],
             pos: 0,
             sum: 0.0,
@@ -207,7 +209,7 @@ impl MovingAverage {
         } else {
             0
         };
-        self.sum / self.ring.len() as f64
+        self.sum * self.inverse_len
     }
 
     /// Whether the ring holds nothing but zeros and the running sum is exactly 0 (it may keep a
