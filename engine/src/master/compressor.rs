@@ -174,6 +174,8 @@ impl GainComputer {
 #[derive(Debug, Clone)]
 pub struct LevelDetector {
     detector: Detector,
+    /// Channels measured (a block's further channels are not).
+    channel_count: usize,
     /// RMS window length in frames.
     window_frames: usize,
     /// Squared samples of the last `window_frames` frames, channel after channel.
@@ -200,6 +202,7 @@ impl LevelDetector {
         };
         Self {
             detector,
+            channel_count,
             window_frames,
             squares: vec![0.0; window_frames * channel_count],
             sums: vec![0.0; if window_frames > 0 { channel_count } else { 0 }],
@@ -236,6 +239,64 @@ impl LevelDetector {
                     }
                 }
                 loudest.max(0.0) / w as f64
+            }
+        }
+    }
+
+    /// [`LevelDetector::next_level_power`] for the `powers.len()` frames of `block` from `start`,
+    /// with the same results: each channel's window runs in a loop of its own up to the window's
+    /// end, where the frame-by-frame path interleaves the channels frame by frame.
+    pub fn level_powers(&mut self, block: &AudioBlock, start: usize, powers: &mut [f64]) {
+        let end = start + powers.len();
+        match self.detector {
+            Detector::Peak => {
+                powers.fill(0.0);
+                for samples in block.channels().take(self.channel_count) {
+                    for (power, &x) in powers.iter_mut().zip(&samples[start..end]) {
+                        *power = power.max(f64::from(x).abs());
+                    }
+                }
+                powers.iter_mut().for_each(|peak| *peak *= *peak);
+            }
+            Detector::Rms => {
+                let w = self.window_frames;
+                let mut done = 0;
+                while done < powers.len() {
+                    // Up to the end of the window, where the sums are re-added.
+                    let len = (w - self.position).min(powers.len() - done);
+                    let run = &mut powers[done..done + len];
+                    run.fill(0.0);
+                    for ((samples, sum), window) in block
+                        .channels()
+                        .zip(self.sums.iter_mut())
+                        .zip(self.squares.chunks_exact_mut(w))
+                    {
+                        let slots = &mut window[self.position..self.position + len];
+                        let mut running = *sum;
+                        for ((power, &x), slot) in
+                            run.iter_mut().zip(&samples[start + done..]).zip(slots)
+                        {
+                            let x = f64::from(x);
+                            let square = x * x;
+                            running += square - *slot;
+                            *slot = square;
+                            *power = power.max(running);
+                        }
+                        *sum = running;
+                    }
+                    self.position += len;
+                    if self.position == w {
+                        self.position = 0;
+                        for (sum, window) in self.sums.iter_mut().zip(self.squares.chunks_exact(w))
+                        {
+                            *sum = window.iter().sum();
+                        }
+                    }
+                    for power in run.iter_mut() {
+                        *power = power.max(0.0) / w as f64;
+                    }
+                    done += len;
+                }
             }
         }
     }
@@ -360,6 +421,9 @@ impl GainReductionStats {
 /// the step's maximum keeps every peak the detector sees.
 pub const CONTROL_FRAMES: usize = 4;
 
+/// The fraction of a control step one frame is.
+const CONTROL_STEP: f64 = 1.0 / CONTROL_FRAMES as f64;
+
 /// Level detector, gain computer and smoother: turns frames of audio into one linear gain per frame.
 /// Shared by [`Compressor`] and every band of the multiband compressor.
 ///
@@ -420,22 +484,40 @@ impl CompressorCore {
         value[0]
     }
 
-    /// Feeds one frame (one sample per channel) to the level detector only and returns its power:
-    /// the first half of [`CompressorCore::next_gain`], for [`CompressorCore::powers_to_gains`].
-    #[inline]
-    pub fn next_power(&mut self, frame: &[f64]) -> f64 {
-        self.detector.next_level_power(frame)
+    /// Feeds the `powers.len()` frames of `block` from `start` to the level detector only and sets
+    /// `powers` to their powers: the first half of [`CompressorCore::next_gain`], for
+    /// [`CompressorCore::powers_to_gains`].
+    pub fn level_powers(&mut self, block: &AudioBlock, start: usize, powers: &mut [f64]) {
+        self.detector.level_powers(block, start, powers);
     }
 
     /// The second half of [`CompressorCore::next_gain`] over a run of frames: `values[i]`, the
     /// power [`CompressorCore::next_power`] gave for frame `i`, becomes the frame's linear gain.
     /// Exactly what frame-by-frame calls give.
     pub fn powers_to_gains(&mut self, values: &mut [f64]) {
-        const STEP: f64 = 1.0 / CONTROL_FRAMES as f64;
+        // Frame by frame to the next step boundary, then whole steps, then frame by frame again.
+        let head = ((CONTROL_FRAMES - self.step_frames) % CONTROL_FRAMES).min(values.len());
+        let (head, rest) = values.split_at_mut(head);
+        self.powers_to_gains_one_by_one(head);
+        let mut steps = rest.chunks_exact_mut(CONTROL_FRAMES);
+        for step in &mut steps {
+            self.step_power = step.iter().fold(self.step_power, |m, &p| m.max(p));
+            let (from, change) = (self.gain_from, self.gain_to - self.gain_from);
+            for (k, value) in step.iter_mut().enumerate() {
+                *value = from + change * ((k + 1) as f64 * CONTROL_STEP);
+            }
+            self.step_frames = CONTROL_FRAMES;
+            self.end_step();
+        }
+        self.powers_to_gains_one_by_one(steps.into_remainder());
+    }
+
+    /// [`CompressorCore::powers_to_gains`] a frame at a time.
+    fn powers_to_gains_one_by_one(&mut self, values: &mut [f64]) {
         for value in values.iter_mut() {
             self.step_power = self.step_power.max(*value);
             self.step_frames += 1;
-            let along = self.step_frames as f64 * STEP;
+            let along = self.step_frames as f64 * CONTROL_STEP;
             *value = self.gain_from + (self.gain_to - self.gain_from) * along;
             if self.step_frames == CONTROL_FRAMES {
                 self.end_step();
@@ -485,8 +567,8 @@ fn db_to_amplitude(db: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Compressor {
     core: CompressorCore,
-    /// One frame gathered across channels.
-    frame: Vec<f64>,
+    /// Channels compressed.
+    channel_count: usize,
     /// Per-frame gains of the current block.
     gains: Vec<f64>,
 }
@@ -506,7 +588,7 @@ impl Compressor {
         config.validate()?;
         Ok(Self {
             core: CompressorCore::new(config, channel_count, sample_rate_hz),
-            frame: vec![0.0; channel_count],
+            channel_count,
             gains: vec![0.0; max_block_frames.max(1)],
         })
     }
@@ -523,18 +605,13 @@ impl Stage for Compressor {
     }
 
     fn process(&mut self, block: &mut AudioBlock) {
-        let channels = self.frame.len().min(block.channel_count());
+        let channels = self.channel_count.min(block.channel_count());
         let frames = block.frames();
         // Chunked so that an oversized block (a contract violation) still allocates nothing.
         let mut start = 0;
         while start < frames {
             let len = self.gains.len().min(frames - start);
-            for (i, power) in self.gains[..len].iter_mut().enumerate() {
-                for (channel, slot) in self.frame[..channels].iter_mut().enumerate() {
-                    *slot = f64::from(block.channel(channel)[start + i]);
-                }
-                *power = self.core.next_power(&self.frame[..channels]);
-            }
+            self.core.level_powers(block, start, &mut self.gains[..len]);
             self.core.powers_to_gains(&mut self.gains[..len]);
             for channel in 0..channels {
                 let samples = &mut block.channel_mut(channel)[start..start + len];
@@ -752,6 +829,40 @@ mod tests {
             for sizes in [&[1][..], &[7], &[64], &[4096], &[5, 700, 1]] {
                 let output = process_in_blocks(&mut compressor(&config, 2), &input, sizes);
                 assert_eq!(output, reference, "{detector:?} {sizes:?}");
+            }
+        }
+    }
+
+    /// The block-wise detector the stage runs gives the frame-by-frame detector's bits, whatever
+    /// the blocks and however they fall against the RMS window.
+    #[test]
+    fn block_powers_equal_frame_by_frame_powers() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            for channels in [1, 2, 3] {
+                let input = noise(channels, 20_000, FS, 0.5, channels as u64);
+                let mut by_frame = LevelDetector::new(detector, 7.3, channels, FS);
+                let expected: Vec<f64> = (0..input.frames())
+                    .map(|n| {
+                        let frame: Vec<f64> = input.channels().map(|c| f64::from(c[n])).collect();
+                        by_frame.next_level_power(&frame)
+                    })
+                    .collect();
+                let mut by_block = LevelDetector::new(detector, 7.3, channels, FS);
+                let mut powers = vec![0.0; input.frames()];
+                let mut start = 0;
+                for size in [1, 349, 4096, 17].into_iter().cycle() {
+                    let end = (start + size).min(input.frames());
+                    by_block.level_powers(&input, start, &mut powers[start..end]);
+                    start = end;
+                    if start == input.frames() {
+                        break;
+                    }
+                }
+                let same = powers
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{detector:?}, {channels} channels");
             }
         }
     }
