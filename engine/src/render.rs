@@ -301,10 +301,12 @@ impl SampleHash {
 
 /// Where a pass reads its audio.
 enum Source {
-    /// Decoding the source file, resampled to the output rate where it differs.
-    Decoded {
+    /// Decoding the source file at the output rate, straight into the pass's work block.
+    Decoded(Box<Decoder>),
+    /// Decoding the source file into `decoded`, resampled from there to the output rate.
+    Resampled {
         decoder: Box<Decoder>,
-        resampler: Option<Box<Resampler>>,
+        resampler: Box<Resampler>,
         decoded: AudioBlock,
     },
     /// A spool an earlier pass wrote, already at the output rate.
@@ -328,26 +330,27 @@ impl Pass {
     fn decoding(decoder: Decoder, output_rate_hz: u32) -> Result<Self> {
         let info = decoder.info();
         let channels = info.channel_count;
-        let resampler = if info.sample_rate_hz == output_rate_hz {
-            None
-        } else {
-            Some(Box::new(Resampler::new(
-                channels,
-                info.sample_rate_hz,
-                output_rate_hz,
-                BLOCK_FRAMES,
-            )?))
-        };
-        let capacity = resampler
-            .as_ref()
-            .map_or(BLOCK_FRAMES, |r| r.max_output_frames());
+        let total_frames = info.frames;
+        if info.sample_rate_hz == output_rate_hz {
+            return Ok(Self {
+                work: AudioBlock::new(channels, BLOCK_FRAMES, output_rate_hz),
+                total_frames,
+                source: Source::Decoded(Box::new(decoder)),
+            });
+        }
+        let resampler =
+            Resampler::new(channels, info.sample_rate_hz, output_rate_hz, BLOCK_FRAMES)?;
         Ok(Self {
-            work: AudioBlock::new(channels, capacity.max(BLOCK_FRAMES), output_rate_hz),
-            total_frames: info.frames,
-            source: Source::Decoded {
+            work: AudioBlock::new(
+                channels,
+                resampler.max_output_frames().max(BLOCK_FRAMES),
+                output_rate_hz,
+            ),
+            total_frames,
+            source: Source::Resampled {
                 decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
                 decoder: Box::new(decoder),
-                resampler,
+                resampler: Box::new(resampler),
             },
         })
     }
@@ -400,7 +403,14 @@ impl Pass {
         let mut done = 0u64;
         loop {
             match &mut self.source {
-                Source::Decoded {
+                Source::Decoded(decoder) => {
+                    if decoder.read(&mut self.work)? == 0 {
+                        break;
+                    }
+                    on_source(&self.work);
+                    done += self.work.frames() as u64;
+                }
+                Source::Resampled {
                     decoder,
                     resampler,
                     decoded,
@@ -410,13 +420,7 @@ impl Pass {
                     }
                     on_source(decoded);
                     done += decoded.frames() as u64;
-                    match resampler.as_mut() {
-                        Some(resampler) => resampler.process(decoded, &mut self.work)?,
-                        None => {
-                            self.work.set_frames(0);
-                            self.work.append(decoded);
-                        }
-                    }
+                    resampler.process(decoded, &mut self.work)?;
                 }
                 Source::Spooled(reader) => {
                     if reader.read(&mut self.work)? == 0 {
@@ -431,11 +435,7 @@ impl Pass {
             });
             emit(&mut self.work, stages)?;
         }
-        if let Source::Decoded {
-            resampler: Some(resampler),
-            ..
-        } = &mut self.source
-        {
+        if let Source::Resampled { resampler, .. } = &mut self.source {
             resampler.finish(&mut self.work)?;
             emit(&mut self.work, stages)?;
         }
