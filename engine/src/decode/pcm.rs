@@ -199,7 +199,7 @@ impl PcmStream {
     /// frame `offset` on; returns how many (0 when the buffer is exhausted).
     ///
     /// # Errors
-    /// [`Error::NonFiniteSample`] for the first NaN or infinite sample of those frames (lowest
+    /// [`crate::Error::NonFiniteSample`] for the first NaN or infinite sample of those frames (lowest
     /// frame, then lowest channel), with `path` and its frame from the start of the track.
     pub(super) fn take(
         &mut self,
