@@ -20,6 +20,8 @@
 //! [`CompliancePeakDetector`] therefore reads the largest of the ideal reconstruction and both meter
 //! models, time-aligned; a limiter driven by it keeps a master under its ceiling on any of them.
 
+use crate::vector::VectorKernel;
+
 /// Taps per polyphase branch of [`TruePeakDetector`]'s interpolation filter.
 pub const TAPS_PER_PHASE: usize = 48;
 
@@ -449,8 +451,8 @@ impl BlockFilter {
 /// [`ComplianceEnvelope::raise`] takes a block of input and, for each sample, the reading
 /// [`CompliancePeakDetector::push`] would return for it: same filters, same time alignment, same
 /// arithmetic, so bit for bit the same value. It works in passes of up to [`CHUNK_FRAMES`] frames,
-/// each branch over a whole run of outputs at once ([`raise_to_branch`], which the compiler
-/// vectorises) instead of one dot product per sample and branch.
+/// each branch over a whole run of outputs at once ([`raise_to_branch`], on the widest vectors the
+/// CPU has) instead of one dot product per sample and branch.
 ///
 /// It also skips work that cannot matter to a caller that acts only on readings above a floor (a
 /// limiter: readings at or below its target all ask for a gain of exactly 1). No reading of a branch
@@ -468,8 +470,8 @@ pub struct ComplianceEnvelope {
     /// The largest absolute value in each block of [`BLOCK_FRAMES`] positions of `buffer`, for the
     /// current pass.
     block_peaks: Vec<f64>,
-    /// Scratch for [`raise_to_branch`]'s partial sums.
-    lanes: Vec<f32>,
+    /// The instructions [`raise_to_branch`] runs on.
+    kernel: VectorKernel,
     latency_frames: usize,
 }
 
@@ -498,7 +500,7 @@ impl ComplianceEnvelope {
             history,
             buffer: vec![0.0; history + CHUNK_FRAMES],
             block_peaks: vec![0.0; (history + CHUNK_FRAMES).div_ceil(BLOCK_FRAMES)],
-            lanes: vec![0.0; 4 * CHUNK_FRAMES],
+            kernel: VectorKernel::detect(),
             latency_frames: ideal.latency_frames(),
         })
     }
@@ -528,7 +530,7 @@ impl ComplianceEnvelope {
             history,
             buffer,
             block_peaks,
-            lanes,
+            kernel,
             ..
         } = self;
         let history = *history;
@@ -576,7 +578,7 @@ impl ComplianceEnvelope {
                 for (branch, &bound) in branches.zip(&filter.dot_bounds) {
                     for_each_run(loudest, floor / bound, len, |run| {
                         let src = &buffer[oldest + run.start..newest + run.end];
-                        raise_to_branch(branch, src, &mut peaks[run], lanes);
+                        raise_to_branch(*kernel, branch, src, &mut peaks[run]);
                     });
                 }
             }
@@ -632,76 +634,79 @@ fn abs_max(values: &[f32]) -> f64 {
 }
 
 /// Raises `peaks[j]` to `|Σ_i coeffs[i] · src[j + taps - 1 - i]|` for every `j`, where `src` holds
-/// `peaks.len() + taps - 1` inputs, oldest first, `taps = coeffs.len()` is a multiple of 4 and `lanes`
-/// is scratch for `4 * peaks.len()` values.
+/// `peaks.len() + taps - 1` inputs, oldest first, and `taps = coeffs.len()` is a multiple of 4; on
+/// the widest vectors the CPU has (see [`VectorKernel`]).
 ///
 /// Every sum is formed exactly as [`dot`] forms it on the sample-by-sample path (four partial sums
 /// over the taps `i ≡ k (mod 4)`, each in increasing `i` from 0.0, then `(s0 + s2) + (s1 + s3)`), so
-/// every value is bit-identical to that path's. The partial sums are built for the whole run at once,
-/// three taps a pass ([`accumulate`]), so the compiler vectorises across outputs.
-fn raise_to_branch(coeffs: &[f32], src: &[f32], peaks: &mut [f64], lanes: &mut [f32]) {
-    let (taps, n) = (coeffs.len(), peaks.len());
-    debug_assert!(taps % 4 == 0 && src.len() == n + taps - 1 && lanes.len() >= 4 * n);
-    if n == 0 {
-        return;
-    }
-    for (k, lane) in lanes.chunks_exact_mut(n).take(4).enumerate() {
-        // Tap `4 g + k` multiplies `src[j + taps - 1 - (4 g + k)]` into output `j`.
-        let tap = |g: usize| {
-            let i = 4 * g + k;
-            (coeffs[i], &src[taps - 1 - i..taps - 1 - i + n])
-        };
-        let groups = taps / 4;
-        let mut g = 0;
-        while g < groups {
-            if g + 3 <= groups {
-                let [(c0, x0), (c1, x1), (c2, x2)] = [tap(g), tap(g + 1), tap(g + 2)];
-                accumulate(lane, [x0, x1, x2], [c0, c1, c2], g == 0);
-                g += 3;
-            } else {
-                let (c, x) = tap(g);
-                accumulate(lane, [x], [c], g == 0);
-                g += 1;
-            }
-        }
-    }
-    let (s0, rest) = lanes.split_at(n);
-    let (s1, rest) = rest.split_at(n);
-    let (s2, s3) = rest.split_at(n);
-    for (j, peak) in peaks.iter_mut().enumerate() {
-        let value = f64::from(((s0[j] + s2[j]) + (s1[j] + s3[j])).abs());
-        *peak = if value > *peak { value } else { *peak };
+/// every value is bit-identical to that path's, on every kernel.
+fn raise_to_branch(kernel: VectorKernel, coeffs: &[f32], src: &[f32], peaks: &mut [f64]) {
+    debug_assert!(coeffs.len() % 4 == 0 && src.len() == peaks.len() + coeffs.len() - 1);
+    match kernel {
+        VectorKernel::Baseline => raise_to_branch_in::<8>(coeffs, src, peaks),
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: `VectorKernel` names a kernel only where the CPU has its features (AVX2 here), the
+        // one requirement of `raise_to_branch_avx2`.
+        VectorKernel::Avx2 => unsafe { raise_to_branch_avx2(coeffs, src, peaks) },
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: as above, for AVX-512F and `raise_to_branch_avx512`.
+        VectorKernel::Avx512 => unsafe { raise_to_branch_avx512(coeffs, src, peaks) },
     }
 }
 
-/// `lane[j] = ((lane[j] + coeffs[0] · inputs[0][j]) + coeffs[1] · inputs[1][j]) + …` for every `j`,
-/// starting from 0.0 instead of `lane[j]` if `first`: one vectorisable pass over contiguous runs (each
-/// input at least as long as `lane`).
-#[inline(never)]
-fn accumulate<const TAPS: usize>(
-    lane: &mut [f32],
-    inputs: [&[f32]; TAPS],
-    coeffs: [f32; TAPS],
-    first: bool,
-) {
-    let n = lane.len();
-    let inputs = inputs.map(|x| &x[..n]);
-    if first {
-        for (j, sum) in lane.iter_mut().enumerate() {
-            let mut s = 0.0;
-            for t in 0..TAPS {
-                s += coeffs[t] * inputs[t][j];
+/// [`raise_to_branch`] compiled for 256-bit vectors, 16 outputs at a time (eight registers of
+/// partial sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn raise_to_branch_avx2(coeffs: &[f32], src: &[f32], peaks: &mut [f64]) {
+    raise_to_branch_in::<16>(coeffs, src, peaks);
+}
+
+/// [`raise_to_branch`] compiled for 512-bit vectors, 32 outputs at a time (eight registers of
+/// partial sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn raise_to_branch_avx512(coeffs: &[f32], src: &[f32], peaks: &mut [f64]) {
+    raise_to_branch_in::<32>(coeffs, src, peaks);
+}
+
+/// [`raise_to_branch`], `LANES` outputs at a time: their four partial sums stay in registers while
+/// the taps go by, so each tap costs one load, one multiplication and one addition per vector of
+/// outputs. The last `peaks.len() % LANES` outputs one at a time, in the same order.
+#[inline(always)]
+fn raise_to_branch_in<const LANES: usize>(coeffs: &[f32], src: &[f32], peaks: &mut [f64]) {
+    let taps = coeffs.len();
+    let mut chunks = peaks.chunks_exact_mut(LANES);
+    let mut start = 0;
+    for peaks in &mut chunks {
+        let mut sums = [[0.0f32; LANES]; 4];
+        for (g, group) in coeffs.chunks_exact(4).enumerate() {
+            // Unrolled over the group, so that every partial sum has a fixed register.
+            for (k, (sums, &c)) in sums.iter_mut().zip(group).enumerate() {
+                let from = start + taps - 1 - (4 * g + k);
+                let inputs = &src[from..from + LANES];
+                for (sum, &x) in sums.iter_mut().zip(inputs) {
+                    *sum += c * x;
+                }
             }
-            *sum = s;
         }
-    } else {
-        for (j, sum) in lane.iter_mut().enumerate() {
-            let mut s = *sum;
-            for t in 0..TAPS {
-                s += coeffs[t] * inputs[t][j];
-            }
-            *sum = s;
+        let [s0, s1, s2, s3] = &sums;
+        for (j, peak) in peaks.iter_mut().enumerate() {
+            let value = f64::from(((s0[j] + s2[j]) + (s1[j] + s3[j])).abs());
+            *peak = if value > *peak { value } else { *peak };
         }
+        start += LANES;
+    }
+    for (j, peak) in chunks.into_remainder().iter_mut().enumerate() {
+        let mut sums = [0.0f32; 4];
+        for (i, &c) in coeffs.iter().enumerate() {
+            sums[i % 4] += c * src[start + j + taps - 1 - i];
+        }
+        let [s0, s1, s2, s3] = sums;
+        let value = f64::from(((s0 + s2) + (s1 + s3)).abs());
+        *peak = if value > *peak { value } else { *peak };
     }
 }
 
@@ -895,21 +900,28 @@ mod tests {
         peaks
     }
 
+    /// On every vector kernel this CPU runs (see [`VectorKernel`]), in blocks of any size.
     #[test]
     fn envelope_is_bit_identical_to_the_sample_by_sample_detector() {
+        let kernels = VectorKernel::available();
+        eprintln!("envelope kernels on this CPU: {kernels:?}");
         for rate in [44_100, 96_000, 192_000] {
             for oversampling in [4, 8] {
                 for (name, input) in envelope_signals(rate, 3000) {
                     let reference = reference_readings(oversampling, rate, &input);
                     let mut envelope = ComplianceEnvelope::new(oversampling, rate).unwrap();
                     assert_eq!(envelope.latency_frames(), 24);
-                    for block in [1, 3, 13, 256, 700, 3000] {
+                    for (&kernel, block) in kernels
+                        .iter()
+                        .flat_map(|k| [1, 3, 13, 256, 700, 3000].into_iter().map(move |b| (k, b)))
+                    {
+                        envelope.kernel = kernel;
                         envelope.reset();
                         let readings =
                             envelope_readings(&mut envelope, &input, block, f64::NEG_INFINITY);
                         assert!(
                             readings == reference,
-                            "{name} at {rate} Hz, {oversampling}x, blocks of {block}"
+                            "{name} at {rate} Hz, {oversampling}x, blocks of {block}, {kernel:?}"
                         );
                     }
                 }
