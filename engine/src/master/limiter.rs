@@ -310,7 +310,7 @@ impl GainComputer {
         }
         self.released_log_gain = released;
         let smoothed = self.second_average.push(self.first_average.push(released));
-        smoothed.min(0.0)
+        if smoothed < 0.0 { smoothed } else { 0.0 }
     }
 
     fn reset(&mut self) {
@@ -423,16 +423,19 @@ impl TruePeakLimiter {
                 }
             }
         }
+        // The statistics in registers, not in `self`, while the loop runs.
+        let (mut frames_limited, mut min_gain) = (self.frames_limited, self.min_gain);
         for value in scratch.iter_mut() {
             let log_gain = self.gain.next(*value);
             // No reduction at all is the common case: spare the exponential.
             let gain = if log_gain == 0.0 { 1.0 } else { log_gain.exp() };
             if gain < 1.0 {
-                self.frames_limited += 1;
-                self.min_gain = self.min_gain.min(gain);
+                frames_limited += 1;
+                min_gain = if gain < min_gain { gain } else { min_gain };
             }
             *value = gain;
         }
+        (self.frames_limited, self.min_gain) = (frames_limited, min_gain);
         let len = self.latency_frames;
         for (channel, line) in self.delay_lines.iter_mut().enumerate() {
             let samples = &mut block.channel_mut(channel)[start..start + frames];

@@ -562,7 +562,10 @@ impl ComplianceEnvelope {
                     let end = (start + SPAN_FRAMES).min(len);
                     let blocks =
                         (oldest + start) / BLOCK_FRAMES..=(newest + end - 1) / BLOCK_FRAMES;
-                    *loudest = block_peaks[blocks].iter().fold(0.0, |m: f64, &p| m.max(p));
+                    // Plain comparisons: the buffer holds no NaN.
+                    *loudest = block_peaks[blocks]
+                        .iter()
+                        .fold(0.0, |m: f64, &p| if p > m { p } else { m });
                 }
                 for &tap in &filter.unit_taps {
                     let from = newest - tap;
@@ -616,21 +619,22 @@ fn for_each_run(
     }
 }
 
-/// The largest absolute value in `values` (0 if empty).
+/// The largest absolute value in `values` (0 if empty), which hold no NaN (so plain comparisons,
+/// not `f32::max`'s NaN handling, find it).
 fn abs_max(values: &[f32]) -> f64 {
+    let larger = |m: f32, x: f32| if x > m { x } else { m };
     let mut lanes = [0.0_f32; 4];
     let mut chunks = values.chunks_exact(4);
     for chunk in &mut chunks {
         for k in 0..4 {
-            let value = chunk[k].abs();
-            lanes[k] = if value > lanes[k] { value } else { lanes[k] };
+            lanes[k] = larger(lanes[k], chunk[k].abs());
         }
     }
     let tail = chunks
         .remainder()
         .iter()
-        .fold(0.0, |m: f32, x| m.max(x.abs()));
-    f64::from(lanes.iter().fold(tail, |m, &x| m.max(x)))
+        .fold(0.0, |m: f32, x| larger(m, x.abs()));
+    f64::from(lanes.into_iter().fold(tail, larger))
 }
 
 /// Raises `peaks[j]` to `|Σ_i coeffs[i] · src[j + taps - 1 - i]|` for every `j`, where `src` holds
