@@ -216,7 +216,7 @@ impl LevelDetector {
     pub fn next_level_power(&mut self, frame: &[f64]) -> f64 {
         match self.detector {
             Detector::Peak => {
-                let peak = frame.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                let peak = frame.iter().fold(0.0, |m, x| larger(m, x.abs()));
                 peak * peak
             }
             Detector::Rms => {
@@ -227,7 +227,7 @@ impl LevelDetector {
                     let square = x * x;
                     self.sums[channel] += square - *slot;
                     *slot = square;
-                    loudest = loudest.max(self.sums[channel]);
+                    loudest = larger(loudest, self.sums[channel]);
                 }
                 self.position += 1;
                 if self.position == w {
@@ -238,7 +238,7 @@ impl LevelDetector {
                         *sum = window.iter().sum();
                     }
                 }
-                loudest.max(0.0) / w as f64
+                larger(loudest, 0.0) / w as f64
             }
         }
     }
@@ -253,7 +253,7 @@ impl LevelDetector {
                 powers.fill(0.0);
                 for samples in block.channels().take(self.channel_count) {
                     for (power, &x) in powers.iter_mut().zip(&samples[start..end]) {
-                        *power = power.max(f64::from(x).abs());
+                        *power = larger(*power, f64::from(x).abs());
                     }
                 }
                 powers.iter_mut().for_each(|peak| *peak *= *peak);
@@ -280,7 +280,7 @@ impl LevelDetector {
                             let square = x * x;
                             running += square - *slot;
                             *slot = square;
-                            *power = power.max(running);
+                            *power = larger(*power, running);
                         }
                         *sum = running;
                     }
@@ -293,7 +293,7 @@ impl LevelDetector {
                         }
                     }
                     for power in run.iter_mut() {
-                        *power = power.max(0.0) / w as f64;
+                        *power = larger(*power, 0.0) / w as f64;
                     }
                     done += len;
                 }
@@ -307,6 +307,13 @@ impl LevelDetector {
         self.sums.fill(0.0);
         self.position = 0;
     }
+}
+
+/// The larger of `m` and `x`, in one comparison (where `f64::max` adds its NaN handling); a NaN `x`
+/// loses, as `f64::max` ignores it. The detector's per-frame maxima use it.
+#[inline(always)]
+fn larger(m: f64, x: f64) -> f64 {
+    if x > m { x } else { m }
 }
 
 /// A power (squared amplitude) to dBFS, floored at [`LEVEL_FLOOR_DB`].
@@ -501,7 +508,7 @@ impl CompressorCore {
         self.powers_to_gains_one_by_one(head);
         let mut steps = rest.chunks_exact_mut(CONTROL_FRAMES);
         for step in &mut steps {
-            self.step_power = step.iter().fold(self.step_power, |m, &p| m.max(p));
+            self.step_power = step.iter().fold(self.step_power, |m, &p| larger(m, p));
             let (from, change) = (self.gain_from, self.gain_to - self.gain_from);
             for (k, value) in step.iter_mut().enumerate() {
                 *value = from + change * ((k + 1) as f64 * CONTROL_STEP);
@@ -515,7 +522,7 @@ impl CompressorCore {
     /// [`CompressorCore::powers_to_gains`] a frame at a time.
     fn powers_to_gains_one_by_one(&mut self, values: &mut [f64]) {
         for value in values.iter_mut() {
-            self.step_power = self.step_power.max(*value);
+            self.step_power = larger(self.step_power, *value);
             self.step_frames += 1;
             let along = self.step_frames as f64 * CONTROL_STEP;
             *value = self.gain_from + (self.gain_to - self.gain_from) * along;
