@@ -12,6 +12,7 @@ pub mod encode;
 pub mod error;
 pub mod loudness;
 pub mod master;
+mod math;
 pub mod profile;
 pub mod qc;
 pub mod render;

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
 use crate::config::{InvalidValue, check_range};
+use crate::math;
 use crate::stage::Stage;
+use crate::vector::VectorKernel;
 
 /// Lowest level the detector reports (silence), in dBFS.
 pub const LEVEL_FLOOR_DB: f64 = -200.0;
@@ -454,6 +456,8 @@ pub struct CompressorCore {
     /// to the second.
     gain_from: f64,
     gain_to: f64,
+    /// The vectors the control steps' exponentials run on.
+    kernel: VectorKernel,
 }
 
 impl CompressorCore {
@@ -480,6 +484,7 @@ impl CompressorCore {
             step_power: 0.0,
             gain_from: db_to_amplitude(config.makeup_db),
             gain_to: db_to_amplitude(config.makeup_db),
+            kernel: VectorKernel::detect(),
         }
     }
 
@@ -489,6 +494,13 @@ impl CompressorCore {
         let mut value = [self.detector.next_level_power(frame)];
         self.powers_to_gains(&mut value);
         value[0]
+    }
+
+    /// Feeds one frame (one sample per channel) to the level detector only and returns its power:
+    /// the first half of [`CompressorCore::next_gain`], for [`CompressorCore::powers_to_gains`].
+    #[inline]
+    pub fn next_power(&mut self, frame: &[f64]) -> f64 {
+        self.detector.next_level_power(frame)
     }
 
     /// Feeds the `powers.len()` frames of `block` from `start` to the level detector only and sets
@@ -506,17 +518,49 @@ impl CompressorCore {
         let head = ((CONTROL_FRAMES - self.step_frames) % CONTROL_FRAMES).min(values.len());
         let (head, rest) = values.split_at_mut(head);
         self.powers_to_gains_one_by_one(head);
-        let mut steps = rest.chunks_exact_mut(CONTROL_FRAMES);
-        for step in &mut steps {
-            self.step_power = step.iter().fold(self.step_power, |m, &p| larger(m, p));
-            let (from, change) = (self.gain_from, self.gain_to - self.gain_from);
-            for (k, value) in step.iter_mut().enumerate() {
+        let whole = rest.len() - rest.len() % CONTROL_FRAMES;
+        let (steps, tail) = rest.split_at_mut(whole);
+        self.powers_to_gains_by_step(steps);
+        self.powers_to_gains_one_by_one(tail);
+    }
+
+    /// [`CompressorCore::powers_to_gains`] over whole control steps, from a step boundary. Step `s`
+    /// ends with a new target gain `g[s]`, and its frames move from `g[s - 2]` to `g[s - 1]` (the
+    /// two latest targets before it). In three sweeps, so that the exponentials run on vectors:
+    /// every step's target in the log domain, kept at `values[s]` (step `s` has been read by then);
+    /// all their exponentials at once; then every step's frames, the last step first, so that no
+    /// target is overwritten before its frames are written.
+    fn powers_to_gains_by_step(&mut self, values: &mut [f64]) {
+        let steps = values.len() / CONTROL_FRAMES;
+        if steps == 0 {
+            return;
+        }
+        debug_assert!(self.step_frames == 0 && values.len() % CONTROL_FRAMES == 0);
+        for s in 0..steps {
+            let step = &values[s * CONTROL_FRAMES..(s + 1) * CONTROL_FRAMES];
+            let power = step.iter().fold(0.0, |m, &p| larger(m, p));
+            let gain_reduction_db = self.gain_reduction_db(power);
+            values[s] = log_amplitude(self.makeup_db - gain_reduction_db);
+        }
+        math::exp_each(self.kernel, &mut values[..steps]);
+        let (before_first, first) = (self.gain_from, self.gain_to);
+        let target = |values: &[f64], s: isize| match s {
+            -2 => before_first,
+            -1 => first,
+            s => values[s as usize],
+        };
+        (self.gain_from, self.gain_to) = (
+            target(values, steps as isize - 2),
+            target(values, steps as isize - 1),
+        );
+        for s in (0..steps).rev() {
+            let from = target(values, s as isize - 2);
+            let change = target(values, s as isize - 1) - from;
+            let frames = &mut values[s * CONTROL_FRAMES..(s + 1) * CONTROL_FRAMES];
+            for (k, value) in frames.iter_mut().enumerate() {
                 *value = from + change * ((k + 1) as f64 * CONTROL_STEP);
             }
-            self.step_frames = CONTROL_FRAMES;
-            self.end_step();
         }
-        self.powers_to_gains_one_by_one(steps.into_remainder());
     }
 
     /// [`CompressorCore::powers_to_gains`] a frame at a time.
@@ -534,17 +578,20 @@ impl CompressorCore {
 
     /// Closes a control step: its gain becomes the target of the next.
     fn end_step(&mut self) {
-        let wanted_db = self.computer.gain_reduction_db_for_power(self.step_power);
-        let gain_reduction_db = self.smoother.next(wanted_db);
-        self.stats.add(gain_reduction_db, CONTROL_FRAMES as u64);
+        let gain_reduction_db = self.gain_reduction_db(self.step_power);
         self.gain_from = self.gain_to;
-        self.gain_to = if gain_reduction_db == 0.0 {
-            self.makeup_gain
-        } else {
-            db_to_amplitude(self.makeup_db - gain_reduction_db)
-        };
+        self.gain_to = math::exp(log_amplitude(self.makeup_db - gain_reduction_db));
         self.step_frames = 0;
         self.step_power = 0.0;
+    }
+
+    /// The smoothed gain reduction at the end of a control step whose loudest power was `power`,
+    /// counted in the statistics.
+    fn gain_reduction_db(&mut self, power: f64) -> f64 {
+        let wanted_db = self.computer.gain_reduction_db_for_power(power);
+        let gain_reduction_db = self.smoother.next(wanted_db);
+        self.stats.add(gain_reduction_db, CONTROL_FRAMES as u64);
+        gain_reduction_db
     }
 
     /// Gain reduction statistics since the last reset.
@@ -564,10 +611,15 @@ impl CompressorCore {
     }
 }
 
-/// dB to a linear amplitude, by `exp` (cheaper than `powf`; this runs once a frame).
+/// A gain in dB as the natural log of its linear amplitude.
 #[inline]
+fn log_amplitude(db: f64) -> f64 {
+    db * (std::f64::consts::LN_10 / 20.0)
+}
+
+/// dB to a linear amplitude, by [`math::exp`] (the control steps' targets use it too).
 fn db_to_amplitude(db: f64) -> f64 {
-    (db * (std::f64::consts::LN_10 / 20.0)).exp()
+    math::exp(log_amplitude(db))
 }
 
 /// Compressor stage: one [`CompressorCore`] driving every channel with the same gain.
@@ -870,6 +922,36 @@ mod tests {
                     .zip(&expected)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{detector:?}, {channels} channels");
+            }
+        }
+    }
+
+    /// The stage (block-wise levels, whole control steps, vector exponentials) gives exactly the
+    /// gains of the frame-by-frame definition, [`CompressorCore::next_gain`].
+    #[test]
+    fn stage_equals_frame_by_frame_gains() {
+        for detector in [Detector::Peak, Detector::Rms] {
+            let config = CompressorConfig {
+                detector,
+                attack_ms: 1.0,
+                release_ms: 40.0,
+                makeup_db: 1.5,
+                ..CompressorConfig::new(-24.0, 4.0)
+            };
+            let input = noise(2, 20_000, FS, 0.7, 5);
+            let output = process_in_blocks(&mut compressor(&config, 2), &input, &[4096, 333]);
+            let mut core = CompressorCore::new(&config, 2, FS);
+            for n in 0..input.frames() {
+                let frame: Vec<f64> = input.channels().map(|c| f64::from(c[n])).collect();
+                let gain = core.next_gain(&frame);
+                for (channel, &x) in frame.iter().enumerate() {
+                    let expected = (x * gain) as f32;
+                    assert_eq!(
+                        output.channel(channel)[n].to_bits(),
+                        expected.to_bits(),
+                        "{detector:?}, frame {n}"
+                    );
+                }
             }
         }
     }

@@ -38,7 +38,9 @@ use crate::config::{InvalidValue, check_range};
 use crate::master::oversample::ComplianceEnvelope;
 #[cfg(test)]
 use crate::master::oversample::CompliancePeakDetector;
+use crate::math;
 use crate::stage::Stage;
+use crate::vector::VectorKernel;
 
 /// How far below `ceiling_dbtp` the limiter aims, in dB, to absorb later dither and quantisation and
 /// the residual effect of gain modulation on inter-sample peaks.
@@ -345,6 +347,8 @@ pub struct TruePeakLimiter {
     scratch: Vec<f64>,
     min_gain: f64,
     frames_limited: u64,
+    /// The vectors the gains' exponentials run on.
+    kernel: VectorKernel,
 }
 
 impl TruePeakLimiter {
@@ -386,6 +390,7 @@ impl TruePeakLimiter {
             scratch: vec![0.0; max_block_frames.max(1)],
             min_gain: 1.0,
             frames_limited: 0,
+            kernel: VectorKernel::detect(),
         })
     }
 
@@ -423,19 +428,29 @@ impl TruePeakLimiter {
                 }
             }
         }
-        // The statistics in registers, not in `self`, while the loop runs.
-        let (mut frames_limited, mut min_gain) = (self.frames_limited, self.min_gain);
+        // The gains in the log domain, then all their exponentials at once (on vectors); the
+        // statistics in registers, not in `self`, while the loop runs.
+        let (mut frames_limited, mut min_log_gain) = (self.frames_limited, 0.0);
         for value in scratch.iter_mut() {
             let log_gain = self.gain.next(*value);
-            // No reduction at all is the common case: spare the exponential.
-            let gain = if log_gain == 0.0 { 1.0 } else { log_gain.exp() };
-            if gain < 1.0 {
+            if log_gain < 0.0 {
                 frames_limited += 1;
-                min_gain = if gain < min_gain { gain } else { min_gain };
+                min_log_gain = if log_gain < min_log_gain {
+                    log_gain
+                } else {
+                    min_log_gain
+                };
             }
-            *value = gain;
+            *value = log_gain;
         }
-        (self.frames_limited, self.min_gain) = (frames_limited, min_gain);
+        math::exp_each(self.kernel, scratch);
+        self.frames_limited = frames_limited;
+        let min_gain = math::exp(min_log_gain);
+        self.min_gain = if min_gain < self.min_gain {
+            min_gain
+        } else {
+            self.min_gain
+        };
         let len = self.latency_frames;
         for (channel, line) in self.delay_lines.iter_mut().enumerate() {
             let samples = &mut block.channel_mut(channel)[start..start + frames];

@@ -145,6 +145,8 @@ pub struct MultibandCompressor {
     band_samples: Vec<f64>,
     /// One frame of one band gathered across channels.
     frame: Vec<f64>,
+    /// One band's level, then gain, per frame of the chunk.
+    gains: Vec<f64>,
 }
 
 impl MultibandCompressor {
@@ -215,6 +217,7 @@ impl MultibandCompressor {
             chunk_frames,
             band_samples: vec![0.0; config.bands.len() * channel_count * chunk_frames],
             frame: vec![0.0; channel_count],
+            gains: vec![0.0; chunk_frames],
         })
     }
 
@@ -241,15 +244,21 @@ impl MultibandCompressor {
             }
         }
 
-        // Compress every band with one gain per frame across channels.
+        // Compress every band with one gain per frame across channels: the chunk's levels, then
+        // its gains all at once (so the control steps' exponentials run on vectors).
+        let gains = &mut self.gains[..len];
         for (band, core) in self.cores.iter_mut().enumerate() {
-            for i in 0..len {
+            for (i, power) in gains.iter_mut().enumerate() {
                 for (channel, slot) in self.frame[..channels].iter_mut().enumerate() {
                     *slot = self.band_samples[band_index(band, channel) + i];
                 }
-                let gain = core.next_gain(&self.frame[..channels]);
-                for channel in 0..channels {
-                    self.band_samples[band_index(band, channel) + i] *= gain;
+                *power = core.next_power(&self.frame[..channels]);
+            }
+            core.powers_to_gains(gains);
+            for channel in 0..channels {
+                let samples = &mut self.band_samples[band_index(band, channel)..][..len];
+                for (sample, &gain) in samples.iter_mut().zip(gains.iter()) {
+                    *sample *= gain;
                 }
             }
         }
