@@ -407,11 +407,20 @@ fn loudest<const LANES: usize>(samples: &[f32]) -> f32 {
             *lane = lane.max(x.abs());
         }
     }
-    let tail = chunks
+    // The rest (up to `LANES - 1` values: the meter's spans leave a filter's history over) eight
+    // lanes at a time, then one by one.
+    let mut short_lanes = [0.0f32; 8];
+    let mut short_chunks = chunks.remainder().chunks_exact(8);
+    for chunk in &mut short_chunks {
+        for (lane, x) in short_lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(x.abs());
+        }
+    }
+    let tail = short_chunks
         .remainder()
         .iter()
         .fold(0.0f32, |m, x| m.max(x.abs()));
-    lanes.into_iter().fold(tail, f32::max)
+    lanes.into_iter().chain(short_lanes).fold(tail, f32::max)
 }
 
 /// [`branch_peak`] compiled for 256-bit vectors, 64 points at a time (eight registers).
