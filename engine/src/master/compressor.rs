@@ -446,8 +446,6 @@ pub struct CompressorCore {
     computer: GainComputer,
     smoother: GainSmoother,
     makeup_db: f64,
-    /// `makeup_db` as a linear gain: the gain of every frame without gain reduction.
-    makeup_gain: f64,
     stats: GainReductionStats,
     /// Frames of the current control step seen so far, and their loudest power.
     step_frames: usize,
@@ -478,7 +476,6 @@ impl CompressorCore {
                 f64::from(sample_rate_hz) / CONTROL_FRAMES as f64,
             ),
             makeup_db: config.makeup_db,
-            makeup_gain: db_to_amplitude(config.makeup_db),
             stats: GainReductionStats::default(),
             step_frames: 0,
             step_power: 0.0,
@@ -606,8 +603,8 @@ impl CompressorCore {
         self.stats = GainReductionStats::default();
         self.step_frames = 0;
         self.step_power = 0.0;
-        self.gain_from = self.makeup_gain;
-        self.gain_to = self.makeup_gain;
+        self.gain_from = db_to_amplitude(self.makeup_db);
+        self.gain_to = self.gain_from;
     }
 }
 

@@ -399,7 +399,7 @@ impl TruePeakLimiter {
         -20.0 * self.min_gain.log10()
     }
 
-    /// How many output frames so far had a gain below 1.
+    /// How many output frames so far had their gain reduced (a log-domain gain below 0).
     pub fn frames_limited(&self) -> u64 {
         self.frames_limited
     }
