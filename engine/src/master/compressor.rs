@@ -245,17 +245,23 @@ impl LevelDetector {
         }
     }
 
-    /// [`LevelDetector::next_level_power`] for the `powers.len()` frames of `block` from `start`,
-    /// with the same results: each channel's window runs in a loop of its own up to the window's
-    /// end, where the frame-by-frame path interleaves the channels frame by frame.
-    pub fn level_powers(&mut self, block: &AudioBlock, start: usize, powers: &mut [f64]) {
-        let end = start + powers.len();
+    /// [`LevelDetector::next_level_power`] for the first `powers.len()` frames of `channels` (one
+    /// slice per channel, each at least that long; `f32` audio or `f64` bands), with the same
+    /// results: each channel's window runs in a loop of its own up to the window's end, where the
+    /// frame-by-frame path interleaves the channels frame by frame.
+    pub fn level_powers<'a, S>(
+        &mut self,
+        channels: impl Iterator<Item = &'a [S]> + Clone,
+        powers: &mut [f64],
+    ) where
+        S: Copy + Into<f64> + 'a,
+    {
         match self.detector {
             Detector::Peak => {
                 powers.fill(0.0);
-                for samples in block.channels().take(self.channel_count) {
-                    for (power, &x) in powers.iter_mut().zip(&samples[start..end]) {
-                        *power = larger(*power, f64::from(x).abs());
+                for samples in channels.take(self.channel_count) {
+                    for (power, &x) in powers.iter_mut().zip(samples) {
+                        *power = larger(*power, x.into().abs());
                     }
                 }
                 powers.iter_mut().for_each(|peak| *peak *= *peak);
@@ -268,17 +274,15 @@ impl LevelDetector {
                     let len = (w - self.position).min(powers.len() - done);
                     let run = &mut powers[done..done + len];
                     run.fill(0.0);
-                    for ((samples, sum), window) in block
-                        .channels()
+                    for ((samples, sum), window) in channels
+                        .clone()
                         .zip(self.sums.iter_mut())
                         .zip(self.squares.chunks_exact_mut(w))
                     {
                         let slots = &mut window[self.position..self.position + len];
                         let mut running = *sum;
-                        for ((power, &x), slot) in
-                            run.iter_mut().zip(&samples[start + done..]).zip(slots)
-                        {
-                            let x = f64::from(x);
+                        for ((power, &x), slot) in run.iter_mut().zip(&samples[done..]).zip(slots) {
+                            let x: f64 = x.into();
                             let square = x * x;
                             running += square - *slot;
                             *slot = square;
@@ -493,18 +497,17 @@ impl CompressorCore {
         value[0]
     }
 
-    /// Feeds one frame (one sample per channel) to the level detector only and returns its power:
-    /// the first half of [`CompressorCore::next_gain`], for [`CompressorCore::powers_to_gains`].
-    #[inline]
-    pub fn next_power(&mut self, frame: &[f64]) -> f64 {
-        self.detector.next_level_power(frame)
-    }
-
-    /// Feeds the `powers.len()` frames of `block` from `start` to the level detector only and sets
-    /// `powers` to their powers: the first half of [`CompressorCore::next_gain`], for
-    /// [`CompressorCore::powers_to_gains`].
-    pub fn level_powers(&mut self, block: &AudioBlock, start: usize, powers: &mut [f64]) {
-        self.detector.level_powers(block, start, powers);
+    /// Feeds the first `powers.len()` frames of `channels` (see [`LevelDetector::level_powers`])
+    /// to the level detector only and sets `powers` to their powers: the first half of
+    /// [`CompressorCore::next_gain`], for [`CompressorCore::powers_to_gains`].
+    pub fn level_powers<'a, S>(
+        &mut self,
+        channels: impl Iterator<Item = &'a [S]> + Clone,
+        powers: &mut [f64],
+    ) where
+        S: Copy + Into<f64> + 'a,
+    {
+        self.detector.level_powers(channels, powers);
     }
 
     /// The second half of [`CompressorCore::next_gain`] over a run of frames: `values[i]`, the
@@ -667,7 +670,9 @@ impl Stage for Compressor {
         let mut start = 0;
         while start < frames {
             let len = self.gains.len().min(frames - start);
-            self.core.level_powers(block, start, &mut self.gains[..len]);
+            let source: &AudioBlock = block;
+            let inputs = (0..channels).map(|channel| &source.channel(channel)[start..start + len]);
+            self.core.level_powers(inputs, &mut self.gains[..len]);
             self.core.powers_to_gains(&mut self.gains[..len]);
             for channel in 0..channels {
                 let samples = &mut block.channel_mut(channel)[start..start + len];
@@ -908,7 +913,8 @@ mod tests {
                 let mut start = 0;
                 for size in [1, 349, 4096, 17].into_iter().cycle() {
                     let end = (start + size).min(input.frames());
-                    by_block.level_powers(&input, start, &mut powers[start..end]);
+                    let inputs = (0..channels).map(|c| &input.channel(c)[start..end]);
+                    by_block.level_powers(inputs, &mut powers[start..end]);
                     start = end;
                     if start == input.frames() {
                         break;

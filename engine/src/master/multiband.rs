@@ -143,8 +143,6 @@ pub struct MultibandCompressor {
     chunk_frames: usize,
     /// Band signals of the current chunk: `[(band * channel_count + channel) * chunk_frames + frame]`.
     band_samples: Vec<f64>,
-    /// One frame of one band gathered across channels.
-    frame: Vec<f64>,
     /// One band's level, then gain, per frame of the chunk.
     gains: Vec<f64>,
 }
@@ -216,7 +214,6 @@ impl MultibandCompressor {
             channel_count,
             chunk_frames,
             band_samples: vec![0.0; config.bands.len() * channel_count * chunk_frames],
-            frame: vec![0.0; channel_count],
             gains: vec![0.0; chunk_frames],
         })
     }
@@ -248,12 +245,10 @@ impl MultibandCompressor {
         // its gains all at once (so the control steps' exponentials run on vectors).
         let gains = &mut self.gains[..len];
         for (band, core) in self.cores.iter_mut().enumerate() {
-            for (i, power) in gains.iter_mut().enumerate() {
-                for (channel, slot) in self.frame[..channels].iter_mut().enumerate() {
-                    *slot = self.band_samples[band_index(band, channel) + i];
-                }
-                *power = core.next_power(&self.frame[..channels]);
-            }
+            let band_samples = &self.band_samples;
+            let inputs =
+                (0..channels).map(|channel| &band_samples[band_index(band, channel)..][..len]);
+            core.level_powers(inputs, gains);
             core.powers_to_gains(gains);
             for channel in 0..channels {
                 let samples = &mut self.band_samples[band_index(band, channel)..][..len];
