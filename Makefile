@@ -2,10 +2,10 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps check fmt lint bench bench-restore build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
-demo:
+demo: build-deps
 	$(CARGO) run --quiet -p lathe-cli --bin lathe -- demo $(DEMO_DIR)
 
 ## The demo album delivered to every outlet from examples/demo-album.toml (after `make demo`).
@@ -17,15 +17,27 @@ demo-album: demo
 test: deps
 	$(CARGO) test --workspace
 
-## Debian packages the tests need: ffmpeg and flac make fixtures in other codecs and check FLAC output;
-## cmake builds the bundled libopus (the Opus deliverables; LAME is built by its crate with cc);
-## protoc builds the gRPC code; nats-server and etcd run the farm tests and `make farm`.
-deps:
-	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v cmake >/dev/null && \
-	  command -v protoc >/dev/null && command -v nats-server >/dev/null && command -v etcd >/dev/null || { \
-	  echo "installing ffmpeg, flac, cmake, protobuf-compiler, nats-server and etcd-server (apt-get)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg flac cmake protobuf-compiler \
+# apt-get runs as root, through sudo when you are not root.
+SUDO := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then echo sudo; fi)
+APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+## Debian packages the build needs: cmake builds the bundled libopus (the Opus deliverables and
+## sources; LAME is built by its crate with cc), protoc generates the gRPC code.
+build-deps:
+	@command -v cmake >/dev/null && command -v protoc >/dev/null || { \
+	  echo "installing cmake and protobuf-compiler (apt-get), which the build needs"; \
+	  $(APT_INSTALL) update -qq && \
+	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake protobuf-compiler >/dev/null; }
+
+## Debian packages the tests need besides: ffmpeg, flac, sox, opus-tools and wavpack make fixtures in
+## other codecs and check FLAC output; nats-server and etcd run the farm tests and `make farm`.
+deps: build-deps
+	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v sox >/dev/null && \
+	  command -v opusenc >/dev/null && command -v wavpack >/dev/null && \
+	  command -v nats-server >/dev/null && command -v etcd >/dev/null || { \
+	  echo "installing ffmpeg, flac, sox, opus-tools, wavpack, nats-server and etcd-server (apt-get)"; \
+	  $(APT_INSTALL) update -qq && \
+	  $(APT_INSTALL) install -y -qq --no-install-recommends ffmpeg flac sox opus-tools wavpack \
 	    nats-server etcd-server >/dev/null; }
 
 ## Formatting and lints, as before every commit.
@@ -37,7 +49,7 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-build:
+build: build-deps
 	$(CARGO) build --release -p lathe-cli
 
 ## Speed and memory: x-realtime per stage and chain, peak RSS, ffmpeg for comparison.

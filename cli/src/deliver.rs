@@ -42,9 +42,12 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         .flat_map(|a| a.tracks.iter().map(|t| t.file.clone()))
         .chain(catalogue.tracks.iter().map(|t| t.file.clone()))
         .collect();
-    // The masters may sit beside the manifest, but not in (or under) a folder holding sources.
+    // The masters may sit beside the manifest, but not in (or under) a folder holding sources:
+    // neither the folder a source is named in nor, through a link, the one it really is in.
     let mut source_folders: Vec<_> = sources
         .iter()
+        .flat_map(|s| [Some(s.clone()), s.canonicalize().ok()])
+        .flatten()
         .filter_map(|s| s.parent().map(Path::to_path_buf))
         .collect();
     source_folders.sort();

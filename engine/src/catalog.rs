@@ -265,7 +265,7 @@ impl Album {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlbumTrack {
-    /// The source; after loading, an absolute path inside the catalogue's root.
+    /// The source: absolute, or relative to the manifest's folder; after loading, absolute.
     pub file: PathBuf,
     /// Track title.
     pub title: String,
@@ -328,7 +328,7 @@ impl AlbumTrack {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LooseTrack {
-    /// The source; after loading, an absolute path inside the catalogue's root.
+    /// The source: absolute, or relative to the manifest's folder; after loading, absolute.
     pub file: PathBuf,
     /// Title; default taken from the source's tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,7 +373,7 @@ impl Catalogue {
     ///
     /// # Errors
     /// [`Error::Io`] if it cannot be read; [`Error::Catalogue`] naming the manifest, the album and
-    /// track, and the reason for a TOML error, an unknown key, a path outside the manifest's folder,
+    /// track, and the reason for a TOML error, an unknown key, a path that names no file,
     /// a bad ISRC or UPC/EAN, or a gap, fade or crossfade out of range.
     pub fn load(path: &Path) -> Result<Self> {
         let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -491,7 +491,7 @@ impl Catalogue {
             for (t, track) in album.tracks.iter_mut().enumerate() {
                 let item = format!("{album_item} track {} {:?}", t + 1, track.title);
                 let bad = |reason: String| err(item.clone(), reason);
-                track.file = resolve_inside(&root, &track.file).map_err(&bad)?;
+                track.file = resolve_source(&root, &track.file).map_err(&bad)?;
                 if let Some(isrc) = &track.isrc {
                     track.isrc = Some(normalise_isrc(isrc).map_err(|r| bad(format!("isrc: {r}")))?);
                 }
@@ -528,7 +528,7 @@ impl Catalogue {
                     .unwrap_or_else(|| track_name(&track.file))
             );
             let bad = |reason: String| err(item.clone(), reason);
-            track.file = resolve_inside(&root, &track.file).map_err(&bad)?;
+            track.file = resolve_source(&root, &track.file).map_err(&bad)?;
             if let Some(isrc) = &track.isrc {
                 track.isrc = Some(normalise_isrc(isrc).map_err(|r| bad(format!("isrc: {r}")))?);
             }
@@ -577,41 +577,20 @@ fn check_seconds(key: &str, value: f64, min: f64, max: f64) -> Result<(), String
     }
 }
 
-/// `root/relative`, refused if `relative` is absolute or leaves `root` (by `..` or, when the file
-/// exists, through a symbolic link).
-fn resolve_inside(root: &Path, relative: &Path) -> Result<PathBuf, String> {
-    let shown = relative.display();
-    let mut depth = 0usize;
-    for component in relative.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth = depth.checked_sub(1).ok_or_else(|| {
-                    format!(
-                        "file {shown:?} leaves the manifest's folder; paths must stay inside it"
-                    )
-                })?;
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "file {shown:?} is absolute; give it relative to the manifest's folder"
-                ));
-            }
-        }
+/// Where a track's `file` is: an absolute path as it is, a relative one joined to the manifest's
+/// folder `root`. Sources may live anywhere the user can read (a label's manifest sits in a
+/// project folder and its sources on an archive volume; `..` and symbolic links are followed):
+/// the manifest is the user's own file, read with the user's own rights, and sources are only
+/// ever read. Outputs are named from titles and confined under the output folder elsewhere.
+fn resolve_source(root: &Path, file: &Path) -> Result<PathBuf, String> {
+    if !file.components().any(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("file {:?} names no file", file.display()));
     }
-    if depth == 0 {
-        return Err(format!("file {shown:?} names no file"));
-    }
-    let joined = root.join(relative);
-    if let (Ok(real), Ok(real_root)) = (joined.canonicalize(), root.canonicalize())
-        && !real.starts_with(&real_root)
-    {
-        return Err(format!(
-            "file {shown:?} leads outside the manifest's folder (through a link); paths must stay inside it"
-        ));
-    }
-    Ok(joined)
+    Ok(if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        root.join(file)
+    })
 }
 
 /// The audio files below `dir` (by extension, see [`AUDIO_EXTENSIONS`]): searched recursively,
@@ -824,14 +803,22 @@ mod tests {
     }
 
     #[test]
-    fn paths_leaving_the_manifest_folder_are_refused() {
-        for bad in ["../elsewhere/x.wav", "nl/../../x.wav", "/etc/x.wav"] {
-            let text = ALBUM.replace("nl/01-dawn.flac", bad);
+    fn sources_may_live_outside_the_manifest_folder() {
+        for (given, resolved) in [
+            ("../archive/x.wav", "/music/../archive/x.wav"),
+            ("nl/../../x.wav", "/music/nl/../../x.wav"),
+            ("/mnt/archive/1974/x.wav", "/mnt/archive/1974/x.wav"),
+        ] {
+            let text = ALBUM.replace("nl/01-dawn.flac", given);
+            let catalogue = parse(&text).unwrap();
+            assert_eq!(catalogue.albums[0].tracks[0].file, Path::new(resolved));
+        }
+        for empty in ["", ".", "/", "./.."] {
+            let text = ALBUM.replace("nl/01-dawn.flac", empty);
             let err = parse(&text).unwrap_err().to_string();
             assert!(
-                err.contains("track 1 \"Dawn\"")
-                    && (err.contains("leaves") || err.contains("absolute")),
-                "{bad}: {err}"
+                err.contains("track 1 \"Dawn\"") && err.contains("names no file"),
+                "{empty:?}: {err}"
             );
         }
     }

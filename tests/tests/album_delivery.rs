@@ -580,3 +580,85 @@ title = "Sting"
         }
     }
 }
+
+#[test]
+fn sources_on_an_archive_are_read_and_outputs_stay_out_of_it() {
+    // The manifest sits in a project folder, its sources on an "archive" beside it: one named by
+    // absolute path, one through a symbolic link in the project folder.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    for (name, seed) in [("one", 21), ("two", 22)] {
+        std::fs::create_dir_all(archive.join(name)).unwrap();
+        let recipe = TrackRecipe {
+            duration_s: 5.0,
+            ..TrackRecipe::new(Style::Pop, seed)
+        };
+        write_wav(&recipe, &archive.join(format!("{name}/{name}.wav")), 24).unwrap();
+    }
+    std::os::unix::fs::symlink(archive.join("two/two.wav"), project.join("two.wav")).unwrap();
+    let manifest = project.join("album.toml");
+    let text = format!(
+        r#"
+[job]
+outlets = ["streaming"]
+[[album]]
+title = "Archive"
+artist = "Band"
+[[album.track]]
+file = "{}"
+title = "One"
+[[album.track]]
+file = "two.wav"
+title = "Two"
+"#,
+        archive.join("one/one.wav").display()
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let before: Vec<Vec<u8>> = ["one", "two"]
+        .iter()
+        .map(|n| std::fs::read(archive.join(format!("{n}/{n}.wav"))).unwrap())
+        .collect();
+
+    // Outputs may not go into the folder a source really lives in, even when it is reached
+    // through a link: nothing is written and the exit status says usage.
+    let inside = archive.join("two/masters");
+    let refused = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        inside.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status, 2, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("is an input folder"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!inside.exists());
+
+    let out = dir.path().join("delivery");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    for (number, title) in [(1, "One"), (2, "Two")] {
+        let master = out.join(format!("Archive/streaming/{number:02} {title}.flac"));
+        assert!(master.is_file(), "{master:?}");
+    }
+    let after: Vec<Vec<u8>> = ["one", "two"]
+        .iter()
+        .map(|n| std::fs::read(archive.join(format!("{n}/{n}.wav"))).unwrap())
+        .collect();
+    assert!(before == after, "a source changed");
+    assert!(
+        std::fs::symlink_metadata(project.join("two.wav"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}

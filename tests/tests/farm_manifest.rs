@@ -30,7 +30,9 @@ fn write_track(path: &Path, style: Style, seed: u64, duration_s: f64) {
 }
 
 /// A catalogue of one album (two tracks) and a loose track, with `album_settings` added to the
-/// album table and `job` as the `[job]` table's body.
+/// album table and `job` as the `[job]` table's body. As at a label, the manifest sits in a project
+/// folder (`dir/project`) and the sources on an "archive" beside it (`dir/audio`), named three
+/// ways: by absolute path, through a symbolic link in the project folder, and by `../`.
 fn write_catalogue(dir: &Path, job: &str, album_settings: &str) -> PathBuf {
     let audio = dir.join("audio");
     std::fs::create_dir_all(&audio).expect("audio folder");
@@ -49,7 +51,12 @@ fn write_catalogue(dir: &Path, job: &str, album_settings: &str) -> PathBuf {
             4.0 + index as f64,
         );
     }
-    let manifest = dir.join("catalogue.toml");
+    let project = dir.join("project");
+    std::fs::create_dir_all(project.join("links")).expect("project folder");
+    std::os::unix::fs::symlink(audio.join("noon.wav"), project.join("links/noon.wav"))
+        .expect("link to the archive");
+    let dawn = audio.join("dawn.wav");
+    let manifest = project.join("catalogue.toml");
     std::fs::write(
         &manifest,
         format!(
@@ -63,21 +70,22 @@ artist = "The Example Band"
 {album_settings}
 
 [[album.track]]
-file = "audio/dawn.wav"
+file = "{dawn}"
 title = "Dawn"
 isrc = "GBXYZ7400001"
 
 [[album.track]]
-file = "audio/noon.wav"
+file = "links/noon.wav"
 title = "Noon: High"
 isrc = "GBXYZ7400002"
 
 [[track]]
-file = "audio/b-side.wav"
+file = "../audio/b-side.wav"
 title = "B-side"
 artist = "Solo Artist"
 profile = "apple"
-"#
+"#,
+            dawn = dawn.display()
         ),
     )
     .expect("write manifest");

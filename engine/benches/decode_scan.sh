@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Decoding against ffmpeg on real files: every file ffmpeg decodes without error, lathe must decode
+# too, to the same number of frames.
+#   bash engine/benches/decode_scan.sh [FILE...]    (default: every track of ../shared/corpus.sh list)
+# Prints one line per file that disagrees and a summary of counts. Exit 1 if lathe refuses a file
+# ffmpeg decodes, or their lengths differ by more than LENGTH_SLACK_FRAMES (default 0).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+corpus=${LATHE_CORPUS_SCRIPT:-../shared/corpus.sh}
+slack=${LENGTH_SLACK_FRAMES:-0}
+cargo build --quiet --release -p lathe-cli --bin lathe
+lathe=target/release/lathe
+if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(bash "$corpus" list); fi
+
+scanned=0 both=0 ffmpeg_only=0 lathe_only=0 neither=0 length_differs=0 noted=0
+for file in "${files[@]}"; do
+  scanned=$((scanned + 1))
+  # ffmpeg: the first audio stream as 32-bit float at its own rate; count the frames.
+  channels=$(ffprobe -v error -select_streams a:0 -show_entries stream=channels -of csv=p=0 "$file" 2>/dev/null || true)
+  ffmpeg_frames=""
+  # (pipefail: a decode error of ffmpeg's fails the substitution.)
+  if [ -n "$channels" ] && bytes=$(ffmpeg -nostdin -v error -xerror -i "$file" -map 0:a:0 -f f32le - 2>/dev/null | wc -c) \
+      && [ "$bytes" -gt 0 ]; then
+    ffmpeg_frames=$((bytes / (4 * channels)))
+  fi
+  lathe_json=$("$lathe" analyze --json "$file" 2>/tmp/decode_scan.err || true)
+  lathe_frames=$(printf '%s' "$lathe_json" | python3 -c '
+import json, sys
+try:
+    a = json.load(sys.stdin)[0]
+    print(round(a["duration_s"] * a["sample_rate"]))
+except Exception:
+    pass' )
+  name=${file##*/}
+  if [ -n "$ffmpeg_frames" ] && [ -n "$lathe_frames" ]; then
+    both=$((both + 1))
+    diff=$((lathe_frames - ffmpeg_frames)); diff=${diff#-}
+    if [ "$diff" -gt "$slack" ]; then
+      length_differs=$((length_differs + 1))
+      echo "length  $name: lathe $lathe_frames frames, ffmpeg $ffmpeg_frames"
+    fi
+  elif [ -n "$ffmpeg_frames" ]; then
+    lathe_only_err=$(head -c 300 /tmp/decode_scan.err)
+    ffmpeg_only=$((ffmpeg_only + 1))
+    echo "refused $name: ffmpeg decodes $ffmpeg_frames frames; lathe: $lathe_only_err"
+  elif [ -n "$lathe_frames" ]; then
+    lathe_only=$((lathe_only + 1))
+    echo "lathe-only $name: lathe decodes $lathe_frames frames; ffmpeg refuses it"
+  else
+    neither=$((neither + 1))
+  fi
+done
+rm -f /tmp/decode_scan.err
+echo "scanned $scanned files: both decode $both (length differs: $length_differs), ffmpeg only $ffmpeg_only, lathe only $lathe_only, neither $neither"
+[ "$ffmpeg_only" -eq 0 ] && [ "$length_differs" -eq 0 ]
