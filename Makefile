@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore scan-decode build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo: build-deps
@@ -62,6 +62,11 @@ clean:
 ## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
 bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
+
+## Decoding against ffmpeg over the development corpus (../shared/corpus.sh install first):
+## every file ffmpeg decodes, lathe must decode, to the same length.
+scan-decode: deps
+	bash engine/benches/decode_scan.sh
 
 ## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
 farm: deps
