@@ -2,6 +2,10 @@
 //!
 //! Built on Symphonia. Supported: WAV (8/16/24/32-bit integer, 32/64-bit float), AIFF, FLAC, ALAC
 //! (in M4A/CAF), MP3, Ogg Vorbis and AAC (ADTS or M4A); 1 to 8 channels; 8 kHz to 384 kHz.
+//! Besides, read by lathe itself: RF64 and BW64 WAV (data over 4 GiB), Sony Wave64 (`.w64`) and
+//! WAV written to a pipe (unknown length: read to the end of the file), all of integer or float
+//! PCM (`decode/riff.rs`); and WavPack (`.wv`: 8 to 32-bit integer and 32-bit float, lossless,
+//! or hybrid decoded to its lossy part) through the reference library (`decode/wavpack.rs`).
 //!
 //! The decoder holds one decoded packet at a time (a few thousand frames) and hands it out in blocks
 //! of whatever size the caller asks for, so memory does not grow with the length of the track.
@@ -14,16 +18,18 @@
 //!
 //! Errors are strict, because a master made from a damaged source is worse than no master:
 //! - a packet that fails to decode mid-stream is an [`Error::Decode`], never silently skipped;
-//! - a lossless stream (PCM, FLAC, ALAC) whose header promises more frames than the file holds is
+//! - a lossless stream (PCM, FLAC, ALAC, WavPack) whose header promises more frames than the file holds is
 //!   reported as `truncated: expected N frames, got M`; a lossless packet the demuxer skipped
 //!   (a FLAC frame whose CRC fails) is reported as corrupt with the missing frames; a FLAC stream
-//!   whose MD5 signature does not match the decoded audio is reported as corrupt;
+//!   whose MD5 signature does not match the decoded audio is reported as corrupt; so is a WavPack
+//!   block whose checksum fails; an RF64, BW64 or Wave64 data chunk longer than the file is
+//!   refused when the file is opened;
 //! - Ogg files are checked page by page first (checksums, sequence numbers, end-of-stream flag),
 //!   because Symphonia silently skips damaged pages; an MP4 stream that decodes to clearly fewer
 //!   frames than its sample tables announce is reported as truncated or damaged;
 //! - a container cut short before its index (MP4 without `moov`, WAV without `data`) is damage,
 //!   not an unknown format;
-//! - NaN or infinite samples (only possible in float WAV) are an [`Error::NonFiniteSample`].
+//! - NaN or infinite samples (only possible in float WAV and WavPack) are an [`Error::NonFiniteSample`].
 //!
 //! Limits: MP3 and ADTS AAC carry no checksums (LAME omits the optional CRC) and only an estimated
 //! length, so damage inside their frames decodes to noise rather than an error, and a truncated
@@ -34,9 +40,11 @@
 //! at the start, up to a packet at the end), because Symphonia does not read the MP4 edit list.
 
 mod pcm;
+mod riff;
+mod wavpack;
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Seek};
 use std::path::{Path, PathBuf};
 
 use symphonia::core::codecs::audio::well_known::{
@@ -52,6 +60,7 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadBytes
 use symphonia::core::meta::MetadataOptions;
 
 use self::pcm::{PcmStream, SampleLayout};
+use self::wavpack::WavPackStream;
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
 
@@ -72,9 +81,11 @@ pub struct SourceInfo {
     /// The file.
     pub path: PathBuf,
     /// Container format, Symphonia's short name (`wave`, `aiff`, `flac`, `mp3`, `ogg`, `isomp4`,
-    /// `aac`, `caf`, `matroska`).
+    /// `aac`, `caf`, `matroska`), or lathe's for the containers it reads itself (`rf64`, `bw64`,
+    /// `w64`, `wavpack`).
     pub container: String,
-    /// Codec, Symphonia's short name (`pcm_s24le`, `flac`, `mp3`, `vorbis`, `aac`, `alac`, ...).
+    /// Codec, Symphonia's short name (`pcm_s24le`, `flac`, `mp3`, `vorbis`, `aac`, `alac`, ...),
+    /// or `wavpack` (lossless) and `wavpack_lossy` (hybrid, without its correction file).
     pub codec: String,
     /// Sample rate of the decoded audio.
     pub sample_rate_hz: u32,
@@ -113,8 +124,11 @@ enum Source {
     /// Symphonia demuxes and decodes, a packet at a time: every codec but the one below.
     Codec(CodecStream),
     /// Uncompressed integer or float PCM of known length in WAV or AIFF, read straight from the
-    /// data chunk once Symphonia has parsed the container (see [`pcm`]).
+    /// data chunk once Symphonia has parsed the container (see [`pcm`]), or once lathe has read
+    /// the header itself (RF64, BW64, Wave64, a WAV written to a pipe: see [`riff`]).
     Pcm(PcmStream),
+    /// WavPack, decoded by the reference library (see [`wavpack`]).
+    WavPack(WavPackStream),
 }
 
 /// Symphonia's demuxer and decoder, and the decoded frames of the current packet.
@@ -149,6 +163,7 @@ impl std::fmt::Debug for Decoder {
         let source = match self.source {
             Source::Codec(_) => "codec",
             Source::Pcm(_) => "pcm",
+            Source::WavPack(_) => "wavpack",
         };
         f.debug_struct("Decoder")
             .field("info", &self.info)
@@ -196,7 +211,7 @@ impl Decoder {
     }
 
     fn open_with(path: &Path, options: OpenOptions) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
         if metadata.is_dir() {
             return Err(Error::io(
@@ -207,6 +222,15 @@ impl Decoder {
         if metadata.len() == 0 {
             return Err(unsupported(path, "empty file"));
         }
+        // RF64, BW64, Wave64 and WAV written to a pipe: lathe reads the header itself.
+        if let Some(header) = riff::read_wave_header(path, &mut file, metadata.len())? {
+            return Self::open_wave(path, file, header);
+        }
+        if wavpack::is_wavpack(path, &mut file)? {
+            let (info, stream) = wavpack::open(path)?;
+            return Self::start((info, Source::WavPack(stream)));
+        }
+        file.rewind().map_err(|e| Error::io(path, e))?;
         // A second handle on the same open file, for reading a PCM data chunk directly.
         let data_file = if options.direct_pcm {
             Some(file.try_clone().map_err(|e| Error::io(path, e))?)
@@ -283,24 +307,9 @@ impl Decoder {
         }
 
         let direct_pcm = data_file.zip(direct_pcm_layout(&info, &params));
-        let source = if let Some((mut data_file, layout)) = direct_pcm {
+        let source = if let Some((data_file, layout)) = direct_pcm {
             // Symphonia has checked every header; from here on the data chunk is read directly.
             let data_start = format.into_inner().pos();
-            let frame_bytes = layout.sample_bytes() * info.channel_count;
-            if info.container == "wave"
-                && !wav_data_length_is_known(&mut data_file, data_start, frames, frame_bytes)
-                    .map_err(|e| Error::io(path, e))?
-            {
-                // The frame count came from a fact chunk, not the data chunk's header (a WAV
-                // streamed by ffmpeg): Symphonia reads such a file to its end.
-                return Self::open_with(
-                    path,
-                    OpenOptions {
-                        direct_pcm: false,
-                        ..options
-                    },
-                );
-            }
             let frames = frames.unwrap_or(0);
             let stream = PcmStream::new(data_file, data_start, frames, layout, info.channel_count)
                 .map_err(|e| Error::io(path, e))?;
@@ -321,6 +330,38 @@ impl Decoder {
             })
         };
 
+        Self::start((info, source))
+    }
+
+    /// Opens a WAV whose header lathe has read itself (see [`riff`]): its data chunk is read
+    /// directly, like that of a plain WAV.
+    fn open_wave(path: &Path, file: File, header: riff::WaveHeader) -> Result<Self> {
+        let info = SourceInfo {
+            path: path.to_path_buf(),
+            container: header.container.short_name().to_string(),
+            codec: header.codec.to_string(),
+            sample_rate_hz: header.sample_rate_hz,
+            channel_count: header.channel_count,
+            frames: Some(header.frames),
+            bits_per_sample: Some(header.bits_per_sample),
+        };
+        if header.frames == 0 {
+            return Err(decode_error(path, "no audio"));
+        }
+        let stream = PcmStream::new(
+            file,
+            header.data_start,
+            header.frames,
+            header.layout,
+            header.channel_count,
+        )
+        .map_err(|e| Error::io(path, e))?;
+        Self::start((info, Source::Pcm(stream)))
+    }
+
+    /// Reads the first frames of an opened `source` (so that an empty or undecodable stream
+    /// fails when opening), then checks the stream's shape.
+    fn start((info, source): (SourceInfo, Source)) -> Result<Self> {
         let mut this = Self {
             info,
             source,
@@ -363,6 +404,7 @@ impl Decoder {
             let taken = match &mut self.source {
                 Source::Codec(codec) => codec.take(block, filled),
                 Source::Pcm(pcm) => pcm.take(block, filled, &self.info.path)?,
+                Source::WavPack(wavpack) => wavpack.take(block, filled, &self.info.path)?,
             };
             if taken > 0 {
                 filled += taken;
@@ -399,6 +441,7 @@ impl Decoder {
                 }
                 frames
             }
+            Source::WavPack(wavpack) => wavpack.fill(&self.info)?,
         };
         self.frames_decoded += frames as u64;
         Ok(frames > 0)
@@ -416,7 +459,7 @@ impl Decoder {
         }
         let lossless = match &self.source {
             Source::Codec(codec) => codec.lossless,
-            Source::Pcm(_) => true,
+            Source::Pcm(_) | Source::WavPack(_) => true,
         };
         if let Some(expected) = self.info.frames {
             let decoded = self.frames_decoded;
@@ -573,28 +616,6 @@ fn direct_pcm_layout(info: &SourceInfo, params: &AudioCodecParameters) -> Option
     } else {
         None
     }
-}
-
-/// Whether a WAV file's data chunk, whose samples start at `data_start` (where Symphonia stops
-/// reading, right after the chunk header), gives its own length, holding `frames` frames of
-/// `frame_bytes` bytes. A WAV written to a pipe has the placeholder length 0xFFFFFFFF there and
-/// its frame count, if any, only in a fact chunk.
-fn wav_data_length_is_known(
-    file: &mut File,
-    data_start: u64,
-    frames: Option<u64>,
-    frame_bytes: usize,
-) -> std::io::Result<bool> {
-    let Some(header_start) = data_start.checked_sub(8) else {
-        return Ok(false);
-    };
-    let mut header = [0u8; 8];
-    file.seek(SeekFrom::Start(header_start))?;
-    file.read_exact(&mut header)?;
-    let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    Ok(&header[..4] == b"data"
-        && length != u32::MAX
-        && Some(u64::from(length) / frame_bytes as u64) == frames)
 }
 
 /// Symphonia reports a recognised container whose essential part is missing (a file cut short
@@ -1552,43 +1573,6 @@ mod tests {
                     assert_eq!(direct.to_string(), reference.to_string());
                 }
             }
-        }
-    }
-
-    #[test]
-    fn wav_without_a_data_length_goes_through_symphonia() {
-        let dir = tempfile::tempdir().unwrap();
-        let frames = 18 * 1152;
-        let signal = grid_signal(2, frames, 44_100, 0);
-        let hound_wav = dir.path().join("hound.wav");
-        write_wav(&hound_wav, &signal, 32, true);
-        // ffmpeg writing to a pipe leaves the RIFF and data lengths at 0xFFFFFFFF.
-        let output = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i"])
-            .arg(&hound_wav)
-            .args(["-c:a", "pcm_f32le", "-f", "wav", "pipe:1"])
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let piped = dir.path().join("piped.wav");
-        std::fs::write(&piped, &output.stdout).unwrap();
-        // The same, but with ffmpeg's fact chunk: its frame count is all the header gives.
-        let with_fact = dir.path().join("fact.wav");
-        ffmpeg(&hound_wav, &["-c:a", "pcm_f32le"], &with_fact);
-        let mut bytes = std::fs::read(&with_fact).unwrap();
-        let data_start = wav_data_start(&bytes);
-        assert!(bytes.windows(4).any(|w| w == b"fact"));
-        bytes[4..8].copy_from_slice(&[0xff; 4]);
-        bytes[data_start - 4..data_start].copy_from_slice(&[0xff; 4]);
-        std::fs::write(&with_fact, bytes).unwrap();
-        for (path, frames) in [(&piped, None), (&with_fact, Some(frames as u64))] {
-            let decoder = Decoder::open(path).unwrap();
-            assert!(!decoder.reads_pcm_directly(), "{}", path.display());
-            assert_eq!(decoder.info().frames, frames, "{}", path.display());
-            // Unchanged: Symphonia reads such a data chunk until the file ends, and reports the
-            // end of the file as a packet cut short.
-            let err = decode_all(path, 4096).unwrap_err();
-            assert!(err.to_string().contains("truncated: "), "{err}");
         }
     }
 }
