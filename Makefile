@@ -21,13 +21,15 @@ test: deps
 SUDO := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then echo sudo; fi)
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-## Debian packages the build needs: cmake builds the bundled libopus (the Opus deliverables and
-## sources; LAME is built by its crate with cc), protoc generates the gRPC code.
+## Debian packages the build needs: cmake builds the bundled libopus (Opus deliverables and
+## sources) and libwavpack (WavPack sources), whose bindings need libclang; protoc generates the
+## gRPC code. (LAME is built by its crate with cc.)
 build-deps:
-	@command -v cmake >/dev/null && command -v protoc >/dev/null || { \
-	  echo "installing cmake and protobuf-compiler (apt-get), which the build needs"; \
+	@command -v cmake >/dev/null && command -v protoc >/dev/null && \
+	  { ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; } || { \
+	  echo "installing cmake, protobuf-compiler and libclang-dev (apt-get), which the build needs"; \
 	  $(APT_INSTALL) update -qq && \
-	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake protobuf-compiler >/dev/null; }
+	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake protobuf-compiler libclang-dev >/dev/null; }
 
 ## Debian packages the tests need besides: ffmpeg, flac, sox, opus-tools and wavpack make fixtures in
 ## other codecs and check FLAC output; nats-server and etcd run the farm tests and `make farm`.
