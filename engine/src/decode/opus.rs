@@ -378,6 +378,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn lathes_own_opus_decodes_as_the_album_check_decodes_it() {
+        use crate::album::lossy::{LossyCodec, decode_opus, encode};
+
+        let dir = tempfile::tempdir().unwrap();
+        let frames = 48_000 + 777;
+        let wav = dir.path().join("master.wav");
+        write_wav(&wav, &grid_signal(2, frames, 48_000, 0), 32, true);
+        let opus = dir.path().join("master.opus");
+        encode(LossyCodec::Opus, &wav, &opus).unwrap();
+        let mut expected = vec![Vec::new(); 2];
+        let delivered = decode_opus(&opus, &mut |block| {
+            for (all, part) in expected.iter_mut().zip(block.channels()) {
+                all.extend_from_slice(part);
+            }
+        })
+        .unwrap();
+        assert_eq!(delivered, frames as u64);
+        let decoded = decode_all(&opus, 4096).unwrap();
+        assert_eq!(decoded.frames(), frames);
+        for (ch, expected) in expected.iter().enumerate() {
+            assert_eq!(decoded.channel(ch), expected.as_slice(), "channel {ch}");
+        }
+    }
+
     /// Rewrites the output gain in the `OpusHead` page of `bytes`.
     fn set_output_gain(bytes: &mut [u8], gain_q8_db: i16) {
         let head = page_spans(bytes)[0].clone();
