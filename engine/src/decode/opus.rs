@@ -205,7 +205,7 @@ impl OpusDecoder {
             // A first page whose granule position is less than the frames it decodes to starts
             // before the stream's time zero (RFC 7845 §4.5): those frames go too.
             self.at_start = false;
-            let early_frames = usize::try_from(-packet.pts.get()).unwrap_or(0);
+            let early_frames = usize::try_from(0i64.saturating_sub(packet.pts.get())).unwrap_or(0);
             self.pre_skip_left += early_frames;
         }
         if self.gapless {
