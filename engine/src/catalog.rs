@@ -52,9 +52,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// File extensions that count as audio when a folder is read as a catalogue.
-pub const AUDIO_EXTENSIONS: [&str; 14] = [
-    "wav", "wave", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "w64",
-    "wv",
+pub const AUDIO_EXTENSIONS: [&str; 16] = [
+    "wav", "wave", "rf64", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4",
+    "aac", "w64", "wv",
 ];
 
 /// The default gap before an album track, seconds.

@@ -1,7 +1,8 @@
 //! Streaming decoder: any supported source file to planar `f32` [`AudioBlock`]s.
 //!
-//! Built on Symphonia. Supported: WAV (8/16/24/32-bit integer, 32/64-bit float), AIFF, FLAC, ALAC
-//! (in M4A/CAF), MP3, Ogg Vorbis and AAC (ADTS or M4A); 1 to 8 channels; 8 kHz to 384 kHz.
+//! Built on Symphonia. Supported: WAV (8/16/24/32-bit integer, 32/64-bit float), AIFF, FLAC (native
+//! or in Ogg), ALAC (in M4A/CAF), MP3, Ogg Vorbis, Ogg Opus (mono or stereo, decoded by libopus:
+//! `decode/opus.rs`) and AAC (ADTS or M4A); 1 to 8 channels; 8 kHz to 384 kHz.
 //! Besides, read by lathe itself: RF64 and BW64 WAV (data over 4 GiB), Sony Wave64 (`.w64`) and
 //! WAV written to a pipe (unknown length: read to the end of the file), all of integer or float
 //! PCM (`decode/riff.rs`); and WavPack (`.wv`: 8 to 32-bit integer and 32-bit float, lossless,
@@ -24,9 +25,9 @@
 //!   whose MD5 signature does not match the decoded audio is reported as corrupt; so is a WavPack
 //!   block whose checksum fails; an RF64, BW64 or Wave64 data chunk longer than the file is
 //!   refused when the file is opened;
-//! - Ogg files are checked page by page first (checksums, sequence numbers, end-of-stream flag),
-//!   because Symphonia silently skips damaged pages; an MP4 stream that decodes to clearly fewer
-//!   frames than its sample tables announce is reported as truncated or damaged;
+//! - Ogg files are checked page by page first (checksums, sequence numbers, end-of-stream flag:
+//!   `decode/ogg.rs`), because Symphonia silently skips damaged pages; an MP4 stream that decodes
+//!   to clearly fewer frames than its sample tables announce is reported as truncated or damaged;
 //! - a container cut short before its index (MP4 without `moov`, WAV without `data`) is damage,
 //!   not an unknown format;
 //! - NaN or infinite samples (only possible in float WAV and WavPack) are an [`Error::NonFiniteSample`].
@@ -35,10 +36,16 @@
 //! length, so damage inside their frames decodes to noise rather than an error, and a truncated
 //! MP3 decodes to its shorter length.
 //!
+//! What the decoder tolerates is said in [`SourceInfo::notes`]: an Ogg stream whose end-of-stream
+//! flag is set on pages before its last (some encoders do that) is decoded to its real end, as
+//! libvorbis, libopus and ffmpeg do, with a note.
+//!
 //! Lossy streams are decoded gaplessly where the container says how (MP3 LAME/Xing headers, Ogg
-//! granule positions). AAC keeps its encoder priming and padding (about 1024 frames of near-silence
+//! granule positions; Opus's pre-skip). AAC keeps its encoder priming and padding (about 1024 frames of near-silence
 //! at the start, up to a packet at the end), because Symphonia does not read the MP4 edit list.
 
+mod ogg;
+mod opus;
 mod pcm;
 mod riff;
 mod wavpack;
@@ -46,6 +53,7 @@ mod wavpack;
 use std::fs::File;
 use std::io::{ErrorKind, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use symphonia::core::codecs::audio::well_known::{
     CODEC_ID_ALAC, CODEC_ID_FLAC, CODEC_ID_PCM_MULAW, CODEC_ID_PCM_S32LE,
@@ -53,12 +61,14 @@ use symphonia::core::codecs::audio::well_known::{
 use symphonia::core::codecs::audio::{
     AudioCodecId, AudioCodecParameters, AudioDecoder, AudioDecoderOptions,
 };
+use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadBytes};
 use symphonia::core::meta::MetadataOptions;
 
+use self::opus::OpusDecoder;
 use self::pcm::{PcmStream, SampleLayout};
 use self::wavpack::WavPackStream;
 use crate::audio::AudioBlock;
@@ -95,6 +105,10 @@ pub struct SourceInfo {
     pub frames: Option<u64>,
     /// Bit depth of the stored samples, for PCM and lossless codecs.
     pub bits_per_sample: Option<u32>,
+    /// What the decoder tolerated in the file and how (an Ogg stream that marks a page before
+    /// its last as its end, and was decoded to its real end): one line each, for the track
+    /// report. Empty for a clean file.
+    pub notes: Vec<String>,
 }
 
 /// A streaming decoder for one source file.
@@ -262,14 +276,19 @@ impl Decoder {
                 other => decode_error(path, &format!("bad container header: {other}")),
             })?;
 
-        if format.format_info().short_name == "ogg" {
-            verify_ogg_pages(path)?;
-        }
+        let ogg_pages = if format.format_info().short_name == "ogg" {
+            Some(ogg::verify_pages(path)?)
+        } else {
+            None
+        };
         let track = format
             .default_track(TrackType::Audio)
             .ok_or_else(|| unsupported(path, "no audio track"))?;
         let track_id = track.id;
-        let frames = track.num_frames;
+        let frames = match &ogg_pages {
+            Some(pages) => pages.frames(track),
+            None => track.num_frames,
+        };
         let time_base = track.time_base;
         let start_ts = track.start_ts.get();
         let params = track
@@ -283,7 +302,8 @@ impl Decoder {
         let decoder_options = AudioDecoderOptions::default()
             .gapless(true)
             .verify(options.check_md5);
-        let decoder = symphonia::default::get_codecs()
+        opus::check_channel_mapping(path, &params)?;
+        let decoder = codecs()
             .make_audio_decoder(&params, &decoder_options)
             .map_err(|e| match e {
                 SymphoniaError::Unsupported(what) => unsupported(
@@ -301,6 +321,7 @@ impl Decoder {
             channel_count: params.channels.as_ref().map_or(0, |c| c.count()),
             frames,
             bits_per_sample: params.bits_per_sample,
+            notes: ogg_pages.map(|pages| pages.notes).unwrap_or_default(),
         };
         if frames == Some(0) {
             return Err(decode_error(path, "no audio"));
@@ -344,6 +365,15 @@ impl Decoder {
             channel_count: header.channel_count,
             frames: Some(header.frames),
             bits_per_sample: Some(header.bits_per_sample),
+            // Plain RIFF reaches lathe's own reader only when its sizes are placeholders.
+            notes: if header.container == riff::WaveContainer::Riff {
+                vec![
+                    "the WAV gives no data length (written to a pipe): read to the end of the file"
+                        .to_owned(),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         if header.frames == 0 {
             return Err(decode_error(path, "no audio"));
@@ -594,6 +624,17 @@ impl CodecStream {
     }
 }
 
+/// Symphonia's decoders, and libopus's for Opus (see [`opus`]).
+fn codecs() -> &'static CodecRegistry {
+    static CODECS: OnceLock<CodecRegistry> = OnceLock::new();
+    CODECS.get_or_init(|| {
+        let mut registry = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut registry);
+        registry.register_audio_decoder::<OpusDecoder>();
+        registry
+    })
+}
+
 /// The error for a lossless stream that ends before the frame count its header promised, after
 /// `frames_decoded` whole frames.
 fn truncation_error(info: &SourceInfo, frames_decoded: u64) -> Error {
@@ -626,93 +667,6 @@ fn is_missing_structure(reason: &str) -> bool {
         .any(|m| reason.ends_with(m))
 }
 
-/// Checks every page of an Ogg file: capture pattern, CRC, consecutive sequence numbers per
-/// logical stream, and an end-of-stream flag on the last page of each. Symphonia resynchronises
-/// silently after a damaged page, dropping its audio; lathe refuses the file instead.
-///
-/// Reads the file once more (streaming, one page at a time); cheap next to decoding.
-fn verify_ogg_pages(path: &Path) -> Result<()> {
-    use std::collections::HashMap;
-    use std::io::{BufReader, Read};
-
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut header = [0u8; 27];
-    let mut body = vec![0u8; 255 * 255];
-    let mut segments = [0u8; 255];
-    // Per logical stream: next expected page sequence number, and whether it has ended.
-    let mut streams: HashMap<u32, (u32, bool)> = HashMap::new();
-    let mut offset: u64 = 0;
-    loop {
-        match read_full(&mut reader, &mut header) {
-            Ok(0) => break,
-            Ok(27) => {}
-            Ok(_) => {
-                return Err(ogg_damage(
-                    path,
-                    offset,
-                    "truncated: the file ends inside a page header",
-                ));
-            }
-            Err(e) => return Err(Error::io(path, e)),
-        }
-        if &header[0..4] != b"OggS" || header[4] != 0 {
-            return Err(ogg_damage(
-                path,
-                offset,
-                "corrupt: no Ogg page where one should start",
-            ));
-        }
-        let flags = header[5];
-        let serial = u32::from_le_bytes([header[14], header[15], header[16], header[17]]);
-        let sequence = u32::from_le_bytes([header[18], header[19], header[20], header[21]]);
-        let stored_crc = u32::from_le_bytes([header[22], header[23], header[24], header[25]]);
-        let segment_count = usize::from(header[26]);
-        let table = &mut segments[..segment_count];
-        reader
-            .read_exact(table)
-            .map_err(|e| ogg_read_error(path, offset, e))?;
-        let body_len: usize = table.iter().map(|&b| usize::from(b)).sum();
-        reader
-            .read_exact(&mut body[..body_len])
-            .map_err(|e| ogg_read_error(path, offset, e))?;
-
-        header[22..26].fill(0);
-        let crc = ogg_crc(ogg_crc(ogg_crc(0, &header), table), &body[..body_len]);
-        if crc != stored_crc {
-            return Err(ogg_damage(path, offset, "corrupt: page checksum mismatch"));
-        }
-        let stream = streams.entry(serial).or_insert((sequence, false));
-        if stream.1 {
-            return Err(ogg_damage(
-                path,
-                offset,
-                "corrupt: a page after the end of its stream",
-            ));
-        }
-        if sequence != stream.0 {
-            return Err(ogg_damage(
-                path,
-                offset,
-                &format!(
-                    "corrupt: pages {} to {} are missing",
-                    stream.0,
-                    sequence.wrapping_sub(1)
-                ),
-            ));
-        }
-        *stream = (sequence.wrapping_add(1), flags & 0x04 != 0);
-        offset += (27 + segment_count + body_len) as u64;
-    }
-    if streams.values().any(|&(_, ended)| !ended) {
-        return Err(decode_error(
-            path,
-            "truncated: the Ogg stream stops without its end-of-stream page",
-        ));
-    }
-    Ok(())
-}
-
 /// Reads until `buf` is full or the end of the file; returns the number of bytes read.
 fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -725,45 +679,6 @@ fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
         }
     }
     Ok(filled)
-}
-
-fn ogg_read_error(path: &Path, offset: u64, error: std::io::Error) -> Error {
-    if error.kind() == ErrorKind::UnexpectedEof {
-        ogg_damage(path, offset, "truncated: the file ends inside a page")
-    } else {
-        Error::io(path, error)
-    }
-}
-
-fn ogg_damage(path: &Path, offset: u64, what: &str) -> Error {
-    decode_error(path, &format!("{what} (Ogg page at byte {offset})"))
-}
-
-/// Ogg's CRC-32: polynomial 0x04c11db7, MSB first, initial value 0, no final XOR.
-fn ogg_crc(mut crc: u32, bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut r = (i as u32) << 24;
-            let mut bit = 0;
-            while bit < 8 {
-                r = if r & 0x8000_0000 != 0 {
-                    (r << 1) ^ 0x04c1_1db7
-                } else {
-                    r << 1
-                };
-                bit += 1;
-            }
-            table[i] = r;
-            i += 1;
-        }
-        table
-    };
-    for &b in bytes {
-        crc = (crc << 8) ^ TABLE[((crc >> 24) as u8 ^ b) as usize];
-    }
-    crc
 }
 
 /// PCM, FLAC and ALAC streams decode to exactly the frame count their header gives.
@@ -1184,11 +1099,13 @@ mod tests {
     fn unknown_codec_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let (wav, _) = wav_fixture(dir.path(), 16);
-        let opus = dir.path().join("voice.opus");
-        ffmpeg(&wav, &["-c:a", "libopus", "-ar", "48000"], &opus);
-        let err = Decoder::open(&opus).unwrap_err();
+        // AC-3 in Matroska: Symphonia reads the container but has no AC-3 decoder.
+        let ac3 = dir.path().join("film.mka");
+        ffmpeg(&wav, &["-c:a", "ac3", "-ar", "48000"], &ac3);
+        let err = Decoder::open(&ac3).unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-        assert_names_file(&err, &opus);
+        assert!(err.to_string().contains("not supported"), "{err}");
+        assert_names_file(&err, &ac3);
     }
 
     #[test]

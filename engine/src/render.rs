@@ -521,7 +521,7 @@ pub fn master_track(
     let info = Decoder::open(request.input)?.info().clone();
     let channels = info.channel_count;
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
-    let mut warnings = Vec::new();
+    let mut warnings = info.notes.clone();
     let (target_lufs, fixed_gain_db) = match request.level {
         Some(LevelOverride {
             level: Level::TargetLufs(target),

@@ -193,6 +193,11 @@ fn open_reader(path: &Path) -> Result<(WavpackReader, SourceInfo, SampleFormat)>
         channel_count,
         frames: total_frames,
         bits_per_sample: lossless.then_some(bits),
+        notes: if lossless {
+            Vec::new()
+        } else {
+            vec!["hybrid WavPack without its correction file: decoded to its lossy part".to_owned()]
+        },
     };
     // Before allocating buffers for every channel.
     check_shape(&info)?;
