@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lathe_coordinator::blob::Digest;
 use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_engine::catalog::find_audio_files;
+use lathe_engine::level_rule::LevelRule;
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{TrackReport, write_atomically};
 use lathe_proto::v1;
@@ -50,7 +51,11 @@ pub(crate) struct TrackOutcome {
     integrated_lufs: Option<f64>,
     true_peak_dbtp: Option<f64>,
     gain_db: Option<f64>,
+    /// How the level was set (`None` for a failed track).
+    level_rule: Option<LevelRule>,
     qc_issues: Vec<String>,
+    /// The track report's warnings (e.g. how a silent or very short track was mastered).
+    notes: Vec<String>,
     elapsed_s: f64,
 }
 
@@ -70,7 +75,9 @@ impl TrackOutcome {
             integrated_lufs: report.output_analysis.integrated_lufs,
             true_peak_dbtp: report.output_analysis.true_peak_dbtp,
             gain_db: Some(report.chain_input_gain_db + report.gain_db),
+            level_rule: Some(report.level_rule),
             qc_issues: report.qc.issues.clone(),
+            notes: report.warnings.clone(),
             elapsed_s,
         }
     }
@@ -85,7 +92,9 @@ impl TrackOutcome {
             integrated_lufs: None,
             true_peak_dbtp: None,
             gain_db: None,
+            level_rule: None,
             qc_issues: Vec::new(),
+            notes: Vec::new(),
             elapsed_s,
         }
     }
@@ -210,6 +219,8 @@ pub fn master_inputs(
     ]);
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
+    // How each silent, near-silent or very short track was mastered, printed under the table.
+    let mut level_notes = Vec::new();
     for ((source, output), result) in sources.iter().zip(&outputs).zip(results) {
         let (result, elapsed_s) = result.unwrap_or((Err("not run".to_owned()), 0.0));
         match result {
@@ -228,6 +239,12 @@ pub fn master_inputs(
                     qc,
                     format!("{elapsed_s:.1}"),
                 ]);
+                if let Some(note) = report
+                    .level_rule
+                    .note(&report.input_analysis, &report.output_analysis)
+                {
+                    level_notes.push(format!("{}: {note}", display_name(source)));
+                }
                 if !report.qc.passed {
                     failures.push(format!(
                         "{}: QC: {}",
@@ -261,6 +278,9 @@ pub fn master_inputs(
     job.write(out)?;
 
     write!(streams.out, "{}", table.render())?;
+    for note in &level_notes {
+        writeln!(streams.out, "note: {note}")?;
+    }
     writeln!(
         streams.out,
         "{} of {} tracks mastered with profile {} in {:.1} s -> {}",

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod level_rule;
 pub mod loudness;
 pub mod master;
 mod math;

@@ -63,6 +63,9 @@ pub struct LoudnessMeter {
     peak_meters: Vec<TruePeakMeter>,
     /// K-weighted energy of the current segment so far ([`LoudnessMeter::add_segmented`]).
     segment_energy: f64,
+    /// Channel-weighted sum of the squared K-weighted samples of every completed sub-block: with
+    /// the current sub-block's sums, the ungated loudness of the whole programme.
+    closed_energy: f64,
 }
 
 /// What [`LoudnessMeter::add_segmented`] hands each completed segment to: its frames in the block,
@@ -78,7 +81,7 @@ const SHORT_TERM_SUB_BLOCKS: usize = 30;
 const TRUE_PEAK_OVERSAMPLING: usize = 4;
 
 /// The absolute gate, LUFS (integrated loudness and loudness range).
-const ABSOLUTE_GATE_LUFS: f64 = -70.0;
+pub const ABSOLUTE_GATE_LUFS: f64 = -70.0;
 /// The integrated loudness's relative gate, LU below the absolute-gated loudness.
 const INTEGRATED_RELATIVE_GATE_LU: f64 = -10.0;
 /// The loudness range's relative gate, LU below the absolute-gated short-term loudness.
@@ -92,7 +95,7 @@ fn energy_to_lufs(energy: f64) -> f64 {
 }
 
 /// Weighted mean-square energy of a loudness, LUFS.
-fn lufs_to_energy(lufs: f64) -> f64 {
+pub(crate) fn lufs_to_energy(lufs: f64) -> f64 {
     10f64.powf((lufs + 0.691) / 10.0)
 }
 
@@ -506,6 +509,7 @@ impl LoudnessMeter {
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
             segment_energy: 0.0,
+            closed_energy: 0.0,
             peak_meters: if true_peak {
                 vec![
                     TruePeakMeter::new(TRUE_PEAK_OVERSAMPLING)
@@ -622,13 +626,14 @@ impl LoudnessMeter {
     /// as silence for the maxima, as in `ebur128`; only complete windows are gated.
     fn close_sub_block(&mut self) {
         let frames = self.sub_block_frames as f64;
-        let energy = self
+        let weighted = self
             .sums
             .iter_mut()
             .zip(&self.weights)
             .map(|(sum, weight)| weight * std::mem::take(sum))
-            .sum::<f64>()
-            / frames;
+            .sum::<f64>();
+        self.closed_energy += weighted;
+        let energy = weighted / frames;
         let slot = (self.sub_blocks as usize) % SHORT_TERM_SUB_BLOCKS;
         self.sub_block_energy[slot] = energy;
         self.sub_blocks += 1;
@@ -664,6 +669,15 @@ impl LoudnessMeter {
     /// what [`gated_lufs`] gates, so several programmes can be gated as one (an album).
     pub fn gating_blocks(&self) -> &[f64] {
         &self.gating_blocks
+    }
+
+    /// The ungated loudness of everything added so far, LUFS: the BS.1770 K-weighted, channel-weighted
+    /// mean square over the whole programme, with neither gate and no 400 ms blocks, so it is
+    /// defined for a programme shorter than one gating block. `None` for nothing or digital
+    /// silence.
+    pub fn ungated_lufs(&self) -> Option<f64> {
+        let energy = (self.closed_energy + self.weighted_sum()) / self.frames_seen.max(1) as f64;
+        (energy > 0.0).then(|| energy_to_lufs(energy))
     }
 
     /// Loudness range (EBU Tech 3342), LU; `None` when no short-term value passes the gates.
@@ -753,6 +767,37 @@ mod tests {
         meter.add(&block);
         let lufs = meter.figures().integrated_lufs.unwrap();
         assert!((lufs - 0.0).abs() < 0.1, "{lufs}");
+    }
+
+    #[test]
+    fn ungated_loudness_reads_a_programme_shorter_than_a_gating_block() {
+        // 250 ms of a -6.02 dBFS 997 Hz sine in both channels: no gating block, so no integrated
+        // loudness, but the whole-programme mean square reads -6.02 LUFS.
+        let mut meter = LoudnessMeter::new(2, 48_000);
+        meter.add(&testkit::sine(2, 12_000, 48_000, 997.0, 0.5));
+        assert_eq!(meter.figures().integrated_lufs, None);
+        let lufs = meter.ungated_lufs().unwrap();
+        assert!((lufs - -6.02).abs() < 0.05, "{lufs}");
+        // A steady tone reads the same with or without the gates, however it is cut into blocks.
+        let tone = testkit::sine(2, 48_000 * 5, 48_000, 997.0, 0.5);
+        let mut whole = LoudnessMeter::new(2, 48_000);
+        whole.add(&tone);
+        let mut cut = LoudnessMeter::integrated_only(2, 48_000);
+        for start in (0..tone.frames()).step_by(1000) {
+            let end = (start + 1000).min(tone.frames());
+            let part: Vec<Vec<f32>> = tone.channels().map(|c| c[start..end].to_vec()).collect();
+            cut.add(&AudioBlock::from_channels(part, 48_000));
+        }
+        let (gated, ungated) = (
+            whole.figures().integrated_lufs.unwrap(),
+            whole.ungated_lufs().unwrap(),
+        );
+        assert!((gated - ungated).abs() < 0.01, "{gated} vs {ungated}");
+        assert!((cut.ungated_lufs().unwrap() - ungated).abs() < 1e-9);
+        // Digital silence has none.
+        let mut silent = LoudnessMeter::new(2, 48_000);
+        silent.add(&AudioBlock::from_channels(vec![vec![0.0; 4800]; 2], 48_000));
+        assert_eq!(silent.ungated_lufs(), None);
     }
 
     #[test]

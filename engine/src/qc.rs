@@ -38,6 +38,10 @@ pub struct Analysis {
     pub channels: usize,
     /// Integrated loudness, LUFS (BS.1770-4 gating).
     pub integrated_lufs: Option<f64>,
+    /// Ungated loudness over the whole programme, LUFS: the K-weighted mean square without gates
+    /// or 400 ms blocks, defined for programmes too short to gate (`None` for digital silence).
+    #[serde(default)]
+    pub ungated_lufs: Option<f64>,
     /// Loudness range, LU (EBU Tech 3342).
     pub loudness_range_lu: Option<f64>,
     /// Highest momentary (400 ms) loudness, LUFS.
@@ -156,6 +160,7 @@ impl Analyzer {
             sample_rate: self.sample_rate_hz,
             channels: self.channel_count,
             integrated_lufs: figures.integrated_lufs,
+            ungated_lufs: self.meter.ungated_lufs(),
             loudness_range_lu: figures.loudness_range_lu,
             max_momentary_lufs: figures.max_momentary_lufs,
             max_short_term_lufs: figures.max_short_term_lufs,

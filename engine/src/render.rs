@@ -27,6 +27,11 @@
 //!    samples ([`Encoder::check_frames`]), so the file need only be read to confirm its frame bytes
 //!    and `STREAMINFO` are still those the encoder checked ([`crate::encode::WrittenAudio`]); a
 //!    WAV is decoded and compared.
+//!
+//! A source without an integrated loudness follows [`crate::level_rule`]: one too short to gate
+//! takes the same passes with its whole-track loudness in place of the integrated loudness; a
+//! near-silent one takes them at unity gain; digital silence (or an album's silent track) skips
+//! the chain and calibration: the source is decoded once more, muted and written (no dither).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,6 +44,7 @@ use crate::calibration::LimiterModel;
 use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
+use crate::level_rule::LevelRule;
 use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
 use crate::master::gain::Gain;
 use crate::profile::Profile;
@@ -129,6 +135,9 @@ pub enum Level {
     TargetLufs(f64),
     /// Apply exactly this gain, dB (no calibration; the limiter, if any, still guards the ceiling).
     FixedGainDb(f64),
+    /// Deliver digital silence of the track's length: an album's silent or near-silent track,
+    /// left out of the album's loudness ([`LevelRule::Silence`]).
+    Silence,
 }
 
 /// Fade-in and fade-out of a track, in seconds of output.
@@ -218,9 +227,15 @@ pub struct TrackReport {
     pub chain_input_gain_db: f64,
     /// Normalisation gain applied after the chain, dB.
     pub gain_db: f64,
-    /// Loudness target, LUFS.
+    /// How the level was set: by the integrated loudness, the whole-track loudness (a source too
+    /// short to gate), unity gain (near-silent) or as digital silence; a note in `warnings` says
+    /// more for all but the first.
+    #[serde(default)]
+    pub level_rule: LevelRule,
+    /// Loudness target, LUFS (`None` where no target applied: none in the profile, unity gain,
+    /// silence).
     pub target_lufs: Option<f64>,
-    /// Measured output loudness minus target, LU.
+    /// Measured output loudness (as the level rule measures it) minus target, LU.
     pub loudness_error_lu: Option<f64>,
     /// How many calibration passes the limiter needed.
     pub calibration_passes: u32,
@@ -464,6 +479,21 @@ fn stage_reports(stages: &[Box<dyn Stage>]) -> Vec<StageReport> {
         .collect()
 }
 
+/// Turns every sample into digital silence (`+0.0`): the render of a silent track.
+struct Mute;
+
+impl Stage for Mute {
+    fn name(&self) -> &'static str {
+        "mute"
+    }
+
+    fn process(&mut self, block: &mut AudioBlock) {
+        block.fill_silence();
+    }
+
+    fn reset(&mut self) {}
+}
+
 /// Deletes a temporary output file unless it was renamed into place.
 struct TempFile {
     path: PathBuf,
@@ -522,7 +552,7 @@ pub fn master_track(
     let channels = info.channel_count;
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
     let mut warnings = info.notes.clone();
-    let (target_lufs, fixed_gain_db) = match request.level {
+    let (mut target_lufs, mut fixed_gain_db) = match request.level {
         Some(LevelOverride {
             level: Level::TargetLufs(target),
             ..
@@ -531,6 +561,10 @@ pub fn master_track(
             level: Level::FixedGainDb(gain),
             ..
         }) => (None, Some(gain)),
+        Some(LevelOverride {
+            level: Level::Silence,
+            ..
+        }) => (None, None),
         None => (profile.loudness.target_lufs, None),
     };
 
@@ -549,28 +583,83 @@ pub fn master_track(
         |_| Ok(()),
     )?;
     let input_analysis = input_analyzer.finish(request.input);
-    let Some(input_lufs) = input_analysis.integrated_lufs else {
-        return Err(Error::Decode {
-            path: request.input.to_path_buf(),
-            reason: "the source is silent (below the -70 LUFS gate): nothing to master".to_owned(),
-        });
+    let dither_seed = hash.value();
+    let source = SourceSummary {
+        container: info.container.clone(),
+        codec: info.codec.clone(),
+        sample_rate_hz: info.sample_rate_hz,
+        channel_count: channels,
+        bits_per_sample: info.bits_per_sample,
     };
-    let chain_input_gain_db = match request.level {
-        Some(level) => level.chain_input_gain_db,
-        None => profile
+    let render_settings = RenderSettings {
+        profile,
+        output: request.output,
+        spec: profile.encode_spec(),
+        channels,
+        output_rate_hz,
+        dither_seed,
+    };
+    let rule = match request.level {
+        Some(LevelOverride {
+            level: Level::Silence,
+            ..
+        }) => LevelRule::Silence,
+        _ => LevelRule::for_source(&input_analysis),
+    };
+    if rule == LevelRule::Silence {
+        // The source decoded (and resampled) only for its length at the output rate, then muted;
+        // the dither leaves exact zeros as they are.
+        let master = render_master(
+            &render_settings,
+            Pass::open(request.input, output_rate_hz)?,
+            vec![Box::new(Mute)],
+            Phase::Render,
+            progress,
+        )?;
+        let decisions = Decisions {
+            source,
+            input_analysis,
+            rule,
+            chain_input_gain_db: 0.0,
+            gain_db: 0.0,
+            target_lufs: None,
+            calibration_passes: 0,
+            passes: 2,
+            stages: Vec::new(),
+            warnings,
+        };
+        return deliver(
+            request,
+            &render_settings,
+            decisions,
+            master,
+            started,
+            progress,
+        );
+    }
+    if rule == LevelRule::UnityGain {
+        target_lufs = None;
+        fixed_gain_db = Some(0.0);
+    }
+    let input_lufs = rule.level_of(&input_analysis);
+    let chain_input_gain_db = match (rule, request.level, input_lufs) {
+        (LevelRule::UnityGain, _, _) | (_, None, None) => 0.0,
+        (_, Some(level), _) => level.chain_input_gain_db,
+        (_, None, Some(input_lufs)) => profile
             .loudness
             .chain_input_lufs
             .map_or(0.0, |level| level - input_lufs),
     };
-    let dither_seed = hash.value();
 
     // 2. Run the chain once, measure what it gives and spool it for the passes after.
     // The true peak sets the gain when there is no target and caps it when there is no limiter;
     // with both, calibration through the limiter decides.
     let needs_peak = profile.limiter.is_none() || target_lufs.is_none();
     // With a limiter and a target, a model of the limiter gives calibration its first guess.
-    let mut model = (!needs_peak).then(|| LimiterModel::new(output_rate_hz));
-    let (chain_spool, chained, mut reports) = {
+    // The model predicts the gated loudness, so it serves only the integrated-loudness rule.
+    let mut model = (!needs_peak && rule == LevelRule::IntegratedLoudness)
+        .then(|| LimiterModel::new(output_rate_hz));
+    let (chain_spool, chained, chain_ungated_lufs, reports) = {
         let pass = Pass::open(request.input, output_rate_hz)?;
         let max_block = pass.max_block_frames();
         let mut stages = chain_stages(
@@ -606,21 +695,27 @@ pub fn master_track(
                 spool.write(block)
             },
         )?;
-        (spool.finish()?, meter.figures(), stage_reports(&stages))
+        (
+            spool.finish()?,
+            meter.figures(),
+            meter.ungated_lufs(),
+            stage_reports(&stages),
+        )
     };
     // The fades need the track's length at the output rate.
     let output_frames = chain_spool.frames();
-    let Some(chain_lufs) = chained.integrated_lufs else {
+    let chain_lufs = rule.level_lufs(chained.integrated_lufs, chain_ungated_lufs);
+    if rule.measures_level() && chain_lufs.is_none() {
         return Err(Error::Decode {
             path: request.input.to_path_buf(),
             reason: "the chain output is silent: check the profile's stages".to_owned(),
         });
-    };
+    }
     let chain_peak_dbtp = needs_peak.then(|| chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY));
     let ceiling = profile.loudness.ceiling_dbtp;
-    let mut gain_db = match (fixed_gain_db, target_lufs, chain_peak_dbtp) {
+    let mut gain_db = match (fixed_gain_db, target_lufs.zip(chain_lufs), chain_peak_dbtp) {
         (Some(gain), _, _) => gain,
-        (None, Some(target), _) => target - chain_lufs,
+        (None, Some((target, chain_lufs)), _) => target - chain_lufs,
         (None, None, peak) => ceiling - peak.unwrap_or(f64::NEG_INFINITY),
     };
     if fixed_gain_db.is_none() && gain_db > profile.loudness.max_gain_db {
@@ -631,7 +726,7 @@ pub fn master_track(
         gain_db = profile.loudness.max_gain_db;
     }
     if let Some(peak) = chain_peak_dbtp
-        && fixed_gain_db.is_none()
+        && (fixed_gain_db.is_none() || rule == LevelRule::UnityGain)
         && profile.limiter.is_none()
         && peak + gain_db > ceiling - PEAK_CAP_MARGIN_DB
     {
@@ -659,14 +754,6 @@ pub fn master_track(
     // 3. Calibrate the gain through the limiter. Each pass renders the master itself (gain,
     // limiter, fades, dither, encoder, output analysis): the first pass usually lands within the
     // tolerance, and its master is then the one delivered.
-    let render_settings = RenderSettings {
-        profile,
-        output: request.output,
-        spec: profile.encode_spec(),
-        channels,
-        output_rate_hz,
-        dither_seed,
-    };
     let mut calibration_passes = 0;
     let mut rendered: Option<(f64, RenderedMaster)> = None;
     if let (Some(target), Some(limiter)) = (target_lufs, &profile.limiter)
@@ -682,7 +769,7 @@ pub fn master_track(
         // loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a plain "add the
         // error" step undershoots when the limiter works hard.
         let mut model_slope = 1.0;
-        if let Some(model) = &model
+        if let (Some(model), Some(chain_lufs)) = (&model, chain_lufs)
             && gain_db < profile.loudness.max_gain_db
         {
             let (predicted_db, slope) =
@@ -698,12 +785,12 @@ pub fn master_track(
             drop(rendered.take());
             let pass = render_master(
                 &render_settings,
-                &chain_spool,
+                Pass::spooled(&chain_spool)?,
                 tail_stages(gain_db)?,
                 Phase::Calibrate,
                 progress,
             )?;
-            let lufs = pass.analysis.integrated_lufs;
+            let lufs = rule.level_of(&pass.analysis);
             rendered = Some((gain_db, pass));
             let Some(lufs) = lufs else {
                 break;
@@ -732,13 +819,78 @@ pub fn master_track(
         Some((_, master)) => master,
         None => render_master(
             &render_settings,
-            &chain_spool,
+            Pass::spooled(&chain_spool)?,
             tail_stages(gain_db)?,
             Phase::Render,
             progress,
         )?,
     };
     drop(chain_spool);
+    if rule == LevelRule::UnityGain && fixed_gain_db.is_some_and(|g| g != gain_db) {
+        warnings.push(format!(
+            "unity gain lowered to {gain_db:.2} dB to keep the true peak under {ceiling} dBTP"
+        ));
+    }
+    let decisions = Decisions {
+        source,
+        input_analysis,
+        rule,
+        chain_input_gain_db,
+        gain_db,
+        target_lufs,
+        calibration_passes,
+        passes,
+        stages: reports,
+        warnings,
+    };
+    deliver(
+        request,
+        &render_settings,
+        decisions,
+        master,
+        started,
+        progress,
+    )
+}
+
+/// What the passes before the master found and decided: the track report's figures other than
+/// the master's own.
+struct Decisions {
+    source: SourceSummary,
+    input_analysis: Analysis,
+    rule: LevelRule,
+    chain_input_gain_db: f64,
+    gain_db: f64,
+    target_lufs: Option<f64>,
+    calibration_passes: u32,
+    passes: u32,
+    /// What the chain's stages did (the master's tail and dither are added).
+    stages: Vec<StageReport>,
+    warnings: Vec<String>,
+}
+
+/// Verifies, tags and renames the rendered master into place, and reports on it.
+fn deliver(
+    request: &MasterRequest<'_>,
+    settings: &RenderSettings<'_>,
+    decisions: Decisions,
+    master: RenderedMaster,
+    started: Instant,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrackReport> {
+    let Decisions {
+        source,
+        input_analysis,
+        rule,
+        chain_input_gain_db,
+        gain_db,
+        target_lufs,
+        calibration_passes,
+        passes,
+        stages: mut reports,
+        mut warnings,
+    } = decisions;
+    let (profile, output_rate_hz) = (settings.profile, settings.output_rate_hz);
     let RenderedMaster {
         temp,
         written,
@@ -747,6 +899,7 @@ pub fn master_track(
         reports: render_reports,
     } = master;
     reports.extend(render_reports);
+    warnings.extend(rule.note(&input_analysis, &output_analysis));
 
     // 5. Verify, tag, rename.
     progress(Progress {
@@ -793,7 +946,7 @@ pub fn master_track(
             other => other,
         })?;
     }
-    let qc = verdict(profile, target_lufs, &output_analysis);
+    let qc = verdict(profile, target_lufs, rule, &output_analysis);
     std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
     let mut temp = temp;
     temp.keep = true;
@@ -807,23 +960,18 @@ pub fn master_track(
         output: request.output.to_path_buf(),
         profile: profile.name.clone(),
         lathe_version: env!("CARGO_PKG_VERSION").to_owned(),
-        source: SourceSummary {
-            container: info.container.clone(),
-            codec: info.codec.clone(),
-            sample_rate_hz: info.sample_rate_hz,
-            channel_count: channels,
-            bits_per_sample: info.bits_per_sample,
-        },
+        source,
         output_sample_rate_hz: output_rate_hz,
         chain_input_gain_db,
         gain_db,
+        level_rule: rule,
         target_lufs,
         loudness_error_lu: target_lufs
-            .zip(output_analysis.integrated_lufs)
+            .zip(rule.level_of(&output_analysis))
             .map(|(t, l)| l - t),
         calibration_passes,
         passes,
-        dither_seed: format!("{dither_seed:016x}"),
+        dither_seed: format!("{:016x}", settings.dither_seed),
         stages: reports,
         input_analysis,
         output_analysis,
@@ -855,11 +1003,12 @@ struct RenderedMaster {
     reports: Vec<StageReport>,
 }
 
-/// Renders the chain spool through `tail` (gain, limiter, fades) and the dither into the encoder,
-/// under the output's temporary name, analysing what it writes.
+/// Renders `source` (the chain spool, or the source itself for silence) through `tail` (gain,
+/// limiter, fades; or the mute) and the dither into the encoder, under the output's temporary
+/// name, analysing what it writes.
 fn render_master(
     settings: &RenderSettings<'_>,
-    chain_spool: &Spool,
+    source: Pass,
     mut tail: Vec<Box<dyn Stage>>,
     phase: Phase,
     progress: &mut dyn FnMut(Progress),
@@ -886,7 +1035,7 @@ fn render_master(
     }
     let mut analyzer = Analyzer::new(channels, output_rate_hz);
     let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
-    Pass::spooled(chain_spool)?.run(
+    source.run(
         &mut tail,
         &mut dither,
         phase,
@@ -918,7 +1067,12 @@ const PEAK_CAP_MARGIN_DB: f64 = 0.05;
 /// Loudness within this of the target passes QC.
 pub const QC_LOUDNESS_TOLERANCE_LU: f64 = 0.5;
 
-fn verdict(profile: &Profile, target_lufs: Option<f64>, analysis: &Analysis) -> QcVerdict {
+fn verdict(
+    profile: &Profile,
+    target_lufs: Option<f64>,
+    rule: LevelRule,
+    analysis: &Analysis,
+) -> QcVerdict {
     let mut issues = Vec::new();
     let ceiling = profile.loudness.ceiling_dbtp;
     if let Some(peak) = analysis.true_peak_dbtp
@@ -928,11 +1082,12 @@ fn verdict(profile: &Profile, target_lufs: Option<f64>, analysis: &Analysis) -> 
             "true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling"
         ));
     }
-    if let (Some(target), Some(lufs)) = (target_lufs, analysis.integrated_lufs)
+    if let (Some(target), Some(lufs)) = (target_lufs, rule.level_of(analysis))
         && (lufs - target).abs() > QC_LOUDNESS_TOLERANCE_LU
     {
         issues.push(format!(
-            "integrated loudness {lufs:.2} LUFS misses the {target} LUFS target"
+            "{} {lufs:.2} LUFS misses the {target} LUFS target",
+            rule.level_name()
         ));
     }
     if analysis.clipped_samples > 0 {

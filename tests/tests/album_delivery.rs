@@ -662,3 +662,149 @@ title = "Two"
             .is_symlink()
     );
 }
+
+/// Planar stereo at 44.1 kHz.
+fn write_stereo(path: &Path, samples: Vec<f32>) {
+    lathe_tests::write_float_wav(path, &[samples.clone(), samples], 44_100);
+}
+
+/// The album's integrated loudness over `files`, gated over all their blocks at once.
+fn album_lufs(files: &[std::path::PathBuf]) -> f64 {
+    let measured: Vec<_> = files
+        .iter()
+        .map(|f| lathe_engine::album::gain::measure_source(f).unwrap())
+        .collect();
+    let blocks: Vec<&[f64]> = measured
+        .iter()
+        .map(|m| m.gating_blocks.as_slice())
+        .collect();
+    lathe_engine::loudness::gated_lufs(&blocks).unwrap()
+}
+
+#[test]
+fn silent_and_short_tracks_in_album_mode_deliver_every_outlet() {
+    let dir = tempfile::tempdir().unwrap();
+    album_sources(dir.path());
+    let src = dir.path().join("src");
+    write_stereo(&src.join("silent.wav"), vec![0.0; 44_100 * 4]);
+    // A 250 ms sting: a decaying 880 Hz tone.
+    let sting: Vec<f32> = (0..44_100 / 4)
+        .map(|n| {
+            let t = n as f32 / 44_100.0;
+            0.5 * (-t / 0.08).exp() * (std::f32::consts::TAU * 880.0 * t).sin()
+        })
+        .collect();
+    write_stereo(&src.join("sting.wav"), sting);
+    let manifest = dir.path().join("album.toml");
+    let mut text = r#"
+[job]
+outlets = ["streaming", "vinyl", "broadcast", "mp3", "opus"]
+
+[[album]]
+title = "Mixed"
+artist = "Band"
+loudness = "album"
+"#
+    .to_owned();
+    for (file, title) in [
+        ("0", "One"),
+        ("silent", "Hidden"),
+        ("1", "Two"),
+        ("sting", "Sting"),
+        ("2", "Three"),
+        ("3", "Four"),
+    ] {
+        text += &format!("[[album.track]]\nfile = \"src/{file}.wav\"\ntitle = \"{title}\"\n");
+    }
+    // An album of nothing but silence.
+    text += "[[album]]\ntitle = \"Quiet\"\nartist = \"Band\"\nloudness = \"album\"\n";
+    for title in ["Pregap", "Gap"] {
+        text += &format!("[[album.track]]\nfile = \"src/silent.wav\"\ntitle = \"{title}\"\n");
+    }
+    std::fs::write(&manifest, text).unwrap();
+    let out = dir.path().join("delivery");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("delivery.json")).unwrap()).unwrap();
+    assert!(json["failures"].as_array().unwrap().is_empty(), "{json:#}");
+    let files = json["files"].as_array().unwrap();
+    for file in files {
+        assert!(file["qc"]["passed"].as_bool().unwrap(), "{file:#}");
+    }
+    // Every track on every per-track outlet.
+    let titles = ["One", "Hidden", "Two", "Sting", "Three", "Four"];
+    for (folder, extension) in [
+        ("streaming", "flac"),
+        ("broadcast", "wav"),
+        ("mp3-320", "mp3"),
+        ("mp3-v0", "mp3"),
+        ("opus", "opus"),
+    ] {
+        for (i, title) in titles.iter().enumerate() {
+            let path = format!("Mixed/{folder}/{:02} {title}.{extension}", i + 1);
+            assert!(
+                files.iter().any(|f| f["path"] == path.as_str()),
+                "{path} not delivered"
+            );
+        }
+        for (i, title) in ["Pregap", "Gap"].iter().enumerate() {
+            let path = format!("Quiet/{folder}/{:02} {title}.{extension}", i + 1);
+            assert!(files.iter().any(|f| f["path"] == path.as_str()), "{path}");
+        }
+    }
+    assert!(files.iter().any(|f| f["kind"] == "side"));
+
+    // Silence is delivered as digital silence of its length; its file says so.
+    let streaming = out.join("Mixed/streaming");
+    for path in [
+        streaming.join("02 Hidden.flac"),
+        out.join("Quiet/streaming/01 Pregap.flac"),
+        out.join("Quiet/broadcast/02 Gap.wav"),
+    ] {
+        let analysis = lathe_engine::qc::analyze_file(&path).unwrap();
+        assert_eq!(analysis.sample_peak_dbfs, None, "{}", path.display());
+        assert_eq!(analysis.duration_s, 4.0, "{}", path.display());
+    }
+    let hidden = files
+        .iter()
+        .find(|f| f["path"] == "Mixed/streaming/02 Hidden.flac")
+        .unwrap();
+    assert!(hidden["integrated_lufs"].is_null());
+    assert!(
+        hidden["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("digital silence")),
+        "{hidden:#}"
+    );
+
+    // The album's loudness comes from its sounding tracks: the streaming masters of the four
+    // normal tracks still meet -14 LUFS together, and the whole album gated at once reads the same.
+    let normal: Vec<_> = ["01 One", "03 Two", "05 Three", "06 Four"]
+        .iter()
+        .map(|name| streaming.join(format!("{name}.flac")))
+        .collect();
+    let album = album_lufs(&normal);
+    assert!((album + 14.0).abs() <= 0.2, "album at {album:.2} LUFS");
+    let mut all = normal.clone();
+    all.extend(["02 Hidden", "04 Sting"].map(|n| streaming.join(format!("{n}.flac"))));
+    assert!((album_lufs(&all) - album).abs() < 1e-9);
+    // The sting keeps its whole-track distance from the album's loudness.
+    let sources: Vec<_> = (0..4).map(|i| src.join(format!("{i}.wav"))).collect();
+    let ungated = |path: &Path| {
+        lathe_engine::qc::analyze_file(path)
+            .unwrap()
+            .ungated_lufs
+            .unwrap()
+    };
+    let kept = (ungated(&streaming.join("04 Sting.flac")) - album)
+        - (ungated(&src.join("sting.wav")) - album_lufs(&sources));
+    assert!(kept.abs() <= 0.5, "the sting moved by {kept:.2} LU");
+}

@@ -399,3 +399,115 @@ fn lathe_master_learns_the_denoise_noise_range_a_profile_gives() {
         assert!(after > before + 1.5, "ch{c}: {before:.1} -> {after:.1} dB");
     }
 }
+
+/// A 250 ms sting: a decaying 880 Hz tone, as planar stereo samples at 44.1 kHz.
+fn sting() -> Vec<Vec<f32>> {
+    let samples: Vec<f32> = (0..44_100 / 4)
+        .map(|n| {
+            let t = n as f32 / 44_100.0;
+            0.5 * (-t / 0.08).exp() * (std::f32::consts::TAU * 880.0 * t).sin()
+        })
+        .collect();
+    vec![samples.clone(), samples]
+}
+
+#[test]
+fn silent_near_silent_and_very_short_tracks_are_mastered_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("in");
+    std::fs::create_dir(&source).unwrap();
+    let tone: Vec<f32> = (0..44_100 * 5)
+        .map(|n| 0.3 * (n as f32 * 0.0627).sin())
+        .collect();
+    write_float_wav(&source.join("good.wav"), &[tone.clone(), tone], 44_100);
+    write_float_wav(
+        &source.join("silent.wav"),
+        &[vec![0.0; 44_100 * 3], vec![0.0; 44_100 * 3]],
+        44_100,
+    );
+    write_float_wav(&source.join("sting.wav"), &sting(), 44_100);
+    // Room tone far under the -70 LUFS gate: a -86 dBFS buzz.
+    let room: Vec<f32> = (0..44_100 * 3)
+        .map(|n| if (n * 7919) % 13 < 6 { 5e-5 } else { -5e-5 })
+        .collect();
+    write_float_wav(&source.join("room.wav"), &[room.clone(), room], 44_100);
+
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        source.to_str().unwrap(),
+        "-p",
+        "streaming",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert_eq!(masters_in(&out, "flac").len(), 4);
+
+    // The silent source: digital silence of the same length, in the profile's format.
+    let silent = out.join("silent.flac");
+    let channels = decode_channels(&silent);
+    assert_eq!(channels[0].len(), 44_100 * 3);
+    assert!(channels.iter().flatten().all(|&x| x == 0.0));
+    assert_eq!(
+        Decoder::open(&silent).unwrap().info().bits_per_sample,
+        Some(24)
+    );
+
+    // The job report: loudness figures null where undefined, the rule and its note.
+    let job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (job["succeeded"].as_u64(), job["failed"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let track = |name: &str| {
+        job["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["input"].as_str().unwrap().ends_with(name))
+            .unwrap()
+            .clone()
+    };
+    for (name, rule) in [
+        ("good.wav", "integrated_loudness"),
+        ("silent.wav", "silence"),
+        ("sting.wav", "whole_track_loudness"),
+        ("room.wav", "unity_gain"),
+    ] {
+        assert_eq!(track(name)["level_rule"], rule, "{name}");
+        assert_eq!(track(name)["status"], "ok", "{name}");
+    }
+    let silent = track("silent.wav");
+    assert!(silent["integrated_lufs"].is_null() && silent["true_peak_dbtp"].is_null());
+    assert!(
+        silent["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("digital silence"),
+        "{silent:#}"
+    );
+    // The track's own report says the same.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("silent.report.json")).unwrap()).unwrap();
+    assert_eq!(report["level_rule"], "silence");
+    assert!(report["output_analysis"]["integrated_lufs"].is_null());
+
+    // The summary: dashes for the missing figures, a note line for each track not levelled by
+    // its integrated loudness.
+    let row = outcome
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("silent.wav"))
+        .unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("-"), "{row}");
+    for name in ["silent.wav", "sting.wav", "room.wav"] {
+        assert!(
+            outcome.stdout.contains(&format!("note: {name}: ")),
+            "{}",
+            outcome.stdout
+        );
+    }
+    assert!(!outcome.stdout.contains("note: good.wav"));
+}

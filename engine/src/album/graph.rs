@@ -613,7 +613,7 @@ pub fn resolve(work: &Work, needs: &[&TaskOutcome]) -> Result<Work> {
     match &mut resolved {
         Work::Measure(_) => {}
         Work::MeasureChain(chain) => {
-            let (_, gain_db) = album_input(&chain.album, &sources, &chain.profile)?;
+            let (_, gain_db) = album_input(&sources, &chain.profile);
             chain.chain_input_gain_db = Some(gain_db);
         }
         Work::Render(render) => {
@@ -1501,6 +1501,7 @@ fade_out_s = 2.0
             source: Some(SourceMeasurement {
                 integrated_lufs: Some(lufs),
                 gating_blocks: vec![energy; blocks],
+                ungated_lufs: Some(lufs),
             }),
             ..TaskOutcome::default()
         }
@@ -1531,11 +1532,47 @@ fade_out_s = 2.0
             "{target}"
         );
         assert!((level.chain_input_gain_db - (-18.0 - album)).abs() < 1e-9);
-        // Silence everywhere cannot be planned.
+        // A track too short to gate keeps its whole-track distance from the album, which is
+        // measured over the loud track's blocks alone; silence is delivered as silence.
+        let short = TaskOutcome {
+            source: Some(SourceMeasurement {
+                ungated_lufs: Some(-20.0),
+                ..SourceMeasurement::default()
+            }),
+            ..TaskOutcome::default()
+        };
         let silent = TaskOutcome {
             source: Some(SourceMeasurement::default()),
             ..TaskOutcome::default()
         };
-        assert!(resolve(&plan.tasks[2].work, &[&silent, &silent]).is_err());
+        let level_of = |work: &Work, needs: &[&TaskOutcome]| {
+            let Work::Render(render) = resolve(work, needs).unwrap() else {
+                panic!("a render")
+            };
+            let LevelSource::Album {
+                level: Some(level), ..
+            } = render.level
+            else {
+                panic!("an album level: {:?}", render.level)
+            };
+            level
+        };
+        let level = level_of(&plan.tasks[3].work, &[&loud, &short]);
+        let Level::TargetLufs(target) = level.level else {
+            panic!("a target: {level:?}")
+        };
+        assert!(
+            (target - (-14.0 + (-20.0 - -10.0))).abs() < 1e-9,
+            "{target}"
+        );
+        assert!((level.chain_input_gain_db - (-18.0 - -10.0)).abs() < 1e-9);
+        let level = level_of(&plan.tasks[3].work, &[&loud, &silent]);
+        assert_eq!(level.level, Level::Silence);
+        // An album of only silence is delivered as silence, with no chain-input gain.
+        let level = level_of(&plan.tasks[2].work, &[&silent, &silent]);
+        assert_eq!(
+            (level.level, level.chain_input_gain_db),
+            (Level::Silence, 0.0)
+        );
     }
 }
