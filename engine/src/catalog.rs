@@ -53,8 +53,8 @@ use crate::error::{Error, Result};
 
 /// File extensions that count as audio when a folder is read as a catalogue.
 pub const AUDIO_EXTENSIONS: [&str; 16] = [
-    "wav", "wave", "rf64", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4",
-    "aac", "w64", "wv",
+    "wav", "wave", "rf64", "aif", "aiff", "aifc", "flac", "mp3", "ogg", "oga", "opus", "m4a",
+    "mp4", "aac", "w64", "wv",
 ];
 
 /// The default gap before an album track, seconds.
