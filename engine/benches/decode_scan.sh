@@ -20,7 +20,7 @@ scanned=0 both=0 ffmpeg_only=0 lathe_only=0 neither=0 length_differs=0 noted=0
 for file in "${files[@]}"; do
   scanned=$((scanned + 1))
   # ffmpeg: the first audio stream as 32-bit float at its own rate; count the frames.
-  channels=$(ffprobe -v error -select_streams a:0 -show_entries stream=channels -of csv=p=0 "$file" 2>/dev/null || true)
+  channels=$(ffprobe -v error -select_streams a:0 -show_entries stream=channels -of csv=p=0 "$file" 2>/dev/null | head -n 1 | tr -dc 0-9 || true)
   ffmpeg_frames=""
   # (pipefail: a decode error of ffmpeg's fails the substitution.)
   if [ -n "$channels" ] && bytes=$(ffmpeg -nostdin -v error -xerror -i "$file" -map 0:a:0 -f f32le - 2>/dev/null | wc -c) \
