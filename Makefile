@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps check fmt lint bench bench-restore build clean farm farm-stop
+.PHONY: demo demo-album test deps check fmt lint bench bench-restore bench-lossy build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo:
@@ -50,6 +50,15 @@ clean:
 ## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
 bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
+
+## Lossy deliverables against the ceiling: MP3 320, MP3 V0 and Opus of 45 corpus excerpts (30 s) and
+## the demo album, through the re-render loop; overs, extra headroom and renders per codec.
+## The corpus list comes from CORPUS (../shared/corpus.sh); BENCH_LOSSY_ARGS e.g. --tracks 10 --seconds 20.
+CORPUS ?= ../shared/corpus.sh
+CORPUS_GROUPS ?= asc singularity blupi hyperrogue nexuiz
+bench-lossy:
+	for g in $(CORPUS_GROUPS); do bash $(CORPUS) list $$g; done | \
+	  $(CARGO) bench -p lathe-engine --profile dev --bench lossy_ceiling -- --list - $(BENCH_LOSSY_ARGS)
 
 ## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
 farm: deps
