@@ -17,7 +17,9 @@
 //! Sources are taken round-robin over the list's folders (so that one big folder does not crowd out
 //! the others) until `--tracks` have been measured; a file the decoder refuses is skipped and
 //! counted. Excerpts start 30 s in (at the start of a track shorter than 30 s plus the excerpt).
-//! The exit status is 1 when any decode is over the ceiling.
+//! The exit status is 1 when any decode is over the ceiling, or when a master meant to reach a
+//! loudness target decodes to silence (a render failure, counted apart and left out of the
+//! figures).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -169,6 +171,8 @@ struct Delivered {
     headroom_db: f64,
     decoded_true_peak_dbtp: f64,
     over: bool,
+    /// The profile has a loudness target and the decode has no loudness: a silent master.
+    silent: bool,
     /// Decoded peak lowered per dB of extra headroom, between the first and the last render.
     peak_drop_per_headroom_db: Option<f64>,
     loudness_error_lu: Option<f64>,
@@ -210,6 +214,7 @@ fn deliver(
         headroom_db,
         decoded_true_peak_dbtp: peak,
         over: peak > ceiling,
+        silent: checked.report.target_lufs.is_some() && checked.figures.integrated_lufs.is_none(),
         peak_drop_per_headroom_db: first
             .filter(|_| headroom_db > 0.0)
             .map(|first| (first - peak) / headroom_db),
@@ -361,7 +366,13 @@ fn run() -> BenchResult<bool> {
                         d.decoded_true_peak_dbtp,
                         d.loudness_error_lu
                             .map_or("-".to_owned(), |e| format!("{e:+.2}")),
-                        if d.over { "OVER" } else { "" }
+                        if d.over {
+                            "OVER"
+                        } else if d.silent {
+                            "SILENT (the render missed its target: left out of the summary)"
+                        } else {
+                            ""
+                        }
                     );
                     results.push((name.clone(), d));
                 }
@@ -369,8 +380,15 @@ fn run() -> BenchResult<bool> {
             }
         }
     }
+    let silent = results.iter().filter(|(_, d)| d.silent).count();
+    results.retain(|(_, d)| !d.silent);
     summary(&results, ceiling);
-    Ok(results.iter().all(|(_, d)| !d.over))
+    if silent > 0 {
+        println!(
+            "{silent} deliverables decode to silence: their masters are silent (a render failure, not a codec's)"
+        );
+    }
+    Ok(silent == 0 && results.iter().all(|(_, d)| !d.over))
 }
 
 fn main() -> ExitCode {

@@ -909,10 +909,14 @@ fn render_lossy(
             ceiling - headroom_db
         ));
     }
-    if let (Some(t), Some(l)) = (report.target_lufs, figures.integrated_lufs)
-        && (l - t).abs() > crate::render::QC_LOUDNESS_TOLERANCE_LU
-    {
-        issues.push(format!("decoded loudness {l:.2} LUFS misses {t:.2} LUFS"));
+    match (report.target_lufs, figures.integrated_lufs) {
+        (Some(t), Some(l)) if (l - t).abs() > crate::render::QC_LOUDNESS_TOLERANCE_LU => {
+            issues.push(format!("decoded loudness {l:.2} LUFS misses {t:.2} LUFS"));
+        }
+        (Some(t), None) => issues.push(format!(
+            "decodes to silence (under the -70 LUFS gate), not {t:.2} LUFS"
+        )),
+        _ => {}
     }
     if headroom_db > 0.0 {
         notes.push(format!(
