@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use lathe_engine::AudioBlock;
-use lathe_engine::album::codec_headroom::{CheckedLossyMaster, render_under_ceiling};
+use lathe_engine::album::codec_headroom::{
+    CheckedLossyMaster, MAX_LOSSY_RENDERS, render_under_ceiling,
+};
 use lathe_engine::album::deliver::outlet_profile;
 use lathe_engine::album::lossy::LossyCodec;
 use lathe_engine::catalog::Outlet;
@@ -242,7 +244,7 @@ fn summary(results: &[(String, Delivered)], ceiling: f64) {
         "tracks",
         "overs",
         "headroom mean/med/worst",
-        "renders 1/2/3/4",
+        "renders 1/2/3/4/5",
         "|LU err| max",
         "dB peak per dB room"
     );
@@ -255,7 +257,7 @@ fn summary(results: &[(String, Delivered)], ceiling: f64) {
         let mut headroom: Vec<f64> = of_codec.iter().map(|d| d.headroom_db).collect();
         headroom.sort_by(f64::total_cmp);
         let mean = headroom.iter().sum::<f64>() / headroom.len().max(1) as f64;
-        let renders: Vec<usize> = (1..=4)
+        let renders: Vec<usize> = (1..=MAX_LOSSY_RENDERS as usize)
             .map(|n| of_codec.iter().filter(|d| d.renders == n).count())
             .collect();
         let worst_loudness = of_codec
@@ -395,7 +397,9 @@ fn main() -> ExitCode {
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("lossy_ceiling: some decodes are over the ceiling");
+            eprintln!(
+                "lossy_ceiling: some deliverables are over the ceiling or silent (see above)"
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
