@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore scan-decode build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore bench-lossy scan-decode build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo: build-deps
@@ -66,9 +66,18 @@ bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
 
 ## Decoding against ffmpeg over the development corpus (../shared/corpus.sh install first):
-## every file ffmpeg decodes, lathe must decode, to the same length.
+## every file ffmpeg decodes, lathe must decode (lengths compared and listed).
 scan-decode: deps
 	bash engine/benches/decode_scan.sh
+
+## Lossy deliverables against the ceiling: MP3 320, MP3 V0 and Opus of 45 corpus excerpts (30 s) and
+## the demo album, through the re-render loop; overs, extra headroom and renders per codec.
+## The corpus list comes from CORPUS (../shared/corpus.sh); BENCH_LOSSY_ARGS e.g. --tracks 10 --seconds 20.
+CORPUS ?= ../shared/corpus.sh
+CORPUS_GROUPS ?= asc singularity blupi hyperrogue nexuiz
+bench-lossy: build-deps
+	for g in $(CORPUS_GROUPS); do bash $(CORPUS) list $$g; done | \
+	  $(CARGO) bench -p lathe-engine --profile dev --bench lossy_ceiling -- --list - $(BENCH_LOSSY_ARGS)
 
 ## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
 farm: deps

@@ -50,11 +50,6 @@ use crate::render::{BLOCK_FRAMES, QcVerdict, TrackReport, temp_path_for};
 use crate::stage::Stage;
 use crate::tags::{BroadcastExtension, TrackTags, write_tags};
 
-/// How often a lossy encode is re-rendered with more headroom before giving up.
-pub const MAX_HEADROOM_RETRIES: u32 = 3;
-/// Extra headroom added on top of a codec's measured overshoot, dB.
-pub const HEADROOM_MARGIN_DB: f64 = 0.1;
-
 /// One delivered file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveredFile {

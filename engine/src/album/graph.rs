@@ -25,17 +25,18 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::album::gain::{ChainFigures, SourceMeasurement};
 
+use crate::album::codec_headroom::{CheckedLossyMaster, render_under_ceiling};
 use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
 use crate::album::ddp::{DDP_FILES, write_ddp};
 use crate::album::deliver::{
-    AlbumSummary, DeliveredFile, DeliveryManifest, HEADROOM_MARGIN_DB, MAX_HEADROOM_RETRIES,
-    Programme, album_seed, bext_for, file_digests, file_name_for, master_frames, outlet_profile,
-    profile_dither, render_programme, single_format_issues,
+    AlbumSummary, DeliveredFile, DeliveryManifest, Programme, album_seed, bext_for, file_digests,
+    file_name_for, master_frames, outlet_profile, profile_dither, render_programme,
+    single_format_issues,
 };
 use crate::album::gain::{
     album_input, measure_source, measure_source_chain, needs_chain_figures, plan_from_measurements,
 };
-use crate::album::lossy::{LossyCodec, decoded_figures, encode};
+use crate::album::lossy::LossyCodec;
 use crate::album::platforms::{PlaybackPreview, preview};
 use crate::album::report::{self, PlotData, ReportTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
@@ -848,7 +849,7 @@ fn file_stem(path: &str) -> String {
 }
 
 /// A lossy deliverable: a float master, encoded, decoded and checked against the ceiling; rendered
-/// again with more headroom while the codec pushes it over.
+/// again with more headroom while the codec pushes it over ([`render_under_ceiling`]).
 fn render_lossy(
     work: &RenderWork,
     codec: LossyCodec,
@@ -859,97 +860,92 @@ fn render_lossy(
     let (level, warnings) = work.level_override()?;
     let ceiling = work.profile.loudness.ceiling_dbtp;
     let output = place(out, &work.path)?;
-    let mut headroom_db = 0.0;
-    let mut notes = Vec::new();
-    for attempt in 0.. {
-        let mut profile = work.profile.clone();
-        profile.loudness.ceiling_dbtp = ceiling - headroom_db;
-        let master = place(
-            out,
-            &format!("{WORK_FOLDER}/lossy/{}.{attempt}.wav", work.path),
-        )?;
-        let mut request = work.request(source, &master, &profile, level);
-        request.tags = TrackTags::default();
-        let report = master_track(&request, progress)?;
-        let temp = temp_path_for(&output);
-        let checked = encode(codec, &master, &temp).and_then(|()| decoded_figures(codec, &temp));
-        let (figures, frames) = match checked {
-            Ok(checked) => checked,
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                let _ = std::fs::remove_file(&master);
-                return Err(e);
-            }
-        };
-        let peak = figures.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
-        if peak > ceiling && attempt < MAX_HEADROOM_RETRIES {
-            let extra = peak - ceiling + HEADROOM_MARGIN_DB;
-            notes.push(format!(
-                "{}: decoded true peak {peak:.2} dBTP over the {ceiling} dBTP ceiling; re-rendered with {extra:.2} dB more headroom",
+    let master = place(out, &format!("{WORK_FOLDER}/lossy/{}.wav", work.path))?;
+    let temp = temp_path_for(&output);
+    let mut request = work.request(source, &master, &work.profile, level);
+    request.tags = TrackTags::default();
+    let checked = render_under_ceiling(codec, &request, &temp, progress)?;
+    let finished = write_tags(&temp, &work.tags)
+        .and_then(|()| std::fs::rename(&temp, &output).map_err(|e| Error::io(&output, e)));
+    let plot = if work.plot {
+        report::measure(&master).map(Some)
+    } else {
+        Ok(None)
+    };
+    let _ = std::fs::remove_file(&master);
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    let CheckedLossyMaster {
+        report,
+        figures,
+        frames,
+        tries,
+    } = &checked;
+    let peak = checked.decoded_true_peak_dbtp();
+    let headroom_db = checked.headroom_db(ceiling);
+    let mut notes: Vec<String> = tries
+        .windows(2)
+        .map(|pair| {
+            format!(
+                "{}: decoded true peak {:.2} dBTP over the {ceiling} dBTP ceiling; re-rendered with {:.2} dB more headroom",
                 codec.as_str(),
-            ));
-            headroom_db += extra;
-            let _ = std::fs::remove_file(&temp);
-            let _ = std::fs::remove_file(&master);
-            continue;
-        }
-        let finished = write_tags(&temp, &work.tags)
-            .and_then(|()| std::fs::rename(&temp, &output).map_err(|e| Error::io(&output, e)));
-        let plot = if work.plot {
-            report::measure(&master).map(Some)
-        } else {
-            Ok(None)
-        };
-        let _ = std::fs::remove_file(&master);
-        if let Err(e) = finished {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-        let rate = if codec == LossyCodec::Opus {
-            48_000.0
-        } else {
-            f64::from(report.output_sample_rate_hz)
-        };
-        let mut issues = Vec::new();
-        if peak > ceiling {
-            issues.push(format!(
-                "decoded true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling"
-            ));
-        }
-        if let (Some(t), Some(l)) = (report.target_lufs, figures.integrated_lufs)
-            && (l - t).abs() > crate::render::QC_LOUDNESS_TOLERANCE_LU
-        {
+                pair[0].decoded_true_peak_dbtp,
+                pair[0].ceiling_dbtp - pair[1].ceiling_dbtp,
+            )
+        })
+        .collect();
+    let rate = if codec == LossyCodec::Opus {
+        48_000.0
+    } else {
+        f64::from(report.output_sample_rate_hz)
+    };
+    let mut issues = Vec::new();
+    if peak > ceiling {
+        issues.push(format!(
+            "decoded true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling after {} renders (the last limited to {:.2} dBTP)",
+            tries.len(),
+            ceiling - headroom_db
+        ));
+    }
+    match (report.target_lufs, figures.integrated_lufs) {
+        (Some(t), Some(l)) if (l - t).abs() > crate::render::QC_LOUDNESS_TOLERANCE_LU => {
             issues.push(format!("decoded loudness {l:.2} LUFS misses {t:.2} LUFS"));
         }
-        if headroom_db > 0.0 {
-            notes.push(format!(
-                "{}: codec-aware limiting: rendered with a {:.2} dBTP ceiling",
-                codec.as_str(),
-                ceiling - headroom_db
-            ));
-        }
-        notes.extend(warnings.iter().cloned());
-        return Ok(TaskOutcome {
-            files: vec![OutcomeFile {
-                path: work.path.clone(),
-                delivered: true,
-                kind: "track".to_owned(),
-                duration_s: Some(frames as f64 / rate),
-                integrated_lufs: figures.integrated_lufs,
-                true_peak_dbtp: Some(peak),
-                qc: QcVerdict {
-                    passed: issues.is_empty(),
-                    issues,
-                },
-                platforms: Vec::new(),
-                notes,
-            }],
-            report: Some(report),
-            plot: plot?,
-            ..TaskOutcome::default()
-        });
+        (Some(t), None) => issues.push(format!(
+            "decodes to silence (under the -70 LUFS gate), not {t:.2} LUFS"
+        )),
+        _ => {}
     }
-    unreachable!("the headroom loop returns")
+    if headroom_db > 0.0 {
+        notes.push(format!(
+            "{}: codec-aware limiting: rendered with a {:.2} dBTP ceiling ({headroom_db:.2} dB of extra headroom, {} renders)",
+            codec.as_str(),
+            ceiling - headroom_db,
+            tries.len()
+        ));
+    }
+    notes.extend(warnings.iter().cloned());
+    Ok(TaskOutcome {
+        files: vec![OutcomeFile {
+            path: work.path.clone(),
+            delivered: true,
+            kind: "track".to_owned(),
+            duration_s: Some(*frames as f64 / rate),
+            integrated_lufs: figures.integrated_lufs,
+            true_peak_dbtp: Some(peak),
+            qc: QcVerdict {
+                passed: issues.is_empty(),
+                issues,
+            },
+            platforms: Vec::new(),
+            notes,
+        }],
+        report: Some(checked.report),
+        plot: plot?,
+        ..TaskOutcome::default()
+    })
 }
 
 /// An audio file an `assemble` task wrote, with its figures.

@@ -3,8 +3,8 @@
 //!
 //! A lossy codec adds inter-sample peaks: a master at -1 dBTP can decode above it. So after each
 //! encode the file is decoded (MP3 by Symphonia, Opus by libopus) and its true peak measured; the
-//! caller re-renders with the overshoot as extra headroom when it passes the ceiling
-//! ([`crate::album::deliver`] does, and says so in the report).
+//! master is rendered again with more limiter headroom while it passes the ceiling
+//! ([`crate::album::codec_headroom`], whose notes go into the report).
 //!
 //! Opus is written at 48 kHz (its only rate) with the encoder's look-ahead as pre-skip and the
 //! last page's granule position trimming the padding, so the decoded length equals the input's.

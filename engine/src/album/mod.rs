@@ -3,9 +3,11 @@
 //! One file per concern: [`fade`] (fade and crossfade curves), [`sequence`] (where each track sits
 //! in a continuous album and rendering it), [`gain`] (album-mode levelling), [`cue`] (CUE sheets and
 //! the Red Book checks), [`ddp`] (DDP 2.0 images), [`vinyl`] (sides), [`lossy`] (MP3 and Opus with
-//! the decoded true-peak check), [`platforms`] (streaming normalisation preview) and [`deliver`]
+//! the decoded true-peak check), [`codec_headroom`] (lossy masters re-rendered until their decode is
+//! under the ceiling), [`platforms`] (streaming normalisation preview) and [`deliver`]
 //! (running a catalogue's outlets and writing the delivery manifest and report).
 
+pub mod codec_headroom;
 pub mod cue;
 pub mod ddp;
 pub mod deliver;
