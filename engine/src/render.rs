@@ -775,7 +775,10 @@ pub fn master_track(
             let (predicted_db, slope) =
                 model.predict(chain_lufs, target, ceiling, limiter.release_ms);
             gain_db = predicted_db.min(profile.loudness.max_gain_db);
-            model_slope = slope;
+            // The model's slope is a finite difference of its limiting loss: on a track the
+            // limiter works very hard it can come out near zero, and a step of error / slope
+            // then sends the gain hundreds of dB away. Bound it as the secant steps are bounded.
+            model_slope = slope.clamp(0.1, 1.0);
         }
         drop(model);
         let mut previous: Option<(f64, f64)> = None;
@@ -1082,13 +1085,19 @@ fn verdict(
             "true peak {peak:.2} dBTP is over the {ceiling} dBTP ceiling"
         ));
     }
-    if let (Some(target), Some(lufs)) = (target_lufs, rule.level_of(analysis))
-        && (lufs - target).abs() > QC_LOUDNESS_TOLERANCE_LU
-    {
-        issues.push(format!(
-            "{} {lufs:.2} LUFS misses the {target} LUFS target",
+    match (target_lufs, rule.level_of(analysis)) {
+        (Some(target), Some(lufs)) if (lufs - target).abs() > QC_LOUDNESS_TOLERANCE_LU => {
+            issues.push(format!(
+                "{} {lufs:.2} LUFS misses the {target} LUFS target",
+                rule.level_name()
+            ));
+        }
+        // A master with a target whose level cannot even be measured has lost its audio.
+        (Some(target), None) => issues.push(format!(
+            "the master is silent (no {} above the -70 LUFS gate), not at the {target} LUFS target",
             rule.level_name()
-        ));
+        )),
+        _ => {}
     }
     if analysis.clipped_samples > 0 {
         issues.push(format!("{} clipped samples", analysis.clipped_samples));
@@ -1202,4 +1211,50 @@ pub fn measure_chain(
         frames,
         sample_rate_hz: output_rate_hz,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::qc::Analyzer;
+
+    /// The analysis of `seconds` of a 1 kHz tone at `level_db` dBFS, stereo, 44.1 kHz.
+    fn tone_analysis(level_db: f64, seconds: f64) -> Analysis {
+        let rate = 44_100;
+        let frames = (seconds * f64::from(rate)) as usize;
+        let amplitude = 10f64.powf(level_db / 20.0);
+        let mut block = AudioBlock::new(2, frames, rate);
+        block.set_frames(frames);
+        for channel in 0..2 {
+            for (n, sample) in block.channel_mut(channel).iter_mut().enumerate() {
+                let phase = 2.0 * std::f64::consts::PI * 1000.0 * n as f64 / f64::from(rate);
+                *sample = (amplitude * phase.sin()) as f32;
+            }
+        }
+        let mut analyzer = Analyzer::new(2, rate);
+        analyzer.add(&block);
+        analyzer.finish(Path::new("tone.wav"))
+    }
+
+    #[test]
+    fn a_master_that_lost_its_audio_fails_qc() {
+        let profile = Profile::load("streaming").unwrap();
+        let heard = tone_analysis(-14.0, 3.0);
+        let verdict_heard = verdict(&profile, Some(-14.0), LevelRule::IntegratedLoudness, &heard);
+        assert!(verdict_heard.passed, "{:?}", verdict_heard.issues);
+        // At -130 dBFS nothing passes the -70 LUFS gate: the master has no loudness at all.
+        let lost = tone_analysis(-130.0, 3.0);
+        assert_eq!(lost.integrated_lufs, None);
+        let verdict_lost = verdict(&profile, Some(-14.0), LevelRule::IntegratedLoudness, &lost);
+        assert!(!verdict_lost.passed);
+        assert!(
+            verdict_lost.issues[0].starts_with("the master is silent"),
+            "{:?}",
+            verdict_lost.issues
+        );
+        // Without a target (near-silent sources at unity gain), no level is owed.
+        assert!(verdict(&profile, None, LevelRule::UnityGain, &lost).passed);
+    }
 }

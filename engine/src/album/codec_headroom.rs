@@ -107,7 +107,7 @@ pub fn render_under_ceiling(
                 level: Level::FixedGainDb(gain_db - headroom_db),
                 ..level
             },
-            Level::TargetLufs(_) => level,
+            Level::TargetLufs(_) | Level::Silence => level,
         });
         let attempt = MasterRequest {
             profile: &profile,
