@@ -116,7 +116,7 @@ pub fn render_under_ceiling(
         };
         let checked = master_track(&attempt, progress).and_then(|report| {
             encode(codec, request.output, encoded)?;
-            let (figures, frames) = decoded_figures(codec, encoded)?;
+            let (figures, frames) = decoded_figures(encoded)?;
             Ok((report, figures, frames))
         });
         let (report, figures, frames) = match checked {
@@ -281,7 +281,7 @@ mod tests {
                     "{case}"
                 );
                 // The file left behind is the one checked, and its decode is under the ceiling.
-                let (figures, frames) = decoded_figures(codec, &encoded).unwrap();
+                let (figures, frames) = decoded_figures(&encoded).unwrap();
                 assert_eq!(figures, checked.figures, "{case}");
                 assert_eq!(frames, checked.frames, "{case}");
                 let peak = figures.true_peak_dbtp.unwrap();

@@ -13,11 +13,11 @@
 //! play without clicks or gaps between tracks.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality, VbrMode};
-use ogg::{PacketReader, PacketWriteEndInfo, PacketWriter};
+use ogg::{PacketWriteEndInfo, PacketWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
@@ -248,7 +248,9 @@ fn encode_opus(input: &Path, output: &Path) -> Result<()> {
                     previous,
                     OGG_SERIAL,
                     PacketWriteEndInfo::NormalPacket,
-                    pre_skip + *frames_encoded,
+                    // RFC 7845 §4: a page's granule position counts every frame its packets
+                    // decode to, the pre-skip included (only the last page's trims the padding).
+                    *frames_encoded,
                 )
                 .map_err(io)?;
         }
@@ -295,98 +297,23 @@ fn encode_opus(input: &Path, output: &Path) -> Result<()> {
     out.get_ref().sync_all().map_err(io)
 }
 
-/// Decodes an Ogg Opus file written by [`encode`] (pre-skip removed, end trimmed) into `sink`.
-///
-/// # Errors
-/// [`Error::Decode`] for a malformed stream.
-pub fn decode_opus(path: &Path, sink: &mut dyn FnMut(&AudioBlock)) -> Result<u64> {
-    let bad = |reason: String| Error::Decode {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = PacketReader::new(BufReader::new(file));
-    let head = reader
-        .read_packet()
-        .map_err(|e| bad(format!("ogg: {e}")))?
-        .ok_or_else(|| bad("empty stream".into()))?;
-    if !head.data.starts_with(b"OpusHead") || head.data.len() < 19 {
-        return Err(bad("no OpusHead".into()));
-    }
-    let count = usize::from(head.data[9]);
-    let pre_skip = u64::from(u16::from_le_bytes([head.data[10], head.data[11]]));
-    let channels = match count {
-        1 => opus::Channels::Mono,
-        2 => opus::Channels::Stereo,
-        n => return Err(bad(format!("{n} channels"))),
-    };
-    let mut decoder = opus::Decoder::new(48_000, channels).map_err(|e| bad(format!("{e}")))?;
-    let _tags = reader.read_packet().map_err(|e| bad(format!("ogg: {e}")))?;
-    let mut pcm = vec![0f32; 5760 * count];
-    let mut block = AudioBlock::new(count, 5760, 48_000);
-    let mut position = 0u64; // decoded frames including pre-skip
-    let mut delivered = 0u64;
-    while let Some(packet) = reader.read_packet().map_err(|e| bad(format!("ogg: {e}")))? {
-        let n = decoder
-            .decode_float(&packet.data, &mut pcm, false)
-            .map_err(|e| bad(format!("opus: {e}")))? as u64;
-        let end = if packet.last_in_stream() {
-            packet.absgp_page().min(position + n)
-        } else {
-            position + n
-        };
-        let from = pre_skip.max(position);
-        if end > from {
-            let skip = (from - position) as usize;
-            let take = (end - from) as usize;
-            block.set_frames(take);
-            for c in 0..count {
-                let channel = block.channel_mut(c);
-                for i in 0..take {
-                    channel[i] = pcm[(skip + i) * count + c];
-                }
-            }
-            sink(&block);
-            delivered += take as u64;
-        }
-        position += n;
-    }
-    Ok(delivered)
-}
-
 /// Loudness and true peak of a lossy file as a listener's decoder gives it, and its length in
 /// frames.
 ///
 /// # Errors
 /// A decode error.
-pub fn decoded_figures(codec: LossyCodec, path: &Path) -> Result<(LoudnessFigures, u64)> {
-    match codec {
-        LossyCodec::Opus => {
-            let mut meter: Option<LoudnessMeter> = None;
-            let frames = decode_opus(path, &mut |block| {
-                meter
-                    .get_or_insert_with(|| LoudnessMeter::new(block.channel_count(), 48_000))
-                    .add(block);
-            })?;
-            let figures = meter.map(|m| m.figures()).ok_or_else(|| Error::Decode {
-                path: path.to_path_buf(),
-                reason: "no audio".into(),
-            })?;
-            Ok((figures, frames))
-        }
-        LossyCodec::Mp3Cbr320 | LossyCodec::Mp3V0 => {
-            let mut decoder = Decoder::open(path)?;
-            let info = decoder.info().clone();
-            let mut meter = LoudnessMeter::new(info.channel_count, info.sample_rate_hz);
-            let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, info.sample_rate_hz);
-            let mut frames = 0u64;
-            while decoder.read(&mut block)? > 0 {
-                meter.add(&block);
-                frames += block.frames() as u64;
-            }
-            Ok((meter.figures(), frames))
-        }
+pub fn decoded_figures(path: &Path) -> Result<(LoudnessFigures, u64)> {
+    // lathe's own decoder: gapless MP3 by Symphonia, Opus by libopus at 48 kHz.
+    let mut decoder = Decoder::open(path)?;
+    let info = decoder.info().clone();
+    let mut meter = LoudnessMeter::new(info.channel_count, info.sample_rate_hz);
+    let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, info.sample_rate_hz);
+    let mut frames = 0u64;
+    while decoder.read(&mut block)? > 0 {
+        meter.add(&block);
+        frames += block.frames() as u64;
     }
+    Ok((meter.figures(), frames))
 }
 
 #[cfg(test)]
@@ -433,7 +360,7 @@ mod tests {
                 .path()
                 .join(format!("{}.{}", codec.as_str(), codec.extension()));
             encode(codec, input, &output).unwrap();
-            let (figures, frames) = decoded_figures(codec, &output).unwrap();
+            let (figures, frames) = decoded_figures(&output).unwrap();
             let peak = figures.true_peak_dbtp.unwrap();
             assert!((peak + 6.02).abs() < 0.3, "{codec:?}: {peak}");
             let source_lufs = crate::qc::analyze_file(input)
