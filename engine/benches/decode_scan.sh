@@ -16,6 +16,8 @@ fi
 lathe=${LATHE:-target/release/lathe}
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(bash "$corpus" list); fi
 
+lathe_errors=$(mktemp)
+trap 'rm -f "$lathe_errors"' EXIT
 scanned=0 both=0 ffmpeg_only=0 lathe_only=0 neither=0 length_differs=0 noted=0
 for file in "${files[@]}"; do
   scanned=$((scanned + 1))
@@ -27,7 +29,7 @@ for file in "${files[@]}"; do
       && [ "$bytes" -gt 0 ]; then
     ffmpeg_frames=$((bytes / (4 * channels)))
   fi
-  lathe_json=$("$lathe" analyze --json "$file" 2>/tmp/decode_scan.err || true)
+  lathe_json=$("$lathe" analyze --json "$file" 2>"$lathe_errors" || true)
   lathe_frames=$(printf '%s' "$lathe_json" | python3 -c '
 import json, sys
 try:
@@ -44,9 +46,9 @@ except Exception:
       echo "length  $name: lathe $lathe_frames frames, ffmpeg $ffmpeg_frames"
     fi
   elif [ -n "$ffmpeg_frames" ]; then
-    lathe_only_err=$(head -c 300 /tmp/decode_scan.err)
+    lathe_error=$(head -c 300 "$lathe_errors")
     ffmpeg_only=$((ffmpeg_only + 1))
-    echo "refused $name: ffmpeg decodes $ffmpeg_frames frames; lathe: $lathe_only_err"
+    echo "refused $name: ffmpeg decodes $ffmpeg_frames frames; lathe: $lathe_error"
   elif [ -n "$lathe_frames" ]; then
     lathe_only=$((lathe_only + 1))
     echo "lathe-only $name: lathe decodes $lathe_frames frames; ffmpeg refuses it"
@@ -54,6 +56,5 @@ except Exception:
     neither=$((neither + 1))
   fi
 done
-rm -f /tmp/decode_scan.err
 echo "scanned $scanned files: both decode $both (length differs: $length_differs), ffmpeg only $ffmpeg_only, lathe only $lathe_only, neither $neither"
 [ "$ffmpeg_only" -eq 0 ]
