@@ -19,6 +19,7 @@
 //! the caller's business. [`Encoder::finish`] flushes, finalises the headers and fsyncs.
 
 mod flac;
+mod flac_format;
 mod frame_check;
 mod written;
 

@@ -47,6 +47,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use super::Quantiser;
+use super::flac_format::{HEADER_RATES, STREAMINFO_LEN, crc8};
 use super::frame_check::FrameCheck;
 use super::written::WrittenAudio;
 use crate::audio::AudioBlock;
@@ -64,9 +65,6 @@ pub(super) const MAX_SAMPLE_RATE_HZ: u32 = 655_350;
 
 /// Byte offset of the `STREAMINFO` body: after `fLaC` and the 4-byte metadata block header.
 const STREAMINFO_OFFSET: u64 = 8;
-
-/// Length of the `STREAMINFO` body in bytes.
-pub(super) const STREAMINFO_LEN: usize = 34;
 
 /// Highest LPC order tried at 48 kHz and below (the reference encoder's `-5`).
 const MAX_LPC_ORDER: usize = 8;
@@ -416,22 +414,6 @@ fn stream_info_bytes(f: &StreamInfoFields) -> [u8; STREAMINFO_LEN] {
     b[18..34].copy_from_slice(&f.md5);
     b
 }
-
-/// The sample rates a frame header states by its 4-bit code alone, with their codes (the encoder
-/// writes them, the frame check reads them).
-pub(super) const HEADER_RATES: [(u8, u32); 11] = [
-    (0b0001, 88_200),
-    (0b0010, 176_400),
-    (0b0011, 192_000),
-    (0b0100, 8_000),
-    (0b0101, 16_000),
-    (0b0110, 22_050),
-    (0b0111, 24_000),
-    (0b1000, 32_000),
-    (0b1001, 44_100),
-    (0b1010, 48_000),
-    (0b1011, 96_000),
-];
 
 /// How a frame header states the sample rate: a 4-bit code, and for the codes that need it the
 /// rate itself in the bytes after the frame number (`(value, bits)`).
@@ -1486,21 +1468,6 @@ impl BitWriter {
     fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-}
-
-/// FLAC's header CRC-8: polynomial 0x07, initial value 0.
-pub(super) fn crc8(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |mut crc, &b| {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
-        }
-        crc
-    })
 }
 
 /// Bytes [`crc16`] takes a step.

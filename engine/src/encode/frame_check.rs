@@ -26,7 +26,7 @@
 //! Together with [`super::WrittenAudio::check_file`], which confirms the file on disk still holds
 //! exactly those frame bytes, it gives the guarantee that the file decodes to the samples.
 
-use super::flac::{HEADER_RATES, crc8};
+use super::flac_format::{HEADER_RATES, crc8};
 
 /// Bytes of zeros after a frame in the reader's copy: the reader loads up to 15 bytes ahead of
 /// what it has read.

@@ -12,7 +12,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::encode_error;
-use super::flac::STREAMINFO_LEN;
+use super::flac_format::STREAMINFO_LEN;
 use crate::error::{Error, Result};
 
 /// What [`super::Encoder::finish_written`] wrote, as far as the encoder can vouch for it.
