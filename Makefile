@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps build-deps check fmt lint bench bench-restore bench-lossy scan-decode build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-lossy scan-decode build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo: build-deps
@@ -42,14 +42,18 @@ deps: build-deps
 	  $(APT_INSTALL) install -y -qq --no-install-recommends ffmpeg flac sox opus-tools wavpack \
 	    nats-server etcd-server >/dev/null; }
 
-## Formatting and lints, as before every commit.
-check: fmt lint
+## Formatting, lints and no cycles between modules, as before every commit.
+check: fmt lint modules
 
 fmt:
 	$(CARGO) fmt --all -- --check
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## No cycles between the modules of any crate (the test lists each cycle and where its edges are).
+modules:
+	$(CARGO) test -p lathe-tests --test module_cycles
 
 build: build-deps
 	$(CARGO) build --release -p lathe-cli

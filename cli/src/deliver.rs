@@ -6,22 +6,33 @@
 use std::path::Path;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lathe_coordinator::client::FarmClient;
 use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::graph::DeliveryPlan;
 use lathe_engine::catalog::Catalogue;
-use lathe_proto::v1;
-use lathe_worker::embedded::{
-    DeliveryJob, EmbeddedFarm, fetch_delivery, follow_job, submit_delivery,
-};
+use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
 
-use crate::master::{MasterArgs, check_output_folder};
+use crate::coordinator::runtime;
+use crate::output_folder::{check_output_folder, source_folders};
+use crate::progress::{JobView, follow_job};
 use crate::table::{Table, level};
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
 
+/// What `lathe master MANIFEST` was asked for besides the manifest.
+pub struct DeliveryArgs<'a> {
+    /// A profile that replaces the manifest's `[job] profile`.
+    pub profile: Option<&'a str>,
+    /// The folder the delivery is written to.
+    pub out: &'a Path,
+    /// Tasks run in parallel (default: all cores).
+    pub jobs: Option<usize>,
+}
+
 /// Runs the delivery of `manifest` into `args.out`.
-pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
+pub fn run(
+    manifest: &Path,
+    args: &DeliveryArgs<'_>,
+    streams: &mut Streams<'_>,
+) -> anyhow::Result<i32> {
     let mut catalogue = match Catalogue::load(manifest) {
         Ok(catalogue) => catalogue,
         Err(error) => {
@@ -29,8 +40,8 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
             return Ok(EXIT_USAGE);
         }
     };
-    if let Some(profile) = &args.profile {
-        catalogue.job.profile = profile.clone();
+    if let Some(profile) = args.profile {
+        catalogue.job.profile = profile.to_owned();
     }
     if let Err(error) = lathe_engine::profile::Profile::load(&catalogue.profile_for(None)) {
         writeln!(streams.err, "lathe: {error}")?;
@@ -44,15 +55,7 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         .collect();
     // The masters may sit beside the manifest, but not in (or under) a folder holding sources:
     // neither the folder a source is named in nor, through a link, the one it really is in.
-    let mut source_folders: Vec<_> = sources
-        .iter()
-        .flat_map(|s| [Some(s.clone()), s.canonicalize().ok()])
-        .flatten()
-        .filter_map(|s| s.parent().map(Path::to_path_buf))
-        .collect();
-    source_folders.sort();
-    source_folders.dedup();
-    if let Err(usage) = check_output_folder(&args.out, &source_folders, &sources) {
+    if let Err(usage) = check_output_folder(args.out, &source_folders(&sources), &sources) {
         writeln!(streams.err, "lathe: {}", usage.0)?;
         return Ok(EXIT_USAGE);
     }
@@ -67,7 +70,7 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    std::fs::create_dir_all(&args.out)
+    std::fs::create_dir_all(args.out)
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let name = if catalogue.job.name.is_empty() {
         "lathe master".to_owned()
@@ -75,13 +78,9 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
         catalogue.job.name.clone()
     };
     let job = DeliveryJob { catalogue, plan };
-    let manifest_out = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(deliver_on_embedded_farm(&job, &name, jobs, &args.out))?;
-    print_delivery(&manifest_out, &args.out, streams)
+    let manifest_out =
+        runtime()?.block_on(deliver_on_embedded_farm(&job, &name, jobs, args.out))?;
+    print_delivery(&manifest_out, args.out, streams)
 }
 
 /// Runs the delivery's task graph on the embedded farm (the coordinator and `jobs` worker loops
@@ -99,7 +98,7 @@ async fn deliver_on_embedded_farm(
         let outcome = async {
             let job_id =
                 submit_delivery(&farm.client, job, name, job.catalogue.job.priority).await?;
-            let status = follow_with_spinner(&farm.client, &job_id).await?;
+            let status = follow_job(&farm.client, &job_id, JobView::Spinner).await?;
             Ok::<_, anyhow::Error>(fetch_delivery(&farm.client, &status, out).await?)
         }
         .await;
@@ -109,43 +108,6 @@ async fn deliver_on_embedded_farm(
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     outcome
-}
-
-/// Follows the job to its end with a spinner: tasks done, and those running; returns its final
-/// status.
-async fn follow_with_spinner(client: &FarmClient, job_id: &str) -> anyhow::Result<v1::JobStatus> {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let status = follow_job(client, job_id, |status| {
-        let done = status
-            .tasks
-            .iter()
-            .filter(|t| {
-                matches!(
-                    t.state(),
-                    v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
-                )
-            })
-            .count();
-        let running: Vec<&str> = status
-            .tasks
-            .iter()
-            .filter(|t| t.state() == v1::TaskState::Running)
-            .map(|t| t.label.as_str())
-            .collect();
-        bar.set_message(format!(
-            "{done}/{} tasks; {}",
-            status.tasks.len(),
-            running.join(", ")
-        ));
-        bar.tick();
-    })
-    .await;
-    bar.finish_and_clear();
-    Ok(status?)
 }
 
 /// Prints a delivery: a table of its files, each album's report and notes, failures and QC

@@ -1,17 +1,14 @@
 //! The farm client commands: `submit`, `watch`, `status`, `fetch`, `cancel`, `workers`.
 //!
 //! Each talks gRPC to a coordinator: `--coordinator URL`, else `LATHE_COORDINATOR`, else
-//! [`DEFAULT_COORDINATOR`] (loopback, where `make farm` puts it). Audio moves only over gRPC: `submit`
+//! `DEFAULT_COORDINATOR` (loopback, where `make farm` puts it). Audio moves only over gRPC: `submit`
 //! uploads the sources the coordinator does not hold yet (by BLAKE3 digest) and `fetch` downloads the masters,
 //! each verified against its digest.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lathe_coordinator::client::{DEFAULT_COORDINATOR, FarmClient};
+use lathe_coordinator::client::FarmClient;
 use lathe_engine::album::graph::DeliveryPlan;
 use lathe_engine::catalog::Catalogue;
 use lathe_engine::profile::Profile;
@@ -19,16 +16,13 @@ use lathe_proto::v1;
 use lathe_worker::embedded::DeliveryJob;
 use serde_json::json;
 
+use crate::coordinator::{CoordinatorArg, connect, rpc_error, runtime};
+use crate::job_report::{JobReport, TrackOutcome};
+use crate::job_status::{job_json, job_state_name, task_name, task_state_name};
+use crate::progress::{JobView, follow_job};
+use crate::sources::file_name;
 use crate::table::Table;
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
-
-/// Where the coordinator is.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CoordinatorArg {
-    /// The coordinator's gRPC address.
-    #[arg(long, env = "LATHE_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
-    pub coordinator: String,
-}
 
 /// Arguments of `lathe submit`.
 #[derive(Debug, clap::Args)]
@@ -124,79 +118,10 @@ pub struct WorkersArgs {
     pub coordinator: CoordinatorArg,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-async fn connect(coordinator: &CoordinatorArg) -> anyhow::Result<FarmClient> {
-    Ok(FarmClient::connect(&coordinator.coordinator).await?)
-}
-
-fn job_state_name(state: v1::JobState) -> &'static str {
-    match state {
-        v1::JobState::Unspecified => "unknown",
-        v1::JobState::Running => "running",
-        v1::JobState::Succeeded => "succeeded",
-        v1::JobState::CompletedWithFailures => "completed_with_failures",
-        v1::JobState::Failed => "failed",
-        v1::JobState::Cancelled => "cancelled",
-    }
-}
-
-fn task_state_name(state: v1::TaskState) -> &'static str {
-    match state {
-        v1::TaskState::Unspecified => "unknown",
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Queued => "queued",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Cancelled => "cancelled",
-    }
-}
-
-/// A job's status as JSON (the shape of `lathe status JOB --json`).
-pub fn job_json(status: &v1::JobStatus) -> serde_json::Value {
-    json!({
-        "job_id": status.job_id,
-        "name": status.name,
-        "priority": status.priority,
-        "state": job_state_name(status.state()),
-        "profile": status.profile_name,
-        "submitted_unix_ms": status.submitted_unix_ms,
-        "blocklisted_workers": status.blocklisted_workers,
-        "tasks": status.tasks.iter().map(|task| json!({
-            "task_id": task.task_id,
-            "kind": task.kind,
-            "source": task.source_name,
-            "output": task.output_name,
-            "state": task_state_name(task.state()),
-            "worker": task.worker_id,
-            "attempts": task.attempts,
-            "last_error": task.last_error,
-            "output_digest": task.output_digest,
-            "phase": task.phase,
-            "fraction": task.fraction,
-            "started_unix_ms": task.started_unix_ms,
-            "label": task.label,
-            "needs": task.needs,
-            "outputs": task.outputs.iter().map(|file| json!({
-                "path": file.path,
-                "digest": file.digest,
-                "delivered": file.delivered,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 /// Finds the audio files of the inputs as `lathe master` does (folders searched recursively,
 /// sorted; files kept as given).
 fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let sources = crate::master::collect_sources(inputs).map_err(|usage| usage.0)?;
+    let sources = crate::sources::collect_sources(inputs).map_err(|usage| usage.0)?;
     if sources.is_empty() {
         return Err("no audio files found in the inputs".to_owned());
     }
@@ -268,12 +193,6 @@ fn delivery_job(manifest: &Path, args: &SubmitArgs) -> Result<DeliveryJobArgs, S
         priority: args.priority.unwrap_or(catalogue.job.priority),
         job: DeliveryJob { catalogue, plan },
     })
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// `lathe submit`.
@@ -384,15 +303,6 @@ fn submit_delivery(
     })
 }
 
-/// What a status line calls a task: a graph task's label, else its source's name.
-fn task_name(task: &v1::TaskStatus) -> &str {
-    if task.label.is_empty() {
-        &task.source_name
-    } else {
-        &task.label
-    }
-}
-
 /// `lathe watch`.
 pub fn watch(args: &WatchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
@@ -409,80 +319,13 @@ async fn follow(
     json_lines: bool,
     streams: &mut Streams<'_>,
 ) -> anyhow::Result<i32> {
-    let mut updates = client
-        .jobs
-        .clone()
-        .watch(v1::JobRef {
-            job_id: job_id.to_owned(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
-    let bars = MultiProgress::with_draw_target(if json_lines {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    let job_style =
-        ProgressStyle::with_template("{prefix:>24!} [{bar:30}] {percent:>3}% ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let task_style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let overall = bars.add(ProgressBar::new(1000));
-    overall.set_style(job_style);
-    overall.set_prefix(format!("job {job_id}"));
-    let mut task_bars: HashMap<String, ProgressBar> = HashMap::new();
     let started = Instant::now();
-    let mut last = None;
-    while let Some(status) = updates.message().await? {
-        if json_lines {
-            writeln!(streams.out, "{}", job_json(&status))?;
-        }
-        let total = status.tasks.len().max(1) as f64;
-        let done: f64 = status
-            .tasks
-            .iter()
-            .map(|task| match task.state() {
-                v1::TaskState::Running => track_progress(&task.phase, task.fraction),
-                v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled => 1.0,
-                _ => 0.0,
-            })
-            .sum();
-        overall.set_position((done / total * 1000.0) as u64);
-        for task in &status.tasks {
-            let running = task.state() == v1::TaskState::Running;
-            match (running, task_bars.contains_key(&task.task_id)) {
-                (true, false) => {
-                    let bar = bars.add(ProgressBar::new(1000));
-                    bar.set_style(task_style.clone());
-                    bar.set_prefix(task_name(task).to_owned());
-                    task_bars.insert(task.task_id.clone(), bar);
-                }
-                (false, true) => {
-                    if let Some(bar) = task_bars.remove(&task.task_id) {
-                        bar.finish_and_clear();
-                    }
-                }
-                _ => {}
-            }
-            if let Some(bar) = task_bars.get(&task.task_id) {
-                bar.set_message(format!("{} on {}", task.phase, task.worker_id));
-                bar.set_position((track_progress(&task.phase, task.fraction) * 1000.0) as u64);
-            }
-        }
-        let ended = status.state() != v1::JobState::Running;
-        last = Some(status);
-        if ended {
-            break;
-        }
-    }
-    for bar in task_bars.values() {
-        bar.finish_and_clear();
-    }
-    overall.finish_and_clear();
-    let Some(status) = last else {
-        anyhow::bail!("the coordinator closed the watch of job {job_id}");
+    let view = if json_lines {
+        JobView::JsonLines(&mut *streams.out)
+    } else {
+        JobView::FarmBars { job_id }
     };
+    let status = follow_job(client, job_id, view).await?;
     if !json_lines {
         let succeeded = status
             .tasks
@@ -515,14 +358,6 @@ async fn follow(
     } else {
         EXIT_FAILURES
     })
-}
-
-/// How far through a track the render is (0 to 1), from its phase and the fraction of that phase:
-/// the engine reads the source once per phase, so each phase is given an equal share.
-fn track_progress(phase: &str, fraction: f64) -> f64 {
-    const PHASES: [&str; 5] = ["analyse", "chain", "calibrate", "render", "verify"];
-    let index = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
-    (index as f64 + fraction.clamp(0.0, 1.0)) / PHASES.len() as f64
 }
 
 /// `lathe status`.
@@ -702,8 +537,7 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
 /// The job's `report.json`, in the shape `lathe master` writes: sources by the names they were
 /// submitted under, masters where `fetch` put them; the job's time runs from its submission to the
 /// end of its last task.
-fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<crate::master::JobReport> {
-    use crate::master::TrackOutcome;
+fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<JobReport> {
     let mut tracks = Vec::new();
     let mut ended_ms = status.submitted_unix_ms as f64;
     for task in &status.tasks {
@@ -736,7 +570,7 @@ fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<crate::maste
         .map(|t| t.worker_id.as_str())
         .filter(|w| !w.is_empty())
         .collect();
-    Ok(crate::master::JobReport::new(
+    Ok(JobReport::new(
         &status.profile_name,
         workers.len(),
         (ended_ms - status.submitted_unix_ms as f64).max(0.0) / 1e3,
@@ -824,9 +658,4 @@ pub fn workers(args: &WorkersArgs, streams: &mut Streams<'_>) -> anyhow::Result<
         write!(streams.out, "{}", table.render())?;
         Ok(EXIT_OK)
     })
-}
-
-/// A failed call to the coordinator as the CLI reports it: the coordinator's own message.
-fn rpc_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
 }

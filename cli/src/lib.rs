@@ -5,11 +5,17 @@
 #![deny(missing_docs)]
 
 mod analyze;
+mod coordinator;
 mod deliver;
 mod demo;
 mod farm;
+mod job_report;
+mod job_status;
 mod master;
+mod output_folder;
+mod progress;
 mod restore;
+mod sources;
 mod table;
 
 use std::io::Write;
@@ -69,6 +75,10 @@ enum Command {
         jobs: Option<usize>,
     },
 }
+
+/// A usage problem: reported on one line, exit status 2, nothing processed.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
 
 /// Output streams for a command: user-facing results go to `out`, diagnostics to `err`.
 pub struct Streams<'a> {

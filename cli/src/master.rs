@@ -8,19 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lathe_coordinator::blob::Digest;
 use lathe_coordinator::client::{FarmClient, digest_file};
-use lathe_engine::catalog::find_audio_files;
-use lathe_engine::level_rule::LevelRule;
 use lathe_engine::profile::Profile;
 use lathe_engine::render::{TrackReport, write_atomically};
 use lathe_proto::v1;
-use lathe_worker::embedded::{EmbeddedFarm, follow_job};
-use serde::Serialize;
+use lathe_worker::embedded::EmbeddedFarm;
 
+use crate::coordinator::runtime;
+use crate::job_report::{JobReport, TrackOutcome};
+use crate::output_folder::check_output_folder;
+use crate::progress::{JobView, follow_job};
+use crate::sources::{collect_sources, display_name, file_name};
 use crate::table::{Table, level};
-use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
+use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams, Usage};
 
 /// Arguments of `lathe master`.
 #[derive(Debug, clap::Args)]
@@ -41,120 +42,20 @@ pub struct MasterArgs {
     pub jobs: Option<usize>,
 }
 
-/// One track's outcome in the job report.
-#[derive(Debug, Serialize)]
-pub(crate) struct TrackOutcome {
-    input: PathBuf,
-    output: PathBuf,
-    status: &'static str,
-    error: Option<String>,
-    integrated_lufs: Option<f64>,
-    true_peak_dbtp: Option<f64>,
-    gain_db: Option<f64>,
-    /// How the level was set (`None` for a failed track).
-    level_rule: Option<LevelRule>,
-    qc_issues: Vec<String>,
-    /// The track report's warnings (e.g. how a silent or very short track was mastered).
-    notes: Vec<String>,
-    elapsed_s: f64,
-}
-
-impl TrackOutcome {
-    /// A mastered track (status `ok`, or `qc_failed` when its QC did not pass).
-    pub(crate) fn mastered(
-        input: &Path,
-        output: &Path,
-        report: &TrackReport,
-        elapsed_s: f64,
-    ) -> Self {
-        Self {
-            input: input.to_path_buf(),
-            output: output.to_path_buf(),
-            status: if report.qc.passed { "ok" } else { "qc_failed" },
-            error: None,
-            integrated_lufs: report.output_analysis.integrated_lufs,
-            true_peak_dbtp: report.output_analysis.true_peak_dbtp,
-            gain_db: Some(report.chain_input_gain_db + report.gain_db),
-            level_rule: Some(report.level_rule),
-            qc_issues: report.qc.issues.clone(),
-            notes: report.warnings.clone(),
-            elapsed_s,
-        }
-    }
-
-    /// A track that failed with `error`.
-    pub(crate) fn failed(input: &Path, output: &Path, error: String, elapsed_s: f64) -> Self {
-        Self {
-            input: input.to_path_buf(),
-            output: output.to_path_buf(),
-            status: "failed",
-            error: Some(error),
-            integrated_lufs: None,
-            true_peak_dbtp: None,
-            gain_db: None,
-            level_rule: None,
-            qc_issues: Vec::new(),
-            notes: Vec::new(),
-            elapsed_s,
-        }
-    }
-}
-
-impl JobReport {
-    /// The report of `tracks` mastered with `profile` by `jobs` workers in `elapsed_s` seconds.
-    pub(crate) fn new(
-        profile: &str,
-        jobs: usize,
-        elapsed_s: f64,
-        tracks: Vec<TrackOutcome>,
-    ) -> Self {
-        let failed = tracks.iter().filter(|o| o.status != "ok").count();
-        Self {
-            lathe_version: env!("CARGO_PKG_VERSION"),
-            profile: profile.to_owned(),
-            jobs,
-            elapsed_s,
-            succeeded: tracks.len() - failed,
-            failed,
-            tracks,
-        }
-    }
-
-    /// Writes it as `OUT/report.json`.
-    pub(crate) fn write(&self, out: &Path) -> anyhow::Result<()> {
-        write_atomically(
-            &out.join("report.json"),
-            serde_json::to_string_pretty(self)?.as_bytes(),
-        )?;
-        Ok(())
-    }
-}
-
 /// A track's report or error, and the seconds it took.
 type TrackResult = (Result<TrackReport, String>, f64);
-
-/// The job-level `report.json` (`lathe fetch` writes the same shape).
-#[derive(Debug, Serialize)]
-pub(crate) struct JobReport {
-    lathe_version: &'static str,
-    profile: String,
-    jobs: usize,
-    elapsed_s: f64,
-    succeeded: usize,
-    failed: usize,
-    tracks: Vec<TrackOutcome>,
-}
-
-/// A usage problem: reported on one line, exit status 2, nothing processed.
-#[derive(Debug)]
-pub struct Usage(pub String);
 
 /// Runs `lathe master`.
 pub fn run(args: &MasterArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     if let [manifest] = args.inputs.as_slice()
         && manifest.extension().is_some_and(|e| e == "toml")
     {
-        return crate::deliver::run(manifest, args, streams);
+        let delivery = crate::deliver::DeliveryArgs {
+            profile: args.profile.as_deref(),
+            out: &args.out,
+            jobs: args.jobs,
+        };
+        return crate::deliver::run(manifest, &delivery, streams);
     }
     let Some(profile) = &args.profile else {
         writeln!(
@@ -205,14 +106,9 @@ pub fn master_inputs(
         .clamp(1, sources.len());
 
     let started = Instant::now();
-    let results = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(master_on_embedded_farm(
-            &sources, &outputs, profile, jobs, out,
-        ))?;
+    let results = runtime()?.block_on(master_on_embedded_farm(
+        &sources, &outputs, profile, jobs, out,
+    ))?;
 
     let mut table = Table::new(&[
         "track", "in LUFS", "out LUFS", "out dBTP", "gain dB", "QC", "time s",
@@ -372,11 +268,18 @@ async fn run_job(
         .await?
         .into_inner()
         .job_id;
-    let submitted: Vec<&Path> = readable
+    let track_names: Vec<String> = readable
         .iter()
-        .map(|&(i, _)| sources[i].as_path())
+        .map(|&(i, _)| display_name(&sources[i]))
         .collect();
-    let status = follow_with_bars(client, &job_id, &submitted).await?;
+    let status = follow_job(
+        client,
+        &job_id,
+        JobView::TrackBars {
+            track_names: &track_names,
+        },
+    )
+    .await?;
     for (task, &(index, _)) in status.tasks.iter().zip(&readable) {
         let (source, output) = (&sources[index], &outputs[index]);
         results[index] = Some(match task.state() {
@@ -407,52 +310,6 @@ async fn run_job(
     Ok(results)
 }
 
-/// Follows the job to its end with a progress bar per running track; returns its final status.
-async fn follow_with_bars(
-    client: &FarmClient,
-    job_id: &str,
-    sources: &[&Path],
-) -> anyhow::Result<v1::JobStatus> {
-    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{prefix:>24!} {bar:30} {percent:>3}% {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut shown: HashMap<String, ProgressBar> = HashMap::new();
-    let status = follow_job(client, job_id, |status| {
-        for (task, source) in status.tasks.iter().zip(sources) {
-            match task.state() {
-                v1::TaskState::Running => {
-                    let bar = shown.entry(task.task_id.clone()).or_insert_with(|| {
-                        let bar = bars.add(ProgressBar::new(1000));
-                        bar.set_style(style.clone());
-                        bar.set_prefix(display_name(source));
-                        bar
-                    });
-                    if !task.phase.is_empty() {
-                        bar.set_message(task.phase.clone());
-                    }
-                    bar.set_position((task.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
-                }
-                _ => {
-                    if let Some(bar) = shown.remove(&task.task_id) {
-                        bar.finish_and_clear();
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    for bar in shown.values() {
-        bar.finish_and_clear();
-    }
-    Ok(status?)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// `OUT/<stem>.report.json` beside `OUT/<stem>.<ext>`.
 pub fn report_path_for(output: &Path) -> PathBuf {
     let stem = output
@@ -460,103 +317,6 @@ pub fn report_path_for(output: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     output.with_file_name(format!("{stem}.report.json"))
-}
-
-fn display_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-/// Expands folders (recursively, audio extensions only, sorted) and keeps files as given.
-pub(crate) fn collect_sources(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
-    let mut sources = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            sources.extend(find_audio_files(input).map_err(|e| Usage(e.to_string()))?);
-        } else if input.exists() {
-            sources.push(input.clone());
-        } else {
-            return Err(Usage(format!(
-                "{}: no such file or folder",
-                input.display()
-            )));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    sources.retain(|p| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
-    Ok(sources)
-}
-
-/// Refuses an output folder that could mix masters with sources: one inside (or equal to) a folder
-/// given as input (a later run would pick the masters up as sources), or the folder of an input file.
-pub(crate) fn check_output_folder(
-    out: &Path,
-    inputs: &[PathBuf],
-    sources: &[PathBuf],
-) -> Result<(), Usage> {
-    let out = resolve(out).map_err(|e| Usage(format!("{}: {e}", out.display())))?;
-    let canonical = |folder: &Path| {
-        let folder = if folder.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            folder
-        };
-        folder.canonicalize().ok()
-    };
-    let refuse = |folder: &Path| {
-        Usage(format!(
-            "the output folder {} is an input folder (or inside one: {}); choose another",
-            out.display(),
-            folder.display()
-        ))
-    };
-    for folder in inputs
-        .iter()
-        .filter(|i| i.is_dir())
-        .filter_map(|i| canonical(i))
-    {
-        if out.starts_with(&folder) {
-            return Err(refuse(&folder));
-        }
-    }
-    for folder in sources
-        .iter()
-        .filter_map(|s| s.parent())
-        .filter_map(canonical)
-    {
-        if out == folder {
-            return Err(refuse(&folder));
-        }
-    }
-    Ok(())
-}
-
-/// The absolute, symlink-free form of `path`, which need not exist yet (its nearest existing ancestor is
-/// canonicalised and the rest appended).
-fn resolve(path: &Path) -> std::io::Result<PathBuf> {
-    if path.exists() {
-        return path.canonicalize();
-    }
-    let absolute = std::path::absolute(path)?;
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        let Some(parent) = existing.parent() else {
-            break;
-        };
-        rest.push(
-            existing
-                .file_name()
-                .map(ToOwned::to_owned)
-                .unwrap_or_default(),
-        );
-        existing = parent;
-    }
-    let mut resolved = existing.canonicalize()?;
-    resolved.extend(rest.iter().rev());
-    Ok(resolved)
 }
 
 /// `OUT/<stem>.<ext>` per source; when two sources share a stem, the later ones (in input order) get

@@ -59,3 +59,34 @@ fn profiles_prints_a_preset_as_toml() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("target_lufs = -23.0"), "{text}");
 }
+
+#[test]
+fn master_refuses_the_real_folder_of_a_linked_source_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("a");
+    let named = dir.path().join("b");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::create_dir(&named).unwrap();
+    std::fs::write(real.join("track.wav"), "the source").unwrap();
+    std::os::unix::fs::symlink(real.join("track.wav"), named.join("track.wav")).unwrap();
+    let output = lathe()
+        .args(["master", "-p", "streaming", "-o"])
+        .arg(&real)
+        .arg(named.join("track.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is an input folder") && stderr.contains("choose another"),
+        "{stderr}"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&real)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["track.wav"], "nothing written into a");
+    assert!(output.stdout.is_empty());
+}

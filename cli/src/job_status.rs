@@ -1,0 +1,73 @@
+//! A farm job's status as the CLI shows it: the names of job and task states, and the JSON shape of
+//! `lathe status JOB --json`.
+
+use lathe_proto::v1;
+use serde_json::json;
+
+/// The name of a job state in tables and JSON.
+pub(crate) fn job_state_name(state: v1::JobState) -> &'static str {
+    match state {
+        v1::JobState::Unspecified => "unknown",
+        v1::JobState::Running => "running",
+        v1::JobState::Succeeded => "succeeded",
+        v1::JobState::CompletedWithFailures => "completed_with_failures",
+        v1::JobState::Failed => "failed",
+        v1::JobState::Cancelled => "cancelled",
+    }
+}
+
+/// The name of a task state in tables and JSON.
+pub(crate) fn task_state_name(state: v1::TaskState) -> &'static str {
+    match state {
+        v1::TaskState::Unspecified => "unknown",
+        v1::TaskState::Pending => "pending",
+        v1::TaskState::Queued => "queued",
+        v1::TaskState::Running => "running",
+        v1::TaskState::Succeeded => "succeeded",
+        v1::TaskState::Failed => "failed",
+        v1::TaskState::Cancelled => "cancelled",
+    }
+}
+
+/// A job's status as JSON (the shape of `lathe status JOB --json`).
+pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
+    json!({
+        "job_id": status.job_id,
+        "name": status.name,
+        "priority": status.priority,
+        "state": job_state_name(status.state()),
+        "profile": status.profile_name,
+        "submitted_unix_ms": status.submitted_unix_ms,
+        "blocklisted_workers": status.blocklisted_workers,
+        "tasks": status.tasks.iter().map(|task| json!({
+            "task_id": task.task_id,
+            "kind": task.kind,
+            "source": task.source_name,
+            "output": task.output_name,
+            "state": task_state_name(task.state()),
+            "worker": task.worker_id,
+            "attempts": task.attempts,
+            "last_error": task.last_error,
+            "output_digest": task.output_digest,
+            "phase": task.phase,
+            "fraction": task.fraction,
+            "started_unix_ms": task.started_unix_ms,
+            "label": task.label,
+            "needs": task.needs,
+            "outputs": task.outputs.iter().map(|file| json!({
+                "path": file.path,
+                "digest": file.digest,
+                "delivered": file.delivered,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// What a status line calls a task: a graph task's label, else its source's name.
+pub(crate) fn task_name(task: &v1::TaskStatus) -> &str {
+    if task.label.is_empty() {
+        &task.source_name
+    } else {
+        &task.label
+    }
+}
