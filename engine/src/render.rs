@@ -33,6 +33,7 @@
 //! near-silent one takes them at unity gain; digital silence (or an album's silent track) skips
 //! the chain and calibration: the source is decoded once more, muted and written (no dither).
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -393,7 +394,7 @@ impl Pass {
         stages: &mut [Box<dyn Stage>],
         after: &mut [Box<dyn Stage>],
         phase: Phase,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
         mut on_source: impl FnMut(&AudioBlock),
         mut on_output: impl FnMut(&AudioBlock) -> Result<()>,
     ) -> Result<()> {
@@ -444,10 +445,14 @@ impl Pass {
                     done += self.work.frames() as u64;
                 }
             }
-            progress(Progress {
+            if progress(Progress {
                 phase,
                 fraction: (done as f64 / total).min(1.0),
-            });
+            })
+            .is_break()
+            {
+                return Err(Error::Cancelled);
+            }
             emit(&mut self.work, stages)?;
         }
         if let Source::Resampled { resampler, .. } = &mut self.source {
@@ -544,7 +549,7 @@ fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
 /// at all.
 pub fn master_track(
     request: &MasterRequest<'_>,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<TrackReport> {
     let started = Instant::now();
     let profile = request.profile;
@@ -879,7 +884,7 @@ fn deliver(
     decisions: Decisions,
     master: RenderedMaster,
     started: Instant,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<TrackReport> {
     let Decisions {
         source,
@@ -905,10 +910,14 @@ fn deliver(
     warnings.extend(rule.note(&input_analysis, &output_analysis));
 
     // 5. Verify, tag, rename.
-    progress(Progress {
+    if progress(Progress {
         phase: Phase::Verify,
         fraction: 0.0,
-    });
+    })
+    .is_break()
+    {
+        return Err(Error::Cancelled);
+    }
     let mut tags = request.tags.clone();
     if let Ok(source_tags) = read_tags(request.input) {
         tags.title = tags.title.or(source_tags.title);
@@ -953,7 +962,8 @@ fn deliver(
     std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
     let mut temp = temp;
     temp.keep = true;
-    progress(Progress {
+    // The master is in place: too late to stop, so a last `Break` changes nothing.
+    let _ = progress(Progress {
         phase: Phase::Verify,
         fraction: 1.0,
     });
@@ -1014,7 +1024,7 @@ fn render_master(
     source: Pass,
     mut tail: Vec<Box<dyn Stage>>,
     phase: Phase,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<RenderedMaster> {
     let RenderSettings {
         profile,
@@ -1148,7 +1158,7 @@ fn noise_excerpt(profile: &Profile, input: &Path, rate_hz: u32) -> Result<Option
         &mut [],
         &mut [],
         Phase::Chain,
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
         |_| {},
         |block| {
             let end = at + block.frames() as u64;
@@ -1195,7 +1205,7 @@ pub fn measure_chain(
         &mut stages,
         &mut [],
         Phase::Chain,
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
         |_| {},
         |block| {
             frames += block.frames() as u64;
@@ -1236,6 +1246,90 @@ mod tests {
         let mut analyzer = Analyzer::new(2, rate);
         analyzer.add(&block);
         analyzer.finish(Path::new("tone.wav"))
+    }
+
+    /// Writes `seconds` of a 440 Hz tone at -20 dBFS, stereo 16-bit 44.1 kHz, to `path`.
+    fn write_tone(path: &Path, seconds: f64) {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        for n in 0..(seconds * 44_100.0) as usize {
+            let x = 0.1 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / 44_100.0).sin();
+            for _ in 0..2 {
+                writer.write_sample((x * 32767.0).round() as i16).unwrap();
+            }
+        }
+        writer.finalize().unwrap();
+    }
+
+    /// Masters `input` into `output` with the streaming preset, calling `progress`.
+    fn master_tone(
+        input: &Path,
+        output: &Path,
+        progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<TrackReport> {
+        master_track(
+            &MasterRequest {
+                input,
+                output,
+                profile: &Profile::load("streaming").unwrap(),
+                tags: TrackTags::default(),
+                level: None,
+                fades: None,
+            },
+            progress,
+        )
+    }
+
+    #[test]
+    fn a_break_in_any_phase_cancels_and_leaves_no_file() {
+        let sources = tempfile::tempdir().unwrap();
+        let input = sources.path().join("tone.wav");
+        write_tone(&input, 3.0);
+        let mut phases = Vec::new();
+        let finished = tempfile::tempdir().unwrap();
+        master_tone(&input, &finished.path().join("tone.flac"), &mut |p| {
+            if phases.last() != Some(&p.phase) {
+                phases.push(p.phase);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            phases,
+            [
+                Phase::Analyse,
+                Phase::Chain,
+                Phase::Calibrate,
+                Phase::Verify
+            ]
+        );
+        for phase in phases {
+            let out = tempfile::tempdir().unwrap();
+            let mut reports = 0;
+            let result = master_tone(&input, &out.path().join("tone.flac"), &mut |p| {
+                reports += 1;
+                if p.phase == phase {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert!(
+                matches!(result, Err(Error::Cancelled)),
+                "{phase:?}: {result:?}"
+            );
+            assert_eq!(result.unwrap_err().to_string(), "cancelled");
+            let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+            assert!(left.is_empty(), "{phase:?}: {left:?} left behind");
+            if phase == Phase::Analyse {
+                assert_eq!(reports, 1, "stopped at the first progress report");
+            }
+        }
     }
 
     #[test]

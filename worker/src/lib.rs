@@ -6,12 +6,15 @@
 //! - [`task`]: one task, from delivery to acknowledgement.
 //! - [`embedded`]: the coordinator and N worker loops in one process on the in-process queue, store
 //!   and blob implementations: `lathe master`'s engine room, the same code as the farm.
+//! - `testing` (the `testing` feature, for the farm tests only): a gate that holds renders.
 #![deny(missing_docs)]
 
 pub mod embedded;
 pub mod error;
 pub mod service;
 pub mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 pub use error::{Error, Result};

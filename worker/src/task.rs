@@ -14,6 +14,7 @@
 //! terminated when the coordinator says it is out of attempts. A task whose job is cancelled, or that
 //! the worker hands back while draining, stops the engine at its next progress call.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,9 +76,6 @@ impl RunningTask {
         }
     }
 }
-
-/// The payload the engine thread unwinds with when told to stop.
-struct Stop;
 
 /// Handles one delivery to the end, in a span carrying the task's trace context; never fails (every
 /// outcome settles the delivery).
@@ -376,27 +374,35 @@ async fn put_result(context: &WorkerContext, path: &Path, traceparent: &str) -> 
 }
 
 /// Runs `work` on a blocking thread with a progress callback that records the engine's progress,
-/// and unwinds out of the engine when the task is told to stop. Engine errors name files as the
-/// client knows them: the scratch `folder` is cut from their paths.
+/// and stops the engine (by returning [`ControlFlow::Break`]) when the task is told to stop. Engine
+/// errors name files as the client knows them: the scratch `folder` is cut from their paths.
 async fn on_engine_thread<T: Send + 'static>(
     running: &Arc<RunningTask>,
     folder: &Path,
-    work: impl FnOnce(&mut dyn FnMut(Progress)) -> lathe_engine::Result<T> + Send + 'static,
+    work: impl FnOnce(&mut dyn FnMut(Progress) -> ControlFlow<()>) -> lathe_engine::Result<T>
+    + Send
+    + 'static,
 ) -> Result<T> {
     let engine_task = Arc::clone(running);
     let engine = tokio::task::spawn_blocking(move || {
         work(&mut |progress| {
+            #[cfg(feature = "testing")]
+            crate::testing::hold(&engine_task.task_id, || engine_task.stop_reason().is_some());
             if engine_task.stop_reason().is_some() {
-                // Unwinds out of the engine (its temporary files are removed on the way);
-                // resume_unwind skips the panic hook, so nothing is printed.
-                std::panic::resume_unwind(Box::new(Stop));
+                // The engine stops at its next block, removes its temporary files and returns
+                // `Error::Cancelled`.
+                return ControlFlow::Break(());
             }
             if let Ok(mut current) = engine_task.progress.lock() {
                 *current = (progress.phase.as_str().to_owned(), progress.fraction);
             }
+            ControlFlow::Continue(())
         })
     });
     let outcome = match engine.await {
+        Ok(Err(lathe_engine::Error::Cancelled)) => {
+            return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
+        }
         Ok(outcome) => outcome.map_err(|error| {
             let mut message = error.to_string();
             for part in [SOURCES, INPUTS, OUTPUTS, ""] {
@@ -406,9 +412,6 @@ async fn on_engine_thread<T: Send + 'static>(
         })?,
         Err(error) if error.is_panic() => {
             let payload = error.into_panic();
-            if payload.is::<Stop>() {
-                return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
-            }
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()

@@ -660,7 +660,7 @@ pub fn execute(
     sources: &[PathBuf],
     inputs: &[PathBuf],
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let source = || {
         sources.first().ok_or_else(|| Error::Delivery {
@@ -763,7 +763,7 @@ fn render_master(
     work: &RenderWork,
     source: &Path,
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let (level, warnings) = work.level_override()?;
     let final_path = place(out, &work.path)?;
@@ -855,7 +855,7 @@ fn render_lossy(
     codec: LossyCodec,
     source: &Path,
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let (level, warnings) = work.level_override()?;
     let ceiling = work.profile.loudness.ceiling_dbtp;
