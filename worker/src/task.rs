@@ -386,15 +386,15 @@ async fn on_engine_thread<T: Send + 'static>(
     let engine_task = Arc::clone(running);
     let engine = tokio::task::spawn_blocking(move || {
         work(&mut |progress| {
+            if let Ok(mut current) = engine_task.progress.lock() {
+                *current = (progress.phase.as_str().to_owned(), progress.fraction);
+            }
             #[cfg(feature = "testing")]
             crate::testing::hold(&engine_task.task_id, || engine_task.stop_reason().is_some());
             if engine_task.stop_reason().is_some() {
-                // The engine stops at its next block, removes its temporary files and returns
+                // The engine stops at this block, removes its temporary files and returns
                 // `Error::Cancelled`.
                 return ControlFlow::Break(());
-            }
-            if let Ok(mut current) = engine_task.progress.lock() {
-                *current = (progress.phase.as_str().to_owned(), progress.fraction);
             }
             ControlFlow::Continue(())
         })

@@ -1,5 +1,6 @@
 //! A render gate for the farm tests (the `testing` feature, which only the tests crate enables): a
-//! worker holds every render at its first progress report until the test releases it, so that a
+//! worker holds every render at its first progress report (recorded first, so the task shows as
+//! running with a fraction) until the test releases it, so that a
 //! test can cancel, kill or drain a task known to be mid-render however fast the engine is.
 //!
 //! The gate is a folder. A held task creates `held-<task id>` in it and waits, polling, until

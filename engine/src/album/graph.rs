@@ -41,6 +41,7 @@ use crate::album::platforms::{PlaybackPreview, preview};
 use crate::album::report::{self, PlotData, ReportTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
+use crate::atomic_file::{temp_path_for, write_atomically};
 use crate::catalog::{Album, Catalogue, LoudnessMode, Outlet};
 use crate::decode::Decoder;
 use crate::encode::Container;
@@ -49,7 +50,6 @@ use crate::master::dither::DitherMode;
 use crate::profile::Profile;
 use crate::render::{
     LevelOverride, MasterRequest, Progress, QcVerdict, TrackFades, TrackReport, master_track,
-    temp_path_for, write_atomically,
 };
 use crate::tags::{BroadcastExtension, TrackTags, write_tags, write_tags_with_bext};
 
