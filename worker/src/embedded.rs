@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::worker::{WorkerSettings, run_worker};
+use crate::settings::WorkerSettings;
+use crate::worker::run_worker;
 
 /// A running in-process farm; [`stop`](EmbeddedFarm::stop) shuts it down.
 #[derive(Debug)]

@@ -16,8 +16,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
@@ -31,51 +30,11 @@ use lathe_proto::v1;
 use prost::Message as _;
 use tracing::Instrument;
 
+use crate::context::{RunningTask, WorkerContext};
 use crate::error::{Error, Result};
-use crate::worker::WorkerContext;
-
-/// Why a running task should stop.
-const KEEP_GOING: u8 = 0;
-const JOB_CANCELLED: u8 = 1;
-const HAND_BACK: u8 = 2;
 
 /// How long calls to the coordinator are retried while it is unreachable (a restart).
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
-
-/// A task this worker is running, as the rest of the worker sees it.
-#[derive(Debug)]
-pub struct RunningTask {
-    /// The task id.
-    pub task_id: String,
-    stop: AtomicU8,
-    progress: Mutex<(String, f64)>,
-}
-
-impl RunningTask {
-    /// Stops the task at the engine's next progress call and hands it back to the queue.
-    pub fn hand_back(&self) {
-        let _ =
-            self.stop
-                .compare_exchange(KEEP_GOING, HAND_BACK, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn cancel(&self) {
-        let _ = self.stop.compare_exchange(
-            KEEP_GOING,
-            JOB_CANCELLED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-    }
-
-    fn stop_reason(&self) -> Option<&'static str> {
-        match self.stop.load(Ordering::Acquire) {
-            JOB_CANCELLED => Some("the job was cancelled"),
-            HAND_BACK => Some("the worker is shutting down"),
-            _ => None,
-        }
-    }
-}
 
 /// Handles one delivery to the end, in a span carrying the task's trace context; never fails (every
 /// outcome settles the delivery).
@@ -137,11 +96,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
         }
     }
 
-    let running = Arc::new(RunningTask {
-        task_id: task.task_id.clone(),
-        stop: AtomicU8::new(KEEP_GOING),
-        progress: Mutex::new(("start".to_owned(), 0.0)),
-    });
+    let running = Arc::new(RunningTask::new(task.task_id.clone()));
     if let Ok(mut list) = context.running.lock() {
         list.push(Arc::clone(&running));
     }
@@ -168,7 +123,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
             tracing::info!(task = %task.task_id, "task done");
             let _ = delivery.ack().await;
         }
-        Err(Error::Stopped(reason)) if running.stop.load(Ordering::Acquire) == JOB_CANCELLED => {
+        Err(Error::Stopped(reason)) if running.job_cancelled() => {
             tracing::info!(task = %task.task_id, reason, "task stopped");
             let _ = delivery.ack().await;
         }
