@@ -203,8 +203,10 @@ fn deliver(
         level: None,
         fades: None,
     };
-    let checked: CheckedLossyMaster =
-        render_under_ceiling(codec, &request, &encoded, &mut |_| {}).map_err(|e| e.to_string())?;
+    let checked: CheckedLossyMaster = render_under_ceiling(codec, &request, &encoded, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&master);
     let _ = std::fs::remove_file(&encoded);
     let peak = checked.decoded_true_peak_dbtp();

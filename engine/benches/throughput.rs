@@ -911,7 +911,8 @@ fn bench_chain(bench: &mut Bench, path: &Path, track: &Track, source_lufs: f64) 
             fades: None,
         };
         let started = Instant::now();
-        let result = master_track(&request, &mut |_| {}).map_err(|e| e.to_string())?;
+        let result = master_track(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+            .map_err(|e| e.to_string())?;
         let elapsed = started.elapsed();
         report = Some(result);
         Ok(elapsed)

@@ -1,4 +1,7 @@
-//! The one audio buffer type every stage works on.
+//! The one audio buffer type every stage works on, and the engine's block size.
+
+/// Frames the engine decodes (and its passes process) per block.
+pub const BLOCK_FRAMES: usize = 4096;
 
 /// A block of planar `f32` audio: one buffer per channel, all of the same capacity, of which the first
 /// [`AudioBlock::frames`] frames are valid.

@@ -96,6 +96,10 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The caller's progress callback asked the work to stop
+    /// ([`std::ops::ControlFlow::Break`]); what the work had written so far is removed.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

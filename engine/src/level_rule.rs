@@ -183,7 +183,7 @@ mod tests {
                 level,
                 fades: None,
             },
-            &mut |_| {},
+            &mut |_| std::ops::ControlFlow::Continue(()),
         )
         .unwrap()
     }

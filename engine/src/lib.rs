@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod album;
+pub mod atomic_file;
 pub mod audio;
 pub mod calibration;
 pub mod catalog;
@@ -14,11 +15,14 @@ pub mod level_rule;
 pub mod loudness;
 pub mod master;
 mod math;
+mod pass;
 pub mod profile;
+pub mod progress;
 pub mod qc;
 pub mod render;
 pub mod resample;
 pub mod restore;
+mod sample_hash;
 pub mod spool;
 pub mod stage;
 pub mod synth;

@@ -33,71 +33,39 @@
 //! near-silent one takes them at unity gain; digital silence (or an album's silent track) skips
 //! the chain and calibration: the source is decoded once more, muted and written (no dither).
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::album::fade::Fade;
-use crate::audio::AudioBlock;
+use crate::atomic_file::{TempFile, temp_path_for};
+use crate::audio::{AudioBlock, BLOCK_FRAMES};
 use crate::calibration::LimiterModel;
 use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
 use crate::level_rule::LevelRule;
-use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
+use crate::loudness::LoudnessMeter;
 use crate::master::gain::Gain;
+use crate::pass::{Pass, stage_reports};
 use crate::profile::Profile;
+pub use crate::progress::{Phase, Progress};
 use crate::qc::{Analysis, Analyzer};
-use crate::resample::Resampler;
-use crate::spool::{Spool, SpoolReader, SpoolWriter};
+use crate::restore::noise_excerpt;
+use crate::sample_hash::SampleHash;
+use crate::spool::{Spool, SpoolWriter};
 use crate::stage::Stage;
 use crate::tags::{TrackTags, read_tags, write_tags};
 
-/// Frames decoded per block.
-pub const BLOCK_FRAMES: usize = 4096;
 /// The render stops calibrating once the limited loudness is this close to the target.
 pub const CALIBRATION_TOLERANCE_LU: f64 = 0.1;
+/// Each album track (a track whose level an album plan set) is calibrated to its own target this
+/// closely, so that two tracks' difference stays within 0.1 LU of the source's.
+pub const ALBUM_CALIBRATION_TOLERANCE_LU: f64 = 0.04;
 /// The most calibration passes a track gets.
 pub const MAX_CALIBRATION_PASSES: u32 = 6;
-
-/// The phase a track is in, for progress reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Measuring the source.
-    Analyse,
-    /// Running the chain to set the gain.
-    Chain,
-    /// Matching the limited loudness to the target.
-    Calibrate,
-    /// Writing the master.
-    Render,
-    /// Re-reading and checking the master.
-    Verify,
-}
-
-impl Phase {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Analyse => "analyse",
-            Self::Chain => "chain",
-            Self::Calibrate => "calibrate",
-            Self::Render => "render",
-            Self::Verify => "verify",
-        }
-    }
-}
-
-/// Progress of one track: the phase and how far through the source it is (0 to 1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    /// Current phase.
-    pub phase: Phase,
-    /// Fraction of the source processed in this phase.
-    pub fraction: f64,
-}
 
 /// What to master.
 #[derive(Debug, Clone)]
@@ -259,226 +227,6 @@ pub struct TrackReport {
     pub elapsed_s: f64,
 }
 
-/// FNV-1a over the bit patterns of samples, a 32-bit word at a time, in [`HASH_LANES`] interleaved
-/// hashes per channel (sample `n` goes to lane `n % HASH_LANES`, so the result does not depend on
-/// how the audio is cut into blocks, and the lanes' multiplications overlap instead of waiting on
-/// each other): the track's dither seed, and the check that a written master decodes to exactly the
-/// samples rendered.
-struct SampleHash {
-    lanes: [[u64; HASH_LANES]; MAX_CHANNELS],
-    frames: usize,
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
-const HASH_LANES: usize = 4;
-
-impl SampleHash {
-    fn new() -> Self {
-        Self {
-            lanes: [[FNV_OFFSET; HASH_LANES]; MAX_CHANNELS],
-            frames: 0,
-        }
-    }
-
-    fn add(&mut self, block: &AudioBlock) {
-        // `+ 0.0` turns -0.0 into +0.0: a file stores no sign for zero.
-        let step = |hash: &mut u64, x: f32| {
-            *hash = (*hash ^ u64::from((x + 0.0).to_bits())).wrapping_mul(FNV_PRIME);
-        };
-        let phase = self.frames % HASH_LANES;
-        for (lanes, channel) in self.lanes.iter_mut().zip(block.channels()) {
-            // Up to the next multiple of HASH_LANES one at a time, then whole rounds of lanes.
-            let head = ((HASH_LANES - phase) % HASH_LANES).min(channel.len());
-            for (i, &x) in channel[..head].iter().enumerate() {
-                step(&mut lanes[phase + i], x);
-            }
-            let mut rounds = channel[head..].chunks_exact(HASH_LANES);
-            for round in &mut rounds {
-                for (lane, &x) in lanes.iter_mut().zip(round) {
-                    step(lane, x);
-                }
-            }
-            for (lane, &x) in lanes.iter_mut().zip(rounds.remainder()) {
-                step(lane, x);
-            }
-        }
-        self.frames += block.frames();
-    }
-
-    fn value(&self) -> u64 {
-        self.lanes
-            .iter()
-            .flatten()
-            .fold(FNV_OFFSET, |h, &c| (h ^ c).wrapping_mul(FNV_PRIME))
-    }
-}
-
-/// Where a pass reads its audio.
-enum Source {
-    /// Decoding the source file at the output rate, straight into the pass's work block.
-    Decoded(Box<Decoder>),
-    /// Decoding the source file into `decoded`, resampled from there to the output rate.
-    Resampled {
-        decoder: Box<Decoder>,
-        resampler: Box<Resampler>,
-        decoded: AudioBlock,
-    },
-    /// A spool an earlier pass wrote, already at the output rate.
-    Spooled(SpoolReader),
-}
-
-/// One streaming pass: read the source (or a spool), run stages; the output is latency-compensated
-/// so it stays sample-aligned with the source.
-struct Pass {
-    source: Source,
-    work: AudioBlock,
-    total_frames: Option<u64>,
-}
-
-impl Pass {
-    fn open(source: &Path, output_rate_hz: u32) -> Result<Self> {
-        Self::decoding(Decoder::open(source)?, output_rate_hz)
-    }
-
-    /// A pass over what `decoder` reads, resampled to `output_rate_hz` if need be.
-    fn decoding(decoder: Decoder, output_rate_hz: u32) -> Result<Self> {
-        let info = decoder.info();
-        let channels = info.channel_count;
-        let total_frames = info.frames;
-        if info.sample_rate_hz == output_rate_hz {
-            return Ok(Self {
-                work: AudioBlock::new(channels, BLOCK_FRAMES, output_rate_hz),
-                total_frames,
-                source: Source::Decoded(Box::new(decoder)),
-            });
-        }
-        let resampler =
-            Resampler::new(channels, info.sample_rate_hz, output_rate_hz, BLOCK_FRAMES)?;
-        Ok(Self {
-            work: AudioBlock::new(
-                channels,
-                resampler.max_output_frames().max(BLOCK_FRAMES),
-                output_rate_hz,
-            ),
-            total_frames,
-            source: Source::Resampled {
-                decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
-                decoder: Box::new(decoder),
-                resampler: Box::new(resampler),
-            },
-        })
-    }
-
-    /// A pass over what an earlier pass spooled.
-    fn spooled(spool: &Spool) -> Result<Self> {
-        Ok(Self {
-            work: AudioBlock::new(spool.channel_count(), BLOCK_FRAMES, spool.sample_rate_hz()),
-            total_frames: Some(spool.frames()),
-            source: Source::Spooled(spool.reader()?),
-        })
-    }
-
-    /// The largest block the stages will see.
-    fn max_block_frames(&self) -> usize {
-        self.work.capacity()
-    }
-
-    /// Runs `stages` over the source and compensates their latency; then `after` (stages without
-    /// latency, e.g. the dither) on the aligned output, which goes to `on_output`. Running `after`
-    /// only on aligned frames makes its output the same whether the stages before it ran in this
-    /// pass or in an earlier one that spooled their output.
-    fn run(
-        mut self,
-        stages: &mut [Box<dyn Stage>],
-        after: &mut [Box<dyn Stage>],
-        phase: Phase,
-        progress: &mut dyn FnMut(Progress),
-        mut on_source: impl FnMut(&AudioBlock),
-        mut on_output: impl FnMut(&AudioBlock) -> Result<()>,
-    ) -> Result<()> {
-        let latency: usize = stages.iter().map(|s| s.latency_frames()).sum();
-        let mut to_drop = latency;
-        let mut emit = |work: &mut AudioBlock, stages: &mut [Box<dyn Stage>]| -> Result<()> {
-            for stage in stages.iter_mut() {
-                stage.process(work);
-            }
-            let drop = to_drop.min(work.frames());
-            work.discard_front(drop);
-            to_drop -= drop;
-            if work.frames() == 0 {
-                return Ok(());
-            }
-            for stage in after.iter_mut() {
-                stage.process(work);
-            }
-            on_output(work)
-        };
-        let total = self.total_frames.unwrap_or(0).max(1) as f64;
-        let mut done = 0u64;
-        loop {
-            match &mut self.source {
-                Source::Decoded(decoder) => {
-                    if decoder.read(&mut self.work)? == 0 {
-                        break;
-                    }
-                    on_source(&self.work);
-                    done += self.work.frames() as u64;
-                }
-                Source::Resampled {
-                    decoder,
-                    resampler,
-                    decoded,
-                } => {
-                    if decoder.read(decoded)? == 0 {
-                        break;
-                    }
-                    on_source(decoded);
-                    done += decoded.frames() as u64;
-                    resampler.process(decoded, &mut self.work)?;
-                }
-                Source::Spooled(reader) => {
-                    if reader.read(&mut self.work)? == 0 {
-                        break;
-                    }
-                    done += self.work.frames() as u64;
-                }
-            }
-            progress(Progress {
-                phase,
-                fraction: (done as f64 / total).min(1.0),
-            });
-            emit(&mut self.work, stages)?;
-        }
-        if let Source::Resampled { resampler, .. } = &mut self.source {
-            resampler.finish(&mut self.work)?;
-            emit(&mut self.work, stages)?;
-        }
-        let mut flush = latency;
-        while flush > 0 {
-            let n = flush.min(self.work.capacity());
-            self.work.set_frames(n);
-            self.work.fill_silence();
-            emit(&mut self.work, stages)?;
-            flush -= n;
-        }
-        Ok(())
-    }
-}
-
-/// What each of `stages` did, for the track report.
-fn stage_reports(stages: &[Box<dyn Stage>]) -> Vec<StageReport> {
-    stages
-        .iter()
-        .filter_map(|s| {
-            s.report().map(|report| StageReport {
-                stage: s.name().to_owned(),
-                report,
-            })
-        })
-        .collect()
-}
-
 /// Turns every sample into digital silence (`+0.0`): the render of a silent track.
 struct Mute;
 
@@ -494,42 +242,6 @@ impl Stage for Mute {
     fn reset(&mut self) {}
 }
 
-/// Deletes a temporary output file unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// The temporary name a file is written under before it is renamed to `path`.
-pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
-}
-
-/// Writes `bytes` to `path` atomically (temporary name, then rename).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = TempFile {
-        path: temp_path_for(path),
-        keep: false,
-    };
-    std::fs::write(&temp.path, bytes).map_err(|e| Error::io(&temp.path, e))?;
-    std::fs::rename(&temp.path, path).map_err(|e| Error::io(path, e))?;
-    let mut temp = temp;
-    temp.keep = true;
-    Ok(())
-}
-
 /// The temporary name of a spool `purpose` (e.g. `chain`) of the render of `output`: beside
 /// it, under the same convention as [`temp_path_for`].
 fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
@@ -541,34 +253,102 @@ fn spool_path_for(output: &Path, purpose: &str) -> PathBuf {
 }
 
 /// Masters one track. The source is only read; the master appears at `request.output` complete or not
-/// at all.
+/// at all. `progress` hears of every block; a [`ControlFlow::Break`] stops the render at the next
+/// block with [`Error::Cancelled`], its temporary files removed.
 pub fn master_track(
     request: &MasterRequest<'_>,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<TrackReport> {
     let started = Instant::now();
-    let profile = request.profile;
+    let analysed = analyse(request, progress)?;
+    let settings = RenderSettings {
+        profile: request.profile,
+        output: request.output,
+        spec: request.profile.encode_spec(),
+        channels: analysed.channels,
+        output_rate_hz: analysed.output_rate_hz,
+        dither_seed: analysed.dither_seed,
+    };
+    if analysed.rule == LevelRule::Silence {
+        return master_silence(request, &settings, analysed, started, progress);
+    }
+    let plan = LevelPlan::for_track(request, &analysed);
+    let chained = run_chain(request, &settings, &analysed, &plan, progress)?;
+    let Analysed {
+        source,
+        input_analysis,
+        rule,
+        mut warnings,
+        ..
+    } = analysed;
+    let gain_db = normalisation_gain(request.profile, &plan, rule, &chained, &mut warnings);
+    let tail = Tail {
+        request,
+        settings: &settings,
+        output_frames: chained.spool.frames(),
+    };
+    let calibrated = calibrate(request, &tail, &plan, rule, &chained, gain_db, progress)?;
+    let Calibrated {
+        passes: calibration_passes,
+        master: calibrated_master,
+        gain_db,
+    } = calibrated;
+
+    // 4. Render, unless the last calibration pass already did at the final gain.
+    let rendered = calibrated_master.filter(|(g, _)| *g == gain_db);
+    let passes = 2 + calibration_passes + u32::from(rendered.is_none());
+    let master = match rendered {
+        Some((_, master)) => master,
+        None => render_master(
+            &settings,
+            Pass::spooled(&chained.spool)?,
+            tail.stages(gain_db)?,
+            Phase::Render,
+            progress,
+        )?,
+    };
+    let Chained { spool, reports, .. } = chained;
+    drop(spool);
+    if rule == LevelRule::UnityGain && plan.fixed_gain_db.is_some_and(|g| g != gain_db) {
+        warnings.push(format!(
+            "unity gain lowered to {gain_db:.2} dB to keep the true peak under {} dBTP",
+            request.profile.loudness.ceiling_dbtp
+        ));
+    }
+    let decisions = Decisions {
+        source,
+        input_analysis,
+        rule,
+        chain_input_gain_db: plan.chain_input_gain_db,
+        gain_db,
+        target_lufs: plan.target_lufs,
+        calibration_passes,
+        passes,
+        stages: reports,
+        warnings,
+    };
+    deliver(request, &settings, decisions, master, started, progress)
+}
+
+/// What the analysis pass found.
+struct Analysed {
+    source: SourceSummary,
+    channels: usize,
+    output_rate_hz: u32,
+    input_analysis: Analysis,
+    /// The hash of the source's samples.
+    dither_seed: u64,
+    rule: LevelRule,
+    warnings: Vec<String>,
+}
+
+/// Phase 1, analyse: decodes the source, measures it and hashes its samples.
+fn analyse(
+    request: &MasterRequest<'_>,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Analysed> {
     let info = Decoder::open(request.input)?.info().clone();
     let channels = info.channel_count;
-    let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
-    let mut warnings = info.notes.clone();
-    let (mut target_lufs, mut fixed_gain_db) = match request.level {
-        Some(LevelOverride {
-            level: Level::TargetLufs(target),
-            ..
-        }) => (Some(target), None),
-        Some(LevelOverride {
-            level: Level::FixedGainDb(gain),
-            ..
-        }) => (None, Some(gain)),
-        Some(LevelOverride {
-            level: Level::Silence,
-            ..
-        }) => (None, None),
-        None => (profile.loudness.target_lufs, None),
-    };
-
-    // 1. Analyse the source.
     let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz);
     let mut hash = SampleHash::new();
     Pass::open(request.input, info.sample_rate_hz)?.run(
@@ -583,22 +363,6 @@ pub fn master_track(
         |_| Ok(()),
     )?;
     let input_analysis = input_analyzer.finish(request.input);
-    let dither_seed = hash.value();
-    let source = SourceSummary {
-        container: info.container.clone(),
-        codec: info.codec.clone(),
-        sample_rate_hz: info.sample_rate_hz,
-        channel_count: channels,
-        bits_per_sample: info.bits_per_sample,
-    };
-    let render_settings = RenderSettings {
-        profile,
-        output: request.output,
-        spec: profile.encode_spec(),
-        channels,
-        output_rate_hz,
-        dither_seed,
-    };
     let rule = match request.level {
         Some(LevelOverride {
             level: Level::Silence,
@@ -606,114 +370,212 @@ pub fn master_track(
         }) => LevelRule::Silence,
         _ => LevelRule::for_source(&input_analysis),
     };
-    if rule == LevelRule::Silence {
-        // The source decoded (and resampled) only for its length at the output rate, then muted;
-        // the dither leaves exact zeros as they are.
-        let master = render_master(
-            &render_settings,
-            Pass::open(request.input, output_rate_hz)?,
-            vec![Box::new(Mute)],
-            Phase::Render,
-            progress,
-        )?;
-        let decisions = Decisions {
-            source,
-            input_analysis,
-            rule,
-            chain_input_gain_db: 0.0,
-            gain_db: 0.0,
-            target_lufs: None,
-            calibration_passes: 0,
-            passes: 2,
-            stages: Vec::new(),
-            warnings,
-        };
-        return deliver(
-            request,
-            &render_settings,
-            decisions,
-            master,
-            started,
-            progress,
-        );
-    }
-    if rule == LevelRule::UnityGain {
-        target_lufs = None;
-        fixed_gain_db = Some(0.0);
-    }
-    let input_lufs = rule.level_of(&input_analysis);
-    let chain_input_gain_db = match (rule, request.level, input_lufs) {
-        (LevelRule::UnityGain, _, _) | (_, None, None) => 0.0,
-        (_, Some(level), _) => level.chain_input_gain_db,
-        (_, None, Some(input_lufs)) => profile
-            .loudness
-            .chain_input_lufs
-            .map_or(0.0, |level| level - input_lufs),
-    };
+    Ok(Analysed {
+        source: SourceSummary {
+            container: info.container.clone(),
+            codec: info.codec.clone(),
+            sample_rate_hz: info.sample_rate_hz,
+            channel_count: channels,
+            bits_per_sample: info.bits_per_sample,
+        },
+        channels,
+        output_rate_hz: request.profile.output_rate_hz(info.sample_rate_hz),
+        input_analysis,
+        dither_seed: hash.value(),
+        rule,
+        warnings: info.notes,
+    })
+}
 
-    // 2. Run the chain once, measure what it gives and spool it for the passes after.
-    // The true peak sets the gain when there is no target and caps it when there is no limiter;
-    // with both, calibration through the limiter decides.
-    let needs_peak = profile.limiter.is_none() || target_lufs.is_none();
+/// Digital silence (or an album's silent track): the source decoded (and resampled) only for its
+/// length at the output rate, then muted; the dither leaves exact zeros as they are.
+fn master_silence(
+    request: &MasterRequest<'_>,
+    settings: &RenderSettings<'_>,
+    analysed: Analysed,
+    started: Instant,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<TrackReport> {
+    let master = render_master(
+        settings,
+        Pass::open(request.input, settings.output_rate_hz)?,
+        vec![Box::new(Mute)],
+        Phase::Render,
+        progress,
+    )?;
+    let decisions = Decisions {
+        source: analysed.source,
+        input_analysis: analysed.input_analysis,
+        rule: analysed.rule,
+        chain_input_gain_db: 0.0,
+        gain_db: 0.0,
+        target_lufs: None,
+        calibration_passes: 0,
+        passes: 2,
+        stages: Vec::new(),
+        warnings: analysed.warnings,
+    };
+    deliver(request, settings, decisions, master, started, progress)
+}
+
+/// How a (not silent) track's level is set: by the profile, or by an album plan's override, as the
+/// level rule allows.
+struct LevelPlan {
+    /// The loudness to reach, LUFS (`None`: no target).
+    target_lufs: Option<f64>,
+    /// A gain given outright, dB (instead of a target).
+    fixed_gain_db: Option<f64>,
+    /// The gain before the chain, dB.
+    chain_input_gain_db: f64,
+}
+
+impl LevelPlan {
+    fn for_track(request: &MasterRequest<'_>, analysed: &Analysed) -> Self {
+        let profile = request.profile;
+        let (mut target_lufs, mut fixed_gain_db) = match request.level {
+            Some(LevelOverride {
+                level: Level::TargetLufs(target),
+                ..
+            }) => (Some(target), None),
+            Some(LevelOverride {
+                level: Level::FixedGainDb(gain),
+                ..
+            }) => (None, Some(gain)),
+            Some(LevelOverride {
+                level: Level::Silence,
+                ..
+            }) => (None, None),
+            None => (profile.loudness.target_lufs, None),
+        };
+        let rule = analysed.rule;
+        if rule == LevelRule::UnityGain {
+            target_lufs = None;
+            fixed_gain_db = Some(0.0);
+        }
+        let input_lufs = rule.level_of(&analysed.input_analysis);
+        let chain_input_gain_db = match (rule, request.level, input_lufs) {
+            (LevelRule::UnityGain, _, _) | (_, None, None) => 0.0,
+            (_, Some(level), _) => level.chain_input_gain_db,
+            (_, None, Some(input_lufs)) => profile
+                .loudness
+                .chain_input_lufs
+                .map_or(0.0, |level| level - input_lufs),
+        };
+        Self {
+            target_lufs,
+            fixed_gain_db,
+            chain_input_gain_db,
+        }
+    }
+
+    /// The true peak sets the gain when there is no target and caps it when there is no limiter;
+    /// with both, calibration through the limiter decides.
+    fn needs_peak(&self, profile: &Profile) -> bool {
+        profile.limiter.is_none() || self.target_lufs.is_none()
+    }
+}
+
+/// What the chain pass measured and spooled.
+struct Chained {
+    /// The chain's output, for the passes after.
+    spool: Spool,
+    /// The chain output's level as the level rule measures it, LUFS.
+    lufs: Option<f64>,
+    /// Its true peak, where the gain needs it (no limiter or no target), dBTP.
+    peak_dbtp: Option<f64>,
+    /// The limiter model fed with the chain's output, where calibration takes its first guess
+    /// from it.
+    model: Option<LimiterModel>,
+    /// What the chain's stages did.
+    reports: Vec<StageReport>,
+}
+
+/// Phase 2, chain: runs the chain once, measures what it gives and spools it for the passes after.
+fn run_chain(
+    request: &MasterRequest<'_>,
+    settings: &RenderSettings<'_>,
+    analysed: &Analysed,
+    plan: &LevelPlan,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Chained> {
+    let (profile, channels, output_rate_hz) =
+        (request.profile, settings.channels, settings.output_rate_hz);
+    let rule = analysed.rule;
+    let needs_peak = plan.needs_peak(profile);
     // With a limiter and a target, a model of the limiter gives calibration its first guess.
     // The model predicts the gated loudness, so it serves only the integrated-loudness rule.
     let mut model = (!needs_peak && rule == LevelRule::IntegratedLoudness)
         .then(|| LimiterModel::new(output_rate_hz));
-    let (chain_spool, chained, chain_ungated_lufs, reports) = {
-        let pass = Pass::open(request.input, output_rate_hz)?;
-        let max_block = pass.max_block_frames();
-        let mut stages = chain_stages(
-            profile,
-            request.input,
-            chain_input_gain_db,
-            channels,
-            output_rate_hz,
-            max_block,
-        )?;
-        let mut meter = if needs_peak {
-            LoudnessMeter::new(channels, output_rate_hz)
-        } else {
-            LoudnessMeter::integrated_only(channels, output_rate_hz)
-        };
-        let mut spool = SpoolWriter::create(
-            spool_path_for(request.output, "chain"),
-            channels,
-            output_rate_hz,
-            max_block,
-        )?;
-        pass.run(
-            &mut stages,
-            &mut [],
-            Phase::Chain,
-            progress,
-            |_| {},
-            |block| {
-                match model.as_mut() {
-                    Some(model) => model.add(block, &mut meter),
-                    None => meter.add(block),
-                }
-                spool.write(block)
-            },
-        )?;
-        (
-            spool.finish()?,
-            meter.figures(),
-            meter.ungated_lufs(),
-            stage_reports(&stages),
-        )
+    let pass = Pass::open(request.input, output_rate_hz)?;
+    let max_block = pass.max_block_frames();
+    let mut stages = chain_stages(
+        profile,
+        request.input,
+        plan.chain_input_gain_db,
+        channels,
+        output_rate_hz,
+        max_block,
+    )?;
+    let mut meter = if needs_peak {
+        LoudnessMeter::new(channels, output_rate_hz)
+    } else {
+        LoudnessMeter::integrated_only(channels, output_rate_hz)
     };
-    // The fades need the track's length at the output rate.
-    let output_frames = chain_spool.frames();
-    let chain_lufs = rule.level_lufs(chained.integrated_lufs, chain_ungated_lufs);
-    if rule.measures_level() && chain_lufs.is_none() {
+    let mut spool = SpoolWriter::create(
+        spool_path_for(request.output, "chain"),
+        channels,
+        output_rate_hz,
+        max_block,
+    )?;
+    pass.run(
+        &mut stages,
+        &mut [],
+        Phase::Chain,
+        progress,
+        |_| {},
+        |block| {
+            match model.as_mut() {
+                Some(model) => model.add(block, &mut meter),
+                None => meter.add(block),
+            }
+            spool.write(block)
+        },
+    )?;
+    let spool = spool.finish()?;
+    let chained = meter.figures();
+    let lufs = rule.level_lufs(chained.integrated_lufs, meter.ungated_lufs());
+    if rule.measures_level() && lufs.is_none() {
         return Err(Error::Decode {
             path: request.input.to_path_buf(),
             reason: "the chain output is silent: check the profile's stages".to_owned(),
         });
     }
-    let chain_peak_dbtp = needs_peak.then(|| chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY));
+    Ok(Chained {
+        spool,
+        lufs,
+        peak_dbtp: needs_peak.then(|| chained.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY)),
+        model,
+        reports: stage_reports(&stages),
+    })
+}
+
+/// The normalisation gain after the chain, dB: to the target, or to the ceiling when there is no
+/// target, never above `max_gain_db` and, without a limiter, never so high that the true peak
+/// passes the ceiling. Says in `warnings` when it falls short of the target.
+fn normalisation_gain(
+    profile: &Profile,
+    plan: &LevelPlan,
+    rule: LevelRule,
+    chained: &Chained,
+    warnings: &mut Vec<String>,
+) -> f64 {
     let ceiling = profile.loudness.ceiling_dbtp;
-    let mut gain_db = match (fixed_gain_db, target_lufs.zip(chain_lufs), chain_peak_dbtp) {
+    let (target_lufs, fixed_gain_db) = (plan.target_lufs, plan.fixed_gain_db);
+    let mut gain_db = match (
+        fixed_gain_db,
+        target_lufs.zip(chained.lufs),
+        chained.peak_dbtp,
+    ) {
         (Some(gain), _, _) => gain,
         (None, Some((target, chain_lufs)), _) => target - chain_lufs,
         (None, None, peak) => ceiling - peak.unwrap_or(f64::NEG_INFINITY),
@@ -725,7 +587,7 @@ pub fn master_track(
         ));
         gain_db = profile.loudness.max_gain_db;
     }
-    if let Some(peak) = chain_peak_dbtp
+    if let Some(peak) = chained.peak_dbtp
         && (fixed_gain_db.is_none() || rule == LevelRule::UnityGain)
         && profile.limiter.is_none()
         && peak + gain_db > ceiling - PEAK_CAP_MARGIN_DB
@@ -738,30 +600,76 @@ pub fn master_track(
         }
         gain_db = capped;
     }
+    gain_db
+}
 
-    // After the chain: the normalisation gain, the limiter and the fades (all on the spooled chain).
-    let tail_stages = |gain_db: f64| -> Result<Vec<Box<dyn Stage>>> {
+/// The stages after the chain: the normalisation gain, the limiter and the fades (all on the
+/// spooled chain).
+struct Tail<'a> {
+    request: &'a MasterRequest<'a>,
+    settings: &'a RenderSettings<'a>,
+    /// The track's length at the output rate (the fades need it).
+    output_frames: u64,
+}
+
+impl Tail<'_> {
+    /// The tail stages at this gain.
+    fn stages(&self, gain_db: f64) -> Result<Vec<Box<dyn Stage>>> {
+        let (channels, output_rate_hz) = (self.settings.channels, self.settings.output_rate_hz);
         let mut tail: Vec<Box<dyn Stage>> = vec![Box::new(Gain::new(gain_db))];
-        if let Some(limiter) = profile.build_limiter(channels, output_rate_hz, BLOCK_FRAMES)? {
+        if let Some(limiter) =
+            self.request
+                .profile
+                .build_limiter(channels, output_rate_hz, BLOCK_FRAMES)?
+        {
             tail.push(Box::new(limiter));
         }
-        if let Some(fades) = request.fades {
-            tail.push(Box::new(Fade::new(&fades, output_frames, output_rate_hz)));
+        if let Some(fades) = self.request.fades {
+            tail.push(Box::new(Fade::new(
+                &fades,
+                self.output_frames,
+                output_rate_hz,
+            )));
         }
         Ok(tail)
-    };
+    }
+}
 
-    // 3. Calibrate the gain through the limiter. Each pass renders the master itself (gain,
-    // limiter, fades, dither, encoder, output analysis): the first pass usually lands within the
-    // tolerance, and its master is then the one delivered.
+/// What calibration did.
+struct Calibrated {
+    /// Calibration passes run.
+    passes: u32,
+    /// The master the last pass wrote, with the gain it was written at.
+    master: Option<(f64, RenderedMaster)>,
+    /// The gain to deliver at, dB.
+    gain_db: f64,
+}
+
+/// Phase 3, calibrate (with a limiter and a target): each pass renders the master itself (gain, limiter,
+/// fades, dither, encoder, output analysis) starting from the limiter model's guess, then secant
+/// steps, until the output is within the tolerance of the target. The first pass usually lands
+/// within it, and its master is then the one delivered.
+fn calibrate(
+    request: &MasterRequest<'_>,
+    tail: &Tail<'_>,
+    plan: &LevelPlan,
+    rule: LevelRule,
+    chained: &Chained,
+    mut gain_db: f64,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Calibrated> {
+    let profile = request.profile;
+    let ceiling = profile.loudness.ceiling_dbtp;
     let mut calibration_passes = 0;
     let mut rendered: Option<(f64, RenderedMaster)> = None;
-    if let (Some(target), Some(limiter)) = (target_lufs, &profile.limiter)
-        && chain_peak_dbtp.is_none_or(|peak| peak + gain_db > ceiling - 0.1)
+    if let (Some(target), Some(limiter)) = (plan.target_lufs, &profile.limiter)
+        && chained
+            .peak_dbtp
+            .is_none_or(|peak| peak + gain_db > ceiling - 0.1)
     {
         // An album's tracks keep their differences only if each is calibrated more closely.
         let tolerance_lu = if request.level.is_some() {
-            crate::album::gain::ALBUM_CALIBRATION_TOLERANCE_LU
+            ALBUM_CALIBRATION_TOLERANCE_LU
         } else {
             CALIBRATION_TOLERANCE_LU
         };
@@ -769,7 +677,7 @@ pub fn master_track(
         // loudness(gain): a limiter makes the curve flatter than 1 dB per dB, so a plain "add the
         // error" step undershoots when the limiter works hard.
         let mut model_slope = 1.0;
-        if let (Some(model), Some(chain_lufs)) = (&model, chain_lufs)
+        if let (Some(model), Some(chain_lufs)) = (&chained.model, chained.lufs)
             && gain_db < profile.loudness.max_gain_db
         {
             let (predicted_db, slope) =
@@ -780,16 +688,15 @@ pub fn master_track(
             // then sends the gain hundreds of dB away. Bound it as the secant steps are bounded.
             model_slope = slope.clamp(0.1, 1.0);
         }
-        drop(model);
         let mut previous: Option<(f64, f64)> = None;
         while calibration_passes < MAX_CALIBRATION_PASSES {
             calibration_passes += 1;
             // The previous pass's master is stale: remove it before writing the next.
             drop(rendered.take());
             let pass = render_master(
-                &render_settings,
-                Pass::spooled(&chain_spool)?,
-                tail_stages(gain_db)?,
+                tail.settings,
+                Pass::spooled(&chained.spool)?,
+                tail.stages(gain_db)?,
                 Phase::Calibrate,
                 progress,
             )?;
@@ -812,48 +719,11 @@ pub fn master_track(
             gain_db = (gain_db + error / slope).min(profile.loudness.max_gain_db);
         }
     }
-
-    // 4. Render, unless the last calibration pass already did at the final gain.
-    if rendered.as_ref().is_some_and(|(g, _)| *g != gain_db) {
-        rendered = None;
-    }
-    let passes = 2 + calibration_passes + u32::from(rendered.is_none());
-    let master = match rendered {
-        Some((_, master)) => master,
-        None => render_master(
-            &render_settings,
-            Pass::spooled(&chain_spool)?,
-            tail_stages(gain_db)?,
-            Phase::Render,
-            progress,
-        )?,
-    };
-    drop(chain_spool);
-    if rule == LevelRule::UnityGain && fixed_gain_db.is_some_and(|g| g != gain_db) {
-        warnings.push(format!(
-            "unity gain lowered to {gain_db:.2} dB to keep the true peak under {ceiling} dBTP"
-        ));
-    }
-    let decisions = Decisions {
-        source,
-        input_analysis,
-        rule,
-        chain_input_gain_db,
+    Ok(Calibrated {
+        passes: calibration_passes,
+        master: rendered,
         gain_db,
-        target_lufs,
-        calibration_passes,
-        passes,
-        stages: reports,
-        warnings,
-    };
-    deliver(
-        request,
-        &render_settings,
-        decisions,
-        master,
-        started,
-        progress,
-    )
+    })
 }
 
 /// What the passes before the master found and decided: the track report's figures other than
@@ -879,7 +749,7 @@ fn deliver(
     decisions: Decisions,
     master: RenderedMaster,
     started: Instant,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<TrackReport> {
     let Decisions {
         source,
@@ -905,10 +775,14 @@ fn deliver(
     warnings.extend(rule.note(&input_analysis, &output_analysis));
 
     // 5. Verify, tag, rename.
-    progress(Progress {
+    if progress(Progress {
         phase: Phase::Verify,
         fraction: 0.0,
-    });
+    })
+    .is_break()
+    {
+        return Err(Error::Cancelled);
+    }
     let mut tags = request.tags.clone();
     if let Ok(source_tags) = read_tags(request.input) {
         tags.title = tags.title.or(source_tags.title);
@@ -918,7 +792,7 @@ fn deliver(
         tags.isrc = tags.isrc.or(source_tags.isrc);
     }
     if tags != TrackTags::default() {
-        write_tags(&temp.path, &tags)?;
+        write_tags(temp.path(), &tags)?;
     }
     // The analysis is of the rendered samples; the file must decode to exactly those samples.
     // FLAC: the encoder decoded every frame as it wrote it and found its samples; the file must
@@ -926,7 +800,7 @@ fn deliver(
     // and compare. Either covers what FLAC's MD5 signature would, so the decoder skips it.
     if let Some(rendered_hash) = rendered_hash {
         let mut written_hash = SampleHash::new();
-        Pass::decoding(Decoder::open_skipping_md5(&temp.path)?, output_rate_hz)?.run(
+        Pass::decoding(Decoder::open_skipping_md5(temp.path())?, output_rate_hz)?.run(
             &mut [],
             &mut [],
             Phase::Verify,
@@ -941,7 +815,7 @@ fn deliver(
             });
         }
     } else {
-        written.check_file(&temp.path).map_err(|e| match e {
+        written.check_file(temp.path()).map_err(|e| match e {
             Error::Encode { reason, .. } => Error::Encode {
                 path: request.output.to_path_buf(),
                 reason,
@@ -950,10 +824,9 @@ fn deliver(
         })?;
     }
     let qc = verdict(profile, target_lufs, rule, &output_analysis);
-    std::fs::rename(&temp.path, request.output).map_err(|e| Error::io(request.output, e))?;
-    let mut temp = temp;
-    temp.keep = true;
-    progress(Progress {
+    temp.commit(request.output)?;
+    // The master is in place: too late to stop, so a last `Break` changes nothing.
+    let _ = progress(Progress {
         phase: Phase::Verify,
         fraction: 1.0,
     });
@@ -1014,7 +887,7 @@ fn render_master(
     source: Pass,
     mut tail: Vec<Box<dyn Stage>>,
     phase: Phase,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<RenderedMaster> {
     let RenderSettings {
         profile,
@@ -1024,11 +897,8 @@ fn render_master(
         output_rate_hz,
         dither_seed,
     } = *settings;
-    let temp = TempFile {
-        path: temp_path_for(output),
-        keep: false,
-    };
-    let mut encoder = Encoder::create(&temp.path, &spec, channels, output_rate_hz)?;
+    let temp = TempFile::for_output(output);
+    let mut encoder = Encoder::create(temp.path(), &spec, channels, output_rate_hz)?;
     encoder.check_frames()?;
     let mut dither: Vec<Box<dyn Stage>> = Vec::new();
     if spec.bit_depth < 32 {
@@ -1118,52 +988,16 @@ fn chain_stages(
     rate_hz: u32,
     max_block: usize,
 ) -> Result<Vec<Box<dyn Stage>>> {
-    let noise = noise_excerpt(profile, input, rate_hz)?;
-    let mut stages = profile.build_restore(channels, rate_hz, max_block, noise.as_ref())?;
-    stages.push(Box::new(Gain::new(chain_input_gain_db)));
-    stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
-    Ok(stages)
-}
-
-/// The source's audio over the profile's denoise noise range (`[restore.denoise]` `noise_from_s`
-/// to `noise_to_s`, shorter where the track ends first), at `rate_hz`, the rate the restorers run
-/// at; `None` when the profile gives no range. Read in a pass of its own.
-fn noise_excerpt(profile: &Profile, input: &Path, rate_hz: u32) -> Result<Option<AudioBlock>> {
-    let range = profile
+    let noise_range_s = profile
         .restore
         .as_ref()
         .and_then(|r| r.denoise.as_ref())
         .and_then(|d| d.noise_range_s());
-    let Some((from_s, to_s)) = range else {
-        return Ok(None);
-    };
-    let rate = f64::from(rate_hz);
-    let (from, to) = ((from_s * rate) as u64, (to_s * rate) as u64);
-    let channels = Decoder::open(input)?.info().channel_count;
-    let mut excerpt = AudioBlock::new(channels, (to - from) as usize, rate_hz);
-    let pass = Pass::open(input, rate_hz)?;
-    let mut scratch = AudioBlock::new(channels, pass.max_block_frames(), rate_hz);
-    let mut at = 0u64;
-    pass.run(
-        &mut [],
-        &mut [],
-        Phase::Chain,
-        &mut |_| {},
-        |_| {},
-        |block| {
-            let end = at + block.frames() as u64;
-            if end > from && at < to {
-                scratch.set_frames(0);
-                scratch.append(block);
-                scratch.set_frames((to.min(end) - at) as usize);
-                scratch.discard_front(from.saturating_sub(at) as usize);
-                excerpt.append(&scratch);
-            }
-            at = end;
-            Ok(())
-        },
-    )?;
-    Ok(Some(excerpt))
+    let noise = noise_excerpt(noise_range_s, input, rate_hz)?;
+    let mut stages = profile.build_restore(channels, rate_hz, max_block, noise.as_ref())?;
+    stages.push(Box::new(Gain::new(chain_input_gain_db)));
+    stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
+    Ok(stages)
 }
 
 /// Runs `input` through `profile`'s restoration, the gain `chain_input_gain_db` and its tone and dynamics chain at the
@@ -1195,7 +1029,7 @@ pub fn measure_chain(
         &mut stages,
         &mut [],
         Phase::Chain,
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
         |_| {},
         |block| {
             frames += block.frames() as u64;
@@ -1236,6 +1070,124 @@ mod tests {
         let mut analyzer = Analyzer::new(2, rate);
         analyzer.add(&block);
         analyzer.finish(Path::new("tone.wav"))
+    }
+
+    /// Writes `seconds` of a 440 Hz tone at -20 dBFS, stereo 16-bit 44.1 kHz, to `path`.
+    fn write_tone(path: &Path, seconds: f64) {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        for n in 0..(seconds * 44_100.0) as usize {
+            let x = 0.1 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / 44_100.0).sin();
+            for _ in 0..2 {
+                writer.write_sample((x * 32767.0).round() as i16).unwrap();
+            }
+        }
+        writer.finalize().unwrap();
+    }
+
+    /// Masters `input` into `output` with the streaming preset, calling `progress`.
+    fn master_tone(
+        input: &Path,
+        output: &Path,
+        progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<TrackReport> {
+        master_track(
+            &MasterRequest {
+                input,
+                output,
+                profile: &Profile::load("streaming").unwrap(),
+                tags: TrackTags::default(),
+                level: None,
+                fades: None,
+            },
+            progress,
+        )
+    }
+
+    #[test]
+    fn a_break_in_any_phase_cancels_and_leaves_no_file() {
+        let sources = tempfile::tempdir().unwrap();
+        let input = sources.path().join("tone.wav");
+        write_tone(&input, 3.0);
+        let mut phases = Vec::new();
+        let finished = tempfile::tempdir().unwrap();
+        master_tone(&input, &finished.path().join("tone.flac"), &mut |p| {
+            if phases.last() != Some(&p.phase) {
+                phases.push(p.phase);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            phases,
+            [
+                Phase::Analyse,
+                Phase::Chain,
+                Phase::Calibrate,
+                Phase::Verify
+            ]
+        );
+        for phase in phases {
+            let out = tempfile::tempdir().unwrap();
+            let mut reports = 0;
+            let result = master_tone(&input, &out.path().join("tone.flac"), &mut |p| {
+                reports += 1;
+                if p.phase == phase {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert!(
+                matches!(result, Err(Error::Cancelled)),
+                "{phase:?}: {result:?}"
+            );
+            assert_eq!(result.unwrap_err().to_string(), "cancelled");
+            let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+            assert!(left.is_empty(), "{phase:?}: {left:?} left behind");
+            if phase == Phase::Analyse {
+                assert_eq!(reports, 1, "stopped at the first progress report");
+            }
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_each_failed_check() {
+        let profile = Profile::load("streaming").unwrap();
+        let ceiling = profile.loudness.ceiling_dbtp;
+        let mut analysis = tone_analysis(-14.0, 3.0);
+        let lufs = analysis.integrated_lufs.unwrap();
+        let rule = LevelRule::IntegratedLoudness;
+        assert!(verdict(&profile, Some(lufs), rule, &analysis).passed);
+        // Within the tolerance passes; beyond it fails, naming the level and the target.
+        assert!(verdict(&profile, Some(lufs + 0.49), rule, &analysis).passed);
+        let missed = verdict(&profile, Some(lufs + 0.6), rule, &analysis);
+        assert!(!missed.passed);
+        assert_eq!(missed.issues.len(), 1);
+        assert!(
+            missed.issues[0].contains("misses the"),
+            "{:?}",
+            missed.issues
+        );
+        analysis.true_peak_dbtp = Some(ceiling + 0.3);
+        analysis.clipped_samples = 7;
+        let over = verdict(&profile, Some(lufs), rule, &analysis);
+        assert!(!over.passed);
+        assert_eq!(
+            over.issues,
+            [
+                format!(
+                    "true peak {:.2} dBTP is over the {ceiling} dBTP ceiling",
+                    ceiling + 0.3
+                ),
+                "7 clipped samples".to_owned()
+            ]
+        );
     }
 
     #[test]

@@ -8,35 +8,26 @@
 //! fixed buffer, so memory does not grow with the track (the spool's size does: 4 bytes a sample, on
 //! disk beside the master).
 //!
-//! A spool lives under a temporary name beside the output ([`crate::render::temp_path_for`]'s
+//! A spool lives under a temporary name beside the output ([`crate::atomic_file::temp_path_for`]'s
 //! convention) and is removed when its [`Spool`] (or an unfinished [`SpoolWriter`]) is dropped,
-//! including when a render fails or is unwound.
+//! including when a render fails or is cancelled.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
 
 /// Bytes of one stored sample.
 const SAMPLE_BYTES: usize = 4;
 
-/// Removes a file when dropped.
-#[derive(Debug)]
-struct RemovedOnDrop(PathBuf);
-
-impl Drop for RemovedOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Writes blocks to a new spool; [`SpoolWriter::finish`] makes it readable.
 #[derive(Debug)]
 pub struct SpoolWriter {
     file: BufWriter<File>,
-    path: RemovedOnDrop,
+    path: TempFile,
     channel_count: usize,
     sample_rate_hz: u32,
     frames: u64,
@@ -58,7 +49,7 @@ impl SpoolWriter {
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Self {
             file: BufWriter::with_capacity(1 << 16, file),
-            path: RemovedOnDrop(path),
+            path: TempFile::new(path),
             channel_count,
             sample_rate_hz,
             frames: 0,
@@ -82,7 +73,7 @@ impl SpoolWriter {
         }
         self.file
             .write_all(&self.bytes)
-            .map_err(|e| Error::io(&self.path.0, e))?;
+            .map_err(|e| Error::io(self.path.path(), e))?;
         self.frames += block.frames() as u64;
         Ok(())
     }
@@ -92,7 +83,9 @@ impl SpoolWriter {
     /// # Errors
     /// [`Error::Io`] if the buffered audio cannot be written.
     pub fn finish(mut self) -> Result<Spool> {
-        self.file.flush().map_err(|e| Error::io(&self.path.0, e))?;
+        self.file
+            .flush()
+            .map_err(|e| Error::io(self.path.path(), e))?;
         Ok(Spool {
             path: self.path,
             channel_count: self.channel_count,
@@ -106,7 +99,7 @@ impl SpoolWriter {
 /// this is dropped.
 #[derive(Debug)]
 pub struct Spool {
-    path: RemovedOnDrop,
+    path: TempFile,
     channel_count: usize,
     sample_rate_hz: u32,
     frames: u64,
@@ -130,7 +123,7 @@ impl Spool {
 
     /// The spool's file.
     pub fn path(&self) -> &Path {
-        &self.path.0
+        self.path.path()
     }
 
     /// Opens the spool for reading from its start.
@@ -138,7 +131,7 @@ impl Spool {
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened.
     pub fn reader(&self) -> Result<SpoolReader> {
-        let path = self.path.0.clone();
+        let path = self.path.path().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         Ok(SpoolReader {
             file,

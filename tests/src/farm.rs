@@ -18,6 +18,9 @@ pub struct FarmOptions {
     pub max_attempts: u32,
     /// Failures in a row before a worker is blocklisted for a job.
     pub blocklist_after: u32,
+    /// Workers hold every render at its first progress report until the test releases it
+    /// ([`Farm::wait_held`], [`Farm::release`], [`Farm::release_all`]).
+    pub hold_renders: bool,
 }
 
 impl Default for FarmOptions {
@@ -26,9 +29,13 @@ impl Default for FarmOptions {
             ack_wait_s: 4.0,
             max_attempts: 3,
             blocklist_after: 3,
+            hold_renders: false,
         }
     }
 }
+
+/// The environment variable that gives a farm worker its render gate (`lathe_worker::testing`).
+pub const RENDER_GATE: &str = "LATHE_TEST_RENDER_GATE";
 
 /// The service binaries: `CARGO_BIN_EXE_farm-coordinator` and `CARGO_BIN_EXE_farm-worker`, which
 /// cargo gives the integration tests (not this library).
@@ -52,6 +59,8 @@ pub struct Farm {
     coordinator_port: u16,
     coordinator: Option<Child>,
     workers: BTreeMap<String, Child>,
+    /// Set by [`Farm::release_all`]: workers started later hold nothing.
+    released_all: bool,
 }
 
 fn kill(child: &mut Child) {
@@ -110,6 +119,7 @@ impl Farm {
             coordinator_port: free_port(),
             coordinator: None,
             workers: BTreeMap::new(),
+            released_all: false,
         };
         farm.start_coordinator();
         Some(farm)
@@ -152,7 +162,16 @@ impl Farm {
         let options = self.options;
         let scratch = self.dir.path().join("scratch").join(id);
         std::fs::create_dir_all(&scratch).expect("scratch folder");
-        let child = Command::new(self.binaries.worker)
+        let mut command = Command::new(self.binaries.worker);
+        if options.hold_renders {
+            let gate = self.gate(id);
+            std::fs::create_dir_all(&gate).expect("gate folder");
+            if self.released_all {
+                std::fs::write(gate.join("release-all"), b"").expect("release all");
+            }
+            command.env(RENDER_GATE, &gate);
+        }
+        let child = command
             .args(["--coordinator", &self.url()])
             .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
             .args(["--id", id, "--slots", "1"])
@@ -166,6 +185,51 @@ impl Farm {
             .spawn()
             .expect("spawn a worker");
         self.workers.insert(id.to_owned(), child);
+    }
+
+    /// The render gate folder of a worker.
+    fn gate(&self, worker: &str) -> PathBuf {
+        self.dir.path().join("gates").join(worker)
+    }
+
+    /// Waits until `worker` holds a render (the farm holds renders) that is not released yet;
+    /// returns its task id. The task is then mid-render, and stays so until released or stopped.
+    pub fn wait_held(&self, worker: &str, timeout: Duration) -> String {
+        let gate = self.gate(worker);
+        let started = Instant::now();
+        loop {
+            let mut held: Vec<String> = std::fs::read_dir(&gate)
+                .expect("read the gate folder")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|name| name.strip_prefix("held-").map(str::to_owned))
+                .filter(|task| !gate.join(format!("release-{task}")).exists())
+                .collect();
+            held.sort();
+            if let Some(task) = held.into_iter().next() {
+                return task;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "worker {worker} held no render within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lets a render `worker` holds go on.
+    pub fn release(&self, worker: &str, task: &str) {
+        std::fs::write(self.gate(worker).join(format!("release-{task}")), b"").expect("release");
+    }
+
+    /// Lets every render go on, now and later.
+    pub fn release_all(&mut self) {
+        self.released_all = true;
+        if !self.options.hold_renders {
+            return;
+        }
+        for worker in self.workers.keys() {
+            std::fs::write(self.gate(worker).join("release-all"), b"").expect("release all");
+        }
     }
 
     /// Sends `signal` (`KILL`, `TERM`) to a worker.

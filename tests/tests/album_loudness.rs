@@ -51,7 +51,7 @@ fn album_mode_meets_the_target_and_keeps_inter_track_differences() {
                 level: Some(track.level),
                 fades: None,
             },
-            &mut |_| {},
+            &mut |_| std::ops::ControlFlow::Continue(()),
         )
         .unwrap();
         assert!(report.qc.passed, "{:?}", report.qc.issues);

@@ -19,6 +19,15 @@ const BINARIES: Binaries = Binaries {
 };
 const LONG: Duration = Duration::from_secs(600);
 
+/// A farm whose workers hold every render at the gate until the test releases it: the tests that
+/// act on a running task (kill, restart, cancel, drain) then never race the engine's speed.
+fn holding() -> FarmOptions {
+    FarmOptions {
+        hold_renders: true,
+        ..FarmOptions::default()
+    }
+}
+
 /// `lathe master` on `sources` into `out`: the reference masters.
 fn local_masters(sources: &Path, out: &Path) -> BTreeMap<String, Vec<u8>> {
     let outcome = lathe(&[
@@ -152,7 +161,7 @@ fn farm_masters_are_byte_identical_to_lathe_master() {
 #[test]
 fn worker_killed_mid_task_loses_nothing() {
     let _serial = serial();
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+    let Some(mut farm) = Farm::start(BINARIES, holding()) else {
         return;
     };
     farm.start_worker("w1");
@@ -160,18 +169,19 @@ fn worker_killed_mid_task_loses_nothing() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    // Long enough that the kill lands mid-render even on a fast machine.
-    write_catalogue(&sources, 6, 120.0);
+    write_catalogue(&sources, 6, 4.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
-    farm.wait_for_status(&job, LONG, |s| running_on(s, "w1"));
+    // w1 holds its render at the gate: the kill lands mid-render.
+    farm.wait_held("w1", LONG);
     farm.signal_worker("w1", "KILL");
     assert_eq!(
         farm.wait_worker("w1", Duration::from_secs(10)),
         None,
         "killed by a signal"
     );
+    farm.release_all();
 
     let status = farm.wait_for_status(&job, LONG, ended);
     assert_eq!(status["state"], "succeeded", "{status:#}");
@@ -191,7 +201,7 @@ fn worker_killed_mid_task_loses_nothing() {
 #[test]
 fn coordinator_restart_loses_no_job() {
     let _serial = serial();
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+    let Some(mut farm) = Farm::start(BINARIES, holding()) else {
         return;
     };
     farm.start_worker("w1");
@@ -199,10 +209,14 @@ fn coordinator_restart_loses_no_job() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, 6, 15.0);
+    write_catalogue(&sources, 6, 4.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
+    // Both workers hold a render; w1's goes on and succeeds while w2's stays held (running).
+    let first = farm.wait_held("w1", LONG);
+    farm.wait_held("w2", LONG);
+    farm.release("w1", &first);
     let before = farm.wait_for_status(&job, LONG, |s| {
         count_state(s, "succeeded") >= 1 && count_state(s, "running") >= 1
     });
@@ -210,6 +224,7 @@ fn coordinator_restart_loses_no_job() {
     farm.kill_coordinator();
     std::thread::sleep(Duration::from_secs(1));
     farm.start_coordinator();
+    farm.release_all();
 
     let status = farm.wait_for_status(&job, LONG, ended);
     assert_eq!(status["state"], "succeeded", "{status:#}");
@@ -282,7 +297,7 @@ fn corrupt_track_fails_alone_after_bounded_attempts() {
 #[test]
 fn cancel_stops_running_tasks_and_starts_no_more() {
     let _serial = serial();
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+    let Some(mut farm) = Farm::start(BINARIES, holding()) else {
         return;
     };
     farm.start_worker("w1");
@@ -290,11 +305,12 @@ fn cancel_stops_running_tasks_and_starts_no_more() {
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    // Long enough (seconds of work each, even on a fast machine) that cancel finds tasks mid-render.
-    write_catalogue(&sources, 6, 120.0);
+    write_catalogue(&sources, 6, 4.0);
 
     let job = submit(&farm, &sources);
-    farm.wait_for_status(&job, LONG, |s| running_on(s, "w1") || running_on(s, "w2"));
+    // Both workers hold a render at the gate: cancel finds them mid-render.
+    farm.wait_held("w1", LONG);
+    farm.wait_held("w2", LONG);
     let outcome = farm.lathe(&["cancel", &job, "--json"]);
     assert_eq!(outcome.status, 0, "{}", outcome.stderr);
     let reply: Value = serde_json::from_str(&outcome.stdout).expect("cancel --json");
@@ -328,13 +344,14 @@ fn cancel_stops_running_tasks_and_starts_no_more() {
         6,
         "{status:#}"
     );
-    assert!(succeeded < 6, "cancelled before the end");
-    assert!(
-        ["w1", "w2"]
-            .iter()
-            .any(|w| farm.log(w).contains("task stopped")),
-        "a running task was stopped mid-render"
-    );
+    assert_eq!(succeeded, 0, "no render got past the gate: {status:#}");
+    for worker in ["w1", "w2"] {
+        assert!(
+            farm.log(worker).contains("task stopped"),
+            "{worker}'s running task was stopped mid-render: {}",
+            farm.log(worker)
+        );
+    }
 }
 
 /// Guarantee 6: a worker joining mid-job takes tasks; a worker sent SIGTERM hands its task back,
@@ -342,20 +359,24 @@ fn cancel_stops_running_tasks_and_starts_no_more() {
 #[test]
 fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
     let _serial = serial();
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+    let Some(mut farm) = Farm::start(BINARIES, holding()) else {
         return;
     };
     farm.start_worker("w1");
     let work = tempfile::tempdir().expect("temp dir");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).expect("sources");
-    // Long enough that the SIGTERM lands while w1's render is running, however fast the engine.
-    write_catalogue(&sources, 6, 120.0);
+    write_catalogue(&sources, 6, 4.0);
     let local = local_masters(&sources, &work.path().join("local"));
 
     let job = submit(&farm, &sources);
+    let first = farm.wait_held("w1", LONG);
+    farm.release("w1", &first);
     farm.wait_for_status(&job, LONG, |s| count_state(s, "succeeded") >= 1);
     farm.start_worker("w2");
+    // w1 holds its next render and w2 its first: the SIGTERM lands while w1's render is running.
+    farm.wait_held("w1", LONG);
+    farm.wait_held("w2", LONG);
     farm.wait_for_status(&job, LONG, |s| running_on(s, "w1") && running_on(s, "w2"));
     farm.signal_worker("w1", "TERM");
     assert_eq!(
@@ -368,6 +389,7 @@ fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
         "{}",
         farm.log("w1")
     );
+    farm.release_all();
 
     let status = farm.wait_for_status(&job, LONG, ended);
     assert_eq!(status["state"], "succeeded", "{status:#}");

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::worker::{WorkerSettings, run_worker};
+use crate::settings::WorkerSettings;
+use crate::worker::run_worker;
 
 /// A running in-process farm; [`stop`](EmbeddedFarm::stop) shuts it down.
 #[derive(Debug)]
@@ -240,7 +241,7 @@ pub async fn fetch_outputs(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let report = path.with_file_name(format!("{stem}.report.json"));
-            lathe_engine::render::write_atomically(&report, task.report_json.as_bytes())?;
+            lathe_engine::atomic_file::write_atomically(&report, task.report_json.as_bytes())?;
         }
         written.push(path);
     }

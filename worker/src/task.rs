@@ -14,9 +14,9 @@
 //! terminated when the coordinator says it is out of attempts. A task whose job is cancelled, or that
 //! the worker hands back while draining, stops the engine at its next progress call.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
@@ -30,54 +30,11 @@ use lathe_proto::v1;
 use prost::Message as _;
 use tracing::Instrument;
 
+use crate::context::{RunningTask, WorkerContext};
 use crate::error::{Error, Result};
-use crate::worker::WorkerContext;
-
-/// Why a running task should stop.
-const KEEP_GOING: u8 = 0;
-const JOB_CANCELLED: u8 = 1;
-const HAND_BACK: u8 = 2;
 
 /// How long calls to the coordinator are retried while it is unreachable (a restart).
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
-
-/// A task this worker is running, as the rest of the worker sees it.
-#[derive(Debug)]
-pub struct RunningTask {
-    /// The task id.
-    pub task_id: String,
-    stop: AtomicU8,
-    progress: Mutex<(String, f64)>,
-}
-
-impl RunningTask {
-    /// Stops the task at the engine's next progress call and hands it back to the queue.
-    pub fn hand_back(&self) {
-        let _ =
-            self.stop
-                .compare_exchange(KEEP_GOING, HAND_BACK, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn cancel(&self) {
-        let _ = self.stop.compare_exchange(
-            KEEP_GOING,
-            JOB_CANCELLED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-    }
-
-    fn stop_reason(&self) -> Option<&'static str> {
-        match self.stop.load(Ordering::Acquire) {
-            JOB_CANCELLED => Some("the job was cancelled"),
-            HAND_BACK => Some("the worker is shutting down"),
-            _ => None,
-        }
-    }
-}
-
-/// The payload the engine thread unwinds with when told to stop.
-struct Stop;
 
 /// Handles one delivery to the end, in a span carrying the task's trace context; never fails (every
 /// outcome settles the delivery).
@@ -139,11 +96,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
         }
     }
 
-    let running = Arc::new(RunningTask {
-        task_id: task.task_id.clone(),
-        stop: AtomicU8::new(KEEP_GOING),
-        progress: Mutex::new(("start".to_owned(), 0.0)),
-    });
+    let running = Arc::new(RunningTask::new(task.task_id.clone()));
     if let Ok(mut list) = context.running.lock() {
         list.push(Arc::clone(&running));
     }
@@ -170,7 +123,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
             tracing::info!(task = %task.task_id, "task done");
             let _ = delivery.ack().await;
         }
-        Err(Error::Stopped(reason)) if running.stop.load(Ordering::Acquire) == JOB_CANCELLED => {
+        Err(Error::Stopped(reason)) if running.job_cancelled() => {
             tracing::info!(task = %task.task_id, reason, "task stopped");
             let _ = delivery.ack().await;
         }
@@ -376,27 +329,35 @@ async fn put_result(context: &WorkerContext, path: &Path, traceparent: &str) -> 
 }
 
 /// Runs `work` on a blocking thread with a progress callback that records the engine's progress,
-/// and unwinds out of the engine when the task is told to stop. Engine errors name files as the
-/// client knows them: the scratch `folder` is cut from their paths.
+/// and stops the engine (by returning [`ControlFlow::Break`]) when the task is told to stop. Engine
+/// errors name files as the client knows them: the scratch `folder` is cut from their paths.
 async fn on_engine_thread<T: Send + 'static>(
     running: &Arc<RunningTask>,
     folder: &Path,
-    work: impl FnOnce(&mut dyn FnMut(Progress)) -> lathe_engine::Result<T> + Send + 'static,
+    work: impl FnOnce(&mut dyn FnMut(Progress) -> ControlFlow<()>) -> lathe_engine::Result<T>
+    + Send
+    + 'static,
 ) -> Result<T> {
     let engine_task = Arc::clone(running);
     let engine = tokio::task::spawn_blocking(move || {
         work(&mut |progress| {
-            if engine_task.stop_reason().is_some() {
-                // Unwinds out of the engine (its temporary files are removed on the way);
-                // resume_unwind skips the panic hook, so nothing is printed.
-                std::panic::resume_unwind(Box::new(Stop));
-            }
             if let Ok(mut current) = engine_task.progress.lock() {
                 *current = (progress.phase.as_str().to_owned(), progress.fraction);
             }
+            #[cfg(feature = "testing")]
+            crate::testing::hold(&engine_task.task_id, || engine_task.stop_reason().is_some());
+            if engine_task.stop_reason().is_some() {
+                // The engine stops at this block, removes its temporary files and returns
+                // `Error::Cancelled`.
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
         })
     });
     let outcome = match engine.await {
+        Ok(Err(lathe_engine::Error::Cancelled)) => {
+            return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
+        }
         Ok(outcome) => outcome.map_err(|error| {
             let mut message = error.to_string();
             for part in [SOURCES, INPUTS, OUTPUTS, ""] {
@@ -406,9 +367,6 @@ async fn on_engine_thread<T: Send + 'static>(
         })?,
         Err(error) if error.is_panic() => {
             let payload = error.into_panic();
-            if payload.is::<Stop>() {
-                return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
-            }
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()

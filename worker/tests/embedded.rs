@@ -82,7 +82,7 @@ async fn embedded_farm_masters_match_the_engine_byte_for_byte() {
                 level: None,
                 fades: None,
             },
-            &mut |_| {},
+            &mut |_| std::ops::ControlFlow::Continue(()),
         )
         .expect("master");
         let farmed = std::fs::read(out.join(format!("{name}.wav"))).expect("farm master");

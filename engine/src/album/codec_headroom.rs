@@ -94,7 +94,7 @@ pub fn render_under_ceiling(
     codec: LossyCodec,
     request: &MasterRequest<'_>,
     encoded: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<CheckedLossyMaster> {
     let ceiling_dbtp = request.profile.loudness.ceiling_dbtp;
     let mut tries = Vec::new();
@@ -274,7 +274,10 @@ mod tests {
                     level: None,
                     fades: None,
                 };
-                let checked = render_under_ceiling(codec, &request, &encoded, &mut |_| {}).unwrap();
+                let checked = render_under_ceiling(codec, &request, &encoded, &mut |_| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
                 let case = format!("{} {codec:?}: {:?}", source.display(), checked.tries);
                 assert!(
                     (1..=MAX_LOSSY_RENDERS as usize).contains(&checked.tries.len()),

@@ -25,10 +25,11 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use crate::album::cue::{CD_FRAME_SAMPLES, CdLayout, LEAD_PREGAP_FRAMES};
+use crate::atomic_file::{TempFile, write_atomically};
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::render::{BLOCK_FRAMES, write_atomically};
 
 /// Bytes of one CD sector of audio.
 pub const SECTOR_BYTES: u64 = 2352;
@@ -261,11 +262,11 @@ pub fn write_ddp(dir: &Path, layout: &CdLayout, image_wav: &Path) -> Result<()> 
         )));
     }
     let image_path = dir.join("IMAGE.DAT");
-    let temp = crate::render::temp_path_for(&image_path);
+    let temp = TempFile::for_output(&image_path);
     let mut md5_image = Md5::new();
     let mut frames = 0u64;
     {
-        let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+        let file = File::create(temp.path()).map_err(|e| Error::io(temp.path(), e))?;
         let mut out = BufWriter::new(file);
         let mut block = AudioBlock::new(2, BLOCK_FRAMES, 44_100);
         let mut bytes = Vec::with_capacity(BLOCK_FRAMES * 4);
@@ -280,20 +281,22 @@ pub fn write_ddp(dir: &Path, layout: &CdLayout, image_wav: &Path) -> Result<()> 
                 }
             }
             md5_image.update(&bytes);
-            out.write_all(&bytes).map_err(|e| Error::io(&temp, e))?;
+            out.write_all(&bytes)
+                .map_err(|e| Error::io(temp.path(), e))?;
             frames += block.frames() as u64;
         }
-        out.flush().map_err(|e| Error::io(&temp, e))?;
-        out.get_ref().sync_all().map_err(|e| Error::io(&temp, e))?;
+        out.flush().map_err(|e| Error::io(temp.path(), e))?;
+        out.get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(temp.path(), e))?;
     }
     if frames != layout.total_samples {
-        let _ = std::fs::remove_file(&temp);
         return Err(wrong(format!(
             "{frames} frames; the layout has {}",
             layout.total_samples
         )));
     }
-    std::fs::rename(&temp, &image_path).map_err(|e| Error::io(&image_path, e))?;
+    temp.commit(&image_path)?;
 
     let pq = pq_descriptor(layout);
     let text = cd_text(layout);

@@ -38,7 +38,9 @@ use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
 use crate::album::platforms::PlaybackPreview;
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
+use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::catalog::{LoudnessMode, Outlet, VinylFormat};
 use crate::decode::Decoder;
 use crate::encode::{Container, EncodeSpec, Encoder};
@@ -46,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::master::dither::{DitherMode, Quantiser};
 use crate::profile::Profile;
 use crate::qc::Analyzer;
-use crate::render::{BLOCK_FRAMES, QcVerdict, TrackReport, temp_path_for};
+use crate::render::{QcVerdict, TrackReport};
 use crate::stage::Stage;
 use crate::tags::{BroadcastExtension, TrackTags, write_tags};
 
@@ -286,8 +288,8 @@ pub(crate) fn render_programme(
         bit_depth,
     };
     let channels = 2;
-    let temp = temp_path_for(path);
-    let mut encoder = Encoder::create(&temp, &spec, channels, rate)?;
+    let temp = TempFile::for_output(path);
+    let mut encoder = Encoder::create(temp.path(), &spec, channels, rate)?;
     let mut quantiser =
         Quantiser::new(dither, spec.bit_depth, channels, rate, seed).map_err(|e| {
             Error::Delivery {
@@ -307,13 +309,10 @@ pub(crate) fn render_programme(
         analyzer.add(&scratch);
         encoder.write(&scratch)
     });
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
+    result?;
     encoder.finish()?;
-    write_tags(&temp, tags)?;
-    std::fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+    write_tags(temp.path(), tags)?;
+    temp.commit(path)?;
     Ok(analyzer.finish(path))
 }
 

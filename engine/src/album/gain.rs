@@ -11,7 +11,7 @@
 //! 3. with a target and a limiter, each track's own target is the album target plus the track's
 //!    distance from the album's loudness in the source: the album meets the target and the
 //!    differences between tracks stay as they were. Each track is calibrated through the limiter to
-//!    its target within [`ALBUM_CALIBRATION_TOLERANCE_LU`], so the differences survive the
+//!    its target within [`ALBUM_CALIBRATION_TOLERANCE_LU`](crate::render::ALBUM_CALIBRATION_TOLERANCE_LU), so the differences survive the
 //!    true-peak ceiling too (the limiter works harder on the loud tracks, the gain makes up for it);
 //! 4. without a limiter (vinyl) or without a target, the chain output is measured too
 //!    ([`measure_source_chain`], the `measure_chain` task) and one fixed
@@ -36,15 +36,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::loudness::{ABSOLUTE_GATE_LUFS, LoudnessMeter, gated_lufs, lufs_to_energy};
 use crate::profile::Profile;
-use crate::render::{BLOCK_FRAMES, Level, LevelOverride, measure_chain};
-
-/// Each album track is calibrated to its own target this closely, so that two tracks' difference
-/// stays within 0.1 LU of the source's.
-pub const ALBUM_CALIBRATION_TOLERANCE_LU: f64 = 0.04;
+use crate::render::{Level, LevelOverride, measure_chain};
 
 /// Without a limiter, the album gain leaves this much room under the ceiling.
 pub const PEAK_MARGIN_DB: f64 = 0.05;

@@ -41,6 +41,7 @@ use crate::album::platforms::{PlaybackPreview, preview};
 use crate::album::report::{self, PlotData, ReportTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
+use crate::atomic_file::{temp_path_for, write_atomically};
 use crate::catalog::{Album, Catalogue, LoudnessMode, Outlet};
 use crate::decode::Decoder;
 use crate::encode::Container;
@@ -49,7 +50,6 @@ use crate::master::dither::DitherMode;
 use crate::profile::Profile;
 use crate::render::{
     LevelOverride, MasterRequest, Progress, QcVerdict, TrackFades, TrackReport, master_track,
-    temp_path_for, write_atomically,
 };
 use crate::tags::{BroadcastExtension, TrackTags, write_tags, write_tags_with_bext};
 
@@ -660,7 +660,7 @@ pub fn execute(
     sources: &[PathBuf],
     inputs: &[PathBuf],
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let source = || {
         sources.first().ok_or_else(|| Error::Delivery {
@@ -763,7 +763,7 @@ fn render_master(
     work: &RenderWork,
     source: &Path,
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let (level, warnings) = work.level_override()?;
     let final_path = place(out, &work.path)?;
@@ -855,7 +855,7 @@ fn render_lossy(
     codec: LossyCodec,
     source: &Path,
     out: &Path,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress) -> std::ops::ControlFlow<()>,
 ) -> Result<TaskOutcome> {
     let (level, warnings) = work.level_override()?;
     let ceiling = work.profile.loudness.ceiling_dbtp;

@@ -21,10 +21,10 @@ use ogg::{PacketWriteEndInfo, PacketWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::loudness::{LoudnessFigures, LoudnessMeter};
-use crate::render::BLOCK_FRAMES;
 
 /// A lossy format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use rustfft::num_complex::Complex;
 use serde::Serialize;
 
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::render::BLOCK_FRAMES;
 
 /// Short-term loudness is read this often, seconds.
 pub const CURVE_STEP_S: f64 = 1.0;

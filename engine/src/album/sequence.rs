@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::album::fade::Envelope;
 use crate::audio::AudioBlock;
+use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::render::BLOCK_FRAMES;
 
 /// A track as the sequencer needs it.
 #[derive(Debug, Clone, PartialEq)]

@@ -371,7 +371,7 @@ mod tests {
                 level: None,
                 fades: None,
             },
-            &mut |_| {},
+            &mut |_| std::ops::ControlFlow::Continue(()),
         )
         .unwrap();
         assert!(report.warnings.contains(&note), "{:?}", report.warnings);

@@ -27,16 +27,20 @@ pub mod decrackle;
 pub mod dehum;
 pub mod denoise;
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
 use crate::config::InvalidValue;
 use crate::decode::Decoder;
 use crate::encode::{Container, EncodeSpec, Encoder};
 use crate::error::{Error, Result};
-use crate::render::{StageReport, temp_path_for};
+use crate::pass::{Pass, stage_reports};
+use crate::progress::Phase;
+use crate::render::StageReport;
 use crate::stage::Stage;
 
 use declick::{DeclickConfig, Declicker};
@@ -152,36 +156,47 @@ impl RestoreConfig {
     }
 }
 
-/// Frames per block of [`restore_file`].
-const RESTORE_BLOCK_FRAMES: usize = 4096;
-
-/// The audio of `input` from `from_s` to `to_s` seconds (shorter where the track ends first).
-fn read_range(input: &Path, from_s: f64, to_s: f64) -> Result<AudioBlock> {
-    let mut decoder = Decoder::open(input)?;
-    let info = decoder.info().clone();
-    let rate = f64::from(info.sample_rate_hz);
-    let (from, to) = ((from_s * rate) as usize, (to_s * rate) as usize);
-    let mut excerpt = AudioBlock::new(
-        info.channel_count,
-        to.saturating_sub(from),
-        info.sample_rate_hz,
-    );
-    let mut block = AudioBlock::new(
-        info.channel_count,
-        RESTORE_BLOCK_FRAMES,
-        info.sample_rate_hz,
-    );
-    let mut seen = 0;
-    while seen < to && decoder.read(&mut block)? > 0 {
-        let frames = block.frames();
-        if seen + frames > from {
-            block.discard_front(from.saturating_sub(seen));
-            block.set_frames(block.frames().min(excerpt.capacity() - excerpt.frames()));
-            excerpt.append(&block);
-        }
-        seen += frames;
-    }
-    Ok(excerpt)
+/// The source's audio over a denoise noise range (`[restore.denoise]` `noise_from_s` to
+/// `noise_to_s`, shorter where the track ends first), at `rate_hz`, the rate the restorers run at;
+/// `None` when there is no range. Read in a pass of its own.
+///
+/// # Errors
+/// A decode or resample error of `input`.
+pub fn noise_excerpt(
+    noise_range_s: Option<(f64, f64)>,
+    input: &Path,
+    rate_hz: u32,
+) -> Result<Option<AudioBlock>> {
+    let Some((from_s, to_s)) = noise_range_s else {
+        return Ok(None);
+    };
+    let rate = f64::from(rate_hz);
+    let (from, to) = ((from_s * rate) as u64, (to_s * rate) as u64);
+    let channels = Decoder::open(input)?.info().channel_count;
+    let mut excerpt = AudioBlock::new(channels, to.saturating_sub(from) as usize, rate_hz);
+    let pass = Pass::open(input, rate_hz)?;
+    let mut scratch = AudioBlock::new(channels, pass.max_block_frames(), rate_hz);
+    let mut at = 0u64;
+    pass.run(
+        &mut [],
+        &mut [],
+        Phase::Chain,
+        &mut |_| ControlFlow::Continue(()),
+        |_| {},
+        |block| {
+            let end = at + block.frames() as u64;
+            if end > from && at < to {
+                scratch.set_frames(0);
+                scratch.append(block);
+                scratch.set_frames((to.min(end) - at) as usize);
+                scratch.discard_front(from.saturating_sub(at) as usize);
+                excerpt.append(&scratch);
+            }
+            at = end;
+            Ok(())
+        },
+    )?;
+    Ok(Some(excerpt))
 }
 
 /// Restores `input` with `config` into `output`, a 32-bit float WAV at the input's sample rate and
@@ -193,71 +208,36 @@ pub fn restore_file(
     output: &Path,
     config: &RestoreConfig,
 ) -> Result<Vec<StageReport>> {
-    let mut decoder = Decoder::open(input)?;
-    let info = decoder.info().clone();
-    let channels = info.channel_count;
-    let rate = info.sample_rate_hz;
+    let pass = Pass::open_at_source_rate(input)?;
+    let (channels, rate) = (pass.channel_count(), pass.sample_rate_hz());
     let invalid = |e: InvalidValue| Error::Profile {
         profile: "restore".to_owned(),
         key: format!("restore.{}", e.key),
         reason: e.reason,
     };
     config.validate().map_err(invalid)?;
-    let excerpt = match config.denoise.as_ref().and_then(|d| d.noise_range_s()) {
-        Some((from, to)) => Some(read_range(input, from, to)?),
-        None => None,
-    };
+    let noise_range_s = config.denoise.as_ref().and_then(|d| d.noise_range_s());
+    let excerpt = noise_excerpt(noise_range_s, input, rate)?;
     let mut stages = config
-        .build_with_noise(channels, rate, RESTORE_BLOCK_FRAMES, excerpt.as_ref())
+        .build_with_noise(channels, rate, pass.max_block_frames(), excerpt.as_ref())
         .map_err(invalid)?;
-    let temp = temp_path_for(output);
-    let result = (|| {
-        let spec = EncodeSpec {
-            container: Container::Wav,
-            bit_depth: 32,
-        };
-        let mut encoder = Encoder::create(&temp, &spec, channels, rate)?;
-        let mut block = AudioBlock::new(channels, RESTORE_BLOCK_FRAMES, rate);
-        let mut to_drop: usize = stages.iter().map(|s| s.latency_frames()).sum();
-        let mut flush = to_drop;
-        let mut emit = |block: &mut AudioBlock, stages: &mut [Box<dyn Stage>]| -> Result<()> {
-            for stage in stages.iter_mut() {
-                stage.process(block);
-            }
-            let drop = to_drop.min(block.frames());
-            block.discard_front(drop);
-            to_drop -= drop;
-            if block.frames() > 0 {
-                encoder.write(block)?;
-            }
-            Ok(())
-        };
-        while decoder.read(&mut block)? > 0 {
-            emit(&mut block, &mut stages)?;
-        }
-        while flush > 0 {
-            let n = flush.min(block.capacity());
-            block.set_frames(n);
-            block.fill_silence();
-            emit(&mut block, &mut stages)?;
-            flush -= n;
-        }
-        encoder.finish()?;
-        std::fs::rename(&temp, output).map_err(|e| Error::io(output, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result?;
-    Ok(stages
-        .iter()
-        .filter_map(|s| {
-            s.report().map(|report| StageReport {
-                stage: s.name().to_owned(),
-                report,
-            })
-        })
-        .collect())
+    let temp = TempFile::for_output(output);
+    let spec = EncodeSpec {
+        container: Container::Wav,
+        bit_depth: 32,
+    };
+    let mut encoder = Encoder::create(temp.path(), &spec, channels, rate)?;
+    pass.run(
+        &mut stages,
+        &mut [],
+        Phase::Render,
+        &mut |_| ControlFlow::Continue(()),
+        |_| {},
+        |block| encoder.write(block),
+    )?;
+    encoder.finish()?;
+    temp.commit(output)?;
+    Ok(stage_reports(&stages))
 }
 
 /// Streams audio through a fixed grid of segments so that a restorer can look at each segment with

@@ -1,5 +1,6 @@
 //! The worker service, built inside the tests package so that the farm tests can spawn (and kill) it
-//! as a process: the same code as the `lathe-worker` binary.
+//! as a process: the same code as the `lathe-worker` binary, plus the render gate
+//! (`lathe_worker::testing`) when `LATHE_TEST_RENDER_GATE` names a folder.
 
 use clap::Parser;
 
@@ -12,6 +13,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(gate) = std::env::var_os(lathe_tests::farm::RENDER_GATE) {
+        lathe_worker::testing::hold_renders_at(gate.into());
+    }
     lathe_worker::service::run_service(lathe_worker::service::ServiceArgs::parse()).await?;
     Ok(())
 }

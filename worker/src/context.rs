@@ -1,0 +1,90 @@
+//! What a worker's tasks share: its settings, its client of the coordinator, and the tasks it is
+//! running (each with its progress and whether it should stop).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lathe_coordinator::client::FarmClient;
+
+use crate::settings::WorkerSettings;
+
+/// Why a running task should stop.
+const KEEP_GOING: u8 = 0;
+const JOB_CANCELLED: u8 = 1;
+const HAND_BACK: u8 = 2;
+
+/// What the worker's tasks share.
+pub(crate) struct WorkerContext {
+    pub(crate) settings: WorkerSettings,
+    pub(crate) client: FarmClient,
+    pub(crate) running: Mutex<Vec<Arc<RunningTask>>>,
+}
+
+impl WorkerContext {
+    pub(crate) fn current_tasks(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|running| {
+                running
+                    .iter()
+                    .map(|t| t.task_id.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A task this worker is running, as the rest of the worker sees it.
+#[derive(Debug)]
+pub(crate) struct RunningTask {
+    /// The task id.
+    pub(crate) task_id: String,
+    stop: AtomicU8,
+    /// The engine's phase and how far through it the task is.
+    pub(crate) progress: Mutex<(String, f64)>,
+}
+
+impl RunningTask {
+    /// Task `task_id`, just started.
+    pub(crate) fn new(task_id: String) -> Self {
+        Self {
+            task_id,
+            stop: AtomicU8::new(KEEP_GOING),
+            progress: Mutex::new(("start".to_owned(), 0.0)),
+        }
+    }
+
+    /// True when the task stopped because its job was cancelled.
+    pub(crate) fn job_cancelled(&self) -> bool {
+        self.stop.load(Ordering::Acquire) == JOB_CANCELLED
+    }
+
+    /// Stops the task at the engine's next progress call and hands it back to the queue.
+    pub(crate) fn hand_back(&self) {
+        let _ =
+            self.stop
+                .compare_exchange(KEEP_GOING, HAND_BACK, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Stops the task at the engine's next progress call: its job was cancelled.
+    pub(crate) fn cancel(&self) {
+        let _ = self.stop.compare_exchange(
+            KEEP_GOING,
+            JOB_CANCELLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Why the task should stop, once it should.
+    pub(crate) fn stop_reason(&self) -> Option<&'static str> {
+        match self.stop.load(Ordering::Acquire) {
+            JOB_CANCELLED => Some("the job was cancelled"),
+            HAND_BACK => Some("the worker is shutting down"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! How a worker runs: its id, slots, scratch folder and timings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Its id (unique in the farm): by default `host-pid`.
+    pub id: String,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// The coordinator's gRPC address.
+    pub coordinator_url: String,
+    /// Folder for sources and masters while a task runs (a temporary folder per task).
+    pub scratch: PathBuf,
+    /// Its registration disappears this long after its last heartbeat.
+    pub lease_ttl: Duration,
+    /// How often it refreshes its registration.
+    pub heartbeat: Duration,
+    /// How often a running task reports progress and sends an in-progress ack.
+    pub progress_interval: Duration,
+    /// How long a pull waits for a task.
+    pub poll_wait: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    pub drain: Duration,
+    /// After a failed attempt, how long before the task may be delivered again (to another worker,
+    /// if one is free).
+    pub retry_delay: Duration,
+}
+
+impl WorkerSettings {
+    /// Defaults for a worker of the coordinator at `coordinator_url`.
+    pub fn new(coordinator_url: &str) -> Self {
+        Self {
+            id: default_worker_id(),
+            slots: 1,
+            coordinator_url: coordinator_url.to_owned(),
+            scratch: std::env::temp_dir(),
+            lease_ttl: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
+            progress_interval: Duration::from_millis(500),
+            poll_wait: Duration::from_secs(1),
+            drain: Duration::ZERO,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The host's name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `host-pid`.
+pub fn default_worker_id() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
