@@ -21,7 +21,6 @@ pub mod resample;
 pub mod restore;
 pub mod spool;
 pub mod stage;
-pub mod synth;
 pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;
