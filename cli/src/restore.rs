@@ -167,8 +167,8 @@ pub fn run(args: &RestoreArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
 mod tests {
     use lathe_engine::AudioBlock;
     use lathe_engine::decode::Decoder;
-    use lathe_engine::restore::si_sdr_db;
-    use lathe_engine::synth::{Style, TrackRecipe, write_wav};
+    use lathe_synth::score::si_sdr_db;
+    use lathe_synth::{Style, TrackRecipe, write_wav};
 
     use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams, run};
 

@@ -5,7 +5,7 @@
 //!   implementations that pass one conformance suite.
 //! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling; [`grpc`]: its services;
 //!   [`client`]: the client the CLI and workers use.
-//! - [`testing`]: real `nats-server` and `etcd` processes for tests.
+//! - `testing` (cargo feature `testing`, for tests only): real `nats-server` and `etcd` processes.
 #![deny(missing_docs)]
 
 pub mod blob;
@@ -21,6 +21,7 @@ pub mod service;
 pub mod signal;
 pub mod state;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
 

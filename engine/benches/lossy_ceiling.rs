@@ -37,7 +37,7 @@ use lathe_engine::decode::Decoder;
 use lathe_engine::encode::{Container, EncodeSpec, Encoder};
 use lathe_engine::profile::Profile;
 use lathe_engine::render::MasterRequest;
-use lathe_engine::synth::{demo_album, write_wav};
+use lathe_synth::{demo_album, write_wav};
 
 const BLOCK_FRAMES: usize = 4096;
 /// Excerpts start this far into a track (past the intros), when it is long enough.

@@ -1,7 +1,7 @@
 //! Restoration quality and speed, ours against ffmpeg's nearest filters (`make bench-restore`).
 //!
 //! For each clean source (an excerpt of every Debian `asc-music` MP3, decoded with the engine's
-//! decoder, and a synthetic pop track from `synth`), each kind of damage is added with a fixed seed:
+//! decoder, and a synthetic pop track from `lathe_synth`), each kind of damage is added with a fixed seed:
 //!
 //! | damage | model |
 //! |---|---|
@@ -37,9 +37,10 @@ use lathe_engine::restore::declip::{DeclipConfig, Declipper};
 use lathe_engine::restore::decrackle::{DecrackleConfig, Decrackler};
 use lathe_engine::restore::dehum::{DehumConfig, Dehummer};
 use lathe_engine::restore::denoise::{DenoiseConfig, Denoiser};
-use lathe_engine::restore::si_sdr_db;
 use lathe_engine::stage::Stage;
-use lathe_engine::synth::{Style, TrackRecipe, TrackSynth};
+use lathe_synth::cpu_time::thread_cpu_time;
+use lathe_synth::score::si_sdr_db;
+use lathe_synth::{Style, TrackRecipe, TrackSynth};
 
 const BLOCK_FRAMES: usize = 4096;
 const MUSIC_DIR: &str = "/usr/share/games/asc/music";
@@ -226,13 +227,6 @@ fn damage(clean: &AudioBlock, kind: Damage, seed: u64) -> AudioBlock {
     out
 }
 
-fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(
-        text.split_whitespace().next()?.parse().ok()?,
-    ))
-}
-
 /// Runs a stage over `input` in blocks and removes its latency; returns the output and the CPU
 /// (or wall) seconds it took.
 fn run_stage(stage: &mut dyn Stage, input: &AudioBlock) -> (AudioBlock, f64) {
@@ -350,16 +344,10 @@ fn synthetic(seconds: f64) -> AudioBlock {
         ..TrackRecipe::new(Style::Pop, 0x5EED)
     };
     let mut synth = TrackSynth::new(&recipe);
-    let mut all = AudioBlock::new(
-        synth.channel_count(),
-        recipe.total_frames() as usize,
-        synth.sample_rate_hz(),
-    );
-    let mut block = AudioBlock::new(synth.channel_count(), BLOCK_FRAMES, synth.sample_rate_hz());
-    while synth.read(&mut block) > 0 {
-        all.append(&block);
-    }
-    all
+    let frames = recipe.total_frames() as usize;
+    let mut channels = vec![vec![0.0; frames]; synth.channel_count()];
+    synth.read(&mut channels);
+    AudioBlock::from_channels(channels, synth.sample_rate_hz())
 }
 
 /// Runs ffmpeg with `filter` on `input`; returns the output and its CPU seconds.

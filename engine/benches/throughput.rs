@@ -42,8 +42,9 @@ use lathe_engine::qc::Analyzer;
 use lathe_engine::render::{MasterRequest, TrackReport, master_track};
 use lathe_engine::resample::Resampler;
 use lathe_engine::stage::Stage;
-use lathe_engine::synth::{Style, TrackRecipe, write_wav};
 use lathe_engine::tags::TrackTags;
+use lathe_synth::cpu_time::thread_cpu_time;
+use lathe_synth::{Style, TrackRecipe, write_wav};
 
 /// Frames per block, as `render` uses.
 const BLOCK_FRAMES: usize = 4096;
@@ -465,14 +466,6 @@ struct Timing {
     wall: f64,
     /// On-CPU time of the thread, where the kernel reports it.
     cpu: Option<f64>,
-}
-
-/// How long the calling thread has run on a CPU (Linux; `None` elsewhere). The kernel keeps this in
-/// nanoseconds, updated at every scheduling event, so it does not count time spent waiting for a core.
-fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
 }
 
 fn stages(options: &Options) -> BenchResult<()> {

@@ -136,7 +136,8 @@ mod tests {
     use crate::master::gain::Gain;
     use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
     use crate::stage::Stage;
-    use crate::synth::{Style, TrackRecipe, TrackSynth};
+    use crate::testkit::read_synth;
+    use lathe_synth::{Style, TrackRecipe, TrackSynth};
 
     /// Integrated loudness of `audio` after `gain_db` and the limiter.
     fn limited_lufs(audio: &[AudioBlock], config: &LimiterConfig, gain_db: f64) -> f64 {
@@ -164,7 +165,7 @@ mod tests {
             let mut synth = TrackSynth::new(&recipe);
             let mut audio = Vec::new();
             let mut block = AudioBlock::new(2, 4096, recipe.sample_rate_hz);
-            while synth.read(&mut block) > 0 {
+            while read_synth(&mut synth, &mut block) > 0 {
                 audio.push(block.clone());
             }
             let mut model = LimiterModel::new(recipe.sample_rate_hz);

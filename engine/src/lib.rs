@@ -25,7 +25,6 @@ pub mod restore;
 mod sample_hash;
 pub mod spool;
 pub mod stage;
-pub mod synth;
 pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;

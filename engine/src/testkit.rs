@@ -2,6 +2,7 @@
 
 use crate::audio::AudioBlock;
 use crate::stage::Stage;
+use lathe_synth::TrackSynth;
 
 /// A sine of `amplitude` (peak) at `frequency_hz`, `frames` long, the same in every channel.
 pub fn sine(
@@ -45,6 +46,17 @@ pub fn noise(
         })
         .collect();
     AudioBlock::from_channels(data, sample_rate_hz)
+}
+
+/// Fills `block` from `synth` to its capacity (fewer frames at the end of the track) and labels it
+/// with the track's sample rate; returns the frames written, 0 when the track is done.
+pub fn read_synth(synth: &mut TrackSynth, block: &mut AudioBlock) -> usize {
+    block.set_frames(block.capacity());
+    block.set_sample_rate_hz(synth.sample_rate_hz());
+    let mut channels: Vec<&mut [f32]> = block.channels_mut().collect();
+    let frames = synth.read(&mut channels);
+    block.set_frames(frames);
+    frames
 }
 
 /// Runs `stage` over `input` cut into blocks of the given sizes (cycled), returning the whole output.

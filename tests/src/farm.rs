@@ -327,7 +327,7 @@ fn wait_for_port(port: u16) {
 
 /// Writes `count` short synthetic tracks (float WAV, different seeds and lengths) into `dir`.
 pub fn write_catalogue(dir: &Path, count: usize, duration_s: f64) -> Vec<PathBuf> {
-    use lathe_engine::synth::{Style, TrackRecipe, write_wav};
+    use lathe_synth::{Style, TrackRecipe, write_wav};
     let styles = [Style::Pop, Style::Rock, Style::Ballad, Style::Ambient];
     (0..count)
         .map(|index| {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use lathe_engine::album::lossy::decoded_figures;
 use lathe_engine::decode::Decoder;
-use lathe_engine::synth::{Style, TrackRecipe, write_wav};
 use lathe_engine::tags::read_bext;
+use lathe_synth::{Style, TrackRecipe, write_wav};
 use lathe_tests::lathe;
 use lofty::file::TaggedFileExt;
 use lofty::tag::{Accessor, ItemKey};

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lathe_engine::synth::{Style, TrackRecipe, write_wav};
 use lathe_engine::tags::read_tags;
+use lathe_synth::{Style, TrackRecipe, write_wav};
 use lathe_tests::farm::{Binaries, Farm, FarmOptions, serial};
 use lathe_tests::lathe;
 use serde_json::Value;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lathe_engine::decode::Decoder;
 use lathe_engine::profile::{PRESETS, Profile};
-use lathe_engine::synth::{demo_album, write_wav};
+use lathe_synth::{demo_album, write_wav};
 use lathe_tests::{analyze, fingerprint, lathe, write_float_wav};
 
 /// The demo album, shortened to 20 s a track to keep the test quick, as float WAVs in `dir`.
@@ -332,9 +332,9 @@ fn decode_channels(path: &Path) -> Vec<Vec<f32>> {
 fn lathe_master_learns_the_denoise_noise_range_a_profile_gives() {
     let dir = tempfile::tempdir().unwrap();
     let music = dir.path().join("music.wav");
-    let recipe = lathe_engine::synth::TrackRecipe {
+    let recipe = lathe_synth::TrackRecipe {
         duration_s: 6.0,
-        ..lathe_engine::synth::TrackRecipe::new(lathe_engine::synth::Style::Pop, 8)
+        ..lathe_synth::TrackRecipe::new(lathe_synth::Style::Pop, 8)
     };
     write_wav(&recipe, &music, 32).unwrap();
     // 1.5 s of hiss alone (a tape's lead-in), then the music under the same hiss.
@@ -394,8 +394,8 @@ fn lathe_master_learns_the_denoise_noise_range_a_profile_gives() {
             &damaged[c][lead_in..],
             &mastered[c][lead_in..],
         );
-        let before = lathe_engine::restore::si_sdr_db(clean, damaged);
-        let after = lathe_engine::restore::si_sdr_db(clean, mastered);
+        let before = lathe_synth::score::si_sdr_db(clean, damaged);
+        let after = lathe_synth::score::si_sdr_db(clean, mastered);
         assert!(after > before + 1.5, "ch{c}: {before:.1} -> {after:.1} dB");
     }
 }

@@ -1722,16 +1722,16 @@ mod tests {
     /// `seconds` of the demo album's pop track (stereo, 44.1 kHz), TPDF-dithered to 24 bits.
     fn pop_music(seconds: f64) -> AudioBlock {
         use crate::master::dither::{DitherMode, Quantiser as Dither};
-        let (_, recipe) = crate::synth::demo_album(44_100).remove(1);
+        let (_, recipe) = lathe_synth::demo_album(44_100).remove(1);
         let channels = recipe.channel_count;
-        let mut synth = crate::synth::TrackSynth::new(&crate::synth::TrackRecipe {
+        let mut synth = lathe_synth::TrackSynth::new(&lathe_synth::TrackRecipe {
             duration_s: seconds,
             ..recipe
         });
         let mut block = AudioBlock::new(channels, 4096, 44_100);
         let mut music = AudioBlock::new(channels, (seconds * 44_100.0) as usize + 4096, 44_100);
         let mut dither = Dither::new(DitherMode::Tpdf, 24, channels, 44_100, 5).unwrap();
-        while synth.read(&mut block) > 0 {
+        while crate::testkit::read_synth(&mut synth, &mut block) > 0 {
             crate::stage::Stage::process(&mut dither, &mut block);
             music.append(&block);
         }
@@ -2101,13 +2101,13 @@ mod tests {
     fn loud_24_bit_master_stays_smaller_than_verbatim_and_decodes() {
         use crate::master::dither::{DitherMode, Quantiser as Dither};
         use crate::stage::Stage;
-        let (name, recipe) = crate::synth::demo_album(44_100).remove(4);
+        let (name, recipe) = lathe_synth::demo_album(44_100).remove(4);
         assert_eq!((name.as_str(), recipe.channel_count), ("05-old-radio", 1));
-        let mut synth = crate::synth::TrackSynth::new(&recipe);
+        let mut synth = lathe_synth::TrackSynth::new(&recipe);
         let mut dither = Dither::new(DitherMode::Tpdf, 24, 1, 44_100, 7).unwrap();
         let mut block = AudioBlock::new(1, 4096, 44_100);
         let mut master = Vec::new();
-        while synth.read(&mut block) > 0 {
+        while crate::testkit::read_synth(&mut synth, &mut block) > 0 {
             block.channel_mut(0).iter_mut().for_each(|x| *x *= 2.0);
             dither.process(&mut block);
             master.extend_from_slice(block.channel(0));
@@ -2338,12 +2338,8 @@ mod tests {
         let seconds = signal.frames() as f64 / f64::from(signal.sample_rate_hz());
         let ours = dir.path().join("ours.flac");
         // CPU time of this thread (Linux), which other work on a shared machine does not inflate.
-        let cpu_seconds = || {
-            std::fs::read_to_string("/proc/thread-self/schedstat")
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-                .map_or(0.0, |ns| ns * 1e-9)
-        };
+        let cpu_seconds =
+            || lathe_synth::cpu_time::thread_cpu_time().map_or(0.0, |time| time.as_secs_f64());
         let mut best = f64::INFINITY;
         for _ in 0..5 {
             let start = cpu_seconds();

@@ -899,10 +899,11 @@ mod tests {
         assert_eq!(limiter.latency_frames(), 24 + HOLD_FRAMES);
     }
 
-    /// `seconds` of a stereo 44.1 kHz pop track from [`crate::synth::TrackSynth`], gained to
+    /// `seconds` of a stereo 44.1 kHz pop track from [`lathe_synth::TrackSynth`], gained to
     /// `lufs` integrated.
     fn pop_track(seconds: f64, lufs: f64, seed: u64) -> AudioBlock {
-        use crate::synth::{Style, TrackRecipe, TrackSynth};
+        use crate::testkit::read_synth;
+        use lathe_synth::{Style, TrackRecipe, TrackSynth};
         let recipe = TrackRecipe {
             duration_s: seconds,
             ..TrackRecipe::new(Style::Pop, seed)
@@ -910,8 +911,7 @@ mod tests {
         let mut synth = TrackSynth::new(&recipe);
         let frames = synth.total_frames() as usize;
         let mut track = AudioBlock::new(2, frames, 44_100);
-        track.set_frames(frames);
-        assert_eq!(synth.read(&mut track), frames);
+        assert_eq!(read_synth(&mut synth, &mut track), frames);
         let mut meter = crate::loudness::LoudnessMeter::integrated_only(2, 44_100);
         meter.add(&track);
         let measured = meter.figures().integrated_lufs.unwrap();
@@ -922,17 +922,12 @@ mod tests {
         track
     }
 
-    /// CPU time this thread has run, from Linux's `/proc/thread-self/schedstat` (so that time the
-    /// shared machine gives to others is not counted), or wall time where that is unavailable.
+    /// CPU time this thread has run (so that time the shared machine gives to others is not
+    /// counted), or wall time where the kernel does not report it.
     fn thread_time() -> std::time::Duration {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .map_or_else(
-                || START.get_or_init(std::time::Instant::now).elapsed(),
-                std::time::Duration::from_nanos,
-            )
+        lathe_synth::cpu_time::thread_cpu_time()
+            .unwrap_or_else(|| START.get_or_init(std::time::Instant::now).elapsed())
     }
 
     /// Seconds of CPU time `limiter` takes over `input` in blocks of 4096 (best of seven).

@@ -377,9 +377,9 @@ impl Stage for Declicker {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::restore::si_sdr_db;
     use crate::restore::testing::{Lcg, music, run_aligned};
-    use crate::synth::Style;
+    use lathe_synth::Style;
+    use lathe_synth::score::si_sdr_db;
 
     /// Adds clicks (width 1 to `max_width`, amplitude in `amplitude`) about every `spacing` frames
     /// to every channel; returns the damaged copy and each click's (channel, first, last) frame.

@@ -207,9 +207,9 @@ impl Stage for Declipper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::si_sdr_db;
     use crate::restore::testing::{music, run_aligned};
-    use crate::synth::Style;
+    use lathe_synth::Style;
+    use lathe_synth::score::si_sdr_db;
 
     fn declipper() -> Declipper {
         Declipper::new(&DeclipConfig::default(), 2, 44_100, 4096).unwrap()

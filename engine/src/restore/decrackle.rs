@@ -114,9 +114,9 @@ impl Stage for Decrackler {
 mod tests {
     use super::*;
     use crate::restore::declick::tests::add_clicks;
-    use crate::restore::si_sdr_db;
     use crate::restore::testing::{music, run_aligned};
-    use crate::synth::Style;
+    use lathe_synth::Style;
+    use lathe_synth::score::si_sdr_db;
 
     fn decrackler() -> Decrackler {
         Decrackler::new(&DecrackleConfig::default(), 2, 44_100, 4096).unwrap()

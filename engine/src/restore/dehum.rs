@@ -718,10 +718,10 @@ impl Stage for Dehummer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::si_sdr_db;
     use crate::restore::testing::{music, run_aligned};
-    use crate::synth::Style;
     use crate::testkit::tone_rms_db;
+    use lathe_synth::Style;
+    use lathe_synth::score::si_sdr_db;
 
     fn add_hum(clean: &AudioBlock, hz: f64, level_dbfs: f64) -> AudioBlock {
         let mut out = clean.clone();

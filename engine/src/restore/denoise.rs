@@ -1033,10 +1033,10 @@ impl Wiener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::si_sdr_db;
     use crate::restore::testing::{music, run_aligned};
-    use crate::synth::Style;
     use crate::testkit::{noise, rms_db};
+    use lathe_synth::Style;
+    use lathe_synth::score::si_sdr_db;
 
     fn denoiser(strength_db: f64) -> Denoiser {
         let config = DenoiseConfig {

@@ -4,7 +4,7 @@
 //! (broadband, with transients, bass, stereo width, and loudness that changes between sections) without
 //! shipping audio files. [`TrackSynth`] generates such a track from a [`TrackRecipe`], streaming, in
 //! bounded memory and several hundred times faster than real time; [`demo_album`] describes a
-//! deliberately rough album and [`write_wav`] renders a recipe to a WAV file.
+//! deliberately rough album and [`write_wav`](crate::write_wav) renders a recipe to a WAV file.
 //!
 //! # What plays
 //! A small band, arranged in sections (intro, verse, chorus, bridge, outro) of different density and level:
@@ -39,10 +39,7 @@
 //! that its RMS lands on the target (within a fraction of a dB in practice). DC offset and rumble are
 //! added after that scaling, as the defects of a transfer are added to a record.
 
-use std::path::Path;
 use std::sync::OnceLock;
-
-use crate::{AudioBlock, Error, Result};
 
 // ------------------------------------------------------------------------------------------------------
 // Public API
@@ -236,27 +233,29 @@ impl TrackSynth {
         self.sample_rate_hz
     }
 
-    /// Fills `block` (to capacity, or less at the end; sets frames and the sample rate label); returns
-    /// frames written, 0 when done (or if the block has no capacity).
+    /// Fills each buffer of `channels` (one per channel, planar) from its start, with as many frames as
+    /// the shortest buffer holds, or fewer at the end of the track; returns the frames written, 0 when
+    /// done (or if a buffer is empty). Samples past the returned count are left alone.
     ///
     /// # Panics
-    /// If the block's channel count differs from [`TrackSynth::channel_count`].
-    pub fn read(&mut self, block: &mut AudioBlock) -> usize {
+    /// If `channels.len()` differs from [`TrackSynth::channel_count`].
+    pub fn read<C: AsMut<[f32]>>(&mut self, channels: &mut [C]) -> usize {
         assert_eq!(
-            block.channel_count(),
+            channels.len(),
             self.channel_count,
-            "TrackSynth::read needs a block with the track's channel count"
+            "TrackSynth::read needs one buffer per channel of the track"
         );
         let remaining = self.total_frames - self.frame;
-        let frames = (block.capacity() as u64).min(remaining) as usize;
-        block.set_sample_rate_hz(self.sample_rate_hz);
-        block.set_frames(frames);
-        if self.channel_count == 1 {
-            self.render_into(block.channel_mut(0), None);
-        } else {
-            let (left, right) = block.channel_pair_mut(0, 1);
-            self.render_into(left, Some(right));
-        }
+        let capacity = channels
+            .iter_mut()
+            .map(|channel| channel.as_mut().len())
+            .min()
+            .unwrap_or(0);
+        let frames = (capacity as u64).min(remaining) as usize;
+        // The channel count is 1 or 2: the first buffer is the left (or mono) one.
+        let (left, right) = channels.split_at_mut(1);
+        let right = right.first_mut().map(|right| &mut right.as_mut()[..frames]);
+        self.render_into(&mut left[0].as_mut()[..frames], right);
         self.frame += frames as u64;
         frames
     }
@@ -355,66 +354,10 @@ pub fn demo_album(sample_rate_hz: u32) -> Vec<(String, TrackRecipe)> {
     ]
 }
 
-/// Writes a recipe to a WAV file with hound, streaming: `bit_depth` 32 writes 32-bit float (peaks over
-/// 0 dBFS survive), 16 or 24 writes integer PCM (samples clipped to full scale, rounded, not dithered).
-///
-/// # Errors
-/// [`Error::Encode`] for another bit depth or a WAV error, [`Error::Io`] if the file cannot be written.
-pub fn write_wav(recipe: &TrackRecipe, path: &Path, bit_depth: u32) -> Result<()> {
-    let sample_format = match bit_depth {
-        16 | 24 => hound::SampleFormat::Int,
-        32 => hound::SampleFormat::Float,
-        other => {
-            return Err(Error::Encode {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "WAV bit depth {other} is not supported: use 16 or 24 (integer) or 32 (float)"
-                ),
-            });
-        }
-    };
-    let mut synth = TrackSynth::new(recipe);
-    let channel_count = synth.channel_count();
-    let spec = hound::WavSpec {
-        channels: channel_count as u16,
-        sample_rate: synth.sample_rate_hz(),
-        bits_per_sample: bit_depth as u16,
-        sample_format,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).map_err(|e| wav_error(path, e))?;
-    let full_scale = ((1_i64 << (bit_depth - 1)) - 1) as f32;
-    let mut block = AudioBlock::new(channel_count, WAV_BLOCK_FRAMES, synth.sample_rate_hz());
-    while synth.read(&mut block) > 0 {
-        for frame in 0..block.frames() {
-            for channel in 0..channel_count {
-                let sample = block.channel(channel)[frame];
-                let written = if sample_format == hound::SampleFormat::Float {
-                    writer.write_sample(sample)
-                } else {
-                    writer.write_sample((sample.clamp(-1.0, 1.0) * full_scale).round() as i32)
-                };
-                written.map_err(|e| wav_error(path, e))?;
-            }
-        }
-    }
-    writer.finalize().map_err(|e| wav_error(path, e))
-}
-
-fn wav_error(path: &Path, error: hound::Error) -> Error {
-    match error {
-        hound::Error::IoError(source) => Error::io(path, source),
-        other => Error::Encode {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    }
-}
-
 // ------------------------------------------------------------------------------------------------------
 // Constants
 // ------------------------------------------------------------------------------------------------------
 
-const WAV_BLOCK_FRAMES: usize = 4096;
 /// Frames rendered per voice pass: scratch buffers stay in L1 cache.
 const CHUNK_FRAMES: usize = 256;
 const STEPS_PER_BAR: u64 = 16;
@@ -2863,20 +2806,19 @@ fn calibrate(engine: &mut Engine, channel_count: usize, target_rms: f64) -> f64 
 mod tests {
     use super::*;
 
-    /// Renders a whole recipe, reading with blocks of `capacity` frames.
+    /// Renders a whole recipe, reading with buffers of `capacity` frames.
     fn render(recipe: &TrackRecipe, capacity: usize) -> Vec<Vec<f32>> {
         let mut synth = TrackSynth::new(recipe);
         let channels = synth.channel_count();
         let mut out = vec![Vec::with_capacity(synth.total_frames() as usize); channels];
-        let mut block = AudioBlock::new(channels, capacity, recipe.sample_rate_hz);
+        let mut buffers = vec![vec![0.0; capacity]; channels];
         loop {
-            let n = synth.read(&mut block);
+            let n = synth.read(&mut buffers);
             if n == 0 {
                 break;
             }
-            assert_eq!(block.frames(), n);
-            for (dst, src) in out.iter_mut().zip(block.channels()) {
-                dst.extend_from_slice(src);
+            for (dst, src) in out.iter_mut().zip(&buffers) {
+                dst.extend_from_slice(&src[..n]);
             }
         }
         out
@@ -3253,64 +3195,36 @@ mod tests {
                 "{duration_s} s at {rate} Hz"
             );
             assert_eq!(r.total_frames(), expected);
-            let mut block = AudioBlock::new(2, 1000, rate);
+            let mut buffers = [[0.0; 1000]; 2];
             let mut read = 0;
             loop {
-                let n = synth.read(&mut block);
+                let n = synth.read(&mut buffers);
                 if n == 0 {
                     break;
                 }
                 read += n as u64;
             }
             assert_eq!(read, expected);
-            assert_eq!(synth.read(&mut block), 0);
+            assert_eq!(synth.read(&mut buffers), 0);
         }
     }
 
     #[test]
-    fn write_wav_round_trips_float_samples_and_length() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let r = TrackRecipe {
-            peak_boost_db: 12.0,
-            ..recipe(Style::Rock, 13, 5.0)
-        };
+    fn read_fills_the_shortest_buffer_and_leaves_the_rest_alone() {
+        let r = recipe(Style::Pop, 15, 1.0);
         let expected = render(&r, 4096);
-        let path = dir.path().join("rock.wav");
-        write_wav(&r, &path, 32).expect("write float WAV");
-        let mut reader = hound::WavReader::open(&path).expect("read WAV");
-        assert_eq!(reader.spec().sample_format, hound::SampleFormat::Float);
-        assert_eq!(reader.duration() as u64, r.total_frames());
-        let samples: Vec<f32> = reader
-            .samples::<f32>()
-            .map(|s| s.expect("sample"))
-            .collect();
-        let interleaved: Vec<f32> = (0..expected[0].len())
-            .flat_map(|i| [expected[0][i], expected[1][i]])
-            .collect();
-        assert_eq!(samples, interleaved);
+        let mut synth = TrackSynth::new(&r);
+        let (mut left, mut right) = (vec![9.0_f32; 700], vec![9.0_f32; 500]);
+        assert_eq!(synth.read(&mut [&mut left[..], &mut right[..]]), 500);
+        assert_eq!(left[..500], expected[0][..500]);
+        assert_eq!(right[..], expected[1][..500]);
         assert!(
-            samples.iter().any(|s| s.abs() > 1.0),
-            "over-0-dBFS peaks survive"
+            left[500..].iter().all(|&x| x == 9.0),
+            "past the count, untouched"
         );
-
-        for bits in [16, 24] {
-            let path = dir.path().join(format!("rock-{bits}.wav"));
-            write_wav(&r, &path, bits).expect("write integer WAV");
-            let mut reader = hound::WavReader::open(&path).expect("read WAV");
-            assert_eq!(reader.spec().bits_per_sample, bits as u16);
-            assert_eq!(reader.duration() as u64, r.total_frames());
-            let full_scale = ((1 << (bits - 1)) - 1) as f32;
-            let mut count = 0;
-            for (s, x) in reader.samples::<i32>().zip(&interleaved) {
-                let s = s.expect("sample") as f32 / full_scale;
-                // Clipped at full scale, then rounded to the nearest step.
-                assert!((s - x.clamp(-1.0, 1.0)).abs() <= 0.5 / full_scale + 1e-7);
-                count += 1;
-            }
-            assert_eq!(count, interleaved.len());
-        }
-        let path = dir.path().join("rock-12.wav");
-        assert!(write_wav(&r, &path, 12).is_err());
+        assert_eq!(synth.position_frames(), 500);
+        let mut empty: [Vec<f32>; 2] = Default::default();
+        assert_eq!(synth.read(&mut empty), 0);
     }
 
     #[test]
@@ -3349,7 +3263,7 @@ mod tests {
         }
     }
 
-    /// Numbers for tuning: `cargo test -p lathe-engine --lib synth::tests::report -- --ignored --nocapture`.
+    /// Numbers for tuning: `cargo test -p lathe-synth --lib generator::tests::report -- --ignored --nocapture`.
     #[test]
     #[ignore = "prints measurements"]
     fn report() {
