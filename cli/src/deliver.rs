@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lathe_coordinator::client::FarmClient;
 use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::graph::DeliveryPlan;
-use lathe_engine::catalog::Catalogue;
+use lathe_model::catalog::Catalogue;
 use lathe_proto::v1;
 use lathe_worker::embedded::{
     DeliveryJob, EmbeddedFarm, fetch_delivery, follow_job, submit_delivery,
@@ -32,7 +32,7 @@ pub fn run(manifest: &Path, args: &MasterArgs, streams: &mut Streams<'_>) -> any
     if let Some(profile) = &args.profile {
         catalogue.job.profile = profile.clone();
     }
-    if let Err(error) = lathe_engine::profile::Profile::load(&catalogue.profile_for(None)) {
+    if let Err(error) = lathe_model::profile::Profile::load(&catalogue.profile_for(None)) {
         writeln!(streams.err, "lathe: {error}")?;
         return Ok(EXIT_USAGE);
     }

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use lathe_engine::profile::Profile;
 use lathe_engine::synth::{demo_album, write_wav};
+use lathe_model::profile::Profile;
 
 use crate::master::master_inputs;
 use crate::{EXIT_USAGE, Streams};

@@ -31,15 +31,21 @@ use std::time::{Duration, Instant};
 
 use lathe_engine::AudioBlock;
 use lathe_engine::decode::Decoder;
-use lathe_engine::encode::{Container, EncodeSpec, Encoder};
-use lathe_engine::restore::declick::{DeclickConfig, Declicker};
-use lathe_engine::restore::declip::{DeclipConfig, Declipper};
-use lathe_engine::restore::decrackle::{DecrackleConfig, Decrackler};
-use lathe_engine::restore::dehum::{DehumConfig, Dehummer};
-use lathe_engine::restore::denoise::{DenoiseConfig, Denoiser};
+use lathe_engine::encode::Encoder;
+use lathe_engine::restore::declick::Declicker;
+use lathe_engine::restore::declip::Declipper;
+use lathe_engine::restore::decrackle::Decrackler;
+use lathe_engine::restore::dehum::Dehummer;
+use lathe_engine::restore::denoise::Denoiser;
 use lathe_engine::restore::si_sdr_db;
 use lathe_engine::stage::Stage;
 use lathe_engine::synth::{Style, TrackRecipe, TrackSynth};
+use lathe_model::stage_config::restore::DeclickConfig;
+use lathe_model::stage_config::restore::DeclipConfig;
+use lathe_model::stage_config::restore::DecrackleConfig;
+use lathe_model::stage_config::restore::DehumConfig;
+use lathe_model::stage_config::restore::DenoiseConfig;
+use lathe_model::stage_config::{Container, EncodeSpec};
 
 const BLOCK_FRAMES: usize = 4096;
 const MUSIC_DIR: &str = "/usr/share/games/asc/music";

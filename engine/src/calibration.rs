@@ -134,9 +134,10 @@ mod tests {
     use super::*;
     use crate::loudness::LoudnessMeter;
     use crate::master::gain::Gain;
-    use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
+    use crate::master::limiter::TruePeakLimiter;
     use crate::stage::Stage;
     use crate::synth::{Style, TrackRecipe, TrackSynth};
+    use lathe_model::stage_config::LimiterConfig;
 
     /// Integrated loudness of `audio` after `gain_db` and the limiter.
     fn limited_lufs(audio: &[AudioBlock], config: &LimiterConfig, gain_db: f64) -> f64 {

@@ -5,8 +5,7 @@
 pub mod album;
 pub mod audio;
 pub mod calibration;
-pub mod catalog;
-pub mod config;
+pub mod chain;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -14,7 +13,6 @@ pub mod level_rule;
 pub mod loudness;
 pub mod master;
 mod math;
-pub mod profile;
 pub mod qc;
 pub mod render;
 pub mod resample;

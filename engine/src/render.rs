@@ -41,18 +41,20 @@ use serde::{Deserialize, Serialize};
 use crate::album::fade::Fade;
 use crate::audio::AudioBlock;
 use crate::calibration::LimiterModel;
+use crate::chain::BuildChain;
 use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
 use crate::level_rule::LevelRule;
 use crate::loudness::{LoudnessMeter, MAX_CHANNELS};
 use crate::master::gain::Gain;
-use crate::profile::Profile;
 use crate::qc::{Analysis, Analyzer};
 use crate::resample::Resampler;
 use crate::spool::{Spool, SpoolReader, SpoolWriter};
 use crate::stage::Stage;
-use crate::tags::{TrackTags, read_tags, write_tags};
+use crate::tags::{read_tags, write_tags};
+use lathe_model::profile::Profile;
+use lathe_model::tags::TrackTags;
 
 /// Frames decoded per block.
 pub const BLOCK_FRAMES: usize = 4096;
@@ -148,12 +150,16 @@ pub struct TrackFades {
     /// Fade-out length, seconds.
     pub fade_out_s: f64,
     /// Shape of both.
-    pub curve: crate::catalog::FadeCurve,
+    pub curve: lathe_model::catalog::FadeCurve,
 }
 
 impl TrackFades {
     /// The fades of a track, or `None` when both lengths are zero.
-    pub fn of(fade_in_s: f64, fade_out_s: f64, curve: crate::catalog::FadeCurve) -> Option<Self> {
+    pub fn of(
+        fade_in_s: f64,
+        fade_out_s: f64,
+        curve: lathe_model::catalog::FadeCurve,
+    ) -> Option<Self> {
         (fade_in_s > 0.0 || fade_out_s > 0.0).then_some(Self {
             fade_in_s,
             fade_out_s,
@@ -988,7 +994,7 @@ fn deliver(
 struct RenderSettings<'a> {
     profile: &'a Profile,
     output: &'a Path,
-    spec: crate::encode::EncodeSpec,
+    spec: lathe_model::stage_config::EncodeSpec,
     channels: usize,
     output_rate_hz: u32,
     dither_seed: u64,

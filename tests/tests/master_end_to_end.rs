@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use lathe_engine::decode::Decoder;
-use lathe_engine::profile::{PRESETS, Profile};
 use lathe_engine::synth::{demo_album, write_wav};
+use lathe_model::profile::{PRESETS, Profile};
 use lathe_tests::{analyze, fingerprint, lathe, write_float_wav};
 
 /// The demo album, shortened to 20 s a track to keep the test quick, as float WAVs in `dir`.

@@ -39,8 +39,8 @@ use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::loudness::{ABSOLUTE_GATE_LUFS, LoudnessMeter, gated_lufs, lufs_to_energy};
-use crate::profile::Profile;
 use crate::render::{BLOCK_FRAMES, Level, LevelOverride, measure_chain};
+use lathe_model::profile::Profile;
 
 /// Each album track is calibrated to its own target this closely, so that two tracks' difference
 /// stays within 0.1 LU of the source's.
