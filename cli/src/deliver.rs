@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::graph::DeliveryPlan;
-use lathe_engine::catalog::Catalogue;
+use lathe_model::catalog::Catalogue;
 use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
 
 use crate::coordinator::runtime;
@@ -43,7 +43,7 @@ pub fn run(
     if let Some(profile) = args.profile {
         catalogue.job.profile = profile.to_owned();
     }
-    if let Err(error) = lathe_engine::profile::Profile::load(&catalogue.profile_for(None)) {
+    if let Err(error) = lathe_model::profile::Profile::load(&catalogue.profile_for(None)) {
         writeln!(streams.err, "lathe: {error}")?;
         return Ok(EXIT_USAGE);
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use lathe_engine::profile::Profile;
+use lathe_model::profile::Profile;
 use lathe_synth::{demo_album, write_wav};
 
 use crate::master::master_inputs;

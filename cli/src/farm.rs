@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::FarmClient;
 use lathe_engine::album::graph::DeliveryPlan;
-use lathe_engine::catalog::Catalogue;
-use lathe_engine::profile::Profile;
+use lathe_model::catalog::Catalogue;
+use lathe_model::profile::Profile;
 use lathe_proto::v1;
 use lathe_worker::embedded::DeliveryJob;
 use serde_json::json;

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use lathe_engine::level_rule::LevelRule;
 use lathe_engine::atomic_file::write_atomically;
+use lathe_engine::level_rule::LevelRule;
 use lathe_engine::render::TrackReport;
 use serde::Serialize;
 

@@ -126,7 +126,7 @@ where
 
 fn profiles(name: Option<&str>, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     match name {
-        Some(name) => match lathe_engine::profile::Profile::load(name) {
+        Some(name) => match lathe_model::profile::Profile::load(name) {
             Ok(profile) => {
                 write!(streams.out, "{}", profile.to_toml())?;
                 Ok(EXIT_OK)
@@ -137,8 +137,8 @@ fn profiles(name: Option<&str>, streams: &mut Streams<'_>) -> anyhow::Result<i32
             }
         },
         None => {
-            for (name, _) in lathe_engine::profile::PRESETS {
-                let profile = lathe_engine::profile::Profile::preset(name)?;
+            for (name, _) in lathe_model::profile::PRESETS {
+                let profile = lathe_model::profile::Profile::preset(name)?;
                 writeln!(streams.out, "{name:<10} {}", profile.description)?;
             }
             Ok(EXIT_OK)

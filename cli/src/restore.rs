@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lathe_engine::profile::Profile;
-use lathe_engine::restore::{RestoreConfig, restore_file};
+use lathe_engine::restore::restore_file;
+use lathe_model::profile::Profile;
+use lathe_model::stage_config::restore::RestoreConfig;
 
 use crate::{EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Streams};
 
@@ -265,7 +266,8 @@ mod tests {
     /// naming the key; a malformed one is a usage error.
     #[test]
     fn noise_range_learns_the_hiss_from_a_lead_in() {
-        use lathe_engine::encode::{Container, EncodeSpec, Encoder};
+        use lathe_engine::encode::Encoder;
+        use lathe_model::stage_config::{Container, EncodeSpec};
         let dir = tempfile::tempdir().unwrap();
         let (music_wav, input, output) = (
             dir.path().join("music.wav"),

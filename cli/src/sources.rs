@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lathe_engine::catalog::find_audio_files;
+use lathe_model::catalog::find_audio_files;
 
 use crate::Usage;
 

@@ -79,6 +79,9 @@ pub enum Error {
     /// The engine refused a profile or failed on a track.
     #[error(transparent)]
     Engine(#[from] lathe_engine::Error),
+    /// The model refused a profile, manifest or plan.
+    #[error(transparent)]
+    Model(#[from] lathe_model::Error),
     /// Logging or the OpenTelemetry exporter could not be set up.
     #[error("telemetry: {0}")]
     Telemetry(String),
@@ -120,7 +123,7 @@ impl From<Error> for tonic::Status {
             Error::JobNotFound(_) | Error::TaskNotFound(_) | Error::BlobNotFound(_) => {
                 tonic::Status::not_found(message)
             }
-            Error::InvalidRequest(_) | Error::BadDigest(_) | Error::Engine(_) => {
+            Error::InvalidRequest(_) | Error::BadDigest(_) | Error::Engine(_) | Error::Model(_) => {
                 tonic::Status::invalid_argument(message)
             }
             Error::DigestMismatch { .. } => tonic::Status::data_loss(message),

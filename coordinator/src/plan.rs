@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use lathe_engine::profile::Profile;
+use lathe_model::profile::Profile;
 use lathe_proto::v1;
 
 use crate::error::{Error, Result};
@@ -83,7 +83,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
             check_output_name(index, &track.output_name)?;
         }
         if !track.tags_json.is_empty() {
-            serde_json::from_str::<lathe_engine::tags::TrackTags>(&track.tags_json)
+            serde_json::from_str::<lathe_model::tags::TrackTags>(&track.tags_json)
                 .map_err(|e| Error::InvalidRequest(format!("track {index}: tags_json: {e}")))?;
         }
         let extension = if track.profile_toml.is_empty() {

@@ -53,7 +53,7 @@ async fn job(fixture: &Fixture, name: &str, priority: i32, tracks: usize) -> Str
         .submit(&v1::SubmitJobRequest {
             name: name.to_owned(),
             priority,
-            profile_toml: lathe_engine::profile::Profile::preset("cd")
+            profile_toml: lathe_model::profile::Profile::preset("cd")
                 .expect("preset")
                 .to_toml(),
             tracks: specs,
@@ -341,7 +341,7 @@ async fn graph_job(fixture: &Fixture) -> String {
         .coordinator
         .submit(&v1::SubmitJobRequest {
             name: "graph".to_owned(),
-            profile_toml: lathe_engine::profile::Profile::preset("streaming")
+            profile_toml: lathe_model::profile::Profile::preset("streaming")
                 .expect("preset")
                 .to_toml(),
             graph: specs,

@@ -32,11 +32,12 @@ use lathe_engine::album::codec_headroom::{
 };
 use lathe_engine::album::deliver::outlet_profile;
 use lathe_engine::album::lossy::LossyCodec;
-use lathe_engine::catalog::Outlet;
 use lathe_engine::decode::Decoder;
-use lathe_engine::encode::{Container, EncodeSpec, Encoder};
-use lathe_engine::profile::Profile;
+use lathe_engine::encode::Encoder;
 use lathe_engine::render::MasterRequest;
+use lathe_model::catalog::Outlet;
+use lathe_model::profile::Profile;
+use lathe_model::stage_config::{Container, EncodeSpec};
 use lathe_synth::{demo_album, write_wav};
 
 const BLOCK_FRAMES: usize = 4096;

@@ -31,13 +31,17 @@ use std::time::{Duration, Instant};
 
 use lathe_engine::AudioBlock;
 use lathe_engine::decode::Decoder;
-use lathe_engine::encode::{Container, EncodeSpec, Encoder};
-use lathe_engine::restore::declick::{DeclickConfig, Declicker};
-use lathe_engine::restore::declip::{DeclipConfig, Declipper};
-use lathe_engine::restore::decrackle::{DecrackleConfig, Decrackler};
-use lathe_engine::restore::dehum::{DehumConfig, Dehummer};
-use lathe_engine::restore::denoise::{DenoiseConfig, Denoiser};
+use lathe_engine::encode::Encoder;
+use lathe_engine::restore::declick::Declicker;
+use lathe_engine::restore::declip::Declipper;
+use lathe_engine::restore::decrackle::Decrackler;
+use lathe_engine::restore::dehum::Dehummer;
+use lathe_engine::restore::denoise::Denoiser;
 use lathe_engine::stage::Stage;
+use lathe_model::stage_config::restore::{
+    DeclickConfig, DeclipConfig, DecrackleConfig, DehumConfig, DenoiseConfig,
+};
+use lathe_model::stage_config::{Container, EncodeSpec};
 use lathe_synth::cpu_time::thread_cpu_time;
 use lathe_synth::score::si_sdr_db;
 use lathe_synth::{Style, TrackRecipe, TrackSynth};

@@ -32,17 +32,20 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use lathe_engine::AudioBlock;
+use lathe_engine::chain::{BuildChain, BuildStage};
 use lathe_engine::decode::Decoder;
-use lathe_engine::encode::{Container, EncodeSpec, Encoder};
+use lathe_engine::encode::Encoder;
 use lathe_engine::loudness::LoudnessMeter;
-use lathe_engine::master::dither::{DitherMode, Quantiser};
+use lathe_engine::master::dither::Quantiser;
 use lathe_engine::master::gain::Gain;
-use lathe_engine::profile::{Profile, StageConfig};
 use lathe_engine::qc::Analyzer;
 use lathe_engine::render::{MasterRequest, TrackReport, master_track};
 use lathe_engine::resample::Resampler;
 use lathe_engine::stage::Stage;
-use lathe_engine::tags::TrackTags;
+use lathe_model::profile::{Profile, StageConfig};
+use lathe_model::stage_config::DitherMode;
+use lathe_model::stage_config::{Container, EncodeSpec};
+use lathe_model::tags::TrackTags;
 use lathe_synth::cpu_time::thread_cpu_time;
 use lathe_synth::{Style, TrackRecipe, write_wav};
 

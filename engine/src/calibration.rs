@@ -134,9 +134,10 @@ mod tests {
     use super::*;
     use crate::loudness::LoudnessMeter;
     use crate::master::gain::Gain;
-    use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
+    use crate::master::limiter::TruePeakLimiter;
     use crate::stage::Stage;
     use crate::testkit::read_synth;
+    use lathe_model::stage_config::LimiterConfig;
     use lathe_synth::{Style, TrackRecipe, TrackSynth};
 
     /// Integrated loudness of `audio` after `gain_db` and the limiter.

@@ -49,16 +49,6 @@ pub enum Error {
         /// Which limit was exceeded.
         reason: String,
     },
-    /// A profile could not be parsed or holds an invalid value.
-    #[error("profile {profile}: {key}: {reason}")]
-    Profile {
-        /// Profile name or file.
-        profile: String,
-        /// The offending key, as a dotted path (e.g. `stage[2].ratio`).
-        key: String,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
     /// Resampling failed.
     #[error("resampler: {0}")]
     Resample(String),
@@ -78,16 +68,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A catalogue manifest is malformed or holds an invalid value.
-    #[error("{manifest}: {item}: {reason}")]
-    Catalogue {
-        /// The manifest file (or folder).
-        manifest: PathBuf,
-        /// Where in it: `album[1] "Title" track 3 "Dusk"`, `job.outlets`, `line 12`.
-        item: String,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
+    /// A profile, catalogue manifest or plan the model rejected (its message unchanged).
+    #[error(transparent)]
+    Model(#[from] lathe_model::Error),
     /// An album cannot be delivered as asked (Red Book limits, missing tracks, a codec failure).
     #[error("{album}: {reason}")]
     Delivery {

@@ -135,11 +135,11 @@ mod tests {
     use super::*;
     use crate::audio::AudioBlock;
     use crate::decode::Decoder;
-    use crate::profile::Profile;
     use crate::qc::analyze_file;
     use crate::render::{Level, LevelOverride, MasterRequest, TrackReport, master_track};
-    use crate::tags::TrackTags;
     use crate::testkit;
+    use lathe_model::profile::Profile;
+    use lathe_model::tags::TrackTags;
 
     /// A 16-bit integer (or 32-bit float) WAV of `block`.
     fn write_wav(path: &Path, block: &AudioBlock, float: bool) {

@@ -275,7 +275,7 @@ pub struct TruePeakMeter {
 
 impl TruePeakMeter {
     /// A meter oversampling `oversampling` times (2 to 16).
-    pub fn new(oversampling: usize) -> Result<Self, crate::config::InvalidValue> {
+    pub fn new(oversampling: usize) -> Result<Self, lathe_model::config::InvalidValue> {
         let detector = TruePeakDetector::new(oversampling)?;
         let unit = |branch: &[f64]| branch.iter().filter(|&&c| c != 0.0).count() == 1;
         let branches: Vec<Vec<f32>> = detector

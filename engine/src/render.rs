@@ -43,6 +43,7 @@ use crate::album::fade::Fade;
 use crate::atomic_file::{TempFile, temp_path_for};
 use crate::audio::{AudioBlock, BLOCK_FRAMES};
 use crate::calibration::LimiterModel;
+use crate::chain::BuildChain;
 use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
@@ -50,14 +51,15 @@ use crate::level_rule::LevelRule;
 use crate::loudness::LoudnessMeter;
 use crate::master::gain::Gain;
 use crate::pass::{Pass, stage_reports};
-use crate::profile::Profile;
 pub use crate::progress::{Phase, Progress};
 use crate::qc::{Analysis, Analyzer};
 use crate::restore::noise_excerpt;
 use crate::sample_hash::SampleHash;
 use crate::spool::{Spool, SpoolWriter};
 use crate::stage::Stage;
-use crate::tags::{TrackTags, read_tags, write_tags};
+use crate::tags::{read_tags, write_tags};
+use lathe_model::profile::Profile;
+use lathe_model::tags::TrackTags;
 
 /// The render stops calibrating once the limited loudness is this close to the target.
 pub const CALIBRATION_TOLERANCE_LU: f64 = 0.1;
@@ -116,12 +118,16 @@ pub struct TrackFades {
     /// Fade-out length, seconds.
     pub fade_out_s: f64,
     /// Shape of both.
-    pub curve: crate::catalog::FadeCurve,
+    pub curve: lathe_model::catalog::FadeCurve,
 }
 
 impl TrackFades {
     /// The fades of a track, or `None` when both lengths are zero.
-    pub fn of(fade_in_s: f64, fade_out_s: f64, curve: crate::catalog::FadeCurve) -> Option<Self> {
+    pub fn of(
+        fade_in_s: f64,
+        fade_out_s: f64,
+        curve: lathe_model::catalog::FadeCurve,
+    ) -> Option<Self> {
         (fade_in_s > 0.0 || fade_out_s > 0.0).then_some(Self {
             fade_in_s,
             fade_out_s,
@@ -861,7 +867,7 @@ fn deliver(
 struct RenderSettings<'a> {
     profile: &'a Profile,
     output: &'a Path,
-    spec: crate::encode::EncodeSpec,
+    spec: lathe_model::stage_config::EncodeSpec,
     channels: usize,
     output_rate_hz: u32,
     dither_seed: u64,

@@ -32,50 +32,9 @@ use lofty::probe::Probe;
 use lofty::tag::{Accessor, ItemKey, Tag, TagExt};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use lathe_model::tags::TrackTags;
 
-/// The tags lathe carries from a source to its master.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackTags {
-    /// Track title.
-    pub title: Option<String>,
-    /// Track artist.
-    pub artist: Option<String>,
-    /// Album title.
-    pub album: Option<String>,
-    /// Position on the album, from 1.
-    pub track_number: Option<u32>,
-    /// International Standard Recording Code (`CC-XXX-YY-NNNNN`, usually written without dashes).
-    pub isrc: Option<String>,
-    /// Album artist.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub album_artist: Option<String>,
-    /// Number of tracks on the album.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track_total: Option<u32>,
-    /// Disc number, from 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disc_number: Option<u32>,
-    /// Release year.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub year: Option<u32>,
-    /// Genre.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub genre: Option<String>,
-    /// Composer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub composer: Option<String>,
-    /// The album's UPC/EAN (13 digits).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upc: Option<String>,
-    /// Copyright line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copyright: Option<String>,
-    /// Record label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-}
+use crate::error::{Error, Result};
 
 /// A BWF `bext` chunk (EBU Tech 3285 version 2): who made the file and its loudness.
 ///
@@ -213,125 +172,94 @@ pub fn read_bext(path: &Path) -> Result<Option<BroadcastExtension>> {
     Ok(None)
 }
 
-impl TrackTags {
-    /// `true` if no field is set.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// The tags as an ID3v2 tag, its frames in a fixed order (lofty's generic conversion orders
-    /// them by hash, which would make the bytes differ from run to run). `v23` picks UTF-16 text,
-    /// which ID3v2.3 needs, over UTF-8.
-    fn to_id3v2(&self, v23: bool) -> Id3v2Tag {
-        let encoding = if v23 {
-            TextEncoding::UTF16
-        } else {
-            TextEncoding::UTF8
-        };
-        let pair = |n: Option<u32>, total: Option<u32>| match (n, total) {
-            (Some(n), Some(t)) => Some(format!("{n}/{t}")),
-            (Some(n), None) => Some(n.to_string()),
-            _ => None,
-        };
-        let mut tag = Id3v2Tag::new();
-        let frames = [
-            ("TIT2", self.title.clone()),
-            ("TPE1", self.artist.clone()),
-            ("TALB", self.album.clone()),
-            ("TPE2", self.album_artist.clone()),
-            ("TRCK", pair(self.track_number, self.track_total)),
-            ("TPOS", self.disc_number.map(|n| n.to_string())),
-            ("TDRC", self.year.map(|n| n.to_string())),
-            ("TCON", self.genre.clone()),
-            ("TCOM", self.composer.clone()),
-            ("TSRC", self.isrc.clone()),
-            ("TCOP", self.copyright.clone()),
-            ("TPUB", self.label.clone()),
-        ];
-        for (id, value) in frames {
-            if let Some(value) = value {
-                tag.insert(Frame::Text(TextInformationFrame::new(
-                    FrameId::Valid(Cow::Borrowed(id)),
-                    encoding,
-                    value,
-                )));
-            }
-        }
-        if let Some(upc) = &self.upc {
-            tag.insert(Frame::UserText(ExtendedTextFrame::new(
+/// `tags` as an ID3v2 tag, its frames in a fixed order (lofty's generic conversion orders
+/// them by hash, which would make the bytes differ from run to run). `v23` picks UTF-16 text,
+/// which ID3v2.3 needs, over UTF-8.
+fn to_id3v2(tags: &TrackTags, v23: bool) -> Id3v2Tag {
+    let encoding = if v23 {
+        TextEncoding::UTF16
+    } else {
+        TextEncoding::UTF8
+    };
+    let pair = |n: Option<u32>, total: Option<u32>| match (n, total) {
+        (Some(n), Some(t)) => Some(format!("{n}/{t}")),
+        (Some(n), None) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut tag = Id3v2Tag::new();
+    let frames = [
+        ("TIT2", tags.title.clone()),
+        ("TPE1", tags.artist.clone()),
+        ("TALB", tags.album.clone()),
+        ("TPE2", tags.album_artist.clone()),
+        ("TRCK", pair(tags.track_number, tags.track_total)),
+        ("TPOS", tags.disc_number.map(|n| n.to_string())),
+        ("TDRC", tags.year.map(|n| n.to_string())),
+        ("TCON", tags.genre.clone()),
+        ("TCOM", tags.composer.clone()),
+        ("TSRC", tags.isrc.clone()),
+        ("TCOP", tags.copyright.clone()),
+        ("TPUB", tags.label.clone()),
+    ];
+    for (id, value) in frames {
+        if let Some(value) = value {
+            tag.insert(Frame::Text(TextInformationFrame::new(
+                FrameId::Valid(Cow::Borrowed(id)),
                 encoding,
-                "BARCODE",
-                upc.clone(),
+                value,
             )));
         }
-        tag
     }
+    if let Some(upc) = &tags.upc {
+        tag.insert(Frame::UserText(ExtendedTextFrame::new(
+            encoding,
+            "BARCODE",
+            upc.clone(),
+        )));
+    }
+    tag
+}
 
-    /// The Vorbis comments (FLAC, Opus) for these tags, in a fixed order.
-    pub fn vorbis_comments(&self) -> Vec<(&'static str, String)> {
-        let number = |n: Option<u32>| n.map(|n| n.to_string());
-        [
-            ("TITLE", self.title.clone()),
-            ("ARTIST", self.artist.clone()),
-            ("ALBUM", self.album.clone()),
-            ("ALBUMARTIST", self.album_artist.clone()),
-            ("TRACKNUMBER", number(self.track_number)),
-            ("TRACKTOTAL", number(self.track_total)),
-            ("DISCNUMBER", number(self.disc_number)),
-            ("DATE", number(self.year)),
-            ("GENRE", self.genre.clone()),
-            ("COMPOSER", self.composer.clone()),
-            ("ISRC", self.isrc.clone()),
-            ("BARCODE", self.upc.clone()),
-            ("COPYRIGHT", self.copyright.clone()),
-            ("LABEL", self.label.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| value.map(|v| (key, v)))
-        .collect()
-    }
-
-    /// Fills the fields still unset from `tag`.
-    fn fill_from(&mut self, tag: &Tag) {
-        let text = |value: Option<Cow<'_, str>>| {
-            value
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        self.title = self.title.take().or_else(|| text(tag.title()));
-        self.artist = self.artist.take().or_else(|| text(tag.artist()));
-        self.album = self.album.take().or_else(|| text(tag.album()));
-        self.track_number = self.track_number.or_else(|| tag.track());
-        self.isrc = self
-            .isrc
-            .take()
-            .or_else(|| text(tag.get_string(ItemKey::Isrc).map(Cow::Borrowed)));
-        let item = |key: ItemKey| text(tag.get_string(key).map(Cow::Borrowed));
-        self.album_artist = self
-            .album_artist
-            .take()
-            .or_else(|| item(ItemKey::AlbumArtist));
-        self.track_total = self.track_total.or_else(|| tag.track_total());
-        self.disc_number = self.disc_number.or_else(|| tag.disk());
-        self.year = self.year.or_else(|| {
-            item(ItemKey::RecordingDate)
-                .or_else(|| item(ItemKey::Year))
-                .and_then(|d| d.get(..4).and_then(|y| y.parse().ok()))
-        });
-        self.genre = self.genre.take().or_else(|| text(tag.genre()));
-        self.composer = self.composer.take().or_else(|| item(ItemKey::Composer));
-        self.upc = self.upc.take().or_else(|| item(ItemKey::Barcode));
-        self.copyright = self
-            .copyright
-            .take()
-            .or_else(|| item(ItemKey::CopyrightMessage));
-        // ID3v2 has one frame (TPUB) for publisher and label; lofty reads it as the publisher.
-        self.label = self
-            .label
-            .take()
-            .or_else(|| item(ItemKey::Label))
-            .or_else(|| item(ItemKey::Publisher));
-    }
+/// Fills the fields of `tags` still unset from `tag`.
+fn fill_from(tags: &mut TrackTags, tag: &Tag) {
+    let text = |value: Option<Cow<'_, str>>| {
+        value
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    tags.title = tags.title.take().or_else(|| text(tag.title()));
+    tags.artist = tags.artist.take().or_else(|| text(tag.artist()));
+    tags.album = tags.album.take().or_else(|| text(tag.album()));
+    tags.track_number = tags.track_number.or_else(|| tag.track());
+    tags.isrc = tags
+        .isrc
+        .take()
+        .or_else(|| text(tag.get_string(ItemKey::Isrc).map(Cow::Borrowed)));
+    let item = |key: ItemKey| text(tag.get_string(key).map(Cow::Borrowed));
+    tags.album_artist = tags
+        .album_artist
+        .take()
+        .or_else(|| item(ItemKey::AlbumArtist));
+    tags.track_total = tags.track_total.or_else(|| tag.track_total());
+    tags.disc_number = tags.disc_number.or_else(|| tag.disk());
+    tags.year = tags.year.or_else(|| {
+        item(ItemKey::RecordingDate)
+            .or_else(|| item(ItemKey::Year))
+            .and_then(|d| d.get(..4).and_then(|y| y.parse().ok()))
+    });
+    tags.genre = tags.genre.take().or_else(|| text(tag.genre()));
+    tags.composer = tags.composer.take().or_else(|| item(ItemKey::Composer));
+    tags.upc = tags.upc.take().or_else(|| item(ItemKey::Barcode));
+    tags.copyright = tags
+        .copyright
+        .take()
+        .or_else(|| item(ItemKey::CopyrightMessage));
+    // ID3v2 has one frame (TPUB) for publisher and label; lofty reads it as the publisher.
+    tags.label = tags
+        .label
+        .take()
+        .or_else(|| item(ItemKey::Label))
+        .or_else(|| item(ItemKey::Publisher));
 }
 
 /// Writes `tags` into `path`, a WAV or FLAC file lathe has just written, replacing any tags it
@@ -362,7 +290,7 @@ pub fn write_tags_with_bext(
     match kind {
         FileType::Flac => write_flac(path, tags),
         FileType::Wav => write_wav(path, tags, bext),
-        FileType::Mpeg => write_with_lofty(path, tags.to_id3v2(false)),
+        FileType::Mpeg => write_with_lofty(path, to_id3v2(tags, false)),
         FileType::Opus => {
             let mut comments = VorbisComments::new();
             comments.set_vendor(format!("lathe {}", env!("CARGO_PKG_VERSION")));
@@ -427,10 +355,10 @@ pub fn read_tags(path: &Path) -> Result<TrackTags> {
         })?;
     let mut tags = TrackTags::default();
     if let Some(primary) = tagged.primary_tag() {
-        tags.fill_from(primary);
+        fill_from(&mut tags, primary);
     }
     for tag in tagged.tags() {
-        tags.fill_from(tag);
+        fill_from(&mut tags, tag);
     }
     Ok(tags)
 }
@@ -557,7 +485,7 @@ fn write_wav(path: &Path, tags: &TrackTags, bext: Option<&BroadcastExtension>) -
             .dump_to(&mut tail, write_options())
             .map_err(|e| tag_error(path, format!("RIFF INFO: {}", error_chain(&e))))?;
         let mut id3 = Vec::new();
-        tags.to_id3v2(true)
+        to_id3v2(tags, true)
             .dump_to(&mut id3, write_options())
             .map_err(|e| tag_error(path, format!("ID3v2: {}", error_chain(&e))))?;
         let id3_len =
@@ -629,7 +557,8 @@ mod tests {
     use super::*;
     use crate::audio::AudioBlock;
     use crate::decode::fixtures::{decode_all, ffmpeg, grid_signal, write_wav};
-    use crate::encode::{Container, EncodeSpec, Encoder};
+    use crate::encode::Encoder;
+    use lathe_model::stage_config::{Container, EncodeSpec};
 
     fn sample_tags() -> TrackTags {
         TrackTags {

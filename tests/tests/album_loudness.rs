@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use lathe_engine::album::gain::plan_album;
-use lathe_engine::profile::Profile;
 use lathe_engine::qc::analyze_file;
 use lathe_engine::render::{Level, MasterRequest, master_track};
-use lathe_engine::tags::TrackTags;
+use lathe_model::profile::Profile;
+use lathe_model::tags::TrackTags;
 use lathe_synth::{Style, TrackRecipe, write_wav};
 
 /// A loud single, a quiet ballad and a medium track, 12 s each.

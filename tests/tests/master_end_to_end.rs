@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lathe_engine::decode::Decoder;
-use lathe_engine::profile::{PRESETS, Profile};
+use lathe_model::profile::{PRESETS, Profile};
 use lathe_synth::{demo_album, write_wav};
 use lathe_tests::{analyze, fingerprint, lathe, write_float_wav};
 

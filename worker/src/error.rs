@@ -29,6 +29,14 @@ pub enum Error {
     Panicked(String),
 }
 
+/// A profile or manifest the model refused is an engine failure on the track, as it was when the
+/// engine parsed profiles.
+impl From<lathe_model::Error> for Error {
+    fn from(error: lathe_model::Error) -> Self {
+        Self::Engine(error.into())
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Self::Farm(lathe_coordinator::Error::Rpc(status))

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use lathe_engine::profile::Profile;
 use lathe_engine::render::{MasterRequest, master_track};
-use lathe_engine::tags::TrackTags;
+use lathe_model::profile::Profile;
+use lathe_model::tags::TrackTags;
 use lathe_proto::v1;
 use lathe_synth::{Style, TrackRecipe, write_wav};
 use lathe_worker::embedded::{EmbeddedFarm, fetch_outputs, submit_and_wait};

@@ -151,10 +151,11 @@ mod tests {
     use super::*;
     use crate::album::deliver::outlet_profile;
     use crate::audio::AudioBlock;
-    use crate::catalog::Outlet;
-    use crate::encode::{Container, EncodeSpec, Encoder};
-    use crate::profile::Profile;
+    use crate::encode::Encoder;
     use crate::testkit::noise;
+    use lathe_model::catalog::Outlet;
+    use lathe_model::profile::Profile;
+    use lathe_model::stage_config::{Container, EncodeSpec};
     use std::path::PathBuf;
 
     #[test]

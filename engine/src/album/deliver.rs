@@ -41,16 +41,19 @@ use crate::album::vinyl;
 use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
-use crate::catalog::{LoudnessMode, Outlet, VinylFormat};
 use crate::decode::Decoder;
-use crate::encode::{Container, EncodeSpec, Encoder};
+use crate::encode::Encoder;
 use crate::error::{Error, Result};
-use crate::master::dither::{DitherMode, Quantiser};
-use crate::profile::Profile;
+use crate::master::dither::Quantiser;
 use crate::qc::Analyzer;
 use crate::render::{QcVerdict, TrackReport};
 use crate::stage::Stage;
-use crate::tags::{BroadcastExtension, TrackTags, write_tags};
+use crate::tags::{BroadcastExtension, write_tags};
+use lathe_model::catalog::{LoudnessMode, Outlet, VinylFormat};
+use lathe_model::profile::Profile;
+use lathe_model::stage_config::DitherMode;
+use lathe_model::stage_config::{Container, EncodeSpec};
+use lathe_model::tags::TrackTags;
 
 /// One delivered file.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -40,8 +40,8 @@ use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::loudness::{ABSOLUTE_GATE_LUFS, LoudnessMeter, gated_lufs, lufs_to_energy};
-use crate::profile::Profile;
 use crate::render::{Level, LevelOverride, measure_chain};
+use lathe_model::profile::Profile;
 
 /// Without a limiter, the album gain leaves this much room under the ceiling.
 pub const PEAK_MARGIN_DB: f64 = 0.05;

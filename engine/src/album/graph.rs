@@ -42,16 +42,17 @@ use crate::album::report::{self, PlotData, ReportTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
 use crate::atomic_file::{temp_path_for, write_atomically};
-use crate::catalog::{Album, Catalogue, LoudnessMode, Outlet};
 use crate::decode::Decoder;
-use crate::encode::Container;
 use crate::error::{Error, Result};
-use crate::master::dither::DitherMode;
-use crate::profile::Profile;
 use crate::render::{
     LevelOverride, MasterRequest, Progress, QcVerdict, TrackFades, TrackReport, master_track,
 };
-use crate::tags::{BroadcastExtension, TrackTags, write_tags, write_tags_with_bext};
+use crate::tags::{BroadcastExtension, write_tags, write_tags_with_bext};
+use lathe_model::catalog::{Album, Catalogue, LoudnessMode, Outlet};
+use lathe_model::profile::Profile;
+use lathe_model::stage_config::Container;
+use lathe_model::stage_config::DitherMode;
+use lathe_model::tags::TrackTags;
 
 /// The folder, inside the output folder, for intermediates (float masters, staged files).
 pub const WORK_FOLDER: &str = ".lathe-work";

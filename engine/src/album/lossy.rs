@@ -319,7 +319,8 @@ pub fn decoded_figures(path: &Path) -> Result<(LoudnessFigures, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{Container, EncodeSpec, Encoder};
+    use crate::encode::Encoder;
+    use lathe_model::stage_config::{Container, EncodeSpec};
 
     fn sine_master(dir: &Path, rate: u32, amplitude: f32) -> std::path::PathBuf {
         let path = dir.join(format!("sine-{rate}.wav"));

@@ -364,7 +364,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{Container, EncodeSpec, Encoder};
+    use crate::encode::Encoder;
+    use lathe_model::stage_config::{Container, EncodeSpec};
 
     #[test]
     fn a_sine_peaks_in_its_band_and_reads_its_loudness() {

@@ -257,7 +257,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{Container, EncodeSpec, Encoder};
+    use crate::encode::Encoder;
+    use lathe_model::stage_config::{Container, EncodeSpec};
 
     fn input(frames: u64, gap_s: f64, crossfade_s: f64) -> SequenceInput {
         SequenceInput {

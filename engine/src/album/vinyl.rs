@@ -4,7 +4,7 @@
 //! `vinyl` preset: bass mono below 150 Hz, no compression and no brickwall limiter (peaks are
 //! normalised to the ceiling instead, so the cutting engineer keeps the transients).
 
-use crate::catalog::VinylFormat;
+use lathe_model::catalog::VinylFormat;
 
 /// A warning when a side of `length_s` is longer than `format` cuts well, `None` otherwise.
 pub fn side_length_warning(side: &str, length_s: f64, format: VinylFormat) -> Option<String> {

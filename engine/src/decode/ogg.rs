@@ -352,8 +352,8 @@ mod tests {
 
     #[test]
     fn the_note_reaches_the_track_report() {
-        use crate::profile::Profile;
         use crate::render::{MasterRequest, master_track};
+        use lathe_model::profile::Profile;
 
         let dir = tempfile::tempdir().unwrap();
         let clean = vorbis_fixture(dir.path());

@@ -1531,8 +1531,9 @@ mod tests {
 
     use super::*;
     use crate::decode::fixtures::{assert_same_audio, decode_all, grid_signal};
+    use crate::encode::Encoder;
     use crate::encode::tests::{encode, flac_test};
-    use crate::encode::{Container, EncodeSpec, Encoder};
+    use lathe_model::stage_config::{Container, EncodeSpec};
 
     fn flac_spec(bit_depth: u32) -> EncodeSpec {
         EncodeSpec {
@@ -1721,7 +1722,8 @@ mod tests {
 
     /// `seconds` of the demo album's pop track (stereo, 44.1 kHz), TPDF-dithered to 24 bits.
     fn pop_music(seconds: f64) -> AudioBlock {
-        use crate::master::dither::{DitherMode, Quantiser as Dither};
+        use crate::master::dither::Quantiser as Dither;
+        use lathe_model::stage_config::DitherMode;
         let (_, recipe) = lathe_synth::demo_album(44_100).remove(1);
         let channels = recipe.channel_count;
         let mut synth = lathe_synth::TrackSynth::new(&lathe_synth::TrackRecipe {
@@ -2099,9 +2101,10 @@ mod tests {
     /// `STREAMINFO` maximum frame size wrapped at 24 bits.
     #[test]
     fn loud_24_bit_master_stays_smaller_than_verbatim_and_decodes() {
-        use crate::master::dither::{DitherMode, Quantiser as Dither};
+        use crate::master::dither::Quantiser as Dither;
         use crate::stage::Stage;
         let (name, recipe) = lathe_synth::demo_album(44_100).remove(4);
+        use lathe_model::stage_config::DitherMode;
         assert_eq!((name.as_str(), recipe.channel_count), ("05-old-radio", 1));
         let mut synth = lathe_synth::TrackSynth::new(&recipe);
         let mut dither = Dither::new(DitherMode::Tpdf, 24, 1, 44_100, 7).unwrap();
@@ -2425,7 +2428,7 @@ mod tests {
             let written = write_checked(&path, &signal, bits);
             assert!(written.is_checked());
             written.check_file(&path).unwrap();
-            let tags = crate::tags::TrackTags {
+            let tags = lathe_model::tags::TrackTags {
                 title: Some("Checked".to_owned()),
                 artist: Some("lathe".to_owned()),
                 ..Default::default()

@@ -10,7 +10,7 @@
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 use crate::audio::AudioBlock;
-use crate::config::InvalidValue;
+use lathe_model::config::InvalidValue;
 
 /// Magnitude below which filter state is flushed to zero (about -600 dBFS).
 pub const DENORMAL_FLOOR: f64 = 1e-30;

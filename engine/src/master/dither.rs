@@ -32,20 +32,9 @@
 //! so silent passages stay digitally silent. Non-finite input is treated as silence.
 
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
-
-/// What the [`Quantiser`] adds before rounding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DitherMode {
-    /// Plain rounding, no dither.
-    None,
-    /// Triangular-PDF dither of ±1 LSB peak, spectrally flat.
-    Tpdf,
-    /// Triangular-PDF dither with F-weighted error-feedback noise shaping.
-    Shaped,
-}
+use lathe_model::config::{InvalidValue, check_range};
+use lathe_model::stage_config::DitherMode;
 
 /// Coefficients `a_k` of the error feedback: the output error is `e[n] - Σ a_k e[n-k]`, i.e. the
 /// noise transfer function `1 - 1.623 z⁻¹ + 0.982 z⁻² - 0.109 z⁻³` (Wannamaker's 3-tap F-weighted

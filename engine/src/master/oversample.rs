@@ -276,8 +276,8 @@ pub struct TruePeakDetector {
 impl TruePeakDetector {
     /// A detector oversampling by `oversampling` (2 to 16; BS.1770 asks for at least 4, and 8 reads
     /// sines up to 0.45 fs within 0.15 dB).
-    pub fn new(oversampling: usize) -> Result<Self, crate::config::InvalidValue> {
-        crate::config::check_range("oversampling", oversampling as f64, 2.0, 16.0, "")?;
+    pub fn new(oversampling: usize) -> Result<Self, lathe_model::config::InvalidValue> {
+        lathe_model::config::check_range("oversampling", oversampling as f64, 2.0, 16.0, "")?;
         Ok(Self {
             fir: PolyphaseFir::kaiser(oversampling, TAPS_PER_PHASE, KAISER_BETA),
         })
@@ -333,7 +333,7 @@ impl CompliancePeakDetector {
     pub fn new(
         oversampling: usize,
         sample_rate_hz: u32,
-    ) -> Result<Self, crate::config::InvalidValue> {
+    ) -> Result<Self, lathe_model::config::InvalidValue> {
         let ideal = TruePeakDetector::new(oversampling)?;
         let latency = ideal.latency_frames();
         // Annex 2 and libebur128 at 4x place their points in [n - 6, n - 5); at 2x in [n - 12, n - 11).
@@ -480,7 +480,7 @@ impl ComplianceEnvelope {
     pub fn new(
         oversampling: usize,
         sample_rate_hz: u32,
-    ) -> Result<Self, crate::config::InvalidValue> {
+    ) -> Result<Self, lathe_model::config::InvalidValue> {
         let CompliancePeakDetector {
             ideal,
             annex2,

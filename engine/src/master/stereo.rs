@@ -13,51 +13,11 @@
 //! channels pass through untouched. Mono input passes through unchanged (it has no side signal). With
 //! `width` 1 and no mono bass the stage is an exact identity.
 
-use serde::{Deserialize, Serialize};
-
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::master::biquad::{BiquadCascade, BiquadCoefficients, PassBand, check_below_nyquist};
 use crate::stage::Stage;
-
-/// Configuration of the [`StereoImage`] stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StereoConfig {
-    /// Side-signal gain, 0..=2 (0 mono, 1 unchanged); default 1.
-    #[serde(default = "default_width")]
-    pub width: f64,
-    /// Below this frequency (20..=500 Hz) the side signal is removed; absent for no mono bass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mono_bass_hz: Option<f64>,
-}
-
-fn default_width() -> f64 {
-    1.0
-}
-
-impl Default for StereoConfig {
-    fn default() -> Self {
-        Self {
-            width: default_width(),
-            mono_bass_hz: None,
-        }
-    }
-}
-
-impl StereoConfig {
-    /// Checks every value against its allowed range.
-    ///
-    /// # Errors
-    /// The first out-of-range value, keyed `width` or `mono_bass_hz`.
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        check_range("width", self.width, 0.0, 2.0, "")?;
-        if let Some(frequency_hz) = self.mono_bass_hz {
-            check_range("mono_bass_hz", frequency_hz, 20.0, 500.0, "Hz")?;
-        }
-        Ok(())
-    }
-}
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::StereoConfig;
 
 /// The filters of the mono-bass split (one state set: they run on the mid and side signals).
 #[derive(Debug, Clone)]

@@ -17,13 +17,12 @@
 //! samples rebuilt. After repairing, the model is refitted on the repaired window and the segment is
 //! searched again for what the first pass missed.
 
-use serde::{Deserialize, Serialize};
-
 use super::Framer;
 use super::ar::ArModel;
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::restore::DeclickConfig;
 
 /// Frames finished per segment.
 pub const HOP_FRAMES: usize = 2048;
@@ -44,39 +43,6 @@ const SETTLE_RATIO: f64 = 2.0;
 const MAD_TO_SIGMA: f64 = 1.4826;
 /// Frames after a click (and the model order) whose prediction error must have settled.
 const SETTLE_FRAMES: usize = 64;
-
-/// `[restore.declick]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeclickConfig {
-    /// Detection threshold in robust standard deviations of the prediction error; lower finds
-    /// smaller clicks and risks touching programme.
-    pub threshold_sigmas: f64,
-    /// AR model order.
-    pub ar_order: usize,
-    /// Longest click repaired, ms; longer bursts are taken for programme.
-    pub max_click_ms: f64,
-}
-
-impl Default for DeclickConfig {
-    fn default() -> Self {
-        Self {
-            threshold_sigmas: 7.0,
-            ar_order: 32,
-            max_click_ms: 3.0,
-        }
-    }
-}
-
-impl DeclickConfig {
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        check_range("threshold_sigmas", self.threshold_sigmas, 2.0, 50.0, "")?;
-        check_range("ar_order", self.ar_order as f64, 4.0, 64.0, "")?;
-        check_range("max_click_ms", self.max_click_ms, 0.05, 5.0, "ms")?;
-        Ok(())
-    }
-}
 
 /// How a [`ClickRepairer`] detects and repairs: shared by the declicker and the decrackler.
 #[derive(Debug, Clone, PartialEq)]

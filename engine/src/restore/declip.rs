@@ -9,13 +9,12 @@
 //! are solved jointly (banded Cholesky, cost linear in their number), and the AR model is refitted on
 //! the rebuilt window a few times (Janssen's iteration), as the clipped samples bias the first fit.
 
-use serde::{Deserialize, Serialize};
-
 use super::Framer;
 use super::ar::ArModel;
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::restore::DeclipConfig;
 
 /// Frames finished per segment.
 const HOP_FRAMES: usize = 4096;
@@ -27,38 +26,6 @@ pub const MIN_PLATEAU_FRAMES: usize = 3;
 pub const MIN_CLIP_LEVEL: f64 = 0.01;
 /// Relative tolerance of "at the clip level".
 const LEVEL_TOLERANCE: f64 = 1e-6;
-
-/// `[restore.declip]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeclipConfig {
-    /// AR model order.
-    pub ar_order: usize,
-    /// Model refits per segment (Janssen iterations).
-    pub iterations: usize,
-    /// Longest clipped run rebuilt, ms; longer runs are rebuilt only where the look-ahead reaches.
-    pub max_run_ms: f64,
-}
-
-impl Default for DeclipConfig {
-    fn default() -> Self {
-        Self {
-            ar_order: 32,
-            iterations: 3,
-            max_run_ms: 20.0,
-        }
-    }
-}
-
-impl DeclipConfig {
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        check_range("ar_order", self.ar_order as f64, 4.0, 64.0, "")?;
-        check_range("iterations", self.iterations as f64, 1.0, 10.0, "")?;
-        check_range("max_run_ms", self.max_run_ms, 1.0, 100.0, "ms")?;
-        Ok(())
-    }
-}
 
 /// The declip stage.
 #[derive(Debug, Clone)]

@@ -6,53 +6,14 @@
 //! gap, so that a transient's attack, whose prediction error stays high for many samples and raises
 //! its sub-block's robust deviation, is not mistaken for a cluster of crackles and dulled.
 
-use serde::{Deserialize, Serialize};
-
 use super::declick::{ClickRepairer, ClickSettings};
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::restore::DecrackleConfig;
 
 /// Crackles are small: a repair is kept if it divides the prediction error around it by this.
 const MIN_RESIDUAL_DROP: f64 = 7.0;
-
-/// `[restore.decrackle]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DecrackleConfig {
-    /// Detection threshold in robust standard deviations of the prediction error.
-    pub threshold_sigmas: f64,
-    /// AR model order.
-    pub ar_order: usize,
-    /// Longest crackle repaired, in samples.
-    pub max_crackle_frames: usize,
-}
-
-impl Default for DecrackleConfig {
-    fn default() -> Self {
-        Self {
-            threshold_sigmas: 3.5,
-            ar_order: 20,
-            max_crackle_frames: 6,
-        }
-    }
-}
-
-impl DecrackleConfig {
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        check_range("threshold_sigmas", self.threshold_sigmas, 2.0, 50.0, "")?;
-        check_range("ar_order", self.ar_order as f64, 4.0, 64.0, "")?;
-        check_range(
-            "max_crackle_frames",
-            self.max_crackle_frames as f64,
-            1.0,
-            32.0,
-            "",
-        )?;
-        Ok(())
-    }
-}
 
 /// The decrackle stage.
 #[derive(Debug, Clone)]

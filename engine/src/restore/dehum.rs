@@ -24,14 +24,11 @@
 
 use std::f64::consts::TAU;
 
-use serde::{Deserialize, Serialize};
-
 use crate::audio::AudioBlock;
-use crate::config::{InvalidValue, check_range};
 use crate::stage::Stage;
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::restore::{DehumConfig, MAX_HARMONICS};
 
-/// Most harmonics (fundamental included) a dehummer removes.
-pub const MAX_HARMONICS: usize = 16;
 /// The decimated rate is at least this many times the highest harmonic of 60 Hz.
 const DECIMATED_PER_TOP: f64 = 4.0;
 /// Decimated samples per hop.
@@ -73,49 +70,6 @@ const RECENT_S: f64 = 5.0;
 const LANES: usize = 4;
 /// Frequency-locked loop gain (fraction of the measured error corrected per hop).
 const FLL_GAIN: f64 = 0.03;
-
-/// `[restore.dehum]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DehumConfig {
-    /// Nominal mains frequency, 50 or 60 Hz; without it both are watched and the present one chosen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mains_hz: Option<f64>,
-    /// Harmonics removed, the fundamental included.
-    pub harmonics: usize,
-}
-
-impl Default for DehumConfig {
-    fn default() -> Self {
-        Self {
-            mains_hz: None,
-            harmonics: 4,
-        }
-    }
-}
-
-impl DehumConfig {
-    /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        if let Some(hz) = self.mains_hz
-            && hz != 50.0
-            && hz != 60.0
-        {
-            return Err(InvalidValue::new(
-                "mains_hz",
-                format!("{hz} Hz is not a mains frequency; allowed 50 or 60 (omit it to detect)"),
-            ));
-        }
-        check_range(
-            "harmonics",
-            self.harmonics as f64,
-            1.0,
-            MAX_HARMONICS as f64,
-            "",
-        )?;
-        Ok(())
-    }
-}
 
 /// A complex amplitude `(re, im)`: the hum `|c| cos(k phi + arg c)`.
 type Complex = (f64, f64);

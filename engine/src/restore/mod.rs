@@ -30,91 +30,41 @@ pub mod denoise;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
-use crate::config::InvalidValue;
 use crate::decode::Decoder;
-use crate::encode::{Container, EncodeSpec, Encoder};
+use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::pass::{Pass, stage_reports};
 use crate::progress::Phase;
 use crate::render::StageReport;
 use crate::stage::Stage;
+use lathe_model::config::InvalidValue;
+use lathe_model::stage_config::restore::RestoreConfig;
+use lathe_model::stage_config::{Container, EncodeSpec};
 
-use declick::{DeclickConfig, Declicker};
-use declip::{DeclipConfig, Declipper};
-use decrackle::{DecrackleConfig, Decrackler};
-use dehum::{DehumConfig, Dehummer};
-use denoise::{DenoiseConfig, Denoiser};
+use declick::Declicker;
+use declip::Declipper;
+use decrackle::Decrackler;
+use dehum::Dehummer;
+use denoise::Denoiser;
 
-/// The `[restore]` section of a profile: which restorers run, with what settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreConfig {
-    /// Rebuild clipped peaks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub declip: Option<DeclipConfig>,
-    /// Remove clicks (1 to about 50 samples).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub declick: Option<DeclickConfig>,
-    /// Remove crackle (dense clicks of 1 to 4 samples).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decrackle: Option<DecrackleConfig>,
-    /// Remove mains hum and its harmonics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dehum: Option<DehumConfig>,
-    /// Reduce broadband hiss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub denoise: Option<DenoiseConfig>,
-}
-
-impl RestoreConfig {
-    /// True when no restorer is enabled.
-    pub fn is_empty(&self) -> bool {
-        self.declip.is_none()
-            && self.declick.is_none()
-            && self.decrackle.is_none()
-            && self.dehum.is_none()
-            && self.denoise.is_none()
-    }
-
-    /// Checks every enabled restorer's settings; keys are relative to `[restore]` (`denoise.strength_db`).
-    pub fn validate(&self) -> Result<(), InvalidValue> {
-        if let Some(c) = &self.declip {
-            c.validate().map_err(|e| e.within("declip"))?;
-        }
-        if let Some(c) = &self.declick {
-            c.validate().map_err(|e| e.within("declick"))?;
-        }
-        if let Some(c) = &self.decrackle {
-            c.validate().map_err(|e| e.within("decrackle"))?;
-        }
-        if let Some(c) = &self.dehum {
-            c.validate().map_err(|e| e.within("dehum"))?;
-        }
-        if let Some(c) = &self.denoise {
-            c.validate().map_err(|e| e.within("denoise"))?;
-        }
-        Ok(())
-    }
-
+/// Builds the restorers a profile's `[restore]` section enables.
+pub trait BuildRestorers {
     /// Builds the enabled restorers in their running order: declip, declick, decrackle, dehum,
-    /// denoise. The denoiser estimates the noise from the programme; [`Self::build_with_noise`]
-    /// gives it the audio of its noise range.
-    pub fn build(
+    /// denoise; the denoiser learns the noise spectrum from `noise_excerpt` (the
+    /// track's audio over `[restore.denoise]`'s noise range) when given.
+    fn build_with_noise(
         &self,
         channel_count: usize,
         sample_rate_hz: u32,
         max_block_frames: usize,
-    ) -> Result<Vec<Box<dyn Stage>>, InvalidValue> {
-        self.build_with_noise(channel_count, sample_rate_hz, max_block_frames, None)
-    }
+        noise_excerpt: Option<&AudioBlock>,
+    ) -> Result<Vec<Box<dyn Stage>>, InvalidValue>;
+}
 
-    /// As [`Self::build`], the denoiser learning the noise spectrum from `noise_excerpt` (the
-    /// track's audio over `[restore.denoise]`'s noise range) when given.
-    pub fn build_with_noise(
+impl BuildRestorers for RestoreConfig {
+    fn build_with_noise(
         &self,
         channel_count: usize,
         sample_rate_hz: u32,
@@ -210,10 +160,12 @@ pub fn restore_file(
 ) -> Result<Vec<StageReport>> {
     let pass = Pass::open_at_source_rate(input)?;
     let (channels, rate) = (pass.channel_count(), pass.sample_rate_hz());
-    let invalid = |e: InvalidValue| Error::Profile {
-        profile: "restore".to_owned(),
-        key: format!("restore.{}", e.key),
-        reason: e.reason,
+    let invalid = |e: InvalidValue| {
+        Error::from(lathe_model::Error::Profile {
+            profile: "restore".to_owned(),
+            key: format!("restore.{}", e.key),
+            reason: e.reason,
+        })
     };
     config.validate().map_err(invalid)?;
     let noise_range_s = config.denoise.as_ref().and_then(|d| d.noise_range_s());

@@ -33,20 +33,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audio::AudioBlock;
 use crate::config::{InvalidValue, check_range};
-use crate::encode::{Container, EncodeSpec};
 use crate::error::{Error, Result};
-use crate::master::compressor::{Compressor, CompressorConfig};
-use crate::master::deesser::{Deesser, DeesserConfig};
-use crate::master::dither::{DitherMode, Quantiser};
-use crate::master::eq::{EqConfig, ParametricEq};
-use crate::master::highpass::{Highpass, HighpassConfig};
-use crate::master::limiter::{LimiterConfig, TruePeakLimiter};
-use crate::master::multiband::{MultibandCompressor, MultibandConfig};
-use crate::master::stereo::{StereoConfig, StereoImage};
-use crate::restore::RestoreConfig;
-use crate::stage::Stage;
+use crate::stage_config::restore::RestoreConfig;
+use crate::stage_config::{
+    CompressorConfig, Container, DeesserConfig, DitherMode, EncodeSpec, EqConfig, HighpassConfig,
+    LimiterConfig, MultibandConfig, StereoConfig,
+};
 
 /// The built-in presets: name and TOML source.
 pub const PRESETS: [(&str, &str); 6] = [
@@ -134,24 +127,6 @@ impl StageConfig {
             Self::Stereo(c) => c.validate(),
             Self::Deesser(c) => c.validate(),
         }
-    }
-
-    /// Builds the runtime stage.
-    pub fn build(
-        &self,
-        channel_count: usize,
-        sample_rate_hz: u32,
-        max_block_frames: usize,
-    ) -> Result<Box<dyn Stage>, InvalidValue> {
-        let (n, r, m) = (channel_count, sample_rate_hz, max_block_frames);
-        Ok(match self {
-            Self::Highpass(c) => Box::new(Highpass::new(c, n, r, m)?),
-            Self::Eq(c) => Box::new(ParametricEq::new(c, n, r, m)?),
-            Self::Compressor(c) => Box::new(Compressor::new(c, n, r, m)?),
-            Self::Multiband(c) => Box::new(MultibandCompressor::new(c, n, r, m)?),
-            Self::Stereo(c) => Box::new(StereoImage::new(c, n, r, m)?),
-            Self::Deesser(c) => Box::new(Deesser::new(c, n, r, m)?),
-        })
     }
 }
 
@@ -343,102 +318,6 @@ impl Profile {
             oversampling: limiter.oversampling,
         }
     }
-
-    /// Builds the tone and dynamics chain for audio of this shape.
-    pub fn build_stages(
-        &self,
-        channel_count: usize,
-        sample_rate_hz: u32,
-        max_block_frames: usize,
-    ) -> Result<Vec<Box<dyn Stage>>> {
-        self.stages
-            .iter()
-            .enumerate()
-            .map(|(index, stage)| {
-                stage
-                    .build(channel_count, sample_rate_hz, max_block_frames)
-                    .map_err(|e| {
-                        let e = e.within(&format!("stage[{index}]"));
-                        Error::Profile {
-                            profile: self.name.clone(),
-                            key: e.key,
-                            reason: e.reason,
-                        }
-                    })
-            })
-            .collect()
-    }
-
-    /// Builds the restoration stages of `[restore]` (none without it), in their running order; the
-    /// denoiser learns the noise from `noise_excerpt` (the audio of its noise range) when given.
-    pub fn build_restore(
-        &self,
-        channel_count: usize,
-        sample_rate_hz: u32,
-        max_block_frames: usize,
-        noise_excerpt: Option<&AudioBlock>,
-    ) -> Result<Vec<Box<dyn Stage>>> {
-        let Some(restore) = &self.restore else {
-            return Ok(Vec::new());
-        };
-        restore
-            .build_with_noise(
-                channel_count,
-                sample_rate_hz,
-                max_block_frames,
-                noise_excerpt,
-            )
-            .map_err(|e| self.invalid_in("restore", e))
-    }
-
-    /// Builds the limiter, if the profile has one.
-    pub fn build_limiter(
-        &self,
-        channel_count: usize,
-        sample_rate_hz: u32,
-        max_block_frames: usize,
-    ) -> Result<Option<TruePeakLimiter>> {
-        let Some(settings) = &self.limiter else {
-            return Ok(None);
-        };
-        TruePeakLimiter::new(
-            &self.limiter_config(settings),
-            channel_count,
-            sample_rate_hz,
-            max_block_frames,
-        )
-        .map(Some)
-        .map_err(|e| self.invalid_in("limiter", e))
-    }
-
-    /// Builds the dither that takes a render to `bit_depth` bits (the profile's `output.dither`
-    /// mode), seeded with `seed` (a hash of the source, so the same source always gets the same
-    /// dither).
-    pub fn build_quantiser(
-        &self,
-        bit_depth: u32,
-        channel_count: usize,
-        sample_rate_hz: u32,
-        seed: u64,
-    ) -> Result<Quantiser> {
-        Quantiser::new(
-            self.output.dither,
-            bit_depth,
-            channel_count,
-            sample_rate_hz,
-            seed,
-        )
-        .map_err(|e| self.invalid_in("output", e))
-    }
-
-    /// `invalid`, a value of this profile's `section` (e.g. `limiter`), as the profile's error.
-    fn invalid_in(&self, section: &str, invalid: InvalidValue) -> Error {
-        Error::Profile {
-            profile: self.name.clone(),
-            key: format!("{section}.{}", invalid.key),
-            reason: invalid.reason,
-        }
-    }
 }
 
 /// Names of the built-in presets.
@@ -576,10 +455,6 @@ mod tests {
         .unwrap();
         let restore = profile.restore.as_ref().unwrap();
         assert!(restore.declick.is_some() && restore.dehum.is_some());
-        assert_eq!(
-            profile.build_restore(2, 44_100, 4096, None).unwrap().len(),
-            2
-        );
         let again = Profile::from_toml(&profile.to_toml(), "t.toml").unwrap();
         assert_eq!(again, profile);
         let err = Profile::from_toml(
