@@ -544,7 +544,7 @@ fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<JobReport> {
         let input = Path::new(&task.source_name);
         let output = lathe_worker::embedded::output_path(out, task)?;
         let report = (task.state() == v1::TaskState::Succeeded)
-            .then(|| serde_json::from_str::<lathe_engine::render::TrackReport>(&task.report_json))
+            .then(|| serde_json::from_str::<lathe_model::report::TrackReport>(&task.report_json))
             .transpose()?;
         tracks.push(match report {
             Some(report) => {

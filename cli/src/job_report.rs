@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use lathe_engine::atomic_file::write_atomically;
-use lathe_engine::level_rule::LevelRule;
-use lathe_engine::render::TrackReport;
+use lathe_model::level_rule::LevelRule;
+use lathe_model::report::TrackReport;
 use serde::Serialize;
 
 /// The job-level `report.json` (`lathe fetch` writes the same shape).

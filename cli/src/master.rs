@@ -11,8 +11,8 @@ use anyhow::Context;
 use lathe_coordinator::blob::Digest;
 use lathe_coordinator::client::{FarmClient, digest_file};
 use lathe_engine::atomic_file::write_atomically;
-use lathe_engine::render::TrackReport;
 use lathe_model::profile::Profile;
+use lathe_model::report::TrackReport;
 use lathe_proto::v1;
 use lathe_worker::embedded::EmbeddedFarm;
 

@@ -380,7 +380,7 @@ mod tests {
                     duration_s: None,
                     integrated_lufs: None,
                     true_peak_dbtp: None,
-                    qc: lathe_engine::render::QcVerdict {
+                    qc: lathe_model::report::QcVerdict {
                         passed: true,
                         issues: Vec::new(),
                     },

@@ -391,7 +391,7 @@ async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
             duration_s: Some(1.0),
             integrated_lufs: None,
             true_peak_dbtp: None,
-            qc: lathe_engine::render::QcVerdict {
+            qc: lathe_model::report::QcVerdict {
                 passed: true,
                 issues: Vec::new(),
             },
@@ -532,7 +532,7 @@ async fn a_graph_completion_must_upload_the_outcomes_files() {
         duration_s: None,
         integrated_lufs: None,
         true_peak_dbtp: None,
-        qc: lathe_engine::render::QcVerdict {
+        qc: lathe_model::report::QcVerdict {
             passed: true,
             issues: Vec::new(),
         },

@@ -10,7 +10,8 @@ pub mod chain;
 pub mod decode;
 pub mod encode;
 pub mod error;
-pub mod level_rule;
+#[cfg(test)]
+mod level_rule_tests;
 pub mod loudness;
 pub mod master;
 mod math;

@@ -13,6 +13,8 @@
 //! ([`crate::master::oversample::TruePeakDetector`], 48 taps a phase): `ebur128`'s over-reads an
 //! fs/6 sine by 0.34 dB, outside EBU Tech 3341 case 17's tolerance.
 
+use lathe_model::gating::{ABSOLUTE_GATE_LUFS, energy_to_lufs, gated_lufs, lufs_to_energy};
+
 use crate::audio::AudioBlock;
 use crate::master::oversample::TruePeakDetector;
 use crate::vector::VectorKernel;
@@ -80,24 +82,10 @@ const SHORT_TERM_SUB_BLOCKS: usize = 30;
 /// Oversampling of the true-peak reading (BS.1770-4 asks for at least 4x at 48 kHz).
 const TRUE_PEAK_OVERSAMPLING: usize = 4;
 
-/// The absolute gate, LUFS (integrated loudness and loudness range).
-pub const ABSOLUTE_GATE_LUFS: f64 = -70.0;
-/// The integrated loudness's relative gate, LU below the absolute-gated loudness.
-const INTEGRATED_RELATIVE_GATE_LU: f64 = -10.0;
 /// The loudness range's relative gate, LU below the absolute-gated short-term loudness.
 const RANGE_RELATIVE_GATE_LU: f64 = -20.0;
 /// The loudness range spans these percentiles of the gated short-term values.
 const RANGE_PERCENTILES: (f64, f64) = (0.10, 0.95);
-
-/// Loudness, LUFS, of a weighted mean-square energy.
-fn energy_to_lufs(energy: f64) -> f64 {
-    -0.691 + 10.0 * energy.log10()
-}
-
-/// Weighted mean-square energy of a loudness, LUFS.
-pub(crate) fn lufs_to_energy(lufs: f64) -> f64 {
-    10f64.powf((lufs + 0.691) / 10.0)
-}
 
 /// The BS.1770 weight of each channel of a WAV-ordered layout of `channel_count` channels: LFE is
 /// excluded, surround channels get 1.41.
@@ -724,23 +712,6 @@ impl LoudnessMeter {
             },
         }
     }
-}
-
-/// The BS.1770-4 gated loudness, LUFS, of the gating blocks of one or more programmes taken as one
-/// (an album's integrated loudness is gated over all its tracks' blocks at once); `None` when no
-/// block passes the absolute gate.
-pub fn gated_lufs(programmes: &[&[f64]]) -> Option<f64> {
-    let absolute = lufs_to_energy(ABSOLUTE_GATE_LUFS);
-    let mean_above = |threshold: f64| -> Option<f64> {
-        let (sum, count) = programmes
-            .iter()
-            .flat_map(|blocks| blocks.iter())
-            .filter(|&&e| e > threshold)
-            .fold((0.0, 0usize), |(s, n), &e| (s + e, n + 1));
-        (count > 0).then(|| sum / count as f64)
-    };
-    let relative = mean_above(absolute)? * 10f64.powf(INTEGRATED_RELATIVE_GATE_LU / 10.0);
-    mean_above(absolute.max(relative)).map(energy_to_lufs)
 }
 
 /// Converts a linear amplitude to decibels (`-inf` for zero).

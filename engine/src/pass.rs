@@ -10,10 +10,10 @@ use crate::audio::{AudioBlock, BLOCK_FRAMES};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::progress::{Phase, Progress};
-use crate::render::StageReport;
 use crate::resample::Resampler;
 use crate::spool::{Spool, SpoolReader};
 use crate::stage::Stage;
+use lathe_model::report::StageReport;
 
 /// Where a pass reads its audio.
 enum Source {

@@ -37,7 +37,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use lathe_model::level::{Level, LevelOverride, TrackFades};
+use lathe_model::report::{ChainMeasurement, QcVerdict, SourceSummary, StageReport, TrackReport};
 
 use crate::album::fade::Fade;
 use crate::atomic_file::{TempFile, temp_path_for};
@@ -47,18 +48,19 @@ use crate::chain::BuildChain;
 use crate::decode::Decoder;
 use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
-use crate::level_rule::LevelRule;
 use crate::loudness::LoudnessMeter;
 use crate::master::gain::Gain;
 use crate::pass::{Pass, stage_reports};
 pub use crate::progress::{Phase, Progress};
-use crate::qc::{Analysis, Analyzer};
+use crate::qc::Analyzer;
 use crate::restore::noise_excerpt;
 use crate::sample_hash::SampleHash;
 use crate::spool::{Spool, SpoolWriter};
 use crate::stage::Stage;
 use crate::tags::{read_tags, write_tags};
+use lathe_model::level_rule::LevelRule;
 use lathe_model::profile::Profile;
+use lathe_model::report::Analysis;
 use lathe_model::tags::TrackTags;
 
 /// The render stops calibrating once the limited loudness is this close to the target.
@@ -85,152 +87,6 @@ pub struct MasterRequest<'a> {
     pub level: Option<LevelOverride>,
     /// Fades applied after the limiter, before dither; `None` for none.
     pub fades: Option<TrackFades>,
-}
-
-/// A track's level decided outside the track, e.g. by an album plan
-/// ([`crate::album::gain::plan_album`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LevelOverride {
-    /// Gain before the tone and dynamics chain, dB (instead of `chain_input_lufs - input`).
-    pub chain_input_gain_db: f64,
-    /// The level after the chain.
-    pub level: Level,
-}
-
-/// How the gain after the chain is set.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type", content = "value")]
-pub enum Level {
-    /// Reach this integrated loudness (through the limiter, calibrated like the profile's target).
-    TargetLufs(f64),
-    /// Apply exactly this gain, dB (no calibration; the limiter, if any, still guards the ceiling).
-    FixedGainDb(f64),
-    /// Deliver digital silence of the track's length: an album's silent or near-silent track,
-    /// left out of the album's loudness ([`LevelRule::Silence`]).
-    Silence,
-}
-
-/// Fade-in and fade-out of a track, in seconds of output.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrackFades {
-    /// Fade-in length, seconds.
-    pub fade_in_s: f64,
-    /// Fade-out length, seconds.
-    pub fade_out_s: f64,
-    /// Shape of both.
-    pub curve: lathe_model::catalog::FadeCurve,
-}
-
-impl TrackFades {
-    /// The fades of a track, or `None` when both lengths are zero.
-    pub fn of(
-        fade_in_s: f64,
-        fade_out_s: f64,
-        curve: lathe_model::catalog::FadeCurve,
-    ) -> Option<Self> {
-        (fade_in_s > 0.0 || fade_out_s > 0.0).then_some(Self {
-            fade_in_s,
-            fade_out_s,
-            curve,
-        })
-    }
-}
-
-/// What the chain makes of a source, measured by [`measure_chain`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ChainMeasurement {
-    /// Integrated loudness after the chain, LUFS (`None` if silent).
-    pub integrated_lufs: Option<f64>,
-    /// True peak after the chain, dBTP.
-    pub true_peak_dbtp: Option<f64>,
-    /// Frames at the output rate.
-    pub frames: u64,
-    /// The output rate, Hz.
-    pub sample_rate_hz: u32,
-}
-
-/// The source as found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceSummary {
-    /// Container format.
-    pub container: String,
-    /// Codec.
-    pub codec: String,
-    /// Sample rate, Hz.
-    pub sample_rate_hz: u32,
-    /// Channels.
-    pub channel_count: usize,
-    /// Bits per sample, where the format has them.
-    pub bits_per_sample: Option<u32>,
-}
-
-/// What one stage did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageReport {
-    /// Stage name.
-    pub stage: String,
-    /// The stage's own figures.
-    pub report: serde_json::Value,
-}
-
-/// The delivery check of a master.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QcVerdict {
-    /// True when the master meets the profile's ceiling and target and has no clipped samples.
-    pub passed: bool,
-    /// Each failed check, in words.
-    pub issues: Vec<String>,
-}
-
-/// Everything about one mastered track: written beside the master as `<stem>.report.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrackReport {
-    /// The source file.
-    pub input: PathBuf,
-    /// The master file.
-    pub output: PathBuf,
-    /// Profile name.
-    pub profile: String,
-    /// lathe version that rendered it.
-    pub lathe_version: String,
-    /// The source's format.
-    pub source: SourceSummary,
-    /// Output sample rate, Hz.
-    pub output_sample_rate_hz: u32,
-    /// Gain applied before the chain, dB.
-    pub chain_input_gain_db: f64,
-    /// Normalisation gain applied after the chain, dB.
-    pub gain_db: f64,
-    /// How the level was set: by the integrated loudness, the whole-track loudness (a source too
-    /// short to gate), unity gain (near-silent) or as digital silence; a note in `warnings` says
-    /// more for all but the first.
-    #[serde(default)]
-    pub level_rule: LevelRule,
-    /// Loudness target, LUFS (`None` where no target applied: none in the profile, unity gain,
-    /// silence).
-    pub target_lufs: Option<f64>,
-    /// Measured output loudness (as the level rule measures it) minus target, LU.
-    pub loudness_error_lu: Option<f64>,
-    /// How many calibration passes the limiter needed.
-    pub calibration_passes: u32,
-    /// Passes over the audio in all: the analysis, the chain, the calibration passes and, where no
-    /// calibration pass wrote the master at the final gain, the render (the verify read is not
-    /// counted).
-    pub passes: u32,
-    /// Dither seed (hash of the source samples), hexadecimal.
-    pub dither_seed: String,
-    /// What each stage did during the final render.
-    pub stages: Vec<StageReport>,
-    /// Analysis of the source.
-    pub input_analysis: Analysis,
-    /// Analysis of the written master (decoded back from disk).
-    pub output_analysis: Analysis,
-    /// The delivery check.
-    pub qc: QcVerdict,
-    /// Things a mastering engineer should know (e.g. the target was out of reach).
-    pub warnings: Vec<String>,
-    /// Wall-clock seconds for all passes.
-    pub elapsed_s: f64,
 }
 
 /// Turns every sample into digital silence (`+0.0`): the render of a silent track.

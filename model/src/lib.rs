@@ -14,7 +14,11 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod gating;
+pub mod level;
+pub mod level_rule;
 pub mod profile;
+pub mod report;
 pub mod stage_config;
 pub mod tags;
 

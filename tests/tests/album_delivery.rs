@@ -678,7 +678,7 @@ fn album_lufs(files: &[std::path::PathBuf]) -> f64 {
         .iter()
         .map(|m| m.gating_blocks.as_slice())
         .collect();
-    lathe_engine::loudness::gated_lufs(&blocks).unwrap()
+    lathe_model::gating::gated_lufs(&blocks).unwrap()
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use lathe_engine::album::gain::plan_album;
 use lathe_engine::qc::analyze_file;
-use lathe_engine::render::{Level, MasterRequest, master_track};
+use lathe_engine::render::{MasterRequest, master_track};
+use lathe_model::level::Level;
 use lathe_model::profile::Profile;
 use lathe_model::tags::TrackTags;
 use lathe_synth::{Style, TrackRecipe, write_wav};

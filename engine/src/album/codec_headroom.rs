@@ -27,7 +27,9 @@ use std::path::Path;
 use crate::album::lossy::{LossyCodec, decoded_figures, encode};
 use crate::error::Result;
 use crate::loudness::LoudnessFigures;
-use crate::render::{Level, LevelOverride, MasterRequest, Progress, TrackReport, master_track};
+use crate::render::{MasterRequest, Progress, master_track};
+use lathe_model::level::{Level, LevelOverride};
+use lathe_model::report::TrackReport;
 
 /// Renders of one lossy deliverable at most (the first, then up to four with more headroom).
 /// Each render costs a master, an encode and a decode. In the corpus sweep (147 deliverables) 3

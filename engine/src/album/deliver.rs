@@ -46,11 +46,11 @@ use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::master::dither::Quantiser;
 use crate::qc::Analyzer;
-use crate::render::{QcVerdict, TrackReport};
 use crate::stage::Stage;
 use crate::tags::{BroadcastExtension, write_tags};
 use lathe_model::catalog::{LoudnessMode, Outlet, VinylFormat};
 use lathe_model::profile::Profile;
+use lathe_model::report::{QcVerdict, TrackReport};
 use lathe_model::stage_config::DitherMode;
 use lathe_model::stage_config::{Container, EncodeSpec};
 use lathe_model::tags::TrackTags;
@@ -277,7 +277,7 @@ pub(crate) fn render_programme(
     programme: &Programme<'_>,
     path: &Path,
     tags: &TrackTags,
-) -> Result<crate::qc::Analysis> {
+) -> Result<lathe_model::report::Analysis> {
     let Programme {
         tracks,
         total_frames: total,

@@ -9,9 +9,9 @@
 use std::f64::consts::FRAC_PI_2;
 
 use crate::audio::AudioBlock;
-use crate::render::TrackFades;
 use crate::stage::Stage;
 use lathe_model::catalog::FadeCurve;
+use lathe_model::level::TrackFades;
 
 /// The floor of an exponential fade, dB: the curve rises linearly in dB from here.
 pub const EXPONENTIAL_FLOOR_DB: f64 = -60.0;

@@ -5,7 +5,7 @@
 //!
 //! 1. every source is measured ([`measure_source`], the farm's `measure` task) and the album's
 //!    integrated loudness is gated over all their 400 ms blocks at once (BS.1770 over the whole
-//!    programme, [`crate::loudness::gated_lufs`]);
+//!    programme, [`lathe_model::gating::gated_lufs`]);
 //! 2. one chain-input gain (`chain_input_lufs` minus the album's loudness) goes before the chain on
 //!    every track, so the chain treats loud and quiet tracks as the album has them;
 //! 3. with a target and a limiter, each track's own target is the album target plus the track's
@@ -39,8 +39,10 @@ use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::loudness::{ABSOLUTE_GATE_LUFS, LoudnessMeter, gated_lufs, lufs_to_energy};
-use crate::render::{Level, LevelOverride, measure_chain};
+use crate::loudness::LoudnessMeter;
+use crate::render::measure_chain;
+use lathe_model::gating::{ABSOLUTE_GATE_LUFS, gated_lufs, lufs_to_energy};
+use lathe_model::level::{Level, LevelOverride};
 use lathe_model::profile::Profile;
 
 /// Without a limiter, the album gain leaves this much room under the ceiling.

@@ -44,12 +44,12 @@ use crate::album::vinyl;
 use crate::atomic_file::{temp_path_for, write_atomically};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::render::{
-    LevelOverride, MasterRequest, Progress, QcVerdict, TrackFades, TrackReport, master_track,
-};
+use crate::render::{MasterRequest, Progress, master_track};
 use crate::tags::{BroadcastExtension, write_tags, write_tags_with_bext};
 use lathe_model::catalog::{Album, Catalogue, LoudnessMode, Outlet};
+use lathe_model::level::{LevelOverride, TrackFades};
 use lathe_model::profile::Profile;
+use lathe_model::report::{QcVerdict, TrackReport};
 use lathe_model::stage_config::Container;
 use lathe_model::stage_config::DitherMode;
 use lathe_model::tags::TrackTags;
@@ -916,7 +916,7 @@ fn render_lossy(
         }
         // A track too short to gate has no integrated loudness even when it sounds.
         (Some(t), None)
-            if report.level_rule == crate::level_rule::LevelRule::IntegratedLoudness =>
+            if report.level_rule == lathe_model::level_rule::LevelRule::IntegratedLoudness =>
         {
             issues.push(format!(
                 "decodes to silence (under the -70 LUFS gate), not {t:.2} LUFS"
@@ -959,7 +959,7 @@ fn programme_file(
     out: &Path,
     path: &Path,
     kind: &str,
-    analysis: &crate::qc::Analysis,
+    analysis: &lathe_model::report::Analysis,
     issues: Vec<String>,
     notes: Vec<String>,
 ) -> OutcomeFile {
@@ -1420,7 +1420,7 @@ fn outlet_section(outlet: Outlet, files: &[&DeliveredFile]) -> (String, String) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::Level;
+    use lathe_model::level::Level;
 
     fn catalogue(outlets: &str, loudness: &str) -> Catalogue {
         let toml = format!(

@@ -37,9 +37,9 @@ use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::pass::{Pass, stage_reports};
 use crate::progress::Phase;
-use crate::render::StageReport;
 use crate::stage::Stage;
 use lathe_model::config::InvalidValue;
+use lathe_model::report::StageReport;
 use lathe_model::stage_config::restore::RestoreConfig;
 use lathe_model::stage_config::{Container, EncodeSpec};
 
