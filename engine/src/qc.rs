@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use lathe_model::report::Analysis;
+use lathe_model::analysis::Analysis;
 
 use crate::audio::AudioBlock;
 use crate::decode::Decoder;

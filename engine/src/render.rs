@@ -58,9 +58,9 @@ use crate::sample_hash::SampleHash;
 use crate::spool::{Spool, SpoolWriter};
 use crate::stage::Stage;
 use crate::tags::{read_tags, write_tags};
+use lathe_model::analysis::Analysis;
 use lathe_model::level_rule::LevelRule;
 use lathe_model::profile::Profile;
-use lathe_model::report::Analysis;
 use lathe_model::tags::TrackTags;
 
 /// The render stops calibrating once the limited loudness is this close to the target.

@@ -29,8 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::Analysis;
 use crate::gating::ABSOLUTE_GATE_LUFS;
-use crate::report::Analysis;
 
 /// How a track's level was set (see the module documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -277,7 +277,7 @@ pub(crate) fn render_programme(
     programme: &Programme<'_>,
     path: &Path,
     tags: &TrackTags,
-) -> Result<lathe_model::report::Analysis> {
+) -> Result<lathe_model::analysis::Analysis> {
     let Programme {
         tracks,
         total_frames: total,

@@ -959,7 +959,7 @@ fn programme_file(
     out: &Path,
     path: &Path,
     kind: &str,
-    analysis: &lathe_model::report::Analysis,
+    analysis: &lathe_model::analysis::Analysis,
     issues: Vec<String>,
     notes: Vec<String>,
 ) -> OutcomeFile {
