@@ -24,10 +24,11 @@
 
 use std::path::Path;
 
-use crate::album::lossy::{LossyCodec, decoded_figures, encode};
+use crate::album::lossy::{decoded_figures, encode};
 use crate::error::Result;
 use crate::loudness::LoudnessFigures;
 use crate::render::{MasterRequest, Progress, master_track};
+use lathe_model::delivery::outlet::LossyCodec;
 use lathe_model::level::{Level, LevelOverride};
 use lathe_model::report::TrackReport;
 
@@ -151,11 +152,11 @@ pub fn render_under_ceiling(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::album::deliver::outlet_profile;
     use crate::audio::AudioBlock;
     use crate::encode::Encoder;
     use crate::testkit::noise;
     use lathe_model::catalog::Outlet;
+    use lathe_model::delivery::outlet::outlet_profile;
     use lathe_model::profile::Profile;
     use lathe_model::stage_config::{Container, EncodeSpec};
     use std::path::PathBuf;
