@@ -9,6 +9,7 @@ use anyhow::Context;
 use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::source_rate_hz;
 use lathe_model::catalog::Catalogue;
+use lathe_model::delivery::outcome::OutcomeKind;
 use lathe_model::delivery::plan::DeliveryPlan;
 use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
 
@@ -120,7 +121,7 @@ pub(crate) fn print_delivery(
 ) -> anyhow::Result<i32> {
     let mut table = Table::new(&["file", "LUFS", "dBTP", "QC"]);
     for file in &manifest_out.files {
-        if file.kind == "ddp" {
+        if file.kind == OutcomeKind::Ddp {
             continue;
         }
         table.row(vec![
