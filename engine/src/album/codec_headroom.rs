@@ -92,7 +92,8 @@ pub fn next_headroom_db(headroom_db: f64, excess_db: f64, retry: u32) -> f64 {
 /// The result may still be over the ceiling after the last render: the caller reports it.
 ///
 /// # Errors
-/// A render, encode or decode error; the master and the encoded file are then removed.
+/// A render, encode or decode error. The caller owns the master and the encoded file and removes
+/// them (hold their paths in [`crate::atomic_file::TempFile`] guards).
 pub fn render_under_ceiling(
     codec: LossyCodec,
     request: &MasterRequest<'_>,
@@ -122,14 +123,7 @@ pub fn render_under_ceiling(
             let (figures, frames) = decoded_figures(encoded)?;
             Ok((report, figures, frames))
         });
-        let (report, figures, frames) = match checked {
-            Ok(checked) => checked,
-            Err(e) => {
-                let _ = std::fs::remove_file(encoded);
-                let _ = std::fs::remove_file(request.output);
-                return Err(e);
-            }
-        };
+        let (report, figures, frames) = checked?;
         let decoded_true_peak_dbtp = figures.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
         tries.push(HeadroomTry {
             ceiling_dbtp: profile.loudness.ceiling_dbtp,

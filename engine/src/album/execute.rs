@@ -10,7 +10,7 @@ use crate::album::deliver::{bext_for, single_format_issues};
 use crate::album::gain::{measure_source, measure_source_chain};
 use crate::album::outcome_files::place;
 use crate::album::report::{self};
-use crate::atomic_file::temp_path_for;
+use crate::atomic_file::TempFile;
 use crate::error::{Error, Result};
 use crate::render::{MasterRequest, Progress, master_track};
 use crate::tags::{write_tags, write_tags_with_bext};
@@ -124,26 +124,16 @@ fn render_delivered_master(
     let (level, warnings) = level_override(work)?;
     let final_path = place(out, &work.path)?;
     // Rendered under the work folder, tagged there, then renamed into place.
-    let staged = place(out, &format!("{WORK_FOLDER}/staging/{}", work.path))?;
-    let result = (|| {
-        let report = master_track(
-            &master_request(work, source, &staged, &work.profile, level),
-            progress,
-        )?;
-        if work.delivered && work.profile.output.format == Container::Wav {
-            let bext = bext_for(&work.tags, &report, &work.profile);
-            write_tags_with_bext(&staged, &work.tags, Some(&bext))?;
-        }
-        std::fs::rename(&staged, &final_path).map_err(|e| Error::io(&final_path, e))?;
-        Ok(report)
-    })();
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e);
-        }
-    };
+    let staged = TempFile::new(place(out, &format!("{WORK_FOLDER}/staging/{}", work.path))?);
+    let report = master_track(
+        &master_request(work, source, staged.path(), &work.profile, level),
+        progress,
+    )?;
+    if work.delivered && work.profile.output.format == Container::Wav {
+        let bext = bext_for(&work.tags, &report, &work.profile);
+        write_tags_with_bext(staged.path(), &work.tags, Some(&bext))?;
+    }
+    staged.commit(&final_path)?;
     let a = &report.output_analysis;
     let platforms = match (work.outlet, a.integrated_lufs, a.true_peak_dbtp) {
         (Outlet::Streaming, Some(l), Some(p)) => preview(l, p),
@@ -215,23 +205,23 @@ fn render_lossy(
     let (level, warnings) = level_override(work)?;
     let ceiling = work.profile.loudness.ceiling_dbtp;
     let output = place(out, &work.path)?;
-    let master = place(out, &format!("{WORK_FOLDER}/lossy/{}.wav", work.path))?;
-    let temp = temp_path_for(&output);
-    let mut request = master_request(work, source, &master, &work.profile, level);
+    // The float master is scratch: its guard removes it however this ends.
+    let master = TempFile::new(place(
+        out,
+        &format!("{WORK_FOLDER}/lossy/{}.wav", work.path),
+    )?);
+    let encoded = TempFile::for_output(&output);
+    let mut request = master_request(work, source, master.path(), &work.profile, level);
     request.tags = TrackTags::default();
-    let checked = render_under_ceiling(codec, &request, &temp, progress)?;
-    let finished = write_tags(&temp, &work.tags)
-        .and_then(|()| std::fs::rename(&temp, &output).map_err(|e| Error::io(&output, e)));
+    let checked = render_under_ceiling(codec, &request, encoded.path(), progress)?;
+    write_tags(encoded.path(), &work.tags)?;
+    encoded.commit(&output)?;
     let plot = if work.plot {
-        report::measure(&master).map(Some)
+        Some(report::measure(master.path())?)
     } else {
-        Ok(None)
+        None
     };
-    let _ = std::fs::remove_file(&master);
-    if let Err(e) = finished {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
+    drop(master);
     let CheckedLossyMaster {
         report,
         figures,
@@ -303,7 +293,7 @@ fn render_lossy(
             notes,
         }],
         report: Some(checked.report),
-        plot: plot?,
+        plot,
         ..TaskOutcome::default()
     })
 }
