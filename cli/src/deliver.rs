@@ -1,14 +1,16 @@
 //! `lathe master MANIFEST.toml`: deliver a catalogue's albums and loose tracks to every outlet it
 //! asks for, with the delivery manifest and a report per album. The delivery is planned as the
-//! engine's task graph (`album::graph::DeliveryPlan`) and run on the embedded farm, the same code
+//! engine's task graph (`lathe_model::delivery::plan::DeliveryPlan`) and run on the embedded farm, the same code
 //! and the same bytes as `lathe submit MANIFEST` on a real farm.
 
 use std::path::Path;
 
 use anyhow::Context;
 use lathe_engine::album::deliver::DeliveryManifest;
-use lathe_engine::album::graph::DeliveryPlan;
+use lathe_engine::album::source_rate_hz;
 use lathe_model::catalog::Catalogue;
+use lathe_model::delivery::outcome::OutcomeKind;
+use lathe_model::delivery::plan::DeliveryPlan;
 use lathe_worker::embedded::{DeliveryJob, EmbeddedFarm, fetch_delivery, submit_delivery};
 
 use crate::coordinator::runtime;
@@ -59,7 +61,7 @@ pub fn run(
         writeln!(streams.err, "lathe: {}", usage.0)?;
         return Ok(EXIT_USAGE);
     }
-    let plan = match DeliveryPlan::of(&catalogue) {
+    let plan = match DeliveryPlan::of(&catalogue, &source_rate_hz) {
         Ok(plan) => plan,
         Err(error) => {
             writeln!(streams.err, "lathe: {}: {error}", manifest.display())?;
@@ -119,7 +121,7 @@ pub(crate) fn print_delivery(
 ) -> anyhow::Result<i32> {
     let mut table = Table::new(&["file", "LUFS", "dBTP", "QC"]);
     for file in &manifest_out.files {
-        if file.kind == "ddp" {
+        if file.kind == OutcomeKind::Ddp {
             continue;
         }
         table.row(vec![

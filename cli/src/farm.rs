@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::FarmClient;
-use lathe_engine::album::graph::DeliveryPlan;
+use lathe_engine::album::source_rate_hz;
 use lathe_model::catalog::Catalogue;
+use lathe_model::delivery::plan::DeliveryPlan;
 use lathe_model::profile::Profile;
 use lathe_proto::v1;
 use lathe_worker::embedded::DeliveryJob;
@@ -166,7 +167,7 @@ fn folder_job(args: &SubmitArgs) -> Result<FarmJob, String> {
 }
 
 /// A catalogue manifest as a farm job: its delivery planned as the engine's task graph
-/// (`album::graph::DeliveryPlan`: every album, outlet and loose track), so that the farm delivers
+/// (`lathe_model::delivery::plan::DeliveryPlan`: every album, outlet and loose track), so that the farm delivers
 /// what `lathe master MANIFEST` delivers.
 struct DeliveryJobArgs {
     name: String,
@@ -180,7 +181,8 @@ fn delivery_job(manifest: &Path, args: &SubmitArgs) -> Result<DeliveryJobArgs, S
         catalogue.job.profile = profile.clone();
     }
     Profile::load(&catalogue.profile_for(None)).map_err(|e| e.to_string())?;
-    let plan = DeliveryPlan::of(&catalogue).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let plan = DeliveryPlan::of(&catalogue, &source_rate_hz)
+        .map_err(|e| format!("{}: {e}", manifest.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
         if catalogue.job.name.is_empty() {
             file_name(manifest)

@@ -76,9 +76,6 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// The engine refused a profile or failed on a track.
-    #[error(transparent)]
-    Engine(#[from] lathe_engine::Error),
     /// The model refused a profile, manifest or plan.
     #[error(transparent)]
     Model(#[from] lathe_model::Error),
@@ -123,7 +120,7 @@ impl From<Error> for tonic::Status {
             Error::JobNotFound(_) | Error::TaskNotFound(_) | Error::BlobNotFound(_) => {
                 tonic::Status::not_found(message)
             }
-            Error::InvalidRequest(_) | Error::BadDigest(_) | Error::Engine(_) | Error::Model(_) => {
+            Error::InvalidRequest(_) | Error::BadDigest(_) | Error::Model(_) => {
                 tonic::Status::invalid_argument(message)
             }
             Error::DigestMismatch { .. } => tonic::Status::data_loss(message),

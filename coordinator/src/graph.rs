@@ -1,12 +1,14 @@
-//! Graph jobs: a catalogue delivery the client planned as tasks with dependencies (the engine's
-//! `album::graph::DeliveryPlan`), run in dependency order.
+//! Graph jobs: a catalogue delivery the client planned as tasks with dependencies (the model's
+//! `delivery::plan::DeliveryPlan`), run in dependency order.
 //!
 //! A task is published only once every task it `needs` succeeded; just before, the coordinator
 //! resolves its work from their outcomes ([`resolve_task`]: the album's level plan, the masters'
 //! reports) and lists the files of its `inputs_from` tasks as its inputs. A task whose need failed
 //! (or was cancelled) fails without running, naming that need ([`readiness`]).
 
-use lathe_engine::album::graph::{self as engine_graph, TaskOutcome, Work};
+use lathe_model::delivery::outcome::TaskOutcome;
+use lathe_model::delivery::plan::Work;
+use lathe_model::delivery::resolve::resolve;
 use lathe_proto::v1;
 
 use crate::error::{Error, Result};
@@ -82,7 +84,7 @@ pub fn resolve_task(
         outcomes.push(outcome);
     }
     let needs: Vec<&TaskOutcome> = outcomes.iter().collect();
-    let resolved = engine_graph::resolve(&work, &needs)?;
+    let resolved = resolve(&work, &needs)?;
     let work_json = serde_json::to_string(&resolved).map_err(|e| Error::CorruptRecord {
         key: task.id.clone(),
         reason: format!("resolved work: {e}"),
@@ -237,7 +239,7 @@ pub fn check_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lathe_engine::album::graph::MeasureWork;
+    use lathe_model::delivery::plan::MeasureWork;
 
     fn measure_spec(needs: Vec<u32>, inputs_from: Vec<u32>) -> v1::GraphTaskSpec {
         let work = Work::Measure(MeasureWork {
@@ -373,20 +375,22 @@ mod tests {
         let outcome = |paths: &[&str]| {
             let mut outcome = TaskOutcome::default();
             for path in paths {
-                outcome.files.push(lathe_engine::album::graph::OutcomeFile {
-                    path: (*path).to_owned(),
-                    delivered: true,
-                    kind: "track".to_owned(),
-                    duration_s: None,
-                    integrated_lufs: None,
-                    true_peak_dbtp: None,
-                    qc: lathe_model::report::QcVerdict {
-                        passed: true,
-                        issues: Vec::new(),
-                    },
-                    platforms: Vec::new(),
-                    notes: Vec::new(),
-                });
+                outcome
+                    .files
+                    .push(lathe_model::delivery::outcome::OutcomeFile {
+                        path: (*path).to_owned(),
+                        delivered: true,
+                        kind: lathe_model::delivery::outcome::OutcomeKind::Track,
+                        duration_s: None,
+                        integrated_lufs: None,
+                        true_peak_dbtp: None,
+                        qc: lathe_model::report::QcVerdict {
+                            passed: true,
+                            issues: Vec::new(),
+                        },
+                        platforms: Vec::new(),
+                        notes: Vec::new(),
+                    });
             }
             serde_json::to_string(&outcome).expect("json")
         };

@@ -160,7 +160,7 @@ pub struct GraphPart {
     /// What a person sees in a status table.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub label: String,
-    /// The engine's `graph::Work` as JSON: as planned, then resolved when the task is queued.
+    /// The model's `delivery::plan::Work` as JSON: as planned, then resolved when the task is queued.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub work_json: String,
     /// The source blobs it reads, in order.

@@ -311,7 +311,7 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
 /// A graph job of four tasks: `measure` of two sources (0 and 1), then task 2 needing both and
 /// taking task 1's files as inputs, then task 3 needing task 2.
 async fn graph_job(fixture: &Fixture) -> String {
-    use lathe_engine::album::graph::{MeasureWork, Work};
+    use lathe_model::delivery::plan::{MeasureWork, Work};
     let mut specs = Vec::new();
     for index in 0..4u32 {
         let work = Work::Measure(MeasureWork {
@@ -367,7 +367,7 @@ async fn queued_tasks(queue: &MemoryQueue) -> Vec<v1::Task> {
 
 /// Runs `task` on `worker` and completes it with `files` (uploaded first) in its outcome.
 async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
-    use lathe_engine::album::graph::{OutcomeFile, TaskOutcome};
+    use lathe_model::delivery::outcome::{OutcomeFile, TaskOutcome};
     let coordinator = &fixture.coordinator;
     assert_eq!(
         coordinator.start_task(task, "w1", 1).await.expect("start"),
@@ -387,7 +387,7 @@ async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
         outcome.files.push(OutcomeFile {
             path: (*path).to_owned(),
             delivered: false,
-            kind: "float_master".to_owned(),
+            kind: lathe_model::delivery::outcome::OutcomeKind::FloatMaster,
             duration_s: Some(1.0),
             integrated_lufs: None,
             true_peak_dbtp: None,
@@ -524,21 +524,23 @@ async fn a_graph_completion_must_upload_the_outcomes_files() {
         digest: lathe_coordinator::blob::Digest::of(b"never uploaded").to_string(),
         delivered: true,
     };
-    let mut outcome = lathe_engine::album::graph::TaskOutcome::default();
-    outcome.files.push(lathe_engine::album::graph::OutcomeFile {
-        path: "a/0.wav".to_owned(),
-        delivered: true,
-        kind: "track".to_owned(),
-        duration_s: None,
-        integrated_lufs: None,
-        true_peak_dbtp: None,
-        qc: lathe_model::report::QcVerdict {
-            passed: true,
-            issues: Vec::new(),
-        },
-        platforms: Vec::new(),
-        notes: Vec::new(),
-    });
+    let mut outcome = lathe_model::delivery::outcome::TaskOutcome::default();
+    outcome
+        .files
+        .push(lathe_model::delivery::outcome::OutcomeFile {
+            path: "a/0.wav".to_owned(),
+            delivered: true,
+            kind: lathe_model::delivery::outcome::OutcomeKind::Track,
+            duration_s: None,
+            integrated_lufs: None,
+            true_peak_dbtp: None,
+            qc: lathe_model::report::QcVerdict {
+                passed: true,
+                issues: Vec::new(),
+            },
+            platforms: Vec::new(),
+            notes: Vec::new(),
+        });
     let report = serde_json::to_string(&outcome).expect("json");
     let error = coordinator
         .complete_task(&task, "w1", "", &report, &[missing])

@@ -30,12 +30,11 @@ use lathe_engine::AudioBlock;
 use lathe_engine::album::codec_headroom::{
     CheckedLossyMaster, MAX_LOSSY_RENDERS, render_under_ceiling,
 };
-use lathe_engine::album::deliver::outlet_profile;
-use lathe_engine::album::lossy::LossyCodec;
 use lathe_engine::decode::Decoder;
 use lathe_engine::encode::Encoder;
 use lathe_engine::render::MasterRequest;
 use lathe_model::catalog::Outlet;
+use lathe_model::delivery::outlet::{LossyCodec, outlet_profile};
 use lathe_model::profile::Profile;
 use lathe_model::stage_config::{Container, EncodeSpec};
 use lathe_synth::{demo_album, write_wav};

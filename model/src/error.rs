@@ -25,6 +25,14 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// An album cannot be delivered as planned (a plan the outcomes do not fit).
+    #[error("{album}: {reason}")]
+    Delivery {
+        /// The album (or track) at fault.
+        album: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A catalogue manifest is malformed or holds an invalid value.
     #[error("{manifest}: {item}: {reason}")]
     Catalogue {

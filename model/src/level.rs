@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::FadeCurve;
 
 /// A track's level decided outside the track, e.g. by an album plan
-/// ([`crate::album::gain::plan_album`]).
+/// ([`crate::album_level::plan_from_measurements`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LevelOverride {
     /// Gain before the tone and dynamics chain, dB (instead of `chain_input_lufs - input`).

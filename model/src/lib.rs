@@ -11,13 +11,17 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod album_level;
 pub mod analysis;
 pub mod catalog;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod gating;
 pub mod level;
 pub mod level_rule;
+pub mod platforms;
+pub mod plot;
 pub mod profile;
 pub mod report;
 pub mod stage_config;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::Analysis;
 use crate::level_rule::LevelRule;
 
-/// What the chain makes of a source, measured by [`measure_chain`].
+/// What the chain makes of a source, measured by the engine's `render::measure_chain`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChainMeasurement {
     /// Integrated loudness after the chain, LUFS (`None` if silent).

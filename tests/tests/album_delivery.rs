@@ -477,6 +477,32 @@ file = "src/missing.wav"
         "{figures:?}"
     );
     assert_eq!(single["qc"]["passed"], true, "{single:#}");
+    // The scratch float master and the encoder's temporary file are gone: every file left is a
+    // deliverable or the delivery's paperwork.
+    let mut left = Vec::new();
+    files_under(&out, &mut left);
+    left.sort();
+    assert_eq!(
+        left,
+        ["delivery.json", "tracks/opus/single.opus"],
+        "{left:?}"
+    );
+}
+
+/// Every file under `dir`, as paths relative to `root`.
+fn files_under(root: &Path, found: &mut Vec<String>) {
+    fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    walk(root, root, found);
 }
 
 #[test]

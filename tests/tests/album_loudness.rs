@@ -3,13 +3,47 @@
 
 use std::path::{Path, PathBuf};
 
-use lathe_engine::album::gain::plan_album;
+use lathe_engine::album::gain::{measure_source, measure_source_chain};
 use lathe_engine::qc::analyze_file;
 use lathe_engine::render::{MasterRequest, master_track};
+use lathe_model::album_level::{
+    AlbumLevelPlan, ChainFigures, SourceMeasurement, album_input, needs_chain_figures,
+    plan_from_measurements,
+};
 use lathe_model::level::Level;
 use lathe_model::profile::Profile;
 use lathe_model::tags::TrackTags;
 use lathe_synth::{Style, TrackRecipe, write_wav};
+
+/// Plans album-mode levels for `sources` (in running order) rendered with `profile` as the farm's
+/// tasks do: measures them (and their chain output when the plan needs it), then plans.
+fn plan_album(
+    album: &str,
+    sources: &[&Path],
+    profile: &Profile,
+) -> lathe_engine::Result<AlbumLevelPlan> {
+    let measured = sources
+        .iter()
+        .map(|path| measure_source(path))
+        .collect::<lathe_engine::Result<Vec<_>>>()?;
+    let measured_refs: Vec<&SourceMeasurement> = measured.iter().collect();
+    let chains = if needs_chain_figures(profile) {
+        let (_, chain_input_gain_db) = album_input(&measured_refs, profile);
+        sources
+            .iter()
+            .map(|path| measure_source_chain(path, profile, chain_input_gain_db))
+            .collect::<lathe_engine::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let chain_refs: Vec<&ChainFigures> = chains.iter().collect();
+    Ok(plan_from_measurements(
+        album,
+        profile,
+        &measured_refs,
+        &chain_refs,
+    )?)
+}
 
 /// A loud single, a quiet ballad and a medium track, 12 s each.
 fn album(dir: &Path) -> Vec<PathBuf> {

@@ -5,7 +5,7 @@
 //! 2. Stream the source into a temporary folder, verifying its digest (a graph task: its sources
 //!    and its inputs, the files of the tasks it takes them from).
 //! 3. Run the engine on a blocking thread (`render::master_track`, or a graph task's
-//!    `album::graph::execute`); meanwhile report progress to the coordinator and send in-progress
+//!    `album::execute::execute`); meanwhile report progress to the coordinator and send in-progress
 //!    acks to the queue.
 //! 4. Stream the master (a graph task: every file it wrote) back with its digest, then
 //!    `CompleteTask`; only then ack the delivery.
@@ -22,8 +22,9 @@ use std::time::Duration;
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::queue::Delivery;
 use lathe_coordinator::trace::{TRACEPARENT, traced};
-use lathe_engine::album::graph::{self, Work};
+use lathe_engine::album::execute as delivery_task;
 use lathe_engine::render::{MasterRequest, Progress, master_track};
+use lathe_model::delivery::plan::Work;
 use lathe_model::profile::Profile;
 use lathe_model::tags::TrackTags;
 use lathe_proto::v1;
@@ -470,7 +471,7 @@ async fn execute(
 }
 
 /// A task of a graph job: its sources and inputs fetched into the scratch folder, the engine's
-/// `graph::execute`, every file it wrote uploaded, and its outcome as the report.
+/// `album::execute::execute`, every file it wrote uploaded, and its outcome as the report.
 async fn execute_graph(
     context: &WorkerContext,
     task: &v1::Task,
@@ -514,7 +515,7 @@ async fn execute_graph(
     let outcome = {
         let out = out.clone();
         on_engine_thread(running, folder.path(), move |progress| {
-            graph::execute(&work, &sources, &inputs, &out, progress)
+            delivery_task::execute(&work, &sources, &inputs, &out, progress)
         })
         .await?
     };

@@ -24,10 +24,11 @@
 
 use std::path::Path;
 
-use crate::album::lossy::{LossyCodec, decoded_figures, encode};
+use crate::album::lossy::{decoded_figures, encode};
 use crate::error::Result;
 use crate::loudness::LoudnessFigures;
 use crate::render::{MasterRequest, Progress, master_track};
+use lathe_model::delivery::outlet::LossyCodec;
 use lathe_model::level::{Level, LevelOverride};
 use lathe_model::report::TrackReport;
 
@@ -91,7 +92,8 @@ pub fn next_headroom_db(headroom_db: f64, excess_db: f64, retry: u32) -> f64 {
 /// The result may still be over the ceiling after the last render: the caller reports it.
 ///
 /// # Errors
-/// A render, encode or decode error; the master and the encoded file are then removed.
+/// A render, encode or decode error. The caller owns the master and the encoded file and removes
+/// them (hold their paths in [`crate::atomic_file::TempFile`] guards).
 pub fn render_under_ceiling(
     codec: LossyCodec,
     request: &MasterRequest<'_>,
@@ -121,14 +123,7 @@ pub fn render_under_ceiling(
             let (figures, frames) = decoded_figures(encoded)?;
             Ok((report, figures, frames))
         });
-        let (report, figures, frames) = match checked {
-            Ok(checked) => checked,
-            Err(e) => {
-                let _ = std::fs::remove_file(encoded);
-                let _ = std::fs::remove_file(request.output);
-                return Err(e);
-            }
-        };
+        let (report, figures, frames) = checked?;
         let decoded_true_peak_dbtp = figures.true_peak_dbtp.unwrap_or(f64::NEG_INFINITY);
         tries.push(HeadroomTry {
             ceiling_dbtp: profile.loudness.ceiling_dbtp,
@@ -151,11 +146,11 @@ pub fn render_under_ceiling(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::album::deliver::outlet_profile;
     use crate::audio::AudioBlock;
     use crate::encode::Encoder;
     use crate::testkit::noise;
     use lathe_model::catalog::Outlet;
+    use lathe_model::delivery::outlet::outlet_profile;
     use lathe_model::profile::Profile;
     use lathe_model::stage_config::{Container, EncodeSpec};
     use std::path::PathBuf;

@@ -7,6 +7,7 @@
 //! The first track's 2-second pregap is not in the image (players and plants add it), so its
 //! `INDEX 01` is `00:00:00`.
 
+use lathe_model::delivery::outlet::CD_SAMPLE_RATE_HZ;
 use serde::Serialize;
 
 use crate::album::sequence::Placement;
@@ -15,8 +16,6 @@ use crate::album::sequence::Placement;
 pub const CD_FRAME_SAMPLES: u64 = 588;
 /// CD frames per second.
 pub const CD_FRAMES_PER_SECOND: u64 = 75;
-/// The CD sample rate.
-pub const CD_SAMPLE_RATE_HZ: u32 = 44_100;
 /// The most tracks a CD holds.
 pub const MAX_TRACKS: usize = 99;
 /// The shortest track, seconds.

@@ -16,7 +16,7 @@
 //!                                       16-bit WAV single; vinyl: 24-bit WAV, one side each)
 //! ```
 //!
-//! The work is the task graph of [`crate::album::graph`] (measure, render, assemble), run by the farm
+//! The work is the task graph of `lathe_model::delivery` (measure, render, assemble), run by the farm
 //! (embedded for `lathe master MANIFEST`, or real); this module holds the manifest's types and the
 //! pieces the graph's tasks share. Every master is rendered
 //! by [`crate::render::master_track`] with the outlet's profile; albums in `album` loudness mode get
@@ -34,8 +34,7 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::album::cue::{CD_FRAME_SAMPLES, CD_SAMPLE_RATE_HZ, CdLayout, CdTrack};
-use crate::album::platforms::PlaybackPreview;
+use crate::album::cue::{CD_FRAME_SAMPLES, CdLayout, CdTrack};
 use crate::album::sequence::{self, Placement, SequenceInput};
 use crate::album::vinyl;
 use crate::atomic_file::TempFile;
@@ -49,6 +48,8 @@ use crate::qc::Analyzer;
 use crate::stage::Stage;
 use crate::tags::{BroadcastExtension, write_tags};
 use lathe_model::catalog::{LoudnessMode, Outlet, VinylFormat};
+use lathe_model::delivery::outlet::CD_SAMPLE_RATE_HZ;
+use lathe_model::platforms::PlaybackPreview;
 use lathe_model::profile::Profile;
 use lathe_model::report::{QcVerdict, TrackReport};
 use lathe_model::stage_config::DitherMode;
@@ -64,8 +65,8 @@ pub struct DeliveredFile {
     pub album: Option<String>,
     /// The outlet.
     pub outlet: Outlet,
-    /// `track`, `album_image`, `cue_sheet`, `ddp`, `side`.
-    pub kind: String,
+    /// What the file is (`track`, `album_image`, `cue_sheet`, `ddp`, `side` in the manifest).
+    pub kind: lathe_model::delivery::outcome::OutcomeKind,
     /// Size, bytes.
     pub bytes: u64,
     /// MD5, hexadecimal.
@@ -146,50 +147,6 @@ pub fn file_digests(path: &Path) -> Result<(u64, String, String)> {
     }
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     Ok((bytes, hex(&md5.finalize()), hex(&sha.finalize())))
-}
-
-/// A file name from a title: no path separators or characters that trouble file systems.
-pub fn file_name_for(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').to_owned();
-    if trimmed.is_empty() {
-        "untitled".to_owned()
-    } else {
-        trimmed
-    }
-}
-
-/// The profile an outlet renders with. `job_profile` serves the streaming-class outlets.
-pub fn outlet_profile(outlet: Outlet, job_profile: &Profile) -> Result<Profile> {
-    Ok(match outlet {
-        Outlet::Streaming => job_profile.clone(),
-        Outlet::Cd => float_master(Profile::preset("cd")?, None),
-        Outlet::Vinyl => float_master(Profile::preset("vinyl")?, None),
-        Outlet::Broadcast => Profile::preset("broadcast")?,
-        Outlet::Hires => Profile::preset("hires")?,
-        Outlet::Mp3 => float_master(job_profile.clone(), Some(44_100)),
-        Outlet::Opus => float_master(job_profile.clone(), Some(48_000)),
-    })
-}
-
-/// `profile` writing 32-bit float WAV (no dither), optionally at a fixed rate: the intermediate a
-/// continuous render or a lossy encode is made from.
-fn float_master(mut profile: Profile, rate_hz: Option<u32>) -> Profile {
-    profile.output.format = Container::Wav;
-    profile.output.bit_depth = 32;
-    profile.output.dither = DitherMode::None;
-    if rate_hz.is_some() {
-        profile.output.sample_rate_hz = rate_hz;
-        profile.output.min_sample_rate_hz = None;
-    }
-    profile
 }
 
 /// A loose track delivered as a CD or vinyl single: the format's limits, as QC issues. A CD single

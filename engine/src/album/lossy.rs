@@ -18,25 +18,13 @@ use std::path::Path;
 
 use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality, VbrMode};
 use ogg::{PacketWriteEndInfo, PacketWriter};
-use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::loudness::{LoudnessFigures, LoudnessMeter};
-
-/// A lossy format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossyCodec {
-    /// MP3, constant 320 kbit/s.
-    Mp3Cbr320,
-    /// MP3, LAME VBR quality 0.
-    Mp3V0,
-    /// Opus in Ogg, 48 kHz, VBR around [`OPUS_BITRATE_BPS`].
-    Opus,
-}
+use lathe_model::delivery::outlet::LossyCodec;
 
 /// The Opus bitrate, bits per second (transparent for stereo music).
 pub const OPUS_BITRATE_BPS: i32 = 160_000;
@@ -46,25 +34,6 @@ const OPUS_FRAME: usize = 960;
 const OPUS_MAX_PACKET: usize = 4000;
 /// The Ogg serial number of lathe's Opus streams (fixed: same input, same bytes).
 const OGG_SERIAL: u32 = 0x6c61_7468;
-
-impl LossyCodec {
-    /// File name extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Mp3Cbr320 | Self::Mp3V0 => "mp3",
-            Self::Opus => "opus",
-        }
-    }
-
-    /// Short name, used as the delivery sub-folder.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mp3Cbr320 => "mp3-320",
-            Self::Mp3V0 => "mp3-v0",
-            Self::Opus => "opus",
-        }
-    }
-}
 
 fn codec_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Encode {

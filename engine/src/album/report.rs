@@ -14,24 +14,12 @@ use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
+use lathe_model::plot::{CURVE_STEP_S, PlotData, SPECTRUM_BANDS};
 
-/// Short-term loudness is read this often, seconds.
-pub const CURVE_STEP_S: f64 = 1.0;
 /// The spectrum's FFT length, frames.
 pub const SPECTRUM_FFT: usize = 4096;
-/// Bands of the plotted spectrum, log-spaced from 20 Hz to 20 kHz.
-pub const SPECTRUM_BANDS: usize = 48;
 /// The floor of every plot, dB.
 const FLOOR_DB: f64 = -70.0;
-
-/// A file's curves for the plots.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct PlotData {
-    /// Short-term (3 s) loudness every [`CURVE_STEP_S`], LUFS (floored at -70).
-    pub short_term_lufs: Vec<f64>,
-    /// Mean power spectrum (channels summed) in [`SPECTRUM_BANDS`] bands, dB.
-    pub spectrum_db: Vec<f64>,
-}
 
 /// The centre frequency of spectrum band `i`, Hz.
 pub fn band_centre_hz(i: usize) -> f64 {

@@ -380,7 +380,8 @@ mod tests {
 
     #[test]
     fn lathes_own_opus_deliverables_decode_to_their_exact_length() {
-        use crate::album::lossy::{LossyCodec, encode};
+        use crate::album::lossy::encode;
+        use lathe_model::delivery::outlet::LossyCodec;
 
         let dir = tempfile::tempdir().unwrap();
         // Several pages: every page's granule position must count the pre-skip once.
