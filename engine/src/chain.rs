@@ -106,14 +106,7 @@ impl BuildChain for Profile {
             .map(|(index, stage)| {
                 stage
                     .build(channel_count, sample_rate_hz, max_block_frames)
-                    .map_err(|e| {
-                        let e = e.within(&format!("stage[{index}]"));
-                        Error::from(lathe_model::Error::Profile {
-                            profile: self.name.clone(),
-                            key: e.key,
-                            reason: e.reason,
-                        })
-                    })
+                    .map_err(|e| invalid_in(self, &format!("stage[{index}]"), e))
             })
             .collect()
     }

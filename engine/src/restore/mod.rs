@@ -74,24 +74,16 @@ impl BuildRestorers for RestoreConfig {
         let (n, r, m) = (channel_count, sample_rate_hz, max_block_frames);
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         if let Some(c) = &self.declip {
-            stages.push(Box::new(
-                Declipper::new(c, n, r, m).map_err(|e| e.within("declip"))?,
-            ));
+            stages.push(boxed(Declipper::new(c, n, r, m), "declip")?);
         }
         if let Some(c) = &self.declick {
-            stages.push(Box::new(
-                Declicker::new(c, n, r, m).map_err(|e| e.within("declick"))?,
-            ));
+            stages.push(boxed(Declicker::new(c, n, r, m), "declick")?);
         }
         if let Some(c) = &self.decrackle {
-            stages.push(Box::new(
-                Decrackler::new(c, n, r, m).map_err(|e| e.within("decrackle"))?,
-            ));
+            stages.push(boxed(Decrackler::new(c, n, r, m), "decrackle")?);
         }
         if let Some(c) = &self.dehum {
-            stages.push(Box::new(
-                Dehummer::new(c, n, r, m).map_err(|e| e.within("dehum"))?,
-            ));
+            stages.push(boxed(Dehummer::new(c, n, r, m), "dehum")?);
         }
         if let Some(c) = &self.denoise {
             let mut denoiser = Denoiser::new(c, n, r, m).map_err(|e| e.within("denoise"))?;
@@ -104,6 +96,14 @@ impl BuildRestorers for RestoreConfig {
         }
         Ok(stages)
     }
+}
+
+/// A restorer just built, boxed as a stage; its configuration error keyed under `section`.
+fn boxed<S: Stage + 'static>(
+    built: Result<S, InvalidValue>,
+    section: &str,
+) -> Result<Box<dyn Stage>, InvalidValue> {
+    Ok(Box::new(built.map_err(|e| e.within(section))?))
 }
 
 /// The source's audio over a denoise noise range (`[restore.denoise]` `noise_from_s` to

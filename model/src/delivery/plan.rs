@@ -625,16 +625,19 @@ fade_out_s = 2.0
     fn resolve_sets_each_render_the_album_plan_level() {
         let plan = DeliveryPlan::of(&catalogue(r#""streaming""#, "album"), &|_| None).unwrap();
         let (loud, quiet) = (steady(-10.0, 100), steady(-20.0, 100));
-        let work = resolve(&plan.tasks[3].work, &[&loud, &quiet]).unwrap();
-        let Work::Render(render) = work else {
-            panic!("a render")
+        let level_of = |work: &Work, needs: &[&TaskOutcome]| {
+            let Work::Render(render) = resolve(work, needs).unwrap() else {
+                panic!("a render")
+            };
+            let LevelSource::Album {
+                level: Some(level), ..
+            } = render.level
+            else {
+                panic!("an album level: {:?}", render.level)
+            };
+            level
         };
-        let LevelSource::Album {
-            level: Some(level), ..
-        } = render.level
-        else {
-            panic!("an album level: {:?}", render.level)
-        };
+        let level = level_of(&plan.tasks[3].work, &[&loud, &quiet]);
         // Both tracks pass the relative gate: the album is their energy mean, -12.59 LUFS; the
         // quiet track keeps its 7.41 LU distance below the -14 LUFS target.
         let album = -0.691 + 10.0 * ((10f64.powf(-0.9309) + 10f64.powf(-1.9309)) / 2.0).log10();
@@ -658,18 +661,6 @@ fade_out_s = 2.0
         let silent = TaskOutcome {
             source: Some(SourceMeasurement::default()),
             ..TaskOutcome::default()
-        };
-        let level_of = |work: &Work, needs: &[&TaskOutcome]| {
-            let Work::Render(render) = resolve(work, needs).unwrap() else {
-                panic!("a render")
-            };
-            let LevelSource::Album {
-                level: Some(level), ..
-            } = render.level
-            else {
-                panic!("an album level: {:?}", render.level)
-            };
-            level
         };
         let level = level_of(&plan.tasks[3].work, &[&loud, &short]);
         let Level::TargetLufs(target) = level.level else {
