@@ -99,7 +99,7 @@ async fn deliver_on_embedded_farm(
         let farm = EmbeddedFarm::start(jobs, &scratch).await?;
         let outcome = async {
             let job_id =
-                submit_delivery(&farm.client, job, name, job.catalogue.job.priority).await?;
+                submit_delivery(&farm.client, job, name, job.catalogue.job.priority, "").await?;
             let status = follow_job(&farm.client, &job_id, JobView::Spinner).await?;
             Ok::<_, anyhow::Error>(fetch_delivery(&farm.client, &status, out).await?)
         }

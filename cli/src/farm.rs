@@ -19,7 +19,9 @@ use serde_json::json;
 
 use crate::coordinator::{CoordinatorArg, connect, rpc_error, runtime};
 use crate::job_report::{JobReport, TrackOutcome};
-use crate::job_status::{job_json, job_state_name, task_name, task_state_name};
+use crate::job_status::{
+    job_json, job_state_name, qc_verdict, task_json, task_name, task_state_name,
+};
 use crate::progress::{JobView, follow_job};
 use crate::sources::file_name;
 use crate::table::Table;
@@ -48,6 +50,10 @@ pub struct SubmitArgs {
     /// Print the job id (and with --watch the final status) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A key naming this submission: submitting again with the same key (a retry after a
+    /// timeout) returns the job the first submission created instead of making a second.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub coordinator: CoordinatorArg,
 }
@@ -75,12 +81,56 @@ pub struct StatusArgs {
     /// Clear the job's worker blocklist (all workers, or the one given).
     #[arg(long, value_name = "WORKER", num_args = 0..=1, default_missing_value = "", requires = "job")]
     pub clear_blocklist: Option<String>,
-    /// JSON instead of a table.
+    /// Only the tasks in this state.
+    #[arg(long, value_enum, requires = "job")]
+    pub state: Option<StateFilter>,
+    /// At most this many tasks (or jobs, without a job id); default: every task with --json, 100
+    /// in a table.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Start after this task id (or job id, without a job id): the `next` a page ended with.
+    #[arg(long)]
+    pub after: Option<String>,
+    /// JSON lines instead of a table: the job (with its counts by state), then one line per task,
+    /// and a last `{"next_after": ID}` line when --limit left tasks out.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub coordinator: CoordinatorArg,
 }
+
+/// A task state to filter `lathe status` by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Not on the queue yet.
+    Pending,
+    /// On the queue.
+    Queued,
+    /// Being rendered.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl StateFilter {
+    fn to_proto(self) -> v1::TaskState {
+        match self {
+            Self::Pending => v1::TaskState::Pending,
+            Self::Queued => v1::TaskState::Queued,
+            Self::Running => v1::TaskState::Running,
+            Self::Succeeded => v1::TaskState::Succeeded,
+            Self::Failed => v1::TaskState::Failed,
+            Self::Cancelled => v1::TaskState::Cancelled,
+        }
+    }
+}
+
+/// Tasks a `lathe status` table shows when no --limit is given.
+const TABLE_TASKS: u32 = 100;
 
 /// Arguments of `lathe fetch`.
 #[derive(Debug, clap::Args)]
@@ -232,6 +282,7 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 priority: job.priority,
                 profile_toml: job.profile.to_toml(),
                 tracks,
+                idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
                 ..Default::default()
             })
             .await
@@ -276,6 +327,7 @@ fn submit_delivery(
             &delivery.job,
             &delivery.name,
             delivery.priority,
+            args.idempotency_key.as_deref().unwrap_or_default(),
         )
         .await?;
         if args.json && !args.watch {
@@ -366,36 +418,13 @@ async fn follow(
 pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
         let client = connect(&args.coordinator).await?;
-        let mut jobs = client.jobs.clone();
         let Some(job_id) = &args.job else {
-            let list = jobs
-                .list_jobs(v1::ListJobsRequest {})
-                .await
-                .map_err(rpc_error)?
-                .into_inner()
-                .jobs;
-            if args.json {
-                let all: Vec<_> = list.iter().map(job_json).collect();
-                writeln!(streams.out, "{}", serde_json::to_string_pretty(&all)?)?;
-                return Ok(EXIT_OK);
-            }
-            let mut table = Table::new(&["job", "name", "priority", "state", "done", "failed"]);
-            for job in &list {
-                let count = |state| job.tasks.iter().filter(|t| t.state() == state).count();
-                table.row(vec![
-                    job.job_id.clone(),
-                    job.name.clone(),
-                    job.priority.to_string(),
-                    job_state_name(job.state()).to_owned(),
-                    format!("{}/{}", count(v1::TaskState::Succeeded), job.tasks.len()),
-                    count(v1::TaskState::Failed).to_string(),
-                ]);
-            }
-            write!(streams.out, "{}", table.render())?;
-            return Ok(EXIT_OK);
+            return list_jobs(&client, args, streams).await;
         };
         if let Some(worker) = &args.clear_blocklist {
-            let cleared = jobs
+            let cleared = client
+                .jobs
+                .clone()
                 .clear_blocklist(v1::ClearBlocklistRequest {
                     job_id: job_id.clone(),
                     worker_id: worker.clone(),
@@ -412,7 +441,9 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 )?;
             }
         }
-        let status = jobs
+        let status = client
+            .jobs
+            .clone()
             .get_job(v1::JobRef {
                 job_id: job_id.clone(),
             })
@@ -420,70 +451,171 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             .map_err(rpc_error)?
             .into_inner();
         if args.json {
-            writeln!(
-                streams.out,
-                "{}",
-                serde_json::to_string_pretty(&job_json(&status))?
-            )?;
-            return Ok(EXIT_OK);
+            writeln!(streams.out, "{}", job_json(&status))?;
+        } else {
+            print_job_header(&status, streams)?;
         }
-        writeln!(
-            streams.out,
-            "job {} ({}): {}, profile {}, priority {}",
-            status.job_id,
-            status.name,
-            job_state_name(status.state()),
-            status.profile_name,
-            status.priority
-        )?;
-        if !status.blocklisted_workers.is_empty() {
-            writeln!(
-                streams.out,
-                "blocklisted workers: {} (clear with --clear-blocklist)",
-                status.blocklisted_workers.join(", ")
-            )?;
-        }
+        // The tasks, a page at a time, each printed as it arrives.
+        let limit = args
+            .limit
+            .or((!args.json).then_some(TABLE_TASKS))
+            .unwrap_or(u32::MAX);
+        let state = args.state.map(StateFilter::to_proto);
+        let mut after = args.after.clone().unwrap_or_default();
+        let mut shown = 0u32;
         let mut table = Table::new(&[
             "task",
             "source or label",
             "state",
+            "qc",
             "worker",
             "attempts",
             "last error",
         ]);
-        for task in &status.tasks {
-            let state = if task.state() == v1::TaskState::Running {
-                format!("running ({} {:.0}%)", task.phase, task.fraction * 100.0)
-            } else {
-                task_state_name(task.state()).to_owned()
-            };
-            table.row(vec![
-                task.task_id.clone(),
-                task_name(task).to_owned(),
-                state,
-                task.worker_id.clone(),
-                task.attempts.to_string(),
-                task.last_error.clone(),
-            ]);
+        let next = loop {
+            let page = client
+                .task_page(job_id, state, &after, (limit - shown).min(1_000))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for task in &page.tasks {
+                if args.json {
+                    writeln!(streams.out, "{}", task_json(task))?;
+                } else {
+                    table.row(task_row(task));
+                }
+            }
+            shown += u32::try_from(page.tasks.len()).unwrap_or(u32::MAX);
+            if page.next_after.is_empty() {
+                break None;
+            }
+            if shown >= limit {
+                break Some(page.next_after);
+            }
+            after = page.next_after;
+        };
+        if args.json {
+            if let Some(next) = next {
+                writeln!(streams.out, "{}", json!({ "next_after": next }))?;
+            }
+        } else {
+            write!(streams.out, "{}", table.render())?;
+            if let Some(next) = next {
+                writeln!(streams.out, "more tasks: --after {next}")?;
+            }
         }
-        write!(streams.out, "{}", table.render())?;
         Ok(EXIT_OK)
     })
+}
+
+/// `lathe status` without a job: a page of jobs with their counts.
+async fn list_jobs(
+    client: &FarmClient,
+    args: &StatusArgs,
+    streams: &mut Streams<'_>,
+) -> anyhow::Result<i32> {
+    let reply = client
+        .jobs
+        .clone()
+        .list_jobs(v1::ListJobsRequest {
+            after: args.after.clone().unwrap_or_default(),
+            limit: args.limit.unwrap_or(TABLE_TASKS),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if args.json {
+        for job in &reply.jobs {
+            writeln!(streams.out, "{}", job_json(job))?;
+        }
+        if !reply.next_after.is_empty() {
+            writeln!(streams.out, "{}", json!({ "next_after": reply.next_after }))?;
+        }
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new(&[
+        "job",
+        "name",
+        "priority",
+        "state",
+        "done",
+        "failed",
+        "qc failed",
+    ]);
+    for job in &reply.jobs {
+        let counts = job.counts.unwrap_or_default();
+        let total = counts.pending
+            + counts.queued
+            + counts.running
+            + counts.succeeded
+            + counts.failed
+            + counts.cancelled;
+        table.row(vec![
+            job.job_id.clone(),
+            job.name.clone(),
+            job.priority.to_string(),
+            job_state_name(job.state()).to_owned(),
+            format!("{}/{total}", counts.succeeded),
+            counts.failed.to_string(),
+            counts.qc_failed.to_string(),
+        ]);
+    }
+    write!(streams.out, "{}", table.render())?;
+    if !reply.next_after.is_empty() {
+        writeln!(streams.out, "more jobs: --after {}", reply.next_after)?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The lines above a job's task table: its state, its counts by state and its blocklist.
+fn print_job_header(status: &v1::JobStatus, streams: &mut Streams<'_>) -> anyhow::Result<()> {
+    writeln!(
+        streams.out,
+        "job {} ({}): {}, profile {}, priority {}",
+        status.job_id,
+        status.name,
+        job_state_name(status.state()),
+        status.profile_name,
+        status.priority
+    )?;
+    let c = status.counts.unwrap_or_default();
+    writeln!(
+        streams.out,
+        "tasks: {} pending, {} queued, {} running, {} succeeded ({} failed QC), {} failed, {} cancelled",
+        c.pending, c.queued, c.running, c.succeeded, c.qc_failed, c.failed, c.cancelled
+    )?;
+    if !status.blocklisted_workers.is_empty() {
+        writeln!(
+            streams.out,
+            "blocklisted workers: {} (clear with --clear-blocklist)",
+            status.blocklisted_workers.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// A task's row in the `lathe status` table.
+fn task_row(task: &v1::TaskStatus) -> Vec<String> {
+    let state = if task.state() == v1::TaskState::Running {
+        format!("running ({} {:.0}%)", task.phase, task.fraction * 100.0)
+    } else {
+        task_state_name(task.state()).to_owned()
+    };
+    vec![
+        task.task_id.clone(),
+        task_name(task).to_owned(),
+        state,
+        qc_verdict(task).to_owned(),
+        task.worker_id.clone(),
+        task.attempts.to_string(),
+        task.last_error.clone(),
+    ]
 }
 
 /// `lathe fetch`.
 pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
         let client = connect(&args.coordinator).await?;
-        let status = client
-            .jobs
-            .clone()
-            .get_job(v1::JobRef {
-                job_id: args.job.clone(),
-            })
-            .await
-            .map_err(rpc_error)?
-            .into_inner();
+        let status = client.job_with_tasks(&args.job).await?;
         if !status.plan_digest.is_empty() {
             let manifest =
                 lathe_worker::embedded::fetch_delivery(&client, &status, &args.out).await?;

@@ -29,8 +29,10 @@ pub(crate) fn task_state_name(state: v1::TaskState) -> &'static str {
     }
 }
 
-/// A job's status as JSON (the shape of `lathe status JOB --json`).
+/// A job's status as JSON: the first line of `lathe status JOB --json`, and each line of `lathe
+/// watch --json` (with its running tasks).
 pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
+    let counts = status.counts.unwrap_or_default();
     json!({
         "job_id": status.job_id,
         "name": status.name,
@@ -39,28 +41,54 @@ pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "profile": status.profile_name,
         "submitted_unix_ms": status.submitted_unix_ms,
         "blocklisted_workers": status.blocklisted_workers,
-        "tasks": status.tasks.iter().map(|task| json!({
-            "task_id": task.task_id,
-            "kind": task.kind,
-            "source": task.source_name,
-            "output": task.output_name,
-            "state": task_state_name(task.state()),
-            "worker": task.worker_id,
-            "attempts": task.attempts,
-            "last_error": task.last_error,
-            "output_digest": task.output_digest,
-            "phase": task.phase,
-            "fraction": task.fraction,
-            "started_unix_ms": task.started_unix_ms,
-            "label": task.label,
-            "needs": task.needs,
-            "outputs": task.outputs.iter().map(|file| json!({
-                "path": file.path,
-                "digest": file.digest,
-                "delivered": file.delivered,
-            })).collect::<Vec<_>>(),
+        "counts": {
+            "pending": counts.pending,
+            "queued": counts.queued,
+            "running": counts.running,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+            "qc_failed": counts.qc_failed,
+        },
+        "tasks": status.tasks.iter().map(task_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A task as JSON (a line of `lathe status JOB --json`).
+pub(crate) fn task_json(task: &v1::TaskStatus) -> serde_json::Value {
+    json!({
+        "task_id": task.task_id,
+        "kind": task.kind,
+        "source": task.source_name,
+        "output": task.output_name,
+        "state": task_state_name(task.state()),
+        "qc": qc_verdict(task),
+        "worker": task.worker_id,
+        "attempts": task.attempts,
+        "last_error": task.last_error,
+        "output_digest": task.output_digest,
+        "phase": task.phase,
+        "fraction": task.fraction,
+        "started_unix_ms": task.started_unix_ms,
+        "label": task.label,
+        "needs": task.needs,
+        "outputs": task.outputs.iter().map(|file| json!({
+            "path": file.path,
+            "digest": file.digest,
+            "delivered": file.delivered,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A finished task's quality-check verdict: `passed`, `failed`, or empty before it succeeded.
+pub(crate) fn qc_verdict(task: &v1::TaskStatus) -> &'static str {
+    if task.state() != v1::TaskState::Succeeded {
+        ""
+    } else if task.qc_failed {
+        "failed"
+    } else {
+        "passed"
+    }
 }
 
 /// What a status line calls a task: a graph task's label, else its source's name.

@@ -31,8 +31,9 @@ pub(crate) enum JobView<'a> {
     JsonLines(&'a mut dyn Write),
 }
 
-/// Follows the job to its end, showing each status update in `view`; returns the job's last status
-/// (the coordinator ends the watch when the job ends).
+/// Follows the job to its end, showing each status update in `view` (the job's counts and its
+/// running tasks: a bounded message whatever the job's size); returns the job's final status with
+/// every task, read a page at a time (the coordinator ends the watch when the job ends).
 pub(crate) async fn follow_job(
     client: &FarmClient,
     job_id: &str,
@@ -63,7 +64,25 @@ pub(crate) async fn follow_job(
     .await;
     display.finish();
     outcome?;
-    last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch of job {job_id}"))
+    last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch of job {job_id}"))?;
+    Ok(client.job_with_tasks(job_id).await?)
+}
+
+/// A task's position in its job, from its id (`{job}.{index}`).
+fn task_index(task: &v1::TaskStatus) -> Option<usize> {
+    task.task_id.rsplit_once('.')?.1.parse().ok()
+}
+
+/// Counts by state of a status (zero when the coordinator sent none).
+fn counts(status: &v1::JobStatus) -> v1::TaskCounts {
+    status.counts.unwrap_or_default()
+}
+
+/// Tasks that have ended (succeeded, failed or cancelled), and all tasks.
+fn ended_and_total(status: &v1::JobStatus) -> (u32, u32) {
+    let c = counts(status);
+    let ended = c.succeeded + c.failed + c.cancelled;
+    (ended, ended + c.pending + c.queued + c.running)
 }
 
 /// A view with what it has drawn so far.
@@ -98,13 +117,27 @@ impl TaskBars {
         }
     }
 
-    /// The bar of `task` while it runs (added, named `name`, when it starts); `None` once it has
-    /// stopped, its bar cleared.
-    fn running(&mut self, task: &v1::TaskStatus, name: &str) -> Option<&ProgressBar> {
-        if task.state() != v1::TaskState::Running {
-            if let Some(bar) = self.shown.remove(&task.task_id) {
+    /// Clears the bars of the tasks no longer running (those not among `status`'s running tasks).
+    fn keep_running(&mut self, status: &v1::JobStatus) {
+        let running: std::collections::HashSet<&str> = status
+            .tasks
+            .iter()
+            .filter(|task| task.state() == v1::TaskState::Running)
+            .map(|task| task.task_id.as_str())
+            .collect();
+        self.shown.retain(|id, bar| {
+            let keep = running.contains(id.as_str());
+            if !keep {
                 bar.finish_and_clear();
             }
+            keep
+        });
+    }
+
+    /// The bar of `task` while it runs (added, named `name`, when it starts); `None` once it has
+    /// stopped.
+    fn running(&mut self, task: &v1::TaskStatus, name: &str) -> Option<&ProgressBar> {
+        if task.state() != v1::TaskState::Running {
             return None;
         }
         Some(self.shown.entry(task.task_id.clone()).or_insert_with(|| {
@@ -157,7 +190,11 @@ impl<'a> Display<'a> {
     fn show(&mut self, status: &v1::JobStatus) -> std::io::Result<()> {
         match self {
             Display::TrackBars { track_names, tasks } => {
-                for (task, name) in status.tasks.iter().zip(track_names.iter()) {
+                tasks.keep_running(status);
+                for task in &status.tasks {
+                    let Some(name) = task_index(task).and_then(|i| track_names.get(i)) else {
+                        continue;
+                    };
                     let Some(bar) = tasks.running(task, name) else {
                         continue;
                     };
@@ -168,32 +205,27 @@ impl<'a> Display<'a> {
                 }
             }
             Display::Spinner(bar) => {
-                let done = status.tasks.iter().filter(|t| has_ended(t)).count();
+                let (done, total) = ended_and_total(status);
                 let running: Vec<&str> = status
                     .tasks
                     .iter()
                     .filter(|t| t.state() == v1::TaskState::Running)
                     .map(|t| t.label.as_str())
                     .collect();
-                bar.set_message(format!(
-                    "{done}/{} tasks; {}",
-                    status.tasks.len(),
-                    running.join(", ")
-                ));
+                bar.set_message(format!("{done}/{total} tasks; {}", running.join(", ")));
                 bar.tick();
             }
             Display::FarmBars { overall, tasks } => {
-                let total = status.tasks.len().max(1) as f64;
-                let done: f64 = status
+                let (ended, total) = ended_and_total(status);
+                let running: f64 = status
                     .tasks
                     .iter()
-                    .map(|task| match task.state() {
-                        v1::TaskState::Running => track_progress(&task.phase, task.fraction),
-                        _ if has_ended(task) => 1.0,
-                        _ => 0.0,
-                    })
+                    .filter(|task| task.state() == v1::TaskState::Running)
+                    .map(|task| track_progress(&task.phase, task.fraction))
                     .sum();
-                overall.set_position((done / total * 1000.0) as u64);
+                let done = f64::from(ended) + running;
+                overall.set_position((done / f64::from(total.max(1)) * 1000.0) as u64);
+                tasks.keep_running(status);
                 for task in &status.tasks {
                     let Some(bar) = tasks.running(task, task_name(task)) else {
                         continue;
@@ -219,14 +251,6 @@ impl<'a> Display<'a> {
             Display::JsonLines(_) => {}
         }
     }
-}
-
-/// Whether the task has ended (succeeded, failed or was cancelled).
-fn has_ended(task: &v1::TaskStatus) -> bool {
-    matches!(
-        task.state(),
-        v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
-    )
 }
 
 /// How far through a track the render is (0 to 1), from its phase and the fraction of that phase:

@@ -19,6 +19,9 @@ use crate::grpc::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTE
 /// Files hashed, and uploaded, at the same time.
 const PARALLEL_UPLOADS: usize = 4;
 
+/// Tasks asked for per page when a client reads a whole job.
+const TASKS_PER_PAGE: u32 = 1_000;
+
 /// The coordinator's default address: loopback, port 7480.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
 
@@ -149,6 +152,47 @@ impl FarmClient {
             ..Default::default()
         };
         Ok(self.jobs.clone().submit(request).await?.into_inner().job_id)
+    }
+
+    /// A page of a job's tasks in task order: only those in `state` when given, after the task id
+    /// `after` (from the first when empty), at most `limit` (0: the coordinator's default).
+    pub async fn task_page(
+        &self,
+        job_id: &str,
+        state: Option<v1::TaskState>,
+        after: &str,
+        limit: u32,
+    ) -> Result<v1::ListTasksReply> {
+        let request = v1::ListTasksRequest {
+            job_id: job_id.to_owned(),
+            state: state.unwrap_or(v1::TaskState::Unspecified).into(),
+            after: after.to_owned(),
+            limit,
+        };
+        Ok(self.jobs.clone().list_tasks(request).await?.into_inner())
+    }
+
+    /// A job's status with every one of its tasks, read a page at a time (each reply is bounded;
+    /// the list is held here, in the client).
+    pub async fn job_with_tasks(&self, job_id: &str) -> Result<v1::JobStatus> {
+        let mut status = self
+            .jobs
+            .clone()
+            .get_job(v1::JobRef {
+                job_id: job_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        status.tasks.clear();
+        let mut after = String::new();
+        loop {
+            let page = self.task_page(job_id, None, &after, TASKS_PER_PAGE).await?;
+            status.tasks.extend(page.tasks);
+            if page.next_after.is_empty() {
+                return Ok(status);
+            }
+            after = page.next_after;
+        }
     }
 
     /// Downloads a blob into `path` (written under a temporary name, renamed once its digest checks).

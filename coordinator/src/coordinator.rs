@@ -22,10 +22,12 @@ use crate::graph::{self, Readiness};
 use crate::plan::plan_job;
 use crate::queue::{QueueMessage, WorkQueue};
 use crate::record::{
-    self, JOBS_PREFIX, JobRecord, JobState, TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord,
-    decode, encode, job_key, task_key, tasks_prefix,
+    self, ACTIVE_PREFIX, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX, TaskCounts,
+    TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, by_state_key, by_state_prefix,
+    by_state_root, counts_key, decode, encode, idempotency_key, job_key, submitting_key, task_id,
+    task_key, task_of_by_state_key, tasks_prefix,
 };
-use crate::state::StateStore;
+use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
 
 /// How the coordinator treats failures and fills the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,23 @@ impl CoordinatorSettings {
 
 /// How many times a compare-and-swap transition is retried against concurrent writers.
 const SWAP_ATTEMPTS: u32 = 20;
+
+/// The most bytes of records one submit transaction writes (etcd refuses requests over 1.5 MiB).
+const SUBMIT_BATCH_BYTES: usize = 512 * 1024;
+
+/// The most pending tasks of one job the dispatcher looks at in one pass: a graph job whose first
+/// pending tasks all wait for their needs costs a bounded read, and the next pass goes on from
+/// the start (the tasks ahead of it will have moved by then).
+const DISPATCH_SCAN_BUDGET: usize = 512;
+
+/// A page of a job's tasks, and the task id to read after for the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The tasks, in task order.
+    pub tasks: Vec<TaskRecord>,
+    /// The last task's id when more follow; `None` at the end.
+    pub next_after: Option<String>,
+}
 
 /// What a worker should do with a delivery, from [`Coordinator::start_task`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +173,7 @@ impl Coordinator {
     /// (the queue drops duplicates by id; a duplicate that slips through is harmless, as tasks are
     /// deterministic and a finished task's redelivery is dropped).
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        self.remove_unfinished_submissions().await?;
         self.republish_queued().await?;
         let exhausted = self.inner.queue.exhausted().await?;
         let watcher = {
@@ -257,22 +277,130 @@ impl Coordinator {
             })
             .await?;
         }
+        let idempotency = request.idempotency_key.as_str();
+        if let Some(existing) = self.job_for_idempotency_key(idempotency).await? {
+            return Ok(existing);
+        }
         let job_id = self.new_job_id();
         let plan = plan_job(&job_id, request)?;
-        // Tasks first, then the job: the dispatcher only looks at jobs, so it never sees half a plan.
-        for task in &plan.tasks {
-            self.inner
-                .state
-                .put(&task_key(&task.id)?, encode(task)?)
-                .await?;
-        }
+        // A marker first: a coordinator that stops halfway leaves it, and the next one removes
+        // the half-written tasks (`remove_unfinished_submissions`).
         self.inner
             .state
-            .put(&job_key(&job_id), encode(&plan.job)?)
+            .put(&submitting_key(&job_id), Vec::new())
             .await?;
+        match self.store_plan(&plan, idempotency).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another submission with the same key won the race: its job is the answer.
+                self.remove_job_state(&job_id).await?;
+                return self
+                    .job_for_idempotency_key(idempotency)
+                    .await?
+                    .ok_or_else(|| Error::State("an idempotency key vanished".to_owned()));
+            }
+            Err(error) => {
+                if let Err(cleanup) = self.remove_job_state(&job_id).await {
+                    tracing::warn!(job = %job_id, error = %cleanup, "cannot remove a failed submission; the next start will");
+                }
+                return Err(Error::State(format!(
+                    "the job could not be stored, and nothing of it was kept: {error}"
+                )));
+            }
+        }
         tracing::info!(job = %job_id, tasks = plan.tasks.len(), priority = plan.job.priority, "job submitted");
         self.inner.dispatch.notify_one();
         Ok(job_id)
+    }
+
+    /// The job an idempotency key created, if any (none for an empty key).
+    async fn job_for_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .state
+            .get(&idempotency_key(key))
+            .await?
+            .map(|stored| String::from_utf8_lossy(&stored.value).into_owned()))
+    }
+
+    /// Writes a planned job: its tasks in batches, then, in one transaction, the job, its counts,
+    /// its `active` key and its idempotency key (the job appears whole or not at all). False when
+    /// the idempotency key was taken meanwhile.
+    async fn store_plan(&self, plan: &crate::plan::Plan, idempotency: &str) -> Result<bool> {
+        let state = &self.inner.state;
+        let mut batch = Transaction::new();
+        let mut batch_bytes = 0;
+        for task in &plan.tasks {
+            let value = encode(task)?;
+            if batch.puts.len() + 2 > MAX_TRANSACTION_OPS
+                || batch_bytes + value.len() > SUBMIT_BATCH_BYTES
+            {
+                commit_unconditional(state.as_ref(), &batch).await?;
+                batch = Transaction::new();
+                batch_bytes = 0;
+            }
+            batch_bytes += value.len();
+            batch = batch
+                .put(task_key(&task.id)?, value)
+                .put(by_state_key(&task.id, task.state)?, Vec::new());
+        }
+        if !batch.puts.is_empty() {
+            commit_unconditional(state.as_ref(), &batch).await?;
+        }
+        let job_id = &plan.job.id;
+        let mut last = Transaction::new()
+            .put(job_key(job_id), encode(&plan.job)?)
+            .put(
+                counts_key(job_id),
+                encode(&TaskCounts::of_tasks(&plan.tasks))?,
+            )
+            .put(active_key(job_id), Vec::new())
+            .delete(submitting_key(job_id));
+        if !idempotency.is_empty() {
+            let key = idempotency_key(idempotency);
+            last = last
+                .check(key.clone(), Expect::Absent)
+                .put(key, job_id.as_bytes().to_vec());
+        }
+        state.commit(&last).await
+    }
+
+    /// Removes everything stored of a job.
+    async fn remove_job_state(&self, job_id: &str) -> Result<()> {
+        let state = &self.inner.state;
+        state.delete_prefix(&tasks_prefix(job_id)).await?;
+        state.delete_prefix(&by_state_root(job_id)).await?;
+        for key in [
+            counts_key(job_id),
+            active_key(job_id),
+            job_key(job_id),
+            submitting_key(job_id),
+        ] {
+            state.delete(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the tasks of submissions a stopped coordinator left half-written.
+    async fn remove_unfinished_submissions(&self) -> Result<()> {
+        loop {
+            let page = self
+                .inner
+                .state
+                .page(SUBMITTING_PREFIX, None, MAX_PAGE)
+                .await?;
+            if page.entries.is_empty() {
+                return Ok(());
+            }
+            for (key, _) in &page.entries {
+                let job_id = key.trim_start_matches(SUBMITTING_PREFIX);
+                tracing::warn!(job = %job_id, "removing a submission left half-written");
+                self.remove_job_state(job_id).await?;
+            }
+        }
     }
 
     async fn job(&self, job_id: &str) -> Result<(JobRecord, i64)> {
@@ -286,95 +414,206 @@ impl Coordinator {
         Ok((decode(&key, &stored.value)?, stored.revision))
     }
 
-    async fn tasks(&self, job_id: &str) -> Result<Vec<TaskRecord>> {
-        self.inner
+    /// A job's counts by state and the revision they were read at.
+    async fn counts(&self, job_id: &str) -> Result<(TaskCounts, i64)> {
+        let key = counts_key(job_id);
+        let stored = self
+            .inner
             .state
-            .list(&tasks_prefix(job_id))
+            .get(&key)
             .await?
-            .iter()
-            .map(|(key, stored)| decode(key, &stored.value))
-            .collect()
+            .ok_or_else(|| Error::JobNotFound(job_id.to_owned()))?;
+        Ok((decode(&key, &stored.value)?, stored.revision))
     }
 
-    async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        self.inner
-            .state
-            .list(JOBS_PREFIX)
-            .await?
-            .iter()
-            .map(|(key, stored)| decode(key, &stored.value))
-            .collect()
+    /// The task `index` of a job.
+    async fn task(&self, job_id: &str, index: u32) -> Result<TaskRecord> {
+        let id = task_id(job_id, index);
+        self.task_by_id(&id).await
     }
 
-    /// A job's status with its tasks and their live progress.
+    async fn task_by_id(&self, id: &str) -> Result<TaskRecord> {
+        let key = task_key(id)?;
+        let stored = self
+            .inner
+            .state
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(id.to_owned()))?;
+        decode(&key, &stored.value)
+    }
+
+    /// A page of a job's tasks in task order, after the task `after` (from the first without it);
+    /// only those in `state` when given. At most `limit` tasks (at most [`MAX_PAGE`]).
+    pub async fn task_page(
+        &self,
+        job_id: &str,
+        state: Option<TaskState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        self.job(job_id).await?;
+        let Some(state) = state else {
+            let after = after.map(task_key).transpose()?;
+            let page = self
+                .inner
+                .state
+                .page(&tasks_prefix(job_id), after.as_deref(), limit)
+                .await?;
+            let tasks = page
+                .entries
+                .iter()
+                .map(|(key, stored)| decode::<TaskRecord>(key, &stored.value))
+                .collect::<Result<Vec<_>>>()?;
+            let next_after = page.next.and(tasks.last().map(|task| task.id.clone()));
+            return Ok(TaskPage { tasks, next_after });
+        };
+        let after = after.map(|id| by_state_key(id, state)).transpose()?;
+        let page = self
+            .inner
+            .state
+            .page(&by_state_prefix(job_id, state), after.as_deref(), limit)
+            .await?;
+        let mut tasks = Vec::with_capacity(page.entries.len());
+        for (key, _) in &page.entries {
+            let id = task_of_by_state_key(key).ok_or_else(|| Error::CorruptRecord {
+                key: key.clone(),
+                reason: "not a state-index key".to_owned(),
+            })?;
+            match self.task_by_id(&id).await {
+                Ok(task) => tasks.push(task),
+                // It moved on since the index was read.
+                Err(Error::TaskNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let next_after = page.next.as_deref().and_then(task_of_by_state_key);
+        Ok(TaskPage { tasks, next_after })
+    }
+
+    /// The jobs not finished, oldest first.
+    async fn active_jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut jobs = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .state
+                .page(ACTIVE_PREFIX, after.as_deref(), MAX_PAGE)
+                .await?;
+            for (key, _) in &page.entries {
+                match self.job(key.trim_start_matches(ACTIVE_PREFIX)).await {
+                    Ok((job, _)) => jobs.push(job),
+                    Err(Error::JobNotFound(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        jobs.sort_by(|a, b| (a.submitted_unix_ms, &a.id).cmp(&(b.submitted_unix_ms, &b.id)));
+        Ok(jobs)
+    }
+
+    /// A job's status: its counts by state and its running tasks with their live progress (a
+    /// bounded message whatever the job's size; [`task_page`](Self::task_page) lists the rest).
     pub async fn status(&self, job_id: &str) -> Result<v1::JobStatus> {
         let (job, _) = self.job(job_id).await?;
-        let tasks = self.tasks(job_id).await?;
-        Ok(self.to_status(&job, &tasks))
+        let (counts, _) = self.counts(job_id).await?;
+        let running = self
+            .task_page(job_id, Some(TaskState::Running), None, MAX_PAGE)
+            .await?;
+        Ok(self.to_status(&job, &counts, &running.tasks))
     }
 
-    fn to_status(&self, job: &JobRecord, tasks: &[TaskRecord]) -> v1::JobStatus {
-        let progress = self
-            .inner
-            .progress
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
+    fn to_status(
+        &self,
+        job: &JobRecord,
+        counts: &TaskCounts,
+        tasks: &[TaskRecord],
+    ) -> v1::JobStatus {
         v1::JobStatus {
             job_id: job.id.clone(),
             name: job.name.clone(),
             priority: job.priority,
             state: job.state.to_proto().into(),
             profile_name: job.profile_name.clone(),
-            tasks: tasks
-                .iter()
-                .map(|task| {
-                    let live = (task.state == TaskState::Running)
-                        .then(|| progress.get(&task.id).cloned())
-                        .flatten();
-                    task.to_proto(live)
-                })
-                .collect(),
+            tasks: tasks.iter().map(|task| self.task_status(task)).collect(),
             blocklisted_workers: job.blocklist.clone(),
             submitted_unix_ms: job.submitted_unix_ms,
             plan_digest: job.plan_digest.clone(),
+            counts: Some(counts.to_proto()),
         }
     }
 
-    /// Every job, oldest first, with its tasks.
-    pub async fn list(&self) -> Result<Vec<v1::JobStatus>> {
-        let mut jobs = self.jobs().await?;
-        jobs.sort_by(|a, b| (a.submitted_unix_ms, &a.id).cmp(&(b.submitted_unix_ms, &b.id)));
-        let mut statuses = Vec::new();
-        for job in jobs {
-            let tasks = self.tasks(&job.id).await?;
-            statuses.push(self.to_status(&job, &tasks));
+    /// A task's protocol view, with its live progress when it is running.
+    pub fn task_status(&self, task: &TaskRecord) -> v1::TaskStatus {
+        let live = (task.state == TaskState::Running)
+            .then(|| {
+                self.inner
+                    .progress
+                    .lock()
+                    .ok()
+                    .and_then(|progress| progress.get(&task.id).cloned())
+            })
+            .flatten();
+        task.to_proto(live)
+    }
+
+    /// A page of jobs in id order (ids start with the submission time, so oldest first), after
+    /// the job `after`; each with its counts, none with its tasks.
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<v1::JobStatus>, Option<String>)> {
+        let after = after.map(job_key);
+        let page = self
+            .inner
+            .state
+            .page(JOBS_PREFIX, after.as_deref(), limit)
+            .await?;
+        let mut statuses = Vec::with_capacity(page.entries.len());
+        for (key, stored) in &page.entries {
+            let job: JobRecord = decode(key, &stored.value)?;
+            let counts = self
+                .counts(&job.id)
+                .await
+                .map(|(c, _)| c)
+                .unwrap_or_default();
+            statuses.push(self.to_status(&job, &counts, &[]));
         }
-        Ok(statuses)
+        let next = page
+            .next
+            .map(|key| key.trim_start_matches(JOBS_PREFIX).to_owned());
+        Ok((statuses, next))
     }
 
     /// Cancels a job: tasks not finished become cancelled at once; workers running one are told on
     /// their next progress report and stop.
     pub async fn cancel(&self, job_id: &str) -> Result<JobState> {
-        let state = self
-            .update_job(job_id, |job| {
-                if job.state.is_final() {
-                    return None;
-                }
-                job.state = JobState::Cancelled;
-                Some(())
-            })
-            .await?;
-        if state.is_some() {
-            for task in self.tasks(job_id).await? {
-                self.update_task(&task.id, |task| {
-                    if task.state.is_final() {
-                        return None;
+        let ended = self.end_job(job_id, JobState::Cancelled).await?;
+        if ended {
+            // Page by page from the start of each state: every task cancelled leaves the index.
+            for state in [TaskState::Pending, TaskState::Queued, TaskState::Running] {
+                loop {
+                    let page = self.task_page(job_id, Some(state), None, MAX_PAGE).await?;
+                    if page.tasks.is_empty() {
+                        break;
                     }
-                    task.state = TaskState::Cancelled;
-                    Some(())
-                })
-                .await?;
+                    for task in &page.tasks {
+                        self.update_task(&task.id, |task| {
+                            if task.state.is_final() {
+                                return None;
+                            }
+                            task.state = TaskState::Cancelled;
+                            Some(())
+                        })
+                        .await?;
+                    }
+                }
             }
             tracing::info!(job = %job_id, "job cancelled");
         }
@@ -406,7 +645,7 @@ impl Coordinator {
 
     /// Registered workers with the jobs each is blocklisted for.
     pub async fn workers(&self) -> Result<Vec<v1::WorkerStatus>> {
-        let jobs = self.jobs().await?;
+        let jobs = self.active_jobs().await?;
         Ok(self
             .worker_records()
             .await?
@@ -422,14 +661,24 @@ impl Coordinator {
             .collect())
     }
 
+    /// Every worker registration (as many as the farm has workers, not growing with the catalogue).
     async fn worker_records(&self) -> Result<Vec<WorkerRecord>> {
-        self.inner
-            .state
-            .list(WORKERS_PREFIX)
-            .await?
-            .iter()
-            .map(|(key, stored)| decode(key, &stored.value))
-            .collect()
+        let mut workers = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .state
+                .page(WORKERS_PREFIX, after.as_deref(), MAX_PAGE)
+                .await?;
+            for (key, stored) in &page.entries {
+                workers.push(decode(key, &stored.value)?);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(workers),
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -464,13 +713,16 @@ impl Coordinator {
         })
     }
 
-    /// Applies `change` to the task with compare-and-swap, as [`update_job`](Self::update_job).
+    /// Applies `change` to the task with compare-and-swap, as [`update_job`](Self::update_job). A
+    /// change of state moves the task's state-index key and its job's counts in the same
+    /// transaction.
     async fn update_task<T>(
         &self,
         task_id: &str,
         mut change: impl FnMut(&mut TaskRecord) -> Option<T>,
     ) -> Result<Option<T>> {
         let key = task_key(task_id)?;
+        let job_id = record::job_of_task(task_id)?;
         for _ in 0..SWAP_ATTEMPTS {
             let stored = self
                 .inner
@@ -479,16 +731,28 @@ impl Coordinator {
                 .await?
                 .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
             let mut task: TaskRecord = decode(&key, &stored.value)?;
+            let before = (task.state, task.qc_failed);
             let Some(outcome) = change(&mut task) else {
                 return Ok(None);
             };
-            if self
-                .inner
-                .state
-                .swap(&key, Some(stored.revision), encode(&task)?)
-                .await?
-            {
-                self.changed(&task.job_id);
+            let after = (task.state, task.qc_failed);
+            let mut transaction = Transaction::new()
+                .check(key.clone(), Expect::Revision(stored.revision))
+                .put(key.clone(), encode(&task)?);
+            if before != after {
+                let (mut counts, revision) = self.counts(job_id).await?;
+                counts.moved(before, after);
+                transaction = transaction
+                    .check(counts_key(job_id), Expect::Revision(revision))
+                    .put(counts_key(job_id), encode(&counts)?);
+                if before.0 != after.0 {
+                    transaction = transaction
+                        .delete(by_state_key(task_id, before.0)?)
+                        .put(by_state_key(task_id, after.0)?, Vec::new());
+                }
+            }
+            if self.inner.state.commit(&transaction).await? {
+                self.changed(job_id);
                 return Ok(Some(outcome));
             }
         }
@@ -498,36 +762,48 @@ impl Coordinator {
         })
     }
 
-    /// Ends the job once every task is final.
+    /// Ends the job once every task is final, from its counts.
     async fn finish_job_if_done(&self, job_id: &str) -> Result<()> {
-        let tasks = self.tasks(job_id).await?;
-        if !tasks.iter().all(|t| t.state.is_final()) {
+        let (counts, _) = self.counts(job_id).await?;
+        if counts.unfinished() > 0 {
             return Ok(());
         }
-        let failed = tasks
-            .iter()
-            .filter(|t| t.state != TaskState::Succeeded)
-            .count();
-        let outcome = if failed == 0 {
+        let outcome = if counts.succeeded == counts.total() {
             JobState::Succeeded
-        } else if failed == tasks.len() {
+        } else if counts.succeeded == 0 {
             JobState::Failed
         } else {
             JobState::CompletedWithFailures
         };
-        let ended = self
-            .update_job(job_id, |job| {
-                if job.state.is_final() {
-                    return None;
-                }
-                job.state = outcome;
-                Some(())
-            })
-            .await?;
-        if ended.is_some() {
+        if self.end_job(job_id, outcome).await? {
             tracing::info!(job = %job_id, state = ?outcome, "job finished");
         }
         Ok(())
+    }
+
+    /// Gives a running job its final state and removes its `active` key, in one transaction;
+    /// false when it had already ended.
+    async fn end_job(&self, job_id: &str, outcome: JobState) -> Result<bool> {
+        let key = job_key(job_id);
+        for _ in 0..SWAP_ATTEMPTS {
+            let (mut job, revision) = self.job(job_id).await?;
+            if job.state.is_final() {
+                return Ok(false);
+            }
+            job.state = outcome;
+            let transaction = Transaction::new()
+                .check(key.clone(), Expect::Revision(revision))
+                .put(key.clone(), encode(&job)?)
+                .delete(active_key(job_id));
+            if self.inner.state.commit(&transaction).await? {
+                self.changed(job_id);
+                return Ok(true);
+            }
+        }
+        Err(Error::Contention {
+            key,
+            attempts: SWAP_ATTEMPTS,
+        })
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -548,38 +824,28 @@ impl Coordinator {
             .await
     }
 
+    /// Publishes again the first-attempt tasks left `queued` (their publish may not have reached
+    /// the queue), page by page.
     async fn republish_queued(&self) -> Result<()> {
-        for job in self.jobs().await? {
+        for job in self.active_jobs().await? {
             if job.state.is_final() {
                 continue;
             }
-            for task in self.tasks(&job.id).await? {
-                if task.state == TaskState::Queued && task.attempts == 0 {
-                    self.publish(&task, &job).await?;
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .task_page(&job.id, Some(TaskState::Queued), after.as_deref(), MAX_PAGE)
+                    .await?;
+                for task in &page.tasks {
+                    if task.state == TaskState::Queued && task.attempts == 0 {
+                        self.publish(task, &job).await?;
+                    }
+                }
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Fails the pending graph tasks of a job whose needs failed (in task order, so that a failure
-    /// reaches every task that depends on it in one pass), then ends the job if nothing is left.
-    async fn fail_blocked(&self, job_id: &str, tasks: &mut [TaskRecord]) -> Result<()> {
-        let mut failed = false;
-        for position in 0..tasks.len() {
-            if tasks[position].state != TaskState::Pending || !tasks[position].graph.is_graph() {
-                continue;
-            }
-            let Readiness::Blocked(reason) = graph::readiness(&tasks[position], tasks) else {
-                continue;
-            };
-            self.fail_pending(&tasks[position].id, &reason).await?;
-            tasks[position].state = TaskState::Failed;
-            tasks[position].last_error = reason;
-            failed = true;
-        }
-        if failed {
-            self.finish_job_if_done(job_id).await?;
         }
         Ok(())
     }
@@ -600,85 +866,127 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The next pending task of `job` that can go on the queue, after `cursor`, with its work
+    /// resolved when it is a graph task. Graph tasks whose needs failed are failed on the way;
+    /// those still waiting are passed over. Reads at most [`DISPATCH_SCAN_BUDGET`] index keys
+    /// over the whole pass.
+    async fn next_ready(&self, job: &mut DispatchJob) -> Result<Option<ReadyTask>> {
+        while job.scanned < DISPATCH_SCAN_BUDGET {
+            let limit = (DISPATCH_SCAN_BUDGET - job.scanned).min(64);
+            let page = self
+                .task_page(
+                    &job.record.id,
+                    Some(TaskState::Pending),
+                    job.cursor.as_deref(),
+                    limit,
+                )
+                .await?;
+            job.scanned += limit;
+            let end = page.next_after.is_none();
+            for task in page.tasks {
+                job.cursor = Some(task.id.clone());
+                if task.state != TaskState::Pending {
+                    continue;
+                }
+                if !task.graph.is_graph() {
+                    return Ok(Some(ReadyTask {
+                        task,
+                        resolved: None,
+                    }));
+                }
+                let mut needs = Vec::with_capacity(task.graph.needs.len());
+                for &need in &task.graph.needs {
+                    match self.task(&job.record.id, need).await {
+                        Ok(needed) => needs.push(needed),
+                        Err(Error::TaskNotFound(_)) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                match graph::readiness(&task, &needs) {
+                    Readiness::Waiting => {}
+                    Readiness::Blocked(reason) => {
+                        self.fail_pending(&task.id, &reason).await?;
+                        job.failed_any = true;
+                    }
+                    Readiness::Ready => match graph::resolve_task(&task, &needs) {
+                        Ok(resolved) => {
+                            return Ok(Some(ReadyTask {
+                                task,
+                                resolved: Some(resolved),
+                            }));
+                        }
+                        Err(error) => {
+                            let reason = format!("{}: {error}", task.graph.label);
+                            self.fail_pending(&task.id, &reason).await?;
+                            job.failed_any = true;
+                        }
+                    },
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// Puts ready tasks on the queue while workers have room: highest priority first, and among jobs
     /// of equal priority the one with the fewest tasks queued or running (then the oldest). A task
     /// of a graph job is ready once every task it needs succeeded; its work is resolved from their
     /// outcomes as it goes on the queue. One whose need failed fails without running.
+    ///
+    /// The work is bounded whatever the catalogue: the active jobs' counts (one read each), and
+    /// per job at most [`DISPATCH_SCAN_BUDGET`] keys of its pending index.
     pub async fn dispatch_ready(&self) -> Result<usize> {
         let slots: u32 = self.worker_records().await?.iter().map(|w| w.slots).sum();
-        let mut jobs: Vec<(JobRecord, Vec<TaskRecord>)> = Vec::new();
-        for job in self.jobs().await? {
-            if job.state == JobState::Running {
-                let mut tasks = self.tasks(&job.id).await?;
-                self.fail_blocked(&job.id, &mut tasks).await?;
-                if tasks.iter().all(|t| t.state.is_final()) {
-                    // Every task failed before running (a graph job whose sources the client
-                    // could not read): nothing else would end it.
-                    self.finish_job_if_done(&job.id).await?;
-                    continue;
-                }
-                jobs.push((job, tasks));
+        let mut jobs: Vec<DispatchJob> = Vec::new();
+        for job in self.active_jobs().await? {
+            if job.state != JobState::Running {
+                continue;
             }
+            let (counts, _) = self.counts(&job.id).await?;
+            if counts.unfinished() == 0 {
+                // Every task failed before running (a graph job whose sources the client
+                // could not read): nothing else would end it.
+                self.finish_job_if_done(&job.id).await?;
+                continue;
+            }
+            jobs.push(DispatchJob {
+                record: job,
+                counts,
+                cursor: None,
+                scanned: 0,
+                exhausted: counts.pending == 0,
+                failed_any: false,
+            });
         }
-        let active = |tasks: &[TaskRecord]| {
-            tasks
-                .iter()
-                .filter(|t| matches!(t.state, TaskState::Queued | TaskState::Running))
-                .count()
-        };
-        let queued: usize = jobs
-            .iter()
-            .flat_map(|(_, tasks)| tasks)
-            .filter(|t| t.state == TaskState::Queued)
-            .count();
-        let running: usize = jobs
-            .iter()
-            .flat_map(|(_, tasks)| tasks)
-            .filter(|t| t.state == TaskState::Running)
-            .count();
-        let free = (slots as usize).saturating_sub(running).max(1);
-        let room = (free + self.inner.settings.queue_ahead as usize).saturating_sub(queued);
+        let queued: u32 = jobs.iter().map(|job| job.counts.queued).sum();
+        let running: u32 = jobs.iter().map(|job| job.counts.running).sum();
+        let free = (slots as usize).saturating_sub(running as usize).max(1);
+        let room =
+            (free + self.inner.settings.queue_ahead as usize).saturating_sub(queued as usize);
         let mut published = 0;
         while published < room {
-            let next = jobs
+            let Some(job) = jobs
                 .iter_mut()
-                .filter(|(_, tasks)| first_ready(tasks).is_some())
-                .min_by(|(a, a_tasks), (b, b_tasks)| {
+                .filter(|job| !job.exhausted)
+                .min_by_key(|job| {
                     (
-                        std::cmp::Reverse(a.priority),
-                        active(a_tasks),
-                        a.submitted_unix_ms,
+                        std::cmp::Reverse(job.record.priority),
+                        job.counts.active(),
+                        job.record.submitted_unix_ms,
                     )
-                        .cmp(&(
-                            std::cmp::Reverse(b.priority),
-                            active(b_tasks),
-                            b.submitted_unix_ms,
-                        ))
-                });
-            let Some((job, tasks)) = next else {
+                })
+            else {
                 break;
             };
-            let Some(position) = first_ready(tasks) else {
-                break;
+            let Some(ready) = self.next_ready(job).await? else {
+                job.exhausted = true;
+                continue;
             };
-            let resolved = if tasks[position].graph.is_graph() {
-                match graph::resolve_task(&tasks[position], tasks) {
-                    Ok(resolved) => Some(resolved),
-                    Err(error) => {
-                        let reason = format!("{}: {error}", tasks[position].graph.label);
-                        self.fail_pending(&tasks[position].id, &reason).await?;
-                        tasks[position].state = TaskState::Failed;
-                        self.fail_blocked(&job.id, tasks).await?;
-                        self.finish_job_if_done(&job.id).await?;
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let task = &mut tasks[position];
+            let resolved = ready.resolved;
             let moved = self
-                .update_task(&task.id, |stored| {
+                .update_task(&ready.task.id, |stored| {
                     (stored.state == TaskState::Pending).then(|| {
                         stored.state = TaskState::Queued;
                         if let Some((work_json, inputs)) = &resolved {
@@ -689,12 +997,15 @@ impl Coordinator {
                     })
                 })
                 .await?;
-            task.state = TaskState::Queued;
             if let Some(stored) = moved {
-                self.publish(&stored, job).await?;
+                self.publish(&stored, &job.record).await?;
                 tracing::debug!(task = %stored.id, "task queued");
+                job.counts.queued += 1;
                 published += 1;
             }
+        }
+        for job in jobs.iter().filter(|job| job.failed_any) {
+            self.finish_job_if_done(&job.record.id).await?;
         }
         Ok(published)
     }
@@ -797,6 +1108,7 @@ impl Coordinator {
             .await?
             .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         let is_graph = decode::<TaskRecord>(&key, &stored.value)?.graph.is_graph();
+        let qc_failed = fails_qc(report_json, is_graph);
         let files = if is_graph {
             graph::check_outputs(task_id, outputs, report_json)?
         } else {
@@ -816,6 +1128,7 @@ impl Coordinator {
                 return None;
             }
             task.state = TaskState::Succeeded;
+            task.qc_failed = qc_failed;
             task.worker_id = worker_id.to_owned();
             task.output_digest = output_digest.to_owned();
             task.report_json = report_json.to_owned();
@@ -891,11 +1204,50 @@ impl Coordinator {
     }
 }
 
-/// The position of the first pending task that can go on the queue: a track's render, or a graph
-/// task whose needs all succeeded.
-fn first_ready(tasks: &[TaskRecord]) -> Option<usize> {
-    tasks.iter().position(|task| {
-        task.state == TaskState::Pending
-            && (!task.graph.is_graph() || graph::readiness(task, tasks) == Readiness::Ready)
-    })
+/// A running job as one dispatch pass sees it.
+struct DispatchJob {
+    record: JobRecord,
+    /// Its counts at the start of the pass, plus what the pass queued.
+    counts: TaskCounts,
+    /// The last pending task looked at.
+    cursor: Option<String>,
+    /// Index keys read so far.
+    scanned: usize,
+    /// Nothing more to queue from it in this pass.
+    exhausted: bool,
+    /// Some task failed before running (so the job may be over).
+    failed_any: bool,
+}
+
+/// A task that can go on the queue, with a graph task's resolved work and inputs.
+struct ReadyTask {
+    task: TaskRecord,
+    resolved: Option<(String, Vec<crate::record::OutputRecord>)>,
+}
+
+/// True when a finished task's report says its master, or any file of its outcome, failed QC.
+fn fails_qc(report_json: &str, is_graph: bool) -> bool {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(report_json) else {
+        return false;
+    };
+    let failed =
+        |value: &serde_json::Value| value["qc"]["passed"] == serde_json::Value::Bool(false);
+    if is_graph {
+        report["files"]
+            .as_array()
+            .is_some_and(|files| files.iter().any(failed))
+    } else {
+        failed(&report)
+    }
+}
+
+/// Commits a transaction without checks (it cannot lose a race).
+async fn commit_unconditional(state: &dyn StateStore, transaction: &Transaction) -> Result<()> {
+    if state.commit(transaction).await? {
+        Ok(())
+    } else {
+        Err(Error::State(
+            "a transaction without checks was refused".to_owned(),
+        ))
+    }
 }

@@ -195,6 +195,7 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
             report_json: String::new(),
             tags_json: String::new(),
             started_unix_ms: 0,
+            qc_failed: false,
             graph: GraphPart {
                 label,
                 work_json: spec.work_json.clone(),

@@ -16,6 +16,8 @@ use tracing::Instrument;
 use crate::blob::{BlobStore, Digest};
 use crate::coordinator::{Coordinator, StartVerdict};
 use crate::error::Error;
+use crate::record::TaskState;
+use crate::state::MAX_PAGE;
 
 /// A unary gRPC result.
 pub type GrpcResult<T> = Result<Response<T>, Status>;
@@ -43,6 +45,21 @@ pub struct JobService(pub Coordinator);
 /// The worker-facing task and blob API.
 #[derive(Debug, Clone)]
 pub struct WorkerService(pub Coordinator);
+
+/// Tasks or jobs in a page when the request asks for none in particular.
+const DEFAULT_PAGE: usize = 200;
+
+/// A request's page size: the default for 0, and never above [`MAX_PAGE`].
+fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => DEFAULT_PAGE,
+        limit => (limit as usize).min(MAX_PAGE),
+    }
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
 
 /// Both services, ready to be added to a `tonic::transport::Server`.
 pub fn services(
@@ -168,10 +185,41 @@ impl JobApi for JobService {
 
     async fn list_jobs(
         &self,
-        _request: Request<v1::ListJobsRequest>,
+        request: Request<v1::ListJobsRequest>,
     ) -> GrpcResult<v1::ListJobsReply> {
+        let request = request.into_inner();
+        let (jobs, next) = self
+            .0
+            .list(non_empty(&request.after), page_limit(request.limit))
+            .await?;
         Ok(Response::new(v1::ListJobsReply {
-            jobs: self.0.list().await?,
+            jobs,
+            next_after: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> GrpcResult<v1::ListTasksReply> {
+        let request = request.into_inner();
+        let state = TaskState::from_proto(request.state());
+        let page = self
+            .0
+            .task_page(
+                &request.job_id,
+                state,
+                non_empty(&request.after),
+                page_limit(request.limit),
+            )
+            .await?;
+        Ok(Response::new(v1::ListTasksReply {
+            tasks: page
+                .tasks
+                .iter()
+                .map(|task| self.0.task_status(task))
+                .collect(),
+            next_after: page.next_after.unwrap_or_default(),
         }))
     }
 

@@ -133,6 +133,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 report_json: String::new(),
                 tags_json: track.tags_json.clone(),
                 started_unix_ms: 0,
+                qc_failed: false,
                 graph: Default::default(),
             }
         })
@@ -228,7 +229,7 @@ mod tests {
         let plan = plan_job("j1", &request("a.flac")).expect("plan");
         assert_eq!(plan.tasks.len(), 1);
         assert_eq!(plan.tasks[0].output_name, "a.wav");
-        assert_eq!(plan.tasks[0].id, "j1.00000");
+        assert_eq!(plan.tasks[0].id, "j1.0000000");
         assert_eq!(plan.job.priority, 3);
         assert_eq!(plan.job.profile_name, "cd");
     }

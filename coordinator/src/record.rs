@@ -1,7 +1,17 @@
 //! What the coordinator keeps in the state store, as JSON: jobs, tasks and worker registrations.
 //!
-//! Keys: `jobs/{job}`, `tasks/{job}/{index:05}`, `workers/{worker}` (the last under the worker's
-//! lease). A task id is `{job}.{index:05}`, so its key follows from it.
+//! Keys:
+//! - `jobs/{job}`: the job (its profile, state, blocklist);
+//! - `counts/{job}`: its tasks counted by state ([`TaskCounts`]), changed in the same transaction as
+//!   each task's transition, so a job's progress is one small read;
+//! - `tasks/{job}/{index:07}`: a task; its id is `{job}.{index:07}`, so its key follows from it;
+//! - `by_state/{job}/{state}/{index:07}`: an empty key per task in its current state, moved in the
+//!   same transaction, so "the pending tasks" or "the failed tasks" is a page read, not a scan;
+//! - `active/{job}`: an empty key per job not finished, removed with the job's final state;
+//! - `submitting/{job}`: a job whose tasks are being written (a coordinator that stopped halfway
+//!   leaves it; the next one removes the half-written tasks);
+//! - `idempotency/{key}`: the job a submission key created;
+//! - `workers/{worker}`: a worker's registration, under its lease.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +78,41 @@ impl TaskState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
+    /// Its name in keys and on the command line: `pending`, `queued`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// From the protocol's value (`None` for unspecified: no state in particular).
+    pub fn from_proto(state: v1::TaskState) -> Option<Self> {
+        match state {
+            v1::TaskState::Unspecified => None,
+            v1::TaskState::Pending => Some(Self::Pending),
+            v1::TaskState::Queued => Some(Self::Queued),
+            v1::TaskState::Running => Some(Self::Running),
+            v1::TaskState::Succeeded => Some(Self::Succeeded),
+            v1::TaskState::Failed => Some(Self::Failed),
+            v1::TaskState::Cancelled => Some(Self::Cancelled),
+        }
+    }
+
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// The protocol's value.
     pub fn to_proto(self) -> v1::TaskState {
         match self {
@@ -77,6 +122,84 @@ impl TaskState {
             Self::Succeeded => v1::TaskState::Succeeded,
             Self::Failed => v1::TaskState::Failed,
             Self::Cancelled => v1::TaskState::Cancelled,
+        }
+    }
+}
+
+/// A job's tasks counted by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    /// Not on the queue yet.
+    pub pending: u32,
+    /// On the queue.
+    pub queued: u32,
+    /// Being run.
+    pub running: u32,
+    /// Succeeded (QC-failed ones included).
+    pub succeeded: u32,
+    /// Failed for good.
+    pub failed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+    /// Succeeded with a master that failed QC.
+    pub qc_failed: u32,
+}
+
+impl TaskCounts {
+    /// The counts of these tasks.
+    pub fn of_tasks<'a>(tasks: impl IntoIterator<Item = &'a TaskRecord>) -> Self {
+        let mut counts = Self::default();
+        for task in tasks {
+            *counts.of(task.state) += 1;
+            counts.qc_failed += u32::from(task.qc_failed);
+        }
+        counts
+    }
+
+    fn of(&mut self, state: TaskState) -> &mut u32 {
+        match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::Queued => &mut self.queued,
+            TaskState::Running => &mut self.running,
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Counts a task that went from `before` to `after` (either with its QC flag).
+    pub fn moved(&mut self, before: (TaskState, bool), after: (TaskState, bool)) {
+        let slot = self.of(before.0);
+        *slot = slot.saturating_sub(1);
+        *self.of(after.0) += 1;
+        self.qc_failed = (self.qc_failed + u32::from(after.1)).saturating_sub(u32::from(before.1));
+    }
+
+    /// Tasks not finished.
+    pub fn unfinished(&self) -> u32 {
+        self.pending + self.queued + self.running
+    }
+
+    /// Tasks on the queue or running.
+    pub fn active(&self) -> u32 {
+        self.queued + self.running
+    }
+
+    /// Every task.
+    pub fn total(&self) -> u32 {
+        self.unfinished() + self.succeeded + self.failed + self.cancelled
+    }
+
+    /// The protocol's value.
+    pub fn to_proto(&self) -> v1::TaskCounts {
+        v1::TaskCounts {
+            pending: self.pending,
+            queued: self.queued,
+            running: self.running,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            qc_failed: self.qc_failed,
         }
     }
 }
@@ -114,7 +237,7 @@ pub struct JobRecord {
 /// One task of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
-    /// `{job}.{index:05}`.
+    /// `{job}.{index:07}`.
     pub id: String,
     /// The job.
     pub job_id: String,
@@ -148,6 +271,9 @@ pub struct TaskRecord {
     /// When its first attempt started running (milliseconds since the Unix epoch), or 0.
     #[serde(default)]
     pub started_unix_ms: u64,
+    /// Succeeded, but its master (or a file of its outcome) failed the quality checks.
+    #[serde(default)]
+    pub qc_failed: bool,
     /// A graph task's part: empty for a track's render.
     #[serde(flatten)]
     pub graph: GraphPart,
@@ -248,25 +374,75 @@ pub fn tasks_prefix(job_id: &str) -> String {
     format!("tasks/{job_id}/")
 }
 
-/// `{job}.{index:05}`.
+/// `counts/{job}`.
+pub fn counts_key(job_id: &str) -> String {
+    format!("counts/{job_id}")
+}
+
+/// `by_state/{job}/`: the prefix of a job's state index.
+pub fn by_state_root(job_id: &str) -> String {
+    format!("by_state/{job_id}/")
+}
+
+/// `by_state/{job}/{state}/`: the prefix of a job's tasks in `state`.
+pub fn by_state_prefix(job_id: &str, state: TaskState) -> String {
+    format!("by_state/{job_id}/{}/", state.name())
+}
+
+/// The state-index key of a task in `state`.
+pub fn by_state_key(task_id: &str, state: TaskState) -> Result<String> {
+    let (job, index) = split_task_id(task_id)?;
+    Ok(format!("{}{index}", by_state_prefix(job, state)))
+}
+
+/// The task id a state-index key stands for.
+pub fn task_of_by_state_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("by_state/")?;
+    let (job, rest) = rest.split_once('/')?;
+    let (_, index) = rest.split_once('/')?;
+    Some(format!("{job}.{index}"))
+}
+
+/// `active/{job}`.
+pub fn active_key(job_id: &str) -> String {
+    format!("{ACTIVE_PREFIX}{job_id}")
+}
+
+/// `submitting/{job}`.
+pub fn submitting_key(job_id: &str) -> String {
+    format!("{SUBMITTING_PREFIX}{job_id}")
+}
+
+/// `idempotency/{key}`.
+pub fn idempotency_key(key: &str) -> String {
+    format!("idempotency/{key}")
+}
+
+/// The prefix of the jobs not finished.
+pub const ACTIVE_PREFIX: &str = "active/";
+/// The prefix of the jobs being submitted.
+pub const SUBMITTING_PREFIX: &str = "submitting/";
+
+/// `{job}.{index:07}`: seven digits keep ten million tasks of a job in key order.
 pub fn task_id(job_id: &str, index: u32) -> String {
-    format!("{job_id}.{index:05}")
+    format!("{job_id}.{index:07}")
+}
+
+fn split_task_id(task_id: &str) -> Result<(&str, &str)> {
+    task_id
+        .rsplit_once('.')
+        .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))
 }
 
 /// The key of a task, from its id.
 pub fn task_key(task_id: &str) -> Result<String> {
-    let (job, index) = task_id
-        .rsplit_once('.')
-        .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+    let (job, index) = split_task_id(task_id)?;
     Ok(format!("tasks/{job}/{index}"))
 }
 
 /// The job of a task, from its id.
 pub fn job_of_task(task_id: &str) -> Result<&str> {
-    task_id
-        .rsplit_once('.')
-        .map(|(job, _)| job)
-        .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))
+    split_task_id(task_id).map(|(job, _)| job)
 }
 
 /// `workers/{worker}`.
@@ -318,6 +494,7 @@ impl TaskRecord {
                 .map(OutputRecord::to_proto)
                 .collect(),
             needs: self.graph.needs.clone(),
+            qc_failed: self.qc_failed,
         }
     }
 

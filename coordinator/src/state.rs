@@ -8,6 +8,7 @@
 //! disappear when the lease runs out (its holder stopped refreshing it) or is revoked.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,18 +29,98 @@ pub struct Versioned {
 /// A lease id.
 pub type LeaseId = i64;
 
+/// One page of a range read: entries sorted by key, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    /// At most the asked-for number of entries, sorted by key.
+    pub entries: Vec<(String, Versioned)>,
+    /// The key to read after for the next page; `None` when this page ends the range.
+    pub next: Option<String>,
+}
+
+/// The most entries a page may hold, whatever the caller asks: a page of task records stays far
+/// below etcd's 4 MiB reply limit.
+pub const MAX_PAGE: usize = 1_000;
+
+/// What a [`Transaction`] requires of a key before it writes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The key was last changed at this revision.
+    Revision(i64),
+    /// The key does not exist.
+    Absent,
+}
+
+/// Writes to several keys that happen together or not at all, if every check holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// Keys and what each must be.
+    pub checks: Vec<(String, Expect)>,
+    /// Keys written. A key whose revision the transaction checks keeps its lease; any other is
+    /// written without one.
+    pub puts: Vec<(String, Vec<u8>)>,
+    /// Keys removed.
+    pub deletes: Vec<String>,
+}
+
+/// The most checks, puts and deletes one transaction may hold (etcd's default `--max-txn-ops` is
+/// 128).
+pub const MAX_TRANSACTION_OPS: usize = 128;
+
+impl Transaction {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `key` to be as `expect` says.
+    #[must_use]
+    pub fn check(mut self, key: impl Into<String>, expect: Expect) -> Self {
+        self.checks.push((key.into(), expect));
+        self
+    }
+
+    /// Writes `value` at `key`.
+    #[must_use]
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.puts.push((key.into(), value));
+        self
+    }
+
+    /// Removes `key`.
+    #[must_use]
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.deletes.push(key.into());
+        self
+    }
+
+    fn ops(&self) -> usize {
+        self.checks.len() + self.puts.len() + self.deletes.len()
+    }
+}
+
 /// The state store.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// The value at `key`.
     async fn get(&self, key: &str) -> Result<Option<Versioned>>;
-    /// Every key starting with `prefix` and its value, sorted by key.
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>>;
+    /// Up to `limit` keys starting with `prefix` (at most [`MAX_PAGE`]), sorted by key, beginning
+    /// after the key `after` (from the start of the range without it).
+    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page>;
     /// Writes `value` at `key` unconditionally; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64>;
     /// Writes `value` at `key` only if its revision is still `expected` (`None`: only if the key does
     /// not exist). Returns false, writing nothing, when another write came first.
-    async fn swap(&self, key: &str, expected: Option<i64>, value: Vec<u8>) -> Result<bool>;
+    async fn swap(&self, key: &str, expected: Option<i64>, value: Vec<u8>) -> Result<bool> {
+        let expect = expected.map_or(Expect::Absent, Expect::Revision);
+        self.commit(&Transaction::new().check(key, expect).put(key, value))
+            .await
+    }
+    /// Applies `transaction` atomically if every check holds; returns false, writing nothing,
+    /// when one does not. [`Error::State`] if it holds more than [`MAX_TRANSACTION_OPS`] operations.
+    async fn commit(&self, transaction: &Transaction) -> Result<bool>;
+    /// Removes every key starting with `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// Removes `key` (no error if absent).
     async fn delete(&self, key: &str) -> Result<()>;
     /// A new lease that runs out after `ttl` unless refreshed.
@@ -135,12 +216,20 @@ impl StateStore for MemoryStore {
         }))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>> {
-        Ok(self
-            .lock()?
+    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let state = self.lock()?;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let mut range = state
             .entries
-            .range(prefix.to_owned()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let entries: Vec<(String, Versioned)> = range
+            .by_ref()
+            .take(limit)
             .map(|(key, entry)| {
                 (
                     key.clone(),
@@ -150,22 +239,67 @@ impl StateStore for MemoryStore {
                     },
                 )
             })
-            .collect())
+            .collect();
+        let next = match range.next() {
+            Some(_) => entries.last().map(|(key, _)| key.clone()),
+            None => None,
+        };
+        Ok(Page { entries, next })
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
         Ok(self.lock()?.write(key, value, None))
     }
 
-    async fn swap(&self, key: &str, expected: Option<i64>, value: Vec<u8>) -> Result<bool> {
+    async fn commit(&self, transaction: &Transaction) -> Result<bool> {
+        check_size(transaction)?;
         let mut state = self.lock()?;
-        let current = state.entries.get(key).map(|entry| entry.revision);
-        if current != expected {
+        let holds = transaction.checks.iter().all(|(key, expect)| {
+            let current = state.entries.get(key).map(|entry| entry.revision);
+            match expect {
+                Expect::Revision(revision) => current == Some(*revision),
+                Expect::Absent => current.is_none(),
+            }
+        });
+        if !holds {
             return Ok(false);
         }
-        let lease = state.entries.get(key).and_then(|entry| entry.lease);
-        state.write(key, value, lease);
+        state.revision += 1;
+        let revision = state.revision;
+        for (key, value) in &transaction.puts {
+            let lease = checked_revision(transaction, key)
+                .then(|| state.entries.get(key).and_then(|entry| entry.lease))
+                .flatten();
+            state.entries.insert(
+                key.clone(),
+                MemoryEntry {
+                    value: value.clone(),
+                    revision,
+                    lease,
+                },
+            );
+        }
+        for key in &transaction.deletes {
+            state.entries.remove(key);
+        }
         Ok(true)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let mut state = self.lock()?;
+        let keys: Vec<String> = state
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !keys.is_empty() {
+            state.revision += 1;
+        }
+        for key in keys {
+            state.entries.remove(&key);
+        }
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -227,6 +361,38 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// True when `transaction` checks `key`'s revision (so the key exists and keeps its lease).
+fn checked_revision(transaction: &Transaction, key: &str) -> bool {
+    transaction
+        .checks
+        .iter()
+        .any(|(checked, expect)| checked == key && matches!(expect, Expect::Revision(_)))
+}
+
+/// Refuses a transaction larger than [`MAX_TRANSACTION_OPS`].
+fn check_size(transaction: &Transaction) -> Result<()> {
+    if transaction.ops() > MAX_TRANSACTION_OPS {
+        return Err(Error::State(format!(
+            "a transaction of {} operations; at most {MAX_TRANSACTION_OPS}",
+            transaction.ops()
+        )));
+    }
+    Ok(())
+}
+
+/// The end of the key range of every key starting with `prefix` (etcd's `range_end`): the prefix
+/// with its last byte that is not 0xff incremented and the rest dropped.
+fn prefix_end(mut prefix: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = prefix.pop() {
+        if last < 0xff {
+            prefix.push(last + 1);
+            return prefix;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    vec![0]
+}
+
 fn etcd_error(context: &'static str) -> impl Fn(etcd_client::Error) -> Error {
     move |error| Error::State(format!("etcd {context}: {error}"))
 }
@@ -267,17 +433,24 @@ impl StateStore for EtcdStore {
         }))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>> {
+    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let start = match after {
+            // The smallest key after `after`.
+            Some(after) if after >= prefix => format!("{}\0", self.key(after)),
+            _ => self.key(prefix),
+        };
         let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+            .with_range(prefix_end(self.key(prefix).into_bytes()))
+            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let response = self
             .client
             .clone()
-            .get(self.key(prefix), Some(options))
+            .get(start, Some(options))
             .await
-            .map_err(etcd_error("list"))?;
-        response
+            .map_err(etcd_error("range read"))?;
+        let entries = response
             .kvs()
             .iter()
             .map(|kv| {
@@ -295,7 +468,13 @@ impl StateStore for EtcdStore {
                     },
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let next = if response.more() {
+            entries.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Ok(Page { entries, next })
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
@@ -308,27 +487,51 @@ impl StateStore for EtcdStore {
         Ok(response.header().map_or(0, |header| header.revision()))
     }
 
-    async fn swap(&self, key: &str, expected: Option<i64>, value: Vec<u8>) -> Result<bool> {
+    async fn commit(&self, transaction: &Transaction) -> Result<bool> {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-        let key = self.key(key);
-        let condition = match expected {
-            Some(revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
-            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-        };
-        // An existing key keeps its lease (as the in-memory store does).
-        let options = etcd_client::PutOptions::new().with_ignore_lease();
-        let put = if expected.is_some() {
-            TxnOp::put(key, value, Some(options))
-        } else {
-            TxnOp::put(key, value, None)
-        };
+        check_size(transaction)?;
+        let checks: Vec<Compare> = transaction
+            .checks
+            .iter()
+            .map(|(key, expect)| match expect {
+                Expect::Revision(revision) => {
+                    Compare::mod_revision(self.key(key), CompareOp::Equal, *revision)
+                }
+                Expect::Absent => Compare::create_revision(self.key(key), CompareOp::Equal, 0),
+            })
+            .collect();
+        let mut ops: Vec<TxnOp> = transaction
+            .puts
+            .iter()
+            .map(|(key, value)| {
+                let options = checked_revision(transaction, key)
+                    .then(|| etcd_client::PutOptions::new().with_ignore_lease());
+                TxnOp::put(self.key(key), value.clone(), options)
+            })
+            .collect();
+        ops.extend(
+            transaction
+                .deletes
+                .iter()
+                .map(|key| TxnOp::delete(self.key(key), None)),
+        );
         let response = self
             .client
             .clone()
-            .txn(Txn::new().when([condition]).and_then([put]))
+            .txn(Txn::new().when(checks).and_then(ops))
             .await
             .map_err(etcd_error("transaction"))?;
         Ok(response.succeeded())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let options = etcd_client::DeleteOptions::new().with_prefix();
+        self.client
+            .clone()
+            .delete(self.key(prefix), Some(options))
+            .await
+            .map_err(etcd_error("delete range"))?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -14,7 +14,9 @@ use lathe_coordinator::blob::{
 use lathe_coordinator::queue::{
     JetStreamQueue, MemoryQueue, QueueMessage, QueueSettings, WorkQueue,
 };
-use lathe_coordinator::state::{EtcdStore, MemoryStore, StateStore};
+use lathe_coordinator::state::{
+    EtcdStore, Expect, MAX_TRANSACTION_OPS, MemoryStore, Page, StateStore, Transaction,
+};
 use lathe_coordinator::testing::{EtcdServer, NatsServer};
 
 const SETTINGS: QueueSettings = QueueSettings {
@@ -230,35 +232,137 @@ async fn state_suite(store: Arc<dyn StateStore>) {
         b"two"
     );
 
-    // Prefix listing, sorted, nothing from other prefixes.
+    // Paginated range reads: sorted, nothing from other prefixes, each page bounded, the
+    // continuation key picking up where the page ended.
+    for index in (0..7).rev() {
+        store
+            .put(
+                &format!("tasks/j/{index:07}"),
+                format!("t{index}").into_bytes(),
+            )
+            .await
+            .expect("put");
+    }
     store
-        .put("tasks/j/00001", b"t1".to_vec())
+        .put("tasks/k/0000000", b"k0".to_vec())
         .await
         .expect("put");
-    store
-        .put("tasks/j/00000", b"t0".to_vec())
-        .await
-        .expect("put");
-    store
-        .put("tasks/k/00000", b"k0".to_vec())
-        .await
-        .expect("put");
-    let listed: Vec<(String, Vec<u8>)> = store
-        .list("tasks/j/")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(key, stored)| (key, stored.value))
+    store.put("tasks/i", b"i".to_vec()).await.expect("put");
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .page("tasks/j/", after.as_deref(), 3)
+            .await
+            .expect("page");
+        assert!(page.entries.len() <= 3, "{page:?}");
+        pages += 1;
+        seen.extend(
+            page.entries
+                .into_iter()
+                .map(|(key, stored)| (key, stored.value)),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<(String, Vec<u8>)> = (0..7)
+        .map(|index| {
+            (
+                format!("tasks/j/{index:07}"),
+                format!("t{index}").into_bytes(),
+            )
+        })
         .collect();
-    assert_eq!(
-        listed,
-        [
-            ("tasks/j/00000".to_owned(), b"t0".to_vec()),
-            ("tasks/j/00001".to_owned(), b"t1".to_vec())
-        ]
+    assert_eq!(seen, expected);
+    // A page that ends exactly at the range's end says so.
+    let whole = store.page("tasks/j/", None, 7).await.expect("page");
+    assert_eq!((whole.entries.len(), whole.next), (7, None));
+    // Asking for more than a page may hold gets at most MAX_PAGE.
+    let capped = store
+        .page("tasks/j/", None, usize::MAX)
+        .await
+        .expect("page");
+    assert_eq!(capped.entries.len(), 7);
+    let empty = store.page("tasks/none/", None, 10).await.expect("page");
+    assert_eq!(empty, Page::default());
+
+    // Transactions: every check holds and every write lands, or nothing changes.
+    let t0 = store
+        .get("tasks/j/0000000")
+        .await
+        .expect("get")
+        .expect("stored");
+    let stale = Transaction::new()
+        .check("tasks/j/0000000", Expect::Revision(t0.revision))
+        .check("counts/j", Expect::Revision(1))
+        .put("tasks/j/0000000", b"moved".to_vec())
+        .delete("tasks/j/0000001");
+    assert!(
+        !store.commit(&stale).await.expect("commit"),
+        "a failed check writes nothing"
     );
-    store.delete("tasks/j/00000").await.expect("delete");
-    assert_eq!(store.list("tasks/j/").await.expect("list").len(), 1);
+    assert_eq!(
+        store
+            .get("tasks/j/0000000")
+            .await
+            .expect("get")
+            .expect("stored")
+            .value,
+        b"t0"
+    );
+    assert!(store.get("tasks/j/0000001").await.expect("get").is_some());
+    let fresh = Transaction::new()
+        .check("tasks/j/0000000", Expect::Revision(t0.revision))
+        .check("counts/j", Expect::Absent)
+        .put("tasks/j/0000000", b"moved".to_vec())
+        .put("counts/j", b"c".to_vec())
+        .delete("tasks/j/0000001");
+    assert!(store.commit(&fresh).await.expect("commit"));
+    let moved = store
+        .get("tasks/j/0000000")
+        .await
+        .expect("get")
+        .expect("stored");
+    let counts = store.get("counts/j").await.expect("get").expect("stored");
+    assert_eq!(
+        (moved.value.as_slice(), counts.value.as_slice()),
+        (&b"moved"[..], &b"c"[..])
+    );
+    assert_eq!(
+        moved.revision, counts.revision,
+        "one transaction, one revision"
+    );
+    assert!(store.get("tasks/j/0000001").await.expect("get").is_none());
+    let oversized = (0..=MAX_TRANSACTION_OPS).fold(Transaction::new(), |t, index| {
+        t.put(format!("big/{index}"), Vec::new())
+    });
+    assert!(matches!(
+        store.commit(&oversized).await,
+        Err(Error::State(_))
+    ));
+    assert!(store.get("big/0").await.expect("get").is_none());
+
+    // A prefix removed at once, and nothing beside it.
+    store
+        .delete_prefix("tasks/j/")
+        .await
+        .expect("delete prefix");
+    assert!(
+        store
+            .page("tasks/j/", None, 10)
+            .await
+            .expect("page")
+            .entries
+            .is_empty()
+    );
+    assert!(store.get("tasks/k/0000000").await.expect("get").is_some());
+    assert!(store.get("tasks/i").await.expect("get").is_some());
+    store.delete("tasks/k/0000000").await.expect("delete");
+    assert!(store.get("tasks/k/0000000").await.expect("get").is_none());
 
     // Leases: kept alive, the key stays; revoked, it goes.
     let lease = store

@@ -6,8 +6,8 @@ use std::time::Duration;
 use lathe_coordinator::blob::{MemoryBlobStore, put_bytes};
 use lathe_coordinator::coordinator::StartVerdict;
 use lathe_coordinator::queue::{MemoryQueue, WorkQueue};
-use lathe_coordinator::record::{WorkerRecord, encode, worker_key};
-use lathe_coordinator::state::{MemoryStore, StateStore};
+use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
+use lathe_coordinator::state::{LeaseId, MemoryStore, Page, StateStore, Transaction, Versioned};
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
 use lathe_proto::v1;
 use prost::Message as _;
@@ -147,7 +147,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
     };
     let fixture = fixture(settings);
     let job_id = job(&fixture, "bad", 0, 2).await;
-    let task = format!("{job_id}.00000");
+    let task = format!("{job_id}.0000000");
     let coordinator = &fixture.coordinator;
 
     assert_eq!(
@@ -174,7 +174,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
         coordinator.start_task(&task, "w1", 3).await.expect("start"),
         StartVerdict::Drop(_)
     ));
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.tasks[0].state(), v1::TaskState::Failed);
     assert_eq!(status.tasks[0].attempts, 2);
     assert_eq!(status.tasks[0].last_error, "bad-0.wav: still bad");
@@ -185,7 +185,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
     );
 
     // An attempt that never reports is counted, and recorded as lost.
-    let other = format!("{job_id}.00001");
+    let other = format!("{job_id}.0000001");
     assert_eq!(
         coordinator
             .start_task(&other, "w1", 1)
@@ -207,7 +207,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
             .expect("start"),
         StartVerdict::Drop(_)
     ));
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert!(
         status.tasks[1].last_error.contains("lost"),
         "{}",
@@ -227,7 +227,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
     let job_id = job(&fixture, "j", 0, 3).await;
     let coordinator = &fixture.coordinator;
     for index in 0..2 {
-        let task = format!("{job_id}.{index:05}");
+        let task = format!("{job_id}.{index:07}");
         assert_eq!(
             coordinator.start_task(&task, "w1", 1).await.expect("start"),
             StartVerdict::Run
@@ -237,7 +237,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
             .await
             .expect("fail");
     }
-    let task = format!("{job_id}.00002");
+    let task = format!("{job_id}.0000002");
     assert!(matches!(
         coordinator.start_task(&task, "w1", 1).await.expect("start"),
         StartVerdict::HandBack(_)
@@ -246,7 +246,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
         coordinator.start_task(&task, "w2", 2).await.expect("start"),
         StartVerdict::Run
     );
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.blocklisted_workers, ["w1"]);
 
     assert_eq!(
@@ -256,7 +256,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
             .expect("clear"),
         ["w1"]
     );
-    let task = format!("{job_id}.00000");
+    let task = format!("{job_id}.0000000");
     assert_eq!(
         coordinator.start_task(&task, "w1", 2).await.expect("start"),
         StartVerdict::Run
@@ -268,7 +268,7 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
     let fixture = fixture(CoordinatorSettings::default());
     let job_id = job(&fixture, "c", 0, 3).await;
     let coordinator = &fixture.coordinator;
-    let running = format!("{job_id}.00000");
+    let running = format!("{job_id}.0000000");
     assert_eq!(
         coordinator
             .start_task(&running, "w1", 1)
@@ -292,12 +292,12 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
     );
     assert!(matches!(
         coordinator
-            .start_task(&format!("{job_id}.00001"), "w2", 1)
+            .start_task(&format!("{job_id}.0000001"), "w2", 1)
             .await
             .expect("start"),
         StartVerdict::Drop(_)
     ));
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.state(), v1::JobState::Cancelled);
     assert!(
         status
@@ -421,11 +421,11 @@ async fn a_graph_task_is_published_once_its_needs_succeeded_with_their_files_as_
         .collect();
     assert_eq!(
         first,
-        [format!("{job_id}.00000"), format!("{job_id}.00001")],
+        [format!("{job_id}.0000000"), format!("{job_id}.0000001")],
         "only the tasks that need nothing"
     );
 
-    complete_with_files(&fixture, &format!("{job_id}.00000"), &["a/0.wav"]).await;
+    complete_with_files(&fixture, &format!("{job_id}.0000000"), &["a/0.wav"]).await;
     coordinator.dispatch_ready().await.expect("dispatch");
     assert!(
         queued_tasks(&fixture.queue).await.is_empty(),
@@ -434,21 +434,21 @@ async fn a_graph_task_is_published_once_its_needs_succeeded_with_their_files_as_
 
     complete_with_files(
         &fixture,
-        &format!("{job_id}.00001"),
+        &format!("{job_id}.0000001"),
         &["b/1.wav", "b/2.wav"],
     )
     .await;
     coordinator.dispatch_ready().await.expect("dispatch");
     let next = queued_tasks(&fixture.queue).await;
     assert_eq!(next.len(), 1, "{next:?}");
-    assert_eq!(next[0].task_id, format!("{job_id}.00002"));
+    assert_eq!(next[0].task_id, format!("{job_id}.0000002"));
     assert_eq!(next[0].kind, "measure");
     assert_eq!(next[0].label, "Northern Lights / measure / 2");
     assert_eq!(next[0].source_names, ["2.wav"]);
     let inputs: Vec<&str> = next[0].inputs.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(inputs, ["b/1.wav", "b/2.wav"], "task 1's files, in order");
 
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.tasks[1].outputs.len(), 2);
     assert_eq!(status.tasks[1].label, "Northern Lights / measure / 1");
     assert_eq!(status.tasks[2].needs, [0, 1]);
@@ -467,8 +467,8 @@ async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
     coordinator.dispatch_ready().await.expect("dispatch");
     queued_tasks(&fixture.queue).await;
 
-    complete_with_files(&fixture, &format!("{job_id}.00000"), &["a/0.wav"]).await;
-    let failing = format!("{job_id}.00001");
+    complete_with_files(&fixture, &format!("{job_id}.0000000"), &["a/0.wav"]).await;
+    let failing = format!("{job_id}.0000001");
     assert_eq!(
         coordinator
             .start_task(&failing, "w1", 1)
@@ -486,7 +486,7 @@ async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
     coordinator.dispatch_ready().await.expect("dispatch");
     assert!(queued_tasks(&fixture.queue).await.is_empty());
 
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     let states: Vec<v1::TaskState> = status.tasks.iter().map(|t| t.state()).collect();
     assert_eq!(
         states,
@@ -513,7 +513,7 @@ async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
 async fn a_graph_completion_must_upload_the_outcomes_files() {
     let fixture = fixture(CoordinatorSettings::default());
     let job_id = graph_job(&fixture).await;
-    let task = format!("{job_id}.00000");
+    let task = format!("{job_id}.0000000");
     let coordinator = &fixture.coordinator;
     assert_eq!(
         coordinator.start_task(&task, "w1", 1).await.expect("start"),
@@ -550,6 +550,282 @@ async fn a_graph_completion_must_upload_the_outcomes_files() {
         error.to_string().contains("has not been uploaded"),
         "{error}"
     );
-    let status = coordinator.status(&job_id).await.expect("status");
+    let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.tasks[0].state(), v1::TaskState::Running);
+}
+
+#[tokio::test]
+async fn a_job_of_5000_tasks_is_counted_paged_and_dispatched_in_bounded_steps() {
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 2).await;
+    let coordinator = &fixture.coordinator;
+    let job_id = job(&fixture, "big", 0, 5_000).await;
+    let output = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    let status = coordinator.status(&job_id).await.expect("status");
+    assert_eq!(status.counts.expect("counts").pending, 5_000);
+    assert!(status.tasks.is_empty(), "no task is running yet");
+    let mut done = 0;
+    let mut largest_status = 0;
+    while done < 5_000 {
+        // Two slots and one ahead: at most three go on the queue at a time.
+        let published = coordinator.dispatch_ready().await.expect("dispatch");
+        assert!((1..=3).contains(&published), "{published}");
+        let queued = coordinator
+            .task_page(&job_id, Some(TaskState::Queued), None, 1_000)
+            .await
+            .expect("queued");
+        assert!(queued.tasks.len() <= 3);
+        for task in &queued.tasks {
+            assert_eq!(
+                coordinator
+                    .start_task(&task.id, "w1", 1)
+                    .await
+                    .expect("start"),
+                StartVerdict::Run
+            );
+            let status = coordinator.status(&job_id).await.expect("status");
+            largest_status = largest_status.max(status.encoded_len());
+            coordinator
+                .complete_task(&task.id, "w1", &output.to_string(), "{}", &[])
+                .await
+                .expect("complete");
+            done += 1;
+        }
+    }
+    let status = coordinator.status(&job_id).await.expect("status");
+    assert_eq!(status.state(), v1::JobState::Succeeded);
+    let counts = status.counts.expect("counts");
+    assert_eq!(
+        (counts.succeeded, counts.pending, counts.running),
+        (5_000, 0, 0)
+    );
+    // The job's status stays a small message whatever the job's size.
+    assert!(largest_status < 4_096, "{largest_status} bytes");
+    // Every task, page by page, in order; a state filter pages through its own index.
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = coordinator
+            .task_page(&job_id, Some(TaskState::Succeeded), after.as_deref(), 1_000)
+            .await
+            .expect("page");
+        for (offset, task) in page.tasks.iter().enumerate() {
+            assert_eq!(task.index as usize, seen + offset);
+        }
+        seen += page.tasks.len();
+        pages += 1;
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (5_000, 5));
+    let failed = coordinator
+        .task_page(&job_id, Some(TaskState::Failed), None, 10)
+        .await
+        .expect("page");
+    assert!(failed.tasks.is_empty() && failed.next_after.is_none());
+    // A finished job no longer costs the dispatcher a read: it left the active set.
+    assert!(
+        fixture
+            .state
+            .page("active/", None, 10)
+            .await
+            .expect("page")
+            .entries
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_submission_retried_with_its_idempotency_key_returns_the_first_job() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let digest = put_bytes(&fixture.blobs, b"source").await.expect("blob");
+    let request = |key: &str| v1::SubmitJobRequest {
+        name: "retry".to_owned(),
+        profile_toml: lathe_model::profile::Profile::preset("cd")
+            .expect("preset")
+            .to_toml(),
+        tracks: vec![v1::TrackSpec {
+            source_digest: digest.to_string(),
+            source_name: "a.wav".to_owned(),
+            ..Default::default()
+        }],
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    };
+    let coordinator = &fixture.coordinator;
+    let first = coordinator.submit(&request("k1")).await.expect("submit");
+    let again = coordinator.submit(&request("k1")).await.expect("submit");
+    let other = coordinator.submit(&request("k2")).await.expect("submit");
+    let unkeyed = coordinator.submit(&request("")).await.expect("submit");
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    assert_ne!(unkeyed, first);
+    let (jobs, next) = coordinator.list(None, 10).await.expect("list");
+    assert_eq!(jobs.len(), 3, "the retry made no second job");
+    assert!(next.is_none());
+}
+
+/// A state store whose transactions start failing after a number of them, as etcd going away
+/// in the middle of a submission.
+#[derive(Debug)]
+struct FailingStore {
+    inner: MemoryStore,
+    commits_left: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl StateStore for FailingStore {
+    async fn get(&self, key: &str) -> lathe_coordinator::Result<Option<Versioned>> {
+        self.inner.get(key).await
+    }
+    async fn page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> lathe_coordinator::Result<Page> {
+        self.inner.page(prefix, after, limit).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> lathe_coordinator::Result<i64> {
+        self.inner.put(key, value).await
+    }
+    async fn commit(&self, transaction: &Transaction) -> lathe_coordinator::Result<bool> {
+        use std::sync::atomic::Ordering;
+        if self
+            .commits_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(lathe_coordinator::Error::State("etcd went away".to_owned()));
+        }
+        self.inner.commit(transaction).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> lathe_coordinator::Result<()> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn delete(&self, key: &str) -> lathe_coordinator::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> lathe_coordinator::Result<LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> lathe_coordinator::Result<()> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: LeaseId,
+    ) -> lathe_coordinator::Result<()> {
+        self.inner.put_leased(key, value, lease).await
+    }
+    async fn revoke(&self, lease: LeaseId) -> lathe_coordinator::Result<()> {
+        self.inner.revoke(lease).await
+    }
+}
+
+#[tokio::test]
+async fn a_submission_that_fails_halfway_leaves_nothing_behind() {
+    let settings = CoordinatorSettings::default();
+    let memory = MemoryStore::new();
+    let blobs = MemoryBlobStore::new();
+    let coordinator = Coordinator::new(
+        Arc::new(MemoryQueue::new(
+            settings.queue_settings(Duration::from_secs(30)),
+        )),
+        Arc::new(FailingStore {
+            inner: memory.clone(),
+            commits_left: 2.into(),
+        }),
+        Arc::new(blobs.clone()),
+        settings,
+    );
+    let mut tracks = Vec::new();
+    for index in 0..300 {
+        let digest = put_bytes(&blobs, format!("{index}").as_bytes())
+            .await
+            .expect("blob");
+        tracks.push(v1::TrackSpec {
+            source_digest: digest.to_string(),
+            source_name: format!("{index}.wav"),
+            ..Default::default()
+        });
+    }
+    let error = coordinator
+        .submit(&v1::SubmitJobRequest {
+            name: "doomed".to_owned(),
+            profile_toml: lathe_model::profile::Profile::preset("cd")
+                .expect("preset")
+                .to_toml(),
+            tracks,
+            ..Default::default()
+        })
+        .await
+        .expect_err("the third batch fails");
+    assert!(
+        error.to_string().contains("nothing of it was kept"),
+        "{error}"
+    );
+    // 300 tasks are five batches; two were written, then removed.
+    for prefix in [
+        "tasks/",
+        "by_state/",
+        "jobs/",
+        "counts/",
+        "active/",
+        "submitting/",
+    ] {
+        let page = memory.page(prefix, None, 10).await.expect("page");
+        assert!(page.entries.is_empty(), "{prefix}: {page:?}");
+    }
+}
+
+/// A job's status with every task, paged through `task_page` two at a time, as the tests read it.
+async fn full_status(coordinator: &Coordinator, job_id: &str) -> v1::JobStatus {
+    let mut status = coordinator.status(job_id).await.expect("status");
+    status.tasks.clear();
+    let mut after: Option<String> = None;
+    loop {
+        let page = coordinator
+            .task_page(job_id, None, after.as_deref(), 2)
+            .await
+            .expect("page");
+        assert!(page.tasks.len() <= 2);
+        status
+            .tasks
+            .extend(page.tasks.iter().map(|task| coordinator.task_status(task)));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // The counts agree with the tasks.
+    let counts = status.counts.expect("counts");
+    let count = |state: v1::TaskState| {
+        u32::try_from(status.tasks.iter().filter(|t| t.state() == state).count()).unwrap_or(0)
+    };
+    assert_eq!(
+        [
+            counts.pending,
+            counts.queued,
+            counts.running,
+            counts.succeeded,
+            counts.failed,
+            counts.cancelled
+        ],
+        [
+            count(v1::TaskState::Pending),
+            count(v1::TaskState::Queued),
+            count(v1::TaskState::Running),
+            count(v1::TaskState::Succeeded),
+            count(v1::TaskState::Failed),
+            count(v1::TaskState::Cancelled)
+        ],
+        "{status:?}"
+    );
+    status
 }

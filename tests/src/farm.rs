@@ -289,8 +289,7 @@ impl Farm {
         loop {
             let outcome = self.lathe(&["status", job, "--json"]);
             if outcome.status == 0 {
-                let status: serde_json::Value =
-                    serde_json::from_str(&outcome.stdout).expect("status --json is JSON");
+                let status = status_from_json_lines(&outcome.stdout);
                 if condition(&status) {
                     return status;
                 }
@@ -312,6 +311,20 @@ impl Farm {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The output of `lathe status JOB --json` (the job on its first line, then a line per task) as
+/// one value: the job with every task under `tasks`.
+pub fn status_from_json_lines(stdout: &str) -> serde_json::Value {
+    let mut lines = stdout.lines();
+    let mut status: serde_json::Value =
+        serde_json::from_str(lines.next().expect("the job's line")).expect("status --json is JSON");
+    let tasks: Vec<serde_json::Value> = lines
+        .map(|line| serde_json::from_str(line).expect("a task's line is JSON"))
+        .filter(|line: &serde_json::Value| line.get("task_id").is_some())
+        .collect();
+    status["tasks"] = serde_json::Value::Array(tasks);
+    status
 }
 
 fn wait_for_port(port: u16) {

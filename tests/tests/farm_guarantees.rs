@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use lathe_tests::farm::{
-    Binaries, Farm, FarmOptions, files_with_extension, serial, write_catalogue,
+    Binaries, Farm, FarmOptions, files_with_extension, serial, status_from_json_lines,
+    write_catalogue,
 };
 use lathe_tests::lathe;
 use serde_json::Value;
@@ -121,11 +122,14 @@ fn farm_masters_are_byte_identical_to_lathe_master() {
         "--json",
     ]);
     assert_eq!(outcome.status, 0, "submit --watch: {}", outcome.stderr);
-    let last: Value = serde_json::from_str(outcome.stdout.lines().last().expect("a status line"))
-        .expect("JSON status");
-    assert_eq!(last["state"], "succeeded");
+    let watched: Value =
+        serde_json::from_str(outcome.stdout.lines().last().expect("a status line"))
+            .expect("JSON status");
+    assert_eq!(watched["state"], "succeeded");
+    assert_eq!(watched["counts"]["succeeded"], 6);
+    let job = watched["job_id"].as_str().expect("job id");
+    let last = status_from_json_lines(&farm.lathe(&["status", job, "--json"]).stdout);
     assert_eq!(count_state(&last, "succeeded"), 6);
-    let job = last["job_id"].as_str().expect("job id");
     // Both workers took part.
     let workers: std::collections::BTreeSet<&str> = tasks(&last)
         .iter()
@@ -265,9 +269,26 @@ fn corrupt_track_fails_alone_after_bounded_attempts() {
         "--json",
     ]);
     assert_eq!(outcome.status, 1, "submit --watch fails when a task failed");
-    let last: Value =
+    let watched: Value =
         serde_json::from_str(outcome.stdout.lines().last().expect("status")).expect("JSON status");
-    assert_eq!(last["state"], "completed_with_failures");
+    assert_eq!(watched["state"], "completed_with_failures");
+    assert_eq!(watched["counts"]["succeeded"], 5);
+    assert_eq!(watched["counts"]["failed"], 1);
+    let job = watched["job_id"].as_str().expect("job id");
+    let listed = farm.lathe(&["status", job, "--json"]);
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    let last = status_from_json_lines(&listed.stdout);
+    // `--state failed` pages through the failed tasks alone.
+    let only_failed = farm.lathe(&["status", job, "--json", "--state", "failed"]);
+    assert_eq!(
+        status_from_json_lines(&only_failed.stdout)["tasks"]
+            .as_array()
+            .expect("tasks")
+            .len(),
+        1,
+        "{}",
+        only_failed.stdout
+    );
     assert_eq!(count_state(&last, "succeeded"), 5);
     let failed: Vec<&Value> = tasks(&last)
         .iter()
@@ -282,7 +303,6 @@ fn corrupt_track_fails_alone_after_bounded_attempts() {
         "the error names the file as submitted: {error}"
     );
 
-    let job = last["job_id"].as_str().expect("job id");
     let table = farm.lathe(&["status", job]);
     assert_eq!(table.status, 0);
     assert!(

@@ -158,7 +158,7 @@ pub async fn wait_for_job(client: &FarmClient, job_id: &str) -> Result<v1::JobSt
 }
 
 /// Follows a job until it ends, handing every update to `on_status` (a progress display); returns
-/// its final status.
+/// its final status with every task (read a page at a time).
 pub async fn follow_job(
     client: &FarmClient,
     job_id: &str,
@@ -172,27 +172,13 @@ pub async fn follow_job(
         })
         .await?
         .into_inner();
-    let mut last = None;
     while let Some(status) = updates.message().await? {
         on_status(&status);
-        let ended = status.state() != v1::JobState::Running;
-        last = Some(status);
-        if ended {
+        if status.state() != v1::JobState::Running {
             break;
         }
     }
-    match last {
-        Some(status) if status.state() != v1::JobState::Running => Ok(status),
-        _ => client
-            .jobs
-            .clone()
-            .get_job(v1::JobRef {
-                job_id: job_id.to_owned(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(Error::from),
-    }
+    Ok(client.job_with_tasks(job_id).await?)
 }
 
 /// Where a task's master goes under `out`: its output name, a relative path (the coordinator refuses
@@ -314,13 +300,15 @@ pub async fn download_bytes(client: &FarmClient, digest: &str) -> Result<Vec<u8>
 }
 
 /// Uploads the plan's sources (those the coordinator does not hold yet) and the plan itself, and
-/// submits the plan as one graph job; returns the job id. The job's profile is the catalogue's
+/// submits the plan as one graph job (a non-empty `idempotency_key` makes a retried submission
+/// return the first one's job); returns the job id. The job's profile is the catalogue's
 /// (its name is what status tables show).
 pub async fn submit_delivery(
     client: &FarmClient,
     job: &DeliveryJob,
     name: &str,
     priority: i32,
+    idempotency_key: &str,
 ) -> Result<String> {
     let profile = Profile::load(&job.catalogue.profile_for(None))?;
     let mut sources: Vec<&Path> = job
@@ -403,7 +391,8 @@ pub async fn submit_delivery(
         profile_toml: profile.to_toml(),
         graph,
         plan_digest: plan_digest.to_string(),
-        ..Default::default()
+        idempotency_key: idempotency_key.to_owned(),
+        tracks: Vec::new(),
     };
     Ok(client
         .jobs
