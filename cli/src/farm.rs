@@ -380,38 +380,62 @@ async fn follow(
         JobView::FarmBars { job_id }
     };
     let status = follow_job(client, job_id, view).await?;
+    let counts = status.counts.unwrap_or_default();
     if !json_lines {
-        let succeeded = status
-            .tasks
-            .iter()
-            .filter(|t| t.state() == v1::TaskState::Succeeded)
-            .count();
         writeln!(
             streams.out,
-            "job {job_id} {}: {succeeded} of {} tasks succeeded in {:.1} s",
+            "job {job_id} {}: {} of {} tasks succeeded ({} failed QC) in {:.1} s",
             job_state_name(status.state()),
+            counts.succeeded,
             status.tasks.len(),
+            counts.qc_failed,
             started.elapsed().as_secs_f64()
         )?;
         for task in status
             .tasks
             .iter()
-            .filter(|t| t.state() != v1::TaskState::Succeeded)
+            .filter(|t| t.state() != v1::TaskState::Succeeded || t.qc_failed)
         {
-            writeln!(
-                streams.err,
-                "lathe: {}: {}: {}",
-                task_name(task),
-                task_state_name(task.state()),
-                task.last_error
-            )?;
+            let (state, reason) = if task.qc_failed {
+                ("failed QC", qc_issues(task))
+            } else {
+                (task_state_name(task.state()), task.last_error.clone())
+            };
+            writeln!(streams.err, "lathe: {}: {state}: {reason}", task_name(task))?;
         }
     }
-    Ok(if status.state() == v1::JobState::Succeeded {
-        EXIT_OK
-    } else {
-        EXIT_FAILURES
-    })
+    // As `lathe master`: 0 only when every task succeeded and every master passed QC.
+    Ok(
+        if status.state() == v1::JobState::Succeeded && counts.qc_failed == 0 {
+            EXIT_OK
+        } else {
+            EXIT_FAILURES
+        },
+    )
+}
+
+/// The QC issues a finished task's report lists, joined (a track's report, or each file of a
+/// graph task's outcome).
+fn qc_issues(task: &v1::TaskStatus) -> String {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&task.report_json) else {
+        return String::new();
+    };
+    let issues = |value: &serde_json::Value| -> Vec<String> {
+        value["qc"]["issues"]
+            .as_array()
+            .map(|issues| {
+                issues
+                    .iter()
+                    .filter_map(|issue| issue.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all = issues(&report);
+    if let Some(files) = report["files"].as_array() {
+        all.extend(files.iter().flat_map(issues));
+    }
+    all.join("; ")
 }
 
 /// `lathe status`.
@@ -664,7 +688,12 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
                 task.last_error
             )?;
         }
-        Ok(if missing.is_empty() { EXIT_OK } else { EXIT_FAILURES })
+        let qc_failed = status.tasks.iter().any(|t| t.qc_failed);
+        Ok(if missing.is_empty() && !qc_failed {
+            EXIT_OK
+        } else {
+            EXIT_FAILURES
+        })
     })
 }
 

@@ -87,6 +87,16 @@ pub struct TaskPage {
     pub next_after: Option<String>,
 }
 
+/// Whose fault a failed attempt was, as the worker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The task's input (a source that cannot be decoded, is empty or breaks a profile limit):
+    /// any worker would fail the same way.
+    Input,
+    /// The worker's (a crash, a full disk, a timeout, a lost connection): another try may work.
+    Worker,
+}
+
 /// What a worker should do with a delivery, from [`Coordinator::start_task`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartVerdict {
@@ -1150,9 +1160,17 @@ impl Coordinator {
         Ok(())
     }
 
-    /// A worker failed a task: records the error, counts it against the worker, and returns true when
-    /// the task is now failed for good (out of attempts).
-    pub async fn fail_task(&self, task_id: &str, worker_id: &str, error: &str) -> Result<bool> {
+    /// A worker failed a task: records the error and returns true when the task is now failed for
+    /// good. A fault of the task's input fails it at once and counts against nobody; a fault of
+    /// the worker is retried while attempts remain and counts against the worker (which may be
+    /// blocklisted for the job).
+    pub async fn fail_task(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        error: &str,
+        fault: Fault,
+    ) -> Result<bool> {
         let max_attempts = self.inner.settings.max_attempts;
         let final_failure = self
             .update_task(task_id, |task| {
@@ -1161,7 +1179,7 @@ impl Coordinator {
                 }
                 task.last_error = error.to_owned();
                 task.worker_id = worker_id.to_owned();
-                if task.attempts >= max_attempts {
+                if fault == Fault::Input || task.attempts >= max_attempts {
                     task.state = TaskState::Failed;
                     Some(true)
                 } else {
@@ -1175,6 +1193,12 @@ impl Coordinator {
             progress.remove(task_id);
         }
         let job_id = record::job_of_task(task_id)?;
+        if fault == Fault::Input {
+            tracing::warn!(task = %task_id, worker = %worker_id, %error, "task input refused: failed without retry");
+            self.finish_job_if_done(job_id).await?;
+            self.inner.dispatch.notify_one();
+            return Ok(true);
+        }
         let blocklist_after = self.inner.settings.blocklist_after;
         let blocklisted = self
             .update_job(job_id, |job| {

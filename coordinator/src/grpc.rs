@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::blob::{BlobStore, Digest};
-use crate::coordinator::{Coordinator, StartVerdict};
+use crate::coordinator::{Coordinator, Fault, StartVerdict};
 use crate::error::Error;
 use crate::record::TaskState;
 use crate::state::MAX_PAGE;
@@ -400,7 +400,16 @@ impl WorkerApi for WorkerService {
         let request = request.into_inner();
         let final_failure = self
             .0
-            .fail_task(&request.task_id, &request.worker_id, &request.error)
+            .fail_task(
+                &request.task_id,
+                &request.worker_id,
+                &request.error,
+                if request.input_fault {
+                    Fault::Input
+                } else {
+                    Fault::Worker
+                },
+            )
             .instrument(span)
             .await?;
         Ok(Response::new(v1::FailTaskReply {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::blob::{MemoryBlobStore, put_bytes};
-use lathe_coordinator::coordinator::StartVerdict;
+use lathe_coordinator::coordinator::{Fault, StartVerdict};
 use lathe_coordinator::queue::{MemoryQueue, WorkQueue};
 use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
 use lathe_coordinator::state::{LeaseId, MemoryStore, Page, StateStore, Transaction, Versioned};
@@ -156,7 +156,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
     );
     assert!(
         !coordinator
-            .fail_task(&task, "w1", "bad-0.wav: cannot decode")
+            .fail_task(&task, "w1", "bad-0.wav: cannot decode", Fault::Worker)
             .await
             .expect("fail")
     );
@@ -166,7 +166,7 @@ async fn failures_are_bounded_and_keep_the_last_error() {
     );
     assert!(
         coordinator
-            .fail_task(&task, "w2", "bad-0.wav: still bad")
+            .fail_task(&task, "w2", "bad-0.wav: still bad", Fault::Worker)
             .await
             .expect("fail")
     );
@@ -233,7 +233,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
             StartVerdict::Run
         );
         coordinator
-            .fail_task(&task, "w1", "boom")
+            .fail_task(&task, "w1", "boom", Fault::Worker)
             .await
             .expect("fail");
     }
@@ -478,7 +478,7 @@ async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
     );
     assert!(
         coordinator
-            .fail_task(&failing, "w1", "1.wav: not an audio file")
+            .fail_task(&failing, "w1", "1.wav: not an audio file", Fault::Worker)
             .await
             .expect("fail"),
         "one attempt: failed for good"
@@ -635,6 +635,69 @@ async fn a_job_of_5000_tasks_is_counted_paged_and_dispatched_in_bounded_steps() 
             .expect("page")
             .entries
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_input_fault_fails_its_task_at_once_and_counts_against_no_worker() {
+    let settings = CoordinatorSettings {
+        max_attempts: 3,
+        blocklist_after: 2,
+        ..CoordinatorSettings::default()
+    };
+    let fixture = fixture(settings);
+    let job_id = job(&fixture, "refused", 0, 3).await;
+    let coordinator = &fixture.coordinator;
+    for index in 0..3 {
+        let task = format!("{job_id}.{index:07}");
+        assert_eq!(
+            coordinator.start_task(&task, "w1", 1).await.expect("start"),
+            StartVerdict::Run
+        );
+        let final_failure = coordinator
+            .fail_task(
+                &task,
+                "w1",
+                &format!("{index}.wav: not an audio file"),
+                Fault::Input,
+            )
+            .await
+            .expect("fail");
+        assert!(final_failure, "no retry for a source that cannot be read");
+    }
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Failed);
+    assert!(status.tasks.iter().all(|t| t.attempts == 1));
+    assert!(
+        status.blocklisted_workers.is_empty(),
+        "three refused sources in a row do not blocklist the worker"
+    );
+    assert_eq!(status.counts.expect("counts").failed, 3);
+}
+
+#[tokio::test]
+async fn a_master_that_failed_qc_is_counted_and_flagged() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let job_id = job(&fixture, "qc", 0, 2).await;
+    let output = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    let coordinator = &fixture.coordinator;
+    for (index, report) in [r#"{"qc":{"passed":true}}"#, r#"{"qc":{"passed":false}}"#]
+        .iter()
+        .enumerate()
+    {
+        let task = format!("{job_id}.{index:07}");
+        coordinator.start_task(&task, "w1", 1).await.expect("start");
+        coordinator
+            .complete_task(&task, "w1", &output.to_string(), report, &[])
+            .await
+            .expect("complete");
+    }
+    let status = full_status(coordinator, &job_id).await;
+    let counts = status.counts.expect("counts");
+    assert_eq!((counts.succeeded, counts.qc_failed), (2, 1));
+    assert_eq!(
+        status.tasks.iter().map(|t| t.qc_failed).collect::<Vec<_>>(),
+        [false, true]
     );
 }
 

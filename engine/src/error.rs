@@ -86,6 +86,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the fault lies in the input itself (a source that cannot be read as audio, is
+    /// empty, corrupt or outside lathe's limits; a profile, manifest or plan that is refused):
+    /// the same input fails the same way on any machine, so trying again is pointless. False for
+    /// faults of the machine doing the work (a file system error, an encoder failure, a stop).
+    pub fn is_input_fault(&self) -> bool {
+        match self {
+            Self::Unsupported { .. }
+            | Self::Decode { .. }
+            | Self::NonFiniteSample { .. }
+            | Self::UnsupportedShape { .. }
+            | Self::Delivery { .. } => true,
+            Self::Model(error) => !matches!(error, lathe_model::Error::Io { .. }),
+            Self::Io { .. }
+            | Self::Resample(_)
+            | Self::Encode { .. }
+            | Self::Tag { .. }
+            | Self::Cancelled => false,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

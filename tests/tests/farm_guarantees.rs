@@ -237,14 +237,16 @@ fn coordinator_restart_loses_no_job() {
     assert_same_masters(&fetch(&farm, &job, &work.path().join("farm")), &local);
 }
 
-/// Guarantee 4: a corrupt track fails after a bounded number of attempts with a clear error, the
-/// others complete, and the job ends completed-with-failures; `lathe status` shows why.
+/// Guarantee 4: a corrupt track fails at once with a clear error (its source is at fault, so it
+/// is not retried and counts against no worker), the others complete, and the job ends
+/// completed-with-failures; `lathe status` shows why.
 #[test]
-fn corrupt_track_fails_alone_after_bounded_attempts() {
+fn corrupt_track_fails_alone_at_once_and_blames_no_worker() {
     let _serial = serial();
     let options = FarmOptions {
         max_attempts: 3,
-        blocklist_after: 10,
+        // One worker fault would blocklist a worker: a refused source must not count as one.
+        blocklist_after: 1,
         ..FarmOptions::default()
     };
     let Some(mut farm) = Farm::start(BINARIES, options) else {
@@ -296,7 +298,12 @@ fn corrupt_track_fails_alone_after_bounded_attempts() {
         .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["source"], "03-corrupt.wav");
-    assert_eq!(failed[0]["attempts"], 3, "bounded attempts");
+    assert_eq!(failed[0]["attempts"], 1, "a source at fault is not retried");
+    assert_eq!(
+        last["blocklisted_workers"],
+        serde_json::json!([]),
+        "a source at fault blames no worker"
+    );
     let error = failed[0]["last_error"].as_str().expect("error");
     assert!(
         error.starts_with("03-corrupt.wav:") && !error.contains("lathe-task-"),

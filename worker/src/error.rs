@@ -11,8 +11,13 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] lathe_engine::Error),
     /// The engine failed on the track; the message names the source by its file name.
-    #[error("{0}")]
-    Track(String),
+    #[error("{message}")]
+    Track {
+        /// What went wrong.
+        message: String,
+        /// The input itself is at fault ([`lathe_engine::Error::is_input_fault`]).
+        input_fault: bool,
+    },
     /// A local file or folder could not be used.
     #[error("{path}: {source}")]
     Io {
@@ -27,6 +32,18 @@ pub enum Error {
     /// The engine thread panicked.
     #[error("the engine panicked: {0}")]
     Panicked(String),
+}
+
+impl Error {
+    /// True when the task's input is at fault, so that no worker can do better: the coordinator
+    /// fails the task at once and does not count it against this worker.
+    pub fn is_input_fault(&self) -> bool {
+        match self {
+            Self::Track { input_fault, .. } => *input_fault,
+            Self::Engine(error) => error.is_input_fault(),
+            Self::Farm(_) | Self::Io { .. } | Self::Stopped(_) | Self::Panicked(_) => false,
+        }
+    }
 }
 
 /// A profile or manifest the model refused is an engine failure on the track, as it was when the

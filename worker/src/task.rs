@@ -144,6 +144,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
                 worker_id: settings.id.clone(),
                 delivery: delivery.delivery,
                 error: message,
+                input_fault: error.is_input_fault(),
             };
             let reply = holding(&delivery, settings.progress_interval, || {
                 let mut workers = context.client.workers.clone();
@@ -364,7 +365,10 @@ async fn on_engine_thread<T: Send + 'static>(
             for part in [SOURCES, INPUTS, OUTPUTS, ""] {
                 message = message.replace(&format!("{}/", folder.join(part).display()), "");
             }
-            Error::Track(message.replace(&format!("{}/", folder.display()), ""))
+            Error::Track {
+                message: message.replace(&format!("{}/", folder.display()), ""),
+                input_fault: error.is_input_fault(),
+            }
         })?,
         Err(error) if error.is_panic() => {
             let payload = error.into_panic();
