@@ -614,6 +614,9 @@ fn print_job_header(status: &v1::JobStatus, streams: &mut Streams<'_>) -> anyhow
             status.blocklisted_workers.join(", ")
         )?;
     }
+    if !status.paused_reason.is_empty() {
+        writeln!(streams.out, "{}", status.paused_reason)?;
+    }
     Ok(())
 }
 

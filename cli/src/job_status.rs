@@ -41,6 +41,7 @@ pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "profile": status.profile_name,
         "submitted_unix_ms": status.submitted_unix_ms,
         "blocklisted_workers": status.blocklisted_workers,
+        "paused_reason": status.paused_reason,
         "counts": {
             "pending": counts.pending,
             "queued": counts.queued,

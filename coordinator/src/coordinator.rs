@@ -555,6 +555,7 @@ impl Coordinator {
             submitted_unix_ms: job.submitted_unix_ms,
             plan_digest: job.plan_digest.clone(),
             counts: Some(counts.to_proto()),
+            paused_reason: job.paused_reason.clone(),
         }
     }
 
@@ -645,11 +646,15 @@ impl Coordinator {
                 for worker in &cleared {
                     job.consecutive_failures.remove(worker);
                 }
+                if !cleared.is_empty() {
+                    job.paused_reason.clear();
+                }
                 Some(cleared)
             })
             .await?
             .unwrap_or_default();
         self.changed(job_id);
+        self.inner.dispatch.notify_one();
         Ok(cleared)
     }
 
@@ -791,6 +796,24 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Records why a job is paused (every worker is blocklisted for it); returns the reason.
+    async fn pause(&self, job: &JobRecord) -> Result<String> {
+        let reason = format!(
+            "paused: every worker is blocklisted for this job ({}); clear the blocklist with `lathe status {} --clear-blocklist` to go on",
+            job.blocklist.join(", "),
+            job.id
+        );
+        let recorded = self
+            .update_job(&job.id, |job| {
+                (job.paused_reason != reason).then(|| job.paused_reason.clone_from(&reason))
+            })
+            .await?;
+        if recorded.is_some() {
+            tracing::warn!(job = %job.id, %reason, "job paused");
+        }
+        Ok(reason)
+    }
+
     /// Gives a running job its final state and removes its `active` key, in one transaction;
     /// false when it had already ended.
     async fn end_job(&self, job_id: &str, outcome: JobState) -> Result<bool> {
@@ -824,7 +847,7 @@ impl Coordinator {
         self.inner
             .queue
             .publish(QueueMessage {
-                id: format!("{}#{}", task.id, task.attempts),
+                id: format!("{}#{}.{}", task.id, task.attempts, task.queued_count),
                 payload: message.encode_to_vec().into(),
                 headers: vec![(
                     crate::trace::TRACEPARENT.to_owned(),
@@ -948,10 +971,17 @@ impl Coordinator {
     /// The work is bounded whatever the catalogue: the active jobs' counts (one read each), and
     /// per job at most [`DISPATCH_SCAN_BUDGET`] keys of its pending index.
     pub async fn dispatch_ready(&self) -> Result<usize> {
-        let slots: u32 = self.worker_records().await?.iter().map(|w| w.slots).sum();
+        let workers = self.worker_records().await?;
+        let slots: u32 = workers.iter().map(|w| w.slots).sum();
         let mut jobs: Vec<DispatchJob> = Vec::new();
         for job in self.active_jobs().await? {
             if job.state != JobState::Running {
+                continue;
+            }
+            if every_worker_blocklisted(&job, &workers) {
+                if job.paused_reason.is_empty() {
+                    self.pause(&job).await?;
+                }
                 continue;
             }
             let (counts, _) = self.counts(&job.id).await?;
@@ -999,6 +1029,7 @@ impl Coordinator {
                 .update_task(&ready.task.id, |stored| {
                     (stored.state == TaskState::Pending).then(|| {
                         stored.state = TaskState::Queued;
+                        stored.queued_count += 1;
                         if let Some((work_json, inputs)) = &resolved {
                             stored.graph.work_json.clone_from(work_json);
                             stored.graph.inputs.clone_from(inputs);
@@ -1040,9 +1071,20 @@ impl Coordinator {
             return Ok(StartVerdict::Drop("the job was cancelled".to_owned()));
         }
         if job.blocklist.iter().any(|w| w == worker_id) {
-            return Ok(StartVerdict::HandBack(format!(
-                "worker {worker_id} is blocklisted for job {job_id}"
-            )));
+            let workers = self.worker_records().await?;
+            if !every_worker_blocklisted(&job, &workers) {
+                return Ok(StartVerdict::HandBack(format!(
+                    "worker {worker_id} is blocklisted for job {job_id}"
+                )));
+            }
+            // No worker may take it: rather than cycle through the queue, the task goes back to
+            // pending and the job waits, paused, until its blocklist is cleared.
+            let reason = self.pause(&job).await?;
+            self.update_task(task_id, |task| {
+                (task.state == TaskState::Queued).then(|| task.state = TaskState::Pending)
+            })
+            .await?;
+            return Ok(StartVerdict::Drop(reason));
         }
         let max_attempts = self.inner.settings.max_attempts;
         let verdict = self
@@ -1226,6 +1268,11 @@ impl Coordinator {
         }
         Ok(final_failure)
     }
+}
+
+/// True when workers are registered and every one is blocklisted for `job`.
+fn every_worker_blocklisted(job: &JobRecord, workers: &[WorkerRecord]) -> bool {
+    !workers.is_empty() && workers.iter().all(|w| job.blocklist.contains(&w.id))
 }
 
 /// A running job as one dispatch pass sees it.

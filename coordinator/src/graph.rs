@@ -196,6 +196,7 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
             tags_json: String::new(),
             started_unix_ms: 0,
             qc_failed: false,
+            queued_count: 0,
             graph: GraphPart {
                 label,
                 work_json: spec.work_json.clone(),

@@ -134,6 +134,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 tags_json: track.tags_json.clone(),
                 started_unix_ms: 0,
                 qc_failed: false,
+                queued_count: 0,
                 graph: Default::default(),
             }
         })
@@ -171,6 +172,7 @@ fn job_record(
         submitted_unix_ms: unix_ms(),
         task_count: u32::try_from(task_count).unwrap_or(u32::MAX),
         consecutive_failures: Default::default(),
+        paused_reason: String::new(),
         blocklist: Vec::new(),
         plan_digest: request.plan_digest.clone(),
     }

@@ -232,6 +232,10 @@ pub struct JobRecord {
     /// A graph job's plan blob, as the client submitted it (empty for a job of tracks).
     #[serde(default)]
     pub plan_digest: String,
+    /// Why no worker may take the job's tasks (every registered worker is blocklisted for it);
+    /// empty while it runs.
+    #[serde(default)]
+    pub paused_reason: String,
 }
 
 /// One task of a job.
@@ -274,6 +278,10 @@ pub struct TaskRecord {
     /// Succeeded, but its master (or a file of its outcome) failed the quality checks.
     #[serde(default)]
     pub qc_failed: bool,
+    /// Times it went on the queue from `pending` (a paused job's tasks go back to `pending`); part
+    /// of the queue message's id, so that a task queued again is not taken for a duplicate.
+    #[serde(default)]
+    pub queued_count: u32,
     /// A graph task's part: empty for a track's render.
     #[serde(flatten)]
     pub graph: GraphPart,

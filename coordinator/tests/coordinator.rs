@@ -676,6 +676,62 @@ async fn an_input_fault_fails_its_task_at_once_and_counts_against_no_worker() {
 }
 
 #[tokio::test]
+async fn a_job_no_worker_may_take_is_paused_instead_of_cycling() {
+    let settings = CoordinatorSettings {
+        blocklist_after: 1,
+        ..CoordinatorSettings::default()
+    };
+    let fixture = fixture(settings);
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "stuck", 0, 3).await;
+    let coordinator = &fixture.coordinator;
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 2);
+    assert_eq!(queued_tasks(&fixture.queue).await.len(), 2);
+    let first = format!("{job_id}.0000000");
+    coordinator
+        .start_task(&first, "w1", 1)
+        .await
+        .expect("start");
+    coordinator
+        .fail_task(&first, "w1", "the disk is full", Fault::Worker)
+        .await
+        .expect("fail");
+    // w1, the only worker, is now blocklisted: the next delivery is dropped and its task goes
+    // back to pending, and the job says why it waits.
+    let second = format!("{job_id}.0000001");
+    let StartVerdict::Drop(reason) = coordinator
+        .start_task(&second, "w1", 1)
+        .await
+        .expect("start")
+    else {
+        panic!("dropped")
+    };
+    assert!(reason.contains("every worker is blocklisted"), "{reason}");
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.paused_reason, reason);
+    assert_eq!(status.tasks[1].state(), v1::TaskState::Pending);
+    assert_eq!(
+        coordinator.dispatch_ready().await.expect("dispatch"),
+        0,
+        "nothing goes on the queue while the job is paused"
+    );
+    // Clearing the blocklist resumes it; the task queued again is a new message, not a duplicate.
+    coordinator
+        .clear_blocklist(&job_id, "")
+        .await
+        .expect("clear");
+    assert!(coordinator.dispatch_ready().await.expect("dispatch") > 0);
+    let status = full_status(coordinator, &job_id).await;
+    assert!(status.paused_reason.is_empty());
+    let ids: Vec<String> = queued_tasks(&fixture.queue)
+        .await
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert!(ids.contains(&second), "{ids:?}");
+}
+
+#[tokio::test]
 async fn a_master_that_failed_qc_is_counted_and_flagged() {
     let fixture = fixture(CoordinatorSettings::default());
     let job_id = job(&fixture, "qc", 0, 2).await;
