@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::record::TaskState;
 use lathe_engine::album::source_rate_hz;
 use lathe_model::catalog::Catalogue;
 use lathe_model::delivery::plan::DeliveryPlan;
@@ -83,7 +84,7 @@ pub struct StatusArgs {
     pub clear_blocklist: Option<String>,
     /// Only the tasks in this state.
     #[arg(long, value_enum, requires = "job")]
-    pub state: Option<StateFilter>,
+    pub state: Option<TaskState>,
     /// At most this many tasks (or jobs, without a job id); default: every task with --json, 100
     /// in a table.
     #[arg(long)]
@@ -97,36 +98,6 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub coordinator: CoordinatorArg,
-}
-
-/// A task state to filter `lathe status` by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StateFilter {
-    /// Not on the queue yet.
-    Pending,
-    /// On the queue.
-    Queued,
-    /// Being rendered.
-    Running,
-    /// Done.
-    Succeeded,
-    /// Failed for good.
-    Failed,
-    /// Cancelled.
-    Cancelled,
-}
-
-impl StateFilter {
-    fn to_proto(self) -> v1::TaskState {
-        match self {
-            Self::Pending => v1::TaskState::Pending,
-            Self::Queued => v1::TaskState::Queued,
-            Self::Running => v1::TaskState::Running,
-            Self::Succeeded => v1::TaskState::Succeeded,
-            Self::Failed => v1::TaskState::Failed,
-            Self::Cancelled => v1::TaskState::Cancelled,
-        }
-    }
 }
 
 /// Tasks a `lathe status` table shows when no --limit is given.
@@ -484,7 +455,7 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             .limit
             .or((!args.json).then_some(TABLE_TASKS))
             .unwrap_or(u32::MAX);
-        let state = args.state.map(StateFilter::to_proto);
+        let state = args.state.map(TaskState::to_proto);
         let mut after = args.after.clone().unwrap_or_default();
         let mut shown = 0u32;
         let mut table = Table::new(&[

@@ -54,8 +54,8 @@ impl JobState {
     }
 }
 
-/// A task's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A task's lifecycle (also `lathe status --state`'s values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Planned, not on the queue yet.

@@ -124,7 +124,7 @@ impl NatsServer {
 pub struct EtcdServer {
     _process: Guard,
     client_port: u16,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl EtcdServer {
@@ -147,13 +147,18 @@ impl EtcdServer {
         Some(Self {
             _process: Guard(child),
             client_port,
-            _data: data,
+            data,
         })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Its data folder.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
     }
 }
 

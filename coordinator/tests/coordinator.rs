@@ -228,14 +228,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
     let coordinator = &fixture.coordinator;
     for index in 0..2 {
         let task = format!("{job_id}.{index:07}");
-        assert_eq!(
-            coordinator.start_task(&task, "w1", 1).await.expect("start"),
-            StartVerdict::Run
-        );
-        coordinator
-            .fail_task(&task, "w1", "boom", Fault::Worker)
-            .await
-            .expect("fail");
+        run_and_fail(coordinator, &task, "boom", Fault::Worker).await;
     }
     let task = format!("{job_id}.0000002");
     assert!(matches!(
@@ -650,19 +643,8 @@ async fn an_input_fault_fails_its_task_at_once_and_counts_against_no_worker() {
     let coordinator = &fixture.coordinator;
     for index in 0..3 {
         let task = format!("{job_id}.{index:07}");
-        assert_eq!(
-            coordinator.start_task(&task, "w1", 1).await.expect("start"),
-            StartVerdict::Run
-        );
-        let final_failure = coordinator
-            .fail_task(
-                &task,
-                "w1",
-                &format!("{index}.wav: not an audio file"),
-                Fault::Input,
-            )
-            .await
-            .expect("fail");
+        let error = format!("{index}.wav: not an audio file");
+        let final_failure = run_and_fail(coordinator, &task, &error, Fault::Input).await;
         assert!(final_failure, "no retry for a source that cannot be read");
     }
     let status = full_status(coordinator, &job_id).await;
@@ -901,6 +883,19 @@ async fn a_submission_that_fails_halfway_leaves_nothing_behind() {
         let page = memory.page(prefix, None, 10).await.expect("page");
         assert!(page.entries.is_empty(), "{prefix}: {page:?}");
     }
+}
+
+/// Starts `task` on worker `w1` (it must run) and fails it with `error`; returns whether it is
+/// now failed for good.
+async fn run_and_fail(coordinator: &Coordinator, task: &str, error: &str, fault: Fault) -> bool {
+    assert_eq!(
+        coordinator.start_task(task, "w1", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    coordinator
+        .fail_task(task, "w1", error, fault)
+        .await
+        .expect("fail")
 }
 
 /// A job's status with every task, paged through `task_page` two at a time, as the tests read it.

@@ -11,7 +11,12 @@
 //!    farm): wall times, and the time from submit to the first task running (from the coordinator's
 //!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`).
 //!
-//! `LATHE_BENCH_ONLY=streaming` (or `farm`) runs only that measurement, to profile it.
+//! 3. State at scale: one live job of `LATHE_BENCH_SCALE_TASKS` tasks (default 100,000) stored in
+//!    a real etcd through the coordinator: the submit, the dispatcher's pass (each handing out the
+//!    tasks the free slots take, which are then run to completion), `status`, a page of 1,000
+//!    tasks, this process's resident memory and etcd's data on disk.
+//!
+//! `LATHE_BENCH_ONLY=streaming` (or `farm`, or `scale`) runs only that measurement, to profile it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -257,7 +262,168 @@ fn main() {
     if only != "farm" {
         streaming_throughput(dir.path());
     }
-    if only != "streaming" {
+    if only.is_empty() || only == "farm" {
         farm_against_local(dir.path());
     }
+    if only.is_empty() || only == "scale" {
+        state_at_scale();
+    }
+}
+
+/// The resident memory of this process, MB (Linux's `/proc/self/status`).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The bytes of every file under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        folder_bytes(&path)
+                    } else {
+                        entry.metadata().map_or(0, |m| m.len())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The median and range of `samples` (milliseconds), as printed.
+fn millis(samples: Vec<f64>) -> String {
+    let (low, high) = range(&samples);
+    format!("{:.1} ms ({low:.1}-{high:.1})", median(samples))
+}
+
+fn state_at_scale() {
+    use lathe_coordinator::blob::put_bytes;
+    use lathe_coordinator::coordinator::StartVerdict;
+    use lathe_coordinator::queue::MemoryQueue;
+    use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
+    use lathe_coordinator::state::{EtcdStore, StateStore};
+    use lathe_coordinator::testing::EtcdServer;
+    use lathe_coordinator::{Coordinator, CoordinatorSettings};
+
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let tasks: usize = std::env::var("LATHE_BENCH_SCALE_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    runtime().block_on(async {
+        let store = Arc::new(
+            EtcdStore::connect(&etcd.url(), "bench/")
+                .await
+                .expect("etcd"),
+        );
+        let blobs = MemoryBlobStore::new();
+        let settings = CoordinatorSettings::default();
+        let queue = MemoryQueue::new(settings.queue_settings(Duration::from_secs(30)));
+        let coordinator = Coordinator::new(
+            Arc::new(queue),
+            store.clone(),
+            Arc::new(blobs.clone()),
+            settings,
+        );
+        let worker = WorkerRecord {
+            id: "w1".to_owned(),
+            host: "bench".to_owned(),
+            pid: 1,
+            slots: 4,
+            current_tasks: Vec::new(),
+            heartbeat_unix_ms: 0,
+        };
+        store
+            .put(&worker_key("w1"), encode(&worker).expect("encode"))
+            .await
+            .expect("register");
+        let source = put_bytes(&blobs, b"source").await.expect("blob");
+        let master = put_bytes(&blobs, b"master").await.expect("blob");
+        let specs = (0..tasks)
+            .map(|index| v1::TrackSpec {
+                source_digest: source.to_string(),
+                source_name: format!("{index:06}.wav"),
+                ..Default::default()
+            })
+            .collect();
+        let request = v1::SubmitJobRequest {
+            name: "scale".to_owned(),
+            profile_toml: lathe_model::profile::Profile::preset("cd")
+                .expect("preset")
+                .to_toml(),
+            tracks: specs,
+            ..Default::default()
+        };
+        let rss_before = rss_mb();
+        let started = Instant::now();
+        let job_id = coordinator.submit(&request).await.expect("submit");
+        let submit_s = started.elapsed().as_secs_f64();
+        drop(request);
+        let (mut passes, mut statuses, mut pages) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..21 {
+            let started = Instant::now();
+            coordinator.dispatch_ready().await.expect("dispatch");
+            passes.push(started.elapsed().as_secs_f64() * 1e3);
+            let queued = coordinator
+                .task_page(&job_id, Some(TaskState::Queued), None, 100)
+                .await
+                .expect("queued");
+            for task in &queued.tasks {
+                let verdict = coordinator
+                    .start_task(&task.id, "w1", 1)
+                    .await
+                    .expect("start");
+                assert_eq!(verdict, StartVerdict::Run);
+                coordinator
+                    .complete_task(&task.id, "w1", &master.to_string(), "{}", &[])
+                    .await
+                    .expect("complete");
+            }
+            let started = Instant::now();
+            let status = coordinator.status(&job_id).await.expect("status");
+            statuses.push(started.elapsed().as_secs_f64() * 1e3);
+            assert!(status.counts.expect("counts").succeeded > 0);
+            let started = Instant::now();
+            let page = coordinator
+                .task_page(&job_id, None, None, 1_000)
+                .await
+                .expect("page");
+            pages.push(started.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(page.tasks.len(), 1_000.min(tasks));
+        }
+        println!("state at scale: one job of {tasks} tasks in a real etcd");
+        println!(
+            "  submit: {submit_s:.1} s ({:.0} tasks/s)",
+            tasks as f64 / submit_s
+        );
+        println!("  dispatcher pass: {}", millis(passes));
+        println!("  status (counts + running tasks): {}", millis(statuses));
+        println!("  a page of 1,000 tasks: {}", millis(pages));
+        println!(
+            "  this process's resident memory: {:.0} MB ({:.0} MB before the submit)",
+            rss_mb(),
+            rss_before
+        );
+        println!(
+            "  etcd's data on disk: {:.0} MB",
+            folder_bytes(etcd.data_dir()) as f64 / 1e6
+        );
+    });
 }
