@@ -899,68 +899,84 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The next pending task of `job` that can go on the queue, after `cursor`, with its work
-    /// resolved when it is a graph task. Graph tasks whose needs failed are failed on the way;
+    /// The next pending task of `job` that can go on the queue, with its work resolved when it is
+    /// a graph task. Reads the job's pending index 64 keys at a time and each task only as it
+    /// comes to it. Graph tasks whose needs failed are failed on the way;
     /// those still waiting are passed over. Reads at most [`DISPATCH_SCAN_BUDGET`] index keys
     /// over the whole pass.
     async fn next_ready(&self, job: &mut DispatchJob) -> Result<Option<ReadyTask>> {
-        while job.scanned < DISPATCH_SCAN_BUDGET {
-            let limit = (DISPATCH_SCAN_BUDGET - job.scanned).min(64);
-            let page = self
-                .task_page(
-                    &job.record.id,
-                    Some(TaskState::Pending),
-                    job.cursor.as_deref(),
-                    limit,
-                )
-                .await?;
-            job.scanned += limit;
-            let end = page.next_after.is_none();
-            for task in page.tasks {
-                job.cursor = Some(task.id.clone());
-                if task.state != TaskState::Pending {
-                    continue;
+        loop {
+            if job.unread.is_empty() {
+                if job.index_ended || job.scanned >= DISPATCH_SCAN_BUDGET {
+                    return Ok(None);
                 }
-                if !task.graph.is_graph() {
-                    return Ok(Some(ReadyTask {
-                        task,
-                        resolved: None,
-                    }));
+                let limit = (DISPATCH_SCAN_BUDGET - job.scanned).min(64);
+                let page = self
+                    .inner
+                    .state
+                    .page(
+                        &by_state_prefix(&job.record.id, TaskState::Pending),
+                        job.index_cursor.as_deref(),
+                        limit,
+                    )
+                    .await?;
+                job.scanned += page.entries.len().max(1);
+                job.index_ended = page.next.is_none();
+                job.index_cursor = page.entries.last().map(|(key, _)| key.clone());
+                job.unread.extend(
+                    page.entries
+                        .iter()
+                        .filter_map(|(key, _)| task_of_by_state_key(key)),
+                );
+                continue;
+            }
+            let Some(id) = job.unread.pop_front() else {
+                continue;
+            };
+            let task = match self.task_by_id(&id).await {
+                Ok(task) => task,
+                // It moved on since the index was read.
+                Err(Error::TaskNotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            if task.state != TaskState::Pending {
+                continue;
+            }
+            if !task.graph.is_graph() {
+                return Ok(Some(ReadyTask {
+                    task,
+                    resolved: None,
+                }));
+            }
+            let mut needs = Vec::with_capacity(task.graph.needs.len());
+            for &need in &task.graph.needs {
+                match self.task(&job.record.id, need).await {
+                    Ok(needed) => needs.push(needed),
+                    Err(Error::TaskNotFound(_)) => {}
+                    Err(error) => return Err(error),
                 }
-                let mut needs = Vec::with_capacity(task.graph.needs.len());
-                for &need in &task.graph.needs {
-                    match self.task(&job.record.id, need).await {
-                        Ok(needed) => needs.push(needed),
-                        Err(Error::TaskNotFound(_)) => {}
-                        Err(error) => return Err(error),
+            }
+            match graph::readiness(&task, &needs) {
+                Readiness::Waiting => {}
+                Readiness::Blocked(reason) => {
+                    self.fail_pending(&task.id, &reason).await?;
+                    job.failed_any = true;
+                }
+                Readiness::Ready => match graph::resolve_task(&task, &needs) {
+                    Ok(resolved) => {
+                        return Ok(Some(ReadyTask {
+                            task,
+                            resolved: Some(resolved),
+                        }));
                     }
-                }
-                match graph::readiness(&task, &needs) {
-                    Readiness::Waiting => {}
-                    Readiness::Blocked(reason) => {
+                    Err(error) => {
+                        let reason = format!("{}: {error}", task.graph.label);
                         self.fail_pending(&task.id, &reason).await?;
                         job.failed_any = true;
                     }
-                    Readiness::Ready => match graph::resolve_task(&task, &needs) {
-                        Ok(resolved) => {
-                            return Ok(Some(ReadyTask {
-                                task,
-                                resolved: Some(resolved),
-                            }));
-                        }
-                        Err(error) => {
-                            let reason = format!("{}: {error}", task.graph.label);
-                            self.fail_pending(&task.id, &reason).await?;
-                            job.failed_any = true;
-                        }
-                    },
-                }
-            }
-            if end {
-                break;
+                },
             }
         }
-        Ok(None)
     }
 
     /// Puts ready tasks on the queue while workers have room: highest priority first, and among jobs
@@ -994,7 +1010,9 @@ impl Coordinator {
             jobs.push(DispatchJob {
                 record: job,
                 counts,
-                cursor: None,
+                unread: std::collections::VecDeque::new(),
+                index_cursor: None,
+                index_ended: false,
                 scanned: 0,
                 exhausted: counts.pending == 0,
                 failed_any: false,
@@ -1280,9 +1298,13 @@ struct DispatchJob {
     record: JobRecord,
     /// Its counts at the start of the pass, plus what the pass queued.
     counts: TaskCounts,
-    /// The last pending task looked at.
-    cursor: Option<String>,
-    /// Index keys read so far.
+    /// Pending tasks read from the index and not looked at yet.
+    unread: std::collections::VecDeque<String>,
+    /// The last pending-index key read.
+    index_cursor: Option<String>,
+    /// The pending index has no more keys.
+    index_ended: bool,
+    /// Index keys read so far in this pass.
     scanned: usize,
     /// Nothing more to queue from it in this pass.
     exhausted: bool,

@@ -259,7 +259,7 @@ fn farm_against_local(dir: &Path) {
 fn main() {
     let only = std::env::var("LATHE_BENCH_ONLY").unwrap_or_default();
     let dir = tempfile::tempdir().expect("temp dir");
-    if only != "farm" {
+    if only.is_empty() || only == "streaming" {
         streaming_throughput(dir.path());
     }
     if only.is_empty() || only == "farm" {
