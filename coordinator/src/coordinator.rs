@@ -455,6 +455,7 @@ impl Coordinator {
 
     /// A page of a job's tasks in task order, after the task `after` (from the first without it);
     /// only those in `state` when given. At most `limit` tasks (at most [`MAX_PAGE`]).
+    /// [`Error::JobNotFound`] for a job that does not exist.
     pub async fn task_page(
         &self,
         job_id: &str,
@@ -463,6 +464,17 @@ impl Coordinator {
         limit: usize,
     ) -> Result<TaskPage> {
         self.job(job_id).await?;
+        self.page_of_tasks(job_id, state, after, limit).await
+    }
+
+    /// [`task_page`](Self::task_page) of a job the caller has already read.
+    async fn page_of_tasks(
+        &self,
+        job_id: &str,
+        state: Option<TaskState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TaskPage> {
         let Some(state) = state else {
             let after = after.map(task_key).transpose()?;
             let page = self
@@ -533,7 +545,7 @@ impl Coordinator {
         let (job, _) = self.job(job_id).await?;
         let (counts, _) = self.counts(job_id).await?;
         let running = self
-            .task_page(job_id, Some(TaskState::Running), None, MAX_PAGE)
+            .page_of_tasks(job_id, Some(TaskState::Running), None, MAX_PAGE)
             .await?;
         Ok(self.to_status(&job, &counts, &running.tasks))
     }
@@ -610,7 +622,9 @@ impl Coordinator {
             // Page by page from the start of each state: every task cancelled leaves the index.
             for state in [TaskState::Pending, TaskState::Queued, TaskState::Running] {
                 loop {
-                    let page = self.task_page(job_id, Some(state), None, MAX_PAGE).await?;
+                    let page = self
+                        .page_of_tasks(job_id, Some(state), None, MAX_PAGE)
+                        .await?;
                     if page.tasks.is_empty() {
                         break;
                     }
@@ -867,7 +881,7 @@ impl Coordinator {
             let mut after: Option<String> = None;
             loop {
                 let page = self
-                    .task_page(&job.id, Some(TaskState::Queued), after.as_deref(), MAX_PAGE)
+                    .page_of_tasks(&job.id, Some(TaskState::Queued), after.as_deref(), MAX_PAGE)
                     .await?;
                 for task in &page.tasks {
                     if task.state == TaskState::Queued && task.attempts == 0 {
