@@ -13,7 +13,13 @@ pub(crate) fn job_state_name(state: v1::JobState) -> &'static str {
         v1::JobState::CompletedWithFailures => "completed_with_failures",
         v1::JobState::Failed => "failed",
         v1::JobState::Cancelled => "cancelled",
+        v1::JobState::Suspended => "suspended",
     }
+}
+
+/// True once a job has ended: not running and not suspended (a retry may start it again).
+pub(crate) fn job_has_ended(state: v1::JobState) -> bool {
+    !matches!(state, v1::JobState::Running | v1::JobState::Suspended)
 }
 
 /// The name of a task state in tables and JSON.
@@ -42,6 +48,8 @@ pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "submitted_unix_ms": status.submitted_unix_ms,
         "blocklisted_workers": status.blocklisted_workers,
         "paused_reason": status.paused_reason,
+        "pinned": status.pinned,
+        "finished_unix_ms": status.finished_unix_ms,
         "counts": {
             "pending": counts.pending,
             "queued": counts.queued,

@@ -1,4 +1,6 @@
-//! The `lathe` command line: `master`, `restore`, `analyze`, `profiles` and `demo`.
+//! The `lathe` command line: `master`, `restore`, `analyze`, `profiles` and `demo` on this
+//! machine; `submit`, `watch`, `status`, `fetch`, `cancel`, `workers` and the job operations
+//! (`retry`, `suspend`, `resume`, `priority`, `pin`, `unpin`, `delete`) on a farm.
 //!
 //! The binary is a thin wrapper around [`run`], which takes the arguments and the streams to write to,
 //! so that the cross-crate tests drive exactly what a user runs.
@@ -12,6 +14,7 @@ mod farm;
 mod job_report;
 mod job_status;
 mod master;
+mod operations;
 mod output_folder;
 mod progress;
 mod restore;
@@ -63,6 +66,21 @@ enum Command {
     Cancel(farm::CancelArgs),
     /// The farm's workers: host, pid, slots, current tasks, last heartbeat, blocklists.
     Workers(farm::WorkersArgs),
+    /// Run a farm job's failed tasks again with fresh attempts (a finished job runs again).
+    Retry(operations::JobArgs),
+    /// Start no more of a farm job's tasks until it is resumed (running ones finish).
+    Suspend(operations::JobArgs),
+    /// Let a suspended farm job's tasks start again.
+    Resume(operations::JobArgs),
+    /// Change a farm job's priority (higher runs first).
+    Priority(operations::PriorityArgs),
+    /// Keep a farm job from the coordinator's retention (--retain-days) whatever its age.
+    Pin(operations::JobArgs),
+    /// Let retention delete a pinned farm job again.
+    Unpin(operations::JobArgs),
+    /// Delete a finished farm job: its state, and its sources and masters unless another job
+    /// uses them.
+    Delete(operations::DeleteArgs),
     /// Generate a short, deliberately rough demo album in DIR and master it.
     Demo {
         /// Folder for the demo (created): DIR/source holds the album, DIR/masters the masters.
@@ -116,6 +134,15 @@ where
         Command::Fetch(args) => farm::fetch(&args, streams),
         Command::Cancel(args) => farm::cancel(&args, streams),
         Command::Workers(args) => farm::workers(&args, streams),
+        Command::Retry(args) => operations::retry(&args, streams),
+        Command::Suspend(args) => {
+            operations::run(operations::JobOperation::Suspend, &args, streams)
+        }
+        Command::Resume(args) => operations::run(operations::JobOperation::Resume, &args, streams),
+        Command::Priority(args) => operations::priority(&args, streams),
+        Command::Pin(args) => operations::run(operations::JobOperation::Pin, &args, streams),
+        Command::Unpin(args) => operations::run(operations::JobOperation::Unpin, &args, streams),
+        Command::Delete(args) => operations::delete(&args, streams),
         Command::Demo { dir, profile, jobs } => demo::run(&dir, &profile, jobs, streams),
     };
     status.unwrap_or_else(|error| {

@@ -53,7 +53,7 @@ pub(crate) async fn follow_job(
     let outcome = async {
         while let Some(status) = updates.message().await? {
             display.show(&status)?;
-            let ended = status.state() != v1::JobState::Running;
+            let ended = crate::job_status::job_has_ended(status.state());
             last = Some(status);
             if ended {
                 break;

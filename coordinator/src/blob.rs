@@ -12,7 +12,7 @@
 //! gRPC the hash of one chunk overlaps the network transfer of the next, and no byte goes through
 //! `tokio::fs`'s extra buffer.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -116,6 +116,20 @@ pub trait BlobStore: Send + Sync {
     /// digest itself (every gRPC transfer does), where a second hash on this side would check
     /// nothing more. [`Error::BlobNotFound`] if there is none.
     async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream>;
+    /// Removes a stored blob; false when there was none.
+    async fn remove(&self, digest: &Digest) -> Result<bool>;
+    /// Up to `limit` stored blobs in digest order, after `after` (from the first without it), with
+    /// how long ago each was stored: for sweeping blobs that no job refers to.
+    async fn page(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>>;
+}
+
+/// A stored blob, as [`BlobStore::page`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// How long ago it was stored.
+    pub age: std::time::Duration,
 }
 
 /// Stores `bytes` whole (for small blobs and tests); returns their digest.
@@ -275,7 +289,7 @@ pub fn read_file(mut file: std::fs::File, path: PathBuf, check: Option<Digest>) 
 /// The in-memory blob store.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBlobStore {
-    blobs: Arc<Mutex<HashMap<Digest, StoredChunks>>>,
+    blobs: Arc<Mutex<BTreeMap<Digest, (StoredChunks, std::time::Instant)>>>,
 }
 
 /// A blob in memory: the chunks as they arrived, shared (never copied) with every reader.
@@ -287,7 +301,11 @@ impl MemoryBlobStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<Digest, StoredChunks>>> {
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<Digest, (StoredChunks, std::time::Instant)>>>
+    {
         self.blobs
             .lock()
             .map_err(|_| Error::State("in-memory blob store lock poisoned".to_owned()))
@@ -295,7 +313,8 @@ impl MemoryBlobStore {
 
     /// Replaces a stored blob's bytes without changing its key: for tests of read verification.
     pub fn corrupt(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        self.lock()?.insert(*digest, Arc::new(vec![bytes]));
+        self.lock()?
+            .insert(*digest, (Arc::new(vec![bytes]), std::time::Instant::now()));
         Ok(())
     }
 }
@@ -327,7 +346,9 @@ impl BlobWriter for MemoryWriter {
         } = *self;
         let (actual, size) = hash.finish().await?;
         verify(&expected, &actual)?;
-        store.lock()?.insert(expected, Arc::new(chunks));
+        store
+            .lock()?
+            .insert(expected, (Arc::new(chunks), std::time::Instant::now()));
         Ok(size)
     }
 }
@@ -387,13 +408,31 @@ impl BlobStore for MemoryBlobStore {
         let pieces = pieces_of(&self.chunks_of(digest)?);
         Ok(futures::stream::iter(pieces.into_iter().map(Ok)).boxed())
     }
+
+    async fn remove(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.lock()?.remove(digest).is_some())
+    }
+
+    async fn page(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |after| Bound::Excluded(*after));
+        Ok(self
+            .lock()?
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(digest, (_, stored))| StoredBlob {
+                digest: *digest,
+                age: stored.elapsed(),
+            })
+            .collect())
+    }
 }
 
 impl MemoryBlobStore {
     fn chunks_of(&self, digest: &Digest) -> Result<StoredChunks> {
         self.lock()?
             .get(digest)
-            .cloned()
+            .map(|(chunks, _)| chunks.clone())
             .ok_or_else(|| Error::BlobNotFound(digest.to_string()))
     }
 }
@@ -402,7 +441,9 @@ impl MemoryBlobStore {
 // On disk.
 
 /// Blobs as files under a folder: `ROOT/blake3/ab/abcdef...` (the first two hex digits fan out the
-/// folder). Written under `ROOT/tmp/` and renamed into place, so a blob file is always complete.
+/// folder). Written under `ROOT/tmp/` and renamed into place, so a blob file is always complete;
+/// what is left in `ROOT/tmp/` when the store opens is a partial upload of a process that stopped,
+/// and is removed.
 #[derive(Debug, Clone)]
 pub struct DiskBlobStore {
     root: PathBuf,
@@ -413,6 +454,10 @@ impl DiskBlobStore {
     pub fn open(root: &Path) -> Result<Self> {
         for folder in [root.join("blake3"), root.join("tmp")] {
             std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        }
+        let swept = sweep_partial_uploads(&root.join("tmp"))?;
+        if swept > 0 {
+            tracing::info!(swept, folder = %root.join("tmp").display(), "removed partial uploads left by a stopped coordinator");
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -493,6 +538,79 @@ impl BlobStore for DiskBlobStore {
         let (file, path) = self.open_blob(digest).await?;
         Ok(read_file(file, path, None))
     }
+
+    async fn remove(&self, digest: &Digest) -> Result<bool> {
+        let path = self.path_of(digest);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(Error::io(&path, error)),
+        }
+    }
+
+    async fn page(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
+        let root = self.root.clone();
+        let after = after.copied();
+        tokio::task::spawn_blocking(move || page_on_disk(&root, after, limit))
+            .await
+            .map_err(|e| Error::State(format!("blob listing: {e}")))?
+    }
+}
+
+/// Removes every file in the temporary folder; returns how many.
+fn sweep_partial_uploads(folder: &Path) -> Result<usize> {
+    let mut swept = 0;
+    for entry in std::fs::read_dir(folder).map_err(|e| Error::io(folder, e))? {
+        let path = entry.map_err(|e| Error::io(folder, e))?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            swept += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// [`BlobStore::page`] on disk: one fan-out folder at a time, from `after`'s.
+fn page_on_disk(root: &Path, after: Option<Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
+    let after = after.map(|digest| digest.to_string());
+    let first_fan = after.as_deref().map_or(0, |hex| {
+        u8::from_str_radix(&hex[..2], 16).map_or(0, usize::from)
+    });
+    let now = std::time::SystemTime::now();
+    let mut blobs = Vec::new();
+    for fan in first_fan..256 {
+        let folder = root.join("blake3").join(format!("{fan:02x}"));
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(Error::io(&folder, error)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if after.as_deref().is_some_and(|after| name.as_str() <= after) {
+                continue;
+            }
+            let Ok(digest) = Digest::parse(&name) else {
+                continue;
+            };
+            let modified = entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .map_err(|e| Error::io(entry.path(), e))?;
+            names.push(StoredBlob {
+                digest,
+                age: now.duration_since(modified).unwrap_or_default(),
+            });
+        }
+        names.sort_by_key(|blob| blob.digest);
+        blobs.extend(names.into_iter().take(limit - blobs.len()));
+        if blobs.len() >= limit {
+            break;
+        }
+    }
+    Ok(blobs)
 }
 
 impl DiskBlobStore {

@@ -23,11 +23,14 @@ use crate::plan::plan_job;
 use crate::queue::{QueueMessage, WorkQueue};
 use crate::record::{
     self, ACTIVE_PREFIX, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX, TaskCounts,
-    TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, by_state_key, by_state_prefix,
-    by_state_root, counts_key, decode, encode, idempotency_key, job_key, submitting_key, task_id,
-    task_key, task_of_by_state_key, tasks_prefix,
+    TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, blob_ref_key, by_state_key,
+    by_state_prefix, by_state_root, counts_key, decode, encode, finished_key, idempotency_key,
+    job_key, submitting_key, task_id, task_key, task_of_by_state_key, tasks_prefix,
 };
+
+mod operations;
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
+pub use operations::Deleted;
 
 /// How the coordinator treats failures and fills the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,14 @@ pub struct CoordinatorSettings {
     /// Tasks kept on the queue beyond the workers' free slots, so a worker finishing one finds the
     /// next at once.
     pub queue_ahead: u32,
+    /// Finished jobs older than this are deleted with their blobs, unless pinned; `None` keeps
+    /// them.
+    pub retain: Option<Duration>,
+    /// A stored blob that no job refers to is removed once it is this old (a client uploads
+    /// sources before it submits, and a worker a master before it completes its task).
+    pub unreferenced_blob_grace: Duration,
+    /// How often retention and the sweep of unreferenced blobs run.
+    pub maintenance_interval: Duration,
 }
 
 impl Default for CoordinatorSettings {
@@ -50,6 +61,9 @@ impl Default for CoordinatorSettings {
             blocklist_after: 3,
             dispatch_interval: Duration::from_millis(500),
             queue_ahead: 1,
+            retain: None,
+            unreferenced_blob_grace: Duration::from_secs(6 * 3600),
+            maintenance_interval: Duration::from_secs(60),
         }
     }
 }
@@ -126,6 +140,11 @@ struct Inner {
     /// Wakes the dispatcher early (a job arrived, a task finished).
     dispatch: Notify,
     next_id: AtomicU64,
+    /// Blobs removed so far: a submission re-checks its blobs only if one was removed while it
+    /// was being stored.
+    blobs_removed: AtomicU64,
+    /// Where the sweep of unreferenced blobs goes on from.
+    sweep_cursor: Mutex<Option<crate::blob::Digest>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -155,6 +174,8 @@ impl Coordinator {
                 changes,
                 dispatch: Notify::new(),
                 next_id: AtomicU64::new(0),
+                blobs_removed: AtomicU64::new(0),
+                sweep_cursor: Mutex::new(None),
             }),
         }
     }
@@ -190,6 +211,10 @@ impl Coordinator {
             let coordinator = self.clone();
             tokio::spawn(async move { coordinator.watch_exhausted(exhausted).await })
         };
+        let maintenance = {
+            let coordinator = self.clone();
+            tokio::spawn(async move { coordinator.maintain().await })
+        };
         tokio::pin!(shutdown);
         loop {
             if let Err(error) = self.dispatch_ready().await {
@@ -202,6 +227,7 @@ impl Coordinator {
             }
         }
         watcher.abort();
+        maintenance.abort();
         Ok(())
     }
 
@@ -267,6 +293,7 @@ impl Coordinator {
 
     /// Plans and stores a job; its tasks go on the queue as workers free up.
     pub async fn submit(&self, request: &v1::SubmitJobRequest) -> Result<String> {
+        let removals_before = self.inner.blobs_removed.load(Ordering::SeqCst);
         for track in &request.tracks {
             self.require_stored(&track.source_digest, || {
                 format!("source {} ({})", track.source_name, track.source_digest)
@@ -293,29 +320,36 @@ impl Coordinator {
         }
         let job_id = self.new_job_id();
         let plan = plan_job(&job_id, request)?;
-        // A marker first: a coordinator that stops halfway leaves it, and the next one removes
-        // the half-written tasks (`remove_unfinished_submissions`).
+        // A marker first (naming the plan blob): a coordinator that stops halfway leaves it, and
+        // the next one removes the half-written tasks (`remove_unfinished_submissions`).
         self.inner
             .state
-            .put(&submitting_key(&job_id), Vec::new())
+            .put(
+                &submitting_key(&job_id),
+                plan.job.plan_digest.as_bytes().to_vec(),
+            )
             .await?;
-        match self.store_plan(&plan, idempotency).await {
+        match self.store_plan(&plan, idempotency, removals_before).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another submission with the same key won the race: its job is the answer.
-                self.remove_job_state(&job_id).await?;
+                self.remove_job_state(&job_id, &plan.job.plan_digest)
+                    .await?;
                 return self
                     .job_for_idempotency_key(idempotency)
                     .await?
                     .ok_or_else(|| Error::State("an idempotency key vanished".to_owned()));
             }
             Err(error) => {
-                if let Err(cleanup) = self.remove_job_state(&job_id).await {
+                if let Err(cleanup) = self.remove_job_state(&job_id, &plan.job.plan_digest).await {
                     tracing::warn!(job = %job_id, error = %cleanup, "cannot remove a failed submission; the next start will");
                 }
-                return Err(Error::State(format!(
-                    "the job could not be stored, and nothing of it was kept: {error}"
-                )));
+                return Err(match error {
+                    Error::InvalidRequest(_) => error,
+                    error => Error::State(format!(
+                        "the job could not be stored, and nothing of it was kept: {error}"
+                    )),
+                });
             }
         }
         tracing::info!(job = %job_id, tasks = plan.tasks.len(), priority = plan.job.priority, "job submitted");
@@ -336,31 +370,48 @@ impl Coordinator {
             .map(|stored| String::from_utf8_lossy(&stored.value).into_owned()))
     }
 
-    /// Writes a planned job: its tasks in batches, then, in one transaction, the job, its counts,
-    /// its `active` key and its idempotency key (the job appears whole or not at all). False when
-    /// the idempotency key was taken meanwhile.
-    async fn store_plan(&self, plan: &crate::plan::Plan, idempotency: &str) -> Result<bool> {
-        let state = &self.inner.state;
-        let mut batch = Transaction::new();
-        let mut batch_bytes = 0;
-        for task in &plan.tasks {
-            let value = encode(task)?;
-            if batch.puts.len() + 2 > MAX_TRANSACTION_OPS
-                || batch_bytes + value.len() > SUBMIT_BATCH_BYTES
-            {
-                commit_unconditional(state.as_ref(), &batch).await?;
-                batch = Transaction::new();
-                batch_bytes = 0;
-            }
-            batch_bytes += value.len();
-            batch = batch
-                .put(task_key(&task.id)?, value)
-                .put(by_state_key(&task.id, task.state)?, Vec::new());
-        }
-        if !batch.puts.is_empty() {
-            commit_unconditional(state.as_ref(), &batch).await?;
-        }
+    /// Writes a planned job: its tasks in batches, with a reference to each blob they name, then,
+    /// in one transaction, the job, its counts, its `active` key and its idempotency key (the job
+    /// appears whole or not at all). False when the idempotency key was taken meanwhile. If a
+    /// blob was removed since `removals_before` (a job deleted meanwhile may have released one
+    /// this job names), every blob is checked again now that this job refers to it.
+    async fn store_plan(
+        &self,
+        plan: &crate::plan::Plan,
+        idempotency: &str,
+        removals_before: u64,
+    ) -> Result<bool> {
         let job_id = &plan.job.id;
+        let mut batches = SubmitBatches::new(self.inner.state.as_ref());
+        let mut referred: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        if !plan.job.plan_digest.is_empty() {
+            referred.insert(&plan.job.plan_digest);
+            batches
+                .put(blob_ref_key(&plan.job.plan_digest, job_id), Vec::new())
+                .await?;
+        }
+        for task in &plan.tasks {
+            batches.put(task_key(&task.id)?, encode(task)?).await?;
+            batches
+                .put(by_state_key(&task.id, task.state)?, Vec::new())
+                .await?;
+            for digest in task.blob_digests() {
+                if referred.insert(digest) {
+                    batches
+                        .put(blob_ref_key(digest, job_id), Vec::new())
+                        .await?;
+                }
+            }
+        }
+        batches.flush().await?;
+        if self.inner.blobs_removed.load(Ordering::SeqCst) != removals_before {
+            for digest in &referred {
+                self.require_stored(digest, || {
+                    format!("blob {digest}, which the job names, was removed while the job was being stored: it")
+                })
+                .await?;
+            }
+        }
         let mut last = Transaction::new()
             .put(job_key(job_id), encode(&plan.job)?)
             .put(
@@ -375,11 +426,14 @@ impl Coordinator {
                 .check(key.clone(), Expect::Absent)
                 .put(key, job_id.as_bytes().to_vec());
         }
-        state.commit(&last).await
+        self.inner.state.commit(&last).await
     }
 
-    /// Removes everything stored of a job.
-    async fn remove_job_state(&self, job_id: &str) -> Result<()> {
+    /// Removes everything stored of a job that never appeared (a submission that failed or lost
+    /// its idempotency race): its tasks, their blob references (the blobs stay: the client may
+    /// submit them again; the sweep removes them if nobody does) and its marker.
+    async fn remove_job_state(&self, job_id: &str, plan_digest: &str) -> Result<()> {
+        self.release_blobs(job_id, plan_digest, false).await?;
         let state = &self.inner.state;
         state.delete_prefix(&tasks_prefix(job_id)).await?;
         state.delete_prefix(&by_state_root(job_id)).await?;
@@ -405,10 +459,11 @@ impl Coordinator {
             if page.entries.is_empty() {
                 return Ok(());
             }
-            for (key, _) in &page.entries {
+            for (key, stored) in &page.entries {
                 let job_id = key.trim_start_matches(SUBMITTING_PREFIX);
                 tracing::warn!(job = %job_id, "removing a submission left half-written");
-                self.remove_job_state(job_id).await?;
+                let plan_digest = String::from_utf8_lossy(&stored.value);
+                self.remove_job_state(job_id, &plan_digest).await?;
             }
         }
     }
@@ -568,6 +623,8 @@ impl Coordinator {
             plan_digest: job.plan_digest.clone(),
             counts: Some(counts.to_proto()),
             paused_reason: job.paused_reason.clone(),
+            pinned: job.pinned,
+            finished_unix_ms: job.finished_unix_ms,
         }
     }
 
@@ -748,6 +805,17 @@ impl Coordinator {
     async fn update_task<T>(
         &self,
         task_id: &str,
+        change: impl FnMut(&mut TaskRecord) -> Option<T>,
+    ) -> Result<Option<T>> {
+        self.update_task_adding(task_id, &[], change).await
+    }
+
+    /// [`update_task`](Self::update_task) that also writes the empty keys `added` (references)
+    /// in the same transaction when the change is made.
+    async fn update_task_adding<T>(
+        &self,
+        task_id: &str,
+        added: &[String],
         mut change: impl FnMut(&mut TaskRecord) -> Option<T>,
     ) -> Result<Option<T>> {
         let key = task_key(task_id)?;
@@ -768,6 +836,9 @@ impl Coordinator {
             let mut transaction = Transaction::new()
                 .check(key.clone(), Expect::Revision(stored.revision))
                 .put(key.clone(), encode(&task)?);
+            for added in added {
+                transaction = transaction.put(added.clone(), Vec::new());
+            }
             if before != after {
                 let (mut counts, revision) = self.counts(job_id).await?;
                 counts.moved(before, after);
@@ -828,8 +899,9 @@ impl Coordinator {
         Ok(reason)
     }
 
-    /// Gives a running job its final state and removes its `active` key, in one transaction;
-    /// false when it had already ended.
+    /// Gives a running job its final state and removes its `active` key, in one transaction
+    /// that also enters it in the retention index unless it is pinned; false when it had
+    /// already ended.
     async fn end_job(&self, job_id: &str, outcome: JobState) -> Result<bool> {
         let key = job_key(job_id);
         for _ in 0..SWAP_ATTEMPTS {
@@ -838,10 +910,14 @@ impl Coordinator {
                 return Ok(false);
             }
             job.state = outcome;
-            let transaction = Transaction::new()
+            job.finished_unix_ms = record::unix_ms();
+            let mut transaction = Transaction::new()
                 .check(key.clone(), Expect::Revision(revision))
                 .put(key.clone(), encode(&job)?)
                 .delete(active_key(job_id));
+            if !job.pinned {
+                transaction = transaction.put(finished_key(&job), Vec::new());
+            }
             if self.inner.state.commit(&transaction).await? {
                 self.changed(job_id);
                 return Ok(true);
@@ -1102,6 +1178,14 @@ impl Coordinator {
         if job.state == JobState::Cancelled {
             return Ok(StartVerdict::Drop("the job was cancelled".to_owned()));
         }
+        if job.state == JobState::Suspended {
+            // Back to pending: it goes on the queue again when the job is resumed.
+            self.update_task(task_id, |task| {
+                (task.state == TaskState::Queued).then(|| task.state = TaskState::Pending)
+            })
+            .await?;
+            return Ok(StartVerdict::Drop("the job is suspended".to_owned()));
+        }
         if job.blocklist.iter().any(|w| w == worker_id) {
             let workers = self.worker_records().await?;
             if !every_worker_blocklisted(&job, &workers) {
@@ -1207,7 +1291,19 @@ impl Coordinator {
             self.require_stored(digest, || format!("task {task_id}: its output {digest}"))
                 .await?;
         }
-        self.update_task(task_id, |task| {
+        let job_id = record::job_of_task(task_id)?;
+        let references: Vec<String> = {
+            let mut digests: Vec<&str> = files.iter().map(|f| f.digest.as_str()).collect();
+            digests.push(output_digest);
+            digests.retain(|digest| !digest.is_empty());
+            digests.sort_unstable();
+            digests.dedup();
+            digests
+                .into_iter()
+                .map(|digest| blob_ref_key(digest, job_id))
+                .collect()
+        };
+        self.update_task_adding(task_id, &references, |task| {
             if task.state.is_final() {
                 return None;
             }
@@ -1223,7 +1319,6 @@ impl Coordinator {
         if let Ok(mut progress) = self.inner.progress.lock() {
             progress.remove(task_id);
         }
-        let job_id = record::job_of_task(task_id)?;
         self.update_job(job_id, |job| {
             job.consecutive_failures.remove(worker_id).map(|_| ())
         })
@@ -1348,13 +1443,46 @@ fn fails_qc(report_json: &str, is_graph: bool) -> bool {
     }
 }
 
-/// Commits a transaction without checks (it cannot lose a race).
-async fn commit_unconditional(state: &dyn StateStore, transaction: &Transaction) -> Result<()> {
-    if state.commit(transaction).await? {
+/// Unconditional puts gathered into transactions of at most [`MAX_TRANSACTION_OPS`] operations
+/// and [`SUBMIT_BATCH_BYTES`] bytes, each committed when full.
+struct SubmitBatches<'a> {
+    state: &'a dyn StateStore,
+    batch: Transaction,
+    bytes: usize,
+}
+
+impl<'a> SubmitBatches<'a> {
+    fn new(state: &'a dyn StateStore) -> Self {
+        Self {
+            state,
+            batch: Transaction::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
+        let size = key.len() + value.len();
+        if self.batch.puts.len() + 1 > MAX_TRANSACTION_OPS || self.bytes + size > SUBMIT_BATCH_BYTES
+        {
+            self.flush().await?;
+        }
+        self.bytes += size;
+        self.batch = std::mem::take(&mut self.batch).put(key, value);
         Ok(())
-    } else {
-        Err(Error::State(
-            "a transaction without checks was refused".to_owned(),
-        ))
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.puts.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        if self.state.commit(&batch).await? {
+            Ok(())
+        } else {
+            Err(Error::State(
+                "a transaction without checks was refused".to_owned(),
+            ))
+        }
     }
 }

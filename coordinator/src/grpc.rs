@@ -234,7 +234,10 @@ impl JobApi for JobService {
         tokio::spawn(async move {
             let mut status = first;
             loop {
-                let ended = status.state() != v1::JobState::Running;
+                let ended = !matches!(
+                    status.state(),
+                    v1::JobState::Running | v1::JobState::Suspended
+                );
                 if sender.send(Ok(status)).await.is_err() || ended {
                     return;
                 }
@@ -298,6 +301,61 @@ impl JobApi for JobService {
             .clear_blocklist(&request.job_id, &request.worker_id)
             .await?;
         Ok(Response::new(v1::ClearBlocklistReply { cleared }))
+    }
+
+    async fn retry(&self, request: Request<v1::JobRef>) -> GrpcResult<v1::RetryReply> {
+        let job_id = request.into_inner().job_id;
+        let retried = self.0.retry(&job_id).await?;
+        Ok(Response::new(v1::RetryReply {
+            retried,
+            job: Some(self.0.status(&job_id).await?),
+        }))
+    }
+
+    async fn suspend(&self, request: Request<v1::JobRef>) -> GrpcResult<v1::JobStatus> {
+        Ok(Response::new(
+            self.0.suspend(&request.into_inner().job_id).await?,
+        ))
+    }
+
+    async fn resume(&self, request: Request<v1::JobRef>) -> GrpcResult<v1::JobStatus> {
+        Ok(Response::new(
+            self.0.resume(&request.into_inner().job_id).await?,
+        ))
+    }
+
+    async fn set_priority(
+        &self,
+        request: Request<v1::SetPriorityRequest>,
+    ) -> GrpcResult<v1::JobStatus> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.0
+                .set_priority(&request.job_id, request.priority)
+                .await?,
+        ))
+    }
+
+    async fn set_pinned(
+        &self,
+        request: Request<v1::SetPinnedRequest>,
+    ) -> GrpcResult<v1::JobStatus> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.0.set_pinned(&request.job_id, request.pinned).await?,
+        ))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<v1::DeleteJobRequest>,
+    ) -> GrpcResult<v1::DeleteJobReply> {
+        let request = request.into_inner();
+        let deleted = self.0.delete(&request.job_id, request.force).await?;
+        Ok(Response::new(v1::DeleteJobReply {
+            tasks_removed: deleted.tasks,
+            blobs_removed: deleted.blobs,
+        }))
     }
 }
 

@@ -175,6 +175,9 @@ fn job_record(
         paused_reason: String::new(),
         blocklist: Vec::new(),
         plan_digest: request.plan_digest.clone(),
+        finished_unix_ms: 0,
+        pinned: false,
+        idempotency_key: request.idempotency_key.clone(),
     }
 }
 

@@ -11,6 +11,9 @@
 //! - `submitting/{job}`: a job whose tasks are being written (a coordinator that stopped halfway
 //!   leaves it; the next one removes the half-written tasks);
 //! - `idempotency/{key}`: the job a submission key created;
+//! - `finished/{unix_ms}/{job}`: the retention index of finished jobs not pinned, oldest first;
+//! - `blob_refs/{digest}/{job}`: a job's reference to a blob, written with the task (or job)
+//!   that names it, so a blob is removed only when no job refers to it;
 //! - `workers/{worker}`: a worker's registration, under its lease.
 
 use std::collections::BTreeMap;
@@ -34,12 +37,14 @@ pub enum JobState {
     Failed,
     /// Cancelled by a client.
     Cancelled,
+    /// Stopped by a client: no task of it starts until it is resumed.
+    Suspended,
 }
 
 impl JobState {
-    /// True once the job can change no more.
+    /// True once the job has ended (a retry may start it again).
     pub fn is_final(self) -> bool {
-        self != Self::Running
+        !matches!(self, Self::Running | Self::Suspended)
     }
 
     /// The protocol's value.
@@ -50,6 +55,7 @@ impl JobState {
             Self::CompletedWithFailures => v1::JobState::CompletedWithFailures,
             Self::Failed => v1::JobState::Failed,
             Self::Cancelled => v1::JobState::Cancelled,
+            Self::Suspended => v1::JobState::Suspended,
         }
     }
 }
@@ -236,6 +242,15 @@ pub struct JobRecord {
     /// empty while it runs.
     #[serde(default)]
     pub paused_reason: String,
+    /// When it reached its final state (milliseconds since the Unix epoch); 0 while it runs.
+    #[serde(default)]
+    pub finished_unix_ms: u64,
+    /// Kept by retention whatever its age.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The submission's idempotency key (empty for none), removed with the job.
+    #[serde(default)]
+    pub idempotency_key: String,
 }
 
 /// One task of a job.
@@ -431,6 +446,32 @@ pub const ACTIVE_PREFIX: &str = "active/";
 /// The prefix of the jobs being submitted.
 pub const SUBMITTING_PREFIX: &str = "submitting/";
 
+/// `finished/{unix_ms:013}/{job}`: a finished job in the retention index, oldest first. A pinned
+/// job has none.
+pub fn finished_key(job: &JobRecord) -> String {
+    format!("{FINISHED_PREFIX}{:013}/{}", job.finished_unix_ms, job.id)
+}
+
+/// The job a retention-index key stands for, and when it finished.
+pub fn job_of_finished_key(key: &str) -> Option<(u64, &str)> {
+    let (ms, job) = key.strip_prefix(FINISHED_PREFIX)?.split_once('/')?;
+    Some((ms.parse().ok()?, job))
+}
+
+/// The prefix of the retention index.
+pub const FINISHED_PREFIX: &str = "finished/";
+
+/// `blob_refs/{digest}/{job}`: the job refers to the blob (a source, a plan or an output), so it
+/// is kept. A blob with no key under [`blob_refs_prefix`] may be removed.
+pub fn blob_ref_key(digest: &str, job_id: &str) -> String {
+    format!("{}{job_id}", blob_refs_prefix(digest))
+}
+
+/// `blob_refs/{digest}/`: the jobs that refer to a blob.
+pub fn blob_refs_prefix(digest: &str) -> String {
+    format!("blob_refs/{digest}/")
+}
+
 /// `{job}.{index:07}`: seven digits keep ten million tasks of a job in key order.
 pub fn task_id(job_id: &str, index: u32) -> String {
     format!("{job_id}.{index:07}")
@@ -477,6 +518,16 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T
 }
 
 impl TaskRecord {
+    /// Every blob the task refers to: its sources and, once it succeeded, its outputs (its inputs
+    /// are other tasks' outputs, referred to by those).
+    pub fn blob_digests(&self) -> impl Iterator<Item = &str> {
+        [self.source_digest.as_str(), self.output_digest.as_str()]
+            .into_iter()
+            .chain(self.graph.source_digests.iter().map(String::as_str))
+            .chain(self.graph.outputs.iter().map(|file| file.digest.as_str()))
+            .filter(|digest| !digest.is_empty())
+    }
+
     /// The protocol's view, with live progress if any.
     pub fn to_proto(&self, progress: Option<(String, f64)>) -> v1::TaskStatus {
         let (phase, fraction) = progress.unwrap_or_default();

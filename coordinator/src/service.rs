@@ -42,6 +42,15 @@ pub struct ServiceArgs {
     /// Seconds a worker has to acknowledge (or mark in progress) a task before it is redelivered.
     #[arg(long, default_value_t = 30.0)]
     pub ack_wait_s: f64,
+    /// Delete finished jobs (their state and the blobs no other job refers to) this many days
+    /// after they finished, unless pinned (`lathe pin`); without it, finished jobs are kept until
+    /// `lathe delete`.
+    #[arg(long, env = "LATHE_RETAIN_DAYS")]
+    pub retain_days: Option<f64>,
+    /// Hours a stored blob that no job refers to (an upload never submitted) is kept before the
+    /// sweep removes it.
+    #[arg(long, default_value_t = 6.0)]
+    pub unreferenced_blob_hours: f64,
 }
 
 /// Runs the coordinator with `args` until SIGTERM or Ctrl-C.
@@ -49,6 +58,12 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let settings = CoordinatorSettings {
         max_attempts: args.max_attempts.max(1),
         blocklist_after: args.blocklist_after.max(1),
+        retain: args
+            .retain_days
+            .map(|days| Duration::from_secs_f64(days.max(0.0) * 86_400.0)),
+        unreferenced_blob_grace: Duration::from_secs_f64(
+            args.unreferenced_blob_hours.max(0.0) * 3_600.0,
+        ),
         ..CoordinatorSettings::default()
     };
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));

@@ -474,6 +474,32 @@ async fn blob_suite(store: Arc<dyn BlobStore>, corrupt: impl Fn(&Digest)) {
         Err(Error::BlobNotFound(_))
     ));
 
+    // Pages list the stored blobs in digest order, each with its age.
+    let mut small = Vec::new();
+    for index in 0..5 {
+        small.push(
+            put_bytes(store.as_ref(), format!("small {index}").as_bytes())
+                .await
+                .expect("put"),
+        );
+    }
+    let mut all = small.clone();
+    all.push(digest);
+    all.sort();
+    let first = store.page(None, 4).await.expect("page");
+    let listed: Vec<Digest> = first.iter().map(|blob| blob.digest).collect();
+    assert_eq!(listed, all[..4]);
+    assert!(first.iter().all(|blob| blob.age < Duration::from_secs(600)));
+    let rest = store.page(Some(&all[3]), 4).await.expect("page");
+    let listed: Vec<Digest> = rest.iter().map(|blob| blob.digest).collect();
+    assert_eq!(listed, all[4..]);
+
+    // Removal: once, then it is gone.
+    assert!(store.remove(&small[0]).await.expect("remove"));
+    assert!(!store.remove(&small[0]).await.expect("remove again"));
+    assert!(!store.contains(&small[0]).await.expect("contains"));
+    assert_eq!(store.page(None, 100).await.expect("page").len(), 5);
+
     // Stored bytes that changed are refused on the way out.
     corrupt(&digest);
     assert!(matches!(
@@ -513,4 +539,11 @@ async fn disk_blob_store_conforms() {
             .count(),
         0
     );
+    // A partial upload left by a process that stopped is swept when the store opens again; the
+    // stored blobs stay.
+    let partial = folder.path().join("tmp").join(".blob-x.partial");
+    std::fs::write(&partial, b"half an upload").expect("partial");
+    let reopened = DiskBlobStore::open(folder.path()).expect("reopen");
+    assert!(!partial.exists());
+    assert_eq!(reopened.page(None, 100).await.expect("page").len(), 5);
 }

@@ -769,8 +769,8 @@ async fn a_submission_retried_with_its_idempotency_key_returns_the_first_job() {
     assert!(next.is_none());
 }
 
-/// A state store whose transactions start failing after a number of them, as etcd going away
-/// in the middle of a submission.
+/// A state store one of whose transactions fails (the one after `commits_left`), as etcd going
+/// away for a moment in the middle of a submission.
 #[derive(Debug)]
 struct FailingStore {
     inner: MemoryStore,
@@ -795,11 +795,14 @@ impl StateStore for FailingStore {
     }
     async fn commit(&self, transaction: &Transaction) -> lathe_coordinator::Result<bool> {
         use std::sync::atomic::Ordering;
-        if self
+        // One commit fails (etcd went away for a moment); the clean-up after it goes through.
+        let before = self
             .commits_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.checked_sub(1).unwrap_or(usize::MAX))
+            })
+            .unwrap_or(1);
+        if before == 0 {
             return Err(lathe_coordinator::Error::State("etcd went away".to_owned()));
         }
         self.inner.commit(transaction).await
@@ -879,6 +882,7 @@ async fn a_submission_that_fails_halfway_leaves_nothing_behind() {
         "counts/",
         "active/",
         "submitting/",
+        "blob_refs/",
     ] {
         let page = memory.page(prefix, None, 10).await.expect("page");
         assert!(page.entries.is_empty(), "{prefix}: {page:?}");
@@ -942,4 +946,274 @@ async fn full_status(coordinator: &Coordinator, job_id: &str) -> v1::JobStatus {
         "{status:?}"
     );
     status
+}
+
+/// Starts `task` on `w1` and completes it with `master` as its output.
+async fn run_and_complete(coordinator: &Coordinator, task: &str, master: &str) {
+    assert_eq!(
+        coordinator.start_task(task, "w1", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    coordinator
+        .complete_task(task, "w1", master, r#"{"qc":{"passed":true}}"#, &[])
+        .await
+        .expect("complete");
+}
+
+#[tokio::test]
+async fn retry_runs_the_failed_tasks_again_with_fresh_attempts() {
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "retry", 0, 2).await;
+    let coordinator = &fixture.coordinator;
+    let master = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    let (first, second) = (format!("{job_id}.0000000"), format!("{job_id}.0000001"));
+    run_and_complete(coordinator, &first, &master.to_string()).await;
+    run_and_fail(coordinator, &second, "cannot decode", Fault::Input).await;
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::CompletedWithFailures);
+    assert!(status.finished_unix_ms > 0);
+
+    assert_eq!(coordinator.retry(&job_id).await.expect("retry"), 1);
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Running);
+    assert_eq!(status.finished_unix_ms, 0);
+    let retried = &status.tasks[1];
+    assert_eq!(retried.state(), v1::TaskState::Pending);
+    assert_eq!((retried.attempts, retried.last_error.as_str()), (0, ""));
+    assert_eq!(status.tasks[0].state(), v1::TaskState::Succeeded);
+
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    let queued: Vec<String> = queued_tasks(&fixture.queue)
+        .await
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(queued, [second.clone()]);
+    run_and_complete(coordinator, &second, &master.to_string()).await;
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Succeeded);
+    assert_eq!(
+        coordinator.retry(&job_id).await.expect("retry"),
+        0,
+        "nothing left to retry"
+    );
+    assert_eq!(
+        coordinator.status(&job_id).await.expect("status").state(),
+        v1::JobState::Succeeded
+    );
+    coordinator.cancel(&job_id).await.expect("cancel");
+}
+
+#[tokio::test]
+async fn a_suspended_job_starts_nothing_until_resumed() {
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 2).await;
+    let job_id = job(&fixture, "paused", 0, 4).await;
+    let coordinator = &fixture.coordinator;
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 3);
+    let status = coordinator.suspend(&job_id).await.expect("suspend");
+    assert_eq!(status.state(), v1::JobState::Suspended);
+    // A queued task a worker receives now goes back to pending instead of running.
+    let first = format!("{job_id}.0000000");
+    assert_eq!(
+        coordinator
+            .start_task(&first, "w1", 1)
+            .await
+            .expect("start"),
+        StartVerdict::Drop("the job is suspended".to_owned())
+    );
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.tasks[0].state(), v1::TaskState::Pending);
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 0);
+    // Suspending twice is harmless; resuming lets the dispatcher go on.
+    coordinator.suspend(&job_id).await.expect("suspend again");
+    let status = coordinator.resume(&job_id).await.expect("resume");
+    assert_eq!(status.state(), v1::JobState::Running);
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    // A job that has ended cannot be suspended.
+    coordinator.cancel(&job_id).await.expect("cancel");
+    let error = coordinator.suspend(&job_id).await.expect_err("refused");
+    assert!(
+        error.to_string().contains("is cancelled, not running"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_priority_applies_to_the_next_dispatch() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let low = job(&fixture, "low", 1, 3).await;
+    let high = job(&fixture, "high", 5, 3).await;
+    let status = fixture
+        .coordinator
+        .set_priority(&low, 9)
+        .await
+        .expect("priority");
+    assert_eq!(status.priority, 9);
+    register_worker(&fixture, "w1", 2).await;
+    assert_eq!(
+        fixture
+            .coordinator
+            .dispatch_ready()
+            .await
+            .expect("dispatch"),
+        3
+    );
+    assert_eq!(
+        queued_jobs(&fixture.queue).await,
+        [low.clone(), low.clone(), low]
+    );
+    assert!(!high.is_empty());
+}
+
+/// Submits a job of the given sources (by digest).
+async fn job_of_sources(fixture: &Fixture, name: &str, sources: &[String]) -> String {
+    fixture
+        .coordinator
+        .submit(&v1::SubmitJobRequest {
+            name: name.to_owned(),
+            profile_toml: lathe_model::profile::Profile::preset("cd")
+                .expect("preset")
+                .to_toml(),
+            tracks: sources
+                .iter()
+                .enumerate()
+                .map(|(index, digest)| v1::TrackSpec {
+                    source_digest: digest.clone(),
+                    source_name: format!("{name}-{index}.wav"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("submit")
+}
+
+/// Every key under `prefix` in the store.
+async fn keys_under(state: &MemoryStore, prefix: &str) -> Vec<String> {
+    let page = state.page(prefix, None, 1000).await.expect("page");
+    page.entries.into_iter().map(|(key, _)| key).collect()
+}
+
+#[tokio::test]
+async fn delete_removes_the_job_and_the_blobs_no_other_job_uses() {
+    use lathe_coordinator::blob::{BlobStore as _, Digest};
+    let fixture = fixture(CoordinatorSettings::default());
+    let coordinator = &fixture.coordinator;
+    let shared = put_bytes(&fixture.blobs, b"shared").await.expect("blob");
+    let own = put_bytes(&fixture.blobs, b"own").await.expect("blob");
+    let first = job_of_sources(&fixture, "first", &[shared.to_string(), own.to_string()]).await;
+    let second = job_of_sources(&fixture, "second", &[shared.to_string()]).await;
+
+    let error = coordinator
+        .delete(&first, false)
+        .await
+        .expect_err("running");
+    assert!(error.to_string().contains("--force"), "{error}");
+
+    let mut masters = Vec::new();
+    for index in 0..2 {
+        let master = put_bytes(&fixture.blobs, format!("master {index}").as_bytes())
+            .await
+            .expect("blob");
+        run_and_complete(
+            coordinator,
+            &format!("{first}.{index:07}"),
+            &master.to_string(),
+        )
+        .await;
+        masters.push(master);
+    }
+    let deleted = coordinator.delete(&first, false).await.expect("delete");
+    // Its own source and its two masters went; the source the second job uses stayed.
+    assert_eq!((deleted.tasks, deleted.blobs), (2, 3));
+    let contains = |digest: Digest| {
+        let blobs = fixture.blobs.clone();
+        async move { blobs.contains(&digest).await.expect("contains") }
+    };
+    assert!(contains(shared).await);
+    for gone in [own, masters[0], masters[1]] {
+        assert!(!contains(gone).await);
+    }
+    assert!(matches!(
+        coordinator.status(&first).await,
+        Err(lathe_coordinator::Error::JobNotFound(_))
+    ));
+    for prefix in ["tasks/", "by_state/", "counts/", "finished/", "jobs/"] {
+        let left = keys_under(&fixture.state, &format!("{prefix}{first}")).await;
+        assert!(left.is_empty(), "{prefix}: {left:?}");
+    }
+    assert_eq!(
+        keys_under(&fixture.state, "blob_refs/").await,
+        [format!("blob_refs/{shared}/{second}")]
+    );
+
+    // --force cancels a running job first; then nothing refers to the shared source.
+    let deleted = coordinator.delete(&second, true).await.expect("delete");
+    assert_eq!((deleted.tasks, deleted.blobs), (1, 1));
+    assert!(!contains(shared).await);
+    assert!(keys_under(&fixture.state, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn retention_deletes_old_jobs_unless_pinned_and_the_sweep_removes_unreferenced_blobs() {
+    use lathe_coordinator::blob::BlobStore as _;
+    let fixture = fixture(CoordinatorSettings {
+        retain: Some(Duration::ZERO),
+        unreferenced_blob_grace: Duration::ZERO,
+        ..CoordinatorSettings::default()
+    });
+    let coordinator = &fixture.coordinator;
+    let old = job(&fixture, "old", 0, 1).await;
+    let kept = job(&fixture, "kept", 0, 1).await;
+    let running = job(&fixture, "running", 0, 1).await;
+    let master = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    for job_id in [&old, &kept] {
+        run_and_complete(
+            coordinator,
+            &format!("{job_id}.0000000"),
+            &master.to_string(),
+        )
+        .await;
+    }
+    assert!(
+        coordinator
+            .set_pinned(&kept, true)
+            .await
+            .expect("pin")
+            .pinned
+    );
+    let orphan = put_bytes(&fixture.blobs, b"uploaded, never submitted")
+        .await
+        .expect("blob");
+
+    let (jobs, blobs) = coordinator.maintenance_pass().await.expect("maintenance");
+    assert_eq!(jobs, 1, "only the unpinned finished job goes");
+    assert!(blobs >= 1);
+    assert!(coordinator.status(&old).await.is_err());
+    assert!(coordinator.status(&kept).await.is_ok());
+    assert!(coordinator.status(&running).await.is_ok());
+    assert!(!fixture.blobs.contains(&orphan).await.expect("contains"));
+    assert!(
+        fixture.blobs.contains(&master).await.expect("contains"),
+        "the pinned job's master stays"
+    );
+    // Every blob left is one a job refers to: the kept and running jobs' sources and the master.
+    assert_eq!(fixture.blobs.page(None, 100).await.expect("page").len(), 3);
+
+    assert!(
+        !coordinator
+            .set_pinned(&kept, false)
+            .await
+            .expect("unpin")
+            .pinned
+    );
+    assert_eq!(
+        coordinator.maintenance_pass().await.expect("maintenance").0,
+        1
+    );
+    assert!(coordinator.status(&kept).await.is_err());
+    assert!(!fixture.blobs.contains(&master).await.expect("contains"));
 }
