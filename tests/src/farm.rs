@@ -294,7 +294,7 @@ impl Farm {
                     return status;
                 }
                 assert!(
-                    status["state"] == "running",
+                    status["state"] == "running" || status["state"] == "suspended",
                     "job {job} ended before the condition held: {status:#}"
                 );
                 assert!(

@@ -73,7 +73,29 @@ fn count_state(status: &Value, state: &str) -> usize {
 }
 
 fn ended(status: &Value) -> bool {
-    status["state"] != "running"
+    status["state"] != "running" && status["state"] != "suspended"
+}
+
+/// `lathe ARGS --json` on the farm, which must exit 0: its JSON reply.
+fn json_reply(farm: &Farm, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let outcome = farm.lathe(&all);
+    assert_eq!(outcome.status, 0, "lathe {args:?}: {}", outcome.stderr);
+    serde_json::from_str(&outcome.stdout).expect("one JSON reply")
+}
+
+/// The files under a folder, at any depth.
+fn files_under(folder: &Path) -> usize {
+    std::fs::read_dir(folder).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| {
+                let path = entry.path();
+                if path.is_dir() { files_under(&path) } else { 1 }
+            })
+            .sum()
+    })
 }
 
 fn running_on(status: &Value, worker: &str) -> bool {
@@ -318,6 +340,75 @@ fn corrupt_track_fails_alone_at_once_and_blames_no_worker() {
         table.stdout
     );
     assert!(table.stdout.contains(error), "{}", table.stdout);
+
+    // Operations on the finished job, each with --json. Retry runs the failed task again, with
+    // fresh attempts: the source is refused a second time, once.
+    let retried = json_reply(&farm, &["retry", job]);
+    assert_eq!(retried["retried"], 1, "{retried:#}");
+    assert_eq!(retried["state"], "running");
+    let again = farm.wait_for_status(job, LONG, ended);
+    assert_eq!(again["state"], "completed_with_failures");
+    assert_eq!(again["counts"]["failed"], 1);
+    assert_eq!(
+        farm.log("coordinator")
+            .matches("task input refused")
+            .count(),
+        2,
+        "the refused task ran again after the retry"
+    );
+    assert_eq!(json_reply(&farm, &["priority", job, "7"])["priority"], 7);
+    assert_eq!(json_reply(&farm, &["pin", job])["pinned"], true);
+    assert_eq!(json_reply(&farm, &["unpin", job])["pinned"], false);
+    // Delete removes the job and every blob (6 sources, 5 masters), as no other job uses them.
+    let deleted = json_reply(&farm, &["delete", job]);
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(deleted["tasks_removed"], 6);
+    assert_eq!(deleted["blobs_removed"], 11);
+    assert_eq!(
+        files_under(&farm.dir.path().join("blobs").join("blake3")),
+        0
+    );
+    let gone = farm.lathe(&["status", job]);
+    assert_ne!(gone.status, 0);
+    assert!(gone.stderr.contains("does not exist"), "{}", gone.stderr);
+}
+
+/// `lathe suspend`: the running task finishes, no other starts (a queued one goes back to
+/// pending); `lathe resume` lets the job run to the end.
+#[test]
+fn suspend_lets_running_tasks_finish_and_starts_none_until_resumed() {
+    let _serial = serial();
+    let Some(mut farm) = Farm::start(BINARIES, holding()) else {
+        return;
+    };
+    farm.start_worker("w1");
+    let work = tempfile::tempdir().expect("temp dir");
+    let sources = work.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, 4, 2.0);
+    let job = submit(&farm, &sources);
+    farm.wait_held("w1", LONG);
+    assert_eq!(json_reply(&farm, &["suspend", &job])["state"], "suspended");
+    farm.release_all();
+    let settled = |status: &Value| {
+        status["counts"]["succeeded"] == 1
+            && status["counts"]["running"] == 0
+            && status["counts"]["queued"] == 0
+    };
+    let status = farm.wait_for_status(&job, LONG, settled);
+    assert_eq!(status["state"], "suspended");
+    assert_eq!(status["counts"]["pending"], 3, "{status:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    let still = farm.wait_for_status(&job, LONG, |_| true);
+    assert!(
+        settled(&still),
+        "nothing started while suspended: {still:#}"
+    );
+
+    assert_eq!(json_reply(&farm, &["resume", &job])["state"], "running");
+    let done = farm.wait_for_status(&job, LONG, ended);
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["counts"]["succeeded"], 4);
 }
 
 /// Guarantee 5: `lathe cancel`: no new task starts, running ones stop, the job ends cancelled.
