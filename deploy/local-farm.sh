@@ -45,7 +45,8 @@ start)
   start_process etcd etcd --name lathe --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "lathe=http://127.0.0.1:$ETCD_PEER_PORT"
+    --initial-cluster "lathe=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --auto-compaction-mode revision --auto-compaction-retention 100000 --quota-backend-bytes 8589934592
   wait_port "$NATS_PORT" nats
   wait_port "$ETCD_PORT" etcd
   export LATHE_NATS="nats://127.0.0.1:$NATS_PORT" LATHE_ETCD="http://127.0.0.1:$ETCD_PORT"
