@@ -119,6 +119,16 @@ impl Delivery {
 /// A stream of payloads of messages that used up their deliveries.
 pub type ExhaustedStream = futures::stream::BoxStream<'static, Bytes>;
 
+/// A message the queue holds (waiting, delivered and not acknowledged yet, or past its deliveries
+/// and not removed yet), as [`WorkQueue::held`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its place in the queue, increasing with each publication.
+    pub sequence: u64,
+    /// Its payload.
+    pub payload: Bytes,
+}
+
 /// The work queue.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
@@ -132,6 +142,12 @@ pub trait WorkQueue: Send + Sync {
     async fn depth(&self) -> Result<u64>;
     /// Payloads of messages past `max_deliver`, as the queue notices them.
     async fn exhausted(&self) -> Result<ExhaustedStream>;
+    /// Up to `limit` messages the queue holds, in publication order, after the sequence `after`
+    /// (from the first without it). The coordinator only publishes as many tasks as workers can
+    /// take, so the queue holds few.
+    async fn held(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>>;
+    /// Removes a held message (one past its deliveries); false when it was not there.
+    async fn remove(&self, sequence: u64) -> Result<bool>;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -352,6 +368,26 @@ impl WorkQueue for MemoryQueue {
         self.shared.lock()?.exhausted_senders.push(sender);
         Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(receiver).boxed())
     }
+
+    async fn held(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self
+            .shared
+            .lock()?
+            .messages
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(&sequence, message)| StoredMessage {
+                sequence,
+                payload: message.payload.clone(),
+            })
+            .collect())
+    }
+
+    async fn remove(&self, sequence: u64) -> Result<bool> {
+        Ok(self.shared.lock()?.messages.remove(&sequence).is_some())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -390,11 +426,29 @@ fn queue_error(context: &str) -> impl Fn(Box<dyn std::error::Error + Send + Sync
 impl JetStreamQueue {
     /// Connects to NATS at `url` and creates (or opens) the task stream and the workers' consumer.
     pub async fn connect(url: &str, settings: QueueSettings) -> Result<Self> {
-        use async_nats::jetstream::{consumer, stream};
         let client = async_nats::connect(url)
             .await
             .map_err(|e| Error::Queue(format!("cannot connect to NATS at {url}: {e}")))?;
         let context = async_nats::jetstream::new(client.clone());
+        let (stream, consumer) = Self::create(&context, settings).await?;
+        Ok(Self {
+            client,
+            context,
+            stream,
+            consumer,
+            settings,
+        })
+    }
+
+    /// Creates the task stream and the workers' consumer, or opens them if they exist.
+    async fn create(
+        context: &async_nats::jetstream::Context,
+        settings: QueueSettings,
+    ) -> Result<(
+        async_nats::jetstream::stream::Stream,
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    )> {
+        use async_nats::jetstream::{consumer, stream};
         let stream = context
             .get_or_create_stream(stream::Config {
                 name: STREAM_NAME.to_owned(),
@@ -420,13 +474,57 @@ impl JetStreamQueue {
             )
             .await
             .map_err(|e| queue_error("cannot create the workers' consumer")(Box::new(e)))?;
-        Ok(Self {
-            client,
-            context,
-            stream,
-            consumer,
-            settings,
-        })
+        Ok((stream, consumer))
+    }
+
+    /// Creates the stream and the consumer again if they are gone (a NATS server that restarted
+    /// without its data): the handles refer to them by name, so they work again at once.
+    async fn recreate(&self) {
+        match Self::create(&self.context, self.settings).await {
+            Ok(_) => tracing::info!("task stream and consumer checked (created again if lost)"),
+            Err(error) => tracing::warn!(%error, "cannot create the task stream again"),
+        }
+    }
+
+    async fn publish_once(&self, message: &QueueMessage) -> Result<()> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message.id.as_str());
+        for (name, value) in &message.headers {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        self.context
+            .publish_with_headers(TASK_SUBJECT, headers, message.payload.clone())
+            .await
+            .map_err(|e| queue_error("publish")(Box::new(e)))?
+            .await
+            .map_err(|e| queue_error("publish acknowledgement")(Box::new(e)))?;
+        Ok(())
+    }
+
+    async fn pull_once(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        // Wait for the first message only, then take what else is there without waiting: a batch
+        // that waited for `max` messages could outlast the ack deadline of the first.
+        let first = self
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| queue_error("pull")(Box::new(e)))?;
+        let mut deliveries = Vec::new();
+        collect_deliveries(first, 1, &mut deliveries).await?;
+        if deliveries.len() == 1 && max > 1 {
+            let more = self
+                .consumer
+                .fetch()
+                .max_messages(max - 1)
+                .messages()
+                .await
+                .map_err(|e| queue_error("pull")(Box::new(e)))?;
+            collect_deliveries(more, max, &mut deliveries).await?;
+        }
+        Ok(deliveries)
     }
 }
 
@@ -503,47 +601,27 @@ impl WorkQueue for JetStreamQueue {
     }
 
     async fn publish(&self, message: QueueMessage) -> Result<()> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", message.id.as_str());
-        for (name, value) in &message.headers {
-            headers.insert(name.as_str(), value.as_str());
+        match self.publish_once(&message).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // The stream may be gone (a server that lost its data): create it, then try once
+                // more.
+                tracing::warn!(%error, "publish failed; checking the task stream");
+                self.recreate().await;
+                self.publish_once(&message).await
+            }
         }
-        self.context
-            .publish_with_headers(TASK_SUBJECT, headers, message.payload)
-            .await
-            .map_err(|e| queue_error("publish")(Box::new(e)))?
-            .await
-            .map_err(|e| queue_error("publish acknowledgement")(Box::new(e)))?;
-        Ok(())
     }
 
     async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        // Wait for the first message only, then take what else is there without waiting: a batch
-        // that waited for `max` messages could outlast the ack deadline of the first.
-        let first = self
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| queue_error("pull")(Box::new(e)))?;
-        let mut deliveries = Vec::new();
-        collect_deliveries(first, 1, &mut deliveries).await?;
-        if deliveries.len() == 1 && max > 1 {
-            let more = self
-                .consumer
-                .fetch()
-                .max_messages(max - 1)
-                .messages()
-                .await
-                .map_err(|e| queue_error("pull")(Box::new(e)))?;
-            collect_deliveries(more, max, &mut deliveries).await?;
+        let pulled = self.pull_once(max, wait).await;
+        if pulled.is_err() {
+            self.recreate().await;
         }
-        Ok(deliveries)
+        pulled
     }
 
     async fn depth(&self) -> Result<u64> {
@@ -579,6 +657,50 @@ impl WorkQueue for JetStreamQueue {
                 }
             })
             .boxed())
+    }
+
+    async fn held(&self, after: Option<u64>, limit: usize) -> Result<Vec<StoredMessage>> {
+        let mut held = Vec::new();
+        let mut next = after.map_or(1, |after| after + 1);
+        while held.len() < limit {
+            // The first message at or after `next`: gaps (acknowledged messages) cost nothing.
+            let message = match self
+                .stream
+                .get_first_raw_message_by_subject(TASK_SUBJECT, next)
+                .await
+            {
+                Ok(message) => message,
+                Err(error)
+                    if error.kind()
+                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                {
+                    break;
+                }
+                Err(error) => return Err(queue_error("read the task stream")(Box::new(error))),
+            };
+            next = message.sequence + 1;
+            held.push(StoredMessage {
+                sequence: message.sequence,
+                payload: message.payload,
+            });
+        }
+        Ok(held)
+    }
+
+    async fn remove(&self, sequence: u64) -> Result<bool> {
+        match self.stream.delete_message(sequence).await {
+            Ok(removed) => Ok(removed),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    async_nats::jetstream::stream::DeleteMessageErrorKind::JetStream(ref code)
+                        if code.error_code() == async_nats::jetstream::ErrorCode::SEQUENCE_NOT_FOUND
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(queue_error("remove a message")(Box::new(error))),
+        }
     }
 }
 

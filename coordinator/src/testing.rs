@@ -89,6 +89,17 @@ impl NatsServer {
         self.process = None;
     }
 
+    /// Starts the server again on the same port with an empty data folder, as a server that lost
+    /// its disk: every stream, consumer and message is gone.
+    ///
+    /// # Panics
+    /// If it does not start.
+    pub fn restart_fresh(&mut self) {
+        self.process = None;
+        self.data = tempfile::tempdir().expect("temporary folder for nats-server");
+        self.restart();
+    }
+
     /// Starts the server again on the same port and data folder (JetStream state survives).
     ///
     /// # Panics
@@ -122,8 +133,9 @@ impl NatsServer {
 /// A single-member `etcd` on loopback.
 #[derive(Debug)]
 pub struct EtcdServer {
-    _process: Guard,
+    process: Option<Guard>,
     client_port: u16,
+    peer_port: u16,
     data: tempfile::TempDir,
 }
 
@@ -137,18 +149,32 @@ impl EtcdServer {
             eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
             return None;
         }
-        let data = tempfile::tempdir().expect("temporary folder for etcd");
-        let client_port = free_port();
-        let peer_port = free_port();
-        let mut child = etcd_command(data.path(), client_port, peer_port)
+        let mut server = Self {
+            process: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data: tempfile::tempdir().expect("temporary folder for etcd"),
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Kills the server (as a crash would); its data stays.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server again on the same ports and data folder.
+    ///
+    /// # Panics
+    /// If it does not start.
+    pub fn restart(&mut self) {
+        self.process = None;
+        let mut child = etcd_command(self.data.path(), self.client_port, self.peer_port)
             .spawn()
             .expect("spawn etcd");
-        wait_for_port(client_port, &mut child, "etcd").expect("etcd starts");
-        Some(Self {
-            _process: Guard(child),
-            client_port,
-            data,
-        })
+        wait_for_port(self.client_port, &mut child, "etcd").expect("etcd starts");
+        self.process = Some(Guard(child));
     }
 
     /// `http://127.0.0.1:PORT`.

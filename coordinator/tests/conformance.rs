@@ -12,7 +12,7 @@ use lathe_coordinator::blob::{
     BlobStore, Digest, DiskBlobStore, MemoryBlobStore, get_bytes, put_bytes,
 };
 use lathe_coordinator::queue::{
-    JetStreamQueue, MemoryQueue, QueueMessage, QueueSettings, WorkQueue,
+    JetStreamQueue, MemoryQueue, QueueMessage, QueueSettings, StoredMessage, WorkQueue,
 };
 use lathe_coordinator::state::{
     EtcdStore, Expect, MAX_TRANSACTION_OPS, MemoryStore, Page, StateStore, Transaction,
@@ -171,6 +171,31 @@ async fn queue_suite(queue: Arc<dyn WorkQueue>) {
     }
     assert_eq!(noticed, Some(Bytes::from("payload g")));
     assert_eq!(queue.depth().await.expect("depth"), 0);
+
+    // The held messages are listed in publication order, a page at a time, and can be removed.
+    for id in ["h1", "h2", "h3"] {
+        queue.publish(message(id)).await.expect("publish");
+    }
+    let payloads = |held: &[StoredMessage]| -> Vec<Bytes> {
+        held.iter().map(|m| m.payload.clone()).collect()
+    };
+    let held = queue.held(None, 10).await.expect("held");
+    assert_eq!(
+        payloads(&held),
+        ["payload h1", "payload h2", "payload h3"].map(Bytes::from)
+    );
+    let next = queue.held(Some(held[0].sequence), 1).await.expect("held");
+    assert_eq!(payloads(&next), [Bytes::from("payload h2")]);
+    assert!(queue.remove(held[1].sequence).await.expect("remove"));
+    assert!(!queue.remove(held[1].sequence).await.expect("remove again"));
+    assert_eq!(
+        payloads(&queue.held(None, 10).await.expect("held")),
+        ["payload h1", "payload h3"].map(Bytes::from)
+    );
+    let mut drained = drain(queue.as_ref(), Duration::from_secs(2)).await;
+    drained.extend(drain(queue.as_ref(), Duration::from_millis(500)).await);
+    assert_eq!(drained.len(), 2);
+    assert!(queue.held(None, 10).await.expect("held").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +212,44 @@ async fn jetstream_queue_conforms() {
         .await
         .expect("connect to NATS");
     queue_suite(Arc::new(queue)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_queue_works_again_after_the_server_lost_its_data() {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let queue = JetStreamQueue::connect(&nats.url(), SETTINGS)
+        .await
+        .expect("connect to NATS");
+    queue.publish(message("before")).await.expect("publish");
+    nats.restart_fresh();
+    // The stream and the consumer are gone; the first publish creates them again.
+    let mut published = Err(lathe_coordinator::Error::Queue("not tried".to_owned()));
+    for _ in 0..50 {
+        published = queue.publish(message("after")).await;
+        if published.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    published.expect("publish after the restart");
+    let held: Vec<Bytes> = queue
+        .held(None, 10)
+        .await
+        .expect("held")
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    assert_eq!(
+        held,
+        [Bytes::from("payload after")],
+        "the message before the restart is lost"
+    );
+    assert_eq!(
+        drain(&queue, Duration::from_secs(5)).await,
+        [Bytes::from("payload after")]
+    );
 }
 
 async fn state_suite(store: Arc<dyn StateStore>) {
