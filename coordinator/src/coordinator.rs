@@ -30,7 +30,9 @@ use crate::record::{
 
 mod operations;
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
+mod reconcile;
 pub use operations::Deleted;
+pub use reconcile::Reconciled;
 
 /// How the coordinator treats failures and fills the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,9 @@ pub struct CoordinatorSettings {
     pub unreferenced_blob_grace: Duration,
     /// How often retention and the sweep of unreferenced blobs run.
     pub maintenance_interval: Duration,
+    /// How often the reconciler compares the tasks' states with what the queue holds and which
+    /// workers are registered (it also runs on start).
+    pub reconcile_interval: Duration,
 }
 
 impl Default for CoordinatorSettings {
@@ -64,6 +69,7 @@ impl Default for CoordinatorSettings {
             retain: None,
             unreferenced_blob_grace: Duration::from_secs(6 * 3600),
             maintenance_interval: Duration::from_secs(60),
+            reconcile_interval: Duration::from_secs(10),
         }
     }
 }
@@ -199,13 +205,14 @@ impl Coordinator {
         let _ = self.inner.changes.send(job_id.to_owned());
     }
 
-    /// Runs the dispatcher and the watcher of exhausted messages until `shutdown` resolves. Tasks
-    /// queued by an earlier coordinator that may not have reached the queue are published again first
-    /// (the queue drops duplicates by id; a duplicate that slips through is harmless, as tasks are
-    /// deterministic and a finished task's redelivery is dropped).
+    /// Runs the dispatcher, the watcher of exhausted messages, the reconciler and the
+    /// maintenance (retention, unreferenced blobs) until `shutdown` resolves. The reconciler runs
+    /// first, so that tasks an earlier coordinator queued and the queue lost are published again.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         self.remove_unfinished_submissions().await?;
-        self.republish_queued().await?;
+        if let Err(error) = self.reconcile().await {
+            tracing::warn!(%error, "reconciling on start failed; the next pass retries");
+        }
         let exhausted = self.inner.queue.exhausted().await?;
         let watcher = {
             let coordinator = self.clone();
@@ -214,6 +221,10 @@ impl Coordinator {
         let maintenance = {
             let coordinator = self.clone();
             tokio::spawn(async move { coordinator.maintain().await })
+        };
+        let reconciler = {
+            let coordinator = self.clone();
+            tokio::spawn(async move { coordinator.keep_reconciling().await })
         };
         tokio::pin!(shutdown);
         loop {
@@ -228,6 +239,7 @@ impl Coordinator {
         }
         watcher.abort();
         maintenance.abort();
+        reconciler.abort();
         Ok(())
     }
 
@@ -236,28 +248,37 @@ impl Coordinator {
             let Ok(task) = v1::Task::decode(payload) else {
                 continue;
             };
-            let result = self
-                .update_task(&task.task_id, |task| {
-                    if task.state.is_final() {
-                        return None;
-                    }
-                    task.state = TaskState::Failed;
-                    if task.last_error.is_empty() {
-                        task.last_error = "the work queue gave up delivering it".to_owned();
-                    }
-                    Some(())
-                })
-                .await;
-            match result {
-                Ok(Some(_)) => {
-                    tracing::warn!(task = %task.task_id, "task past its delivery limit: failed");
-                    let _ = self.finish_job_if_done(&task.job_id).await;
-                    self.inner.dispatch.notify_one();
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, task = %task.task_id, "cannot fail task"),
+            if let Err(error) = self
+                .fail_exhausted(&task.task_id, "the work queue gave up delivering it", false)
+                .await
+            {
+                tracing::warn!(%error, task = %task.task_id, "cannot fail task");
             }
         }
+    }
+
+    /// Fails a task whose queue message reached its delivery limit, and ends its job if that was
+    /// its last task. `reason` becomes its last error when it has none, or always with `replace`.
+    async fn fail_exhausted(&self, task_id: &str, reason: &str, replace: bool) -> Result<()> {
+        let failed = self
+            .update_task(task_id, |task| {
+                if task.state.is_final() {
+                    return None;
+                }
+                task.state = TaskState::Failed;
+                if replace || task.last_error.is_empty() {
+                    task.last_error = reason.to_owned();
+                }
+                Some(())
+            })
+            .await?;
+        if failed.is_some() {
+            tracing::warn!(task = %task_id, %reason, "task past its delivery limit: failed");
+            self.finish_job_if_done(record::job_of_task(task_id)?)
+                .await?;
+            self.inner.dispatch.notify_one();
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -947,32 +968,6 @@ impl Coordinator {
             .await
     }
 
-    /// Publishes again the first-attempt tasks left `queued` (their publish may not have reached
-    /// the queue), page by page.
-    async fn republish_queued(&self) -> Result<()> {
-        for job in self.active_jobs().await? {
-            if job.state.is_final() {
-                continue;
-            }
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .page_of_tasks(&job.id, Some(TaskState::Queued), after.as_deref(), MAX_PAGE)
-                    .await?;
-                for task in &page.tasks {
-                    if task.state == TaskState::Queued && task.attempts == 0 {
-                        self.publish(task, &job).await?;
-                    }
-                }
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Fails a task that never ran (a need failed, or its work could not be resolved).
     async fn fail_pending(&self, task_id: &str, reason: &str) -> Result<()> {
         let moved = self
@@ -1147,9 +1142,14 @@ impl Coordinator {
                 })
                 .await?;
             if let Some(stored) = moved {
-                self.publish(&stored, &job.record).await?;
-                tracing::debug!(task = %stored.id, "task queued");
                 job.counts.queued += 1;
+                if let Err(error) = self.publish(&stored, &job.record).await {
+                    // The task stays queued; the reconciler publishes it once the queue is back.
+                    // Nothing more is published in this pass.
+                    tracing::warn!(%error, task = %stored.id, "publish failed; the reconciler will publish it again");
+                    break;
+                }
+                tracing::debug!(task = %stored.id, "task queued");
                 published += 1;
             }
         }
@@ -1189,9 +1189,14 @@ impl Coordinator {
         if job.blocklist.iter().any(|w| w == worker_id) {
             let workers = self.worker_records().await?;
             if !every_worker_blocklisted(&job, &workers) {
-                return Ok(StartVerdict::HandBack(format!(
-                    "worker {worker_id} is blocklisted for job {job_id}"
-                )));
+                let reason = format!("worker {worker_id} is blocklisted for job {job_id}");
+                if delivery >= self.inner.queue.settings().max_deliver {
+                    // The queue would not deliver it again: record that now rather than wait
+                    // for its advisory.
+                    self.fail_exhausted(task_id, &reason, true).await?;
+                    return Ok(StartVerdict::Drop(reason));
+                }
+                return Ok(StartVerdict::HandBack(reason));
             }
             // No worker may take it: rather than cycle through the queue, the task goes back to
             // pending and the job waits, paused, until its blocklist is cleared.
@@ -1226,6 +1231,7 @@ impl Coordinator {
                 task.state = TaskState::Running;
                 task.worker_id = worker_id.to_owned();
                 task.attempts += 1;
+                task.deliveries = delivery;
                 if task.started_unix_ms == 0 {
                     task.started_unix_ms = record::unix_ms();
                 }
@@ -1341,6 +1347,7 @@ impl Coordinator {
         fault: Fault,
     ) -> Result<bool> {
         let max_attempts = self.inner.settings.max_attempts;
+        let max_deliver = self.inner.queue.settings().max_deliver;
         let final_failure = self
             .update_task(task_id, |task| {
                 if task.state.is_final() {
@@ -1348,7 +1355,10 @@ impl Coordinator {
                 }
                 task.last_error = error.to_owned();
                 task.worker_id = worker_id.to_owned();
-                if fault == Fault::Input || task.attempts >= max_attempts {
+                if fault == Fault::Input
+                    || task.attempts >= max_attempts
+                    || task.deliveries >= max_deliver
+                {
                     task.state = TaskState::Failed;
                     Some(true)
                 } else {

@@ -197,6 +197,7 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
             started_unix_ms: 0,
             qc_failed: false,
             queued_count: 0,
+            deliveries: 0,
             graph: GraphPart {
                 label,
                 work_json: spec.work_json.clone(),

@@ -135,6 +135,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 started_unix_ms: 0,
                 qc_failed: false,
                 queued_count: 0,
+                deliveries: 0,
                 graph: Default::default(),
             }
         })

@@ -297,6 +297,10 @@ pub struct TaskRecord {
     /// of the queue message's id, so that a task queued again is not taken for a duplicate.
     #[serde(default)]
     pub queued_count: u32,
+    /// Which delivery of its queue message its current attempt came from: at the queue's
+    /// delivery limit, no redelivery will follow if the attempt is lost.
+    #[serde(default)]
+    pub deliveries: u32,
     /// A graph task's part: empty for a track's render.
     #[serde(flatten)]
     pub graph: GraphPart,

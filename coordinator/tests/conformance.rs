@@ -176,9 +176,8 @@ async fn queue_suite(queue: Arc<dyn WorkQueue>) {
     for id in ["h1", "h2", "h3"] {
         queue.publish(message(id)).await.expect("publish");
     }
-    let payloads = |held: &[StoredMessage]| -> Vec<Bytes> {
-        held.iter().map(|m| m.payload.clone()).collect()
-    };
+    let payloads =
+        |held: &[StoredMessage]| -> Vec<Bytes> { held.iter().map(|m| m.payload.clone()).collect() };
     let held = queue.held(None, 10).await.expect("held");
     assert_eq!(
         payloads(&held),

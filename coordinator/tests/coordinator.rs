@@ -989,7 +989,7 @@ async fn retry_runs_the_failed_tasks_again_with_fresh_attempts() {
         .into_iter()
         .map(|t| t.task_id)
         .collect();
-    assert_eq!(queued, [second.clone()]);
+    assert_eq!(queued, std::slice::from_ref(&second));
     run_and_complete(coordinator, &second, &master.to_string()).await;
     let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.state(), v1::JobState::Succeeded);
@@ -1216,4 +1216,159 @@ async fn retention_deletes_old_jobs_unless_pinned_and_the_sweep_removes_unrefere
     );
     assert!(coordinator.status(&kept).await.is_err());
     assert!(!fixture.blobs.contains(&master).await.expect("contains"));
+}
+
+#[tokio::test]
+async fn the_reconciler_publishes_queued_tasks_the_queue_lost() {
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "lost", 0, 3).await;
+    let coordinator = &fixture.coordinator;
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 2);
+    // The messages are lost, as to a NATS server that restarted without its data.
+    assert_eq!(queued_tasks(&fixture.queue).await.len(), 2);
+    let done = coordinator.reconcile().await.expect("reconcile");
+    assert_eq!(done.republished, 2);
+    let held: Vec<String> = fixture
+        .queue
+        .held(None, 10)
+        .await
+        .expect("held")
+        .into_iter()
+        .map(|message| v1::Task::decode(message.payload).expect("task").task_id)
+        .collect();
+    assert_eq!(
+        held,
+        [format!("{job_id}.0000000"), format!("{job_id}.0000001")]
+    );
+    // What the queue holds is left alone.
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile"),
+        lathe_coordinator::coordinator::Reconciled::default()
+    );
+}
+
+#[tokio::test]
+async fn the_reconciler_queues_again_a_task_whose_worker_and_message_are_gone() {
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "orphan", 0, 1).await;
+    let coordinator = &fixture.coordinator;
+    let task = format!("{job_id}.0000000");
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    assert_eq!(
+        coordinator.start_task(&task, "w1", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    // While its worker is registered, a running task is its worker's (its message lost as to a
+    // NATS server that restarted without its data).
+    assert_eq!(queued_tasks(&fixture.queue).await.len(), 1);
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").requeued,
+        0
+    );
+    // The worker's lease ran out and the queue lost the message: queued again, as a lost attempt.
+    fixture
+        .state
+        .delete(&worker_key("w1"))
+        .await
+        .expect("lease");
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").requeued,
+        1
+    );
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.tasks[0].state(), v1::TaskState::Queued);
+    assert!(
+        status.tasks[0].last_error.contains("was lost"),
+        "{}",
+        status.tasks[0].last_error
+    );
+    let queued = queued_tasks(&fixture.queue).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].task_id, task);
+    register_worker(&fixture, "w2", 1).await;
+    assert_eq!(
+        coordinator.start_task(&task, "w2", 1).await.expect("start"),
+        StartVerdict::Run
+    );
+    assert_eq!(full_status(coordinator, &job_id).await.tasks[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn the_reconciler_fails_a_lost_task_on_its_last_delivery_without_the_advisory() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let max_deliver = fixture.queue.settings().max_deliver;
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "last", 0, 1).await;
+    let coordinator = &fixture.coordinator;
+    let task = format!("{job_id}.0000000");
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    fixture
+        .state
+        .delete(&worker_key("w1"))
+        .await
+        .expect("lease");
+    // A lost attempt whose message the queue still delivers is left to the queue...
+    coordinator
+        .start_task(&task, "w1", max_deliver - 1)
+        .await
+        .expect("start");
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile"),
+        lathe_coordinator::coordinator::Reconciled::default()
+    );
+    // ...unless it came from the last delivery: the queue will not deliver it again.
+    coordinator
+        .start_task(&task, "w1", max_deliver)
+        .await
+        .expect("start");
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").exhausted,
+        1
+    );
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Failed);
+    assert!(
+        status.tasks[0].last_error.contains("last delivery"),
+        "{}",
+        status.tasks[0].last_error
+    );
+    assert!(
+        fixture.queue.held(None, 10).await.expect("held").is_empty(),
+        "its message was removed"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_or_hand_back_on_the_last_delivery_is_final() {
+    let settings = CoordinatorSettings {
+        max_attempts: 100,
+        blocklist_after: 1,
+        ..CoordinatorSettings::default()
+    };
+    let fixture = fixture(settings);
+    let max_deliver = fixture.queue.settings().max_deliver;
+    register_worker(&fixture, "w1", 1).await;
+    register_worker(&fixture, "w2", 1).await;
+    let job_id = job(&fixture, "limit", 0, 2).await;
+    let coordinator = &fixture.coordinator;
+    let (first, second) = (format!("{job_id}.0000000"), format!("{job_id}.0000001"));
+    coordinator
+        .start_task(&first, "w1", max_deliver)
+        .await
+        .expect("start");
+    let final_failure = coordinator
+        .fail_task(&first, "w1", "out of memory", Fault::Worker)
+        .await
+        .expect("fail");
+    assert!(final_failure, "no redelivery would follow");
+    // w1 is now blocklisted; its hand-back of the last delivery fails the task at once.
+    let verdict = coordinator
+        .start_task(&second, "w1", max_deliver)
+        .await
+        .expect("start");
+    assert!(matches!(verdict, StartVerdict::Drop(_)), "{verdict:?}");
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.counts.expect("counts").failed, 2);
 }

@@ -1,0 +1,193 @@
+//! The reconciler: makes the tasks' recorded states agree with what the queue holds and which
+//! workers are alive, so that no task waits for a message that will never come. It runs when the
+//! coordinator starts and every
+//! [`reconcile_interval`](crate::CoordinatorSettings::reconcile_interval):
+//! - a `queued` task whose message the queue does not hold (a publish that failed, a NATS server
+//!   that restarted without its data) is published again;
+//! - a `running` task whose worker is no longer registered (its lease ran out) and whose message
+//!   the queue does not hold is queued again, as a lost attempt (failed when its attempts are
+//!   used up);
+//! - a `running` task whose worker is gone and whose message reached the queue's delivery limit
+//!   is failed and its message removed, even if the queue's advisory was missed.
+//!
+//! A `running` task whose worker is gone but whose message the queue still delivers is left to
+//! the queue, which hands it to another worker once its acknowledgement deadline passes.
+//!
+//! Every read is bounded: the queue holds at most what the dispatcher put there (free slots plus
+//! the queue-ahead, and messages awaiting redelivery), and only the active jobs' `queued` and
+//! `running` indexes are read, a page at a time.
+
+use std::collections::{HashMap, HashSet};
+
+use lathe_proto::v1;
+use prost::Message as _;
+
+use super::Coordinator;
+use crate::error::Result;
+use crate::record::{TaskRecord, TaskState};
+use crate::state::MAX_PAGE;
+
+/// The most queue messages one pass reads (far more than a farm's slots).
+const MAX_HELD: usize = 100_000;
+
+/// What one reconciler pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// `queued` tasks published again.
+    pub republished: u32,
+    /// `running` tasks on a lost worker, queued again.
+    pub requeued: u32,
+    /// Tasks failed because their message reached the delivery limit.
+    pub exhausted: u32,
+}
+
+impl Coordinator {
+    /// Reconciles every [`reconcile_interval`](crate::CoordinatorSettings::reconcile_interval),
+    /// forever.
+    pub(super) async fn keep_reconciling(&self) {
+        loop {
+            tokio::time::sleep(self.inner.settings.reconcile_interval).await;
+            match self.reconcile().await {
+                Ok(done) if done != Reconciled::default() => {
+                    tracing::info!(?done, "reconciled the tasks with the queue and the workers");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "reconciling failed; retrying"),
+            }
+        }
+    }
+
+    /// One pass of the reconciler (see the module's documentation). A publish that fails ends
+    /// the pass early: the queue is away, and the next pass goes on.
+    pub async fn reconcile(&self) -> Result<Reconciled> {
+        let held = self.held_messages().await?;
+        let workers: HashSet<String> = self
+            .worker_records()
+            .await?
+            .into_iter()
+            .map(|worker| worker.id)
+            .collect();
+        let mut done = Reconciled::default();
+        for job in self.active_jobs().await? {
+            if job.state.is_final() {
+                continue;
+            }
+            for state in [TaskState::Queued, TaskState::Running] {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self
+                        .page_of_tasks(&job.id, Some(state), after.as_deref(), MAX_PAGE)
+                        .await?;
+                    for task in &page.tasks {
+                        let in_queue = held.get(&task.id).map(Vec::as_slice);
+                        if !self
+                            .reconcile_task(task, &job, in_queue, &workers, &mut done)
+                            .await?
+                        {
+                            return Ok(done);
+                        }
+                    }
+                    match page.next_after {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reconciles one task with the queue messages that carry it; false when a publish failed.
+    async fn reconcile_task(
+        &self,
+        task: &TaskRecord,
+        job: &crate::record::JobRecord,
+        in_queue: Option<&[u64]>,
+        workers: &HashSet<String>,
+        done: &mut Reconciled,
+    ) -> Result<bool> {
+        match (task.state, in_queue) {
+            (TaskState::Queued, None) => {
+                if let Err(error) = self.publish(task, job).await {
+                    tracing::warn!(%error, task = %task.id, "publish failed; the next pass retries");
+                    return Ok(false);
+                }
+                tracing::info!(task = %task.id, "queued task missing from the queue: published again");
+                done.republished += 1;
+            }
+            (TaskState::Running, _) if workers.contains(&task.worker_id) => {}
+            (TaskState::Running, Some(sequences))
+                if task.deliveries >= self.inner.queue.settings().max_deliver =>
+            {
+                let reason = format!(
+                    "attempt {} on worker {} was lost on the work queue's last delivery",
+                    task.attempts, task.worker_id
+                );
+                self.fail_exhausted(&task.id, &reason, true).await?;
+                for &sequence in sequences {
+                    self.inner.queue.remove(sequence).await?;
+                }
+                done.exhausted += 1;
+            }
+            (TaskState::Running, None) => {
+                let max_attempts = self.inner.settings.max_attempts;
+                let requeued = self
+                    .update_task(&task.id, |stored| {
+                        (stored.state == TaskState::Running
+                            && stored.worker_id == task.worker_id)
+                            .then(|| {
+                                stored.last_error = format!(
+                                    "attempt {} on worker {} was lost (its worker stopped and the work queue no longer held the task)",
+                                    stored.attempts, stored.worker_id
+                                );
+                                if stored.attempts >= max_attempts {
+                                    stored.state = TaskState::Failed;
+                                } else {
+                                    stored.state = TaskState::Queued;
+                                    stored.queued_count += 1;
+                                }
+                                stored.clone()
+                            })
+                    })
+                    .await?;
+                let Some(stored) = requeued else {
+                    return Ok(true);
+                };
+                if stored.state == TaskState::Failed {
+                    self.finish_job_if_done(&job.id).await?;
+                    return Ok(true);
+                }
+                tracing::info!(task = %task.id, worker = %task.worker_id, "running task on a lost worker: queued again");
+                done.requeued += 1;
+                if let Err(error) = self.publish(&stored, job).await {
+                    tracing::warn!(%error, task = %task.id, "publish failed; the next pass retries");
+                    return Ok(false);
+                }
+            }
+            // In the queue: delivered (again) in time.
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// The sequences of the messages the queue holds, by task id.
+    async fn held_messages(&self) -> Result<HashMap<String, Vec<u64>>> {
+        let mut held: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut after = None;
+        let mut read = 0;
+        while read < MAX_HELD {
+            let page = self.inner.queue.held(after, MAX_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.sequence);
+            read += page.len();
+            for message in page {
+                if let Ok(task) = v1::Task::decode(message.payload) {
+                    held.entry(task.task_id).or_default().push(message.sequence);
+                }
+            }
+        }
+        Ok(held)
+    }
+}
