@@ -246,9 +246,7 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             })
             .collect();
         let job_id = client
-            .jobs
-            .clone()
-            .submit(v1::SubmitJobRequest {
+            .submit_job(v1::SubmitJobRequest {
                 name: job.name.clone(),
                 priority: job.priority,
                 profile_toml: job.profile.to_toml(),
@@ -257,9 +255,10 @@ pub fn submit(args: &SubmitArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
                 ..Default::default()
             })
             .await
-            .map_err(rpc_error)?
-            .into_inner()
-            .job_id;
+            .map_err(|error| match error {
+                lathe_coordinator::Error::Rpc(status) => rpc_error(status),
+                error => error.into(),
+            })?;
         if args.json && !args.watch {
             writeln!(streams.out, "{}", json!({ "job_id": job_id }))?;
         } else if !args.json {

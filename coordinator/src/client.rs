@@ -60,13 +60,16 @@ impl FarmClient {
         })
     }
 
-    /// A client for the coordinator at `url`, checked by a first call.
+    /// A client for the coordinator at `url`, checked by a first call (one the coordinator answers
+    /// without its etcd or NATS, so that a command waiting for them can start).
     pub async fn connect(url: &str) -> Result<Self> {
         let client = Self::lazy(url)?;
         client
             .jobs
             .clone()
-            .list_workers(v1::ListWorkersRequest {})
+            .missing_blobs(v1::MissingBlobsRequest {
+                digests: Vec::new(),
+            })
             .await
             .map_err(|status| Error::Connect {
                 url: url.to_owned(),
@@ -151,7 +154,33 @@ impl FarmClient {
             tracks,
             ..Default::default()
         };
-        Ok(self.jobs.clone().submit(request).await?.into_inner().job_id)
+        self.submit_job(request).await
+    }
+
+    /// Submits a job; returns its id. While the coordinator cannot store it (its etcd or NATS is
+    /// away, or it is restarting) the submission is retried for up to [`SUBMIT_RETRY_FOR`], under
+    /// one idempotency key, so that a retry after a lost reply returns the job the first attempt
+    /// created: the request's own key, or one made for this call.
+    pub async fn submit_job(&self, mut request: v1::SubmitJobRequest) -> Result<String> {
+        if request.idempotency_key.is_empty() {
+            request.idempotency_key = call_key();
+        }
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.jobs.clone().submit(request.clone()).await {
+                Ok(reply) => return Ok(reply.into_inner().job_id),
+                Err(status) => {
+                    let error = Error::Rpc(status);
+                    if !error.is_retryable() || started.elapsed() + pause > SUBMIT_RETRY_FOR {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, "the coordinator cannot take the job now; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(4));
+                }
+            }
+        }
     }
 
     /// A page of a job's tasks in task order: only those in `state` when given, after the task id
@@ -295,4 +324,22 @@ pub async fn receive_to_file(
     verify(&expected, &actual)?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(size)
+}
+
+/// How long [`FarmClient::submit_job`] retries a submission the coordinator cannot store yet.
+pub const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(180);
+
+/// An idempotency key for one submission from this process: host, process, time and a counter.
+fn call_key() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!(
+        "{host}-{}-{nanos:x}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -51,6 +51,10 @@ pub struct ServiceArgs {
     /// sweep removes it.
     #[arg(long, default_value_t = 6.0)]
     pub unreferenced_blob_hours: f64,
+    /// Seconds between passes of the reconciler, which publishes again the queued tasks the queue
+    /// lost and queues again the running tasks of workers that are gone.
+    #[arg(long, default_value_t = 10.0)]
+    pub reconcile_interval_s: f64,
 }
 
 /// Runs the coordinator with `args` until SIGTERM or Ctrl-C.
@@ -64,6 +68,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         unreferenced_blob_grace: Duration::from_secs_f64(
             args.unreferenced_blob_hours.max(0.0) * 3_600.0,
         ),
+        reconcile_interval: Duration::from_secs_f64(args.reconcile_interval_s.max(0.1)),
         ..CoordinatorSettings::default()
     };
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));

@@ -141,6 +141,7 @@ impl Farm {
             .args(["--max-attempts", &options.max_attempts.to_string()])
             .args(["--blocklist-after", &options.blocklist_after.to_string()])
             .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
+            .args(["--reconcile-interval-s", "1"])
             .env("LATHE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), "coordinator"))
@@ -148,6 +149,26 @@ impl Farm {
             .expect("spawn the coordinator");
         self.coordinator = Some(child);
         wait_for_port(self.coordinator_port);
+    }
+
+    /// Restarts nats-server: with its data folder (streams and messages survive), or with an
+    /// empty one (everything it held is lost).
+    pub fn restart_nats(&mut self, keep_data: bool) {
+        if keep_data {
+            self.nats.restart();
+        } else {
+            self.nats.restart_fresh();
+        }
+    }
+
+    /// Kills etcd (its data stays); [`restart_etcd`](Self::restart_etcd) brings it back.
+    pub fn kill_etcd(&mut self) {
+        self.etcd.kill();
+    }
+
+    /// Starts etcd again on its ports and data.
+    pub fn restart_etcd(&mut self) {
+        self.etcd.restart();
     }
 
     /// Kills the coordinator with SIGKILL.

@@ -518,3 +518,128 @@ fn worker_joins_mid_job_and_sigterm_drains_without_loss() {
     assert!(on_w2 >= 2, "the joining worker took tasks: {status:#}");
     assert_same_masters(&fetch(&farm, &job, &work.path().join("farm")), &local);
 }
+
+/// A job of `tracks` tracks under way on two workers, each holding a render at the gate (with
+/// more of the job queued), for the tests that disrupt a server mid-job; returns the farm, the
+/// sources folder (in `work`) and the job.
+fn job_under_way(work: &Path, tracks: usize) -> Option<(Farm, std::path::PathBuf, String)> {
+    let mut farm = Farm::start(BINARIES, holding())?;
+    farm.start_worker("w1");
+    farm.start_worker("w2");
+    let sources = work.join("sources");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, tracks, 2.0);
+    let job = submit(&farm, &sources);
+    farm.wait_held("w1", LONG);
+    farm.wait_held("w2", LONG);
+    Some((farm, sources, job))
+}
+
+/// Lets every render go on, waits for `jobs` to end, and checks that each succeeded with masters
+/// byte-identical to `lathe master` on `sources`.
+fn finishes_as_lathe_master(farm: &mut Farm, work: &Path, sources: &Path, jobs: &[&str]) {
+    farm.release_all();
+    let local = local_masters(sources, &work.join("local"));
+    for (index, job) in jobs.iter().enumerate() {
+        let status = farm.wait_for_status(job, LONG, ended);
+        assert_eq!(status["state"], "succeeded", "{status:#}");
+        let fetched = fetch(farm, job, &work.join(format!("farm-{index}")));
+        assert_same_masters(&fetched, &local);
+    }
+}
+
+/// Nothing stalls: nats-server restarted mid-job with its data (streams, messages and the
+/// consumer's state survive); the workers and the coordinator reconnect and the job completes.
+#[test]
+fn nats_restart_with_its_data_mid_job_loses_nothing() {
+    let _serial = serial();
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some((mut farm, sources, job)) = job_under_way(work.path(), 5) else {
+        return;
+    };
+    farm.restart_nats(true);
+    finishes_as_lathe_master(&mut farm, work.path(), &sources, &[&job]);
+}
+
+/// Nothing stalls: nats-server restarted mid-job without its data. The stream, the consumer and
+/// the queued tasks' messages are gone: the queue creates the stream again, the reconciler
+/// publishes the queued tasks again, and the running ones complete over gRPC.
+#[test]
+fn nats_restart_without_its_data_mid_job_loses_nothing() {
+    let _serial = serial();
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some((mut farm, sources, job)) = job_under_way(work.path(), 5) else {
+        return;
+    };
+    farm.restart_nats(false);
+    finishes_as_lathe_master(&mut farm, work.path(), &sources, &[&job]);
+    assert!(
+        farm.log("coordinator")
+            .contains("queued task missing from the queue: published again"),
+        "the reconciler published the lost tasks again"
+    );
+}
+
+/// Nothing stalls: etcd restarted mid-job (its data kept).
+#[test]
+fn etcd_restart_mid_job_loses_nothing() {
+    let _serial = serial();
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some((mut farm, sources, job)) = job_under_way(work.path(), 5) else {
+        return;
+    };
+    farm.kill_etcd();
+    farm.restart_etcd();
+    finishes_as_lathe_master(&mut farm, work.path(), &sources, &[&job]);
+}
+
+/// Nothing stalls: etcd away for 20 s while one job runs and another is being submitted. The
+/// submission is retried under one idempotency key until etcd is back (one job, not two), the
+/// dispatcher goes on, and both jobs complete.
+#[test]
+fn etcd_away_for_20_s_during_submit_and_dispatch_loses_nothing() {
+    let _serial = serial();
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some((mut farm, sources, first)) = job_under_way(work.path(), 4) else {
+        return;
+    };
+    farm.kill_etcd();
+    let url = farm.url();
+    let folder = sources.clone();
+    let submitting = std::thread::spawn(move || {
+        lathe(&[
+            "submit",
+            folder.to_str().expect("utf-8 path"),
+            "--profile",
+            PROFILE,
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(20));
+    if submitting.is_finished() {
+        let outcome = submitting.join().expect("submit thread");
+        panic!(
+            "the submission did not wait for etcd: exit {}, {}{}",
+            outcome.status, outcome.stdout, outcome.stderr
+        );
+    }
+    farm.restart_etcd();
+    let outcome = submitting.join().expect("submit thread");
+    assert_eq!(outcome.status, 0, "lathe submit: {}", outcome.stderr);
+    let reply: Value = serde_json::from_str(&outcome.stdout).expect("submit --json");
+    let second = reply["job_id"].as_str().expect("job id").to_owned();
+    finishes_as_lathe_master(&mut farm, work.path(), &sources, &[&first, &second]);
+    let jobs = farm.lathe(&["status", "--json"]);
+    assert_eq!(jobs.status, 0, "{}", jobs.stderr);
+    assert_eq!(
+        jobs.stdout
+            .lines()
+            .filter(|line| line.contains("job_id"))
+            .count(),
+        2,
+        "one job per submission: {}",
+        jobs.stdout
+    );
+}

@@ -394,13 +394,7 @@ pub async fn submit_delivery(
         idempotency_key: idempotency_key.to_owned(),
         tracks: Vec::new(),
     };
-    Ok(client
-        .jobs
-        .clone()
-        .submit(request)
-        .await?
-        .into_inner()
-        .job_id)
+    Ok(client.submit_job(request).await?)
 }
 
 /// Writes a finished graph job's delivery into `out`: every delivered file of its succeeded tasks
