@@ -100,7 +100,8 @@ async fn deliver_on_embedded_farm(
         let outcome = async {
             let job_id =
                 submit_delivery(&farm.client, job, name, job.catalogue.job.priority, "").await?;
-            let status = follow_job(&farm.client, &job_id, JobView::Spinner).await?;
+            follow_job(&farm.client, &job_id, JobView::Spinner).await?;
+            let status = farm.client.job_with_tasks(&job_id).await?;
             Ok::<_, anyhow::Error>(fetch_delivery(&farm.client, &status, out).await?)
         }
         .await;

@@ -85,6 +85,9 @@ pub struct StatusArgs {
     /// Only the tasks in this state.
     #[arg(long, value_enum, requires = "job")]
     pub state: Option<TaskState>,
+    /// Only the succeeded tasks whose master failed the quality checks.
+    #[arg(long, requires = "job", conflicts_with = "state")]
+    pub qc_failed: bool,
     /// At most this many tasks (or jobs, without a job id); default: every task with --json, 100
     /// in a table.
     #[arg(long)]
@@ -99,6 +102,9 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArg,
 }
+
+/// Tasks `lathe fetch` reads (and downloads the masters of) at a time.
+const FETCH_PAGE: u32 = 500;
 
 /// Tasks a `lathe status` table shows when no --limit is given.
 const TABLE_TASKS: u32 = 100;
@@ -352,26 +358,47 @@ async fn follow(
     let status = follow_job(client, job_id, view).await?;
     let counts = status.counts.unwrap_or_default();
     if !json_lines {
+        let total = counts.pending
+            + counts.queued
+            + counts.running
+            + counts.succeeded
+            + counts.failed
+            + counts.cancelled;
         writeln!(
             streams.out,
-            "job {job_id} {}: {} of {} tasks succeeded ({} failed QC) in {:.1} s",
+            "job {job_id} {}: {} of {total} tasks succeeded ({} failed QC) in {:.1} s",
             job_state_name(status.state()),
             counts.succeeded,
-            status.tasks.len(),
             counts.qc_failed,
             started.elapsed().as_secs_f64()
         )?;
-        for task in status
-            .tasks
-            .iter()
-            .filter(|t| t.state() != v1::TaskState::Succeeded || t.qc_failed)
-        {
-            let (state, reason) = if task.qc_failed {
-                ("failed QC", qc_issues(task))
-            } else {
-                (task_state_name(task.state()), task.last_error.clone())
-            };
-            writeln!(streams.err, "lathe: {}: {state}: {reason}", task_name(task))?;
+        if counts.cancelled > 0 {
+            writeln!(streams.err, "lathe: {} tasks cancelled", counts.cancelled)?;
+        }
+        // The failures and the QC failures, a page at a time (not every task of the job).
+        for qc_failed in [false, true] {
+            let mut after = String::new();
+            loop {
+                let page = if qc_failed {
+                    client.qc_failed_page(job_id, &after, 0).await?
+                } else {
+                    client
+                        .task_page(job_id, Some(v1::TaskState::Failed), &after, 0)
+                        .await?
+                };
+                for task in &page.tasks {
+                    let (state, reason) = if qc_failed {
+                        ("failed QC", qc_issues(task))
+                    } else {
+                        (task_state_name(task.state()), task.last_error.clone())
+                    };
+                    writeln!(streams.err, "lathe: {}: {state}: {reason}", task_name(task))?;
+                }
+                if page.next_after.is_empty() {
+                    break;
+                }
+                after = page.next_after;
+            }
         }
     }
     // As `lathe master`: 0 only when every task succeeded and every master passed QC.
@@ -467,10 +494,13 @@ pub fn status(args: &StatusArgs, streams: &mut Streams<'_>) -> anyhow::Result<i3
             "last error",
         ]);
         let next = loop {
-            let page = client
-                .task_page(job_id, state, &after, (limit - shown).min(1_000))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let count = (limit - shown).min(1_000);
+            let page = if args.qc_failed {
+                client.qc_failed_page(job_id, &after, count).await
+            } else {
+                client.task_page(job_id, state, &after, count).await
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             for task in &page.tasks {
                 if args.json {
                     writeln!(streams.out, "{}", task_json(task))?;
@@ -612,8 +642,17 @@ fn task_row(task: &v1::TaskStatus) -> Vec<String> {
 pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
         let client = connect(&args.coordinator).await?;
-        let status = client.job_with_tasks(&args.job).await?;
+        let status = client
+            .jobs
+            .clone()
+            .get_job(v1::JobRef {
+                job_id: args.job.clone(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
         if !status.plan_digest.is_empty() {
+            let status = client.job_with_tasks(&args.job).await?;
             let manifest =
                 lathe_worker::embedded::fetch_delivery(&client, &status, &args.out).await?;
             if args.json {
@@ -630,18 +669,41 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
             }
             return crate::deliver::print_delivery(&manifest, &args.out, streams);
         }
-        let written = lathe_worker::embedded::fetch_outputs(&client, &status, &args.out).await?;
-        job_report(&status, &args.out)?.write(&args.out)?;
-        let missing: Vec<_> = status
-            .tasks
-            .iter()
-            .filter(|t| t.state() != v1::TaskState::Succeeded)
-            .collect();
+        // A page of tasks at a time: their masters and reports are written, and only what the
+        // job's report needs is kept.
+        let mut report = JobReportBuilder::new(&status);
+        let (mut written, mut missing) = (Vec::new(), Vec::new());
+        let mut after = String::new();
+        loop {
+            let page = client
+                .task_page(&args.job, None, &after, FETCH_PAGE)
+                .await?;
+            let tasks = v1::JobStatus {
+                tasks: page.tasks,
+                ..Default::default()
+            };
+            written.extend(
+                lathe_worker::embedded::fetch_outputs(&client, &tasks, &args.out).await?,
+            );
+            report.add(&tasks.tasks, &args.out)?;
+            missing.extend(
+                tasks
+                    .tasks
+                    .into_iter()
+                    .filter(|t| t.state() != v1::TaskState::Succeeded)
+                    .map(|t| (t.source_name.clone(), task_state_name(t.state()), t.last_error)),
+            );
+            if page.next_after.is_empty() {
+                break;
+            }
+            after = page.next_after;
+        }
+        report.finish(&status).write(&args.out)?;
         if args.json {
             writeln!(
                 streams.out,
                 "{}",
-                json!({ "job_id": status.job_id, "written": written, "missing": missing.iter().map(|t| &t.source_name).collect::<Vec<_>>() })
+                json!({ "job_id": status.job_id, "written": written, "missing": missing.iter().map(|(name, _, _)| name).collect::<Vec<_>>() })
             )?;
         } else {
             writeln!(
@@ -652,16 +714,10 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
                 args.out.display()
             )?;
         }
-        for task in &missing {
-            writeln!(
-                streams.err,
-                "lathe: {}: {} {}",
-                task.source_name,
-                task_state_name(task.state()),
-                task.last_error
-            )?;
+        for (name, state, error) in &missing {
+            writeln!(streams.err, "lathe: {name}: {state} {error}")?;
         }
-        let qc_failed = status.tasks.iter().any(|t| t.qc_failed);
+        let qc_failed = status.counts.unwrap_or_default().qc_failed > 0;
         Ok(if missing.is_empty() && !qc_failed {
             EXIT_OK
         } else {
@@ -670,48 +726,68 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
     })
 }
 
-/// The job's `report.json`, in the shape `lathe master` writes: sources by the names they were
-/// submitted under, masters where `fetch` put them; the job's time runs from its submission to the
-/// end of its last task.
-fn job_report(status: &v1::JobStatus, out: &Path) -> anyhow::Result<JobReport> {
-    let mut tracks = Vec::new();
-    let mut ended_ms = status.submitted_unix_ms as f64;
-    for task in &status.tasks {
-        let input = Path::new(&task.source_name);
-        let output = lathe_worker::embedded::output_path(out, task)?;
-        let report = (task.state() == v1::TaskState::Succeeded)
-            .then(|| serde_json::from_str::<lathe_model::report::TrackReport>(&task.report_json))
-            .transpose()?;
-        tracks.push(match report {
-            Some(report) => {
-                ended_ms = ended_ms.max(task.started_unix_ms as f64 + report.elapsed_s * 1e3);
-                TrackOutcome::mastered(input, &output, &report, report.elapsed_s)
-            }
-            None => TrackOutcome::failed(
-                input,
-                &output,
-                format!(
-                    "{}: {} {}",
-                    task.source_name,
-                    task_state_name(task.state()),
-                    task.last_error
-                ),
-                0.0,
-            ),
-        });
+/// The job's `report.json`, in the shape `lathe master` writes, gathered a page of tasks at a
+/// time: sources by the names they were submitted under, masters where `fetch` put them; the
+/// job's time runs from its submission to the end of its last task.
+struct JobReportBuilder {
+    tracks: Vec<TrackOutcome>,
+    ended_ms: f64,
+    workers: std::collections::BTreeSet<String>,
+}
+
+impl JobReportBuilder {
+    fn new(status: &v1::JobStatus) -> Self {
+        Self {
+            tracks: Vec::new(),
+            ended_ms: status.submitted_unix_ms as f64,
+            workers: std::collections::BTreeSet::new(),
+        }
     }
-    let workers: std::collections::BTreeSet<&str> = status
-        .tasks
-        .iter()
-        .map(|t| t.worker_id.as_str())
-        .filter(|w| !w.is_empty())
-        .collect();
-    Ok(JobReport::new(
-        &status.profile_name,
-        workers.len(),
-        (ended_ms - status.submitted_unix_ms as f64).max(0.0) / 1e3,
-        tracks,
-    ))
+
+    /// Adds a page of tasks whose masters went under `out`.
+    fn add(&mut self, tasks: &[v1::TaskStatus], out: &Path) -> anyhow::Result<()> {
+        for task in tasks {
+            let input = Path::new(&task.source_name);
+            let output = lathe_worker::embedded::output_path(out, task)?;
+            let report = (task.state() == v1::TaskState::Succeeded)
+                .then(|| {
+                    serde_json::from_str::<lathe_model::report::TrackReport>(&task.report_json)
+                })
+                .transpose()?;
+            self.tracks.push(match report {
+                Some(report) => {
+                    self.ended_ms = self
+                        .ended_ms
+                        .max(task.started_unix_ms as f64 + report.elapsed_s * 1e3);
+                    TrackOutcome::mastered(input, &output, &report, report.elapsed_s)
+                }
+                None => TrackOutcome::failed(
+                    input,
+                    &output,
+                    format!(
+                        "{}: {} {}",
+                        task.source_name,
+                        task_state_name(task.state()),
+                        task.last_error
+                    ),
+                    0.0,
+                ),
+            });
+            if !task.worker_id.is_empty() {
+                self.workers.insert(task.worker_id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, status: &v1::JobStatus) -> JobReport {
+        JobReport::new(
+            &status.profile_name,
+            self.workers.len(),
+            (self.ended_ms - status.submitted_unix_ms as f64).max(0.0) / 1e3,
+            self.tracks,
+        )
+    }
 }
 
 /// `lathe cancel`.

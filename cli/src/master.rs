@@ -273,7 +273,7 @@ async fn run_job(
         .iter()
         .map(|&(i, _)| display_name(&sources[i]))
         .collect();
-    let status = follow_job(
+    follow_job(
         client,
         &job_id,
         JobView::TrackBars {
@@ -281,6 +281,8 @@ async fn run_job(
         },
     )
     .await?;
+    // Every task: this machine's own job, whose report lists every track anyway.
+    let status = client.job_with_tasks(&job_id).await?;
     for (task, &(index, _)) in status.tasks.iter().zip(&readable) {
         let (source, output) = (&sources[index], &outputs[index]);
         results[index] = Some(match task.state() {

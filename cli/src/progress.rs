@@ -32,30 +32,27 @@ pub(crate) enum JobView<'a> {
 }
 
 /// Follows the job to its end, showing each status update in `view` (the job's counts and its
-/// running tasks: a bounded message whatever the job's size); returns the job's final status with
-/// every task, read a page at a time (the coordinator ends the watch when the job ends).
+/// running tasks: a bounded message whatever the job's size, kept whole from the coordinator's
+/// deltas); returns the job's final status, with no tasks (page them with `FarmClient::task_page`).
 pub(crate) async fn follow_job(
     client: &FarmClient,
     job_id: &str,
     view: JobView<'_>,
 ) -> anyhow::Result<v1::JobStatus> {
-    let mut updates = client
-        .jobs
-        .clone()
-        .watch(v1::JobRef {
-            job_id: job_id.to_owned(),
-        })
+    let mut watched = client
+        .watch_job(job_id)
         .await
-        .map_err(rpc_error)?
-        .into_inner();
+        .map_err(|error| match error {
+            lathe_coordinator::Error::Rpc(status) => rpc_error(status),
+            error => error.into(),
+        })?;
     let mut display = Display::new(view);
     let mut last = None;
     let outcome = async {
-        while let Some(status) = updates.message().await? {
-            display.show(&status)?;
-            let ended = crate::job_status::job_has_ended(status.state());
-            last = Some(status);
-            if ended {
+        while let Some(status) = watched.next().await? {
+            display.show(status)?;
+            last = Some(status.clone());
+            if crate::job_status::job_has_ended(status.state()) {
                 break;
             }
         }
@@ -64,8 +61,10 @@ pub(crate) async fn follow_job(
     .await;
     display.finish();
     outcome?;
-    last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch of job {job_id}"))?;
-    Ok(client.job_with_tasks(job_id).await?)
+    let mut last =
+        last.ok_or_else(|| anyhow::anyhow!("the coordinator closed the watch of job {job_id}"))?;
+    last.tasks.clear();
+    Ok(last)
 }
 
 /// A task's position in its job, from its id (`{job}.{index}`).

@@ -197,8 +197,44 @@ impl FarmClient {
             state: state.unwrap_or(v1::TaskState::Unspecified).into(),
             after: after.to_owned(),
             limit,
+            qc_failed: false,
         };
         Ok(self.jobs.clone().list_tasks(request).await?.into_inner())
+    }
+
+    /// A page of a job's succeeded tasks whose master (or a file of whose outcome) failed QC, in
+    /// task order, as [`task_page`](Self::task_page).
+    pub async fn qc_failed_page(
+        &self,
+        job_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<v1::ListTasksReply> {
+        let request = v1::ListTasksRequest {
+            job_id: job_id.to_owned(),
+            after: after.to_owned(),
+            limit,
+            qc_failed: true,
+            ..Default::default()
+        };
+        Ok(self.jobs.clone().list_tasks(request).await?.into_inner())
+    }
+
+    /// Watches a job: [`WatchedJob::next`] gives its status after each change, whole (the
+    /// coordinator sends deltas; they are applied here).
+    pub async fn watch_job(&self, job_id: &str) -> Result<WatchedJob> {
+        let updates = self
+            .jobs
+            .clone()
+            .watch(v1::JobRef {
+                job_id: job_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(WatchedJob {
+            updates,
+            current: None,
+        })
     }
 
     /// A job's status with every one of its tasks, read a page at a time (each reply is bounded;
@@ -342,4 +378,55 @@ fn call_key() -> String {
         std::process::id(),
         CALLS.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A watched job: its status with its running tasks, kept whole from the coordinator's deltas.
+#[derive(Debug)]
+pub struct WatchedJob {
+    updates: tonic::Streaming<v1::JobStatus>,
+    current: Option<v1::JobStatus>,
+}
+
+impl WatchedJob {
+    /// The status after the next change; `None` once the coordinator ended the watch (after the
+    /// message in which the job ended).
+    pub async fn next(&mut self) -> Result<Option<&v1::JobStatus>> {
+        let Some(update) = self.updates.message().await? else {
+            return Ok(None);
+        };
+        match &mut self.current {
+            Some(current) if update.delta => apply_delta(current, update),
+            _ => self.current = Some(update),
+        }
+        Ok(self.current.as_ref())
+    }
+}
+
+/// Applies a watch delta to a whole status: the job's fields and counts are replaced; a changed
+/// task replaces the one held (a progress-only one updates its phase and fraction), and a task no
+/// longer running leaves the running set. Tasks stay in task order.
+pub fn apply_delta(current: &mut v1::JobStatus, mut delta: v1::JobStatus) {
+    let mut running: std::collections::BTreeMap<String, v1::TaskStatus> =
+        std::mem::take(&mut current.tasks)
+            .into_iter()
+            .map(|task| (task.task_id.clone(), task))
+            .collect();
+    let changed = std::mem::take(&mut delta.tasks);
+    *current = v1::JobStatus {
+        delta: false,
+        ..delta
+    };
+    for task in changed {
+        if task.progress_only {
+            if let Some(held) = running.get_mut(&task.task_id) {
+                held.phase = task.phase;
+                held.fraction = task.fraction;
+            }
+        } else if task.state() == v1::TaskState::Running {
+            running.insert(task.task_id.clone(), task);
+        } else {
+            running.remove(&task.task_id);
+        }
+    }
+    current.tasks = running.into_values().collect();
 }

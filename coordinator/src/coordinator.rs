@@ -25,14 +25,17 @@ use crate::record::{
     self, ACTIVE_PREFIX, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX, TaskCounts,
     TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, blob_ref_key, by_state_key,
     by_state_prefix, by_state_root, counts_key, decode, encode, finished_key, idempotency_key,
-    job_key, submitting_key, task_id, task_key, task_of_by_state_key, tasks_prefix,
+    job_key, qc_failed_key, qc_failed_prefix, submitting_key, task_id, task_key,
+    task_of_by_state_key, tasks_prefix,
 };
 
 mod operations;
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
 mod reconcile;
+mod watch;
 pub use operations::Deleted;
 pub use reconcile::Reconciled;
+pub use watch::JobWatch;
 
 /// How the coordinator treats failures and fills the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +101,35 @@ const SUBMIT_BATCH_BYTES: usize = 512 * 1024;
 /// the start (the tasks ahead of it will have moved by then).
 const DISPATCH_SCAN_BUDGET: usize = 512;
 
+/// What changed, as [`Coordinator::subscribe`] reports it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A job's record changed (its state, priority, blocklist or pin).
+    Job(String),
+    /// A task's record changed (its job's counts may have too): the record as written.
+    Task(Arc<TaskRecord>),
+    /// A running task reported its progress.
+    Progress {
+        /// The task.
+        task_id: String,
+        /// Its phase.
+        phase: String,
+        /// How much of the task is done, 0 to 1.
+        fraction: f64,
+    },
+}
+
+impl Change {
+    /// The job it concerns.
+    pub fn job_id(&self) -> &str {
+        match self {
+            Self::Job(job_id) => job_id,
+            Self::Task(task) => &task.job_id,
+            Self::Progress { task_id, .. } => record::job_of_task(task_id).unwrap_or_default(),
+        }
+    }
+}
+
 /// A page of a job's tasks, and the task id to read after for the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskPage {
@@ -141,8 +173,8 @@ struct Inner {
     settings: CoordinatorSettings,
     /// Live progress of running tasks: task id -> (phase, fraction).
     progress: Mutex<HashMap<String, (String, f64)>>,
-    /// Job ids whose status changed.
-    changes: broadcast::Sender<String>,
+    /// What changed, for watchers.
+    changes: broadcast::Sender<Change>,
     /// Wakes the dispatcher early (a job arrived, a task finished).
     dispatch: Notify,
     next_id: AtomicU64,
@@ -196,13 +228,13 @@ impl Coordinator {
         self.inner.settings
     }
 
-    /// Job ids whose status changed, as they change.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// What changes, as it changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
     }
 
     fn changed(&self, job_id: &str) {
-        let _ = self.inner.changes.send(job_id.to_owned());
+        let _ = self.inner.changes.send(Change::Job(job_id.to_owned()));
     }
 
     /// Runs the dispatcher, the watcher of exhausted messages, the reconciler and the
@@ -566,11 +598,42 @@ impl Coordinator {
             let next_after = page.next.and(tasks.last().map(|task| task.id.clone()));
             return Ok(TaskPage { tasks, next_after });
         };
-        let after = after.map(|id| by_state_key(id, state)).transpose()?;
+        self.page_of_index(&by_state_prefix(job_id, state), after, limit)
+            .await
+    }
+
+    /// A page of a job's succeeded tasks whose master (or a file of whose outcome) failed QC, in
+    /// task order, after the task `after`. [`Error::JobNotFound`] for a job that does not exist.
+    pub async fn qc_failed_page(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        self.job(job_id).await?;
+        self.page_of_index(&qc_failed_prefix(job_id), after, limit)
+            .await
+    }
+
+    /// The tasks of an index (`by_state/{job}/{name}/`), read a page of keys at a time, each task
+    /// read as it comes (one that left the index meanwhile is skipped).
+    async fn page_of_index(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TaskPage> {
+        let after = after
+            .map(|id| {
+                id.rsplit_once('.')
+                    .map(|(_, index)| format!("{prefix}{index}"))
+                    .ok_or_else(|| Error::TaskNotFound(id.to_owned()))
+            })
+            .transpose()?;
         let page = self
             .inner
             .state
-            .page(&by_state_prefix(job_id, state), after.as_deref(), limit)
+            .page(prefix, after.as_deref(), limit)
             .await?;
         let mut tasks = Vec::with_capacity(page.entries.len());
         for (key, _) in &page.entries {
@@ -646,6 +709,7 @@ impl Coordinator {
             paused_reason: job.paused_reason.clone(),
             pinned: job.pinned,
             finished_unix_ms: job.finished_unix_ms,
+            delta: false,
         }
     }
 
@@ -871,9 +935,16 @@ impl Coordinator {
                         .delete(by_state_key(task_id, before.0)?)
                         .put(by_state_key(task_id, after.0)?, Vec::new());
                 }
+                if before.1 != after.1 {
+                    transaction = if after.1 {
+                        transaction.put(qc_failed_key(task_id)?, Vec::new())
+                    } else {
+                        transaction.delete(qc_failed_key(task_id)?)
+                    };
+                }
             }
             if self.inner.state.commit(&transaction).await? {
-                self.changed(job_id);
+                let _ = self.inner.changes.send(Change::Task(Arc::new(task)));
                 return Ok(Some(outcome));
             }
         }
@@ -1259,7 +1330,11 @@ impl Coordinator {
         if let Ok(mut progress) = self.inner.progress.lock() {
             progress.insert(task_id.to_owned(), (phase.to_owned(), fraction));
         }
-        self.changed(job_id);
+        let _ = self.inner.changes.send(Change::Progress {
+            task_id: task_id.to_owned(),
+            phase: phase.to_owned(),
+            fraction,
+        });
         let (job, _) = self.job(job_id).await?;
         Ok(job.state == JobState::Cancelled)
     }

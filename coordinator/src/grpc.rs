@@ -203,16 +203,15 @@ impl JobApi for JobService {
         request: Request<v1::ListTasksRequest>,
     ) -> GrpcResult<v1::ListTasksReply> {
         let request = request.into_inner();
-        let state = TaskState::from_proto(request.state());
-        let page = self
-            .0
-            .task_page(
-                &request.job_id,
-                state,
-                non_empty(&request.after),
-                page_limit(request.limit),
-            )
-            .await?;
+        let (after, limit) = (non_empty(&request.after), page_limit(request.limit));
+        let page = if request.qc_failed {
+            self.0.qc_failed_page(&request.job_id, after, limit).await?
+        } else {
+            let state = TaskState::from_proto(request.state());
+            self.0
+                .task_page(&request.job_id, state, after, limit)
+                .await?
+        };
         Ok(Response::new(v1::ListTasksReply {
             tasks: page
                 .tasks
@@ -227,41 +226,21 @@ impl JobApi for JobService {
 
     async fn watch(&self, request: Request<v1::JobRef>) -> GrpcResult<Self::WatchStream> {
         let job_id = request.into_inner().job_id;
-        let coordinator = self.0.clone();
-        let mut changes = coordinator.subscribe();
-        let first = coordinator.status(&job_id).await?;
+        let mut watch = self.0.watch(&job_id);
+        // The first message here, so that a job that does not exist fails the call itself.
+        let first = watch
+            .next()
+            .await
+            .ok_or_else(|| tonic::Status::unavailable("the coordinator is shutting down"))??;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
-            let mut status = first;
-            loop {
-                let ended = !matches!(
-                    status.state(),
-                    v1::JobState::Running | v1::JobState::Suspended
-                );
-                if sender.send(Ok(status)).await.is_err() || ended {
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            while let Some(message) = watch.next().await {
+                if sender.send(message.map_err(Into::into)).await.is_err() {
                     return;
                 }
-                // Wait for a change to this job (or a second, in case changes were missed).
-                let deadline = tokio::time::sleep(std::time::Duration::from_secs(1));
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        () = &mut deadline => break,
-                        change = changes.recv() => match change {
-                            Ok(id) if id == job_id => break,
-                            Ok(_) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                        },
-                    }
-                }
-                status = match coordinator.status(&job_id).await {
-                    Ok(status) => status,
-                    Err(error) => {
-                        let _ = sender.send(Err(error.into())).await;
-                        return;
-                    }
-                };
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))

@@ -422,6 +422,18 @@ pub fn by_state_key(task_id: &str, state: TaskState) -> Result<String> {
     Ok(format!("{}{index}", by_state_prefix(job, state)))
 }
 
+/// `by_state/{job}/qc_failed/`: the prefix of a job's succeeded tasks whose master (or a file of
+/// whose outcome) failed QC, kept beside the state index in the same transactions.
+pub fn qc_failed_prefix(job_id: &str) -> String {
+    format!("by_state/{job_id}/qc_failed/")
+}
+
+/// The QC-failure index key of a task.
+pub fn qc_failed_key(task_id: &str) -> Result<String> {
+    let (job, index) = split_task_id(task_id)?;
+    Ok(format!("{}{index}", qc_failed_prefix(job)))
+}
+
 /// The task id a state-index key stands for.
 pub fn task_of_by_state_key(key: &str) -> Option<String> {
     let rest = key.strip_prefix("by_state/")?;
@@ -558,6 +570,7 @@ impl TaskRecord {
                 .collect(),
             needs: self.graph.needs.clone(),
             qc_failed: self.qc_failed,
+            progress_only: false,
         }
     }
 

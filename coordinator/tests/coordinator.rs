@@ -737,6 +737,13 @@ async fn a_master_that_failed_qc_is_counted_and_flagged() {
         status.tasks.iter().map(|t| t.qc_failed).collect::<Vec<_>>(),
         [false, true]
     );
+    // The QC failures have their own index: a page of them reads nothing else.
+    let page = coordinator
+        .qc_failed_page(&job_id, None, 10)
+        .await
+        .expect("qc page");
+    let ids: Vec<&str> = page.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [format!("{job_id}.0000001")]);
 }
 
 #[tokio::test]
@@ -1371,4 +1378,77 @@ async fn a_failure_or_hand_back_on_the_last_delivery_is_final() {
     assert!(matches!(verdict, StartVerdict::Drop(_)), "{verdict:?}");
     let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.counts.expect("counts").failed, 2);
+}
+
+#[tokio::test]
+async fn a_watch_sends_the_whole_status_then_only_what_changed() {
+    use lathe_coordinator::client::apply_delta;
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 2).await;
+    let job_id = job(&fixture, "watched", 0, 3).await;
+    let coordinator = &fixture.coordinator;
+    let master = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let (first, second) = (format!("{job_id}.0000000"), format!("{job_id}.0000001"));
+    for task in [&first, &second] {
+        coordinator.start_task(task, "w1", 1).await.expect("start");
+    }
+    let mut watch = coordinator.watch(&job_id);
+    let mut whole = watch.next().await.expect("message").expect("status");
+    assert!(!whole.delta);
+    assert_eq!(whole.tasks.len(), 2, "the running tasks");
+
+    // Progress alone: a delta naming only the task that moved, with its phase and fraction.
+    coordinator
+        .progress(&first, "render", 0.25)
+        .await
+        .expect("progress");
+    coordinator
+        .progress(&first, "render", 0.5)
+        .await
+        .expect("progress");
+    let delta = watch.next().await.expect("message").expect("delta");
+    assert!(delta.delta);
+    assert_eq!(delta.tasks.len(), 1);
+    assert!(delta.tasks[0].progress_only);
+    assert_eq!(
+        (delta.tasks[0].task_id.as_str(), delta.tasks[0].fraction),
+        (first.as_str(), 0.5)
+    );
+    apply_delta(&mut whole, delta);
+    assert_eq!(whole.tasks.len(), 2);
+    assert_eq!(whole.tasks[0].fraction, 0.5);
+    assert_eq!(
+        whole.tasks[0].source_name, "watched-0.wav",
+        "kept from the whole status"
+    );
+
+    // A task that ends leaves the running set; the counts move with it.
+    coordinator
+        .complete_task(&first, "w1", &master.to_string(), "{}", &[])
+        .await
+        .expect("complete");
+    let delta = watch.next().await.expect("message").expect("delta");
+    assert!(delta.delta);
+    assert!(
+        delta.tasks.iter().all(|task| task.task_id == first),
+        "{:?}",
+        delta.tasks
+    );
+    assert_eq!(delta.counts.expect("counts").succeeded, 1);
+    apply_delta(&mut whole, delta);
+    let running: Vec<&str> = whole.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(running, [second.as_str()]);
+    assert_eq!(whole.counts.expect("counts").running, 1);
+
+    // The message in which the job ends is the last.
+    coordinator.cancel(&job_id).await.expect("cancel");
+    let mut last = None;
+    while let Some(message) = watch.next().await {
+        last = Some(message.expect("status"));
+    }
+    assert_eq!(
+        last.expect("a last message").state(),
+        v1::JobState::Cancelled
+    );
 }

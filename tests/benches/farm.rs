@@ -16,7 +16,13 @@
 //!    tasks the free slots take, which are then run to completion), `status`, a page of 1,000
 //!    tasks, this process's resident memory and etcd's data on disk.
 //!
-//! `LATHE_BENCH_ONLY=streaming` (or `farm`, or `scale`) runs only that measurement, to profile it.
+//! 4. The fixed cost per task: a job of `LATHE_BENCH_FIXED_TASKS` (default 2,000) distinct 0.5 s
+//!    tracks on a real farm with 2 and with 4 one-slot workers: tasks per second from the first
+//!    task's start to the job's end (the coordinator's timestamps), and the wall time per task per
+//!    slot less the engine's render time (each task's report `elapsed_s`).
+//!
+//! `LATHE_BENCH_ONLY=streaming` (or `farm`, `scale`, `fixed`) runs only that measurement, to
+//! profile it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -268,6 +274,62 @@ fn main() {
     if only.is_empty() || only == "scale" {
         state_at_scale();
     }
+    if only.is_empty() || only == "fixed" {
+        fixed_cost_per_task(dir.path());
+    }
+}
+
+/// Measurement 4 (see the top of this file).
+fn fixed_cost_per_task(dir: &Path) {
+    let tracks: usize = std::env::var("LATHE_BENCH_FIXED_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
+    let sources = dir.join("tiny");
+    std::fs::create_dir_all(&sources).expect("sources");
+    write_catalogue(&sources, tracks, 0.5);
+    for slots in [2usize, 4] {
+        let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+            return;
+        };
+        for worker in 0..slots {
+            farm.start_worker(&format!("w{worker}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let outcome = farm.lathe(&["submit", sources.to_str().expect("utf-8"), "--json"]);
+        assert_eq!(outcome.status, 0, "{}", outcome.stderr);
+        let job: serde_json::Value = serde_json::from_str(&outcome.stdout).expect("json");
+        let job = job["job_id"].as_str().expect("job id").to_owned();
+        let last = runtime().block_on(async {
+            let client = FarmClient::connect(&farm.url()).await.expect("connect");
+            lathe_worker::embedded::wait_for_job(&client, &job)
+                .await
+                .expect("watch the job")
+        });
+        assert_eq!(last.state(), v1::JobState::Succeeded);
+        let first_ms = last
+            .tasks
+            .iter()
+            .map(|t| t.started_unix_ms)
+            .filter(|&ms| ms > 0)
+            .min()
+            .expect("a task started");
+        let wall_s = last.finished_unix_ms.saturating_sub(first_ms) as f64 / 1e3;
+        let render_s: f64 = last
+            .tasks
+            .iter()
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t.report_json).ok())
+            .filter_map(|report| report["elapsed_s"].as_f64())
+            .sum::<f64>()
+            / tracks as f64;
+        let per_slot_ms = wall_s * slots as f64 / tracks as f64 * 1e3;
+        println!(
+            "{tracks} tasks x 0.5 s on {slots} one-slot workers: {:.1} tasks/s; {per_slot_ms:.1} ms of wall time per task per slot, of which render {:.1} ms: fixed cost {:.1} ms per task per slot",
+            tracks as f64 / wall_s,
+            render_s * 1e3,
+            per_slot_ms - render_s * 1e3
+        );
+    }
 }
 
 /// The resident memory of this process, MB (Linux's `/proc/self/status`).
@@ -408,6 +470,58 @@ fn state_at_scale() {
             pages.push(started.elapsed().as_secs_f64() * 1e3);
             assert_eq!(page.tasks.len(), 1_000.min(tasks));
         }
+        // Watch traffic: 100 running tasks each reporting progress twice a second, for 10 s.
+        let busy = WorkerRecord {
+            slots: 100,
+            ..worker.clone()
+        };
+        store
+            .put(&worker_key("w1"), encode(&busy).expect("encode"))
+            .await
+            .expect("register");
+        coordinator.dispatch_ready().await.expect("dispatch");
+        let queued = coordinator
+            .task_page(&job_id, Some(TaskState::Queued), None, 100)
+            .await
+            .expect("queued");
+        for task in &queued.tasks {
+            coordinator
+                .start_task(&task.id, "w1", 1)
+                .await
+                .expect("start");
+        }
+        let running: Vec<String> = queued.tasks.iter().map(|task| task.id.clone()).collect();
+        let mut watch = coordinator.watch(&job_id);
+        let mut watch_bytes = 0;
+        let mut watch_messages = 0;
+        let reporter = {
+            let coordinator = coordinator.clone();
+            let running = running.clone();
+            tokio::spawn(async move {
+                for round in 0..20 {
+                    for task in &running {
+                        coordinator
+                            .progress(task, "render", f64::from(round) / 20.0)
+                            .await
+                            .expect("progress");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        };
+        let watched = Instant::now();
+        while watched.elapsed() < Duration::from_secs(10) {
+            let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_secs(1), watch.next()).await
+            else {
+                continue;
+            };
+            watch_bytes += prost::Message::encoded_len(&message.expect("status"));
+            watch_messages += 1;
+        }
+        reporter.await.expect("reporter");
+        let watch_s = watched.elapsed().as_secs_f64();
+
         println!("state at scale: one job of {tasks} tasks in a real etcd");
         println!(
             "  submit: {submit_s:.1} s ({:.0} tasks/s)",
@@ -424,6 +538,11 @@ fn state_at_scale() {
         println!(
             "  etcd's data on disk: {:.0} MB",
             folder_bytes(etcd.data_dir()) as f64 / 1e6
+        );
+        println!(
+            "  watch with {} running tasks reporting twice a second: {watch_messages} messages, {:.1} kB/s",
+            running.len(),
+            watch_bytes as f64 / watch_s / 1e3
         );
     });
 }

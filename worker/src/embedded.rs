@@ -164,17 +164,13 @@ pub async fn follow_job(
     job_id: &str,
     mut on_status: impl FnMut(&v1::JobStatus),
 ) -> Result<v1::JobStatus> {
-    let mut updates = client
-        .jobs
-        .clone()
-        .watch(v1::JobRef {
-            job_id: job_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    while let Some(status) = updates.message().await? {
-        on_status(&status);
-        if status.state() != v1::JobState::Running {
+    let mut watched = client.watch_job(job_id).await?;
+    while let Some(status) = watched.next().await? {
+        on_status(status);
+        if !matches!(
+            status.state(),
+            v1::JobState::Running | v1::JobState::Suspended
+        ) {
             break;
         }
     }
