@@ -165,6 +165,17 @@ impl FarmClient {
         if request.idempotency_key.is_empty() {
             request.idempotency_key = call_key();
         }
+        if prost::Message::encoded_len(&request) > SUBMIT_INLINE_BYTES {
+            // Too large for one message: the tasks go first, as a blob.
+            let tasks = v1::JobTasks {
+                tracks: std::mem::take(&mut request.tracks),
+                graph: std::mem::take(&mut request.graph),
+            };
+            let digest = self
+                .upload_bytes(prost::Message::encode_to_vec(&tasks).into())
+                .await?;
+            request.tasks_digest = digest.to_string();
+        }
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(250);
         loop {
@@ -218,6 +229,43 @@ impl FarmClient {
             ..Default::default()
         };
         Ok(self.jobs.clone().list_tasks(request).await?.into_inner())
+    }
+
+    /// Uploads `bytes` as a blob (unless the coordinator holds it already); returns its digest.
+    pub async fn upload_bytes(&self, bytes: bytes::Bytes) -> Result<Digest> {
+        let digest = Digest::of(&bytes);
+        let missing = self
+            .jobs
+            .clone()
+            .missing_blobs(v1::MissingBlobsRequest {
+                digests: vec![digest.to_string()],
+            })
+            .await?
+            .into_inner()
+            .digests;
+        if missing.is_empty() {
+            return Ok(digest);
+        }
+        let header = v1::BlobChunk {
+            digest: digest.to_string(),
+            data: bytes::Bytes::new(),
+        };
+        let chunks: Vec<v1::BlobChunk> = std::iter::once(header)
+            .chain(
+                (0..bytes.len())
+                    .step_by(lathe_proto::CHUNK_BYTES)
+                    .map(|start| v1::BlobChunk {
+                        digest: String::new(),
+                        data: bytes
+                            .slice(start..(start + lathe_proto::CHUNK_BYTES).min(bytes.len())),
+                    }),
+            )
+            .collect();
+        self.jobs
+            .clone()
+            .put_blob(futures::stream::iter(chunks))
+            .await?;
+        Ok(digest)
     }
 
     /// Watches a job: [`WatchedJob::next`] gives its status after each change, whole (the
@@ -361,6 +409,10 @@ pub async fn receive_to_file(
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(size)
 }
+
+/// The largest request [`FarmClient::submit_job`] sends whole; a larger job's tasks go first as a
+/// blob (requests are capped at 8 MiB).
+pub const SUBMIT_INLINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long [`FarmClient::submit_job`] retries a submission the coordinator cannot store yet.
 pub const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(180);

@@ -344,8 +344,37 @@ impl Coordinator {
         }
     }
 
-    /// Plans and stores a job; its tasks go on the queue as workers free up.
+    /// Plans and stores a job; its tasks go on the queue as workers free up. A job whose tasks
+    /// came as a blob (`tasks_digest`) is read from it first.
     pub async fn submit(&self, request: &v1::SubmitJobRequest) -> Result<String> {
+        if request.tasks_digest.is_empty() {
+            return self.submit_whole(request).await;
+        }
+        if !request.tracks.is_empty() || !request.graph.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a job gives its tasks in the request or in a blob, not both".to_owned(),
+            ));
+        }
+        let digest = crate::blob::Digest::parse(&request.tasks_digest)?;
+        self.require_stored(&request.tasks_digest, || {
+            format!("the job's task list {}", request.tasks_digest)
+        })
+        .await?;
+        let bytes = crate::blob::get_bytes(self.inner.blobs.as_ref(), &digest).await?;
+        let tasks = v1::JobTasks::decode(bytes.as_slice()).map_err(|error| {
+            Error::InvalidRequest(format!("the job's task list is not readable: {error}"))
+        })?;
+        let whole = v1::SubmitJobRequest {
+            tracks: tasks.tracks,
+            graph: tasks.graph,
+            tasks_digest: String::new(),
+            ..request.clone()
+        };
+        self.submit_whole(&whole).await
+    }
+
+    /// [`submit`](Self::submit) of a request that holds its tasks.
+    async fn submit_whole(&self, request: &v1::SubmitJobRequest) -> Result<String> {
         let removals_before = self.inner.blobs_removed.load(Ordering::SeqCst);
         for track in &request.tracks {
             self.require_stored(&track.source_digest, || {

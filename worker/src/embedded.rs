@@ -388,7 +388,7 @@ pub async fn submit_delivery(
         graph,
         plan_digest: plan_digest.to_string(),
         idempotency_key: idempotency_key.to_owned(),
-        tracks: Vec::new(),
+        ..Default::default()
     };
     Ok(client.submit_job(request).await?)
 }

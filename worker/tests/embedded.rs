@@ -93,3 +93,59 @@ async fn embedded_farm_masters_match_the_engine_byte_for_byte() {
         assert!(out.join(format!("{name}.report.json")).is_file());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_too_large_for_one_request_is_submitted_through_a_blob() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let farm = EmbeddedFarm::start(1, &work.path().join("scratch"))
+        .await
+        .expect("embedded farm");
+    let source = farm
+        .client
+        .upload_bytes(bytes::Bytes::from_static(b"not audio"))
+        .await
+        .expect("upload");
+    // 60,000 tracks with long names: more than the 4 MiB a request carries whole.
+    let tracks: Vec<v1::TrackSpec> = (0..60_000)
+        .map(|index| v1::TrackSpec {
+            source_digest: source.to_string(),
+            source_name: format!("{index:06}-a-long-name-as-archives-give-their-transfers.wav"),
+            ..Default::default()
+        })
+        .collect();
+    let request = v1::SubmitJobRequest {
+        name: "large".to_owned(),
+        profile_toml: Profile::preset("cd").expect("preset").to_toml(),
+        tracks,
+        ..Default::default()
+    };
+    assert!(prost::Message::encoded_len(&request) > lathe_coordinator::client::SUBMIT_INLINE_BYTES);
+    let both = v1::SubmitJobRequest {
+        tracks: request.tracks[..1].to_vec(),
+        tasks_digest: source.to_string(),
+        ..request.clone()
+    };
+    let job_id = farm.client.submit_job(request).await.expect("submit");
+    let mut jobs = farm.client.jobs.clone();
+    let refused = jobs.submit(both).await.expect_err("tasks in the request and in a blob");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    jobs.cancel(v1::JobRef {
+        job_id: job_id.clone(),
+    })
+    .await
+    .expect("cancel");
+    let status = jobs
+        .get_job(v1::JobRef { job_id })
+        .await
+        .expect("status")
+        .into_inner();
+    farm.stop().await;
+    let counts = status.counts.expect("counts");
+    let total = counts.pending
+        + counts.queued
+        + counts.running
+        + counts.succeeded
+        + counts.failed
+        + counts.cancelled;
+    assert_eq!(total, 60_000);
+}
