@@ -287,7 +287,19 @@ fn fixed_cost_per_task(dir: &Path) {
         .unwrap_or(2_000);
     let sources = dir.join("tiny");
     std::fs::create_dir_all(&sources).expect("sources");
-    write_catalogue(&sources, tracks, 0.5);
+    for index in 0..tracks {
+        let styles = [
+            lathe_synth::Style::Pop,
+            lathe_synth::Style::Rock,
+            lathe_synth::Style::Ballad,
+        ];
+        let recipe = lathe_synth::TrackRecipe {
+            duration_s: 0.5,
+            ..lathe_synth::TrackRecipe::new(styles[index % styles.len()], 0x71_0000 + index as u64)
+        };
+        lathe_synth::write_wav(&recipe, &sources.join(format!("{index:05}.wav")), 24)
+            .expect("write a track");
+    }
     for slots in [2usize, 4] {
         let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
             return;

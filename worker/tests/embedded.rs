@@ -127,7 +127,10 @@ async fn a_job_too_large_for_one_request_is_submitted_through_a_blob() {
     };
     let job_id = farm.client.submit_job(request).await.expect("submit");
     let mut jobs = farm.client.jobs.clone();
-    let refused = jobs.submit(both).await.expect_err("tasks in the request and in a blob");
+    let refused = jobs
+        .submit(both)
+        .await
+        .expect_err("tasks in the request and in a blob");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     jobs.cancel(v1::JobRef {
         job_id: job_id.clone(),
