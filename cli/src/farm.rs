@@ -1,4 +1,5 @@
-//! The farm client commands: `submit`, `watch`, `status`, `fetch`, `cancel`, `workers`.
+//! The farm client commands: `submit`, `watch`, `status`, `fetch`, `workers` (`cancel` and the
+//! other job operations are in `operations`).
 //!
 //! Each talks gRPC to a coordinator: `--coordinator URL`, else `LATHE_COORDINATOR`, else
 //! `DEFAULT_COORDINATOR` (loopback, where `make farm` puts it). Audio moves only over gRPC: `submit`
@@ -118,18 +119,6 @@ pub struct FetchArgs {
     #[arg(short, long)]
     pub out: PathBuf,
     /// Print the files written as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub coordinator: CoordinatorArg,
-}
-
-/// Arguments of `lathe cancel`.
-#[derive(Debug, clap::Args)]
-pub struct CancelArgs {
-    /// The job id.
-    pub job: String,
-    /// Print the job's state as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -358,12 +347,7 @@ async fn follow(
     let status = follow_job(client, job_id, view).await?;
     let counts = status.counts.unwrap_or_default();
     if !json_lines {
-        let total = counts.pending
-            + counts.queued
-            + counts.running
-            + counts.succeeded
-            + counts.failed
-            + counts.cancelled;
+        let total = counts.total();
         writeln!(
             streams.out,
             "job {job_id} {}: {} of {total} tasks succeeded ({} failed QC) in {:.1} s",
@@ -788,33 +772,6 @@ impl JobReportBuilder {
             self.tracks,
         )
     }
-}
-
-/// `lathe cancel`.
-pub fn cancel(args: &CancelArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
-    runtime()?.block_on(async {
-        let client = connect(&args.coordinator).await?;
-        let reply = client
-            .jobs
-            .clone()
-            .cancel(v1::JobRef {
-                job_id: args.job.clone(),
-            })
-            .await
-            .map_err(rpc_error)?
-            .into_inner();
-        let state = job_state_name(reply.state());
-        if args.json {
-            writeln!(
-                streams.out,
-                "{}",
-                json!({ "job_id": args.job, "state": state })
-            )?;
-        } else {
-            writeln!(streams.out, "job {}: {state}", args.job)?;
-        }
-        Ok(EXIT_OK)
-    })
 }
 
 /// `lathe workers`.

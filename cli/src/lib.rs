@@ -63,7 +63,7 @@ enum Command {
     /// Download a farm job's masters and reports (the file names `lathe master` writes).
     Fetch(farm::FetchArgs),
     /// Cancel a farm job: no new tasks start, running ones stop.
-    Cancel(farm::CancelArgs),
+    Cancel(operations::JobArgs),
     /// The farm's workers: host, pid, slots, current tasks, last heartbeat, blocklists.
     Workers(farm::WorkersArgs),
     /// Run a farm job's failed tasks again with fresh attempts (a finished job runs again).
@@ -132,7 +132,7 @@ where
         Command::Watch(args) => farm::watch(&args, streams),
         Command::Status(args) => farm::status(&args, streams),
         Command::Fetch(args) => farm::fetch(&args, streams),
-        Command::Cancel(args) => farm::cancel(&args, streams),
+        Command::Cancel(args) => operations::cancel(&args, streams),
         Command::Workers(args) => farm::workers(&args, streams),
         Command::Retry(args) => operations::retry(&args, streams),
         Command::Suspend(args) => {

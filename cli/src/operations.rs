@@ -1,5 +1,5 @@
-//! The farm's job operations: `retry`, `suspend`, `resume`, `priority`, `pin`, `unpin` and
-//! `delete`. Each prints one line for a person, or with `--json` one JSON object: the job after the
+//! The farm's job operations: `cancel`, `retry`, `suspend`, `resume`, `priority`, `pin`, `unpin`
+//! and `delete`. Each prints one line for a person, or with `--json` one JSON object: the job after the
 //! change (as `lathe status JOB --json` prints it), or what `delete` removed.
 
 use lathe_coordinator::client::FarmClient;
@@ -198,4 +198,31 @@ fn print_job(
         )?;
     }
     Ok(EXIT_OK)
+}
+
+/// `lathe cancel`.
+pub fn cancel(args: &JobArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> {
+    runtime()?.block_on(async {
+        let client = connect(&args.coordinator).await?;
+        let reply = client
+            .jobs
+            .clone()
+            .cancel(v1::JobRef {
+                job_id: args.job.clone(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let state = job_state_name(reply.state());
+        if args.json {
+            writeln!(
+                streams.out,
+                "{}",
+                json!({ "job_id": args.job, "state": state })
+            )?;
+        } else {
+            writeln!(streams.out, "job {}: {state}", args.job)?;
+        }
+        Ok(EXIT_OK)
+    })
 }

@@ -8,6 +8,13 @@ pub mod v1 {
     tonic::include_proto!("lathe.v1");
 }
 
+impl v1::TaskCounts {
+    /// Every task of the job, whatever its state (`qc_failed` counts succeeded tasks again).
+    pub fn total(&self) -> u32 {
+        self.pending + self.queued + self.running + self.succeeded + self.failed + self.cancelled
+    }
+}
+
 /// Bytes per chunk when a blob is streamed: large enough that per-message overhead is small, small
 /// enough to stay under gRPC's default 4 MiB message limit.
 pub const CHUNK_BYTES: usize = 1 << 20;
