@@ -241,7 +241,6 @@ impl Coordinator {
     /// maintenance (retention, unreferenced blobs) until `shutdown` resolves. The reconciler runs
     /// first, so that tasks an earlier coordinator queued and the queue lost are published again.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        self.remove_unfinished_submissions().await?;
         if let Err(error) = self.reconcile().await {
             tracing::warn!(%error, "reconciling on start failed; the next pass retries");
         }
@@ -530,8 +529,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Removes the tasks of submissions a stopped coordinator left half-written.
-    async fn remove_unfinished_submissions(&self) -> Result<()> {
+    /// Removes the tasks of submissions a stopped coordinator left half-written. Call it once
+    /// when the coordinator starts, before it serves any request: a submission of its own in
+    /// progress would look the same.
+    pub async fn remove_unfinished_submissions(&self) -> Result<()> {
         loop {
             let page = self
                 .inner

@@ -76,6 +76,8 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let state = EtcdStore::connect(&args.etcd, &args.namespace).await?;
     let blobs = DiskBlobStore::open(&args.blobs)?;
     let coordinator = Coordinator::new(Arc::new(queue), Arc::new(state), Arc::new(blobs), settings);
+    // Before serving: a submission in progress would look like one a stopped coordinator left.
+    coordinator.remove_unfinished_submissions().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Error::Connect {
