@@ -243,39 +243,6 @@ pub struct DeliveryJob {
     pub plan: DeliveryPlan,
 }
 
-/// Uploads `bytes` as a blob (unless the coordinator holds it); returns its digest.
-pub async fn upload_bytes(client: &FarmClient, bytes: Vec<u8>) -> Result<Digest> {
-    let digest = Digest::of(&bytes);
-    let missing = client
-        .jobs
-        .clone()
-        .missing_blobs(v1::MissingBlobsRequest {
-            digests: vec![digest.to_string()],
-        })
-        .await?
-        .into_inner()
-        .digests;
-    if !missing.is_empty() {
-        let bytes = bytes::Bytes::from(bytes);
-        let mut chunks: Vec<v1::BlobChunk> = (0..bytes.len().max(1))
-            .step_by(lathe_proto::CHUNK_BYTES)
-            .map(|start| v1::BlobChunk {
-                digest: String::new(),
-                data: bytes.slice(start..(start + lathe_proto::CHUNK_BYTES).min(bytes.len())),
-            })
-            .collect();
-        if let Some(first) = chunks.first_mut() {
-            first.digest = digest.to_string();
-        }
-        client
-            .jobs
-            .clone()
-            .put_blob(futures::stream::iter(chunks))
-            .await?;
-    }
-    Ok(digest)
-}
-
 /// Downloads a blob into memory, verified against `digest`.
 pub async fn download_bytes(client: &FarmClient, digest: &str) -> Result<Vec<u8>> {
     let expected = Digest::parse(digest)?;
@@ -335,7 +302,7 @@ pub async fn submit_delivery(
             "the delivery plan: {e}"
         )))
     })?;
-    let plan_digest = upload_bytes(client, plan_json).await?;
+    let plan_digest = client.upload_bytes(plan_json.into()).await?;
     let mut graph = Vec::with_capacity(job.plan.tasks.len());
     for task in &job.plan.tasks {
         let work_json = serde_json::to_string(&task.work).map_err(|e| {
