@@ -18,17 +18,18 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::blob::BlobStore;
 use crate::error::{Error, Result};
-use crate::graph::{self, Readiness};
+use crate::graph;
 use crate::plan::plan_job;
-use crate::queue::{QueueMessage, WorkQueue};
+use crate::queue::WorkQueue;
 use crate::record::{
-    self, ACTIVE_PREFIX, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX, TaskCounts,
-    TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, blob_ref_key, by_state_key,
-    by_state_prefix, by_state_root, counts_key, decode, encode, finished_key, idempotency_key,
-    job_key, qc_failed_key, qc_failed_prefix, submitting_key, task_id, task_key,
-    task_of_by_state_key, tasks_prefix,
+    self, ACTIVE_PREFIX, COUNT_SHARDS, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX,
+    TaskCounts, TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, blob_ref_key,
+    by_state_key, by_state_prefix, by_state_root, counts_key, counts_prefix, decode, encode,
+    finished_key, idempotency_key, job_key, qc_failed_key, qc_failed_prefix, submitting_key,
+    task_id, task_key, task_of_by_state_key, tasks_prefix,
 };
 
+mod dispatch;
 mod operations;
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
 mod reconcile;
@@ -95,11 +96,6 @@ const SWAP_ATTEMPTS: u32 = 20;
 
 /// The most bytes of records one submit transaction writes (etcd refuses requests over 1.5 MiB).
 const SUBMIT_BATCH_BYTES: usize = 512 * 1024;
-
-/// The most pending tasks of one job the dispatcher looks at in one pass: a graph job whose first
-/// pending tasks all wait for their needs costs a bounded read, and the next pass goes on from
-/// the start (the tasks ahead of it will have moved by then).
-const DISPATCH_SCAN_BUDGET: usize = 512;
 
 /// What changed, as [`Coordinator::subscribe`] reports it.
 #[derive(Debug, Clone)]
@@ -183,6 +179,8 @@ struct Inner {
     blobs_removed: AtomicU64,
     /// Where the sweep of unreferenced blobs goes on from.
     sweep_cursor: Mutex<Option<crate::blob::Digest>>,
+    /// Where the dispatcher's next look at each job's pending index starts.
+    pending_floors: Mutex<dispatch::PendingFloors>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -214,6 +212,7 @@ impl Coordinator {
                 next_id: AtomicU64::new(0),
                 blobs_removed: AtomicU64::new(0),
                 sweep_cursor: Mutex::new(None),
+                pending_floors: Mutex::new(dispatch::PendingFloors::default()),
             }),
         }
     }
@@ -493,12 +492,11 @@ impl Coordinator {
                 .await?;
             }
         }
-        let mut last = Transaction::new()
-            .put(job_key(job_id), encode(&plan.job)?)
-            .put(
-                counts_key(job_id),
-                encode(&TaskCounts::of_tasks(&plan.tasks))?,
-            )
+        let mut last = Transaction::new().put(job_key(job_id), encode(&plan.job)?);
+        for (shard, counts) in TaskCounts::by_shard(&plan.tasks) {
+            last = last.put(counts_key(job_id, shard), encode(&counts)?);
+        }
+        let mut last = last
             .put(active_key(job_id), Vec::new())
             .delete(submitting_key(job_id));
         if !idempotency.is_empty() {
@@ -518,12 +516,8 @@ impl Coordinator {
         let state = &self.inner.state;
         state.delete_prefix(&tasks_prefix(job_id)).await?;
         state.delete_prefix(&by_state_root(job_id)).await?;
-        for key in [
-            counts_key(job_id),
-            active_key(job_id),
-            job_key(job_id),
-            submitting_key(job_id),
-        ] {
+        state.delete_prefix(&counts_prefix(job_id)).await?;
+        for key in [active_key(job_id), job_key(job_id), submitting_key(job_id)] {
             state.delete(&key).await?;
         }
         Ok(())
@@ -562,16 +556,21 @@ impl Coordinator {
         Ok((decode(&key, &stored.value)?, stored.revision))
     }
 
-    /// A job's counts by state and the revision they were read at.
-    async fn counts(&self, job_id: &str) -> Result<(TaskCounts, i64)> {
-        let key = counts_key(job_id);
-        let stored = self
+    /// A job's counts by state: its shards summed, read at one revision.
+    async fn counts(&self, job_id: &str) -> Result<TaskCounts> {
+        let page = self
             .inner
             .state
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::JobNotFound(job_id.to_owned()))?;
-        Ok((decode(&key, &stored.value)?, stored.revision))
+            .page(&counts_prefix(job_id), None, COUNT_SHARDS as usize)
+            .await?;
+        if page.entries.is_empty() {
+            return Err(Error::JobNotFound(job_id.to_owned()));
+        }
+        let mut counts = TaskCounts::default();
+        for (key, stored) in &page.entries {
+            counts.add(&decode(key, &stored.value)?);
+        }
+        Ok(counts)
     }
 
     /// The task `index` of a job.
@@ -614,18 +613,43 @@ impl Coordinator {
         limit: usize,
     ) -> Result<TaskPage> {
         let Some(state) = state else {
-            let after = after.map(task_key).transpose()?;
+            // A job's tasks are numbered from 0 without gaps: the page is the window of indexes
+            // after `after` (etcd counts only the keys of the range it reads).
+            let limit = limit.clamp(1, MAX_PAGE);
+            let first = match after {
+                Some(after) => record::index_of_task(after)?.saturating_add(1),
+                None => 0,
+            };
+            let end = first.saturating_add(u32::try_from(limit).unwrap_or(u32::MAX));
             let page = self
                 .inner
                 .state
-                .page(&tasks_prefix(job_id), after.as_deref(), limit)
+                .page_range(
+                    &tasks_prefix(job_id),
+                    first
+                        .checked_sub(1)
+                        .map(|index| task_key(&task_id(job_id, index)))
+                        .transpose()?
+                        .as_deref(),
+                    Some(&task_key(&task_id(job_id, end))?),
+                    limit,
+                )
                 .await?;
             let tasks = page
                 .entries
                 .iter()
                 .map(|(key, stored)| decode::<TaskRecord>(key, &stored.value))
                 .collect::<Result<Vec<_>>>()?;
-            let next_after = page.next.and(tasks.last().map(|task| task.id.clone()));
+            let more = tasks.len() == limit
+                && self
+                    .inner
+                    .state
+                    .get(&task_key(&task_id(job_id, end))?)
+                    .await?
+                    .is_some();
+            let next_after = more
+                .then(|| tasks.last().map(|task| task.id.clone()))
+                .flatten();
             return Ok(TaskPage { tasks, next_after });
         };
         self.page_of_index(&by_state_prefix(job_id, state), after, limit)
@@ -665,17 +689,22 @@ impl Coordinator {
             .state
             .page(prefix, after.as_deref(), limit)
             .await?;
-        let mut tasks = Vec::with_capacity(page.entries.len());
-        for (key, _) in &page.entries {
-            let id = task_of_by_state_key(key).ok_or_else(|| Error::CorruptRecord {
-                key: key.clone(),
-                reason: "not a state-index key".to_owned(),
-            })?;
-            match self.task_by_id(&id).await {
-                Ok(task) => tasks.push(task),
-                // It moved on since the index was read.
-                Err(Error::TaskNotFound(_)) => {}
-                Err(error) => return Err(error),
+        let keys = page
+            .entries
+            .iter()
+            .map(|(key, _)| {
+                let id = task_of_by_state_key(key).ok_or_else(|| Error::CorruptRecord {
+                    key: key.clone(),
+                    reason: "not a state-index key".to_owned(),
+                })?;
+                task_key(&id)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut tasks = Vec::with_capacity(keys.len());
+        for (key, stored) in keys.iter().zip(self.inner.state.get_many(&keys).await?) {
+            // A task gone since the index was read is left out.
+            if let Some(stored) = stored {
+                tasks.push(decode(key, &stored.value)?);
             }
         }
         let next_after = page.next.as_deref().and_then(task_of_by_state_key);
@@ -712,7 +741,7 @@ impl Coordinator {
     /// bounded message whatever the job's size; [`task_page`](Self::task_page) lists the rest).
     pub async fn status(&self, job_id: &str) -> Result<v1::JobStatus> {
         let (job, _) = self.job(job_id).await?;
-        let (counts, _) = self.counts(job_id).await?;
+        let counts = self.counts(job_id).await?;
         let running = self
             .page_of_tasks(job_id, Some(TaskState::Running), None, MAX_PAGE)
             .await?;
@@ -773,11 +802,7 @@ impl Coordinator {
         let mut statuses = Vec::with_capacity(page.entries.len());
         for (key, stored) in &page.entries {
             let job: JobRecord = decode(key, &stored.value)?;
-            let counts = self
-                .counts(&job.id)
-                .await
-                .map(|(c, _)| c)
-                .unwrap_or_default();
+            let counts = self.counts(&job.id).await.unwrap_or_default();
             statuses.push(self.to_status(&job, &counts, &[]));
         }
         let next = page
@@ -931,17 +956,41 @@ impl Coordinator {
         &self,
         task_id: &str,
         added: &[String],
-        mut change: impl FnMut(&mut TaskRecord) -> Option<T>,
+        change: impl FnMut(&mut TaskRecord) -> Option<T>,
     ) -> Result<Option<T>> {
+        Ok(self
+            .update_task_counted(task_id, added, change)
+            .await?
+            .map(|(outcome, _)| outcome))
+    }
+
+    /// [`update_task_adding`](Self::update_task_adding) that also returns the counts of the
+    /// task's shard as written when its state changed. The task and its shard are read in one
+    /// request (the shard follows from the task's id).
+    async fn update_task_counted<T>(
+        &self,
+        task_id: &str,
+        added: &[String],
+        mut change: impl FnMut(&mut TaskRecord) -> Option<T>,
+    ) -> Result<Option<(T, Option<TaskCounts>)>> {
         let key = task_key(task_id)?;
         let job_id = record::job_of_task(task_id)?;
+        let shard_key = counts_key(job_id, record::count_shard(record::index_of_task(task_id)?));
         for _ in 0..SWAP_ATTEMPTS {
-            let stored = self
+            let mut read = self
                 .inner
                 .state
-                .get(&key)
+                .get_many(&[key.clone(), shard_key.clone()])
                 .await?
+                .into_iter();
+            let stored = read
+                .next()
+                .flatten()
                 .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+            let shard = read
+                .next()
+                .flatten()
+                .ok_or_else(|| Error::JobNotFound(job_id.to_owned()))?;
             let mut task: TaskRecord = decode(&key, &stored.value)?;
             let before = (task.state, task.qc_failed);
             let Some(outcome) = change(&mut task) else {
@@ -954,12 +1003,14 @@ impl Coordinator {
             for added in added {
                 transaction = transaction.put(added.clone(), Vec::new());
             }
+            let mut shard_counts = None;
             if before != after {
-                let (mut counts, revision) = self.counts(job_id).await?;
+                let mut counts: TaskCounts = decode(&shard_key, &shard.value)?;
                 counts.moved(before, after);
                 transaction = transaction
-                    .check(counts_key(job_id), Expect::Revision(revision))
-                    .put(counts_key(job_id), encode(&counts)?);
+                    .check(shard_key.clone(), Expect::Revision(shard.revision))
+                    .put(shard_key.clone(), encode(&counts)?);
+                shard_counts = Some(counts);
                 if before.0 != after.0 {
                     transaction = transaction
                         .delete(by_state_key(task_id, before.0)?)
@@ -974,8 +1025,13 @@ impl Coordinator {
                 }
             }
             if self.inner.state.commit(&transaction).await? {
+                if after.0 == TaskState::Pending && before.0 != TaskState::Pending {
+                    if let Ok(mut floors) = self.inner.pending_floors.lock() {
+                        floors.lower(job_id, task.index);
+                    }
+                }
                 let _ = self.inner.changes.send(Change::Task(Arc::new(task)));
-                return Ok(Some(outcome));
+                return Ok(Some((outcome, shard_counts)));
             }
         }
         Err(Error::Contention {
@@ -986,7 +1042,7 @@ impl Coordinator {
 
     /// Ends the job once every task is final, from its counts.
     async fn finish_job_if_done(&self, job_id: &str) -> Result<()> {
-        let (counts, _) = self.counts(job_id).await?;
+        let counts = self.counts(job_id).await?;
         if counts.unfinished() > 0 {
             return Ok(());
         }
@@ -1049,215 +1105,6 @@ impl Coordinator {
             key,
             attempts: SWAP_ATTEMPTS,
         })
-    }
-
-    // -----------------------------------------------------------------------------------------------
-    // Dispatch.
-
-    async fn publish(&self, task: &TaskRecord, job: &JobRecord) -> Result<()> {
-        let message = task.to_task(&job.profile_toml);
-        self.inner
-            .queue
-            .publish(QueueMessage {
-                id: format!("{}#{}.{}", task.id, task.attempts, task.queued_count),
-                payload: message.encode_to_vec().into(),
-                headers: vec![(
-                    crate::trace::TRACEPARENT.to_owned(),
-                    crate::trace::traceparent(&job.id, &task.id, task.attempts),
-                )],
-            })
-            .await
-    }
-
-    /// Fails a task that never ran (a need failed, or its work could not be resolved).
-    async fn fail_pending(&self, task_id: &str, reason: &str) -> Result<()> {
-        let moved = self
-            .update_task(task_id, |task| {
-                (task.state == TaskState::Pending).then(|| {
-                    task.state = TaskState::Failed;
-                    task.last_error = reason.to_owned();
-                })
-            })
-            .await?;
-        if moved.is_some() {
-            tracing::warn!(task = %task_id, %reason, "task failed before running");
-        }
-        Ok(())
-    }
-
-    /// The next pending task of `job` that can go on the queue, with its work resolved when it is
-    /// a graph task. Reads the job's pending index 64 keys at a time and each task only as it
-    /// comes to it. Graph tasks whose needs failed are failed on the way;
-    /// those still waiting are passed over. Reads at most [`DISPATCH_SCAN_BUDGET`] index keys
-    /// over the whole pass.
-    async fn next_ready(&self, job: &mut DispatchJob) -> Result<Option<ReadyTask>> {
-        loop {
-            if job.unread.is_empty() {
-                if job.index_ended || job.scanned >= DISPATCH_SCAN_BUDGET {
-                    return Ok(None);
-                }
-                let limit = (DISPATCH_SCAN_BUDGET - job.scanned).min(64);
-                let page = self
-                    .inner
-                    .state
-                    .page(
-                        &by_state_prefix(&job.record.id, TaskState::Pending),
-                        job.index_cursor.as_deref(),
-                        limit,
-                    )
-                    .await?;
-                job.scanned += page.entries.len().max(1);
-                job.index_ended = page.next.is_none();
-                job.index_cursor = page.entries.last().map(|(key, _)| key.clone());
-                job.unread.extend(
-                    page.entries
-                        .iter()
-                        .filter_map(|(key, _)| task_of_by_state_key(key)),
-                );
-                continue;
-            }
-            let Some(id) = job.unread.pop_front() else {
-                continue;
-            };
-            let task = match self.task_by_id(&id).await {
-                Ok(task) => task,
-                // It moved on since the index was read.
-                Err(Error::TaskNotFound(_)) => continue,
-                Err(error) => return Err(error),
-            };
-            if task.state != TaskState::Pending {
-                continue;
-            }
-            if !task.graph.is_graph() {
-                return Ok(Some(ReadyTask {
-                    task,
-                    resolved: None,
-                }));
-            }
-            let mut needs = Vec::with_capacity(task.graph.needs.len());
-            for &need in &task.graph.needs {
-                match self.task(&job.record.id, need).await {
-                    Ok(needed) => needs.push(needed),
-                    Err(Error::TaskNotFound(_)) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            match graph::readiness(&task, &needs) {
-                Readiness::Waiting => {}
-                Readiness::Blocked(reason) => {
-                    self.fail_pending(&task.id, &reason).await?;
-                    job.failed_any = true;
-                }
-                Readiness::Ready => match graph::resolve_task(&task, &needs) {
-                    Ok(resolved) => {
-                        return Ok(Some(ReadyTask {
-                            task,
-                            resolved: Some(resolved),
-                        }));
-                    }
-                    Err(error) => {
-                        let reason = format!("{}: {error}", task.graph.label);
-                        self.fail_pending(&task.id, &reason).await?;
-                        job.failed_any = true;
-                    }
-                },
-            }
-        }
-    }
-
-    /// Puts ready tasks on the queue while workers have room: highest priority first, and among jobs
-    /// of equal priority the one with the fewest tasks queued or running (then the oldest). A task
-    /// of a graph job is ready once every task it needs succeeded; its work is resolved from their
-    /// outcomes as it goes on the queue. One whose need failed fails without running.
-    ///
-    /// The work is bounded whatever the catalogue: the active jobs' counts (one read each), and
-    /// per job at most [`DISPATCH_SCAN_BUDGET`] keys of its pending index.
-    pub async fn dispatch_ready(&self) -> Result<usize> {
-        let workers = self.worker_records().await?;
-        let slots: u32 = workers.iter().map(|w| w.slots).sum();
-        let mut jobs: Vec<DispatchJob> = Vec::new();
-        for job in self.active_jobs().await? {
-            if job.state != JobState::Running {
-                continue;
-            }
-            if every_worker_blocklisted(&job, &workers) {
-                if job.paused_reason.is_empty() {
-                    self.pause(&job).await?;
-                }
-                continue;
-            }
-            let (counts, _) = self.counts(&job.id).await?;
-            if counts.unfinished() == 0 {
-                // Every task failed before running (a graph job whose sources the client
-                // could not read): nothing else would end it.
-                self.finish_job_if_done(&job.id).await?;
-                continue;
-            }
-            jobs.push(DispatchJob {
-                record: job,
-                counts,
-                unread: std::collections::VecDeque::new(),
-                index_cursor: None,
-                index_ended: false,
-                scanned: 0,
-                exhausted: counts.pending == 0,
-                failed_any: false,
-            });
-        }
-        let queued: u32 = jobs.iter().map(|job| job.counts.queued).sum();
-        let running: u32 = jobs.iter().map(|job| job.counts.running).sum();
-        let free = (slots as usize).saturating_sub(running as usize).max(1);
-        let room =
-            (free + self.inner.settings.queue_ahead as usize).saturating_sub(queued as usize);
-        let mut published = 0;
-        while published < room {
-            let Some(job) = jobs
-                .iter_mut()
-                .filter(|job| !job.exhausted)
-                .min_by_key(|job| {
-                    (
-                        std::cmp::Reverse(job.record.priority),
-                        job.counts.active(),
-                        job.record.submitted_unix_ms,
-                    )
-                })
-            else {
-                break;
-            };
-            let Some(ready) = self.next_ready(job).await? else {
-                job.exhausted = true;
-                continue;
-            };
-            let resolved = ready.resolved;
-            let moved = self
-                .update_task(&ready.task.id, |stored| {
-                    (stored.state == TaskState::Pending).then(|| {
-                        stored.state = TaskState::Queued;
-                        stored.queued_count += 1;
-                        if let Some((work_json, inputs)) = &resolved {
-                            stored.graph.work_json.clone_from(work_json);
-                            stored.graph.inputs.clone_from(inputs);
-                        }
-                        stored.clone()
-                    })
-                })
-                .await?;
-            if let Some(stored) = moved {
-                job.counts.queued += 1;
-                if let Err(error) = self.publish(&stored, &job.record).await {
-                    // The task stays queued; the reconciler publishes it once the queue is back.
-                    // Nothing more is published in this pass.
-                    tracing::warn!(%error, task = %stored.id, "publish failed; the reconciler will publish it again");
-                    break;
-                }
-                tracing::debug!(task = %stored.id, "task queued");
-                published += 1;
-            }
-        }
-        for job in jobs.iter().filter(|job| job.failed_any) {
-            self.finish_job_if_done(&job.record.id).await?;
-        }
-        Ok(published)
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -1414,19 +1261,24 @@ impl Coordinator {
                 .map(|digest| blob_ref_key(digest, job_id))
                 .collect()
         };
-        self.update_task_adding(task_id, &references, |task| {
-            if task.state.is_final() {
-                return None;
-            }
-            task.state = TaskState::Succeeded;
-            task.qc_failed = qc_failed;
-            task.worker_id = worker_id.to_owned();
-            task.output_digest = output_digest.to_owned();
-            task.report_json = report_json.to_owned();
-            task.graph.outputs.clone_from(&files);
-            Some(())
-        })
-        .await?;
+        let completed = self
+            .update_task_counted(task_id, &references, |task| {
+                if task.state.is_final() {
+                    return None;
+                }
+                task.state = TaskState::Succeeded;
+                task.qc_failed = qc_failed;
+                task.worker_id = worker_id.to_owned();
+                task.output_digest = output_digest.to_owned();
+                task.report_json = report_json.to_owned();
+                task.graph.outputs.clone_from(&files);
+                Some(())
+            })
+            .await?;
+        // The job can only be done once the task's own shard of it is.
+        let maybe_done = completed
+            .and_then(|(_, shard)| shard)
+            .is_some_and(|shard| shard.unfinished() == 0);
         if let Ok(mut progress) = self.inner.progress.lock() {
             progress.remove(task_id);
         }
@@ -1435,7 +1287,9 @@ impl Coordinator {
         })
         .await?;
         tracing::info!(task = %task_id, worker = %worker_id, "task succeeded");
-        self.finish_job_if_done(job_id).await?;
+        if maybe_done {
+            self.finish_job_if_done(job_id).await?;
+        }
         self.inner.dispatch.notify_one();
         Ok(())
     }
@@ -1515,31 +1369,6 @@ impl Coordinator {
 /// True when workers are registered and every one is blocklisted for `job`.
 fn every_worker_blocklisted(job: &JobRecord, workers: &[WorkerRecord]) -> bool {
     !workers.is_empty() && workers.iter().all(|w| job.blocklist.contains(&w.id))
-}
-
-/// A running job as one dispatch pass sees it.
-struct DispatchJob {
-    record: JobRecord,
-    /// Its counts at the start of the pass, plus what the pass queued.
-    counts: TaskCounts,
-    /// Pending tasks read from the index and not looked at yet.
-    unread: std::collections::VecDeque<String>,
-    /// The last pending-index key read.
-    index_cursor: Option<String>,
-    /// The pending index has no more keys.
-    index_ended: bool,
-    /// Index keys read so far in this pass.
-    scanned: usize,
-    /// Nothing more to queue from it in this pass.
-    exhausted: bool,
-    /// Some task failed before running (so the job may be over).
-    failed_any: bool,
-}
-
-/// A task that can go on the queue, with a graph task's resolved work and inputs.
-struct ReadyTask {
-    task: TaskRecord,
-    resolved: Option<(String, Vec<crate::record::OutputRecord>)>,
 }
 
 /// True when a finished task's report says its master, or any file of its outcome, failed QC.

@@ -152,14 +152,28 @@ pub struct TaskCounts {
 }
 
 impl TaskCounts {
-    /// The counts of these tasks.
-    pub fn of_tasks<'a>(tasks: impl IntoIterator<Item = &'a TaskRecord>) -> Self {
-        let mut counts = Self::default();
+    /// Each counts shard's counts of these tasks, by shard (only the shards that hold a task).
+    pub fn by_shard<'a>(
+        tasks: impl IntoIterator<Item = &'a TaskRecord>,
+    ) -> std::collections::BTreeMap<u32, Self> {
+        let mut shards = std::collections::BTreeMap::<u32, Self>::new();
         for task in tasks {
+            let counts = shards.entry(count_shard(task.index)).or_default();
             *counts.of(task.state) += 1;
             counts.qc_failed += u32::from(task.qc_failed);
         }
-        counts
+        shards
+    }
+
+    /// Adds `other`'s counts to these (the shards of a job summed).
+    pub fn add(&mut self, other: &Self) {
+        self.pending += other.pending;
+        self.queued += other.queued;
+        self.running += other.running;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+        self.qc_failed += other.qc_failed;
     }
 
     fn of(&mut self, state: TaskState) -> &mut u32 {
@@ -401,9 +415,25 @@ pub fn tasks_prefix(job_id: &str) -> String {
     format!("tasks/{job_id}/")
 }
 
-/// `counts/{job}`.
-pub fn counts_key(job_id: &str) -> String {
-    format!("counts/{job_id}")
+/// How many keys a job's counts are spread over. Each holds the counts of the tasks whose index
+/// is its number modulo this, so that two transitions of one job conflict only when their tasks
+/// share a shard (a transition checks its shard's revision), and a read of the whole counts
+/// is one range read of this many keys.
+pub const COUNT_SHARDS: u32 = 16;
+
+/// `counts/{job}/`: the prefix of a job's counts shards.
+pub fn counts_prefix(job_id: &str) -> String {
+    format!("counts/{job_id}/")
+}
+
+/// `counts/{job}/{shard}`: the counts of the job's tasks in `shard`.
+pub fn counts_key(job_id: &str, shard: u32) -> String {
+    format!("counts/{job_id}/{shard:02}")
+}
+
+/// The counts shard of task `index`.
+pub fn count_shard(index: u32) -> u32 {
+    index % COUNT_SHARDS
 }
 
 /// `by_state/{job}/`: the prefix of a job's state index.
@@ -503,6 +533,14 @@ fn split_task_id(task_id: &str) -> Result<(&str, &str)> {
 pub fn task_key(task_id: &str) -> Result<String> {
     let (job, index) = split_task_id(task_id)?;
     Ok(format!("tasks/{job}/{index}"))
+}
+
+/// The index of a task in its job, from its id.
+pub fn index_of_task(task_id: &str) -> Result<u32> {
+    split_task_id(task_id)?
+        .1
+        .parse()
+        .map_err(|_| Error::TaskNotFound(task_id.to_owned()))
 }
 
 /// The job of a task, from its id.

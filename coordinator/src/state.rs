@@ -106,7 +106,22 @@ pub trait StateStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Versioned>>;
     /// Up to `limit` keys starting with `prefix` (at most [`MAX_PAGE`]), sorted by key, beginning
     /// after the key `after` (from the start of the range without it).
-    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page>;
+    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        self.page_range(prefix, after, None, limit).await
+    }
+    /// [`page`](Self::page) of only the keys before `before` (all of the prefix without it): a
+    /// window of a range. etcd counts every key of the range it reads, whatever the limit, so a
+    /// read that must stay cheap in a range of 100,000 keys reads a window of it.
+    async fn page_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page>;
+    /// The values at `keys`, in their order (`None` for a key not stored), read at one revision
+    /// per [`MAX_TRANSACTION_OPS`] keys.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>>;
     /// Writes `value` at `key` unconditionally; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64>;
     /// Writes `value` at `key` only if its revision is still `expected` (`None`: only if the key does
@@ -216,7 +231,13 @@ impl StateStore for MemoryStore {
         }))
     }
 
-    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+    async fn page_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
         let limit = limit.clamp(1, MAX_PAGE);
         let state = self.lock()?;
         let start = match after {
@@ -226,7 +247,9 @@ impl StateStore for MemoryStore {
         let mut range = state
             .entries
             .range::<String, _>((start, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
+            .take_while(|(key, _)| {
+                key.starts_with(prefix) && before.is_none_or(|before| key.as_str() < before)
+            });
         let entries: Vec<(String, Versioned)> = range
             .by_ref()
             .take(limit)
@@ -245,6 +268,19 @@ impl StateStore for MemoryStore {
             None => None,
         };
         Ok(Page { entries, next })
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>> {
+        let state = self.lock()?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                state.entries.get(key).map(|entry| Versioned {
+                    value: entry.value.clone(),
+                    revision: entry.revision,
+                })
+            })
+            .collect())
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
@@ -433,15 +469,28 @@ impl StateStore for EtcdStore {
         }))
     }
 
-    async fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+    async fn page_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
         let limit = limit.clamp(1, MAX_PAGE);
         let start = match after {
             // The smallest key after `after`.
             Some(after) if after >= prefix => format!("{}\0", self.key(after)),
             _ => self.key(prefix),
         };
+        let prefix_end = prefix_end(self.key(prefix).into_bytes());
+        let end = match before {
+            // `[0]` is the end of the keyspace, after every key.
+            Some(before) if prefix_end == [0] => self.key(before).into_bytes(),
+            Some(before) => prefix_end.min(self.key(before).into_bytes()),
+            None => prefix_end,
+        };
         let options = etcd_client::GetOptions::new()
-            .with_range(prefix_end(self.key(prefix).into_bytes()))
+            .with_range(end)
             .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let response = self
@@ -475,6 +524,33 @@ impl StateStore for EtcdStore {
             None
         };
         Ok(Page { entries, next })
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>> {
+        use etcd_client::{Txn, TxnOp, TxnOpResponse};
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_TRANSACTION_OPS) {
+            let reads: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(self.key(key), None))
+                .collect();
+            let response = self
+                .client
+                .clone()
+                .txn(Txn::new().and_then(reads))
+                .await
+                .map_err(etcd_error("multi-key read"))?;
+            for answer in response.op_responses() {
+                let TxnOpResponse::Get(read) = answer else {
+                    return Err(Error::State("etcd multi-key read: not a read".to_owned()));
+                };
+                values.push(read.kvs().first().map(|kv| Versioned {
+                    value: kv.value().to_vec(),
+                    revision: kv.mod_revision(),
+                }));
+            }
+        }
+        Ok(values)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {

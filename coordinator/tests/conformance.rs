@@ -351,6 +351,62 @@ async fn state_suite(store: Arc<dyn StateStore>) {
     assert_eq!(capped.entries.len(), 7);
     let empty = store.page("tasks/none/", None, 10).await.expect("page");
     assert_eq!(empty, Page::default());
+    // A window of the range: only the keys before `before`, paged the same way; a window that
+    // ends past the prefix stops at the prefix's end.
+    let window = store
+        .page_range(
+            "tasks/j/",
+            Some("tasks/j/0000001"),
+            Some("tasks/j/0000005"),
+            2,
+        )
+        .await
+        .expect("window");
+    let keys: Vec<&str> = window.entries.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["tasks/j/0000002", "tasks/j/0000003"]);
+    assert_eq!(window.next.as_deref(), Some("tasks/j/0000003"));
+    let window = store
+        .page_range(
+            "tasks/j/",
+            Some("tasks/j/0000003"),
+            Some("tasks/j/0000005"),
+            2,
+        )
+        .await
+        .expect("window");
+    assert_eq!((window.entries.len(), window.next), (1, None));
+    let window = store
+        .page_range("tasks/j/", Some("tasks/j/0000005"), Some("tasks/k/9"), 10)
+        .await
+        .expect("window");
+    let keys: Vec<&str> = window.entries.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["tasks/j/0000006"]);
+    let window = store
+        .page_range("tasks/j/", None, Some("tasks/a"), 10)
+        .await
+        .expect("window");
+    assert_eq!(window, Page::default());
+    // Several keys in one read, in the asked order, absent ones as None.
+    let many = store
+        .get_many(&[
+            "tasks/j/0000004".to_owned(),
+            "tasks/none".to_owned(),
+            "tasks/k/0000000".to_owned(),
+        ])
+        .await
+        .expect("get many");
+    let values: Vec<Option<Vec<u8>>> = many
+        .into_iter()
+        .map(|stored| stored.map(|stored| stored.value))
+        .collect();
+    assert_eq!(values, [Some(b"t4".to_vec()), None, Some(b"k0".to_vec())]);
+    let keys: Vec<String> = (0..300).map(|n| format!("tasks/j/{n:07}")).collect();
+    let many = store
+        .get_many(&keys)
+        .await
+        .expect("more than one transaction");
+    assert_eq!(many.len(), 300);
+    assert_eq!(many.iter().filter(|stored| stored.is_some()).count(), 7);
 
     // Transactions: every check holds and every write lands, or nothing changes.
     let t0 = store

@@ -631,6 +631,96 @@ async fn a_job_of_5000_tasks_is_counted_paged_and_dispatched_in_bounded_steps() 
     );
 }
 
+/// Dispatches, starts and completes tasks until `count` more have succeeded.
+async fn run_tasks(fixture: &Fixture, count: usize) {
+    let coordinator = &fixture.coordinator;
+    let output = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    let mut done = 0;
+    while done < count {
+        coordinator.dispatch_ready().await.expect("dispatch");
+        for task in queued_tasks(&fixture.queue).await {
+            coordinator
+                .start_task(&task.task_id, "w1", 1)
+                .await
+                .expect("start");
+            coordinator
+                .complete_task(&task.task_id, "w1", &output.to_string(), "{}", &[])
+                .await
+                .expect("complete");
+            done += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_task_sent_back_to_pending_behind_the_dispatchers_floor_is_queued_at_the_next_pass() {
+    // The dispatcher reads a job's pending index in windows from where its last pass stopped;
+    // a task that goes back to pending far behind that point must not wait for the job's end.
+    let fixture = fixture(CoordinatorSettings::default());
+    register_worker(&fixture, "w1", 1).await;
+    let coordinator = &fixture.coordinator;
+    let job_id = job(&fixture, "floor", 0, 3_000).await;
+    let first = format!("{job_id}.0000000");
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let queued: Vec<String> = queued_tasks(&fixture.queue)
+        .await
+        .into_iter()
+        .map(|task| task.task_id)
+        .collect();
+    assert_eq!(queued[0], first, "the first pass starts at the first task");
+    assert!(run_and_fail(coordinator, &first, "0.wav: not audio", Fault::Input).await);
+    let output = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    for task in &queued[1..] {
+        coordinator.start_task(task, "w1", 1).await.expect("start");
+        coordinator
+            .complete_task(task, "w1", &output.to_string(), "{}", &[])
+            .await
+            .expect("complete");
+    }
+    // Two windows of the pending index further on.
+    run_tasks(&fixture, 2_100).await;
+    assert_eq!(coordinator.retry(&job_id).await.expect("retry"), 1);
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let queued: Vec<String> = queued_tasks(&fixture.queue)
+        .await
+        .into_iter()
+        .map(|task| task.task_id)
+        .collect();
+    assert!(queued.contains(&first), "{queued:?}");
+
+    // A coordinator that starts on this state (it knows no floor) goes on where the job is,
+    // and the rest of the job completes with every count right.
+    let restarted = Fixture {
+        coordinator: Coordinator::new(
+            Arc::new(fixture.queue.clone()),
+            Arc::new(fixture.state.clone()),
+            Arc::new(fixture.blobs.clone()),
+            CoordinatorSettings::default(),
+        ),
+        queue: fixture.queue.clone(),
+        state: fixture.state.clone(),
+        blobs: fixture.blobs.clone(),
+    };
+    for task in &queued {
+        coordinator.start_task(task, "w1", 1).await.expect("start");
+        coordinator
+            .complete_task(task, "w1", &output.to_string(), "{}", &[])
+            .await
+            .expect("complete");
+    }
+    let left = restarted
+        .coordinator
+        .status(&job_id)
+        .await
+        .expect("status")
+        .counts
+        .expect("counts");
+    run_tasks(&restarted, left.pending as usize).await;
+    let status = restarted.coordinator.status(&job_id).await.expect("status");
+    assert_eq!(status.state(), v1::JobState::Succeeded);
+    assert_eq!(status.counts.expect("counts").succeeded, 3_000);
+}
+
 #[tokio::test]
 async fn an_input_fault_fails_its_task_at_once_and_counts_against_no_worker() {
     let settings = CoordinatorSettings {
@@ -789,13 +879,17 @@ impl StateStore for FailingStore {
     async fn get(&self, key: &str) -> lathe_coordinator::Result<Option<Versioned>> {
         self.inner.get(key).await
     }
-    async fn page(
+    async fn page_range(
         &self,
         prefix: &str,
         after: Option<&str>,
+        before: Option<&str>,
         limit: usize,
     ) -> lathe_coordinator::Result<Page> {
-        self.inner.page(prefix, after, limit).await
+        self.inner.page_range(prefix, after, before, limit).await
+    }
+    async fn get_many(&self, keys: &[String]) -> lathe_coordinator::Result<Vec<Option<Versioned>>> {
+        self.inner.get_many(keys).await
     }
     async fn put(&self, key: &str, value: Vec<u8>) -> lathe_coordinator::Result<i64> {
         self.inner.put(key, value).await

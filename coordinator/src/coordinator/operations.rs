@@ -17,7 +17,7 @@ use crate::blob::Digest;
 use crate::error::{Error, Result};
 use crate::record::{
     self, FINISHED_PREFIX, JobState, TaskRecord, TaskState, active_key, blob_ref_key,
-    blob_refs_prefix, by_state_root, counts_key, encode, finished_key, idempotency_key, job_key,
+    blob_refs_prefix, by_state_root, counts_prefix, encode, finished_key, idempotency_key, job_key,
     job_of_finished_key, submitting_key, tasks_prefix,
 };
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, Transaction};
@@ -75,7 +75,7 @@ impl Coordinator {
                 retried += u32::from(moved.is_some());
             }
         }
-        let (counts, _) = self.counts(job_id).await?;
+        let counts = self.counts(job_id).await?;
         if counts.unfinished() > 0 {
             self.reopen(job_id).await?;
         }
@@ -225,8 +225,8 @@ impl Coordinator {
         let state = &self.inner.state;
         state.delete_prefix(&tasks_prefix(job_id)).await?;
         state.delete_prefix(&by_state_root(job_id)).await?;
+        state.delete_prefix(&counts_prefix(job_id)).await?;
         let mut keys = vec![
-            counts_key(job_id),
             active_key(job_id),
             submitting_key(job_id),
             finished_key(&job),

@@ -151,7 +151,7 @@ impl JobWatch {
             }
         };
         if !gathered.tasks.is_empty() && !gathered.job {
-            let (counts, _) = coordinator.counts(&self.job_id).await?;
+            let counts = coordinator.counts(&self.job_id).await?;
             message.counts = Some(counts.to_proto());
         }
         message.delta = true;
