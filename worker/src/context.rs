@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::FarmClient;
 
@@ -45,6 +46,34 @@ pub(crate) struct RunningTask {
     stop: AtomicU8,
     /// The engine's phase and how far through it the task is.
     pub(crate) progress: Mutex<(String, f64)>,
+    /// How long each of its phases took so far.
+    pub(crate) phases: Mutex<PhaseTimes>,
+}
+
+/// How long the phases of a task took: what its "task done" log line reports, so that an
+/// operator (and `make bench-farm`) can see where a task's time goes besides the engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PhaseTimes {
+    /// The `StartTask` call.
+    pub(crate) start: Duration,
+    /// Fetching the sources and inputs.
+    pub(crate) fetch: Duration,
+    /// The engine.
+    pub(crate) render: Duration,
+    /// Hashing and uploading the files written.
+    pub(crate) upload: Duration,
+    /// The `CompleteTask` call.
+    pub(crate) complete: Duration,
+}
+
+/// Which phase a span of a task's time belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    Start,
+    Fetch,
+    Render,
+    Upload,
+    Complete,
 }
 
 impl RunningTask {
@@ -54,7 +83,28 @@ impl RunningTask {
             task_id,
             stop: AtomicU8::new(KEEP_GOING),
             progress: Mutex::new(("start".to_owned(), 0.0)),
+            phases: Mutex::new(PhaseTimes::default()),
         }
+    }
+
+    /// Adds the time since `since` to `phase`.
+    pub(crate) fn timed(&self, phase: Phase, since: Instant) {
+        let spent = since.elapsed();
+        if let Ok(mut phases) = self.phases.lock() {
+            let slot = match phase {
+                Phase::Start => &mut phases.start,
+                Phase::Fetch => &mut phases.fetch,
+                Phase::Render => &mut phases.render,
+                Phase::Upload => &mut phases.upload,
+                Phase::Complete => &mut phases.complete,
+            };
+            *slot += spent;
+        }
+    }
+
+    /// The phases' times so far.
+    pub(crate) fn phase_times(&self) -> PhaseTimes {
+        self.phases.lock().map(|phases| *phases).unwrap_or_default()
     }
 
     /// True when the task stopped because its job was cancelled.

@@ -17,7 +17,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::queue::Delivery;
@@ -31,7 +31,7 @@ use lathe_proto::v1;
 use prost::Message as _;
 use tracing::Instrument;
 
-use crate::context::{RunningTask, WorkerContext};
+use crate::context::{Phase, RunningTask, WorkerContext};
 use crate::error::{Error, Result};
 
 /// How long calls to the coordinator are retried while it is unreachable (a restart).
@@ -65,6 +65,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
     };
     // While the coordinator is unreachable (a restart), keep the delivery: retry, with in-progress
     // acks so that the queue does not hand it to another worker meanwhile.
+    let asked = Instant::now();
     let start = holding(&delivery, settings.progress_interval, || {
         let mut workers = context.client.workers.clone();
         let request = v1::StartTaskRequest {
@@ -98,6 +99,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
     }
 
     let running = Arc::new(RunningTask::new(task.task_id.clone()));
+    running.timed(Phase::Start, asked);
     if let Ok(mut list) = context.running.lock() {
         list.push(Arc::clone(&running));
     }
@@ -121,8 +123,20 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
 
     match outcome {
         Ok(()) => {
-            tracing::info!(task = %task.task_id, "task done");
+            let acked = Instant::now();
             let _ = delivery.ack().await;
+            let phases = running.phase_times();
+            let ms = |spent: Duration| spent.as_secs_f64() * 1e3;
+            tracing::info!(
+                task = %task.task_id,
+                start_ms = ms(phases.start),
+                fetch_ms = ms(phases.fetch),
+                render_ms = ms(phases.render),
+                upload_ms = ms(phases.upload),
+                complete_ms = ms(phases.complete),
+                ack_ms = ms(acked.elapsed()),
+                "task done"
+            );
         }
         Err(Error::Stopped(reason)) if running.job_cancelled() => {
             tracing::info!(task = %task.task_id, reason, "task stopped");
@@ -439,9 +453,12 @@ async fn execute(
     };
 
     // 2. The source, verified.
+    let since = Instant::now();
     fetch_blob(context, &task.source_digest, &source, traceparent).await?;
+    running.timed(Phase::Fetch, since);
 
     // 3. The engine, on a blocking thread.
+    let since = Instant::now();
     let mut report = {
         let source = source.clone();
         let output = output.clone();
@@ -458,9 +475,12 @@ async fn execute(
         })
         .await?
     };
+    running.timed(Phase::Render, since);
 
     // 4. The master back, with its digest; then the completion.
+    let since = Instant::now();
     let digest = put_result(context, &output, traceparent).await?;
+    running.timed(Phase::Upload, since);
     report.input = PathBuf::from(&task.source_name);
     report.output = PathBuf::from(&task.output_name);
     let report_json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -471,7 +491,10 @@ async fn execute(
         report_json,
         outputs: Vec::new(),
     };
-    complete(context, request, traceparent).await
+    let since = Instant::now();
+    complete(context, request, traceparent).await?;
+    running.timed(Phase::Complete, since);
+    Ok(())
 }
 
 /// A task of a graph job: its sources and inputs fetched into the scratch folder, the engine's
@@ -496,6 +519,7 @@ async fn execute_graph(
     let out = folder.path().join(OUTPUTS);
     create_folder(&out)?;
 
+    let since = Instant::now();
     let mut sources = Vec::with_capacity(task.source_digests.len());
     for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
         let path = folder.path().join(SOURCES).join(plain_name(name)?);
@@ -516,6 +540,8 @@ async fn execute_graph(
         inputs.push(path);
     }
 
+    running.timed(Phase::Fetch, since);
+    let since = Instant::now();
     let outcome = {
         let out = out.clone();
         on_engine_thread(running, folder.path(), move |progress| {
@@ -523,7 +549,9 @@ async fn execute_graph(
         })
         .await?
     };
+    running.timed(Phase::Render, since);
 
+    let since = Instant::now();
     let mut outputs = Vec::with_capacity(outcome.files.len());
     for file in &outcome.files {
         if !lathe_coordinator::graph::is_inside(&file.path) {
@@ -548,5 +576,9 @@ async fn execute_graph(
         report_json,
         outputs,
     };
-    complete(context, request, traceparent).await
+    running.timed(Phase::Upload, since);
+    let since = Instant::now();
+    complete(context, request, traceparent).await?;
+    running.timed(Phase::Complete, since);
+    Ok(())
 }
