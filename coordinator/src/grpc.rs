@@ -463,7 +463,6 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (jobs, workers) = services(coordinator);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // Blob chunks are 1 MiB: windows of several chunks keep uploads streaming without waiting
         // for window updates, and large frames cut the per-frame work.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -472,7 +471,10 @@ pub async fn serve(
         .add_service(jobs)
         .add_service(workers)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // TCP_NODELAY on every accepted connection (the builder's `tcp_nodelay` applies only
+            // to a listener it binds itself): without it a small reply can wait some 40 ms for
+            // the client's delayed acknowledgement of the one before.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

@@ -4,14 +4,39 @@
 //! [`NatsServer::start`] and [`EtcdServer::start`] return `None`, after printing why, when the binary
 //! is not installed, so that a developer without them can still run the rest of the tests; CI installs
 //! both (`.ci/run`), so there they always run.
+//!
+//! [`fill_finished_jobs`] stores finished jobs as the coordinator leaves them, for measurements of
+//! state at scale.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
+use crate::blob::Digest;
+use crate::error::{Error, Result};
+use crate::record::{
+    JobRecord, JobState, TaskCounts, TaskRecord, TaskState, blob_ref_key, by_state_key,
+    count_shard, counts_key, encode, finished_key, job_key, task_id, task_key, unix_ms,
+};
+use crate::state::{MAX_TRANSACTION_OPS, StateStore, Transaction};
+
 /// How long a server gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// etcd's backend quota: 8 GiB, the largest etcd recommends. The default (2 GiB) is too small for
+/// the benchmark of state at scale, which stores a million finished tasks; a quota costs nothing
+/// until the data reaches it.
+const ETCD_QUOTA_BYTES: u64 = 8 << 30;
+
+/// Transactions between etcd's snapshots. Only the write-ahead log after the last snapshot must
+/// stay (and five 64 MB files of it do), so the log of a bulk write is removed as it goes; with the
+/// default (100,000) it would grow as large as the data written, some 4 GB more on disk for a
+/// million finished tasks in transactions of 32.
+const ETCD_SNAPSHOT_ENTRIES: u32 = 10_000;
 
 /// A free loopback TCP port (bound and released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
@@ -201,7 +226,327 @@ fn etcd_command(data: &Path, client_port: u16, peer_port: u16) -> Command {
         .args(["--listen-peer-urls", &peer])
         .args(["--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("lathe-test={peer}")])
+        .args(["--quota-backend-bytes", &ETCD_QUOTA_BYTES.to_string()])
+        .args(["--snapshot-count", &ETCD_SNAPSHOT_ENTRIES.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Finished jobs in bulk.
+
+/// A render task's report as a worker sends it (`serde_json::to_string_pretty` of the engine's
+/// `TrackReport` for a 30 s track, 2.4 KB): what a succeeded task holds as its `report_json`.
+const TRACK_REPORT_JSON: &str = include_str!("testing/track_report.json");
+
+/// The preset the filled jobs were mastered with (the report's).
+const FILLED_PROFILE: &str = "streaming";
+
+/// A finished task's keys: its record, its state-index key, and its job's references to its
+/// source and to its master.
+const KEYS_PER_FILLED_TASK: usize = 4;
+
+/// Tasks per transaction of the fill: as many as etcd's operation limit takes (their records, 3 KB
+/// each, stay far below its 1.5 MiB request limit).
+const FILLED_TASKS_PER_TRANSACTION: usize = MAX_TRANSACTION_OPS / KEYS_PER_FILLED_TASK;
+
+/// Transactions of the fill in flight at once: etcd commits concurrent transactions in one
+/// write to its log, so a million tasks take minutes, not the hour one transaction at a time would.
+const FILL_TRANSACTIONS_IN_FLIGHT: usize = 16;
+
+/// Time between the submissions of two filled jobs.
+const FILLED_JOB_SPACING_MS: u64 = 3_600_000;
+
+/// How long each filled job ran, from its submission to its end.
+const FILLED_JOB_RUN_MS: u64 = 1_800_000;
+
+/// Writes `jobs` finished jobs of `tasks_per_job` tracks each into `state`, every task succeeded,
+/// in the keys and records the coordinator leaves behind when such a job has run to its end
+/// (`Coordinator::submit`, the transitions of its tasks and the end of the job): the job's record
+/// (state `Succeeded`, `finished_unix_ms` set), its counts, its entry in the retention index,
+/// and per task its record (one attempt, a master, a real track report), its `by_state` key and
+/// the job's references to its source and its master. A finished job has no `active` key, so
+/// the dispatcher never reads it. Returns the jobs' ids, oldest first.
+///
+/// The jobs were submitted an hour apart, the newest an hour ago, and each ran for half an
+/// hour. Their sources and masters are digests of made-up bytes that no blob store holds:
+/// what is measured is the state. Each job's tasks go in transactions of at most
+/// [`MAX_TRANSACTION_OPS`] operations, several in flight at once, before its record, so a job
+/// appears whole, as a submission does.
+pub async fn fill_finished_jobs(
+    state: &dyn StateStore,
+    jobs: usize,
+    tasks_per_job: usize,
+) -> Result<Vec<String>> {
+    let tasks = u32::try_from(tasks_per_job).map_err(|_| {
+        Error::InvalidRequest(format!("{tasks_per_job} tasks are more than a job holds"))
+    })?;
+    let profile = lathe_model::profile::Profile::preset(FILLED_PROFILE)?;
+    let profile_toml = profile.to_toml();
+    let extension = profile.output.format.extension();
+    let now = unix_ms();
+    let mut ids = Vec::with_capacity(jobs);
+    for number in 0..jobs {
+        let submitted_unix_ms = now.saturating_sub((jobs - number) as u64 * FILLED_JOB_SPACING_MS);
+        let job = JobRecord {
+            // The coordinator's form: the submission time in hexadecimal, then a process and a
+            // sequence part (no two filled jobs share a submission time).
+            id: format!("{submitted_unix_ms:011x}0{:03x}", number & 0xfff),
+            name: format!("{tasks} tracks"),
+            priority: 0,
+            profile_toml: profile_toml.clone(),
+            profile_name: profile.name.clone(),
+            state: JobState::Succeeded,
+            submitted_unix_ms,
+            task_count: tasks,
+            consecutive_failures: BTreeMap::new(),
+            blocklist: Vec::new(),
+            plan_digest: String::new(),
+            paused_reason: String::new(),
+            finished_unix_ms: submitted_unix_ms + FILLED_JOB_RUN_MS,
+            pinned: false,
+            idempotency_key: String::new(),
+        };
+        write_finished_tasks(state, &job, extension).await?;
+        let mut last = Transaction::new().put(job_key(&job.id), encode(&job)?);
+        for (key, value) in counts_writes(&job.id, tasks)? {
+            last = last.put(key, value);
+        }
+        commit_unchecked(state, &last.put(finished_key(&job), Vec::new())).await?;
+        ids.push(job.id);
+    }
+    Ok(ids)
+}
+
+/// Writes the tasks of the finished `job`, [`FILLED_TASKS_PER_TRANSACTION`] a transaction,
+/// [`FILL_TRANSACTIONS_IN_FLIGHT`] transactions at once.
+async fn write_finished_tasks(
+    state: &dyn StateStore,
+    job: &JobRecord,
+    extension: &str,
+) -> Result<()> {
+    let tasks = job.task_count;
+    let transactions = (0..tasks)
+        .step_by(FILLED_TASKS_PER_TRANSACTION)
+        .map(|first| async move {
+            let last = first
+                .saturating_add(FILLED_TASKS_PER_TRANSACTION as u32)
+                .min(tasks);
+            let mut transaction = Transaction::new();
+            for index in first..last {
+                let task = finished_task(job, index, extension);
+                transaction = transaction
+                    .put(task_key(&task.id)?, encode(&task)?)
+                    .put(by_state_key(&task.id, task.state)?, Vec::new())
+                    .put(blob_ref_key(&task.source_digest, &job.id), Vec::new())
+                    .put(blob_ref_key(&task.output_digest, &job.id), Vec::new());
+            }
+            commit_unchecked(state, &transaction).await
+        });
+    let mut committed =
+        futures::stream::iter(transactions).buffer_unordered(FILL_TRANSACTIONS_IN_FLIGHT);
+    while let Some(outcome) = committed.next().await {
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Task `index` of the finished `job`, as its completion left it: one attempt on one of eight
+/// workers, started within the job's run, its master and report stored.
+fn finished_task(job: &JobRecord, index: u32, extension: &str) -> TaskRecord {
+    let id = task_id(&job.id, index);
+    let digest = |what: &str| Digest::of(format!("{what} of {id}").as_bytes()).to_string();
+    let (source_digest, output_digest) = (digest("the source"), digest("the master"));
+    let into_run = FILLED_JOB_RUN_MS * u64::from(index) / u64::from(job.task_count.max(1));
+    TaskRecord {
+        id,
+        job_id: job.id.clone(),
+        index,
+        kind: crate::plan::RENDER.to_owned(),
+        source_digest,
+        source_name: format!("{index:07}.wav"),
+        output_name: format!("{index:07}.{extension}"),
+        profile_toml: String::new(),
+        state: TaskState::Succeeded,
+        worker_id: format!("w{}", index % 8),
+        attempts: 1,
+        last_error: String::new(),
+        output_digest,
+        report_json: TRACK_REPORT_JSON.to_owned(),
+        tags_json: String::new(),
+        started_unix_ms: job.submitted_unix_ms + into_run,
+        qc_failed: false,
+        queued_count: 1,
+        deliveries: 1,
+        graph: Default::default(),
+    }
+}
+
+/// The keys that hold the counts of a job whose `tasks` tasks (indexes `0..tasks`) all succeeded,
+/// with their values, as the coordinator stores them: one key per counts shard that holds a task
+/// (`counts/{job}/{shard}`), each counting its shard's tasks. The fill writes counts through this
+/// function only, so a change to how the coordinator keeps a job's counts is a change here alone.
+fn counts_writes(job_id: &str, tasks: u32) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut shards = BTreeMap::<u32, TaskCounts>::new();
+    for index in 0..tasks {
+        shards.entry(count_shard(index)).or_default().succeeded += 1;
+    }
+    shards
+        .into_iter()
+        .map(|(shard, counts)| Ok((counts_key(job_id, shard), encode(&counts)?)))
+        .collect()
+}
+
+/// Commits a transaction that checks nothing (so it cannot be refused).
+async fn commit_unchecked(state: &dyn StateStore, transaction: &Transaction) -> Result<()> {
+    if state.commit(transaction).await? {
+        Ok(())
+    } else {
+        Err(Error::State(
+            "a transaction without checks was refused".to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::blob::MemoryBlobStore;
+    use crate::queue::{MemoryQueue, WorkQueue};
+    use crate::record::{WorkerRecord, worker_key};
+    use crate::state::{EtcdStore, MAX_PAGE, MemoryStore};
+    use crate::{Coordinator, CoordinatorSettings};
+    use lathe_proto::v1;
+
+    /// Every key in `state`.
+    async fn every_key(state: &dyn StateStore) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = state
+                .page("", after.as_deref(), MAX_PAGE)
+                .await
+                .expect("page");
+            keys.extend(page.entries.into_iter().map(|(key, _)| key));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return keys,
+            }
+        }
+    }
+
+    /// Fills `state` with 3 jobs of 50 tasks and reads them through a coordinator: each is a
+    /// succeeded job with its counts and its tasks in pages, the dispatcher leaves them alone, and
+    /// the coordinator's own delete and retention remove every key the fill wrote.
+    async fn filled_jobs_are_finished_jobs(state: Arc<dyn StateStore>) {
+        let ids = fill_finished_jobs(state.as_ref(), 3, 50)
+            .await
+            .expect("fill");
+        assert_eq!(ids.len(), 3);
+        let settings = CoordinatorSettings {
+            retain: Some(Duration::ZERO),
+            ..CoordinatorSettings::default()
+        };
+        let queue = MemoryQueue::new(settings.queue_settings(Duration::from_secs(30)));
+        let coordinator = Coordinator::new(
+            Arc::new(queue.clone()),
+            state.clone(),
+            Arc::new(MemoryBlobStore::new()),
+            settings,
+        );
+        let worker = WorkerRecord {
+            id: "w1".to_owned(),
+            host: "test".to_owned(),
+            pid: 1,
+            slots: 4,
+            current_tasks: Vec::new(),
+            heartbeat_unix_ms: 0,
+        };
+        state
+            .put(&worker_key("w1"), encode(&worker).expect("encode"))
+            .await
+            .expect("register");
+
+        for job_id in &ids {
+            let status = coordinator.status(job_id).await.expect("status");
+            assert_eq!(status.state(), v1::JobState::Succeeded, "{job_id}");
+            assert!(status.finished_unix_ms > status.submitted_unix_ms);
+            assert!(status.tasks.is_empty(), "no task runs");
+            let counts = status.counts.expect("counts");
+            assert_eq!(
+                counts,
+                v1::TaskCounts {
+                    succeeded: 50,
+                    ..Default::default()
+                }
+            );
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = coordinator
+                    .task_page(job_id, None, after.as_deref(), 20)
+                    .await
+                    .expect("page");
+                assert!(page.tasks.len() <= 20);
+                for task in &page.tasks {
+                    assert_eq!(task.state, TaskState::Succeeded, "{}", task.id);
+                    assert_eq!(task.attempts, 1);
+                    assert!(!task.output_digest.is_empty());
+                    assert!(task.report_json.contains("\"qc\""));
+                }
+                seen.extend(page.tasks.iter().map(|task| task.index));
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, (0..50).collect::<Vec<u32>>());
+            let succeeded = coordinator
+                .task_page(job_id, Some(TaskState::Succeeded), None, MAX_PAGE)
+                .await
+                .expect("succeeded page");
+            assert_eq!(succeeded.tasks.len(), 50);
+            assert!(succeeded.next_after.is_none());
+        }
+        let (listed, _) = coordinator.list(None, 10).await.expect("list");
+        let listed: Vec<&str> = listed.iter().map(|job| job.job_id.as_str()).collect();
+        assert_eq!(listed, ids, "oldest first");
+
+        assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 0);
+        assert!(queue.held(None, 10).await.expect("held").is_empty());
+
+        // The coordinator's delete, and retention through the finished index, leave nothing.
+        let deleted = coordinator.delete(&ids[0], false).await.expect("delete");
+        assert_eq!(deleted.tasks, 50);
+        assert!(
+            every_key(state.as_ref())
+                .await
+                .iter()
+                .all(|key| !key.contains(&ids[0]))
+        );
+        assert_eq!(
+            coordinator.maintenance_pass().await.expect("retention"),
+            (2, 0)
+        );
+        assert_eq!(every_key(state.as_ref()).await, [worker_key("w1")]);
+    }
+
+    #[tokio::test]
+    async fn filled_jobs_are_finished_jobs_in_memory() {
+        filled_jobs_are_finished_jobs(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn filled_jobs_are_finished_jobs_in_etcd() {
+        let Some(etcd) = EtcdServer::start() else {
+            return;
+        };
+        let store = EtcdStore::connect(&etcd.url(), "fill/")
+            .await
+            .expect("etcd");
+        filled_jobs_are_finished_jobs(Arc::new(store)).await;
+    }
 }

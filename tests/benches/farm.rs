@@ -11,10 +11,17 @@
 //!    farm): wall times, and the time from submit to the first task running (from the coordinator's
 //!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`).
 //!
-//! 3. State at scale: one live job of `LATHE_BENCH_SCALE_TASKS` tasks (default 100,000) stored in
-//!    a real etcd through the coordinator: the submit, the dispatcher's pass (each handing out the
-//!    tasks the free slots take, which are then run to completion), `status`, a page of 1,000
-//!    tasks, this process's resident memory and etcd's data on disk.
+//! 3. State at scale, in a real etcd through the coordinator (in this process): first
+//!    `LATHE_BENCH_FINISHED_JOBS` finished jobs (default 100) of `LATHE_BENCH_FINISHED_TASKS_PER_JOB`
+//!    succeeded tasks each (default 10,000: a million tasks), written in the coordinator's key
+//!    layout by `lathe_coordinator::testing::fill_finished_jobs` (tasks per second), then one live
+//!    job of `LATHE_BENCH_SCALE_TASKS` tasks (default 100,000): the submit, the dispatcher's pass
+//!    (each handing out the tasks the free slots take, which are then run to completion), the
+//!    coordinator's `status`, a page of 1,000 tasks, `lathe status JOB` as a user runs it (the CLI
+//!    in process against the coordinator's gRPC server on loopback: connect, the job, its first
+//!    100 tasks) for the live job and a finished one, the watch traffic of 100 running tasks, this
+//!    process's resident memory, and etcd's database size (as etcd reports it, then after
+//!    compaction to the current revision and defragmentation) and its data folder on disk.
 //!
 //! 4. The fixed cost per task: a job of `LATHE_BENCH_FIXED_TASKS` (default 2,000) distinct 0.5 s
 //!    tracks on a real farm with 2 and with 4 one-slot workers: tasks per second from the first
@@ -341,7 +348,112 @@ fn fixed_cost_per_task(dir: &Path) {
             render_s * 1e3,
             per_slot_ms - render_s * 1e3
         );
+        let (read_ms, commit_ms) = runtime().block_on(etcd_round_trips(&farm.etcd_url()));
+        println!(
+            "  this etcd: a read {read_ms:.2} ms, a one-key transaction {commit_ms:.2} ms (medians of 200)"
+        );
+        let mut phases = PhaseSums::default();
+        for worker in 0..slots {
+            phases.add_log(&farm.log(&format!("w{worker}")));
+        }
+        if phases.tasks > 0 {
+            let mean = |total: f64| total / phases.tasks as f64;
+            let accounted: f64 = phases.totals.iter().sum::<f64>() / phases.tasks as f64;
+            let parts: Vec<String> = PHASES
+                .iter()
+                .zip(phases.totals)
+                .map(|(name, total)| format!("{name} {:.1}", mean(total)))
+                .collect();
+            println!(
+                "  where a slot's time per task goes (ms, from the workers' \"task done\" lines over {} tasks): {}; waiting for the next delivery (queue and dispatcher) {:.1}",
+                phases.tasks,
+                parts.join(", "),
+                per_slot_ms - accounted
+            );
+        }
     }
+}
+
+/// The medians of 200 reads and 200 one-key transactions on the etcd at `url`, ms.
+async fn etcd_round_trips(url: &str) -> (f64, f64) {
+    use lathe_coordinator::state::{EtcdStore, Expect, StateStore, Transaction};
+    let store = EtcdStore::connect(url, "bench-round-trips/")
+        .await
+        .expect("etcd");
+    let (mut reads, mut commits) = (Vec::new(), Vec::new());
+    for round in 0..200u32 {
+        let started = Instant::now();
+        let stored = store.get("probe").await.expect("read");
+        reads.push(started.elapsed().as_secs_f64() * 1e3);
+        let expect = stored.map_or(Expect::Absent, |stored| Expect::Revision(stored.revision));
+        let started = Instant::now();
+        let transaction = Transaction::new()
+            .check("probe", expect)
+            .put("probe", round.to_le_bytes().to_vec());
+        assert!(store.commit(&transaction).await.expect("commit"));
+        commits.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    (median(reads), median(commits))
+}
+
+/// The phases a worker's "task done" line times, in its order.
+const PHASES: [&str; 6] = ["start", "fetch", "render", "upload", "complete", "ack"];
+
+/// The phase times of the "task done" lines of workers' logs, summed.
+#[derive(Default)]
+struct PhaseSums {
+    tasks: usize,
+    totals: [f64; 6],
+}
+
+impl PhaseSums {
+    /// Adds the "task done" lines of a log (colour codes ignored).
+    fn add_log(&mut self, log: &str) {
+        for line in log.lines().filter(|line| line.contains("task done")) {
+            let plain = strip_colours(line);
+            let mut found = [None; 6];
+            for field in plain.split_whitespace() {
+                let Some((name, value)) = field.split_once('=') else {
+                    continue;
+                };
+                let Some(slot) = PHASES
+                    .iter()
+                    .position(|phase| name.strip_suffix("_ms") == Some(*phase))
+                else {
+                    continue;
+                };
+                found[slot] = value.parse::<f64>().ok();
+            }
+            if found.iter().all(Option::is_some) {
+                self.tasks += 1;
+                for (total, value) in self.totals.iter_mut().zip(found) {
+                    *total += value.unwrap_or_default();
+                }
+            }
+        }
+    }
+}
+
+/// `line` without its ANSI colour sequences.
+fn strip_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// The resident memory of this process, MB (Linux's `/proc/self/status`).
@@ -385,22 +497,64 @@ fn millis(samples: Vec<f64>) -> String {
     format!("{:.1} ms ({low:.1}-{high:.1})", median(samples))
 }
 
+/// Milliseconds `lathe status JOB` takes against the coordinator at `url`: the CLI in process, on
+/// a blocking thread (it runs its own runtime), as a user runs it.
+async fn cli_status_ms(job: &str, url: &str) -> f64 {
+    let (job, url) = (job.to_owned(), url.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let outcome = lathe(&["status", &job, "--coordinator", &url]);
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(outcome.status, 0, "{}", outcome.stderr);
+        assert!(outcome.stdout.contains(&job), "{}", outcome.stdout);
+        elapsed_ms
+    })
+    .await
+    .expect("lathe status")
+}
+
+/// etcd's database size in bytes as etcd reports it, then after compacting its history to the
+/// current revision (physically) and defragmenting it.
+async fn etcd_database_compacted(url: &str) -> (i64, i64) {
+    let mut client = etcd_client::Client::connect([url], None)
+        .await
+        .expect("etcd client");
+    let status = client.status().await.expect("etcd status");
+    let revision = status.header().expect("header").revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    client.defragment().await.expect("defragment");
+    let compacted = client.status().await.expect("etcd status");
+    (status.db_size(), compacted.db_size())
+}
+
+/// Measurement 3 (see the top of this file).
 fn state_at_scale() {
     use lathe_coordinator::blob::put_bytes;
     use lathe_coordinator::coordinator::StartVerdict;
     use lathe_coordinator::queue::MemoryQueue;
     use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
     use lathe_coordinator::state::{EtcdStore, StateStore};
-    use lathe_coordinator::testing::EtcdServer;
+    use lathe_coordinator::testing::{EtcdServer, fill_finished_jobs};
     use lathe_coordinator::{Coordinator, CoordinatorSettings};
 
     let Some(etcd) = EtcdServer::start() else {
         return;
     };
-    let tasks: usize = std::env::var("LATHE_BENCH_SCALE_TASKS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
+    let setting = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let tasks = setting("LATHE_BENCH_SCALE_TASKS", 100_000);
+    let finished_jobs = setting("LATHE_BENCH_FINISHED_JOBS", 100);
+    let finished_tasks = setting("LATHE_BENCH_FINISHED_TASKS_PER_JOB", 10_000);
     runtime().block_on(async {
         let store = Arc::new(
             EtcdStore::connect(&etcd.url(), "bench/")
@@ -428,6 +582,12 @@ fn state_at_scale() {
             .put(&worker_key("w1"), encode(&worker).expect("encode"))
             .await
             .expect("register");
+        let rss_before_fill = rss_mb();
+        let started = Instant::now();
+        let finished = fill_finished_jobs(store.as_ref(), finished_jobs, finished_tasks)
+            .await
+            .expect("fill");
+        let fill_s = started.elapsed().as_secs_f64();
         let source = put_bytes(&blobs, b"source").await.expect("blob");
         let master = put_bytes(&blobs, b"master").await.expect("blob");
         let specs = (0..tasks)
@@ -482,6 +642,31 @@ fn state_at_scale() {
             pages.push(started.elapsed().as_secs_f64() * 1e3);
             assert_eq!(page.tasks.len(), 1_000.min(tasks));
         }
+        // `lathe status JOB` as a user runs it, against the coordinator's gRPC server.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move {
+                lathe_coordinator::grpc::serve(&coordinator, listener, async move {
+                    let _ = server_stopped.await;
+                })
+                .await
+            })
+        };
+        let (mut cli_live, mut cli_finished) = (Vec::new(), Vec::new());
+        for _ in 0..11 {
+            cli_live.push(cli_status_ms(&job_id, &url).await);
+            if let Some(job) = finished.last() {
+                cli_finished.push(cli_status_ms(job, &url).await);
+            }
+        }
+        let _ = stop_server.send(());
+        server.await.expect("join").expect("gRPC server");
+
         // Watch traffic: 100 running tasks each reporting progress twice a second, for 10 s.
         let busy = WorkerRecord {
             slots: 100,
@@ -534,21 +719,44 @@ fn state_at_scale() {
         reporter.await.expect("reporter");
         let watch_s = watched.elapsed().as_secs_f64();
 
-        println!("state at scale: one job of {tasks} tasks in a real etcd");
+        let rss_end = rss_mb();
+        let (db_before, db_after) = etcd_database_compacted(&etcd.url()).await;
+
+        let filled = finished_jobs * finished_tasks;
         println!(
-            "  submit: {submit_s:.1} s ({:.0} tasks/s)",
+            "state at scale: {finished_jobs} finished jobs of {finished_tasks} tasks and one live job of {tasks} tasks in a real etcd"
+        );
+        println!(
+            "  fill of the finished jobs: {filled} tasks in {fill_s:.1} s ({:.0} tasks/s)",
+            filled as f64 / fill_s
+        );
+        println!(
+            "  submit of the live job: {submit_s:.1} s ({:.0} tasks/s)",
             tasks as f64 / submit_s
         );
         println!("  dispatcher pass: {}", millis(passes));
-        println!("  status (counts + running tasks): {}", millis(statuses));
+        println!(
+            "  status of the live job, the coordinator's (counts + running tasks): {}",
+            millis(statuses)
+        );
         println!("  a page of 1,000 tasks: {}", millis(pages));
         println!(
-            "  this process's resident memory: {:.0} MB ({:.0} MB before the submit)",
-            rss_mb(),
-            rss_before
+            "  lathe status JOB (the CLI over gRPC) of the live job: {}",
+            millis(cli_live)
+        );
+        if !cli_finished.is_empty() {
+            println!(
+                "  lathe status JOB (the CLI over gRPC) of a finished job: {}",
+                millis(cli_finished)
+            );
+        }
+        println!(
+            "  this process's resident memory: {rss_end:.0} MB ({rss_before_fill:.0} MB before the fill, {rss_before:.0} MB before the submit)"
         );
         println!(
-            "  etcd's data on disk: {:.0} MB",
+            "  etcd's database: {:.0} MB; after compaction and defragmentation {:.0} MB; its data folder on disk {:.0} MB",
+            db_before as f64 / 1e6,
+            db_after as f64 / 1e6,
             folder_bytes(etcd.data_dir()) as f64 / 1e6
         );
         println!(

@@ -161,6 +161,11 @@ impl Farm {
         }
     }
 
+    /// The URL of the farm's etcd.
+    pub fn etcd_url(&self) -> String {
+        self.etcd.url()
+    }
+
     /// Kills etcd (its data stays); [`restart_etcd`](Self::restart_etcd) brings it back.
     pub fn kill_etcd(&mut self) {
         self.etcd.kill();
