@@ -29,6 +29,7 @@ use crate::record::{
     task_id, task_key, task_of_by_state_key, tasks_prefix,
 };
 
+mod batch;
 mod dispatch;
 mod operations;
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
@@ -669,14 +670,29 @@ impl Coordinator {
             .await
     }
 
-    /// The tasks of an index (`by_state/{job}/{name}/`), read a page of keys at a time, each task
-    /// read as it comes (one that left the index meanwhile is skipped).
+    /// The tasks of an index (`by_state/{job}/{name}/`), read a page of keys at a time, the tasks
+    /// of a page in one request (one that left the index meanwhile is skipped).
     async fn page_of_index(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<TaskPage> {
+        let (tasks, next_after) = self.index_page(prefix, after, limit).await?;
+        Ok(TaskPage {
+            tasks: tasks.into_iter().map(|(task, _)| task).collect(),
+            next_after,
+        })
+    }
+
+    /// [`page_of_index`](Self::page_of_index) with each task's revision, and the task id to read
+    /// after for the next page.
+    async fn index_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(TaskRecord, i64)>, Option<String>)> {
         let after = after
             .map(|id| {
                 id.rsplit_once('.')
@@ -704,11 +720,11 @@ impl Coordinator {
         for (key, stored) in keys.iter().zip(self.inner.state.get_many(&keys).await?) {
             // A task gone since the index was read is left out.
             if let Some(stored) = stored {
-                tasks.push(decode(key, &stored.value)?);
+                tasks.push((decode(key, &stored.value)?, stored.revision));
             }
         }
         let next_after = page.next.as_deref().and_then(task_of_by_state_key);
-        Ok(TaskPage { tasks, next_after })
+        Ok((tasks, next_after))
     }
 
     /// The jobs not finished, oldest first.
@@ -819,22 +835,20 @@ impl Coordinator {
             // Page by page from the start of each state: every task cancelled leaves the index.
             for state in [TaskState::Pending, TaskState::Queued, TaskState::Running] {
                 loop {
-                    let page = self
-                        .page_of_tasks(job_id, Some(state), None, MAX_PAGE)
+                    let (tasks, _) = self
+                        .index_page(&by_state_prefix(job_id, state), None, MAX_PAGE)
                         .await?;
-                    if page.tasks.is_empty() {
+                    if tasks.is_empty() {
                         break;
                     }
-                    for task in &page.tasks {
-                        self.update_task(&task.id, |task| {
-                            if task.state.is_final() {
-                                return None;
-                            }
-                            task.state = TaskState::Cancelled;
-                            Some(())
-                        })
-                        .await?;
-                    }
+                    self.transition_batch(job_id, tasks, |task| {
+                        if task.state.is_final() {
+                            return false;
+                        }
+                        task.state = TaskState::Cancelled;
+                        true
+                    })
+                    .await?;
                 }
             }
             tracing::info!(job = %job_id, "job cancelled");

@@ -10,20 +10,19 @@
 //!   the range a read names, whatever its limit, so a read of "the first 64 pending keys" of a job
 //!   of 100,000 pending tasks would cost as much as reading them all;
 //! - the records of the tasks a window names, in one multi-key read;
-//! - one transaction per job (per [`BATCH`] tasks) that moves its tasks to `queued` with their
-//!   index keys and counts, then one publish per task.
+//! - one transaction per job (per [`BATCH`](super::batch::BATCH) tasks) that moves its tasks to
+//!   `queued` with their index keys and counts, then one publish per task.
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Coordinator, SWAP_ATTEMPTS, every_worker_blocklisted};
+use super::{Coordinator, every_worker_blocklisted};
 use crate::error::{Error, Result};
 use crate::graph::{self, Readiness};
 use crate::queue::QueueMessage;
 use crate::record::{
-    self, JobRecord, JobState, OutputRecord, TaskCounts, TaskRecord, TaskState, by_state_key,
-    by_state_prefix, counts_key, decode, encode, task_key,
+    self, JobRecord, JobState, OutputRecord, TaskCounts, TaskRecord, TaskState, by_state_prefix,
+    decode, task_key,
 };
-use crate::state::{Expect, Transaction};
 
 /// Task indexes per read of a job's pending index.
 const WINDOW: u32 = 1_024;
@@ -35,10 +34,6 @@ const INDEX_PAGE: usize = 64;
 /// first pending tasks all wait for their needs costs a bounded read, and the next pass goes on
 /// from the first of them (the tasks ahead will have moved by then).
 const DISPATCH_SCAN_BUDGET: usize = 512;
-
-/// The most tasks one queueing transaction moves: each takes 4 of etcd's 128 operations (its
-/// check, its record and its two index keys), and the counts shards take up to 32 more.
-const BATCH: usize = 24;
 
 /// The lowest task index of each job that may still be pending, kept in memory so that a pass
 /// starts where the last one stopped instead of at the job's first task. Every transition to
@@ -133,7 +128,6 @@ impl DispatchJob {
 
 /// A task that can go on the queue: its record as read, with its revision, and a graph task's
 /// resolved work and inputs.
-#[derive(Clone)]
 struct ReadyTask {
     task: TaskRecord,
     revision: i64,
@@ -430,126 +424,44 @@ impl Coordinator {
             .map_err(|_| Error::State("the dispatcher's floors are poisoned".to_owned()))
     }
 
-    /// Moves the tasks the pass chose of `job` to `queued`, [`BATCH`] to a transaction, and
-    /// publishes them. A task that moved on meanwhile is left out; one whose publish fails stays
-    /// queued for the reconciler, and nothing more is published in this pass
-    /// ([`Error::Queue`](crate::Error) is not returned for it).
+    /// Moves the tasks the pass chose of `job` to `queued` ([`transition_batch`](Self::transition_batch))
+    /// and publishes them. A task that moved on meanwhile is left out; one whose publish fails
+    /// stays queued for the reconciler, and nothing more is published in this pass (the
+    /// failure is not an error of the pass).
     async fn queue_batch(&self, job: &mut DispatchJob, published: &mut usize) -> Result<()> {
         let batch = std::mem::take(&mut job.batch);
-        let mut rest = batch.as_slice();
-        while !rest.is_empty() {
-            let (chunk, after) = rest.split_at(rest.len().min(BATCH));
-            rest = after;
-            let stored = self.commit_queued(&job.record.id, chunk).await?;
-            for task in stored {
-                if let Err(error) = self.publish(&task, &job.record).await {
-                    // The task stays queued; the reconciler publishes it once the queue is back.
-                    tracing::warn!(%error, task = %task.id, "publish failed; the reconciler will publish it again");
-                    return Ok(());
-                }
-                tracing::debug!(task = %task.id, "task queued");
-                *published += 1;
+        let mut resolved = HashMap::new();
+        let mut tasks = Vec::with_capacity(batch.len());
+        for ready in batch {
+            if let Some(work) = ready.resolved {
+                resolved.insert(ready.task.index, work);
             }
+            tasks.push((ready.task, ready.revision));
+        }
+        let queued = self
+            .transition_batch(&job.record.id, tasks, |task| {
+                if task.state != TaskState::Pending {
+                    return false;
+                }
+                task.state = TaskState::Queued;
+                task.queued_count += 1;
+                if let Some((work_json, inputs)) = resolved.get(&task.index) {
+                    task.graph.work_json.clone_from(work_json);
+                    task.graph.inputs.clone_from(inputs);
+                }
+                true
+            })
+            .await?;
+        for task in queued {
+            if let Err(error) = self.publish(&task, &job.record).await {
+                // The task stays queued; the reconciler publishes it once the queue is back.
+                tracing::warn!(%error, task = %task.id, "publish failed; the reconciler will publish it again");
+                return Ok(());
+            }
+            tracing::debug!(task = %task.id, "task queued");
+            *published += 1;
         }
         Ok(())
-    }
-
-    /// Moves `chunk` (tasks of one job read as pending) to `queued` in one transaction with their
-    /// index keys and counts shards, re-reading and retrying when another write came first;
-    /// returns the records written.
-    async fn commit_queued(&self, job_id: &str, chunk: &[ReadyTask]) -> Result<Vec<TaskRecord>> {
-        let mut tasks: Vec<ReadyTask> = chunk.to_vec();
-        for _ in 0..SWAP_ATTEMPTS {
-            let mut shards: Vec<u32> = tasks
-                .iter()
-                .map(|ready| record::count_shard(ready.task.index))
-                .collect();
-            shards.sort_unstable();
-            shards.dedup();
-            let shard_keys: Vec<String> = shards
-                .iter()
-                .map(|&shard| counts_key(job_id, shard))
-                .collect();
-            let mut transaction = Transaction::new();
-            let mut counts = HashMap::new();
-            for (key, stored) in shard_keys
-                .iter()
-                .zip(self.inner.state.get_many(&shard_keys).await?)
-            {
-                let stored = stored.ok_or_else(|| Error::JobNotFound(job_id.to_owned()))?;
-                transaction = transaction.check(key.clone(), Expect::Revision(stored.revision));
-                counts.insert(key.clone(), decode::<TaskCounts>(key, &stored.value)?);
-            }
-            let mut written = Vec::with_capacity(tasks.len());
-            for ReadyTask {
-                task,
-                revision,
-                resolved,
-            } in &tasks
-            {
-                let mut queued = task.clone();
-                queued.state = TaskState::Queued;
-                queued.queued_count += 1;
-                if let Some((work_json, inputs)) = resolved {
-                    queued.graph.work_json.clone_from(work_json);
-                    queued.graph.inputs.clone_from(inputs);
-                }
-                let key = task_key(&task.id)?;
-                if let Some(shard) =
-                    counts.get_mut(&counts_key(job_id, record::count_shard(task.index)))
-                {
-                    shard.moved(
-                        (TaskState::Pending, task.qc_failed),
-                        (TaskState::Queued, queued.qc_failed),
-                    );
-                }
-                transaction = transaction
-                    .check(key.clone(), Expect::Revision(*revision))
-                    .put(key, encode(&queued)?)
-                    .delete(by_state_key(&task.id, TaskState::Pending)?)
-                    .put(by_state_key(&task.id, TaskState::Queued)?, Vec::new());
-                written.push(queued);
-            }
-            for (key, shard) in &counts {
-                transaction = transaction.put(key.clone(), encode(shard)?);
-            }
-            if self.inner.state.commit(&transaction).await? {
-                for task in &written {
-                    let _ = self
-                        .inner
-                        .changes
-                        .send(super::Change::Task(std::sync::Arc::new(task.clone())));
-                }
-                return Ok(written);
-            }
-            // Another write came first (a counts shard, most likely): read the tasks again and
-            // keep those still pending.
-            let keys = tasks
-                .iter()
-                .map(|ready| task_key(&ready.task.id))
-                .collect::<Result<Vec<_>>>()?;
-            let fresh = self.inner.state.get_many(&keys).await?;
-            tasks = tasks
-                .into_iter()
-                .zip(keys.iter().zip(fresh))
-                .filter_map(|(ready, (key, stored))| {
-                    let stored = stored?;
-                    let task: TaskRecord = decode(key, &stored.value).ok()?;
-                    (task.state == TaskState::Pending).then_some(ReadyTask {
-                        task,
-                        revision: stored.revision,
-                        resolved: ready.resolved,
-                    })
-                })
-                .collect();
-            if tasks.is_empty() {
-                return Ok(Vec::new());
-            }
-        }
-        Err(Error::Contention {
-            key: counts_key(job_id, 0),
-            attempts: SWAP_ATTEMPTS,
-        })
     }
 }
 

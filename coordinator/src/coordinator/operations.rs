@@ -17,8 +17,8 @@ use crate::blob::Digest;
 use crate::error::{Error, Result};
 use crate::record::{
     self, FINISHED_PREFIX, JobState, TaskRecord, TaskState, active_key, blob_ref_key,
-    blob_refs_prefix, by_state_root, counts_prefix, encode, finished_key, idempotency_key, job_key,
-    job_of_finished_key, submitting_key, tasks_prefix,
+    blob_refs_prefix, by_state_prefix, by_state_root, counts_prefix, encode, finished_key,
+    idempotency_key, job_key, job_of_finished_key, submitting_key, tasks_prefix,
 };
 use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, Transaction};
 
@@ -55,25 +55,25 @@ impl Coordinator {
         // which the next retry reopens.
         let mut retried = 0;
         loop {
-            let page = self
-                .page_of_tasks(job_id, Some(TaskState::Failed), None, MAX_PAGE)
+            let (tasks, _) = self
+                .index_page(&by_state_prefix(job_id, TaskState::Failed), None, MAX_PAGE)
                 .await?;
-            if page.tasks.is_empty() {
+            if tasks.is_empty() {
                 break;
             }
-            for task in &page.tasks {
-                let moved = self
-                    .update_task(&task.id, |task| {
-                        (task.state == TaskState::Failed).then(|| {
-                            task.state = TaskState::Pending;
-                            task.attempts = 0;
-                            task.last_error.clear();
-                            task.worker_id.clear();
-                        })
-                    })
-                    .await?;
-                retried += u32::from(moved.is_some());
-            }
+            let moved = self
+                .transition_batch(job_id, tasks, |task| {
+                    if task.state != TaskState::Failed {
+                        return false;
+                    }
+                    task.state = TaskState::Pending;
+                    task.attempts = 0;
+                    task.last_error.clear();
+                    task.worker_id.clear();
+                    true
+                })
+                .await?;
+            retried += u32::try_from(moved.len()).unwrap_or(u32::MAX);
         }
         let counts = self.counts(job_id).await?;
         if counts.unfinished() > 0 {
