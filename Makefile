@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-lossy scan-decode build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-farm bench-lossy scan-decode build clean farm farm-stop
 
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo: build-deps
@@ -68,6 +68,13 @@ clean:
 ## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
 bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
+
+## The farm on real servers: gRPC streaming, a catalogue on the farm against `lathe master`, state at
+## scale (a million finished tasks and a live 100,000-task job in etcd) and the fixed cost per task
+## with its breakdown. LATHE_BENCH_ONLY=streaming|farm|scale|fixed runs one; the bench's doc comment
+## lists the other knobs.
+bench-farm: deps
+	$(CARGO) bench -p lathe-tests --bench farm
 
 ## Decoding against ffmpeg over the development corpus (../shared/corpus.sh install first):
 ## every file ffmpeg decodes, lathe must decode (lengths compared and listed).
