@@ -13,6 +13,20 @@ use crate::record::{JobRecord, JobState, TaskRecord, TaskState, task_id, unix_ms
 /// The task kind that masters one track.
 pub const RENDER: &str = "render";
 
+/// The most tasks one job may hold. Task keys number a job's tasks with seven digits (so that
+/// they sort in task order), and a catalogue larger than this goes in several jobs.
+pub const MAX_JOB_TASKS: usize = 1_000_000;
+
+/// Refuses a job of more than [`MAX_JOB_TASKS`] tasks or graph steps.
+fn check_job_size(count: usize, what: &str) -> Result<()> {
+    if count > MAX_JOB_TASKS {
+        return Err(Error::InvalidRequest(format!(
+            "the job has {count} {what}; a job holds at most {MAX_JOB_TASKS}: submit the catalogue as several jobs"
+        )));
+    }
+    Ok(())
+}
+
 /// Master file names for sources, as `lathe master` names them: `<stem>.<ext>`, and when two sources
 /// share a stem (ignoring case) the later ones get `-2`, `-3`, ... in input order.
 pub fn output_names<'a>(
@@ -59,6 +73,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
         if !request.plan_digest.is_empty() {
             crate::blob::Digest::parse(&request.plan_digest)?;
         }
+        check_job_size(request.graph.len(), "graph tasks")?;
         let tasks = crate::graph::plan_graph_tasks(job_id, &request.graph)?;
         return Ok(Plan {
             job: job_record(job_id, request, profile.name, tasks.len()),
@@ -68,6 +83,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
     if request.tracks.is_empty() {
         return Err(Error::InvalidRequest("the job has no tracks".to_owned()));
     }
+    check_job_size(request.tracks.len(), "tracks")?;
     let mut extensions = Vec::new();
     for (index, track) in request.tracks.iter().enumerate() {
         crate::blob::Digest::parse(&track.source_digest)?;
@@ -254,6 +270,20 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn refuses_a_job_larger_than_task_keys_number() {
+        let mut large = request("a.flac");
+        let track = large.tracks[0].clone();
+        large.tracks = vec![track; MAX_JOB_TASKS + 1];
+        let error = plan_job("j1", &large).expect_err("too large");
+        assert!(error.to_string().contains("several jobs"), "{error}");
+        large.tracks.truncate(MAX_JOB_TASKS);
+        assert!(
+            check_job_size(large.tracks.len(), "tracks").is_ok(),
+            "the largest job is allowed"
+        );
     }
 
     #[test]
