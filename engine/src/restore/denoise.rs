@@ -94,6 +94,12 @@ const NOISE_SLOPE_MIN_BIN: f32 = 4.0;
 const NOISE_UPDATE_FRAMES: u64 = 16;
 /// Noise power assumed before the first estimate: low enough that the filter passes the audio.
 const UNKNOWN_NOISE: f32 = 1e-6;
+/// The least noise power a bin is taken to have, about 20 dB under the noise of a 24-bit
+/// source's dither in this unnormalised periodogram. Without it a stretch of digital silence (a
+/// track that opens with it, or the leading zeros a restorer before this one adds with its
+/// latency) froze the quantile tracker at zero (its updates are factors) and the whitened
+/// statistics (power over noise, then squared) overflowed `f32`: the output was NaN.
+const NOISE_FLOOR_POWER: f32 = 1e-13;
 /// Spectra kept: the pilot of frame `f - 2` needs the noisy frames `f - 4 ..= f`.
 const RING_FRAMES: usize = 5;
 /// Pilots kept: the output of frame `f - 3` needs the pilots of frames `f - 4 ..= f - 2`.
@@ -124,6 +130,10 @@ struct NoiseTracker {
     envelope_rise: Vec<f32>,
     /// The noise power estimate per bin.
     noise: Vec<f32>,
+    /// Frames taken in so far (digital silence is passed over: it holds no noise to learn).
+    taken: u64,
+    /// Digital silence came before the first frame taken in.
+    after_silence: bool,
 }
 
 impl NoiseTracker {
@@ -143,6 +153,8 @@ impl NoiseTracker {
                 .map(|j| per_octave * (octave(j) - octave(j.saturating_sub(1))))
                 .collect(),
             noise: vec![UNKNOWN_NOISE; bins],
+            taken: 0,
+            after_silence: false,
         }
     }
 
@@ -150,24 +162,32 @@ impl NoiseTracker {
         self.smoothed.fill(0.0);
         self.level.fill(0.0);
         self.noise.fill(UNKNOWN_NOISE);
+        self.taken = 0;
+        self.after_silence = false;
     }
 
-    /// Takes in the periodogram of frame `tracked` (counted from the first frame wholly inside the
-    /// track) and updates the noise estimate; `settle_frames` is [`QUANTILE_SETTLE_S`] in frames,
-    /// `sorted` scratch of one value a bin. Returns whether the estimate was renewed (every
-    /// [`NOISE_UPDATE_FRAMES`]).
+    /// Takes in the periodogram of a frame wholly inside the track and updates the noise
+    /// estimate; `settle_frames` is [`QUANTILE_SETTLE_S`] in frames, `sorted` scratch of one value
+    /// a bin. A frame of digital silence (every bin under [`NOISE_FLOOR_POWER`]) is passed over:
+    /// the tracker settles on the first frame with sound in it. Returns whether the estimate was
+    /// renewed (every [`NOISE_UPDATE_FRAMES`] frames taken in).
     fn update(
         &mut self,
         spectrum: &[Complex<f32>],
-        tracked: u64,
         settle_frames: f32,
         sorted: &mut [f32],
     ) -> bool {
+        if spectrum.iter().all(|y| y.norm_sqr() <= NOISE_FLOOR_POWER) {
+            self.after_silence |= self.taken == 0;
+            return false;
+        }
+        let tracked = self.taken;
+        self.taken += 1;
         let bins = spectrum.len();
         if tracked == 0 {
             for ((s, l), y) in self.smoothed.iter_mut().zip(&mut self.level).zip(spectrum) {
                 *s = y.norm_sqr();
-                *l = *s;
+                *l = s.max(NOISE_FLOOR_POWER);
             }
         } else {
             // q += step (p - [x < q]) in log power, as factors on the power.
@@ -175,9 +195,16 @@ impl NoiseTracker {
                 .max(QUANTILE_STEP_MIN);
             let up = (step * NOISE_QUANTILE).exp();
             let down = (-step * (1.0 - NOISE_QUANTILE)).exp();
+            // Sound that rises out of digital silence (a fade-in) would start the level far
+            // below the noise, and it climbs slowly (a low quantile): for the settling time
+            // after such a start it follows the periodogram up at once, and comes down as usual.
+            let rising = self.after_silence && (tracked as f32) < settle_frames;
             for ((s, l), y) in self.smoothed.iter_mut().zip(&mut self.level).zip(spectrum) {
                 *s = PSD_SMOOTHING * *s + (1.0 - PSD_SMOOTHING) * y.norm_sqr();
-                *l *= if *s < *l { down } else { up };
+                *l = (*l * if *s < *l { down } else { up }).max(NOISE_FLOOR_POWER);
+                if rising {
+                    *l = l.max(*s);
+                }
             }
         }
         if tracked % NOISE_UPDATE_FRAMES != 0 {
@@ -223,7 +250,7 @@ impl NoiseTracker {
             let j = k / NOISE_MEDIAN_STEP;
             let frac = (k % NOISE_MEDIAN_STEP) as f32 / NOISE_MEDIAN_STEP as f32;
             let next = self.anchors[(j + 1).min(self.anchors.len() - 1)];
-            *n = (self.anchors[j] * (1.0 - frac) + next * frac).max(1e-30);
+            *n = (self.anchors[j] * (1.0 - frac) + next * frac).max(NOISE_FLOOR_POWER);
         }
         true
     }
@@ -662,7 +689,7 @@ impl Denoiser {
                 }
             }
             for n in noise.iter_mut() {
-                *n = (*n / count.max(1) as f64).max(1e-30);
+                *n = (*n / count.max(1) as f64).max(f64::from(NOISE_FLOOR_POWER));
             }
         }
         self.noise_changed = true;
@@ -770,12 +797,10 @@ impl Denoiser {
         // The first frames reach back before the track (zeros): the noise search starts with the
         // first frame wholly inside it, which is also the first frame synthesised.
         let warm_up = (self.frame_len / self.hop - 1) as u64;
-        let tracked = f.checked_sub(warm_up);
-        for (ch, tracker) in self.trackers.iter_mut().enumerate() {
-            if let Some(tracked) = tracked {
+        if f >= warm_up {
+            for (ch, tracker) in self.trackers.iter_mut().enumerate() {
                 let renewed = tracker.update(
                     &self.spectra[ch][slot],
-                    tracked,
                     self.settle_frames,
                     &mut self.sorted,
                 );
@@ -1156,6 +1181,35 @@ mod tests {
                     "spread {spread}, bin {k}: {o} against {expected}"
                 );
             }
+        }
+    }
+
+    /// A track that opens with digital silence (or a restorer before the denoiser, whose latency
+    /// reaches it as leading zeros) must not freeze the noise tracker at zero: the output stays
+    /// finite and the hiss after the silence is still reduced.
+    #[test]
+    fn leading_digital_silence_leaves_the_output_finite_and_the_hiss_reduced() {
+        let clean = music(Style::Pop, 6.0, 52);
+        let hiss = noise(2, clean.frames(), 44_100, 1.0, 6);
+        let level = 10f64.powf((rms_db(clean.channel(0)) - 25.0) / 20.0) * 3f64.sqrt();
+        let silence = 44_100;
+        let mut damaged = AudioBlock::new(2, silence + clean.frames(), 44_100);
+        damaged.set_frames(silence + clean.frames());
+        for ch in 0..2 {
+            for ((x, c), n) in damaged.channel_mut(ch)[silence..]
+                .iter_mut()
+                .zip(clean.channel(ch))
+                .zip(hiss.channel(ch))
+            {
+                *x = c + n * level as f32;
+            }
+        }
+        let out = run_aligned(&mut denoiser(18.0), &damaged, &[4096]);
+        for ch in 0..2 {
+            assert!(out.channel(ch).iter().all(|x| x.is_finite()), "ch{ch}");
+            let before = si_sdr_db(clean.channel(ch), &damaged.channel(ch)[silence..]);
+            let after = si_sdr_db(clean.channel(ch), &out.channel(ch)[silence..]);
+            assert!(after > before + 3.0, "ch{ch}: {before:.1} -> {after:.1} dB");
         }
     }
 
