@@ -1025,26 +1025,10 @@ impl Coordinator {
                     .check(shard_key.clone(), Expect::Revision(shard.revision))
                     .put(shard_key.clone(), encode(&counts)?);
                 shard_counts = Some(counts);
-                if before.0 != after.0 {
-                    transaction = transaction
-                        .delete(by_state_key(task_id, before.0)?)
-                        .put(by_state_key(task_id, after.0)?, Vec::new());
-                }
-                if before.1 != after.1 {
-                    transaction = if after.1 {
-                        transaction.put(qc_failed_key(task_id)?, Vec::new())
-                    } else {
-                        transaction.delete(qc_failed_key(task_id)?)
-                    };
-                }
+                transaction = move_index_keys(transaction, task_id, before, after)?;
             }
             if self.inner.state.commit(&transaction).await? {
-                if after.0 == TaskState::Pending && before.0 != TaskState::Pending {
-                    if let Ok(mut floors) = self.inner.pending_floors.lock() {
-                        floors.lower(job_id, task.index);
-                    }
-                }
-                let _ = self.inner.changes.send(Change::Task(Arc::new(task)));
+                self.transitioned(before.0, task);
                 return Ok(Some((outcome, shard_counts)));
             }
         }
@@ -1052,6 +1036,18 @@ impl Coordinator {
             key,
             attempts: SWAP_ATTEMPTS,
         })
+    }
+
+    /// After a committed transition of `task` from state `before`: lowers the dispatcher's floor
+    /// of its job when it went back to pending, and tells watchers.
+    fn transitioned(&self, before: TaskState, task: TaskRecord) {
+        if task.state == TaskState::Pending
+            && before != TaskState::Pending
+            && let Ok(mut floors) = self.inner.pending_floors.lock()
+        {
+            floors.lower(&task.job_id, task.index);
+        }
+        let _ = self.inner.changes.send(Change::Task(Arc::new(task)));
     }
 
     /// Ends the job once every task is final, from its counts.
@@ -1383,6 +1379,29 @@ impl Coordinator {
 /// True when workers are registered and every one is blocklisted for `job`.
 fn every_worker_blocklisted(job: &JobRecord, workers: &[WorkerRecord]) -> bool {
     !workers.is_empty() && workers.iter().all(|w| job.blocklist.contains(&w.id))
+}
+
+/// Adds to `transaction` the index keys of a task whose (state, QC flag) went from `before` to
+/// `after`: its state-index key moves, and its QC-failed key comes or goes.
+fn move_index_keys(
+    mut transaction: Transaction,
+    task_id: &str,
+    before: (TaskState, bool),
+    after: (TaskState, bool),
+) -> Result<Transaction> {
+    if before.0 != after.0 {
+        transaction = transaction
+            .delete(by_state_key(task_id, before.0)?)
+            .put(by_state_key(task_id, after.0)?, Vec::new());
+    }
+    if before.1 != after.1 {
+        transaction = if after.1 {
+            transaction.put(qc_failed_key(task_id)?, Vec::new())
+        } else {
+            transaction.delete(qc_failed_key(task_id)?)
+        };
+    }
+    Ok(transaction)
 }
 
 /// True when a finished task's report says its master, or any file of its outcome, failed QC.

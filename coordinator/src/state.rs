@@ -158,6 +158,15 @@ struct MemoryEntry {
     lease: Option<LeaseId>,
 }
 
+impl MemoryEntry {
+    fn versioned(&self) -> Versioned {
+        Versioned {
+            value: self.value.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemoryState {
     revision: i64,
@@ -225,10 +234,7 @@ impl MemoryStore {
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>> {
-        Ok(self.lock()?.entries.get(key).map(|entry| Versioned {
-            value: entry.value.clone(),
-            revision: entry.revision,
-        }))
+        Ok(self.lock()?.entries.get(key).map(MemoryEntry::versioned))
     }
 
     async fn page_range(
@@ -253,15 +259,7 @@ impl StateStore for MemoryStore {
         let entries: Vec<(String, Versioned)> = range
             .by_ref()
             .take(limit)
-            .map(|(key, entry)| {
-                (
-                    key.clone(),
-                    Versioned {
-                        value: entry.value.clone(),
-                        revision: entry.revision,
-                    },
-                )
-            })
+            .map(|(key, entry)| (key.clone(), entry.versioned()))
             .collect();
         let next = match range.next() {
             Some(_) => entries.last().map(|(key, _)| key.clone()),
@@ -274,12 +272,7 @@ impl StateStore for MemoryStore {
         let state = self.lock()?;
         Ok(keys
             .iter()
-            .map(|key| {
-                state.entries.get(key).map(|entry| Versioned {
-                    value: entry.value.clone(),
-                    revision: entry.revision,
-                })
-            })
+            .map(|key| state.entries.get(key).map(MemoryEntry::versioned))
             .collect())
     }
 
@@ -429,6 +422,14 @@ fn prefix_end(mut prefix: Vec<u8>) -> Vec<u8> {
     vec![0]
 }
 
+/// An etcd key's value and the revision that last changed it.
+fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
+    Versioned {
+        value: kv.value().to_vec(),
+        revision: kv.mod_revision(),
+    }
+}
+
 fn etcd_error(context: &'static str) -> impl Fn(etcd_client::Error) -> Error {
     move |error| Error::State(format!("etcd {context}: {error}"))
 }
@@ -463,10 +464,7 @@ impl StateStore for EtcdStore {
             .get(self.key(key), None)
             .await
             .map_err(etcd_error("get"))?;
-        Ok(response.kvs().first().map(|kv| Versioned {
-            value: kv.value().to_vec(),
-            revision: kv.mod_revision(),
-        }))
+        Ok(response.kvs().first().map(versioned))
     }
 
     async fn page_range(
@@ -509,13 +507,7 @@ impl StateStore for EtcdStore {
                     .strip_prefix(&self.namespace)
                     .unwrap_or_default()
                     .to_owned();
-                Ok((
-                    key,
-                    Versioned {
-                        value: kv.value().to_vec(),
-                        revision: kv.mod_revision(),
-                    },
-                ))
+                Ok((key, versioned(kv)))
             })
             .collect::<Result<Vec<_>>>()?;
         let next = if response.more() {
@@ -544,10 +536,7 @@ impl StateStore for EtcdStore {
                 let TxnOpResponse::Get(read) = answer else {
                     return Err(Error::State("etcd multi-key read: not a read".to_owned()));
                 };
-                values.push(read.kvs().first().map(|kv| Versioned {
-                    value: kv.value().to_vec(),
-                    revision: kv.mod_revision(),
-                }));
+                values.push(read.kvs().first().map(versioned));
             }
         }
         Ok(values)

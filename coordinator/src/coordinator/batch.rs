@@ -3,14 +3,10 @@
 //! [`BATCH`] tasks instead of one each.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::{Change, Coordinator, SWAP_ATTEMPTS};
+use super::{Coordinator, SWAP_ATTEMPTS, move_index_keys};
 use crate::error::{Error, Result};
-use crate::record::{
-    self, TaskCounts, TaskRecord, TaskState, by_state_key, counts_key, decode, encode,
-    qc_failed_key, task_key,
-};
+use crate::record::{self, TaskCounts, TaskRecord, counts_key, decode, encode, task_key};
 use crate::state::{Expect, Transaction};
 
 /// The most tasks one transaction moves. A task takes at most 5 of etcd's 128 operations (its
@@ -78,18 +74,7 @@ impl Coordinator {
                 transaction = transaction
                     .check(key.clone(), Expect::Revision(*revision))
                     .put(key, encode(changed)?);
-                if before.0 != after.0 {
-                    transaction = transaction
-                        .delete(by_state_key(&task.id, before.0)?)
-                        .put(by_state_key(&task.id, after.0)?, Vec::new());
-                }
-                if before.1 != after.1 {
-                    transaction = if after.1 {
-                        transaction.put(qc_failed_key(&task.id)?, Vec::new())
-                    } else {
-                        transaction.delete(qc_failed_key(&task.id)?)
-                    };
-                }
+                transaction = move_index_keys(transaction, &task.id, before, after)?;
                 let shard = counts_key(job_id, record::count_shard(task.index));
                 if let Some((counts, _)) = shards.get_mut(&shard) {
                     counts.moved(before, after);
@@ -101,18 +86,10 @@ impl Coordinator {
                     .put(key.clone(), encode(counts)?);
             }
             if self.inner.state.commit(&transaction).await? {
-                let written: Vec<TaskRecord> =
-                    moves.into_iter().map(|(_, _, changed)| changed).collect();
-                for task in &written {
-                    if task.state == TaskState::Pending
-                        && let Ok(mut floors) = self.inner.pending_floors.lock()
-                    {
-                        floors.lower(job_id, task.index);
-                    }
-                    let _ = self
-                        .inner
-                        .changes
-                        .send(Change::Task(Arc::new(task.clone())));
+                let mut written = Vec::with_capacity(moves.len());
+                for (task, _, changed) in moves {
+                    self.transitioned(task.state, changed.clone());
+                    written.push(changed);
                 }
                 return Ok(written);
             }
