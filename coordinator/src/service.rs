@@ -55,6 +55,18 @@ pub struct ServiceArgs {
     /// lost and queues again the running tasks of workers that are gone.
     #[arg(long, default_value_t = 10.0)]
     pub reconcile_interval_s: f64,
+    /// Address of the HTTP endpoint with Prometheus metrics (`/metrics`) and health
+    /// (`/healthz`, `/readyz`); off unless given.
+    #[arg(long, env = "LATHE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Address of the web dashboard (it serves `/metrics`, `/healthz` and `/readyz` too, so it may
+    /// be the same address as `--metrics-listen`); off unless given.
+    #[arg(long, env = "LATHE_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Seconds to wait for NATS and etcd at start (a farm whose services start together) before
+    /// giving up.
+    #[arg(long, env = "LATHE_CONNECT_TIMEOUT_S", default_value_t = 300.0)]
+    pub connect_timeout_s: f64,
 }
 
 /// Runs the coordinator with `args` until SIGTERM or Ctrl-C.

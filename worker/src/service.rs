@@ -48,6 +48,13 @@ pub struct ServiceArgs {
     /// Must match the coordinator's: attempts a task gets.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Address of the HTTP endpoint with Prometheus metrics (`/metrics`), liveness (`/healthz`)
+    /// and readiness (`/readyz`: registered and pulling); off unless given.
+    #[arg(long, env = "LATHE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Seconds to wait for NATS and etcd at start before giving up.
+    #[arg(long, env = "LATHE_CONNECT_TIMEOUT_S", default_value_t = 300.0)]
+    pub connect_timeout_s: f64,
 }
 
 /// Runs a worker with `args` until SIGTERM or Ctrl-C (then drains).
