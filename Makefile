@@ -32,15 +32,17 @@ build-deps:
 	  $(APT_INSTALL) install -y -qq --no-install-recommends cmake protobuf-compiler libclang-dev >/dev/null; }
 
 ## Debian packages the tests need besides: ffmpeg, flac, sox, opus-tools and wavpack make fixtures in
-## other codecs and check FLAC output; nats-server and etcd run the farm tests and `make farm`.
+## other codecs and check FLAC output; nats-server and etcd run the farm tests and `make farm`;
+## chromium and chromium-driver (chromedriver) run the dashboard's browser test.
 deps: build-deps
 	@command -v ffmpeg >/dev/null && command -v flac >/dev/null && command -v sox >/dev/null && \
 	  command -v opusenc >/dev/null && command -v wavpack >/dev/null && \
-	  command -v nats-server >/dev/null && command -v etcd >/dev/null || { \
-	  echo "installing ffmpeg, flac, sox, opus-tools, wavpack, nats-server and etcd-server (apt-get)"; \
+	  command -v nats-server >/dev/null && command -v etcd >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing ffmpeg, flac, sox, opus-tools, wavpack, nats-server, etcd-server, chromium and chromium-driver (apt-get)"; \
 	  $(APT_INSTALL) update -qq && \
 	  $(APT_INSTALL) install -y -qq --no-install-recommends ffmpeg flac sox opus-tools wavpack \
-	    nats-server etcd-server >/dev/null; }
+	    nats-server etcd-server chromium chromium-driver >/dev/null; }
 
 ## Formatting, lints and no cycles between modules, as before every commit.
 check: fmt lint modules

@@ -574,8 +574,8 @@ impl Coordinator {
         Ok(counts)
     }
 
-    /// The task `index` of a job.
-    async fn task(&self, job_id: &str, index: u32) -> Result<TaskRecord> {
+    /// The task `index` of a job ([`Error::TaskNotFound`] when there is none).
+    pub async fn task(&self, job_id: &str, index: u32) -> Result<TaskRecord> {
         let id = task_id(job_id, index);
         self.task_by_id(&id).await
     }
@@ -762,6 +762,14 @@ impl Coordinator {
             .page_of_tasks(job_id, Some(TaskState::Running), None, MAX_PAGE)
             .await?;
         Ok(self.to_status(&job, &counts, &running.tasks))
+    }
+
+    /// A job's fields and counts, without its tasks (what [`list`](Self::list) gives of each
+    /// job): two reads whatever the job's size.
+    pub async fn summary(&self, job_id: &str) -> Result<v1::JobStatus> {
+        let (job, _) = self.job(job_id).await?;
+        let counts = self.counts(job_id).await?;
+        Ok(self.to_status(&job, &counts, &[]))
     }
 
     fn to_status(

@@ -5,15 +5,19 @@
 //!   implementations that pass one conformance suite.
 //! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling; [`grpc`]: its services;
 //!   [`client`]: the client the CLI and workers use.
+//! - [`dashboard`]: the web dashboard (jobs, tasks, reports, workers; live over server-sent
+//!   events), served by [`http`].
 //! - `testing` (cargo feature `testing`, for tests only): real `nats-server` and `etcd` processes.
 #![deny(missing_docs)]
 
 pub mod blob;
 pub mod client;
 pub mod coordinator;
+pub mod dashboard;
 pub mod error;
 pub mod graph;
 pub mod grpc;
+pub mod http;
 pub mod plan;
 pub mod queue;
 pub mod record;

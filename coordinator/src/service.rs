@@ -109,6 +109,29 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
             .await
         })
     };
+    let dashboard = match &args.http_listen {
+        Some(address) => {
+            let listener =
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|e| Error::Connect {
+                        url: address.clone(),
+                        reason: format!("cannot listen: {e}"),
+                    })?;
+            let bound = listener.local_addr().map_err(|e| Error::io(address, e))?;
+            tracing::info!("dashboard at http://{bound}/");
+            let mut http_shutdown = shutdown_receiver.clone();
+            let router = crate::dashboard::router(coordinator.clone());
+            Some(tokio::spawn(crate::http::serve(
+                router,
+                listener,
+                async move {
+                    let _ = http_shutdown.changed().await;
+                },
+            )))
+        }
+        None => None,
+    };
     let mut loop_shutdown = shutdown_receiver;
     let background = {
         let coordinator = coordinator.clone();
@@ -125,6 +148,9 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let _ = shutdown_sender.send(true);
     let joined = |e: tokio::task::JoinError| Error::Queue(format!("coordinator task: {e}"));
     server.await.map_err(joined)??;
+    if let Some(dashboard) = dashboard {
+        dashboard.await.map_err(joined)??;
+    }
     background.await.map_err(joined)??;
     Ok(())
 }

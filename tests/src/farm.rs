@@ -21,6 +21,8 @@ pub struct FarmOptions {
     /// Workers hold every render at its first progress report until the test releases it
     /// ([`Farm::wait_held`], [`Farm::release`], [`Farm::release_all`]).
     pub hold_renders: bool,
+    /// The coordinator serves its dashboard (`--http-listen` on a free port; [`Farm::http_url`]).
+    pub http: bool,
 }
 
 impl Default for FarmOptions {
@@ -30,6 +32,7 @@ impl Default for FarmOptions {
             max_attempts: 3,
             blocklist_after: 3,
             hold_renders: false,
+            http: false,
         }
     }
 }
@@ -57,6 +60,8 @@ pub struct Farm {
     options: FarmOptions,
     binaries: Binaries,
     coordinator_port: u16,
+    /// The dashboard's port (used when the options ask for it).
+    http_port: u16,
     coordinator: Option<Child>,
     workers: BTreeMap<String, Child>,
     /// Set by [`Farm::release_all`]: workers started later hold nothing.
@@ -117,6 +122,7 @@ impl Farm {
             options,
             binaries,
             coordinator_port: free_port(),
+            http_port: free_port(),
             coordinator: None,
             workers: BTreeMap::new(),
             released_all: false,
@@ -130,10 +136,19 @@ impl Farm {
         format!("http://127.0.0.1:{}", self.coordinator_port)
     }
 
+    /// The coordinator's dashboard (the farm's options ask for it with `http`).
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     /// Starts the coordinator process (again, after [`kill_coordinator`](Self::kill_coordinator)).
     pub fn start_coordinator(&mut self) {
         let options = self.options;
-        let child = Command::new(self.binaries.coordinator)
+        let mut command = Command::new(self.binaries.coordinator);
+        if options.http {
+            command.args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)]);
+        }
+        let child = command
             .args(["--listen", &format!("127.0.0.1:{}", self.coordinator_port)])
             .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
             .arg("--blobs")
@@ -149,6 +164,9 @@ impl Farm {
             .expect("spawn the coordinator");
         self.coordinator = Some(child);
         wait_for_port(self.coordinator_port);
+        if options.http {
+            wait_for_port(self.http_port);
+        }
     }
 
     /// Restarts nats-server: with its data folder (streams and messages survive), or with an

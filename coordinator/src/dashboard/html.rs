@@ -1,0 +1,189 @@
+//! The dashboard's HTML vocabulary: escaping, the page frame, and the words and numbers every page
+//! shows (states, times, durations, levels). Every string that comes from a user (job names, file
+//! names, errors, worker ids) goes through [`escape`] before it joins markup.
+
+use std::fmt::Write as _;
+
+use lathe_proto::v1;
+
+/// `text` safe inside an element or a quoted attribute: `& < > " '` become entities.
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// `text` as one component of a URL's path or query: every byte but unreserved ones
+/// percent-encoded.
+pub fn url_component(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+/// Which page of the navigation is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// The jobs list and a job's pages.
+    Jobs,
+    /// The workers.
+    Workers,
+}
+
+/// A whole page: `title` (plain text, escaped here), the navigation with `section` marked, and
+/// `body` (markup). `body_data` are `data-` attributes for the script (name, value; values are
+/// escaped here).
+pub fn page(title: &str, section: Section, body_data: &[(&str, &str)], body: &str) -> String {
+    let mut data = String::new();
+    for (name, value) in body_data {
+        let _ = write!(data, " data-{name}=\"{}\"", escape(value));
+    }
+    let current = |this: Section| {
+        if this == section {
+            " aria-current=\"page\""
+        } else {
+            ""
+        }
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · lathe</title><link rel=\"stylesheet\" href=\"/static/dashboard.css\">\
+         <script src=\"/static/dashboard.js\" defer></script></head>\
+         <body{data}><header><strong>lathe</strong><nav><a href=\"/\"{}>Jobs</a> \
+         <a href=\"/workers\"{}>Workers</a></nav><span id=\"live\" class=\"live\"></span></header>\
+         <main>{body}</main></body></html>\n",
+        escape(title),
+        current(Section::Jobs),
+        current(Section::Workers),
+    )
+}
+
+/// A job state's word, as `lathe status` prints it.
+pub fn job_state_name(state: v1::JobState) -> &'static str {
+    match state {
+        v1::JobState::Unspecified => "unknown",
+        v1::JobState::Running => "running",
+        v1::JobState::Succeeded => "succeeded",
+        v1::JobState::CompletedWithFailures => "completed_with_failures",
+        v1::JobState::Failed => "failed",
+        v1::JobState::Cancelled => "cancelled",
+        v1::JobState::Suspended => "suspended",
+    }
+}
+
+/// A task state's word, as `lathe status` prints it.
+pub fn task_state_name(state: v1::TaskState) -> &'static str {
+    match state {
+        v1::TaskState::Unspecified => "unknown",
+        v1::TaskState::Pending => "pending",
+        v1::TaskState::Queued => "queued",
+        v1::TaskState::Running => "running",
+        v1::TaskState::Succeeded => "succeeded",
+        v1::TaskState::Failed => "failed",
+        v1::TaskState::Cancelled => "cancelled",
+    }
+}
+
+/// A point in time (milliseconds since the Unix epoch) as `YYYY-MM-DD HH:MM:SS` UTC; empty for 0.
+pub fn utc_time(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return String::new();
+    }
+    let seconds = unix_ms / 1000;
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`), in unsigned
+    // arithmetic: the epoch is shifted to 0000-03-01, so every date here is positive.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// A duration in words a person reads at a glance: `42 s`, `7 min 05 s`, `3 h 20 min`.
+pub fn duration(ms: u64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min {:02} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {:02} min", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// A level with one decimal and its unit, or an em dash when there is none.
+pub fn level(value: Option<f64>, unit: &str) -> String {
+    match value {
+        Some(value) if value.is_finite() => format!("{value:.1} {unit}"),
+        _ => "—".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_no_markup() {
+        let crafted = "<img src=x onerror=\"alert('x')\">&";
+        let escaped = escape(crafted);
+        assert!(!escaped.contains('<') && !escaped.contains('>') && !escaped.contains('"'));
+        assert!(!escaped.contains('\''));
+        assert_eq!(
+            escaped,
+            "&lt;img src=x onerror=&quot;alert(&#39;x&#39;)&quot;&gt;&amp;"
+        );
+    }
+
+    #[test]
+    fn url_components_keep_only_unreserved_bytes() {
+        assert_eq!(url_component("0a1.0000003"), "0a1.0000003");
+        assert_eq!(url_component("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn times_are_civil_utc() {
+        assert_eq!(utc_time(0), "");
+        assert_eq!(utc_time(1), "1970-01-01 00:00:00");
+        // 2024-02-29 12:34:56 UTC, a leap day.
+        assert_eq!(utc_time(1_709_210_096_000), "2024-02-29 12:34:56");
+        assert_eq!(utc_time(1_798_761_600_000), "2027-01-01 00:00:00");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration(42_400), "42 s");
+        assert_eq!(duration(425_000), "7 min 05 s");
+        assert_eq!(duration(12_000_000), "3 h 20 min");
+    }
+}
