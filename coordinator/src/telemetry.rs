@@ -14,6 +14,7 @@ use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -56,20 +57,31 @@ impl Telemetry {
             }
             _ => None,
         };
+        // Spans are exported at `info` and above whatever the log's filter: `LATHE_LOG=warn` (the
+        // CLI's default) quiets the log, not the trace.
         let spans = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()))
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service_name.to_owned()))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
         });
+        let (text, json) = if json {
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .with_filter(filter);
+            (None, Some(layer))
+        } else {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter);
+            (Some(layer), None)
+        };
         tracing_subscriber::registry()
-            .with(filter)
             .with(spans)
-            .with((!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr)))
-            .with(json.then(|| {
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr)
-            }))
+            .with(text)
+            .with(json)
             .try_init()
             .map_err(|e| Error::Telemetry(e.to_string()))?;
         Ok(Self { provider })
