@@ -60,8 +60,12 @@ start)
       --id "worker-$n" --slots 1 --scratch "$dir/scratch" \
       --metrics-listen "127.0.0.1:$((WORKER_METRICS_PORT + n - 1))"
   done
+  metrics="http://$DASHBOARD/metrics"
+  for n in $(seq 1 "$WORKERS"); do metrics+=" http://127.0.0.1:$((WORKER_METRICS_PORT + n - 1))/metrics"; done
   cat <<MSG
-lathe farm up: coordinator http://$COORDINATOR (dashboard http://$DASHBOARD/), NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
+lathe farm up: coordinator http://$COORDINATOR, NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
+  dashboard: http://$DASHBOARD/
+  metrics:   $metrics
   data and logs: $dir/   stop with: make farm-stop
   submit:  target/$BUILD/lathe submit SOURCES_DIR --profile streaming --watch
   then:    target/$BUILD/lathe fetch JOB --out MASTERS_DIR   (also: status, workers, cancel)
