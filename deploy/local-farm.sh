@@ -11,6 +11,8 @@ NATS_PORT=${NATS_PORT:-14222}
 ETCD_PORT=${ETCD_PORT:-12379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 COORDINATOR=${COORDINATOR:-127.0.0.1:7480}
+DASHBOARD=${DASHBOARD:-127.0.0.1:7481}   # the coordinator's dashboard, /metrics and health
+WORKER_METRICS_PORT=${WORKER_METRICS_PORT:-7482}   # worker n: /metrics and health on this + n - 1
 WORKERS=${WORKERS:-2}
 BUILD=${BUILD:-release}   # or debug
 
@@ -50,14 +52,20 @@ start)
   wait_port "$NATS_PORT" nats
   wait_port "$ETCD_PORT" etcd
   export LATHE_NATS="nats://127.0.0.1:$NATS_PORT" LATHE_ETCD="http://127.0.0.1:$ETCD_PORT"
-  start_process coordinator "target/$BUILD/lathe-coordinator" --listen "$COORDINATOR" --blobs "$dir/blobs"
+  start_process coordinator "target/$BUILD/lathe-coordinator" --listen "$COORDINATOR" --blobs "$dir/blobs" \
+    --http-listen "$DASHBOARD"
   wait_port "${COORDINATOR##*:}" coordinator
   for n in $(seq 1 "$WORKERS"); do
     start_process "worker-$n" "target/$BUILD/lathe-worker" --coordinator "http://$COORDINATOR" \
-      --id "worker-$n" --slots 1 --scratch "$dir/scratch"
+      --id "worker-$n" --slots 1 --scratch "$dir/scratch" \
+      --metrics-listen "127.0.0.1:$((WORKER_METRICS_PORT + n - 1))"
   done
+  metrics="http://$DASHBOARD/metrics"
+  for n in $(seq 1 "$WORKERS"); do metrics+=" http://127.0.0.1:$((WORKER_METRICS_PORT + n - 1))/metrics"; done
   cat <<MSG
 lathe farm up: coordinator http://$COORDINATOR, NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
+  dashboard: http://$DASHBOARD/
+  metrics:   $metrics
   data and logs: $dir/   stop with: make farm-stop
   submit:  target/$BUILD/lathe submit SOURCES_DIR --profile streaming --watch
   then:    target/$BUILD/lathe fetch JOB --out MASTERS_DIR   (also: status, workers, cancel)

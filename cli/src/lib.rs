@@ -106,6 +106,54 @@ pub struct Streams<'a> {
     pub err: &'a mut dyn Write,
 }
 
+/// The `lathe` process: logging (`LATHE_LOG`, default `warn`; `LATHE_LOG_FORMAT=json`), spans
+/// exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (so `lathe submit` opens the job's trace),
+/// then [`run`] with the process's arguments on standard output and error. Returns the exit status
+/// once every span is flushed.
+pub fn run_process() -> i32 {
+    // The exporter's gRPC client needs a Tokio runtime of its own: the commands start theirs.
+    let exporting = std::env::var(lathe_coordinator::telemetry::OTLP_ENDPOINT_VAR)
+        .is_ok_and(|endpoint| !endpoint.trim().is_empty());
+    let exporter_runtime = exporting
+        .then(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .flatten();
+    let telemetry = {
+        let _entered = exporter_runtime
+            .as_ref()
+            .map(tokio::runtime::Runtime::enter);
+        lathe_coordinator::telemetry::Telemetry::init_with_filter("lathe", "warn,lofty=error")
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    if let Err(error) = &telemetry {
+        let _ = writeln!(err, "lathe: logging: {error}");
+    }
+    let status = {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let command = args
+            .get(1)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _span = tracing::info_span!("lathe", lathe.command = %command).entered();
+        run(
+            args,
+            &mut Streams {
+                out: &mut out,
+                err: &mut err,
+            },
+        )
+    };
+    drop(telemetry);
+    drop(exporter_runtime);
+    status
+}
+
 /// Runs `lathe` with `args` (the first is the program name) and returns the exit status.
 pub fn run<I, T>(args: I, streams: &mut Streams<'_>) -> i32
 where

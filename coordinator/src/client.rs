@@ -179,7 +179,12 @@ impl FarmClient {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(250);
         loop {
-            match self.jobs.clone().submit(request.clone()).await {
+            match self
+                .jobs
+                .clone()
+                .submit(crate::trace::traced(request.clone()))
+                .await
+            {
                 Ok(reply) => return Ok(reply.into_inner().job_id),
                 Err(status) => {
                     let error = Error::Rpc(status);

@@ -15,11 +15,14 @@ use futures::StreamExt;
 use lathe_proto::v1;
 use prost::Message as _;
 use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
 
 use crate::blob::BlobStore;
 use crate::error::{Error, Result};
 use crate::graph;
-use crate::plan::plan_job;
+use crate::metrics::CoordinatorMetrics;
+use crate::observed::{ObservedQueue, ObservedState};
+use crate::plan::{Plan, plan_job};
 use crate::queue::WorkQueue;
 use crate::record::{
     self, ACTIVE_PREFIX, COUNT_SHARDS, JOBS_PREFIX, JobRecord, JobState, SUBMITTING_PREFIX,
@@ -157,6 +160,12 @@ pub enum StartVerdict {
     HandBack(String),
 }
 
+/// How long `/readyz` waits for the state store and the work queue.
+pub const READY_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// The key `/readyz` reads (never written): any answer shows the state store is up.
+const READY_PROBE_KEY: &str = "ready-probe";
+
 /// The coordinator's state and logic, shared by its gRPC services and its background loops.
 #[derive(Clone)]
 pub struct Coordinator {
@@ -182,6 +191,8 @@ struct Inner {
     sweep_cursor: Mutex<Option<crate::blob::Digest>>,
     /// Where the dispatcher's next look at each job's pending index starts.
     pending_floors: Mutex<dispatch::PendingFloors>,
+    /// What `/metrics` reports.
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -194,6 +205,7 @@ impl std::fmt::Debug for Coordinator {
 
 impl Coordinator {
     /// A coordinator on these stores; call [`run`](Self::run) to start its background loops.
+    /// Every failed call to the queue or the state store is counted in its metrics.
     pub fn new(
         queue: Arc<dyn WorkQueue>,
         state: Arc<dyn StateStore>,
@@ -201,10 +213,11 @@ impl Coordinator {
         settings: CoordinatorSettings,
     ) -> Self {
         let (changes, _) = broadcast::channel(1024);
+        let metrics = Arc::new(CoordinatorMetrics::new());
         Self {
             inner: Arc::new(Inner {
-                queue,
-                state,
+                queue: Arc::new(ObservedQueue::new(queue, Arc::clone(&metrics))),
+                state: Arc::new(ObservedState::new(state, Arc::clone(&metrics))),
                 blobs,
                 settings,
                 progress: Mutex::new(HashMap::new()),
@@ -214,7 +227,29 @@ impl Coordinator {
                 blobs_removed: AtomicU64::new(0),
                 sweep_cursor: Mutex::new(None),
                 pending_floors: Mutex::new(dispatch::PendingFloors::default()),
+                metrics,
             }),
+        }
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.inner.metrics
+    }
+
+    /// Why the coordinator cannot work now (its state store or work queue does not answer within
+    /// [`READY_PROBE_WAIT`]), or `None` when it can: what `/readyz` reports.
+    pub async fn not_ready(&self) -> Option<String> {
+        let state = tokio::time::timeout(READY_PROBE_WAIT, self.inner.state.get(READY_PROBE_KEY));
+        match state.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Some(format!("the state store: {error}")),
+            Err(_) => return Some("the state store does not answer".to_owned()),
+        }
+        match tokio::time::timeout(READY_PROBE_WAIT, self.inner.queue.depth()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(format!("the work queue: {error}")),
+            Err(_) => Some("the work queue does not answer".to_owned()),
         }
     }
 
@@ -259,9 +294,13 @@ impl Coordinator {
         };
         tokio::pin!(shutdown);
         loop {
+            let pass = std::time::Instant::now();
             if let Err(error) = self.dispatch_ready().await {
                 tracing::warn!(%error, "dispatch failed; retrying");
             }
+            self.inner
+                .metrics
+                .dispatch_pass(pass.elapsed().as_secs_f64());
             tokio::select! {
                 () = &mut shutdown => break,
                 () = self.inner.dispatch.notified() => {}
@@ -400,7 +439,25 @@ impl Coordinator {
             return Ok(existing);
         }
         let job_id = self.new_job_id();
-        let plan = plan_job(&job_id, request)?;
+        // The job's span: a child of the submitter's (the request's context), the parent of every
+        // span of its tasks.
+        let span =
+            tracing::info_span!("job", lathe.job.id = %job_id, lathe.job.name = %request.name);
+        let mut plan = plan_job(&job_id, request)?;
+        plan.job.trace_context = crate::trace::context_headers(&span);
+        self.store_submission(plan, idempotency, removals_before)
+            .instrument(span)
+            .await
+    }
+
+    /// Stores a planned job (see [`submit`](Self::submit)).
+    async fn store_submission(
+        &self,
+        plan: Plan,
+        idempotency: &str,
+        removals_before: u64,
+    ) -> Result<String> {
+        let job_id = plan.job.id.clone();
         // A marker first (naming the plan blob): a coordinator that stops halfway leaves it, and
         // the next one removes the half-written tasks (`remove_unfinished_submissions`).
         self.inner
@@ -1293,6 +1350,9 @@ impl Coordinator {
                 Some(())
             })
             .await?;
+        if completed.is_some() {
+            self.inner.metrics.task_finished(true, qc_failed);
+        }
         // The job can only be done once the task's own shard of it is.
         let maybe_done = completed
             .and_then(|(_, shard)| shard)
@@ -1377,6 +1437,7 @@ impl Coordinator {
             tracing::warn!(job = %job_id, worker = %worker_id, "worker blocklisted for the job");
         }
         if final_failure {
+            self.inner.metrics.task_finished(false, false);
             self.finish_job_if_done(job_id).await?;
             self.inner.dispatch.notify_one();
         }

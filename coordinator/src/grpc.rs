@@ -77,8 +77,18 @@ pub fn services(
 
 /// Stores a streamed blob, verifying its digest; a blob already stored is not written again.
 async fn receive_blob(
-    blobs: &dyn BlobStore,
+    coordinator: &Coordinator,
     mut chunks: Streaming<v1::BlobChunk>,
+) -> Result<v1::BlobStored, Error> {
+    let stored = store_chunks(coordinator.blobs(), &mut chunks).await?;
+    coordinator.metrics().bytes_received(stored.size_bytes);
+    Ok(stored)
+}
+
+/// The chunks of an upload, stored (or drained, when the store holds the blob already).
+async fn store_chunks(
+    blobs: &dyn BlobStore,
+    chunks: &mut Streaming<v1::BlobChunk>,
 ) -> Result<v1::BlobStored, Error> {
     let Some(first) = chunks.message().await? else {
         return Err(Error::InvalidRequest("empty blob upload".to_owned()));
@@ -109,15 +119,19 @@ async fn receive_blob(
 /// Streams a stored blob; the first chunk carries the digest. The receiver verifies the digest (it
 /// must: bytes can change on the way), so this side reads without hashing.
 async fn send_blob(
-    blobs: &dyn BlobStore,
+    coordinator: &Coordinator,
     digest: &str,
 ) -> Result<GrpcStream<v1::BlobChunk>, Error> {
     let digest = Digest::parse(digest)?;
-    let mut stream = blobs.read_for_transfer(&digest).await?;
+    let mut stream = coordinator.blobs().read_for_transfer(&digest).await?;
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    let coordinator = coordinator.clone();
     tokio::spawn(async move {
         let mut first = true;
         while let Some(chunk) = stream.next().await {
+            if let Ok(data) = &chunk {
+                coordinator.metrics().bytes_sent(data.len() as u64);
+            }
             let message = chunk.map_err(Status::from).map(|data| v1::BlobChunk {
                 digest: if first {
                     digest.to_string()
@@ -165,7 +179,7 @@ impl JobApi for JobService {
         request: Request<Streaming<v1::BlobChunk>>,
     ) -> GrpcResult<v1::BlobStored> {
         Ok(Response::new(
-            receive_blob(self.0.blobs(), request.into_inner()).await?,
+            receive_blob(&self.0, request.into_inner()).await?,
         ))
     }
 
@@ -173,7 +187,12 @@ impl JobApi for JobService {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> GrpcResult<v1::SubmitJobReply> {
-        let job_id = self.0.submit(&request.into_inner()).await?;
+        let span = following(tracing::info_span!("submit"), &request);
+        let job_id = self
+            .0
+            .submit(&request.into_inner())
+            .instrument(span)
+            .await?;
         Ok(Response::new(v1::SubmitJobReply { job_id }))
     }
 
@@ -257,7 +276,7 @@ impl JobApi for JobService {
 
     async fn fetch_blob(&self, request: Request<v1::BlobRef>) -> GrpcResult<Self::FetchBlobStream> {
         Ok(Response::new(
-            send_blob(self.0.blobs(), &request.into_inner().digest).await?,
+            send_blob(&self.0, &request.into_inner().digest).await?,
         ))
     }
 
@@ -338,10 +357,10 @@ impl JobApi for JobService {
     }
 }
 
-/// `span` (a worker's call about a task) made a child of the task's `traceparent`, so that an
-/// exporter puts it in the job's trace.
-fn in_task_trace<T>(span: tracing::Span, request: &Request<T>) -> tracing::Span {
-    crate::telemetry::link(&span, &crate::trace::of_request(request));
+/// `span`, the server's span for a call, made a child of the caller's span (the context the
+/// request carries), so that an exporter puts it in the job's trace.
+fn following<T>(span: tracing::Span, request: &Request<T>) -> tracing::Span {
+    crate::trace::follow_request(&span, request);
     span
 }
 
@@ -351,11 +370,17 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::StartTaskRequest>,
     ) -> GrpcResult<v1::StartTaskReply> {
-        let span = in_task_trace(
-            tracing::info_span!("start_task", traceparent = %crate::trace::of_request(&request)),
+        let span = following(
+            tracing::info_span!(
+                "start_task",
+                lathe.task.id = tracing::field::Empty,
+                lathe.worker.id = tracing::field::Empty
+            ),
             &request,
         );
         let request = request.into_inner();
+        span.record("lathe.task.id", request.task_id.as_str());
+        span.record("lathe.worker.id", request.worker_id.as_str());
         let verdict = self
             .0
             .start_task(&request.task_id, &request.worker_id, request.delivery)
@@ -378,8 +403,11 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::BlobRef>,
     ) -> GrpcResult<Self::FetchSourceStream> {
+        let span = following(tracing::info_span!("send_blob"), &request);
         Ok(Response::new(
-            send_blob(self.0.blobs(), &request.into_inner().digest).await?,
+            send_blob(&self.0, &request.into_inner().digest)
+                .instrument(span)
+                .await?,
         ))
     }
 
@@ -399,8 +427,11 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<Streaming<v1::BlobChunk>>,
     ) -> GrpcResult<v1::BlobStored> {
+        let span = following(tracing::info_span!("receive_blob"), &request);
         Ok(Response::new(
-            receive_blob(self.0.blobs(), request.into_inner()).await?,
+            receive_blob(&self.0, request.into_inner())
+                .instrument(span)
+                .await?,
         ))
     }
 
@@ -408,11 +439,17 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::CompleteTaskRequest>,
     ) -> GrpcResult<v1::CompleteTaskReply> {
-        let span = in_task_trace(
-            tracing::info_span!("complete_task", traceparent = %crate::trace::of_request(&request)),
+        let span = following(
+            tracing::info_span!(
+                "complete_task",
+                lathe.task.id = tracing::field::Empty,
+                lathe.worker.id = tracing::field::Empty
+            ),
             &request,
         );
         let request = request.into_inner();
+        span.record("lathe.task.id", request.task_id.as_str());
+        span.record("lathe.worker.id", request.worker_id.as_str());
         self.0
             .complete_task(
                 &request.task_id,
@@ -430,11 +467,17 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<v1::FailTaskRequest>,
     ) -> GrpcResult<v1::FailTaskReply> {
-        let span = in_task_trace(
-            tracing::info_span!("fail_task", traceparent = %crate::trace::of_request(&request)),
+        let span = following(
+            tracing::info_span!(
+                "fail_task",
+                lathe.task.id = tracing::field::Empty,
+                lathe.worker.id = tracing::field::Empty
+            ),
             &request,
         );
         let request = request.into_inner();
+        span.record("lathe.task.id", request.task_id.as_str());
+        span.record("lathe.worker.id", request.worker_id.as_str());
         let final_failure = self
             .0
             .fail_task(
@@ -462,12 +505,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (jobs, workers) = services(coordinator);
+    // grpc.health.v1: the farm's services are SERVING while this server runs (`/readyz` on the
+    // HTTP port also checks NATS and etcd).
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<JobApiServer<JobService>>().await;
+    health.set_serving::<WorkerApiServer<WorkerService>>().await;
     tonic::transport::Server::builder()
         // Blob chunks are 1 MiB: windows of several chunks keep uploads streaming without waiting
         // for window updates, and large frames cut the per-frame work.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .add_service(health_service)
         .add_service(jobs)
         .add_service(workers)
         .serve_with_incoming_shutdown(

@@ -18,6 +18,8 @@ pub mod error;
 pub mod graph;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
+pub mod observed;
 pub mod plan;
 pub mod queue;
 pub mod record;

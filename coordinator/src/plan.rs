@@ -195,6 +195,7 @@ fn job_record(
         finished_unix_ms: 0,
         pinned: false,
         idempotency_key: request.idempotency_key.clone(),
+        trace_context: Vec::new(),
     }
 }
 

@@ -265,6 +265,10 @@ pub struct JobRecord {
     /// The submission's idempotency key (empty for none), removed with the job.
     #[serde(default)]
     pub idempotency_key: String,
+    /// The trace context of the job's span (W3C `traceparent`, `tracestate`; empty when spans
+    /// are not exported): every task dispatched, by this coordinator or a later one, is its child.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_context: Vec<(String, String)>,
 }
 
 /// One task of a job.

@@ -84,8 +84,15 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     };
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
-    let queue = JetStreamQueue::connect(&args.nats, queue_settings).await?;
-    let state = EtcdStore::connect(&args.etcd, &args.namespace).await?;
+    let patience = Duration::from_secs_f64(args.connect_timeout_s.max(0.0));
+    let queue = patiently("NATS", &args.nats, patience, || {
+        JetStreamQueue::connect(&args.nats, queue_settings)
+    })
+    .await?;
+    let state = patiently("etcd", &args.etcd, patience, || {
+        EtcdStore::connect(&args.etcd, &args.namespace)
+    })
+    .await?;
     let blobs = DiskBlobStore::open(&args.blobs)?;
     let coordinator = Coordinator::new(Arc::new(queue), Arc::new(state), Arc::new(blobs), settings);
     // Before serving: a submission in progress would look like one a stopped coordinator left.
@@ -109,29 +116,27 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
             .await
         })
     };
-    let dashboard = match &args.http_listen {
-        Some(address) => {
-            let listener =
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .map_err(|e| Error::Connect {
-                        url: address.clone(),
-                        reason: format!("cannot listen: {e}"),
-                    })?;
-            let bound = listener.local_addr().map_err(|e| Error::io(address, e))?;
-            tracing::info!("dashboard at http://{bound}/");
-            let mut http_shutdown = shutdown_receiver.clone();
-            let router = crate::dashboard::router(coordinator.clone());
-            Some(tokio::spawn(crate::http::serve(
-                router,
-                listener,
-                async move {
-                    let _ = http_shutdown.changed().await;
-                },
-            )))
+    let mut http_servers = Vec::new();
+    for address in http_addresses(&args) {
+        let listener = crate::http::bind(&address.listen).await?;
+        let shown = listener
+            .local_addr()
+            .map_err(|e| Error::io(&address.listen, e))?;
+        let mut router = crate::http::probe_routes(Arc::new(coordinator.clone()));
+        if address.dashboard {
+            router = router.merge(crate::dashboard::router(coordinator.clone()));
+            tracing::info!(url = %format!("http://{shown}/"), "dashboard");
         }
-        None => None,
-    };
+        tracing::info!(url = %format!("http://{shown}/metrics"), "metrics");
+        let mut stop = shutdown_receiver.clone();
+        http_servers.push(tokio::spawn(crate::http::serve(
+            router,
+            listener,
+            async move {
+                let _ = stop.changed().await;
+            },
+        )));
+    }
     let mut loop_shutdown = shutdown_receiver;
     let background = {
         let coordinator = coordinator.clone();
@@ -148,9 +153,78 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let _ = shutdown_sender.send(true);
     let joined = |e: tokio::task::JoinError| Error::Queue(format!("coordinator task: {e}"));
     server.await.map_err(joined)??;
-    if let Some(dashboard) = dashboard {
-        dashboard.await.map_err(joined)??;
-    }
     background.await.map_err(joined)??;
+    for http in http_servers {
+        http.await.map_err(joined)??;
+    }
     Ok(())
+}
+
+/// An HTTP address to serve, and whether the dashboard is on it.
+struct HttpAddress {
+    listen: String,
+    dashboard: bool,
+}
+
+/// The addresses of `--http-listen` (dashboard, metrics, probes) and `--metrics-listen` (metrics
+/// and probes), one server for an address given twice.
+fn http_addresses(args: &ServiceArgs) -> Vec<HttpAddress> {
+    let mut addresses = Vec::new();
+    if let Some(listen) = &args.http_listen {
+        addresses.push(HttpAddress {
+            listen: listen.clone(),
+            dashboard: true,
+        });
+    }
+    if let Some(listen) = &args.metrics_listen
+        && args.http_listen.as_ref() != Some(listen)
+    {
+        addresses.push(HttpAddress {
+            listen: listen.clone(),
+            dashboard: false,
+        });
+    }
+    addresses
+}
+
+/// Connects with `connect`, retrying for up to `patience` while the service (`what` at `url`) is
+/// not up yet: a farm's services start together, and the coordinator waits for NATS and etcd
+/// rather than exiting.
+///
+/// # Errors
+/// The last connection error once `patience` has passed.
+pub async fn patiently<T, F, Fut>(
+    what: &str,
+    url: &str,
+    patience: Duration,
+    mut connect: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match connect().await {
+            Ok(connected) => return Ok(connected),
+            Err(error) if started.elapsed() + pause <= patience => {
+                tracing::warn!(%error, "waiting for {what} at {url}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+impl crate::http::Observed for Coordinator {
+    fn metrics_text(&self) -> String {
+        self.metrics().encode()
+    }
+
+    fn readiness(&self) -> crate::http::Readiness {
+        let coordinator = self.clone();
+        Box::pin(async move { coordinator.not_ready().await })
+    }
 }

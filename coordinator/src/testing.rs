@@ -307,6 +307,7 @@ pub async fn fill_finished_jobs(
             finished_unix_ms: submitted_unix_ms + FILLED_JOB_RUN_MS,
             pinned: false,
             idempotency_key: String::new(),
+            trace_context: Vec::new(),
         };
         write_finished_tasks(state, &job, extension).await?;
         let mut last = Transaction::new().put(job_key(&job.id), encode(&job)?);

@@ -1,11 +1,11 @@
-//! The OpenTelemetry exporter against a real OTLP/gRPC receiver: a span linked to a task's
-//! `traceparent` reaches the collector in the job's trace, under the task's parent span, with the
-//! process's service name.
+//! The OpenTelemetry exporter against a real OTLP/gRPC receiver: a span whose parent came through
+//! message headers (as a worker's `task` span follows the coordinator's `dispatch` span) reaches the
+//! collector in its parent's trace, under its parent, with the process's service name.
 
 use std::sync::{Arc, Mutex};
 
-use lathe_coordinator::telemetry::{exporting_provider, link};
-use lathe_coordinator::trace::traceparent;
+use lathe_coordinator::telemetry::exporting_provider;
+use lathe_coordinator::trace::{context_headers, follow_headers};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -53,12 +53,20 @@ async fn a_task_span_is_exported_in_its_jobs_trace() {
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "lathe-test-worker");
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
-    let parent = traceparent("job-7", "job-7.00003", 2);
-    tracing::subscriber::with_default(subscriber, || {
-        let span = tracing::info_span!("task", traceparent = %parent);
-        link(&span, &parent);
-        span.in_scope(|| tracing::info!("rendering"));
+    let headers = tracing::subscriber::with_default(subscriber, || {
+        let dispatch = tracing::info_span!("dispatch");
+        let headers = context_headers(&dispatch);
+        // The task span is made apart from the dispatch span, from the headers alone.
+        let task = tracing::info_span!(parent: None, "task");
+        follow_headers(&task, &headers);
+        task.in_scope(|| tracing::info!("rendering"));
+        headers
     });
+    let parent = headers
+        .iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value.clone())
+        .expect("a traceparent header");
     // Shutting down flushes the batch; it blocks, so off the runtime's threads.
     tokio::task::spawn_blocking(move || provider.shutdown())
         .await
@@ -73,19 +81,21 @@ async fn a_task_span_is_exported_in_its_jobs_trace() {
         .flat_map(|r| &r.scope_spans)
         .flat_map(|s| &s.spans)
         .collect();
-    assert_eq!(spans.len(), 1, "{spans:?}");
-    let span = spans[0];
-    assert_eq!(span.name, "task");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let span = spans
+        .iter()
+        .find(|span| span.name == "task")
+        .expect("the task span");
     let mut fields = parent.split('-').skip(1);
     assert_eq!(
         hex(&span.trace_id),
         fields.next().unwrap(),
-        "the job's trace"
+        "the dispatch span's trace"
     );
     assert_eq!(
         hex(&span.parent_span_id),
         fields.next().unwrap(),
-        "the task's span"
+        "the dispatch span"
     );
     let service = resource_spans[0]
         .resource

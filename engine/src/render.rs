@@ -122,7 +122,8 @@ pub fn master_track(
     progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<TrackReport> {
     let started = Instant::now();
-    let analysed = analyse(request, progress)?;
+    // Each phase runs in a span of its own (`tracing`), which an exporter shows under the caller's.
+    let analysed = tracing::info_span!("analyse").in_scope(|| analyse(request, progress))?;
     let settings = RenderSettings {
         profile: request.profile,
         output: request.output,
@@ -135,7 +136,8 @@ pub fn master_track(
         return master_silence(request, &settings, analysed, started, progress);
     }
     let plan = LevelPlan::for_track(request, &analysed);
-    let chained = run_chain(request, &settings, &analysed, &plan, progress)?;
+    let chained = tracing::info_span!("chain")
+        .in_scope(|| run_chain(request, &settings, &analysed, &plan, progress))?;
     let Analysed {
         source,
         input_analysis,
@@ -149,7 +151,8 @@ pub fn master_track(
         settings: &settings,
         output_frames: chained.spool.frames(),
     };
-    let calibrated = calibrate(request, &tail, &plan, rule, &chained, gain_db, progress)?;
+    let calibrated = tracing::info_span!("calibrate")
+        .in_scope(|| calibrate(request, &tail, &plan, rule, &chained, gain_db, progress))?;
     let Calibrated {
         passes: calibration_passes,
         master: calibrated_master,
@@ -161,13 +164,15 @@ pub fn master_track(
     let passes = 2 + calibration_passes + u32::from(rendered.is_none());
     let master = match rendered {
         Some((_, master)) => master,
-        None => render_master(
-            &settings,
-            Pass::spooled(&chained.spool)?,
-            tail.stages(gain_db)?,
-            Phase::Render,
-            progress,
-        )?,
+        None => tracing::info_span!("render").in_scope(|| {
+            render_master(
+                &settings,
+                Pass::spooled(&chained.spool)?,
+                tail.stages(gain_db)?,
+                Phase::Render,
+                progress,
+            )
+        })?,
     };
     let Chained { spool, reports, .. } = chained;
     drop(spool);
@@ -189,7 +194,8 @@ pub fn master_track(
         stages: reports,
         warnings,
     };
-    deliver(request, &settings, decisions, master, started, progress)
+    tracing::info_span!("verify")
+        .in_scope(|| deliver(request, &settings, decisions, master, started, progress))
 }
 
 /// What the analysis pass found.
@@ -855,8 +861,12 @@ fn chain_stages(
         .as_ref()
         .and_then(|r| r.denoise.as_ref())
         .and_then(|d| d.noise_range_s());
-    let noise = noise_excerpt(noise_range_s, input, rate_hz)?;
-    let mut stages = profile.build_restore(channels, rate_hz, max_block, noise.as_ref())?;
+    // The restorers run block by block inside the chain's pass; their set-up (a denoiser's noise
+    // profile, read from the source) is the `restore` span.
+    let mut stages = tracing::info_span!("restore").in_scope(|| {
+        let noise = noise_excerpt(noise_range_s, input, rate_hz)?;
+        profile.build_restore(channels, rate_hz, max_block, noise.as_ref())
+    })?;
     stages.push(Box::new(Gain::new(chain_input_gain_db)));
     stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
     Ok(stages)

@@ -9,7 +9,10 @@
 //!    that every run uploads its sources), and, when `LATHE_BASELINE` names an older `lathe` binary,
 //!    by that binary's `lathe master -j 2` (the thread pool before `lathe master` ran on the embedded
 //!    farm): wall times, and the time from submit to the first task running (from the coordinator's
-//!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`).
+//!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`). The real farm
+//!    runs twice per repeat: as it is, and observed (every process exporting its spans over OTLP to
+//!    a collector in this process, and serving metrics scraped every second): the cost of tracing
+//!    and metrics.
 //!
 //! 3. State at scale, in a real etcd through the coordinator (in this process): first
 //!    `LATHE_BENCH_FINISHED_JOBS` finished jobs (default 100) of `LATHE_BENCH_FINISHED_TASKS_PER_JOB`
@@ -191,14 +194,124 @@ fn baseline_master(binary: &str, sources: &Path, out: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// An OTLP/gRPC collector that counts the spans it is sent, on a runtime of its own.
+struct SpanSink {
+    spans: Arc<std::sync::atomic::AtomicU64>,
+    port: u16,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Clone)]
+struct CountingCollector(Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for CountingCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl SpanSink {
+    fn start() -> Self {
+        let runtime = runtime();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the collector");
+        let port = listener.local_addr().expect("address").port();
+        let spans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                        CountingCollector(Arc::clone(&spans)),
+                    ),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Self {
+            spans,
+            port,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// Scrapes `addresses`' `/metrics` every second (Prometheus's default is every 15 s) until
+/// `stop` is set; returns how many scrapes answered.
+fn scrape_until(
+    addresses: Vec<String>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let mut scrapes = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for address in &addresses {
+                if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+                    let request = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                    );
+                    let mut reply = Vec::new();
+                    if stream.write_all(request.as_bytes()).is_ok()
+                        && stream.read_to_end(&mut reply).is_ok()
+                        && reply.starts_with(b"HTTP/1.1 200")
+                    {
+                        scrapes += 1;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        scrapes
+    })
+}
+
 /// Seconds a fresh real farm takes from upload to the job's end, and milliseconds from submit to
 /// its first task running. The end is seen on the job's watch stream (as `lathe submit --watch` sees
-/// it), not by polling, so that the figure carries no polling interval.
-fn real_farm(sources: &Path) -> Option<(f64, f64)> {
-    let mut farm = Farm::start(BINARIES, FarmOptions::default())?;
+/// it), not by polling, so that the figure carries no polling interval. With `observed`, every
+/// process exports its spans to `sink` and serves metrics, scraped every second.
+fn real_farm(sources: &Path, observed: Option<&SpanSink>) -> Option<(f64, f64)> {
+    let options = FarmOptions {
+        metrics: observed.is_some(),
+        otlp_port: observed.map(|sink| sink.port),
+        ..FarmOptions::default()
+    };
+    let mut farm = Farm::start(BINARIES, options)?;
     farm.start_worker("w1");
     farm.start_worker("w2");
     std::thread::sleep(Duration::from_secs(1));
+    let stop_scraping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = observed.map(|_| {
+        scrape_until(
+            vec![
+                farm.coordinator_http(),
+                farm.worker_http("w1"),
+                farm.worker_http("w2"),
+            ],
+            Arc::clone(&stop_scraping),
+        )
+    });
     let started = Instant::now();
     let outcome = farm.lathe(&["submit", sources.to_str().expect("utf-8"), "--json"]);
     assert_eq!(outcome.status, 0, "{}", outcome.stderr);
@@ -211,6 +324,10 @@ fn real_farm(sources: &Path) -> Option<(f64, f64)> {
             .expect("watch the job")
     });
     let farm_s = started.elapsed().as_secs_f64();
+    stop_scraping.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(scraper) = scraper {
+        assert!(scraper.join().expect("scraper") > 0, "no scrape answered");
+    }
     assert_eq!(last.state(), v1::JobState::Succeeded, "{last:#?}");
     let first = last
         .tasks
@@ -229,15 +346,20 @@ fn farm_against_local(dir: &Path) {
     let baseline = std::env::var("LATHE_BASELINE").ok();
     let (mut local, mut old, mut farm, mut first_ms) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut observed = Vec::new();
+    let sink = SpanSink::start();
     for run in 0..repeats() {
         let out = dir.join(format!("run-{run}"));
         local.push(local_master(&sources, &out.join("local")));
         if let Some(binary) = &baseline {
             old.push(baseline_master(binary, &sources, &out.join("baseline")));
         }
-        if let Some((farm_s, first)) = real_farm(&sources) {
+        if let Some((farm_s, first)) = real_farm(&sources, None) {
             farm.push(farm_s);
             first_ms.push(first);
+        }
+        if let Some((farm_s, _)) = real_farm(&sources, Some(&sink)) {
+            observed.push(farm_s);
         }
     }
     let local_s = median(local.clone());
@@ -264,6 +386,18 @@ fn farm_against_local(dir: &Path) {
              overhead {:+.1} % against lathe master -j 2; submit to first task running {:.0} ms ({first_low:.0}-{first_high:.0})",
             (farm_s / local_s - 1.0) * 100.0,
             median(first_ms.clone()),
+        );
+    }
+    if !observed.is_empty() {
+        let observed_s = median(observed.clone());
+        let (low, high) = range(&observed);
+        println!(
+            "  the same farm with every span exported over OTLP ({} spans in {} runs) and /metrics scraped every second: \
+             {observed_s:.2} s ({low:.2}-{high:.2}); overhead {:+.1} % against lathe master -j 2, {:+.1} % against the farm without them",
+            sink.spans.load(std::sync::atomic::Ordering::Relaxed),
+            observed.len(),
+            (observed_s / local_s - 1.0) * 100.0,
+            (observed_s / median(farm.clone()).max(f64::MIN_POSITIVE) - 1.0) * 100.0,
         );
     }
 }

@@ -23,6 +23,11 @@ pub struct FarmOptions {
     pub hold_renders: bool,
     /// The coordinator serves its dashboard (`--http-listen` on a free port; [`Farm::http_url`]).
     pub http: bool,
+    /// The coordinator and every worker serve `/metrics`, `/healthz` and `/readyz`
+    /// ([`Farm::coordinator_http`], [`Farm::worker_http`]).
+    pub metrics: bool,
+    /// The port of an OTLP/gRPC collector on loopback that every process exports its spans to.
+    pub otlp_port: Option<u16>,
 }
 
 impl Default for FarmOptions {
@@ -33,6 +38,8 @@ impl Default for FarmOptions {
             blocklist_after: 3,
             hold_renders: false,
             http: false,
+            metrics: false,
+            otlp_port: None,
         }
     }
 }
@@ -60,8 +67,10 @@ pub struct Farm {
     options: FarmOptions,
     binaries: Binaries,
     coordinator_port: u16,
-    /// The dashboard's port (used when the options ask for it).
-    http_port: u16,
+    /// The coordinator's HTTP port (metrics and probes).
+    coordinator_http_port: u16,
+    /// Each worker's HTTP port (metrics and probes).
+    worker_http_ports: BTreeMap<String, u16>,
     coordinator: Option<Child>,
     workers: BTreeMap<String, Child>,
     /// Set by [`Farm::release_all`]: workers started later hold nothing.
@@ -122,7 +131,8 @@ impl Farm {
             options,
             binaries,
             coordinator_port: free_port(),
-            http_port: free_port(),
+            coordinator_http_port: free_port(),
+            worker_http_ports: BTreeMap::new(),
             coordinator: None,
             workers: BTreeMap::new(),
             released_all: false,
@@ -138,7 +148,31 @@ impl Farm {
 
     /// The coordinator's dashboard (the farm's options ask for it with `http`).
     pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}", self.coordinator_http())
+    }
+
+    /// The coordinator's HTTP address (metrics and probes; [`FarmOptions::metrics`]).
+    pub fn coordinator_http(&self) -> String {
+        format!("127.0.0.1:{}", self.coordinator_http_port)
+    }
+
+    /// A worker's HTTP address (metrics and probes; [`FarmOptions::metrics`]).
+    pub fn worker_http(&self, id: &str) -> String {
+        format!("127.0.0.1:{}", self.worker_http_ports[id])
+    }
+
+    /// The environment every process of the farm gets: the collector, when there is one.
+    fn telemetry_env(&self) -> Vec<(String, String)> {
+        self.options
+            .otlp_port
+            .map(|port| {
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                    format!("http://127.0.0.1:{port}"),
+                )
+            })
+            .into_iter()
+            .collect()
     }
 
     /// Starts the coordinator process (again, after [`kill_coordinator`](Self::kill_coordinator)).
@@ -146,7 +180,11 @@ impl Farm {
         let options = self.options;
         let mut command = Command::new(self.binaries.coordinator);
         if options.http {
-            command.args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)]);
+            command.args(["--http-listen", &self.coordinator_http()]);
+        }
+        if options.metrics {
+            // The same address as the dashboard's when both are asked for: one server.
+            command.args(["--metrics-listen", &self.coordinator_http()]);
         }
         let child = command
             .args(["--listen", &format!("127.0.0.1:{}", self.coordinator_port)])
@@ -157,6 +195,7 @@ impl Farm {
             .args(["--blocklist-after", &options.blocklist_after.to_string()])
             .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
             .args(["--reconcile-interval-s", "1"])
+            .envs(self.telemetry_env())
             .env("LATHE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), "coordinator"))
@@ -165,7 +204,7 @@ impl Farm {
         self.coordinator = Some(child);
         wait_for_port(self.coordinator_port);
         if options.http {
-            wait_for_port(self.http_port);
+            wait_for_port(self.coordinator_http_port);
         }
     }
 
@@ -194,6 +233,25 @@ impl Farm {
         self.etcd.restart();
     }
 
+    /// Stops the coordinator with SIGTERM, as an operator would, and waits for it to exit.
+    pub fn stop_coordinator(&mut self) {
+        if let Some(mut child) = self.coordinator.take() {
+            let status = Command::new("kill")
+                .args(["-s", "TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -s TERM the coordinator");
+            let started = Instant::now();
+            while child.try_wait().expect("try_wait").is_none() {
+                if started.elapsed() > Duration::from_secs(30) {
+                    kill(&mut child);
+                    panic!("the coordinator did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Kills the coordinator with SIGKILL.
     pub fn kill_coordinator(&mut self) {
         if let Some(mut child) = self.coordinator.take() {
@@ -203,6 +261,11 @@ impl Farm {
 
     /// Starts a worker process with one slot.
     pub fn start_worker(&mut self, id: &str) {
+        self.start_worker_with_env(id, &[]);
+    }
+
+    /// [`start_worker`](Self::start_worker) with more environment variables.
+    pub fn start_worker_with_env(&mut self, id: &str, env: &[(&str, &str)]) {
         let options = self.options;
         let scratch = self.dir.path().join("scratch").join(id);
         std::fs::create_dir_all(&scratch).expect("scratch folder");
@@ -215,7 +278,16 @@ impl Farm {
             }
             command.env(RENDER_GATE, &gate);
         }
+        if options.metrics {
+            let port = *self
+                .worker_http_ports
+                .entry(id.to_owned())
+                .or_insert_with(free_port);
+            command.args(["--metrics-listen", &format!("127.0.0.1:{port}")]);
+        }
         let child = command
+            .envs(self.telemetry_env())
+            .envs(env.iter().copied())
             .args(["--coordinator", &self.url()])
             .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
             .args(["--id", id, "--slots", "1"])

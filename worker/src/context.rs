@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::FarmClient;
 
+use crate::observe::WorkerObserver;
 use crate::settings::WorkerSettings;
 
 /// Why a running task should stop.
@@ -20,9 +21,27 @@ pub(crate) struct WorkerContext {
     pub(crate) settings: WorkerSettings,
     pub(crate) client: FarmClient,
     pub(crate) running: Mutex<Vec<Arc<RunningTask>>>,
+    /// Its metrics and readiness.
+    pub(crate) observer: Arc<WorkerObserver>,
 }
 
 impl WorkerContext {
+    /// Adds a task to those running.
+    pub(crate) fn add_running(&self, task: Arc<RunningTask>) {
+        if let Ok(mut running) = self.running.lock() {
+            running.push(task);
+            self.observer.slots(self.settings.slots, running.len());
+        }
+    }
+
+    /// Removes a task from those running.
+    pub(crate) fn remove_running(&self, task: &Arc<RunningTask>) {
+        if let Ok(mut running) = self.running.lock() {
+            running.retain(|t| !Arc::ptr_eq(t, task));
+            self.observer.slots(self.settings.slots, running.len());
+        }
+    }
+
     pub(crate) fn current_tasks(&self) -> Vec<String> {
         self.running
             .lock()

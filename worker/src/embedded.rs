@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::observe::WorkerObserver;
 use crate::settings::WorkerSettings;
 use crate::worker::run_worker;
 
@@ -115,7 +116,8 @@ impl EmbeddedFarm {
             let state = state.clone();
             let stop = until(receiver.clone());
             handles.push(tokio::spawn(async move {
-                if let Err(error) = run_worker(settings, queue, state, stop).await {
+                let observer = Arc::new(WorkerObserver::new());
+                if let Err(error) = run_worker(settings, queue, state, observer, stop).await {
                     tracing::error!(%error, "embedded worker stopped");
                 }
             }));

@@ -4,6 +4,7 @@
 //!
 //! - [`worker`]: the worker loop ([`run_worker`]): registration under a lease, slots, draining.
 //! - [`settings`]: how a worker runs ([`WorkerSettings`]).
+//! - [`observe`]: its Prometheus metrics and readiness, served on `--metrics-listen`.
 //! - [`task`]: one task, from delivery to acknowledgement.
 //! - [`embedded`]: the coordinator and N worker loops in one process on the in-process queue, store
 //!   and blob implementations: `lathe master`'s engine room, the same code as the farm.
@@ -13,6 +14,7 @@
 mod context;
 pub mod embedded;
 pub mod error;
+pub mod observe;
 pub mod service;
 pub mod settings;
 pub mod task;

@@ -8,9 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use lathe_coordinator::CoordinatorSettings;
 use lathe_coordinator::queue::JetStreamQueue;
+use lathe_coordinator::service::patiently;
 use lathe_coordinator::state::EtcdStore;
 
 use crate::error::Result;
+use crate::observe::{WorkerObserver, WorkerProbes};
 use crate::{WorkerSettings, run_worker};
 
 /// A lathe farm worker: pulls render tasks from NATS JetStream, streams sources from the coordinator,
@@ -73,14 +75,47 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     }
     .queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
-    let queue = JetStreamQueue::connect(&args.nats, queue_settings).await?;
-    let state = EtcdStore::connect(&args.etcd, &args.namespace).await?;
-    run_worker(
+    let patience = Duration::from_secs_f64(args.connect_timeout_s.max(0.0));
+    let queue = patiently("NATS", &args.nats, patience, || {
+        JetStreamQueue::connect(&args.nats, queue_settings)
+    })
+    .await?;
+    let state = patiently("etcd", &args.etcd, patience, || {
+        EtcdStore::connect(&args.etcd, &args.namespace)
+    })
+    .await?;
+    let observer = Arc::new(WorkerObserver::new());
+    let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+    let probes = match &args.metrics_listen {
+        Some(address) => {
+            let listener = lathe_coordinator::http::bind(address).await?;
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!(url = %format!("http://{bound}/metrics"), "metrics");
+            }
+            let routes = lathe_coordinator::http::probe_routes(Arc::new(WorkerProbes(Arc::clone(
+                &observer,
+            ))));
+            Some(tokio::spawn(lathe_coordinator::http::serve(
+                routes,
+                listener,
+                async move {
+                    let _ = probes_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let outcome = run_worker(
         settings,
         Arc::new(queue),
         Arc::new(state),
+        observer,
         lathe_coordinator::signal::shutdown_signal(),
     )
-    .await?;
-    Ok(())
+    .await;
+    let _ = stop_probes.send(());
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
+    outcome
 }

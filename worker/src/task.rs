@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::queue::Delivery;
-use lathe_coordinator::trace::{TRACEPARENT, traced};
+use lathe_coordinator::trace::traced;
 use lathe_engine::album::execute as delivery_task;
 use lathe_engine::render::{MasterRequest, Progress, master_track};
 use lathe_model::delivery::plan::Work;
 use lathe_model::profile::Profile;
+use lathe_model::report::TrackReport;
 use lathe_model::tags::TrackTags;
 use lathe_proto::v1;
 use prost::Message as _;
@@ -37,32 +38,42 @@ use crate::error::{Error, Result};
 /// How long calls to the coordinator are retried while it is unreachable (a restart).
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Handles one delivery to the end, in a span carrying the task's trace context; never fails (every
-/// outcome settles the delivery).
+/// Handles one delivery to the end, in a `task` span that is a child of the coordinator's
+/// `dispatch` span (the context the message carries), so it joins its job's trace; never fails
+/// (every outcome settles the delivery).
 pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
-    let traceparent = delivery
-        .headers
-        .iter()
-        .find(|(name, _)| name == TRACEPARENT)
-        .map(|(_, value)| value.clone())
-        .unwrap_or_default();
-    let span = tracing::info_span!("task", traceparent = %traceparent);
-    lathe_coordinator::telemetry::link(&span, &traceparent);
-    handle_delivery(context, delivery, &traceparent)
-        .instrument(span)
-        .await;
+    let span = tracing::info_span!(
+        "task",
+        lathe.job.id = tracing::field::Empty,
+        lathe.task.id = tracing::field::Empty,
+        lathe.track = tracing::field::Empty,
+        lathe.worker.id = %context.settings.id,
+        lathe.x_realtime = tracing::field::Empty,
+        lathe.loudness.in_lufs = tracing::field::Empty,
+        lathe.loudness.out_lufs = tracing::field::Empty,
+        lathe.qc.passed = tracing::field::Empty,
+    );
+    lathe_coordinator::trace::follow_headers(&span, &delivery.headers);
+    handle_delivery(context, delivery).instrument(span).await;
 }
 
-async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparent: &str) {
+async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
     let settings = &context.settings;
     let task = match v1::Task::decode(delivery.payload.clone()) {
         Ok(task) => task,
         Err(error) => {
             tracing::error!(%error, "undecodable task message: terminated");
             let _ = delivery.term().await;
+            context.observer.task_settled("dropped");
             return;
         }
     };
+    let span = tracing::Span::current();
+    span.record("lathe.task.id", task.task_id.as_str());
+    span.record("lathe.track", task.source_name.as_str());
+    if let Ok(job) = lathe_coordinator::record::job_of_task(&task.task_id) {
+        span.record("lathe.job.id", job);
+    }
     // While the coordinator is unreachable (a restart), keep the delivery: retry, with in-progress
     // acks so that the queue does not hand it to another worker meanwhile.
     let asked = Instant::now();
@@ -73,14 +84,16 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
             worker_id: settings.id.clone(),
             delivery: delivery.delivery,
         };
-        async move { workers.start_task(traced(request, traceparent)).await }
+        async move { workers.start_task(traced(request)).await }
     })
+    .instrument(tracing::info_span!("start"))
     .await;
     let reply = match start {
         Ok(reply) => reply.into_inner(),
         Err(status) => {
             tracing::warn!(task = %task.task_id, %status, "coordinator unreachable: handing back");
             let _ = delivery.nak(Some(settings.retry_delay)).await;
+            context.observer.task_settled("handed_back");
             return;
         }
     };
@@ -89,43 +102,50 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
         v1::StartVerdict::HandBack => {
             tracing::info!(task = %task.task_id, reason = %reply.reason, "handing back");
             let _ = delivery.nak(Some(settings.retry_delay)).await;
+            context.observer.task_settled("handed_back");
             return;
         }
         v1::StartVerdict::Drop | v1::StartVerdict::Unspecified => {
             tracing::info!(task = %task.task_id, reason = %reply.reason, "dropping delivery");
             let _ = delivery.ack().await;
+            context.observer.task_settled("dropped");
             return;
         }
     }
 
     let running = Arc::new(RunningTask::new(task.task_id.clone()));
     running.timed(Phase::Start, asked);
-    if let Ok(mut list) = context.running.lock() {
-        list.push(Arc::clone(&running));
-    }
+    context.add_running(Arc::clone(&running));
     tracing::info!(task = %task.task_id, source = %task.source_name, delivery = delivery.delivery, "task running");
     let outcome = {
-        let work = execute(context, &task, &running, traceparent);
+        let work = execute(context, &task, &running);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(settings.progress_interval);
         loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = ticker.tick() => {
-                    report_progress(context, &task, &running, &delivery, traceparent).await;
+                    report_progress(context, &task, &running, &delivery).await;
                 }
             }
         }
     };
-    if let Ok(mut list) = context.running.lock() {
-        list.retain(|t| !Arc::ptr_eq(t, &running));
-    }
+    context.remove_running(&running);
 
     match outcome {
         Ok(()) => {
             let acked = Instant::now();
             let _ = delivery.ack().await;
             let phases = running.phase_times();
+            context.observer.task_settled("succeeded");
+            for (phase, spent) in [
+                ("start", phases.start),
+                ("fetch", phases.fetch),
+                ("upload", phases.upload),
+                ("complete", phases.complete),
+            ] {
+                context.observer.phase(phase, spent.as_secs_f64());
+            }
             let ms = |spent: Duration| spent.as_secs_f64() * 1e3;
             tracing::info!(
                 task = %task.task_id,
@@ -141,18 +161,22 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
         Err(Error::Stopped(reason)) if running.job_cancelled() => {
             tracing::info!(task = %task.task_id, reason, "task stopped");
             let _ = delivery.ack().await;
+            context.observer.task_settled("stopped");
         }
         Err(Error::Stopped(reason)) => {
             tracing::info!(task = %task.task_id, reason, "task handed back");
             let _ = delivery.nak(None).await;
+            context.observer.task_settled("handed_back");
         }
         Err(Error::Farm(error)) if error.is_retryable() => {
             tracing::warn!(task = %task.task_id, %error, "farm unreachable: handing back");
             let _ = delivery.nak(Some(settings.retry_delay)).await;
+            context.observer.task_settled("handed_back");
         }
         Err(error) => {
             let message = error.to_string();
             tracing::warn!(task = %task.task_id, error = %message, "task failed");
+            context.observer.task_settled("failed");
             let request = v1::FailTaskRequest {
                 task_id: task.task_id.clone(),
                 worker_id: settings.id.clone(),
@@ -163,8 +187,9 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery, traceparen
             let reply = holding(&delivery, settings.progress_interval, || {
                 let mut workers = context.client.workers.clone();
                 let request = request.clone();
-                async move { workers.fail_task(traced(request, traceparent)).await }
+                async move { workers.fail_task(traced(request)).await }
             })
+            .instrument(tracing::info_span!("fail"))
             .await;
             match reply {
                 Ok(reply) if reply.get_ref().r#final => {
@@ -184,7 +209,6 @@ async fn report_progress(
     task: &v1::Task,
     running: &RunningTask,
     delivery: &Delivery,
-    traceparent: &str,
 ) {
     if let Err(error) = delivery.progress().await {
         tracing::warn!(task = %task.task_id, %error, "in-progress ack failed");
@@ -203,7 +227,7 @@ async fn report_progress(
     let mut workers = context.client.workers.clone();
     match tokio::time::timeout(
         Duration::from_secs(2),
-        workers.report_progress(traced(request, traceparent)),
+        workers.report_progress(traced(request)),
     )
     .await
     {
@@ -297,24 +321,16 @@ fn task_folder(context: &WorkerContext) -> Result<tempfile::TempDir> {
 }
 
 /// Streams blob `digest` into `path`, verified against it.
-async fn fetch_blob(
-    context: &WorkerContext,
-    digest: &str,
-    path: &Path,
-    traceparent: &str,
-) -> Result<()> {
+async fn fetch_blob(context: &WorkerContext, digest: &str, path: &Path) -> Result<()> {
     with_patience(|| {
         let mut workers = context.client.workers.clone();
         let digest = digest.to_owned();
         let path = path.to_path_buf();
         async move {
             let stream = workers
-                .fetch_source(traced(
-                    v1::BlobRef {
-                        digest: digest.clone(),
-                    },
-                    traceparent,
-                ))
+                .fetch_source(traced(v1::BlobRef {
+                    digest: digest.clone(),
+                }))
                 .await?
                 .into_inner();
             receive_to_file(stream, &digest, &path)
@@ -322,13 +338,17 @@ async fn fetch_blob(
                 .map_err(tonic::Status::from)
         }
     })
+    .instrument(tracing::info_span!("fetch_source", lathe.blob = %digest))
     .await?;
+    if let Ok(metadata) = tokio::fs::metadata(path).await {
+        context.observer.fetched(metadata.len());
+    }
     Ok(())
 }
 
 /// Uploads a file the task wrote (`PutResult`, digest verified by the coordinator); returns its
 /// digest.
-async fn put_result(context: &WorkerContext, path: &Path, traceparent: &str) -> Result<String> {
+async fn put_result(context: &WorkerContext, path: &Path) -> Result<String> {
     let digest = digest_file(path).await?;
     with_patience(|| {
         let mut workers = context.client.workers.clone();
@@ -337,17 +357,24 @@ async fn put_result(context: &WorkerContext, path: &Path, traceparent: &str) -> 
             let chunks = file_chunks(&path, digest)
                 .await
                 .map_err(tonic::Status::from)?;
-            workers.put_result(traced(chunks, traceparent)).await
+            workers.put_result(traced(chunks)).await
         }
     })
+    .instrument(tracing::info_span!("put_result", lathe.blob = %digest))
     .await?;
+    if let Ok(metadata) = tokio::fs::metadata(path).await {
+        context.observer.uploaded(metadata.len());
+    }
     Ok(digest.to_string())
 }
 
-/// Runs `work` on a blocking thread with a progress callback that records the engine's progress,
-/// and stops the engine (by returning [`ControlFlow::Break`]) when the task is told to stop. Engine
-/// errors name files as the client knows them: the scratch `folder` is cut from their paths.
+/// Runs `work` on a blocking thread, in an `engine` span under the task's (the engine's own
+/// phase spans nest under it), with a progress callback that records the engine's progress and
+/// the time of each of its phases, and stops the engine (by returning [`ControlFlow::Break`]) when
+/// the task is told to stop. Engine errors name files as the client knows them: the scratch
+/// `folder` is cut from their paths.
 async fn on_engine_thread<T: Send + 'static>(
+    context: &WorkerContext,
     running: &Arc<RunningTask>,
     folder: &Path,
     work: impl FnOnce(&mut dyn FnMut(Progress) -> ControlFlow<()>) -> lathe_engine::Result<T>
@@ -355,8 +382,17 @@ async fn on_engine_thread<T: Send + 'static>(
     + 'static,
 ) -> Result<T> {
     let engine_task = Arc::clone(running);
+    let observer = Arc::clone(&context.observer);
+    let span = tracing::info_span!("engine");
     let engine = tokio::task::spawn_blocking(move || {
-        work(&mut |progress| {
+        let _entered = span.enter();
+        let mut phase: Option<(lathe_engine::progress::Phase, Instant)> = None;
+        let outcome = work(&mut |progress| {
+            if phase.is_none_or(|(current, _)| current != progress.phase) {
+                if let Some((ended, since)) = phase.replace((progress.phase, Instant::now())) {
+                    observer.phase(ended.as_str(), since.elapsed().as_secs_f64());
+                }
+            }
             if let Ok(mut current) = engine_task.progress.lock() {
                 *current = (progress.phase.as_str().to_owned(), progress.fraction);
             }
@@ -368,7 +404,11 @@ async fn on_engine_thread<T: Send + 'static>(
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
-        })
+        });
+        if let (Ok(_), Some((ended, since))) = (&outcome, phase) {
+            observer.phase(ended.as_str(), since.elapsed().as_secs_f64());
+        }
+        outcome
     });
     let outcome = match engine.await {
         Ok(Err(lathe_engine::Error::Cancelled)) => {
@@ -401,17 +441,36 @@ async fn on_engine_thread<T: Send + 'static>(
     Ok(outcome)
 }
 
+/// Puts what the engine measured on the task's span (loudness in and out, speed, QC) and in the
+/// worker's metrics.
+fn observe_report(context: &WorkerContext, report: &TrackReport, engine_time: Duration) {
+    let span = tracing::Span::current();
+    if let Some(lufs) = report.input_analysis.integrated_lufs {
+        span.record("lathe.loudness.in_lufs", lufs);
+    }
+    if let Some(lufs) = report.output_analysis.integrated_lufs {
+        span.record("lathe.loudness.out_lufs", lufs);
+    }
+    span.record("lathe.qc.passed", report.qc.passed);
+    let seconds = engine_time.as_secs_f64();
+    if seconds > 0.0 {
+        let factor = report.input_analysis.duration_s / seconds;
+        span.record("lathe.x_realtime", factor);
+        context.observer.realtime_factor(factor);
+    }
+    if !report.qc.passed {
+        context.observer.qc_failed();
+    }
+}
+
 /// Reports the task done (its files already uploaded).
-async fn complete(
-    context: &WorkerContext,
-    request: v1::CompleteTaskRequest,
-    traceparent: &str,
-) -> Result<()> {
+async fn complete(context: &WorkerContext, request: v1::CompleteTaskRequest) -> Result<()> {
     with_patience(|| {
         let mut workers = context.client.workers.clone();
         let request = request.clone();
-        async move { workers.complete_task(traced(request, traceparent)).await }
+        async move { workers.complete_task(traced(request)).await }
     })
+    .instrument(tracing::info_span!("complete"))
     .await?;
     Ok(())
 }
@@ -426,10 +485,9 @@ async fn execute(
     context: &WorkerContext,
     task: &v1::Task,
     running: &Arc<RunningTask>,
-    traceparent: &str,
 ) -> Result<()> {
     if !task.work_json.is_empty() {
-        return execute_graph(context, task, running, traceparent).await;
+        return execute_graph(context, task, running).await;
     }
     if task.kind != lathe_coordinator::plan::RENDER {
         return Err(invalid(format!("unknown task kind {:?}", task.kind)));
@@ -454,7 +512,7 @@ async fn execute(
 
     // 2. The source, verified.
     let since = Instant::now();
-    fetch_blob(context, &task.source_digest, &source, traceparent).await?;
+    fetch_blob(context, &task.source_digest, &source).await?;
     running.timed(Phase::Fetch, since);
 
     // 3. The engine, on a blocking thread.
@@ -462,7 +520,7 @@ async fn execute(
     let mut report = {
         let source = source.clone();
         let output = output.clone();
-        on_engine_thread(running, folder.path(), move |progress| {
+        on_engine_thread(context, running, folder.path(), move |progress| {
             let request = MasterRequest {
                 input: &source,
                 output: &output,
@@ -476,10 +534,11 @@ async fn execute(
         .await?
     };
     running.timed(Phase::Render, since);
+    observe_report(context, &report, since.elapsed());
 
     // 4. The master back, with its digest; then the completion.
     let since = Instant::now();
-    let digest = put_result(context, &output, traceparent).await?;
+    let digest = put_result(context, &output).await?;
     running.timed(Phase::Upload, since);
     report.input = PathBuf::from(&task.source_name);
     report.output = PathBuf::from(&task.output_name);
@@ -492,7 +551,7 @@ async fn execute(
         outputs: Vec::new(),
     };
     let since = Instant::now();
-    complete(context, request, traceparent).await?;
+    complete(context, request).await?;
     running.timed(Phase::Complete, since);
     Ok(())
 }
@@ -503,7 +562,6 @@ async fn execute_graph(
     context: &WorkerContext,
     task: &v1::Task,
     running: &Arc<RunningTask>,
-    traceparent: &str,
 ) -> Result<()> {
     let work: Work = serde_json::from_str(&task.work_json)
         .map_err(|e| invalid(format!("task {}: work_json: {e}", task.task_id)))?;
@@ -524,7 +582,7 @@ async fn execute_graph(
     for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
         let path = folder.path().join(SOURCES).join(plain_name(name)?);
         create_folder(folder.path().join(SOURCES).as_path())?;
-        fetch_blob(context, digest, &path, traceparent).await?;
+        fetch_blob(context, digest, &path).await?;
         sources.push(path);
     }
     let mut inputs = Vec::with_capacity(task.inputs.len());
@@ -536,7 +594,7 @@ async fn execute_graph(
         let holder = folder.path().join(INPUTS).join(index.to_string());
         create_folder(&holder)?;
         let path = holder.join(plain_name(&name)?);
-        fetch_blob(context, &input.digest, &path, traceparent).await?;
+        fetch_blob(context, &input.digest, &path).await?;
         inputs.push(path);
     }
 
@@ -544,7 +602,7 @@ async fn execute_graph(
     let since = Instant::now();
     let outcome = {
         let out = out.clone();
-        on_engine_thread(running, folder.path(), move |progress| {
+        on_engine_thread(context, running, folder.path(), move |progress| {
             delivery_task::execute(&work, &sources, &inputs, &out, progress)
         })
         .await?
@@ -560,7 +618,7 @@ async fn execute_graph(
                 task.task_id, file.path
             )));
         }
-        let digest = put_result(context, &out.join(&file.path), traceparent).await?;
+        let digest = put_result(context, &out.join(&file.path)).await?;
         outputs.push(v1::OutputFile {
             path: file.path.clone(),
             digest,
@@ -578,7 +636,7 @@ async fn execute_graph(
     };
     running.timed(Phase::Upload, since);
     let since = Instant::now();
-    complete(context, request, traceparent).await?;
+    complete(context, request).await?;
     running.timed(Phase::Complete, since);
     Ok(())
 }

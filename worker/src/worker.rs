@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::context::WorkerContext;
 use crate::error::Result;
+use crate::observe::WorkerObserver;
 use crate::settings::{WorkerSettings, host_name};
 use crate::task::run_delivery;
 
@@ -51,21 +52,26 @@ async fn register(
 }
 
 /// Runs a worker until `shutdown` resolves, then stops pulling, lets running tasks finish for
-/// `settings.drain`, hands back the rest and removes its registration.
+/// `settings.drain`, hands back the rest and removes its registration. `observer` gets its
+/// metrics and readiness as it goes.
 pub async fn run_worker(
     settings: WorkerSettings,
     queue: Arc<dyn WorkQueue>,
     state: Arc<dyn StateStore>,
+    observer: Arc<WorkerObserver>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let client = FarmClient::lazy(&settings.coordinator_url)?;
+    observer.slots(settings.slots, 0);
     let context = Arc::new(WorkerContext {
         client,
         running: Mutex::new(Vec::new()),
         settings,
+        observer,
     });
     let lease = Arc::new(AtomicI64::new(NO_LEASE));
     register(state.as_ref(), &context, &lease).await?;
+    context.observer.heartbeat(true);
     tracing::info!(worker = %context.settings.id, slots = context.settings.slots, "worker registered");
     let heartbeat = {
         let context = Arc::clone(&context);
@@ -74,7 +80,9 @@ pub async fn run_worker(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(context.settings.heartbeat).await;
-                if let Err(error) = register(state.as_ref(), &context, &lease).await {
+                let registered = register(state.as_ref(), &context, &lease).await;
+                context.observer.heartbeat(registered.is_ok());
+                if let Err(error) = registered {
                     tracing::warn!(%error, "heartbeat failed");
                 }
             }
@@ -84,6 +92,7 @@ pub async fn run_worker(
     let slots = Arc::new(Semaphore::new(context.settings.slots.max(1) as usize));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
+    context.observer.set_pulling(true);
     loop {
         let permit = tokio::select! {
             () = &mut shutdown => break,
@@ -114,6 +123,7 @@ pub async fn run_worker(
         }
     }
 
+    context.observer.set_pulling(false);
     tracing::info!(worker = %context.settings.id, running = tasks.len(), "draining");
     let drain = context.settings.drain;
     let finished =

@@ -15,9 +15,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use tracing::Instrument;
+
 use super::{Coordinator, every_worker_blocklisted};
 use crate::error::{Error, Result};
 use crate::graph::{self, Readiness};
+use crate::metrics::FarmSnapshot;
 use crate::queue::QueueMessage;
 use crate::record::{
     self, JobRecord, JobState, OutputRecord, TaskCounts, TaskRecord, TaskState, by_state_prefix,
@@ -140,19 +143,24 @@ fn pending_index_key(job_id: &str, index: u32) -> String {
 }
 
 impl Coordinator {
+    /// Puts `task` on the queue, in a `dispatch` span under its job's (so the worker's spans of the
+    /// task join the job's trace).
     pub(super) async fn publish(&self, task: &TaskRecord, job: &JobRecord) -> Result<()> {
+        let span = tracing::info_span!(
+            "dispatch",
+            lathe.job.id = %job.id,
+            lathe.task.id = %task.id,
+            lathe.track = %task.source_name,
+            lathe.attempt = task.attempts,
+        );
+        crate::trace::follow_headers(&span, &job.trace_context);
         let message = task.to_task(&job.profile_toml);
-        self.inner
-            .queue
-            .publish(QueueMessage {
-                id: format!("{}#{}.{}", task.id, task.attempts, task.queued_count),
-                payload: prost::Message::encode_to_vec(&message).into(),
-                headers: vec![(
-                    crate::trace::TRACEPARENT.to_owned(),
-                    crate::trace::traceparent(&job.id, &task.id, task.attempts),
-                )],
-            })
-            .await
+        let publish = self.inner.queue.publish(QueueMessage {
+            id: format!("{}#{}.{}", task.id, task.attempts, task.queued_count),
+            payload: prost::Message::encode_to_vec(&message).into(),
+            headers: crate::trace::context_headers(&span),
+        });
+        publish.instrument(span).await
     }
 
     /// Fails a task that never ran (a need failed, or its work could not be resolved).
@@ -339,6 +347,15 @@ impl Coordinator {
         let mut jobs = self.dispatch_jobs(&workers).await?;
         let queued: u32 = jobs.iter().map(|job| job.counts.queued).sum();
         let running: u32 = jobs.iter().map(|job| job.counts.running).sum();
+        self.inner.metrics.set_snapshot(FarmSnapshot {
+            jobs: jobs
+                .iter()
+                .map(|job| (job.record.id.clone(), job.counts))
+                .collect(),
+            slots_total: u64::from(slots),
+            slots_busy: u64::from(running),
+            workers: workers.len() as u64,
+        });
         let free = (slots as usize).saturating_sub(running as usize).max(1);
         let room =
             (free + self.inner.settings.queue_ahead as usize).saturating_sub(queued as usize);

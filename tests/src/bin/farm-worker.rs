@@ -6,13 +6,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LATHE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = lathe_coordinator::telemetry::Telemetry::init("lathe-worker")?;
     if let Some(gate) = std::env::var_os(lathe_tests::farm::RENDER_GATE) {
         lathe_worker::testing::hold_renders_at(gate.into());
     }
