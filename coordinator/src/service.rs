@@ -228,3 +228,39 @@ impl crate::http::Observed for Coordinator {
         Box::pin(async move { coordinator.not_ready().await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_service_not_up_yet_is_waited_for_within_the_patience() {
+        let attempts = AtomicU32::new(0);
+        let connected = patiently("NATS", "nats://x", Duration::from_secs(30), || {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt < 2 {
+                    Err(Error::Queue("connection refused".to_owned()))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(connected.ok(), Some(2), "the third attempt connects");
+    }
+
+    #[tokio::test]
+    async fn past_the_patience_the_last_error_is_returned() {
+        let attempts = AtomicU32::new(0);
+        let outcome: Result<()> = patiently("etcd", "http://x", Duration::ZERO, || {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::State("connection refused".to_owned())) }
+        })
+        .await;
+        assert!(matches!(outcome, Err(Error::State(_))));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+}

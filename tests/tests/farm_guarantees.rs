@@ -162,16 +162,7 @@ fn farm_masters_are_byte_identical_to_lathe_master() {
     let fetched = fetch(&farm, job, &work.path().join("farm"));
     assert_same_masters(&fetched, &local);
 
-    // One job is one trace: its trace id travels coordinator -> NATS header -> worker -> gRPC
-    // metadata -> coordinator, and shows in the spans on both sides.
-    let parent = lathe_coordinator::trace::traceparent(job, "", 0);
-    let trace_id = lathe_coordinator::trace::trace_id(&parent).expect("trace id");
-    for log in ["coordinator", "w1", "w2"] {
-        assert!(
-            farm.log(log).contains(trace_id),
-            "{log} log lacks trace {trace_id}"
-        );
-    }
+    // (One job is one trace: `farm_observability.rs` collects the spans and checks the tree.)
     // Reports sit beside the masters, as `lathe master` writes them.
     assert!(work.path().join("farm/01-track.report.json").is_file());
 
