@@ -21,9 +21,7 @@ use serde_json::json;
 
 use crate::coordinator::{CoordinatorArg, connect, rpc_error, runtime};
 use crate::job_report::{JobReport, TrackOutcome};
-use crate::job_status::{
-    job_json, job_state_name, qc_verdict, task_json, task_name, task_state_name,
-};
+use crate::job_status::{job_json, qc_verdict, task_json, task_name};
 use crate::progress::{JobView, follow_job};
 use crate::sources::file_name;
 use crate::table::Table;
@@ -351,7 +349,7 @@ async fn follow(
         writeln!(
             streams.out,
             "job {job_id} {}: {} of {total} tasks succeeded ({} failed QC) in {:.1} s",
-            job_state_name(status.state()),
+            status.state().word(),
             counts.succeeded,
             counts.qc_failed,
             started.elapsed().as_secs_f64()
@@ -374,7 +372,7 @@ async fn follow(
                     let (state, reason) = if qc_failed {
                         ("failed QC", qc_issues(task))
                     } else {
-                        (task_state_name(task.state()), task.last_error.clone())
+                        (task.state().word(), task.last_error.clone())
                     };
                     writeln!(streams.err, "lathe: {}: {state}: {reason}", task_name(task))?;
                 }
@@ -551,17 +549,12 @@ async fn list_jobs(
     ]);
     for job in &reply.jobs {
         let counts = job.counts.unwrap_or_default();
-        let total = counts.pending
-            + counts.queued
-            + counts.running
-            + counts.succeeded
-            + counts.failed
-            + counts.cancelled;
+        let total = counts.total();
         table.row(vec![
             job.job_id.clone(),
             job.name.clone(),
             job.priority.to_string(),
-            job_state_name(job.state()).to_owned(),
+            job.state().word().to_owned(),
             format!("{}/{total}", counts.succeeded),
             counts.failed.to_string(),
             counts.qc_failed.to_string(),
@@ -581,7 +574,7 @@ fn print_job_header(status: &v1::JobStatus, streams: &mut Streams<'_>) -> anyhow
         "job {} ({}): {}, profile {}, priority {}",
         status.job_id,
         status.name,
-        job_state_name(status.state()),
+        status.state().word(),
         status.profile_name,
         status.priority
     )?;
@@ -609,7 +602,7 @@ fn task_row(task: &v1::TaskStatus) -> Vec<String> {
     let state = if task.state() == v1::TaskState::Running {
         format!("running ({} {:.0}%)", task.phase, task.fraction * 100.0)
     } else {
-        task_state_name(task.state()).to_owned()
+        task.state().word().to_owned()
     };
     vec![
         task.task_id.clone(),
@@ -675,7 +668,7 @@ pub fn fetch(args: &FetchArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
                     .tasks
                     .into_iter()
                     .filter(|t| t.state() != v1::TaskState::Succeeded)
-                    .map(|t| (t.source_name.clone(), task_state_name(t.state()), t.last_error)),
+                    .map(|t| (t.source_name.clone(), t.state().word(), t.last_error)),
             );
             if page.next_after.is_empty() {
                 break;
@@ -751,7 +744,7 @@ impl JobReportBuilder {
                     format!(
                         "{}: {} {}",
                         task.source_name,
-                        task_state_name(task.state()),
+                        task.state().word(),
                         task.last_error
                     ),
                     0.0,

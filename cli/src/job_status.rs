@@ -4,35 +4,9 @@
 use lathe_proto::v1;
 use serde_json::json;
 
-/// The name of a job state in tables and JSON.
-pub(crate) fn job_state_name(state: v1::JobState) -> &'static str {
-    match state {
-        v1::JobState::Unspecified => "unknown",
-        v1::JobState::Running => "running",
-        v1::JobState::Succeeded => "succeeded",
-        v1::JobState::CompletedWithFailures => "completed_with_failures",
-        v1::JobState::Failed => "failed",
-        v1::JobState::Cancelled => "cancelled",
-        v1::JobState::Suspended => "suspended",
-    }
-}
-
 /// True once a job has ended: not running and not suspended (a retry may start it again).
 pub(crate) fn job_has_ended(state: v1::JobState) -> bool {
     !matches!(state, v1::JobState::Running | v1::JobState::Suspended)
-}
-
-/// The name of a task state in tables and JSON.
-pub(crate) fn task_state_name(state: v1::TaskState) -> &'static str {
-    match state {
-        v1::TaskState::Unspecified => "unknown",
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Queued => "queued",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Cancelled => "cancelled",
-    }
 }
 
 /// A job's status as JSON: the first line of `lathe status JOB --json`, and each line of `lathe
@@ -43,7 +17,7 @@ pub(crate) fn job_json(status: &v1::JobStatus) -> serde_json::Value {
         "job_id": status.job_id,
         "name": status.name,
         "priority": status.priority,
-        "state": job_state_name(status.state()),
+        "state": status.state().word(),
         "profile": status.profile_name,
         "submitted_unix_ms": status.submitted_unix_ms,
         "blocklisted_workers": status.blocklisted_workers,
@@ -70,7 +44,7 @@ pub(crate) fn task_json(task: &v1::TaskStatus) -> serde_json::Value {
         "kind": task.kind,
         "source": task.source_name,
         "output": task.output_name,
-        "state": task_state_name(task.state()),
+        "state": task.state().word(),
         "qc": qc_verdict(task),
         "worker": task.worker_id,
         "attempts": task.attempts,

@@ -7,7 +7,7 @@ use lathe_proto::v1;
 use serde_json::json;
 
 use crate::coordinator::{CoordinatorArg, connect, rpc_error, runtime};
-use crate::job_status::{job_json, job_state_name};
+use crate::job_status::job_json;
 use crate::{EXIT_OK, Streams};
 
 /// Arguments of an operation on one job.
@@ -194,7 +194,7 @@ fn print_job(
             streams.out,
             "job {}: {}{detail}",
             status.job_id,
-            job_state_name(status.state())
+            status.state().word()
         )?;
     }
     Ok(EXIT_OK)
@@ -213,7 +213,7 @@ pub fn cancel(args: &JobArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32> 
             .await
             .map_err(rpc_error)?
             .into_inner();
-        let state = job_state_name(reply.state());
+        let state = reply.state().word();
         if args.json {
             writeln!(
                 streams.out,

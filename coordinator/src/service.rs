@@ -84,14 +84,13 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     };
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
-    let patience = Duration::from_secs_f64(args.connect_timeout_s.max(0.0));
-    let queue = patiently("NATS", &args.nats, patience, || {
-        JetStreamQueue::connect(&args.nats, queue_settings)
-    })
-    .await?;
-    let state = patiently("etcd", &args.etcd, patience, || {
-        EtcdStore::connect(&args.etcd, &args.namespace)
-    })
+    let (queue, state) = connect_stores(
+        &args.nats,
+        &args.etcd,
+        &args.namespace,
+        queue_settings,
+        Duration::from_secs_f64(args.connect_timeout_s.max(0.0)),
+    )
     .await?;
     let blobs = DiskBlobStore::open(&args.blobs)?;
     let coordinator = Coordinator::new(Arc::new(queue), Arc::new(state), Arc::new(blobs), settings);
@@ -185,6 +184,29 @@ fn http_addresses(args: &ServiceArgs) -> Vec<HttpAddress> {
         });
     }
     addresses
+}
+
+/// The farm's work queue (NATS JetStream at `nats`) and state store (etcd at `etcd`, keys under
+/// `namespace`), each waited for up to `patience` (see [`patiently`]).
+///
+/// # Errors
+/// The last connection error of a service not up within `patience`.
+pub async fn connect_stores(
+    nats: &str,
+    etcd: &str,
+    namespace: &str,
+    queue_settings: crate::queue::QueueSettings,
+    patience: Duration,
+) -> Result<(JetStreamQueue, EtcdStore)> {
+    let queue = patiently("NATS", nats, patience, || {
+        JetStreamQueue::connect(nats, queue_settings)
+    })
+    .await?;
+    let state = patiently("etcd", etcd, patience, || {
+        EtcdStore::connect(etcd, namespace)
+    })
+    .await?;
+    Ok((queue, state))
 }
 
 /// Connects with `connect`, retrying for up to `patience` while the service (`what` at `url`) is

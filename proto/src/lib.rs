@@ -15,6 +15,36 @@ impl v1::TaskCounts {
     }
 }
 
+impl v1::JobState {
+    /// The state's word, as `lathe status`, its JSON and the dashboard print it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unknown",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::CompletedWithFailures => "completed_with_failures",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+impl v1::TaskState {
+    /// The state's word, as `lathe status`, its JSON and the dashboard print it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unknown",
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Bytes per chunk when a blob is streamed: large enough that per-message overhead is small, small
 /// enough to stay under gRPC's default 4 MiB message limit.
 pub const CHUNK_BYTES: usize = 1 << 20;

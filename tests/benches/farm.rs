@@ -327,6 +327,12 @@ fn real_farm(sources: &Path, observed: Option<&SpanSink>) -> Option<(f64, f64)> 
     stop_scraping.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(scraper) = scraper {
         assert!(scraper.join().expect("scraper") > 0, "no scrape answered");
+        // Stopped as an operator stops them, the processes flush the spans they still hold.
+        for worker in ["w1", "w2"] {
+            farm.signal_worker(worker, "TERM");
+            farm.wait_worker(worker, Duration::from_secs(60));
+        }
+        farm.stop_coordinator();
     }
     assert_eq!(last.state(), v1::JobState::Succeeded, "{last:#?}");
     let first = last

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use lathe_coordinator::CoordinatorSettings;
-use lathe_coordinator::queue::JetStreamQueue;
-use lathe_coordinator::service::patiently;
-use lathe_coordinator::state::EtcdStore;
+use lathe_coordinator::service::connect_stores;
 
 use crate::error::Result;
 use crate::observe::{WorkerObserver, WorkerProbes};
@@ -75,14 +73,13 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     }
     .queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
-    let patience = Duration::from_secs_f64(args.connect_timeout_s.max(0.0));
-    let queue = patiently("NATS", &args.nats, patience, || {
-        JetStreamQueue::connect(&args.nats, queue_settings)
-    })
-    .await?;
-    let state = patiently("etcd", &args.etcd, patience, || {
-        EtcdStore::connect(&args.etcd, &args.namespace)
-    })
+    let (queue, state) = connect_stores(
+        &args.nats,
+        &args.etcd,
+        &args.namespace,
+        queue_settings,
+        Duration::from_secs_f64(args.connect_timeout_s.max(0.0)),
+    )
     .await?;
     let observer = Arc::new(WorkerObserver::new());
     let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();

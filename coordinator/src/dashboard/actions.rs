@@ -12,7 +12,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error_page::ErrorPage;
-use super::html::job_state_name;
 use super::rows::job_href;
 use crate::coordinator::Coordinator;
 
@@ -72,7 +71,7 @@ pub async fn cancel(
     Ok(done(
         &headers,
         &job_id,
-        format!("job {}", job_state_name(state.to_proto())),
+        format!("job {}", state.to_proto().word()),
     ))
 }
 

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::error_page::ErrorPage;
-use super::html::job_state_name;
 use super::pages::{JobsQuery, PAGE_ROWS};
 use super::rows::{JobProgress, job_row, task_index, task_row};
 use crate::coordinator::{Change, Coordinator, JobWatch};
@@ -50,7 +49,7 @@ pub fn job_status_event(job_id: &str, message: &v1::JobStatus) -> Value {
         })
         .collect();
     json!({
-        "state": job_state_name(message.state()),
+        "state": message.state().word(),
         "ended": !matches!(message.state(), v1::JobState::Running | v1::JobState::Suspended),
         "priority": message.priority,
         "paused": message.paused_reason,

@@ -4,8 +4,6 @@
 
 use std::fmt::Write as _;
 
-use lathe_proto::v1;
-
 /// `text` safe inside an element or a quoted attribute: `& < > " '` become entities.
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -72,32 +70,6 @@ pub fn page(title: &str, section: Section, body_data: &[(&str, &str)], body: &st
         current(Section::Jobs),
         current(Section::Workers),
     )
-}
-
-/// A job state's word, as `lathe status` prints it.
-pub fn job_state_name(state: v1::JobState) -> &'static str {
-    match state {
-        v1::JobState::Unspecified => "unknown",
-        v1::JobState::Running => "running",
-        v1::JobState::Succeeded => "succeeded",
-        v1::JobState::CompletedWithFailures => "completed_with_failures",
-        v1::JobState::Failed => "failed",
-        v1::JobState::Cancelled => "cancelled",
-        v1::JobState::Suspended => "suspended",
-    }
-}
-
-/// A task state's word, as `lathe status` prints it.
-pub fn task_state_name(state: v1::TaskState) -> &'static str {
-    match state {
-        v1::TaskState::Unspecified => "unknown",
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Queued => "queued",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Cancelled => "cancelled",
-    }
 }
 
 /// A point in time (milliseconds since the Unix epoch) as `YYYY-MM-DD HH:MM:SS` UTC; empty for 0.

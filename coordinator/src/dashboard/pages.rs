@@ -14,9 +14,7 @@ use lathe_proto::v1;
 use serde::Deserialize;
 
 use super::error_page::ErrorPage;
-use super::html::{
-    Section, escape, job_state_name, level, page, task_state_name, url_component, utc_time,
-};
+use super::html::{Section, escape, level, page, url_component, utc_time};
 use super::plots;
 use super::report::StoredReport;
 use super::rows::{
@@ -156,12 +154,7 @@ fn pager(base: &str, not_first: bool, next: Option<&str>) -> String {
 fn count_links(job: &v1::JobStatus, filter: TaskFilter) -> String {
     let counts = job.counts.unwrap_or_default();
     let href = job_href(&job.job_id);
-    let total = counts.pending
-        + counts.queued
-        + counts.running
-        + counts.succeeded
-        + counts.failed
-        + counts.cancelled;
+    let total = counts.total();
     let entries = [
         ("all", TaskFilter::All, total),
         (
@@ -265,7 +258,7 @@ pub async fn job(
         }
     };
     let progress = JobProgress::of(&job, unix_ms());
-    let state = job_state_name(job.state());
+    let state = job.state().word();
     let live = matches!(job.state(), v1::JobState::Running | v1::JobState::Suspended);
     let name = if job.name.is_empty() {
         &job.job_id
@@ -363,7 +356,7 @@ pub async fn task(
         job_name = escape(job_name),
         name = escape(name),
         id = escape(&status.task_id),
-        state = task_state_name(status.state()),
+        state = status.state().word(),
         phase = escape(&status.phase),
         worker = escape(&status.worker_id),
         attempts = status.attempts,

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 
 use lathe_proto::v1;
 
-use super::html::{
-    duration, escape, job_state_name, level, task_state_name, url_component, utc_time,
-};
+use super::html::{duration, escape, level, url_component, utc_time};
 use super::report::StoredReport;
 
 /// How far a job is: its tasks finished and in all, and an estimate of the time left.
@@ -75,7 +73,7 @@ pub fn job_row(job: &v1::JobStatus, now_unix_ms: u64) -> String {
     let counts = job.counts.unwrap_or_default();
     let progress = JobProgress::of(job, now_unix_ms);
     let id = escape(&job.job_id);
-    let state = job_state_name(job.state());
+    let state = job.state().word();
     format!(
         "<tr id=\"job-{id}\" data-job=\"{id}\"><td><a href=\"{href}\">{name}</a><br><small>{id}</small></td>\
          <td class=\"state state-{state}\">{state}{paused}</td>\
@@ -144,7 +142,7 @@ pub fn task_row(job_id: &str, task: &v1::TaskStatus) -> String {
     } else {
         &task.label
     };
-    let state = task_state_name(task.state());
+    let state = task.state().word();
     let qc = match (task.qc_failed, figures.qc_passed) {
         (true, _) | (false, Some(false)) => "<td class=\"bad\">failed</td>",
         (false, Some(true)) => "<td>passed</td>",
