@@ -65,7 +65,7 @@ fn ready_response(not_ready: Option<String>) -> Response {
     }
 }
 
-/// Binds `address` for HTTP.
+/// Listens on `address` (TCP): the HTTP endpoints' listeners and the coordinator's gRPC one.
 ///
 /// # Errors
 /// [`Error::Connect`] when the address cannot be listened on.

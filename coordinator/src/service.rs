@@ -96,12 +96,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let coordinator = Coordinator::new(Arc::new(queue), Arc::new(state), Arc::new(blobs), settings);
     // Before serving: a submission in progress would look like one a stopped coordinator left.
     coordinator.remove_unfinished_submissions().await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| Error::Connect {
-            url: args.listen.clone(),
-            reason: format!("cannot listen: {e}"),
-        })?;
+    let listener = crate::http::bind(&args.listen).await?;
     tracing::info!(listen = %listener.local_addr().map_err(|e| Error::io(&args.listen, e))?, nats = %args.nats, etcd = %args.etcd, "coordinator up");
     let shutdown = crate::signal::shutdown_signal();
     let (shutdown_sender, shutdown_receiver) = tokio::sync::watch::channel(false);

@@ -26,6 +26,22 @@ struct Series<'a> {
     points: Vec<(f64, f64)>,
 }
 
+/// The two series of a before-and-after chart, in their colours.
+fn before_and_after(before: Vec<(f64, f64)>, after: Vec<(f64, f64)>) -> [Series<'static>; 2] {
+    [
+        Series {
+            label: "before",
+            colour: BEFORE,
+            points: before,
+        },
+        Series {
+            label: "after",
+            colour: AFTER,
+            points: after,
+        },
+    ]
+}
+
 /// The axes of a chart: x and y ranges, whether x is logarithmic.
 struct Axes {
     x: (f64, f64),
@@ -129,18 +145,7 @@ pub fn loudness_over_time(before: &PlotData, after: &PlotData) -> String {
         "Loudness over time (short-term)",
         "seconds",
         "LUFS",
-        &[
-            Series {
-                label: "before",
-                colour: BEFORE,
-                points: curve(before),
-            },
-            Series {
-                label: "after",
-                colour: AFTER,
-                points: curve(after),
-            },
-        ],
+        &before_and_after(curve(before), curve(after)),
         &Axes {
             x: (0.0, length),
             y: (-60.0, 0.0),
@@ -167,18 +172,7 @@ pub fn spectrum(before: &PlotData, after: &PlotData) -> String {
         "Spectrum (mean)",
         "Hz, log scale",
         "dB",
-        &[
-            Series {
-                label: "before",
-                colour: BEFORE,
-                points: curve(before),
-            },
-            Series {
-                label: "after",
-                colour: AFTER,
-                points: curve(after),
-            },
-        ],
+        &before_and_after(curve(before), curve(after)),
         &Axes {
             x: (20.0, 20_000.0),
             y: (FLOOR_DB, 0.0),
