@@ -4,14 +4,19 @@ DEMO_DIR ?= target/demo
 
 .PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-farm bench-lossy scan-decode build clean farm farm-stop
 
+# The demo runs the debug build of every binary of the workspace, built in one go as `make test`
+# builds them (one feature set for every crate), so that the tests reuse all the demo compiled.
+DEV_BIN := $(or $(CARGO_TARGET_DIR),target)/debug
+
 ## Generate a rough demo album and master it on this machine (no servers needed).
 demo: build-deps
-	$(CARGO) run --quiet -p lathe-cli --bin lathe -- demo $(DEMO_DIR)
+	$(CARGO) build --quiet --workspace --bins
+	$(DEV_BIN)/lathe demo $(DEMO_DIR)
 
 ## The demo album delivered to every outlet from examples/demo-album.toml (after `make demo`).
 demo-album: demo
 	cp examples/demo-album.toml $(DEMO_DIR)/
-	$(CARGO) run --quiet -p lathe-cli --bin lathe -- master $(DEMO_DIR)/demo-album.toml --out $(DEMO_DIR)/delivery
+	$(DEV_BIN)/lathe master $(DEMO_DIR)/demo-album.toml --out $(DEMO_DIR)/delivery
 
 ## Run every test (installs the codec tools the tests use to make fixtures, if missing).
 test: deps
@@ -55,7 +60,7 @@ lint:
 
 ## No cycles between the modules of any crate (the test lists each cycle and where its edges are).
 modules:
-	$(CARGO) test -p lathe-tests --test module_cycles
+	$(CARGO) test -p lathe-tests --test repository module_cycles
 
 build: build-deps
 	$(CARGO) build --release -p lathe-cli

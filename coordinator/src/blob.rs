@@ -2,7 +2,7 @@
 //! that runs several times faster than SHA-256 on one core, so hashing stays off the critical path).
 //!
 //! Two implementations with the same semantics, checked by one conformance suite
-//! (`coordinator/tests/conformance.rs`): [`DiskBlobStore`] (files on the coordinator's disk, written
+//! (`coordinator/tests/integration/conformance.rs`): [`DiskBlobStore`] (files on the coordinator's disk, written
 //! under a temporary name and renamed into place) and [`MemoryBlobStore`]. A blob is written through a
 //! [`BlobWriter`] that hashes what it is given and stores nothing unless the bytes hash to the digest
 //! they were sent with; reading hashes again and fails at the end if the stored bytes changed.

@@ -1,7 +1,7 @@
 //! The work queue: tasks published by the coordinator, pulled by workers, acknowledged only when done.
 //!
 //! Two implementations with the same semantics, checked by one conformance suite
-//! (`coordinator/tests/conformance.rs`):
+//! (`coordinator/tests/integration/conformance.rs`):
 //! - [`JetStreamQueue`]: a NATS JetStream stream with work-queue retention and a durable pull consumer
 //!   (explicit ack, `ack_wait`, `max_deliver`).
 //! - [`MemoryQueue`]: the same rules in process, for `lathe master` and unit tests.

@@ -2,7 +2,7 @@
 //! transitions.
 //!
 //! Two implementations with the same semantics, checked by one conformance suite
-//! (`coordinator/tests/conformance.rs`): [`EtcdStore`] (etcd v3) and [`MemoryStore`]. Every value
+//! (`coordinator/tests/integration/conformance.rs`): [`EtcdStore`] (etcd v3) and [`MemoryStore`]. Every value
 //! carries the store revision that last changed it; [`StateStore::swap`] writes only if that revision
 //! is still current, so concurrent transitions never overwrite each other. Keys put under a lease
 //! disappear when the lease runs out (its holder stopped refreshing it) or is revoked.

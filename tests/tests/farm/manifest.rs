@@ -8,17 +8,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::BINARIES;
 use lathe_engine::tags::read_tags;
 use lathe_synth::{Style, TrackRecipe, write_wav};
-use lathe_tests::farm::{Binaries, Farm, FarmOptions, serial};
+use lathe_tests::farm::{Farm, FarmOptions, serial};
 use lathe_tests::lathe;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-const BINARIES: Binaries = Binaries {
-    coordinator: env!("CARGO_BIN_EXE_farm-coordinator"),
-    worker: env!("CARGO_BIN_EXE_farm-worker"),
-};
 
 /// Writes a synthetic track (24-bit WAV) of `duration_s` seconds.
 fn write_track(path: &Path, style: Style, seed: u64, duration_s: f64) {

@@ -6,18 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::BINARIES;
 use lathe_tests::farm::{
-    Binaries, Farm, FarmOptions, files_with_extension, serial, status_from_json_lines,
-    write_catalogue,
+    Farm, FarmOptions, files_with_extension, serial, status_from_json_lines, write_catalogue,
 };
 use lathe_tests::lathe;
 use serde_json::Value;
 
 const PROFILE: &str = "streaming";
-const BINARIES: Binaries = Binaries {
-    coordinator: env!("CARGO_BIN_EXE_farm-coordinator"),
-    worker: env!("CARGO_BIN_EXE_farm-worker"),
-};
 const LONG: Duration = Duration::from_secs(600);
 
 /// A farm whose workers hold every render at the gate until the test releases it: the tests that

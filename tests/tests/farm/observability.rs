@@ -10,9 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lathe_tests::farm::{
-    Binaries, Farm, FarmOptions, serial, status_from_json_lines, write_catalogue,
-};
+use crate::BINARIES;
+use lathe_tests::farm::{Farm, FarmOptions, serial, status_from_json_lines, write_catalogue};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -23,10 +22,6 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 
-const BINARIES: Binaries = Binaries {
-    coordinator: env!("CARGO_BIN_EXE_farm-coordinator"),
-    worker: env!("CARGO_BIN_EXE_farm-worker"),
-};
 const LATHE: &str = env!("CARGO_BIN_EXE_farm-lathe");
 const LONG: Duration = Duration::from_secs(300);
 

@@ -7,7 +7,7 @@
 //!
 //! Each check is a function from parsed files to problems; the `a_*_is_caught` tests run them on
 //! small broken snippets to show that each can fail. `cargo test -p lathe-tests --test
-//! deploy_manifests` runs just this (no network, no build of anything).
+//! repository deploy_manifests` runs just this (no network, no build of anything).
 
 #[path = "deploy_manifests/binaries.rs"]
 mod binaries;
