@@ -65,7 +65,14 @@ pub struct CoordinatorSettings {
     /// How often the reconciler compares the tasks' states with what the queue holds and which
     /// workers are registered (it also runs on start).
     pub reconcile_interval: Duration,
+    /// The largest blob an upload may store, bytes: an upload is refused as soon as it would pass
+    /// this, before the chunk that would is written.
+    pub max_upload_bytes: u64,
 }
+
+/// The default [`CoordinatorSettings::max_upload_bytes`], 64 GiB: a 6-hour source at 192 kHz
+/// with 8 channels of 32-bit samples (66.4 GB) fits.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 64 << 30;
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
@@ -78,6 +85,7 @@ impl Default for CoordinatorSettings {
             unreferenced_blob_grace: Duration::from_secs(6 * 3600),
             maintenance_interval: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(10),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
     }
 }

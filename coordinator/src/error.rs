@@ -49,6 +49,15 @@ pub enum Error {
     /// A request was malformed (names the field and what is wrong).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An upload would pass the cap on a blob's size.
+    #[error(
+        "upload refused: more than the coordinator's cap of {cap_bytes} bytes a blob \
+         (lathe-coordinator --max-upload-bytes)"
+    )]
+    UploadTooLarge {
+        /// The cap, bytes.
+        cap_bytes: u64,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
     CorruptRecord {
@@ -124,6 +133,8 @@ impl From<Error> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             Error::DigestMismatch { .. } => tonic::Status::data_loss(message),
+            // Not `resource_exhausted`, which clients take as "try again".
+            Error::UploadTooLarge { .. } => tonic::Status::out_of_range(message),
             Error::Contention { .. } => tonic::Status::aborted(message),
             Error::LeaseExpired { .. } => tonic::Status::failed_precondition(message),
             Error::Queue(_) | Error::State(_) | Error::Connect { .. } => {

@@ -80,33 +80,47 @@ async fn receive_blob(
     coordinator: &Coordinator,
     mut chunks: Streaming<v1::BlobChunk>,
 ) -> Result<v1::BlobStored, Error> {
-    let stored = store_chunks(coordinator.blobs(), &mut chunks).await?;
+    let cap = coordinator.settings().max_upload_bytes;
+    let stored = store_chunks(coordinator.blobs(), &mut chunks, cap).await?;
     coordinator.metrics().bytes_received(stored.size_bytes);
     Ok(stored)
 }
 
-/// The chunks of an upload, stored (or drained, when the store holds the blob already).
+/// The chunks of an upload, stored (or drained, when the store holds the blob already), refused
+/// as soon as they would come to more than `cap` bytes: the chunk that would pass it is not
+/// written, and the partial blob is removed.
 async fn store_chunks(
     blobs: &dyn BlobStore,
     chunks: &mut Streaming<v1::BlobChunk>,
+    cap: u64,
 ) -> Result<v1::BlobStored, Error> {
     let Some(first) = chunks.message().await? else {
         return Err(Error::InvalidRequest("empty blob upload".to_owned()));
     };
     let digest = Digest::parse(&first.digest)?;
+    let mut size = 0u64;
+    let mut count = |data: &[u8]| -> Result<(), Error> {
+        size += data.len() as u64;
+        if size > cap {
+            return Err(Error::UploadTooLarge { cap_bytes: cap });
+        }
+        Ok(())
+    };
+    count(&first.data)?;
     if blobs.contains(&digest).await? {
-        let mut size = first.data.len() as u64;
         while let Some(chunk) = chunks.message().await? {
-            size += chunk.data.len() as u64;
+            count(&chunk.data)?;
         }
         return Ok(v1::BlobStored {
             digest: digest.to_string(),
             size_bytes: size,
         });
     }
+    // Dropping the writer unfinished (an error below returns early) removes what it wrote.
     let mut writer = blobs.writer(digest).await?;
     writer.write(first.data).await?;
     while let Some(chunk) = chunks.message().await? {
+        count(&chunk.data)?;
         writer.write(chunk.data).await?;
     }
     let size_bytes = writer.commit().await?;

@@ -55,6 +55,10 @@ pub struct ServiceArgs {
     /// lost and queues again the running tasks of workers that are gone.
     #[arg(long, default_value_t = 10.0)]
     pub reconcile_interval_s: f64,
+    /// The largest blob (a source or a master) an upload may store, bytes; an upload is refused
+    /// as soon as it would pass it. The default, 64 GiB, fits a 6-hour 192 kHz 8-channel source.
+    #[arg(long, env = "LATHE_MAX_UPLOAD_BYTES", default_value_t = crate::coordinator::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
     /// Address of the HTTP endpoint with Prometheus metrics (`/metrics`) and health
     /// (`/healthz`, `/readyz`); off unless given.
     #[arg(long, env = "LATHE_METRICS_LISTEN")]
@@ -81,6 +85,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
             args.unreferenced_blob_hours.max(0.0) * 3_600.0,
         ),
         reconcile_interval: Duration::from_secs_f64(args.reconcile_interval_s.max(0.1)),
+        max_upload_bytes: args.max_upload_bytes,
         ..CoordinatorSettings::default()
     };
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));

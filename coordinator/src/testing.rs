@@ -236,8 +236,9 @@ fn etcd_command(data: &Path, client_port: u16, peer_port: u16) -> Command {
 // ---------------------------------------------------------------------------------------------------
 // Finished jobs in bulk.
 
-/// A render task's report as a worker sends it (`serde_json::to_string_pretty` of the engine's
-/// `TrackReport` for a 30 s track, 2.4 KB): what a succeeded task holds as its `report_json`.
+/// A render task's report as a worker sends it (`serde_json::to_string` of the engine's
+/// `TrackReport` for a 30 s track, its curves included: 3.2 KB): what a succeeded task holds as
+/// its `report_json`.
 const TRACK_REPORT_JSON: &str = include_str!("testing/track_report.json");
 
 /// The preset the filled jobs were mastered with (the report's).

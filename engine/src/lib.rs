@@ -16,6 +16,7 @@ pub mod loudness;
 pub mod master;
 mod math;
 mod pass;
+pub mod plot;
 pub mod progress;
 pub mod qc;
 pub mod render;

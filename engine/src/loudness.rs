@@ -60,6 +60,8 @@ pub struct LoudnessMeter {
     gating_blocks: Vec<f64>,
     /// Energy of every complete 3 s short-term window (for the loudness range).
     short_term: Vec<f64>,
+    /// Short-term loudness every [`CURVE_SUB_BLOCKS`] sub-blocks, LUFS (floored), for the plots.
+    curve: Vec<f64>,
     max_momentary: f64,
     max_short_term: f64,
     peak_meters: Vec<TruePeakMeter>,
@@ -78,6 +80,9 @@ pub type SegmentSink<'a> = dyn FnMut(std::ops::Range<usize>, f64) + 'a;
 const MOMENTARY_SUB_BLOCKS: usize = 4;
 /// 100 ms sub-blocks in the short-term (3 s) window.
 const SHORT_TERM_SUB_BLOCKS: usize = 30;
+/// 100 ms sub-blocks between two points of the plotted loudness curve
+/// (`lathe_model::plot::CURVE_STEP_S`, 1 s).
+const CURVE_SUB_BLOCKS: u64 = 10;
 
 /// Oversampling of the true-peak reading (BS.1770-4 asks for at least 4x at 48 kHz).
 const TRUE_PEAK_OVERSAMPLING: usize = 4;
@@ -494,6 +499,7 @@ impl LoudnessMeter {
             sub_block_energy: [0.0; SHORT_TERM_SUB_BLOCKS],
             gating_blocks: Vec::new(),
             short_term: Vec::new(),
+            curve: Vec::new(),
             max_momentary: f64::NEG_INFINITY,
             max_short_term: f64::NEG_INFINITY,
             segment_energy: 0.0,
@@ -644,6 +650,10 @@ impl LoudnessMeter {
         if self.sub_blocks >= SHORT_TERM_SUB_BLOCKS as u64 {
             self.short_term.push(short_term);
         }
+        if self.sub_blocks % CURVE_SUB_BLOCKS == 0 {
+            self.curve
+                .push(energy_to_lufs(short_term).max(crate::plot::FLOOR_DB));
+        }
         self.max_momentary = self.max_momentary.max(energy_to_lufs(momentary));
         self.max_short_term = self.max_short_term.max(energy_to_lufs(short_term));
     }
@@ -651,6 +661,13 @@ impl LoudnessMeter {
     /// Integrated loudness (BS.1770-4 gating), LUFS; `None` when no block passes the absolute gate.
     fn integrated_lufs(&self) -> Option<f64> {
         gated_lufs(&[&self.gating_blocks])
+    }
+
+    /// The short-term (3 s) loudness at every whole `lathe_model::plot::CURVE_STEP_S` of the
+    /// programme so far, LUFS, floored at [`crate::plot::FLOOR_DB`]; before 3 s have passed, the
+    /// missing part of the window counts as silence. The curve a report plots.
+    pub fn short_term_curve(&self) -> &[f64] {
+        &self.curve
     }
 
     /// The weighted mean-square energy of every complete 400 ms gating block so far (75 % overlap):
@@ -769,6 +786,34 @@ mod tests {
         let mut silent = LoudnessMeter::new(2, 48_000);
         silent.add(&AudioBlock::from_channels(vec![vec![0.0; 4800]; 2], 48_000));
         assert_eq!(silent.ungated_lufs(), None);
+    }
+
+    #[test]
+    fn the_plotted_curve_reads_short_term_loudness_every_second() {
+        assert_eq!(
+            CURVE_SUB_BLOCKS as f64 / 10.0,
+            lathe_model::plot::CURVE_STEP_S,
+            "a curve point every CURVE_STEP_S"
+        );
+        // 10 s of a steady tone: ten points; from 3 s on (a full window) each reads the tone's
+        // loudness; before, the missing part of the window counts as silence.
+        let mut meter = LoudnessMeter::new(2, 48_000);
+        meter.add(&testkit::sine(2, 48_000 * 10, 48_000, 997.0, 0.5));
+        let curve = meter.short_term_curve();
+        let lufs = meter.figures().integrated_lufs.unwrap();
+        assert_eq!(curve.len(), 10, "{curve:?}");
+        for &point in &curve[2..] {
+            assert!((point - lufs).abs() < 0.05, "{point} vs {lufs}: {curve:?}");
+        }
+        let one_third = lufs + 10.0 * (1.0f64 / 3.0).log10();
+        assert!((curve[0] - one_third).abs() < 0.05, "{curve:?}");
+        // Digital silence sits at the plots' floor.
+        let mut silent = LoudnessMeter::new(1, 44_100);
+        silent.add(&AudioBlock::from_channels(
+            vec![vec![0.0; 44_100 * 2]],
+            44_100,
+        ));
+        assert_eq!(silent.short_term_curve(), &[crate::plot::FLOOR_DB; 2]);
     }
 
     #[test]

@@ -9,11 +9,13 @@
 use std::path::Path;
 
 use lathe_model::analysis::Analysis;
+use lathe_model::plot::PlotData;
 
 use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::loudness::{LoudnessMeter, linear_to_db};
+use crate::plot::SpectrumMeter;
 
 /// Samples quieter than this on every channel count as silence (leading/trailing silence).
 pub const SILENCE_THRESHOLD_DBFS: f64 = -60.0;
@@ -38,6 +40,8 @@ pub struct Analyzer {
     sum_rr: f64,
     first_sound: Option<u64>,
     last_sound: Option<u64>,
+    /// The mean spectrum, when the curves for the plots are asked for ([`Analyzer::with_plot`]).
+    spectrum: Option<SpectrumMeter>,
 }
 
 impl Analyzer {
@@ -56,12 +60,16 @@ impl Analyzer {
             sum_rr: 0.0,
             first_sound: None,
             last_sound: None,
+            spectrum: None,
         }
     }
 
     /// Adds the valid frames of `block`.
     pub fn add(&mut self, block: &AudioBlock) {
         self.meter.add(block);
+        if let Some(spectrum) = &mut self.spectrum {
+            spectrum.add(block);
+        }
         let silence = crate::loudness::db_to_linear(SILENCE_THRESHOLD_DBFS) as f32;
         let mut loud_first: Option<usize> = None;
         let mut loud_last: Option<usize> = None;
@@ -91,6 +99,31 @@ impl Analyzer {
             self.last_sound = Some(self.frames + last as u64);
         }
         self.frames += block.frames() as u64;
+    }
+
+    /// This analyser, measuring the mean spectrum as well, for [`Analyzer::plot`].
+    #[must_use]
+    pub fn with_plot(mut self) -> Self {
+        self.spectrum = Some(SpectrumMeter::new());
+        self
+    }
+
+    /// The curves for the plots so far: the short-term loudness every
+    /// `lathe_model::plot::CURVE_STEP_S`, and the mean spectrum if [`Analyzer::with_plot`] asked
+    /// for it (empty otherwise). Values are rounded to 0.01 dB, which no plot can show, to keep the
+    /// stored reports small.
+    pub fn plot(&self) -> PlotData {
+        let hundredths = |values: &[f64]| -> Vec<f64> {
+            values.iter().map(|v| (v * 100.0).round() / 100.0).collect()
+        };
+        PlotData {
+            short_term_lufs: hundredths(self.meter.short_term_curve()),
+            spectrum_db: self
+                .spectrum
+                .as_ref()
+                .map(|spectrum| hundredths(&spectrum.bands_db(self.sample_rate_hz)))
+                .unwrap_or_default(),
+        }
     }
 
     /// The analysis of everything added; `path` is recorded as given.

@@ -60,6 +60,7 @@ use crate::stage::Stage;
 use crate::tags::{read_tags, write_tags};
 use lathe_model::analysis::Analysis;
 use lathe_model::level_rule::LevelRule;
+use lathe_model::plot::{PlotData, TrackPlots};
 use lathe_model::profile::Profile;
 use lathe_model::tags::TrackTags;
 
@@ -141,6 +142,7 @@ pub fn master_track(
     let Analysed {
         source,
         input_analysis,
+        input_plot,
         rule,
         mut warnings,
         ..
@@ -185,6 +187,7 @@ pub fn master_track(
     let decisions = Decisions {
         source,
         input_analysis,
+        input_plot,
         rule,
         chain_input_gain_db: plan.chain_input_gain_db,
         gain_db,
@@ -204,6 +207,8 @@ struct Analysed {
     channels: usize,
     output_rate_hz: u32,
     input_analysis: Analysis,
+    /// The source's curves for the plots.
+    input_plot: PlotData,
     /// The hash of the source's samples.
     dither_seed: u64,
     rule: LevelRule,
@@ -217,7 +222,7 @@ fn analyse(
 ) -> Result<Analysed> {
     let info = Decoder::open(request.input)?.info().clone();
     let channels = info.channel_count;
-    let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz);
+    let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz).with_plot();
     let mut hash = SampleHash::new();
     Pass::open(request.input, info.sample_rate_hz)?.run(
         &mut [],
@@ -231,6 +236,7 @@ fn analyse(
         |_| Ok(()),
     )?;
     let input_analysis = input_analyzer.finish(request.input);
+    let input_plot = input_analyzer.plot();
     let rule = match request.level {
         Some(LevelOverride {
             level: Level::Silence,
@@ -249,6 +255,7 @@ fn analyse(
         channels,
         output_rate_hz: request.profile.output_rate_hz(info.sample_rate_hz),
         input_analysis,
+        input_plot,
         dither_seed: hash.value(),
         rule,
         warnings: info.notes,
@@ -274,6 +281,7 @@ fn master_silence(
     let decisions = Decisions {
         source: analysed.source,
         input_analysis: analysed.input_analysis,
+        input_plot: analysed.input_plot,
         rule: analysed.rule,
         chain_input_gain_db: 0.0,
         gain_db: 0.0,
@@ -599,6 +607,8 @@ fn calibrate(
 struct Decisions {
     source: SourceSummary,
     input_analysis: Analysis,
+    /// The source's curves for the plots.
+    input_plot: PlotData,
     rule: LevelRule,
     chain_input_gain_db: f64,
     gain_db: f64,
@@ -622,6 +632,7 @@ fn deliver(
     let Decisions {
         source,
         input_analysis,
+        input_plot,
         rule,
         chain_input_gain_db,
         gain_db,
@@ -636,6 +647,7 @@ fn deliver(
         temp,
         written,
         analysis: output_analysis,
+        plot: output_plot,
         rendered_hash,
         reports: render_reports,
     } = master;
@@ -722,6 +734,10 @@ fn deliver(
         qc,
         warnings,
         elapsed_s: started.elapsed().as_secs_f64(),
+        plots: Some(TrackPlots {
+            before: input_plot,
+            after: output_plot,
+        }),
     })
 }
 
@@ -741,6 +757,8 @@ struct RenderedMaster {
     temp: TempFile,
     written: WrittenAudio,
     analysis: Analysis,
+    /// The master's curves for the plots.
+    plot: PlotData,
     /// The rendered samples' hash, where the written file will be decoded to verify it.
     rendered_hash: Option<SampleHash>,
     /// What the tail stages and the dither did.
@@ -774,7 +792,7 @@ fn render_master(
             profile.build_quantiser(spec.bit_depth, channels, output_rate_hz, dither_seed)?;
         dither.push(Box::new(quantiser));
     }
-    let mut analyzer = Analyzer::new(channels, output_rate_hz);
+    let mut analyzer = Analyzer::new(channels, output_rate_hz).with_plot();
     let mut rendered_hash = (!encoder.checks_frames()).then(SampleHash::new);
     source.run(
         &mut tail,
@@ -797,6 +815,7 @@ fn render_master(
         temp,
         written,
         analysis: analyzer.finish(output),
+        plot: analyzer.plot(),
         rendered_hash,
         reports,
     })
@@ -979,6 +998,41 @@ mod tests {
             },
             progress,
         )
+    }
+
+    #[test]
+    fn the_report_carries_the_curves_before_and_after() {
+        let sources = tempfile::tempdir().unwrap();
+        let input = sources.path().join("tone.wav");
+        write_tone(&input, 6.0);
+        let out = tempfile::tempdir().unwrap();
+        let report = master_tone(&input, &out.path().join("tone.flac"), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let plots = report.plots.expect("the curves");
+        for (which, plot, analysis) in [
+            ("before", &plots.before, &report.input_analysis),
+            ("after", &plots.after, &report.output_analysis),
+        ] {
+            assert_eq!(plot.short_term_lufs.len(), 6, "{which}: a point a second");
+            // From 3 s on, a steady tone's short-term loudness is its integrated loudness.
+            let lufs = analysis.integrated_lufs.unwrap();
+            assert!(
+                (plot.short_term_lufs[5] - lufs).abs() < 0.1,
+                "{which}: {:?} vs {lufs}",
+                plot.short_term_lufs
+            );
+            assert_eq!(plot.spectrum_db.len(), lathe_model::plot::SPECTRUM_BANDS);
+            let loudest = (0..plot.spectrum_db.len())
+                .max_by(|&a, &b| plot.spectrum_db[a].total_cmp(&plot.spectrum_db[b]))
+                .unwrap();
+            let centre = lathe_model::plot::band_centre_hz(loudest);
+            assert!(
+                (350.0..550.0).contains(&centre),
+                "{which}: the 440 Hz tone in band {loudest} ({centre:.0} Hz)"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::Analysis;
 use crate::level_rule::LevelRule;
+use crate::plot::TrackPlots;
 
 /// What the chain makes of a source, measured by the engine's `render::measure_chain`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -103,4 +104,8 @@ pub struct TrackReport {
     pub warnings: Vec<String>,
     /// Wall-clock seconds for all passes.
     pub elapsed_s: f64,
+    /// The curves of the source and of the master, for the plots of loudness over time and of
+    /// the spectrum (absent from reports written before lathe measured them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plots: Option<TrackPlots>,
 }

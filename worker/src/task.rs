@@ -542,7 +542,8 @@ async fn execute(
     running.timed(Phase::Upload, since);
     report.input = PathBuf::from(&task.source_name);
     report.output = PathBuf::from(&task.output_name);
-    let report_json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    // Compact: the coordinator stores it with the task (in etcd, on a farm).
+    let report_json = serde_json::to_string(&report).unwrap_or_default();
     let request = v1::CompleteTaskRequest {
         task_id: task.task_id.clone(),
         worker_id: context.settings.id.clone(),

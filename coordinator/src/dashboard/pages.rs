@@ -391,13 +391,10 @@ async fn report_section(
         StoredReport::Outcome(outcome) => {
             section.push_str(&curves(coordinator, record, outcome).await);
         }
-        StoredReport::Track(_) => {}
+        StoredReport::Track(track) => section.push_str(&track_plots(track)),
     }
     if let Some(track) = report.track() {
-        section.push_str(&track_report(
-            track,
-            !matches!(report, StoredReport::Outcome(_)),
-        ));
+        section.push_str(&track_report(track));
     }
     if let StoredReport::Outcome(outcome) = report {
         section.push_str(&outcome_files(outcome));
@@ -435,26 +432,34 @@ async fn curves(coordinator: &Coordinator, record: &TaskRecord, outcome: &TaskOu
         (None, Some(plot)) if outcome.source.is_some() => (plot, PlotData::default()),
         (before, after) => (before.unwrap_or_default(), after.unwrap_or_default()),
     };
+    curve_plots(&before, &after)
+}
+
+/// The loudness-over-time and spectrum plots, before and after.
+fn curve_plots(before: &PlotData, after: &PlotData) -> String {
     format!(
         "<div class=\"plots\">{}{}</div>",
-        plots::loudness_over_time(&before, &after),
-        plots::spectrum(&before, &after)
+        plots::loudness_over_time(before, after),
+        plots::spectrum(before, after)
     )
 }
 
-/// A track report: the levels chart (where no curves were drawn), the analyses side by side, QC,
-/// stages and warnings.
-fn track_report(report: &TrackReport, levels_chart: bool) -> String {
-    let mut section = String::new();
-    if levels_chart {
-        let _ = write!(
-            section,
-            "<div class=\"plots\">{}</div><p class=\"note\">A folder job's render measures no \
-             curves; album deliveries plot loudness over time and the spectrum.</p>",
+/// The plots of a render's track report: its curves before and after; for a report written before
+/// the engine measured curves, the levels chart instead.
+pub(super) fn track_plots(report: &TrackReport) -> String {
+    match &report.plots {
+        Some(curves) => curve_plots(&curves.before, &curves.after),
+        None => format!(
+            "<div class=\"plots\">{}</div><p class=\"note\">This report was written before \
+             lathe measured curves: the levels before and after stand in for them.</p>",
             plots::levels(&report.input_analysis, &report.output_analysis)
-        );
+        ),
     }
-    section.push_str(&analyses(&report.input_analysis, &report.output_analysis));
+}
+
+/// A track report: the analyses side by side, QC, stages and warnings.
+fn track_report(report: &TrackReport) -> String {
+    let mut section = analyses(&report.input_analysis, &report.output_analysis);
     let _ = write!(
         section,
         "<p>Profile {} · gain {:.2} dB · target {} · loudness error {} · {} passes · lathe {}</p>",

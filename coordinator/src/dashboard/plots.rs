@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use lathe_model::analysis::Analysis;
-use lathe_model::plot::{CURVE_STEP_S, PlotData, SPECTRUM_BANDS};
+use lathe_model::plot::{CURVE_STEP_S, PlotData, band_centre_hz};
 
 use super::html::escape;
 
@@ -154,11 +154,6 @@ pub fn loudness_over_time(before: &PlotData, after: &PlotData) -> String {
     )
 }
 
-/// The centre of spectrum band `band` (log-spaced from 20 Hz to 20 kHz), Hz.
-fn band_centre_hz(band: usize) -> f64 {
-    20.0 * 1000f64.powf((band as f64 + 0.5) / SPECTRUM_BANDS as f64)
-}
-
 /// The mean spectrum, before and after.
 pub fn spectrum(before: &PlotData, after: &PlotData) -> String {
     let curve = |data: &PlotData| -> Vec<(f64, f64)> {
@@ -238,6 +233,7 @@ pub fn levels(before: &Analysis, after: &Analysis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lathe_model::plot::SPECTRUM_BANDS;
 
     fn data(offset_db: f64) -> PlotData {
         PlotData {

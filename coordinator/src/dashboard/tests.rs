@@ -235,10 +235,30 @@ async fn a_tracks_page_shows_its_report_before_and_after() {
     let (status, page) = get(&fixture, &format!("/jobs/{}/tasks/2", ids[0])).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("<svg"), "{page}");
+    assert!(
+        page.contains("Loudness over time") && page.contains("Spectrum (mean)"),
+        "the render's curves before and after"
+    );
     assert!(page.contains("Integrated loudness"));
     assert!(page.contains("-10.0 LUFS") && page.contains("-14.0 LUFS"));
     assert!(page.contains("compressor") && page.contains("passed"));
     assert!(page.contains("0000002.wav"));
+}
+
+#[test]
+fn a_track_report_plots_its_curves_or_else_its_levels() {
+    let mut report: lathe_model::report::TrackReport =
+        serde_json::from_str(include_str!("../testing/track_report.json")).expect("the fixture");
+    let curves = report.plots.as_ref().expect("a report as workers send it");
+    assert_eq!(curves.before.short_term_lufs.len(), 30, "a 30 s track");
+    let page = super::pages::track_plots(&report);
+    assert!(page.contains("Loudness over time") && page.contains("Spectrum (mean)"));
+    assert!(!page.contains("written before"));
+    // A report stored before the engine measured curves: its levels stand in.
+    report.plots = None;
+    let page = super::pages::track_plots(&report);
+    assert!(!page.contains("Loudness over time") && page.contains("written before"));
+    assert!(page.contains("<svg"));
 }
 
 #[tokio::test]

@@ -126,7 +126,18 @@ impl CdLayout {
 
     /// The CUE sheet for the image file `image_name` (a WAV).
     pub fn cue_sheet(&self, image_name: &str) -> String {
-        let quoted = |s: &str| s.replace('"', "'");
+        // A CUE string is one line between double quotes: a quote in a title becomes an
+        // apostrophe, and a line break or any other control character a space, so no title can
+        // end its line and write one of its own.
+        let quoted = |s: &str| -> String {
+            s.chars()
+                .map(|c| match c {
+                    '"' => '\'',
+                    c if c.is_control() => ' ',
+                    c => c,
+                })
+                .collect()
+        };
         let mut cue = String::new();
         let mut line = |text: String| {
             cue.push_str(&text);
@@ -201,6 +212,43 @@ mod tests {
             tracks,
             total_samples,
         }
+    }
+
+    #[test]
+    fn hostile_titles_cannot_write_lines_of_their_own() {
+        let s = 44_100;
+        let hostile = "Dawn\"\r\nFILE \"evil.wav\" WAVE\n  TRACK 99 AUDIO\u{0}\t";
+        let mut album = layout(vec![track(hostile, 0, 0, 10 * s)], 10 * s);
+        album.title = hostile.into();
+        album.performer = "Band\nCATALOG 0000000000000".into();
+        album.genre = Some("Rock\"\nREM X".into());
+        let cue = album.cue_sheet("Album.wav");
+        let lines: Vec<&str> = cue.split("\r\n").filter(|l| !l.is_empty()).collect();
+        let honest = layout(vec![track("Dawn", 0, 0, 10 * s)], 10 * s);
+        let mut expected = honest.cue_sheet("Album.wav").split("\r\n").count() - 1;
+        expected += 1; // the genre's REM line
+        assert_eq!(lines.len(), expected, "{cue}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("FILE ")).count(), 1);
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.trim_start().starts_with("TRACK "))
+                .count(),
+            1
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("CATALOG ")).count(),
+            1
+        );
+        for line in &lines {
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            // Every quoted string is whole: two quotes or none.
+            assert!(matches!(line.matches('"').count(), 0 | 2), "{line:?}");
+        }
+        assert!(
+            cue.contains("TITLE \"Dawn'  FILE 'evil.wav' WAVE   TRACK 99 AUDIO  \""),
+            "{cue}"
+        );
     }
 
     #[test]

@@ -14,17 +14,8 @@ use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use lathe_model::plot::{CURVE_STEP_S, PlotData, SPECTRUM_BANDS};
-
-/// The spectrum's FFT length, frames.
-pub const SPECTRUM_FFT: usize = 4096;
-/// The floor of every plot, dB.
-const FLOOR_DB: f64 = -70.0;
-
-/// The centre frequency of spectrum band `i`, Hz.
-pub fn band_centre_hz(i: usize) -> f64 {
-    20.0 * 1000f64.powf((i as f64 + 0.5) / SPECTRUM_BANDS as f64)
-}
+use crate::plot::{FLOOR_DB, SPECTRUM_FFT, bands_db, hann_window};
+use lathe_model::plot::{CURVE_STEP_S, PlotData, SPECTRUM_BANDS, band_centre_hz};
 
 /// Measures `path` for the plots (one decode pass).
 ///
@@ -41,9 +32,7 @@ pub fn measure(path: &Path) -> Result<PlotData> {
         })?;
     let step = (CURVE_STEP_S * f64::from(rate)) as usize;
     let fft = FftPlanner::<f64>::new().plan_fft_forward(SPECTRUM_FFT);
-    let window: Vec<f64> = (0..SPECTRUM_FFT)
-        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / SPECTRUM_FFT as f64).cos())
-        .collect();
+    let window = hann_window();
     let mut frame: Vec<Complex<f64>> = Vec::with_capacity(SPECTRUM_FFT);
     let mut power = vec![0f64; SPECTRUM_FFT / 2];
     let mut ffts = 0usize;
@@ -82,30 +71,7 @@ pub fn measure(path: &Path) -> Result<PlotData> {
             }
         }
     }
-    let norm = (ffts.max(1) as f64) * (SPECTRUM_FFT as f64 / 2.0).powi(2);
-    let bin_hz = f64::from(rate) / SPECTRUM_FFT as f64;
-    let spectrum_db = (0..SPECTRUM_BANDS)
-        .map(|b| {
-            let lo = 20.0 * 1000f64.powf(b as f64 / SPECTRUM_BANDS as f64);
-            let hi = 20.0 * 1000f64.powf((b + 1) as f64 / SPECTRUM_BANDS as f64);
-            let bins: Vec<f64> = power
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| {
-                    let f = *k as f64 * bin_hz;
-                    f >= lo && f < hi
-                })
-                .map(|(_, p)| *p / norm)
-                .collect();
-            let nearest = ((band_centre_hz(b) / bin_hz).round() as usize).min(power.len() - 1);
-            let mean = if bins.is_empty() {
-                power[nearest] / norm
-            } else {
-                bins.iter().sum::<f64>() / bins.len() as f64
-            };
-            (10.0 * mean.max(1e-12).log10()).max(FLOOR_DB)
-        })
-        .collect();
+    let spectrum_db = bands_db(&power, ffts, rate);
     Ok(PlotData {
         short_term_lufs: curve,
         spectrum_db,

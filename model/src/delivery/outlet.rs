@@ -41,7 +41,21 @@ impl LossyCodec {
     }
 }
 
-/// A file name from a title: no path separators or characters that trouble file systems.
+/// The longest file or folder name [`file_name_for`] makes, bytes of UTF-8: well under the 255 of
+/// common file systems, with room for a track number, a `-2` and an extension.
+pub const MAX_FILE_NAME_BYTES: usize = 120;
+
+/// Names Windows reserves for devices, whatever the extension after them.
+const WINDOWS_DEVICE_NAMES: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// A file (or folder) name from a title, safe on every common file system: path separators,
+/// characters Windows refuses and control characters (NUL included) become `_`; leading dots
+/// (`..`, hidden files) and trailing dots and spaces (which Windows drops) go; the name is cut to
+/// [`MAX_FILE_NAME_BYTES`] on a character boundary; a Windows device name (`CON`, `nul.txt`, `COM1`)
+/// gets a leading `_`; and what is left empty becomes `untitled`.
 pub fn file_name_for(text: &str) -> String {
     let cleaned: String = text
         .chars()
@@ -51,12 +65,29 @@ pub fn file_name_for(text: &str) -> String {
             c => c,
         })
         .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').to_owned();
-    if trimmed.is_empty() {
-        "untitled".to_owned()
-    } else {
-        trimmed
+    let mut name = String::new();
+    for c in cleaned.trim().trim_start_matches('.').chars() {
+        if name.len() + c.len_utf8() > MAX_FILE_NAME_BYTES {
+            break;
+        }
+        name.push(c);
     }
+    let name = name.trim_end_matches(['.', ' ']);
+    if name.is_empty() {
+        return "untitled".to_owned();
+    }
+    let device = name.split('.').next().unwrap_or_default().trim_end();
+    if WINDOWS_DEVICE_NAMES
+        .iter()
+        .any(|reserved| device.eq_ignore_ascii_case(reserved))
+    {
+        let mut guarded = format!("_{name}");
+        while guarded.len() > MAX_FILE_NAME_BYTES {
+            guarded.pop();
+        }
+        return guarded;
+    }
+    name.to_owned()
 }
 
 /// The profile an outlet renders with. `job_profile` serves the streaming-class outlets.
@@ -83,4 +114,49 @@ fn float_master(mut profile: Profile, rate_hz: Option<u32>) -> Profile {
         profile.output.min_sample_rate_hz = None;
     }
     profile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_from_hostile_titles_are_safe_everywhere() {
+        for (title, expected) in [
+            ("Dawn Chorus", "Dawn Chorus"),
+            ("AC/DC", "AC_DC"),
+            ("../../etc/passwd", "_.._etc_passwd"),
+            ("..", "untitled"),
+            (".hidden", "hidden"),
+            ("a\u{0}b\nc\rd\u{1b}e", "a_b_c_d_e"),
+            ("C:\\Windows\\win.ini", "C__Windows_win.ini"),
+            ("What? <Yes> \"No\" | *", "What_ _Yes_ _No_ _ _"),
+            ("Vol. 2. ", "Vol. 2"),
+            ("   ", "untitled"),
+            ("CON", "_CON"),
+            ("nul.txt", "_nul.txt"),
+            ("com1", "_com1"),
+            ("Lpt9 .flac", "_Lpt9 .flac"),
+            ("CONCERT", "CONCERT"),
+            ("COM10", "COM10"),
+        ] {
+            assert_eq!(file_name_for(title), expected, "{title:?}");
+        }
+    }
+
+    #[test]
+    fn long_titles_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(300);
+        let name = file_name_for(&long);
+        assert!(name.len() <= MAX_FILE_NAME_BYTES, "{}", name.len());
+        assert_eq!(name, "é".repeat(MAX_FILE_NAME_BYTES / 2));
+        let ascii = file_name_for(&"x".repeat(300));
+        assert_eq!(ascii.len(), MAX_FILE_NAME_BYTES);
+        // Cut where a dot would be last: the dot goes too.
+        let dotted = format!("{}. tail", "y".repeat(MAX_FILE_NAME_BYTES - 1));
+        assert_eq!(file_name_for(&dotted), "y".repeat(MAX_FILE_NAME_BYTES - 1));
+        let device = format!("CON.{}", "z".repeat(300));
+        let guarded = file_name_for(&device);
+        assert!(guarded.starts_with("_CON.") && guarded.len() <= MAX_FILE_NAME_BYTES);
+    }
 }

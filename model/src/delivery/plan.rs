@@ -1,5 +1,6 @@
 //! The delivery plan: a catalogue's tasks in dependency order, each with self-contained work.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ use crate::tags::TrackTags;
 
 /// The folder, inside the output folder, for intermediates (float masters, staged files).
 pub const WORK_FOLDER: &str = ".lathe-work";
+/// The folder, inside the output folder, of the loose tracks' deliveries.
+const LOOSE_FOLDER: &str = "tracks";
 
 /// A catalogue's delivery, planned: tasks in an order where every task comes after the tasks it
 /// needs.
@@ -172,10 +175,49 @@ impl DeliveryPlan {
             planner.album(album)?;
         }
         planner.loose_tracks()?;
+        refuse_shared_paths(catalogue, &planner.tasks)?;
         Ok(Self {
             tasks: planner.tasks,
         })
     }
+}
+
+/// Two albums delivered into one folder, or two renders written to one file (compared as a
+/// case-insensitive file system compares them: `Dawn` is `dawn`), are an error naming both: one
+/// never silently overwrites the other.
+fn refuse_shared_paths(catalogue: &Catalogue, tasks: &[PlannedTask]) -> Result<()> {
+    let shared = |first: String, second: String, path: &str| crate::error::Error::Catalogue {
+        manifest: catalogue.origin.clone(),
+        item: format!("{first} and {second}"),
+        reason: format!(
+            "both would be delivered as {path:?} (titles and file names are made safe for every \
+             file system, which can make two the same); give one another title"
+        ),
+    };
+    let mut folders: BTreeMap<String, String> = BTreeMap::new();
+    if !catalogue.tracks.is_empty() {
+        folders.insert(LOOSE_FOLDER.to_owned(), "the loose tracks".to_owned());
+    }
+    for album in &catalogue.albums {
+        let folder = file_name_for(&album.title);
+        let this = format!("album {:?}", album.title);
+        if let Some(first) = folders.insert(folder.to_lowercase(), this.clone()) {
+            return Err(shared(first, this, &format!("{folder}/")));
+        }
+    }
+    let mut files: BTreeMap<String, &str> = BTreeMap::new();
+    for task in tasks {
+        if let Work::Render(render) = &task.work
+            && let Some(first) = files.insert(render.path.to_lowercase(), &task.label)
+        {
+            return Err(shared(
+                format!("{first:?}"),
+                format!("{:?}", task.label),
+                &render.path,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The tags of an album's track `index`.
@@ -516,7 +558,7 @@ impl Planner<'_> {
             return Ok(());
         }
         for &outlet in &self.catalogue.job.outlets {
-            self.outlet_renders(None, &tracks, &[], outlet, "tracks", false)?;
+            self.outlet_renders(None, &tracks, &[], outlet, LOOSE_FOLDER, false)?;
         }
         Ok(())
     }
@@ -550,6 +592,90 @@ fade_out_s = 2.0
         );
         let root = std::env::temp_dir().join("lathe-graph-test-does-not-exist");
         Catalogue::from_toml(&toml, Path::new("test.toml"), &root).unwrap()
+    }
+
+    /// The planner's error for `toml`, as text.
+    fn refusal(toml: &str) -> String {
+        let root = std::env::temp_dir().join("lathe-graph-test-does-not-exist");
+        let catalogue = Catalogue::from_toml(toml, Path::new("test.toml"), &root).unwrap();
+        DeliveryPlan::of(&catalogue, &|_| None)
+            .expect_err("a shared path")
+            .to_string()
+    }
+
+    #[test]
+    fn deliveries_that_would_share_a_path_are_refused_naming_both() {
+        // Two titles made the same by file-name safety.
+        let error = refusal(
+            r#"
+[[album]]
+title = "AC/DC"
+artist = "A"
+[[album.track]]
+file = "a.wav"
+title = "One"
+[[album]]
+title = "AC_DC"
+artist = "B"
+[[album.track]]
+file = "b.wav"
+title = "Two"
+"#,
+        );
+        assert!(
+            error.contains("album \"AC/DC\" and album \"AC_DC\"") && error.contains("\"AC_DC/\""),
+            "{error}"
+        );
+        // Two titles that differ in case only: one folder on a case-insensitive file system.
+        let error = refusal(
+            r#"
+[[album]]
+title = "Night"
+artist = "A"
+[[album.track]]
+file = "a.wav"
+title = "One"
+[[album]]
+title = "NIGHT"
+artist = "B"
+[[album.track]]
+file = "b.wav"
+title = "Two"
+"#,
+        );
+        assert!(error.contains("\"Night\" and album \"NIGHT\""), "{error}");
+        // Two loose tracks of one name from two folders.
+        let error = refusal(
+            r#"
+[[track]]
+file = "side-a/song.wav"
+[[track]]
+file = "side-b/Song.wav"
+"#,
+        );
+        assert!(
+            error.contains("\"tracks/streaming/Song.flac\"")
+                && error.contains("song")
+                && error.contains(" and "),
+            "{error}"
+        );
+        // An album called "Tracks" beside loose tracks.
+        let error = refusal(
+            r#"
+[[album]]
+title = "Tracks"
+artist = "A"
+[[album.track]]
+file = "a.wav"
+title = "One"
+[[track]]
+file = "b.wav"
+"#,
+        );
+        assert!(
+            error.contains("the loose tracks and album \"Tracks\""),
+            "{error}"
+        );
     }
 
     fn kinds(plan: &DeliveryPlan) -> Vec<&str> {

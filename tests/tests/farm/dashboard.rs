@@ -307,8 +307,14 @@ fn the_dashboard_follows_a_job_live_and_cancels_it() {
     let report = text(&browser, "main");
     assert!(report.contains("Integrated loudness"), "{report}");
     assert!(report.contains("Before (source)") && report.contains("After (master)"));
-    let charts = browser.execute("return document.querySelectorAll('main svg').length;");
-    assert!(charts.as_u64().is_some_and(|count| count >= 1), "{charts}");
+    let charts = browser.execute(
+        "return [...document.querySelectorAll('main svg title')].map(t => t.textContent).join('|');",
+    );
+    let charts = charts.as_str().unwrap_or_default();
+    assert!(
+        charts.contains("Loudness over time") && charts.contains("Spectrum"),
+        "the track's curves before and after: {charts}"
+    );
     screenshot(&browser, "track");
     browser.goto(&format!("{dashboard}/workers"));
     let workers = text(&browser, "#workers");

@@ -2,7 +2,8 @@
 //! `lathe_tests::farm`): the metrics move as a job runs and the backlog is the job's ready tasks,
 //! the probes answer (and a worker cut off from etcd reports not ready), `grpc.health.v1` serves,
 //! `LATHE_LOG_FORMAT=json` writes JSON lines, and every process's spans reach an OTLP collector as
-//! one trace per job, a tree with every parent present and the engine's phases under each task.
+//! one trace per job, a tree with every parent present and the engine's phases under each task,
+//! the tasks a restarted coordinator dispatches included.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -24,6 +25,8 @@ use serde_json::Value;
 
 const LATHE: &str = env!("CARGO_BIN_EXE_farm-lathe");
 const LONG: Duration = Duration::from_secs(300);
+/// Tracks of the traced job: more than the one worker's slot plus the one task queued ahead.
+const TRACKS: usize = 4;
 
 /// `GET path` from `address`: the status code and the body.
 fn http_get(address: &str, path: &str) -> (u16, String) {
@@ -326,6 +329,7 @@ fn every_process_exports_one_trace_per_job_as_a_tree() {
 
     let options = FarmOptions {
         otlp_port: Some(port),
+        hold_renders: true,
         ..FarmOptions::default()
     };
     let Some(mut farm) = Farm::start(BINARIES, options) else {
@@ -333,9 +337,8 @@ fn every_process_exports_one_trace_per_job_as_a_tree() {
         return;
     };
     farm.start_worker("w1");
-    farm.start_worker("w2");
     let sources = tempfile::tempdir().expect("sources");
-    write_catalogue(sources.path(), 3, 1.0);
+    write_catalogue(sources.path(), TRACKS, 1.0);
     // The CLI as a process of its own, exporting its spans too.
     let submitted = std::process::Command::new(LATHE)
         .args(["submit", sources.path().to_str().expect("utf-8 path")])
@@ -359,6 +362,29 @@ fn every_process_exports_one_trace_per_job_as_a_tree() {
     );
     let reply: Value = serde_json::from_slice(&submitted.stdout).expect("submit --json");
     let job = reply["job_id"].as_str().expect("job id").to_owned();
+    // With the first render held on the only worker (one slot), the coordinator has dispatched
+    // two tasks at most. It stops (flushing its spans, the job's among them) and a new process
+    // takes over: the tasks it dispatches must join the job's trace all the same, from the trace
+    // context stored with the job.
+    farm.wait_held("w1", LONG);
+    farm.stop_coordinator();
+    let dispatches_of_job = |spans: &[(String, Span)]| {
+        spans
+            .iter()
+            .filter(|(_, span)| {
+                span.name == "dispatch"
+                    && attribute(span, "lathe.job.id").as_deref() == Some(job.as_str())
+            })
+            .count()
+    };
+    let dispatched_before_restart = dispatches_of_job(&collector.spans.lock().expect("spans"));
+    assert!(
+        (1..TRACKS).contains(&dispatched_before_restart),
+        "{dispatched_before_restart} of {TRACKS} tasks dispatched before the restart"
+    );
+    farm.start_coordinator();
+    farm.release_all();
+    farm.start_worker("w2");
     farm.wait_for_status(&job, LONG, |status| status["state"] == "succeeded");
     // Stopping the processes flushes their spans.
     for worker in ["w1", "w2"] {
@@ -428,7 +454,15 @@ fn every_process_exports_one_trace_per_job_as_a_tree() {
         .into_iter()
         .filter(|span| span.trace_id == trace)
         .collect();
-    assert_eq!(tasks.len(), 3, "one task span per track");
+    let task_ids: BTreeSet<String> = tasks
+        .iter()
+        .filter_map(|span| attribute(span, "lathe.task.id"))
+        .collect();
+    assert_eq!(task_ids.len(), TRACKS, "a task span for every track");
+    assert!(
+        dispatches_of_job(&spans) > dispatched_before_restart,
+        "the restarted coordinator dispatched the rest of the job"
+    );
     let services: BTreeSet<String> = in_trace
         .iter()
         .map(|(service, _)| service.clone())

@@ -2,7 +2,7 @@
 //! plain HTTP/1.1 (one connection per command) with JSON bodies. A test-side client: blocking, no
 //! retries, and every failure is a panic naming the command.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -169,25 +169,44 @@ fn try_command(
     stream
         .write_all(request.as_bytes())
         .map_err(|error| error.to_string())?;
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
+    // chromedriver keeps the connection open after its reply, whatever the request asked: the
+    // reply ends where its length says.
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader
+        .read_line(&mut status_line)
         .map_err(|error| error.to_string())?;
-    let reply = String::from_utf8(reply).map_err(|error| error.to_string())?;
-    let (head, payload) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP head in {reply:?}"))?;
-    let status = head.split(' ').nth(1).unwrap_or_default();
-    let payload = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(payload)?
+    let status = status_line.split(' ').nth(1).unwrap_or_default().to_owned();
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        let mut header = String::new();
+        reader
+            .read_line(&mut header)
+            .map_err(|error| error.to_string())?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        }
+    }
+    let payload = if chunked {
+        read_chunked(&mut reader)?
     } else {
-        payload.to_owned()
+        let length = length.ok_or("a reply with neither a length nor chunks")?;
+        let mut payload = vec![0; length];
+        reader
+            .read_exact(&mut payload)
+            .map_err(|error| error.to_string())?;
+        payload
     };
-    let mut json: Value =
-        serde_json::from_str(&payload).map_err(|error| format!("{error} in {payload:?}"))?;
+    let mut json: Value = serde_json::from_slice(&payload)
+        .map_err(|error| format!("{error} in {:?}", String::from_utf8_lossy(&payload)))?;
     if status != "200" {
         return Err(format!("HTTP {status}: {}", json["value"]));
     }
@@ -195,19 +214,23 @@ fn try_command(
 }
 
 /// The body of a chunked HTTP/1.1 reply.
-fn dechunk(mut chunked: &str) -> Result<String, String> {
-    let mut body = String::new();
+fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
     loop {
-        let (size, rest) = chunked
-            .split_once("\r\n")
-            .ok_or("a chunk without its size line")?;
+        let mut size = String::new();
+        reader
+            .read_line(&mut size)
+            .map_err(|error| error.to_string())?;
         let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16)
             .map_err(|error| format!("chunk size {size:?}: {error}"))?;
+        let mut chunk = vec![0; size + 2];
+        reader
+            .read_exact(&mut chunk)
+            .map_err(|error| error.to_string())?;
         if size == 0 {
             return Ok(body);
         }
-        body.push_str(rest.get(..size).ok_or("a chunk shorter than its size")?);
-        chunked = rest[size..].trim_start_matches("\r\n");
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
@@ -251,8 +274,9 @@ fn base64_decodes_every_padding() {
 
 #[test]
 fn chunked_replies_are_joined() {
+    let mut reply: &[u8] = b"4\r\n{\"va\r\n5\r\nlue\":\r\n3\r\n 1}\r\n0\r\n\r\n";
     assert_eq!(
-        dechunk("4\r\n{\"va\r\n5\r\nlue\":\r\n3\r\n 1}\r\n0\r\n\r\n").as_deref(),
-        Ok("{\"value\": 1}")
+        read_chunked(&mut reply).as_deref(),
+        Ok(&b"{\"value\": 1}"[..])
     );
 }

@@ -406,6 +406,86 @@ gap_s = 0.0
     );
 }
 
+#[test]
+fn hostile_titles_deliver_safe_names_and_colliding_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let recipe = TrackRecipe {
+        duration_s: 5.0,
+        ..TrackRecipe::new(Style::Pop, 3)
+    };
+    write_wav(&recipe, &dir.path().join("src/0.wav"), 32).unwrap();
+    let long = "L".repeat(300);
+    let manifest = dir.path().join("hostile.toml");
+    let text = format!(
+        r#"
+[job]
+outlets = ["streaming", "cd"]
+[[album]]
+title = "../../CON"
+artist = "Band\"\nFILE \"x.wav\" WAVE"
+[[album.track]]
+file = "src/0.wav"
+title = "{long}\u0000\n  TRACK 02 AUDIO"
+"#
+    );
+    std::fs::write(&manifest, &text).unwrap();
+    let out = dir.path().join("out");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // Delivered: every file inside the output folder under a safe name, and a CUE sheet with one
+    // FILE and one TRACK.
+    let mut files = Vec::new();
+    files_under(&out, &mut files);
+    assert!(!files.is_empty(), "{}\n{}", outcome.stdout, outcome.stderr);
+    for file in &files {
+        for part in file.split('/') {
+            assert!(part.len() <= 130, "{file}");
+            assert!(!part.chars().any(char::is_control), "{file:?}");
+            assert_ne!(part, "..");
+        }
+    }
+    assert!(files.iter().any(|f| f.starts_with("_.._CON/")), "{files:?}");
+    let cue = files
+        .iter()
+        .find(|f| f.ends_with(".cue"))
+        .expect("a CUE sheet");
+    let cue = std::fs::read_to_string(out.join(cue)).unwrap();
+    let (_, tracks) = read_cue(&cue);
+    assert_eq!(tracks.len(), 1, "{cue}");
+    assert_eq!(
+        cue.matches("\nFILE ").count() + usize::from(cue.starts_with("FILE ")),
+        1
+    );
+
+    // Two albums whose titles make one folder: refused before any work, naming both.
+    let colliding = format!(
+        "{text}\n[[album]]\ntitle = \"../../con\"\nartist = \"Other\"\n[[album.track]]\nfile = \"src/0.wav\"\ntitle = \"One\"\n"
+    );
+    std::fs::write(&manifest, colliding).unwrap();
+    let refused_out = dir.path().join("refused");
+    let outcome = lathe(&[
+        "master",
+        manifest.to_str().unwrap(),
+        "-o",
+        refused_out.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome.status, 2, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("album \"../../CON\" and album \"../../con\"")
+            && outcome.stderr.contains("\"_.._con/\""),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!refused_out.exists(), "nothing written");
+}
+
 /// A hot profile: the streaming chain pushed to -10 LUFS under a -0.1 dBTP ceiling, where lossy
 /// codecs overshoot.
 fn hot_profile(dir: &Path) {
