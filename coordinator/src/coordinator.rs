@@ -106,6 +106,9 @@ impl CoordinatorSettings {
 /// How many times a compare-and-swap transition is retried against concurrent writers.
 const SWAP_ATTEMPTS: u32 = 20;
 
+/// The longest phase name a progress report may carry, bytes (the engine's are a word).
+const MAX_PHASE_BYTES: usize = 32;
+
 /// The most bytes of records one submit transaction writes (etcd refuses requests over 1.5 MiB).
 const SUBMIT_BATCH_BYTES: usize = 512 * 1024;
 
@@ -1284,9 +1287,41 @@ impl Coordinator {
         Ok(verdict)
     }
 
-    /// A worker's progress on a task; returns true when the task should stop (job cancelled).
-    pub async fn progress(&self, task_id: &str, phase: &str, fraction: f64) -> Result<bool> {
+    /// A worker's progress on a task; returns true when the task should stop (its job was
+    /// cancelled, or the task is no longer running on this worker). Nothing is kept for a task
+    /// that is not running on `worker_id`: only running tasks take memory, whatever is reported.
+    pub async fn progress(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        phase: &str,
+        fraction: f64,
+    ) -> Result<bool> {
         let job_id = record::job_of_task(task_id)?;
+        if phase.len() > MAX_PHASE_BYTES || !(0.0..=1.0).contains(&fraction) {
+            return Err(Error::InvalidRequest(format!(
+                "progress of {task_id}: a phase of at most {MAX_PHASE_BYTES} bytes and a \
+                 fraction from 0 to 1"
+            )));
+        }
+        let key = task_key(task_id)?;
+        let stored = self
+            .inner
+            .state
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let task: TaskRecord = decode(&key, &stored.value)?;
+        if task.state != TaskState::Running || task.worker_id != worker_id {
+            tracing::warn!(
+                task = %task_id,
+                worker = %worker_id,
+                state = ?task.state,
+                holder = %task.worker_id,
+                "progress refused: the task is not running on this worker"
+            );
+            return Ok(true);
+        }
         if let Ok(mut progress) = self.inner.progress.lock() {
             progress.insert(task_id.to_owned(), (phase.to_owned(), fraction));
         }

@@ -432,7 +432,12 @@ impl WorkerApi for WorkerService {
         let request = request.into_inner();
         let cancel = self
             .0
-            .progress(&request.task_id, &request.phase, request.fraction)
+            .progress(
+                &request.task_id,
+                &request.worker_id,
+                &request.phase,
+                request.fraction,
+            )
             .await?;
         Ok(Response::new(v1::ProgressReply { cancel }))
     }

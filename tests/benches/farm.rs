@@ -838,7 +838,7 @@ fn state_at_scale() {
                 for round in 0..20 {
                     for task in &running {
                         coordinator
-                            .progress(task, "render", f64::from(round) / 20.0)
+                            .progress(task, "w1", "render", f64::from(round) / 20.0)
                             .await
                             .expect("progress");
                     }

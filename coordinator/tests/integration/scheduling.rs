@@ -8,7 +8,7 @@ use lathe_coordinator::coordinator::{Fault, StartVerdict};
 use lathe_coordinator::queue::{MemoryQueue, WorkQueue};
 use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
 use lathe_coordinator::state::{LeaseId, MemoryStore, Page, StateStore, Transaction, Versioned};
-use lathe_coordinator::{Coordinator, CoordinatorSettings};
+use lathe_coordinator::{Coordinator, CoordinatorSettings, Error};
 use lathe_proto::v1;
 use prost::Message as _;
 
@@ -257,6 +257,66 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
 }
 
 #[tokio::test]
+async fn progress_is_kept_only_from_the_worker_running_the_task() {
+    let fixture = fixture(CoordinatorSettings::default());
+    let job_id = job(&fixture, "p", 0, 2).await;
+    let coordinator = &fixture.coordinator;
+    coordinator.dispatch_ready().await.expect("dispatch");
+    let running = format!("{job_id}.0000000");
+    assert_eq!(
+        coordinator
+            .start_task(&running, "w1", 1)
+            .await
+            .expect("start"),
+        StartVerdict::Run
+    );
+    assert!(
+        !coordinator
+            .progress(&running, "w1", "render", 0.25)
+            .await
+            .expect("progress")
+    );
+    assert_eq!(fraction_of(coordinator, &job_id).await, 0.25);
+    // Another worker's report is not kept, and tells it to stop.
+    assert!(
+        coordinator
+            .progress(&running, "w2", "render", 0.75)
+            .await
+            .expect("a refusal, not an error")
+    );
+    assert_eq!(fraction_of(coordinator, &job_id).await, 0.25);
+    // A task not started, a task of a job that does not exist, and bad values: nothing kept.
+    let queued = format!("{job_id}.0000001");
+    assert!(
+        coordinator
+            .progress(&queued, "w1", "render", 0.5)
+            .await
+            .expect("a refusal")
+    );
+    assert!(matches!(
+        coordinator.progress("x.y", "w1", "render", 0.5).await,
+        Err(Error::TaskNotFound(_) | Error::InvalidRequest(_))
+    ));
+    for (phase, fraction) in [
+        ("render", f64::NAN),
+        ("render", 1.5),
+        (&*"p".repeat(33), 0.5),
+    ] {
+        assert!(matches!(
+            coordinator.progress(&running, "w1", phase, fraction).await,
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+    assert_eq!(fraction_of(coordinator, &job_id).await, 0.25);
+}
+
+/// The fraction of task 0 of `job_id` as the job's status shows it.
+async fn fraction_of(coordinator: &Coordinator, job_id: &str) -> f64 {
+    let task = coordinator.task(job_id, 0).await.expect("task");
+    coordinator.task_status(&task).fraction
+}
+
+#[tokio::test]
 async fn cancel_drops_queued_and_stops_running_tasks() {
     let fixture = fixture(CoordinatorSettings::default());
     let job_id = job(&fixture, "c", 0, 3).await;
@@ -271,14 +331,14 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
     );
     assert!(
         !coordinator
-            .progress(&running, "render", 0.5)
+            .progress(&running, "w1", "render", 0.5)
             .await
             .expect("progress")
     );
     coordinator.cancel(&job_id).await.expect("cancel");
     assert!(
         coordinator
-            .progress(&running, "render", 0.6)
+            .progress(&running, "w1", "render", 0.6)
             .await
             .expect("progress"),
         "told to stop"
@@ -1494,11 +1554,11 @@ async fn a_watch_sends_the_whole_status_then_only_what_changed() {
 
     // Progress alone: a delta naming only the task that moved, with its phase and fraction.
     coordinator
-        .progress(&first, "render", 0.25)
+        .progress(&first, "w1", "render", 0.25)
         .await
         .expect("progress");
     coordinator
-        .progress(&first, "render", 0.5)
+        .progress(&first, "w1", "render", 0.5)
         .await
         .expect("progress");
     let delta = watch.next().await.expect("message").expect("delta");
