@@ -1,8 +1,9 @@
 //! The curves a report plots for an audio stream (`lathe_model::plot::PlotData`): short-term
 //! loudness over time and the mean spectrum. Both are measured as the stream passes through an
 //! analysis, with no pass of their own: the loudness curve is read off the loudness meter
-//! ([`crate::loudness::LoudnessMeter::short_term_curve`]), and [`SpectrumMeter`] transforms one
-//! frame of [`SPECTRUM_FFT`] samples in every [`SPECTRUM_EVERY`].
+//! ([`crate::loudness::LoudnessMeter::short_term_curve`]), and [`SpectrumMeter`] transforms frames
+//! of [`SPECTRUM_FFT`] samples: one in [`SPECTRUM_EVERY`] in a render's analysis, every one for an
+//! album report (which reads the file for its curves alone).
 
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use crate::audio::AudioBlock;
 
 /// The spectrum's FFT length, frames.
 pub const SPECTRUM_FFT: usize = 4096;
-/// [`SpectrumMeter`] transforms one frame in this many (at 44.1 kHz, 93 ms of every 743 ms): a mean
-/// over a whole track needs no more, and the analysis it rides on stays as fast.
+/// The stride of the spectrum a render's analysis measures: one frame in this many (at 44.1 kHz,
+/// 93 ms of every 743 ms). A mean over a whole track needs no more, and the analysis it rides on
+/// stays as fast.
 pub const SPECTRUM_EVERY: u64 = 8;
 /// The floor of every plotted level, dB (LUFS for loudness).
 pub const FLOOR_DB: f64 = -70.0;
@@ -23,7 +25,7 @@ pub const FLOOR_DB: f64 = -70.0;
 /// The mean spectrum in the plot's [`SPECTRUM_BANDS`] bands, dB (floored at [`FLOOR_DB`]), from
 /// `power`: the summed squared magnitudes of bins `0..SPECTRUM_FFT / 2` over `ffts` Hann-windowed
 /// transforms at `sample_rate_hz`. A band with no bin takes its nearest bin's power.
-pub fn bands_db(power: &[f64], ffts: usize, sample_rate_hz: u32) -> Vec<f64> {
+fn bands_db(power: &[f64], ffts: usize, sample_rate_hz: u32) -> Vec<f64> {
     let norm = (ffts.max(1) as f64) * (SPECTRUM_FFT as f64 / 2.0).powi(2);
     let bin_hz = f64::from(sample_rate_hz) / SPECTRUM_FFT as f64;
     (0..SPECTRUM_BANDS)
@@ -51,15 +53,15 @@ pub fn bands_db(power: &[f64], ffts: usize, sample_rate_hz: u32) -> Vec<f64> {
 }
 
 /// The Hann window of [`SPECTRUM_FFT`] points.
-pub fn hann_window() -> Vec<f64> {
+fn hann_window() -> Vec<f64> {
     (0..SPECTRUM_FFT)
         .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / SPECTRUM_FFT as f64).cos())
         .collect()
 }
 
 /// The mean spectrum of a stream, channels summed, from one frame of [`SPECTRUM_FFT`] in every
-/// [`SPECTRUM_EVERY`] (the first frame always). Frames are counted from the stream's start, so the
-/// result does not depend on how the stream is cut into blocks.
+/// `every` (the first frame always). Frames are counted from the stream's start, so the result
+/// does not depend on how the stream is cut into blocks.
 pub struct SpectrumMeter {
     fft: Arc<dyn RealToComplex<f64>>,
     window: Vec<f64>,
@@ -69,20 +71,16 @@ pub struct SpectrumMeter {
     /// Summed squared magnitudes of bins `0..SPECTRUM_FFT / 2`.
     power: Vec<f64>,
     ffts: usize,
+    /// Transform one frame in this many.
+    every: u64,
     /// The current frame's index and how many of its samples have passed.
     frame_index: u64,
     filled: usize,
 }
 
-impl Default for SpectrumMeter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl SpectrumMeter {
-    /// An empty meter.
-    pub fn new() -> Self {
+    /// An empty meter that transforms one frame in `every` (at least 1: every frame).
+    pub fn new(every: u64) -> Self {
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(SPECTRUM_FFT);
         let spectrum = fft.make_output_vec();
         Self {
@@ -92,6 +90,7 @@ impl SpectrumMeter {
             spectrum,
             power: vec![0.0; SPECTRUM_FFT / 2],
             ffts: 0,
+            every: every.max(1),
             frame_index: 0,
             filled: 0,
         }
@@ -103,7 +102,7 @@ impl SpectrumMeter {
         let mut at = 0;
         while at < frames {
             let take = (SPECTRUM_FFT - self.filled).min(frames - at);
-            if self.frame_index % SPECTRUM_EVERY == 0 {
+            if self.frame_index % self.every == 0 {
                 for i in at..at + take {
                     let sum: f64 = block.channels().map(|c| f64::from(c[i])).sum();
                     self.frame.push(sum * self.window[self.frame.len()]);
@@ -136,7 +135,7 @@ impl SpectrumMeter {
         }
     }
 
-    /// The mean spectrum so far in the plot's bands, dB (see [`bands_db`]); every band at
+    /// The mean spectrum so far in the plot's bands, dB (a band with no FFT bin takes its nearest bin's power); every band at
     /// [`FLOOR_DB`] before a whole frame has passed.
     pub fn bands_db(&self, sample_rate_hz: u32) -> Vec<f64> {
         bands_db(&self.power, self.ffts, sample_rate_hz)
@@ -169,7 +168,7 @@ mod tests {
     }
 
     fn spectrum_of(blocks: &[AudioBlock], rate: u32) -> Vec<f64> {
-        let mut meter = SpectrumMeter::new();
+        let mut meter = SpectrumMeter::new(SPECTRUM_EVERY);
         for block in blocks {
             meter.add(block);
         }

@@ -15,7 +15,7 @@ use crate::audio::AudioBlock;
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::loudness::{LoudnessMeter, linear_to_db};
-use crate::plot::SpectrumMeter;
+use crate::plot::{SPECTRUM_EVERY, SpectrumMeter};
 
 /// Samples quieter than this on every channel count as silence (leading/trailing silence).
 pub const SILENCE_THRESHOLD_DBFS: f64 = -60.0;
@@ -104,7 +104,7 @@ impl Analyzer {
     /// This analyser, measuring the mean spectrum as well, for [`Analyzer::plot`].
     #[must_use]
     pub fn with_plot(mut self) -> Self {
-        self.spectrum = Some(SpectrumMeter::new());
+        self.spectrum = Some(SpectrumMeter::new(SPECTRUM_EVERY));
         self
     }
 

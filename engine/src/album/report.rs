@@ -6,15 +6,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use ebur128::{EbuR128, Mode};
-use rustfft::FftPlanner;
-use rustfft::num_complex::Complex;
 use serde::Serialize;
 
 use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use crate::plot::{FLOOR_DB, SPECTRUM_FFT, bands_db, hann_window};
+use crate::plot::{FLOOR_DB, SpectrumMeter};
 use lathe_model::plot::{CURVE_STEP_S, PlotData, SPECTRUM_BANDS, band_centre_hz};
 
 /// Measures `path` for the plots (one decode pass).
@@ -31,11 +29,8 @@ pub fn measure(path: &Path) -> Result<PlotData> {
             reason: format!("loudness meter: {e}"),
         })?;
     let step = (CURVE_STEP_S * f64::from(rate)) as usize;
-    let fft = FftPlanner::<f64>::new().plan_fft_forward(SPECTRUM_FFT);
-    let window = hann_window();
-    let mut frame: Vec<Complex<f64>> = Vec::with_capacity(SPECTRUM_FFT);
-    let mut power = vec![0f64; SPECTRUM_FFT / 2];
-    let mut ffts = 0usize;
+    // Every frame: an album's report reads each file once, for these curves alone.
+    let mut spectrum = SpectrumMeter::new(1);
     let mut curve = Vec::new();
     let mut since_read = 0usize;
     let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, rate);
@@ -58,20 +53,9 @@ pub fn measure(path: &Path) -> Result<PlotData> {
                 });
             }
         }
-        for i in 0..n {
-            let x: f64 = block.channels().map(|c| f64::from(c[i])).sum();
-            frame.push(Complex::new(x * window[frame.len()], 0.0));
-            if frame.len() == SPECTRUM_FFT {
-                fft.process(&mut frame);
-                for (p, c) in power.iter_mut().zip(&frame) {
-                    *p += c.norm_sqr();
-                }
-                ffts += 1;
-                frame.clear();
-            }
-        }
+        spectrum.add(&block);
     }
-    let spectrum_db = bands_db(&power, ffts, rate);
+    let spectrum_db = spectrum.bands_db(rate);
     Ok(PlotData {
         short_term_lufs: curve,
         spectrum_db,
