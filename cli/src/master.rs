@@ -287,7 +287,9 @@ async fn run_job(
         let (source, output) = (&sources[index], &outputs[index]);
         results[index] = Some(match task.state() {
             v1::TaskState::Succeeded => {
-                client.download(&task.output_digest, output).await?;
+                client
+                    .download(&job_id, &task.output_digest, output)
+                    .await?;
                 let mut report: TrackReport = serde_json::from_str(&task.report_json)
                     .with_context(|| format!("{}: unreadable track report", source.display()))?;
                 // The worker knew the files by name only: the report names them as given here.

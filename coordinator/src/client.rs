@@ -10,7 +10,10 @@ use futures::StreamExt;
 use lathe_proto::v1;
 use lathe_proto::v1::job_api_client::JobApiClient;
 use lathe_proto::v1::worker_api_client::WorkerApiClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::tls::ClientTls;
 
 use crate::blob::{Digest, DigestWriter, HashingSink, read_file, verify};
 use crate::error::{Error, Result};
@@ -25,32 +28,92 @@ const TASKS_PER_PAGE: u32 = 1_000;
 /// The coordinator's default address: loopback, port 7480.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7480";
 
+/// How a client reaches the coordinator: its address, the client token it presents to the job
+/// API, and over TLS the CA it trusts and (a worker) its own certificate.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `https://host:port` (or `http://` on an insecure loopback farm).
+    pub url: String,
+    /// The client token (`lathe_...`); none for a worker.
+    pub token: Option<String>,
+    /// TLS: the farm's CA, and a worker's certificate.
+    pub tls: Option<ClientTls>,
+}
+
+impl Access {
+    /// Plain HTTP/2 to `url` with `token`: the embedded farm, and tests on loopback.
+    pub fn insecure(url: &str, token: Option<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            token,
+            tls: None,
+        }
+    }
+}
+
+/// Adds the client's token to every job-API call.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(crate::auth::AUTHORIZATION, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel the job API's stub sends on: every call with the client's token.
+pub type JobChannel = InterceptedService<Channel, BearerToken>;
+
 /// Connected stubs of both services (cheap to clone; one HTTP/2 connection underneath).
 #[derive(Debug, Clone)]
 pub struct FarmClient {
     /// The job API.
-    pub jobs: JobApiClient<Channel>,
+    pub jobs: JobApiClient<JobChannel>,
     /// The worker API.
     pub workers: WorkerApiClient<Channel>,
     url: String,
 }
 
 impl FarmClient {
-    /// A client for the coordinator at `url`. The connection is made on first use and re-made after
-    /// the coordinator restarts.
-    pub fn lazy(url: &str) -> Result<Self> {
-        let endpoint = Channel::from_shared(url.to_owned())
-            .map_err(|e| Error::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?
+    /// A client for the coordinator `access` names. The connection is made on first use and
+    /// re-made after the coordinator restarts.
+    pub fn lazy(access: &Access) -> Result<Self> {
+        let url = access.url.as_str();
+        let failed = |reason: String| Error::Connect {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut endpoint = Channel::from_shared(url.to_owned())
+            .map_err(|e| failed(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+        if let Some(tls) = &access.tls {
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|e| failed(format!("TLS: {e}")))?;
+        }
+        let token = access
+            .token
+            .as_deref()
+            .map(|token| {
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| failed("the token is not printable ASCII".to_owned()))
+            })
+            .transpose()?;
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            jobs: JobApiClient::new(channel.clone())
+            jobs: JobApiClient::with_interceptor(channel.clone(), BearerToken(token))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             workers: WorkerApiClient::new(channel)
@@ -60,10 +123,11 @@ impl FarmClient {
         })
     }
 
-    /// A client for the coordinator at `url`, checked by a first call (one the coordinator answers
-    /// without its etcd or NATS, so that a command waiting for them can start).
-    pub async fn connect(url: &str) -> Result<Self> {
-        let client = Self::lazy(url)?;
+    /// A client for the coordinator `access` names, checked by a first call that checks the
+    /// token too (the coordinator answers it without NATS, and without etcd for a token it
+    /// verified lately, so that a command waiting for them can start).
+    pub async fn connect(access: &Access) -> Result<Self> {
+        let client = Self::lazy(access)?;
         client
             .jobs
             .clone()
@@ -71,9 +135,12 @@ impl FarmClient {
                 digests: Vec::new(),
             })
             .await
-            .map_err(|status| Error::Connect {
-                url: url.to_owned(),
-                reason: status.message().to_owned(),
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Error::Rpc(status),
+                _ => Error::Connect {
+                    url: access.url.clone(),
+                    reason: status.message().to_owned(),
+                },
             })?;
         Ok(client)
     }
@@ -313,13 +380,15 @@ impl FarmClient {
         }
     }
 
-    /// Downloads a blob into `path` (written under a temporary name, renamed once its digest checks).
-    pub async fn download(&self, digest: &str, path: &Path) -> Result<u64> {
+    /// Downloads a blob of job `job_id` into `path` (written under a temporary name, renamed once
+    /// its digest checks).
+    pub async fn download(&self, job_id: &str, digest: &str, path: &Path) -> Result<u64> {
         let stream = self
             .jobs
             .clone()
             .fetch_blob(v1::BlobRef {
                 digest: digest.to_owned(),
+                job_id: job_id.to_owned(),
             })
             .await?
             .into_inner();

@@ -29,13 +29,13 @@ use crate::record::{
     TaskCounts, TaskRecord, TaskState, WORKERS_PREFIX, WorkerRecord, active_key, blob_ref_key,
     by_state_key, by_state_prefix, by_state_root, counts_key, counts_prefix, decode, encode,
     finished_key, idempotency_key, job_key, qc_failed_key, qc_failed_prefix, submitting_key,
-    task_id, task_key, task_of_by_state_key, tasks_prefix,
+    task_id, task_key, task_of_by_state_key, tasks_prefix, worker_key,
 };
 
 mod batch;
 mod dispatch;
 mod operations;
-use crate::state::{Expect, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
+use crate::state::{Expect, LeaseId, MAX_PAGE, MAX_TRANSACTION_OPS, StateStore, Transaction};
 mod reconcile;
 mod watch;
 pub use operations::Deleted;
@@ -161,15 +161,81 @@ pub enum Fault {
 }
 
 /// What a worker should do with a delivery, from [`Coordinator::start_task`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StartVerdict {
-    /// Run it.
-    Run,
+    /// Run it: the attempt's token and the task as stored.
+    Run(Box<Attempt>),
     /// Acknowledge and drop the message; the reason says why.
     Drop(String),
     /// Hand it back for another worker.
     HandBack(String),
 }
+
+/// An attempt a worker holds: the token every later call about the task presents, and the task
+/// as the coordinator stores it (which the worker runs, whatever the queue message said).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The attempt's token (only its hash is stored).
+    pub token: String,
+    /// The task.
+    pub task: v1::Task,
+}
+
+impl StartVerdict {
+    /// The attempt, when the verdict is to run.
+    pub fn attempt(self) -> Option<Attempt> {
+        match self {
+            Self::Run(attempt) => Some(*attempt),
+            _ => None,
+        }
+    }
+
+    /// True when the verdict is to run.
+    pub fn is_run(&self) -> bool {
+        matches!(self, Self::Run(_))
+    }
+}
+
+/// A worker's call about the attempt it holds: who it is and the attempt's token.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptCall<'a> {
+    /// The task.
+    pub task_id: &'a str,
+    /// The worker (its certificate's name on a farm with TLS).
+    pub worker_id: &'a str,
+    /// The token [`Coordinator::start_task`] gave the attempt.
+    pub token: &'a str,
+}
+
+impl AttemptCall<'_> {
+    /// True when `task` is held by this call's attempt: started by this worker, with this token.
+    fn holds(&self, task: &TaskRecord) -> bool {
+        task.worker_id == self.worker_id
+            && crate::auth::attempt_token_matches(self.token, &task.attempt_token_hash)
+    }
+
+    /// The refusal of a call whose attempt does not hold `task`, logged.
+    fn refused(&self, what: &str, task: &TaskRecord) -> Error {
+        tracing::warn!(
+            task = %self.task_id,
+            worker = %self.worker_id,
+            holder = %task.worker_id,
+            attempts = task.attempts,
+            "{what} refused: not the attempt that holds the task"
+        );
+        Error::PermissionDenied(format!(
+            "{what} of task {}: worker {} does not hold its current attempt",
+            self.task_id, self.worker_id
+        ))
+    }
+}
+
+/// A worker's registration disappears this long after its last heartbeat (workers beat every
+/// 2 s).
+pub const WORKER_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Workers one coordinator keeps leases for.
+const MAX_WORKERS: usize = 10_000;
 
 /// How long `/readyz` waits for the state store and the work queue.
 pub const READY_PROBE_WAIT: Duration = Duration::from_secs(2);
@@ -204,6 +270,10 @@ struct Inner {
     pending_floors: Mutex<dispatch::PendingFloors>,
     /// What `/metrics` reports.
     metrics: Arc<CoordinatorMetrics>,
+    /// Client tokens verified lately.
+    tokens: crate::auth::TokenCache,
+    /// The lease this coordinator holds for each registered worker.
+    worker_leases: Mutex<HashMap<String, LeaseId>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -239,6 +309,8 @@ impl Coordinator {
                 sweep_cursor: Mutex::new(None),
                 pending_floors: Mutex::new(dispatch::PendingFloors::default()),
                 metrics,
+                tokens: crate::auth::TokenCache::default(),
+                worker_leases: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -267,6 +339,81 @@ impl Coordinator {
     /// The blob store.
     pub fn blobs(&self) -> &dyn BlobStore {
         self.inner.blobs.as_ref()
+    }
+
+    /// The state store (the token records the services check live there too).
+    pub fn state(&self) -> &dyn StateStore {
+        self.inner.state.as_ref()
+    }
+
+    /// The client that presented `token`: its name and role, if the token is valid.
+    pub async fn authenticate(&self, token: &str) -> Result<crate::auth::Caller> {
+        self.inner
+            .tokens
+            .authenticate(self.inner.state.as_ref(), token)
+            .await
+    }
+
+    /// Who owns job `job_id` (the name of the token that submitted it).
+    pub async fn job_owner(&self, job_id: &str) -> Result<String> {
+        Ok(self.job(job_id).await?.0.owner)
+    }
+
+    /// True when job `job_id` refers to blob `digest` (a source, master or plan of it).
+    pub async fn job_refers_to(&self, job_id: &str, digest: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .state
+            .get(&blob_ref_key(digest, job_id))
+            .await?
+            .is_some())
+    }
+
+    /// Checks that a worker's attempt holds task `call.task_id`, running.
+    pub async fn require_attempt(&self, call: AttemptCall<'_>) -> Result<()> {
+        let key = task_key(call.task_id)?;
+        let stored = self
+            .inner
+            .state
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(call.task_id.to_owned()))?;
+        let task: TaskRecord = decode(&key, &stored.value)?;
+        if task.state != TaskState::Running || !call.holds(&task) {
+            return Err(call.refused("an upload", &task));
+        }
+        Ok(())
+    }
+
+    /// Checks that a worker's attempt holds task `call.task_id` and that `digest` is one of the
+    /// task's sources or inputs: the only blobs the worker may read.
+    pub async fn require_source_of_attempt(
+        &self,
+        call: AttemptCall<'_>,
+        digest: &str,
+    ) -> Result<()> {
+        let key = task_key(call.task_id)?;
+        let stored = self
+            .inner
+            .state
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound(call.task_id.to_owned()))?;
+        let task: TaskRecord = decode(&key, &stored.value)?;
+        if task.state != TaskState::Running || !call.holds(&task) {
+            return Err(call.refused("a source read", &task));
+        }
+        let of_task = task.source_digest == digest
+            || task.graph.source_digests.iter().any(|d| d == digest)
+            || task.graph.inputs.iter().any(|input| input.digest == digest);
+        if !of_task {
+            tracing::warn!(task = %call.task_id, worker = %call.worker_id, %digest, "source read refused: not a file of the task");
+            return Err(Error::PermissionDenied(format!(
+                "blob {digest} is not a source or input of task {}",
+                call.task_id
+            )));
+        }
+        Ok(())
     }
 
     /// The settings.
@@ -394,10 +541,22 @@ impl Coordinator {
     }
 
     /// Plans and stores a job; its tasks go on the queue as workers free up. A job whose tasks
-    /// came as a blob (`tasks_digest`) is read from it first.
-    pub async fn submit(&self, request: &v1::SubmitJobRequest) -> Result<String> {
+    /// came as a blob (`tasks_digest`) is read from it first. `owner` (the submitting token's
+    /// name) is recorded on the job; its idempotency key is the owner's, so that another user's
+    /// key finds nothing.
+    pub async fn submit(&self, request: &v1::SubmitJobRequest, owner: &str) -> Result<String> {
+        let owned;
+        let request = if request.idempotency_key.is_empty() {
+            request
+        } else {
+            owned = v1::SubmitJobRequest {
+                idempotency_key: format!("{owner}/{}", request.idempotency_key),
+                ..request.clone()
+            };
+            &owned
+        };
         if request.tasks_digest.is_empty() {
-            return self.submit_whole(request).await;
+            return self.submit_whole(request, owner).await;
         }
         if !request.tracks.is_empty() || !request.graph.is_empty() {
             return Err(Error::InvalidRequest(
@@ -419,11 +578,12 @@ impl Coordinator {
             tasks_digest: String::new(),
             ..request.clone()
         };
-        self.submit_whole(&whole).await
+        self.submit_whole(&whole, owner).await
     }
 
     /// [`submit`](Self::submit) of a request that holds its tasks.
-    async fn submit_whole(&self, request: &v1::SubmitJobRequest) -> Result<String> {
+    async fn submit_whole(&self, request: &v1::SubmitJobRequest, owner: &str) -> Result<String> {
+        crate::limits::check_submission(request)?;
         let removals_before = self.inner.blobs_removed.load(Ordering::SeqCst);
         for track in &request.tracks {
             self.require_stored(&track.source_digest, || {
@@ -456,6 +616,7 @@ impl Coordinator {
             tracing::info_span!("job", lathe.job.id = %job_id, lathe.job.name = %request.name);
         let mut plan = plan_job(&job_id, request)?;
         plan.job.trace_context = crate::trace::context_headers(&span);
+        plan.job.owner = owner.to_owned();
         self.store_submission(plan, idempotency, removals_before)
             .instrument(span)
             .await
@@ -854,6 +1015,7 @@ impl Coordinator {
             profile_name: job.profile_name.clone(),
             tasks: tasks.iter().map(|task| self.task_status(task)).collect(),
             blocklisted_workers: job.blocklist.clone(),
+            owner: job.owner.clone(),
             submitted_unix_ms: job.submitted_unix_ms,
             plan_digest: job.plan_digest.clone(),
             counts: Some(counts.to_proto()),
@@ -1196,6 +1358,63 @@ impl Coordinator {
     // -----------------------------------------------------------------------------------------------
     // Worker reports.
 
+    /// A worker's heartbeat: its record written under a lease this coordinator holds for it
+    /// (granted at the first heartbeat, or again when it ran out), kept alive by each heartbeat.
+    pub async fn heartbeat(&self, record: &WorkerRecord) -> Result<()> {
+        crate::limits::bounded_text("worker id", &record.id, crate::limits::MAX_ID_BYTES)?;
+        crate::limits::bounded_text("host", &record.host, crate::limits::MAX_NAME_BYTES)?;
+        crate::limits::bounded_list(
+            "current tasks",
+            record.current_tasks.len(),
+            crate::limits::MAX_LIST_ITEMS,
+        )?;
+        let held = self
+            .inner
+            .worker_leases
+            .lock()
+            .ok()
+            .and_then(|leases| leases.get(&record.id).copied());
+        let lease = match held {
+            Some(lease) => match self.inner.state.keep_alive(lease).await {
+                Ok(()) => lease,
+                Err(Error::LeaseExpired { .. }) => self.new_worker_lease(&record.id).await?,
+                Err(error) => return Err(error),
+            },
+            None => self.new_worker_lease(&record.id).await?,
+        };
+        self.inner
+            .state
+            .put_leased(&worker_key(&record.id), encode(record)?, lease)
+            .await
+    }
+
+    async fn new_worker_lease(&self, worker_id: &str) -> Result<LeaseId> {
+        let lease = self.inner.state.grant_lease(WORKER_LEASE_TTL).await?;
+        if let Ok(mut leases) = self.inner.worker_leases.lock() {
+            if leases.len() >= MAX_WORKERS && !leases.contains_key(worker_id) {
+                return Err(Error::InvalidRequest(format!(
+                    "more than {MAX_WORKERS} workers registered"
+                )));
+            }
+            leases.insert(worker_id.to_owned(), lease);
+        }
+        Ok(lease)
+    }
+
+    /// A worker shutting down: its registration goes at once.
+    pub async fn unregister_worker(&self, worker_id: &str) -> Result<()> {
+        let lease = self
+            .inner
+            .worker_leases
+            .lock()
+            .ok()
+            .and_then(|mut leases| leases.remove(worker_id));
+        match lease {
+            Some(lease) => self.inner.state.revoke(lease).await,
+            None => self.inner.state.delete(&worker_key(worker_id)).await,
+        }
+    }
+
     /// A worker received `task_id` (its `delivery`-th delivery): decides whether it runs it.
     pub async fn start_task(
         &self,
@@ -1242,6 +1461,7 @@ impl Coordinator {
             return Ok(StartVerdict::Drop(reason));
         }
         let max_attempts = self.inner.settings.max_attempts;
+        let (token, token_hash) = crate::auth::attempt_token()?;
         let verdict = self
             .update_task(task_id, |task| {
                 if task.state.is_final() {
@@ -1266,15 +1486,19 @@ impl Coordinator {
                 task.worker_id = worker_id.to_owned();
                 task.attempts += 1;
                 task.deliveries = delivery;
+                task.attempt_token_hash.clone_from(&token_hash);
                 if task.started_unix_ms == 0 {
                     task.started_unix_ms = record::unix_ms();
                 }
-                Some(StartVerdict::Run)
+                Some(StartVerdict::Run(Box::new(Attempt {
+                    token: token.clone(),
+                    task: task.to_task(&job.profile_toml),
+                })))
             })
             .await?
-            .unwrap_or(StartVerdict::Run);
+            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         match &verdict {
-            StartVerdict::Run => {
+            StartVerdict::Run(_) => {
                 tracing::info!(task = %task_id, worker = %worker_id, delivery, "task started");
             }
             StartVerdict::Drop(reason) => {
@@ -1292,11 +1516,13 @@ impl Coordinator {
     /// that is not running on `worker_id`: only running tasks take memory, whatever is reported.
     pub async fn progress(
         &self,
-        task_id: &str,
-        worker_id: &str,
+        call: AttemptCall<'_>,
         phase: &str,
         fraction: f64,
     ) -> Result<bool> {
+        let AttemptCall {
+            task_id, worker_id, ..
+        } = call;
         let job_id = record::job_of_task(task_id)?;
         if phase.len() > MAX_PHASE_BYTES || !(0.0..=1.0).contains(&fraction) {
             return Err(Error::InvalidRequest(format!(
@@ -1312,7 +1538,7 @@ impl Coordinator {
             .await?
             .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         let task: TaskRecord = decode(&key, &stored.value)?;
-        if task.state != TaskState::Running || task.worker_id != worker_id {
+        if task.state != TaskState::Running || !call.holds(&task) {
             tracing::warn!(
                 task = %task_id,
                 worker = %worker_id,
@@ -1338,12 +1564,14 @@ impl Coordinator {
     /// `outputs`): records it once every file is stored.
     pub async fn complete_task(
         &self,
-        task_id: &str,
-        worker_id: &str,
+        call: AttemptCall<'_>,
         output_digest: &str,
         report_json: &str,
         outputs: &[v1::OutputFile],
     ) -> Result<()> {
+        let AttemptCall {
+            task_id, worker_id, ..
+        } = call;
         let key = task_key(task_id)?;
         let stored = self
             .inner
@@ -1351,7 +1579,11 @@ impl Coordinator {
             .get(&key)
             .await?
             .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
-        let is_graph = decode::<TaskRecord>(&key, &stored.value)?.graph.is_graph();
+        let stored_task: TaskRecord = decode(&key, &stored.value)?;
+        if !call.holds(&stored_task) {
+            return Err(call.refused("completion", &stored_task));
+        }
+        let is_graph = stored_task.graph.is_graph();
         let qc_failed = fails_qc(report_json, is_graph);
         let files = if is_graph {
             graph::check_outputs(task_id, outputs, report_json)?
@@ -1379,8 +1611,13 @@ impl Coordinator {
                 .map(|digest| blob_ref_key(digest, job_id))
                 .collect()
         };
+        let mut lost_attempt = None;
         let completed = self
             .update_task_counted(task_id, &references, |task| {
+                if !call.holds(task) {
+                    lost_attempt = Some(task.clone());
+                    return None;
+                }
                 if task.state.is_final() {
                     return None;
                 }
@@ -1393,6 +1630,10 @@ impl Coordinator {
                 Some(())
             })
             .await?;
+        if let Some(task) = lost_attempt {
+            // Another attempt started between the check above and the write.
+            return Err(call.refused("completion", &task));
+        }
         if completed.is_some() {
             self.inner.metrics.task_finished(true, qc_failed);
         }
@@ -1421,15 +1662,22 @@ impl Coordinator {
     /// blocklisted for the job).
     pub async fn fail_task(
         &self,
-        task_id: &str,
-        worker_id: &str,
+        call: AttemptCall<'_>,
         error: &str,
         fault: Fault,
     ) -> Result<bool> {
+        let AttemptCall {
+            task_id, worker_id, ..
+        } = call;
         let max_attempts = self.inner.settings.max_attempts;
         let max_deliver = self.inner.queue.settings().max_deliver;
+        let mut lost_attempt = None;
         let final_failure = self
             .update_task(task_id, |task| {
+                if !call.holds(task) {
+                    lost_attempt = Some(task.clone());
+                    return None;
+                }
                 if task.state.is_final() {
                     return Some(true);
                 }
@@ -1448,6 +1696,9 @@ impl Coordinator {
             })
             .await?
             .unwrap_or(true);
+        if let Some(task) = lost_attempt {
+            return Err(call.refused("failure report", &task));
+        }
         if let Ok(mut progress) = self.inner.progress.lock() {
             progress.remove(task_id);
         }

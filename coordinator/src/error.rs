@@ -58,6 +58,12 @@ pub enum Error {
         /// The cap, bytes.
         cap_bytes: u64,
     },
+    /// The caller presented no valid credentials (no token, a malformed, unknown or revoked one).
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's credentials do not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
     CorruptRecord {
@@ -136,6 +142,8 @@ impl From<Error> for tonic::Status {
             // Not `resource_exhausted`, which clients take as "try again".
             Error::UploadTooLarge { .. } => tonic::Status::out_of_range(message),
             Error::Contention { .. } => tonic::Status::aborted(message),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::LeaseExpired { .. } => tonic::Status::failed_precondition(message),
             Error::Queue(_) | Error::State(_) | Error::Connect { .. } => {
                 tonic::Status::unavailable(message)

@@ -10,6 +10,8 @@
 //! - `testing` (cargo feature `testing`, for tests only): real `nats-server` and `etcd` processes.
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod auth;
 pub mod blob;
 pub mod client;
 pub mod coordinator;
@@ -18,8 +20,10 @@ pub mod error;
 pub mod graph;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod observed;
+pub mod pki;
 pub mod plan;
 pub mod queue;
 pub mod record;
@@ -29,6 +33,7 @@ pub mod state;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod trace;
 
 pub use coordinator::{Coordinator, CoordinatorSettings};

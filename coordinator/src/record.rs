@@ -265,6 +265,9 @@ pub struct JobRecord {
     /// The submission's idempotency key (empty for none), removed with the job.
     #[serde(default)]
     pub idempotency_key: String,
+    /// The name of the token that submitted it (empty for a job from before tokens).
+    #[serde(default)]
+    pub owner: String,
     /// The trace context of the job's span (W3C `traceparent`, `tracestate`; empty when spans
     /// are not exported): every task dispatched, by this coordinator or a later one, is its child.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -319,6 +322,10 @@ pub struct TaskRecord {
     /// delivery limit, no redelivery will follow if the attempt is lost.
     #[serde(default)]
     pub deliveries: u32,
+    /// BLAKE3 of the token of its current (or last) attempt: calls about the task must present
+    /// the token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attempt_token_hash: String,
     /// A graph task's part: empty for a track's render.
     #[serde(flatten)]
     pub graph: GraphPart,

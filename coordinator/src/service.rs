@@ -11,6 +11,7 @@ use crate::blob::DiskBlobStore;
 use crate::error::{Error, Result};
 use crate::queue::JetStreamQueue;
 use crate::state::EtcdStore;
+use crate::tls::{ServerTls, Transport, is_loopback};
 use crate::{Coordinator, CoordinatorSettings};
 
 /// The lathe farm's coordinator: accepts jobs over gRPC, keeps state in etcd, dispatches tasks on NATS
@@ -71,6 +72,48 @@ pub struct ServiceArgs {
     /// giving up.
     #[arg(long, env = "LATHE_CONNECT_TIMEOUT_S", default_value_t = 300.0)]
     pub connect_timeout_s: f64,
+    /// The coordinator's TLS certificate chain (PEM; `lathe-coordinator certs` makes one).
+    #[arg(long, env = "LATHE_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, env = "LATHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that workers' client certificates must chain to (PEM): the farm's CA.
+    #[arg(long, env = "LATHE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP/2, without TLS: allowed only when `--listen` is a loopback address. For
+    /// tests and a farm that never leaves one machine.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_loopback: bool,
+}
+
+impl ServiceArgs {
+    /// The transport the options ask for: TLS, or plain HTTP/2 on loopback when asked for
+    /// explicitly; anything else is refused.
+    pub fn transport(&self) -> Result<Transport> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Ok(Transport::Tls(ServerTls::load(cert, key, ca)?))
+            }
+            _ if self.insecure_loopback => {
+                if is_loopback(&self.listen) {
+                    Ok(Transport::InsecureLoopback)
+                } else {
+                    Err(Error::InvalidRequest(format!(
+                        "--insecure-loopback serves plain HTTP/2 only on a loopback address, not \
+                         {}",
+                        self.listen
+                    )))
+                }
+            }
+            _ => Err(Error::InvalidRequest(
+                "the coordinator serves TLS: give --tls-cert, --tls-key and --tls-client-ca \
+                 (lathe-coordinator certs makes them), or --insecure-loopback with a loopback \
+                 --listen address"
+                    .to_owned(),
+            )),
+        }
+    }
 }
 
 /// Runs the coordinator with `args` until SIGTERM or Ctrl-C.
@@ -88,6 +131,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         max_upload_bytes: args.max_upload_bytes,
         ..CoordinatorSettings::default()
     };
+    let transport = args.transport()?;
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
     let (queue, state) = connect_stores(
         &args.nats,
@@ -109,7 +153,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let server = {
         let coordinator = coordinator.clone();
         tokio::spawn(async move {
-            crate::grpc::serve(&coordinator, listener, async move {
+            crate::grpc::serve(&coordinator, listener, &transport, async move {
                 let _ = server_shutdown.changed().await;
             })
             .await

@@ -309,6 +309,7 @@ pub async fn fill_finished_jobs(
             pinned: false,
             idempotency_key: String::new(),
             trace_context: Vec::new(),
+            owner: String::new(),
         };
         write_finished_tasks(state, &job, extension).await?;
         let mut last = Transaction::new().put(job_key(&job.id), encode(&job)?);
@@ -381,6 +382,7 @@ fn finished_task(job: &JobRecord, index: u32, extension: &str) -> TaskRecord {
         qc_failed: false,
         queued_count: 1,
         deliveries: 1,
+        attempt_token_hash: String::new(),
         graph: Default::default(),
     }
 }

@@ -30,7 +30,11 @@
 //!   to clearly fewer frames than its sample tables announce is reported as truncated or damaged;
 //! - a container cut short before its index (MP4 without `moov`, WAV without `data`) is damage,
 //!   not an unknown format;
-//! - NaN or infinite samples (only possible in float WAV and WavPack) are an [`Error::NonFiniteSample`].
+//! - NaN or infinite samples (only possible in float WAV and WavPack) are an [`Error::NonFiniteSample`];
+//! - a header that declares more than [`MAX_SOURCE_SAMPLES`] (6 hours at 192 kHz in 8 channels), a
+//!   channel count or a rate outside the limits, is refused when the file is opened, before
+//!   anything is decoded or sized from it; a stream of no declared length stops with the same
+//!   [`Error::SourceTooLarge`] once it decodes past the limit (`decode/limits.rs`).
 //!
 //! Limits: MP3 and ADTS AAC carry no checksums (LAME omits the optional CRC) and only an estimated
 //! length, so damage inside their frames decodes to noise rather than an error, and a truncated
@@ -44,6 +48,7 @@
 //! granule positions; Opus's pre-skip). AAC keeps its encoder priming and padding (about 1024 frames of near-silence
 //! at the start, up to a packet at the end), because Symphonia does not read the MP4 edit list.
 
+mod limits;
 mod ogg;
 mod opus;
 mod pcm;
@@ -68,18 +73,13 @@ use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadBytes};
 use symphonia::core::meta::MetadataOptions;
 
+use self::limits::{Declared, check_decoded, check_shape};
+pub use self::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE_HZ, MAX_SOURCE_SAMPLES, MIN_SAMPLE_RATE_HZ};
 use self::opus::OpusDecoder;
 use self::pcm::{PcmStream, SampleLayout};
 use self::wavpack::WavPackStream;
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
-
-/// Lowest sample rate lathe accepts.
-pub const MIN_SAMPLE_RATE_HZ: u32 = 8_000;
-/// Highest sample rate lathe accepts.
-pub const MAX_SAMPLE_RATE_HZ: u32 = 384_000;
-/// Most channels lathe accepts (7.1).
-pub const MAX_CHANNELS: usize = 8;
 
 /// How far a lossy stream of known length may fall short of it (encoder delay and padding are
 /// at most a couple of packets) before it counts as truncated.
@@ -131,6 +131,9 @@ pub struct Decoder {
     frames_decoded: u64,
     /// The stream has ended and was checked.
     finished: bool,
+    /// The most samples (frames times channels) decoded before the stream is refused
+    /// ([`MAX_SOURCE_SAMPLES`]).
+    max_source_samples: u64,
 }
 
 /// Where the decoded frames come from.
@@ -170,6 +173,18 @@ struct OpenOptions {
     /// Read uncompressed PCM in WAV and AIFF straight from the data chunk; `false` decodes it
     /// through Symphonia like every other codec (the reference the tests compare with).
     direct_pcm: bool,
+    /// The most samples the source may declare or decode to ([`MAX_SOURCE_SAMPLES`]; smaller in
+    /// the tests of the limit).
+    max_source_samples: u64,
+}
+
+impl OpenOptions {
+    /// What [`Decoder::open`] does: every check, PCM read directly.
+    const STRICT: Self = Self {
+        check_md5: true,
+        direct_pcm: true,
+        max_source_samples: MAX_SOURCE_SAMPLES,
+    };
 }
 
 impl std::fmt::Debug for Decoder {
@@ -196,15 +211,12 @@ impl Decoder {
     /// - [`Error::Io`] if the file does not exist or cannot be read;
     /// - [`Error::Unsupported`] for an empty file, a file that is not audio, or an unknown codec;
     /// - [`Error::UnsupportedShape`] for a channel count or sample rate outside lathe's limits;
+    /// - [`Error::SourceTooLarge`] for a header that declares more than [`MAX_SOURCE_SAMPLES`]
+    ///   (refused before anything is decoded; [`Decoder::read`] stops a stream of no declared
+    ///   length with the same error when it decodes past the limit);
     /// - [`Error::Decode`] for a corrupt header, or a stream with no audio.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(
-            path,
-            OpenOptions {
-                check_md5: true,
-                direct_pcm: true,
-            },
-        )
+        Self::open_with(path, OpenOptions::STRICT)
     }
 
     /// As [`Decoder::open`], but without checking a FLAC stream's MD5 signature of its decoded
@@ -219,7 +231,7 @@ impl Decoder {
             path,
             OpenOptions {
                 check_md5: false,
-                direct_pcm: true,
+                ..OpenOptions::STRICT
             },
         )
     }
@@ -237,12 +249,14 @@ impl Decoder {
             return Err(unsupported(path, "empty file"));
         }
         // RF64, BW64, Wave64 and WAV written to a pipe: lathe reads the header itself.
-        if let Some(header) = riff::read_wave_header(path, &mut file, metadata.len())? {
-            return Self::open_wave(path, file, header);
+        let max_samples = options.max_source_samples;
+        if let Some(header) = riff::read_wave_header(path, &mut file, metadata.len(), max_samples)?
+        {
+            return Self::open_wave(path, file, header, max_samples);
         }
         if wavpack::is_wavpack(path, &mut file)? {
-            let (info, stream) = wavpack::open(path)?;
-            return Self::start((info, Source::WavPack(stream)));
+            let (info, stream) = wavpack::open(path, max_samples)?;
+            return Self::start((info, Source::WavPack(stream)), max_samples);
         }
         file.rewind().map_err(|e| Error::io(path, e))?;
         // A second handle on the same open file, for reading a PCM data chunk directly.
@@ -297,6 +311,19 @@ impl Decoder {
             .and_then(|p| p.audio())
             .ok_or_else(|| unsupported(path, "the track has no audio codec parameters"))?
             .clone();
+        // Before the decoder is built (it sizes its buffers from the header) and anything is
+        // decoded. A rate or channel count of 0 is left to the codec, like one not given: the
+        // first packet tells, and is held to the same limits.
+        Declared {
+            sample_rate_hz: params.sample_rate.filter(|&rate| rate > 0),
+            channel_count: params
+                .channels
+                .as_ref()
+                .map(|c| c.count())
+                .filter(|&n| n > 0),
+            frames,
+        }
+        .check(path, max_samples)?;
 
         // FLAC: have the decoder check the stream's MD5 signature.
         let decoder_options = AudioDecoderOptions::default()
@@ -351,12 +378,17 @@ impl Decoder {
             })
         };
 
-        Self::start((info, source))
+        Self::start((info, source), max_samples)
     }
 
-    /// Opens a WAV whose header lathe has read itself (see [`riff`]): its data chunk is read
-    /// directly, like that of a plain WAV.
-    fn open_wave(path: &Path, file: File, header: riff::WaveHeader) -> Result<Self> {
+    /// Opens a WAV whose header lathe has read itself (see [`riff`], which has held it to the
+    /// limits): its data chunk is read directly, like that of a plain WAV.
+    fn open_wave(
+        path: &Path,
+        file: File,
+        header: riff::WaveHeader,
+        max_samples: u64,
+    ) -> Result<Self> {
         let info = SourceInfo {
             path: path.to_path_buf(),
             container: header.container.short_name().to_string(),
@@ -386,23 +418,25 @@ impl Decoder {
             header.channel_count,
         )
         .map_err(|e| Error::io(path, e))?;
-        Self::start((info, Source::Pcm(stream)))
+        Self::start((info, Source::Pcm(stream)), max_samples)
     }
 
     /// Reads the first frames of an opened `source` (so that an empty or undecodable stream
-    /// fails when opening), then checks the stream's shape.
-    fn start((info, source): (SourceInfo, Source)) -> Result<Self> {
+    /// fails when opening), then checks the stream's shape and declared length against the
+    /// limits once more: some containers leave the rate or channels to the codec.
+    fn start((info, source): (SourceInfo, Source), max_source_samples: u64) -> Result<Self> {
         let mut this = Self {
             info,
             source,
             frames_decoded: 0,
             finished: false,
+            max_source_samples,
         };
         // Some containers leave the rate or layout to the codec: the first packet tells.
         if !this.refill()? {
             this.finish_stream()?;
         }
-        check_shape(&this.info)?;
+        Declared::of(&this.info).check(&this.info.path, max_source_samples)?;
         Ok(this)
     }
 
@@ -474,6 +508,7 @@ impl Decoder {
             Source::WavPack(wavpack) => wavpack.fill(&self.info)?,
         };
         self.frames_decoded += frames as u64;
+        check_decoded(&self.info, self.frames_decoded, self.max_source_samples)?;
         Ok(frames > 0)
     }
 
@@ -688,29 +723,6 @@ fn is_lossless(codec: AudioCodecId) -> bool {
         || codec == CODEC_ID_ALAC
 }
 
-fn check_shape(info: &SourceInfo) -> Result<()> {
-    let path = info.path.clone();
-    if info.channel_count == 0 || info.channel_count > MAX_CHANNELS {
-        return Err(Error::UnsupportedShape {
-            path,
-            reason: format!(
-                "{} channels; lathe handles 1 to {MAX_CHANNELS}",
-                info.channel_count
-            ),
-        });
-    }
-    if !(MIN_SAMPLE_RATE_HZ..=MAX_SAMPLE_RATE_HZ).contains(&info.sample_rate_hz) {
-        return Err(Error::UnsupportedShape {
-            path,
-            reason: format!(
-                "sample rate {} Hz; lathe handles {MIN_SAMPLE_RATE_HZ} Hz to {MAX_SAMPLE_RATE_HZ} Hz",
-                info.sample_rate_hz
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Finds the first NaN or infinite sample of `channels` (all of the same length, starting at frame
 /// `first_frame` of the track): lowest frame, then lowest channel.
 fn check_finite<'a>(
@@ -845,8 +857,8 @@ pub(crate) mod fixtures {
     /// reference the direct PCM path must match bit for bit.
     pub(crate) fn decode_all_through_symphonia(path: &Path, capacity: usize) -> Result<AudioBlock> {
         let options = OpenOptions {
-            check_md5: true,
             direct_pcm: false,
+            ..OpenOptions::STRICT
         };
         read_to_end(Decoder::open_with(path, options)?, capacity)
     }
@@ -1330,8 +1342,8 @@ mod tests {
 
     fn open_through_symphonia(path: &Path) -> Result<Decoder> {
         let options = OpenOptions {
-            check_md5: true,
             direct_pcm: false,
+            ..OpenOptions::STRICT
         };
         Decoder::open_with(path, options)
     }

@@ -49,6 +49,28 @@ pub enum Error {
         /// Which limit was exceeded.
         reason: String,
     },
+    /// The source holds more audio than lathe decodes from one file
+    /// ([`crate::decode::MAX_SOURCE_SAMPLES`]): its header declares more (refused when the file is
+    /// opened, before anything is decoded), or a stream that declares no length decoded past it.
+    #[error(
+        "{path}: {}",
+        source_too_large(*.declared, *.frames, *.sample_rate_hz, *.channel_count, *.limit_samples)
+    )]
+    SourceTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// `true`: the header declares `frames`; `false`: `frames` were decoded when the stream
+        /// passed the limit.
+        declared: bool,
+        /// Frames declared, or decoded so far.
+        frames: u64,
+        /// The sample rate, if known (a header may leave it to the codec).
+        sample_rate_hz: Option<u32>,
+        /// The channel count, if known (a header may leave it to the codec).
+        channel_count: Option<usize>,
+        /// The limit in samples (frames times channels).
+        limit_samples: u64,
+    },
     /// Resampling failed.
     #[error("resampler: {0}")]
     Resample(String),
@@ -96,6 +118,7 @@ impl Error {
             | Self::Decode { .. }
             | Self::NonFiniteSample { .. }
             | Self::UnsupportedShape { .. }
+            | Self::SourceTooLarge { .. }
             | Self::Delivery { .. } => true,
             Self::Model(error) => !matches!(error, lathe_model::Error::Io { .. }),
             Self::Io { .. }
@@ -112,6 +135,64 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// [`Error::SourceTooLarge`]'s words: what the source declares or decoded to, and the limit (in
+/// samples, and as a duration of 192 kHz audio in 8 channels).
+fn source_too_large(
+    declared: bool,
+    frames: u64,
+    sample_rate_hz: Option<u32>,
+    channel_count: Option<usize>,
+    limit_samples: u64,
+) -> String {
+    let length = match sample_rate_hz.filter(|&rate| rate > 0) {
+        Some(rate) => format!("{} at {rate} Hz", duration(frames as f64 / f64::from(rate))),
+        None => format!("{frames} frames"),
+    };
+    let (shape, samples) = match channel_count {
+        Some(channels) => (
+            format!("{length} with {channels} channels"),
+            u128::from(frames) * channels as u128,
+        ),
+        None => (length, u128::from(frames)),
+    };
+    // Three digits, unless they read the same as the limit's (a source just over it).
+    let (mut samples_text, mut limit_text) = (
+        format!("{:.2e}", samples as f64),
+        format!("{:.2e}", limit_samples as f64),
+    );
+    if samples_text == limit_text {
+        (samples_text, limit_text) = (samples.to_string(), limit_samples.to_string());
+    }
+    let limit = format!(
+        "{limit_text} samples: {} at 192000 Hz with 8 channels",
+        duration(limit_samples as f64 / (192_000.0 * 8.0))
+    );
+    if declared {
+        format!(
+            "the header declares {shape} ({samples_text} samples), more than lathe decodes \
+             from one source ({limit})"
+        )
+    } else {
+        format!(
+            "decoding stopped after {shape} ({samples_text} samples), past the most lathe \
+             decodes from one source ({limit}); the header declares no such length"
+        )
+    }
+}
+
+/// `seconds` in words: `24 h 0 min`, `3 min 20 s`, `1.500 s`.
+fn duration(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        let minutes = (seconds / 60.0).floor() as u64;
+        format!("{} h {} min", minutes / 60, minutes % 60)
+    } else if seconds >= 60.0 {
+        let whole = seconds.floor() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
+    } else {
+        format!("{seconds:.3} s")
     }
 }
 

@@ -137,7 +137,7 @@ fn streaming_throughput(dir: &Path) {
             upload_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
             let (started, cpu) = (Instant::now(), cpu_s());
             farm.client
-                .download(&digests[0].to_string(), &dir.join("back.bin"))
+                .download("", &digests[0].to_string(), &dir.join("back.bin"))
                 .await
                 .expect("download");
             downloads.push(megabytes / started.elapsed().as_secs_f64());
@@ -318,7 +318,7 @@ fn real_farm(sources: &Path, observed: Option<&SpanSink>) -> Option<(f64, f64)> 
     let job: serde_json::Value = serde_json::from_str(&outcome.stdout).expect("json");
     let job = job["job_id"].as_str().expect("job id").to_owned();
     let last = runtime().block_on(async {
-        let client = FarmClient::connect(&farm.url()).await.expect("connect");
+        let client = FarmClient::connect(&farm.access()).await.expect("connect");
         lathe_worker::embedded::wait_for_job(&client, &job)
             .await
             .expect("watch the job")
@@ -460,7 +460,7 @@ fn fixed_cost_per_task(dir: &Path) {
         let job: serde_json::Value = serde_json::from_str(&outcome.stdout).expect("json");
         let job = job["job_id"].as_str().expect("job id").to_owned();
         let last = runtime().block_on(async {
-            let client = FarmClient::connect(&farm.url()).await.expect("connect");
+            let client = FarmClient::connect(&farm.access()).await.expect("connect");
             lathe_worker::embedded::wait_for_job(&client, &job)
                 .await
                 .expect("watch the job")
@@ -639,11 +639,11 @@ fn millis(samples: Vec<f64>) -> String {
 
 /// Milliseconds `lathe status JOB` takes against the coordinator at `url`: the CLI in process, on
 /// a blocking thread (it runs its own runtime), as a user runs it.
-async fn cli_status_ms(job: &str, url: &str) -> f64 {
-    let (job, url) = (job.to_owned(), url.to_owned());
+async fn cli_status_ms(job: &str, url: &str, token: &str) -> f64 {
+    let (job, url, token) = (job.to_owned(), url.to_owned(), token.to_owned());
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = lathe(&["status", &job, "--coordinator", &url]);
+        let outcome = lathe(&["status", &job, "--coordinator", &url, "--token", &token]);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         assert_eq!(outcome.status, 0, "{}", outcome.stderr);
         assert!(outcome.stdout.contains(&job), "{}", outcome.stdout);
@@ -676,7 +676,7 @@ async fn etcd_database_compacted(url: &str) -> (i64, i64) {
 /// Measurement 3 (see the top of this file).
 fn state_at_scale() {
     use lathe_coordinator::blob::put_bytes;
-    use lathe_coordinator::coordinator::StartVerdict;
+    use lathe_coordinator::coordinator::AttemptCall;
     use lathe_coordinator::queue::MemoryQueue;
     use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
     use lathe_coordinator::state::{EtcdStore, StateStore};
@@ -747,7 +747,10 @@ fn state_at_scale() {
         };
         let rss_before = rss_mb();
         let started = Instant::now();
-        let job_id = coordinator.submit(&request).await.expect("submit");
+        let job_id = coordinator
+            .submit(&request, "bench")
+            .await
+            .expect("submit");
         let submit_s = started.elapsed().as_secs_f64();
         drop(request);
         let (mut passes, mut statuses, mut pages) = (Vec::new(), Vec::new(), Vec::new());
@@ -760,13 +763,15 @@ fn state_at_scale() {
                 .await
                 .expect("queued");
             for task in &queued.tasks {
-                let verdict = coordinator
+                let token = coordinator
                     .start_task(&task.id, "w1", 1)
                     .await
-                    .expect("start");
-                assert_eq!(verdict, StartVerdict::Run);
+                    .expect("start")
+                    .attempt()
+                    .expect("run")
+                    .token;
                 coordinator
-                    .complete_task(&task.id, "w1", &master.to_string(), "{}", &[])
+                    .complete_task(AttemptCall { task_id: &task.id, worker_id: "w1", token: &token }, &master.to_string(), "{}", &[])
                     .await
                     .expect("complete");
             }
@@ -787,21 +792,30 @@ fn state_at_scale() {
             .await
             .expect("listen");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (_, token) =
+            lathe_coordinator::auth::create_token(store.as_ref(), "bench", lathe_coordinator::auth::Role::Read)
+                .await
+                .expect("token");
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = {
             let coordinator = coordinator.clone();
             tokio::spawn(async move {
-                lathe_coordinator::grpc::serve(&coordinator, listener, async move {
-                    let _ = server_stopped.await;
-                })
+                lathe_coordinator::grpc::serve(
+                    &coordinator,
+                    listener,
+                    &lathe_coordinator::tls::Transport::InsecureLoopback,
+                    async move {
+                        let _ = server_stopped.await;
+                    },
+                )
                 .await
             })
         };
         let (mut cli_live, mut cli_finished) = (Vec::new(), Vec::new());
         for _ in 0..11 {
-            cli_live.push(cli_status_ms(&job_id, &url).await);
+            cli_live.push(cli_status_ms(&job_id, &url, &token).await);
             if let Some(job) = finished.last() {
-                cli_finished.push(cli_status_ms(job, &url).await);
+                cli_finished.push(cli_status_ms(job, &url, &token).await);
             }
         }
         let _ = stop_server.send(());
@@ -821,13 +835,16 @@ fn state_at_scale() {
             .task_page(&job_id, Some(TaskState::Queued), None, 100)
             .await
             .expect("queued");
+        let mut running = Vec::new();
         for task in &queued.tasks {
-            coordinator
+            let attempt = coordinator
                 .start_task(&task.id, "w1", 1)
                 .await
-                .expect("start");
+                .expect("start")
+                .attempt()
+                .expect("run");
+            running.push((task.id.clone(), attempt.token));
         }
-        let running: Vec<String> = queued.tasks.iter().map(|task| task.id.clone()).collect();
         let mut watch = coordinator.watch(&job_id);
         let mut watch_bytes = 0;
         let mut watch_messages = 0;
@@ -836,9 +853,9 @@ fn state_at_scale() {
             let running = running.clone();
             tokio::spawn(async move {
                 for round in 0..20 {
-                    for task in &running {
+                    for (task, token) in &running {
                         coordinator
-                            .progress(task, "w1", "render", f64::from(round) / 20.0)
+                            .progress(AttemptCall { task_id: task, worker_id: "w1", token }, "render", f64::from(round) / 20.0)
                             .await
                             .expect("progress");
                     }

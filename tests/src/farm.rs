@@ -73,6 +73,8 @@ pub struct Farm {
     worker_http_ports: BTreeMap<String, u16>,
     coordinator: Option<Child>,
     workers: BTreeMap<String, Child>,
+    /// An admin client token, made when the farm starts.
+    token: String,
     /// Set by [`Farm::release_all`]: workers started later hold nothing.
     released_all: bool,
 }
@@ -135,10 +137,41 @@ impl Farm {
             worker_http_ports: BTreeMap::new(),
             coordinator: None,
             workers: BTreeMap::new(),
+            token: String::new(),
             released_all: false,
         };
+        farm.token = farm.create_token("test-admin", "admin");
         farm.start_coordinator();
         Some(farm)
+    }
+
+    /// Makes a client token named `name` with `role` (`submit`, `read`, `admin`), as an operator
+    /// would (`lathe-coordinator token create`); returns its text.
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let output = Command::new(self.binaries.coordinator)
+            .args(["token", "create", "--name", name, "--role", role])
+            .args(["--etcd", &self.etcd.url()])
+            .output()
+            .expect("run lathe-coordinator token create");
+        assert!(
+            output.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8 token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The admin token the farm made when it started.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// How an admin client reaches the coordinator.
+    pub fn access(&self) -> lathe_coordinator::client::Access {
+        lathe_coordinator::client::Access::insecure(&self.url(), Some(self.token.clone()))
     }
 
     /// The coordinator's gRPC address.
@@ -195,6 +228,7 @@ impl Farm {
             .args(["--blocklist-after", &options.blocklist_after.to_string()])
             .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
             .args(["--reconcile-interval-s", "1"])
+            .arg("--insecure-loopback")
             .envs(self.telemetry_env())
             .env("LATHE_LOG", "info")
             .stdout(Stdio::null())
@@ -289,7 +323,7 @@ impl Farm {
             .envs(self.telemetry_env())
             .envs(env.iter().copied())
             .args(["--coordinator", &self.url()])
-            .args(["--nats", &self.nats.url(), "--etcd", &self.etcd.url()])
+            .args(["--nats", &self.nats.url()])
             .args(["--id", id, "--slots", "1"])
             .arg("--scratch")
             .arg(&scratch)
@@ -385,11 +419,16 @@ impl Farm {
             .unwrap_or_default()
     }
 
-    /// Runs `lathe ARGS --coordinator URL` in-process.
+    /// Runs `lathe ARGS --coordinator URL --token TOKEN` in-process, as the farm's admin.
     pub fn lathe(&self, args: &[&str]) -> crate::Outcome {
+        self.lathe_with_token(args, &self.token)
+    }
+
+    /// Runs `lathe ARGS --coordinator URL --token TOKEN` in-process with another token.
+    pub fn lathe_with_token(&self, args: &[&str], token: &str) -> crate::Outcome {
         let url = self.url();
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--coordinator", url.as_str()]);
+        all.extend(["--coordinator", url.as_str(), "--token", token]);
         crate::lathe(&all)
     }
 

@@ -62,6 +62,8 @@ impl WorkerContext {
 pub(crate) struct RunningTask {
     /// The task id.
     pub(crate) task_id: String,
+    /// The token of the attempt, which every call about the task presents.
+    pub(crate) attempt_token: String,
     stop: AtomicU8,
     /// The engine's phase and how far through it the task is.
     pub(crate) progress: Mutex<(String, f64)>,
@@ -96,10 +98,11 @@ pub(crate) enum Phase {
 }
 
 impl RunningTask {
-    /// Task `task_id`, just started.
-    pub(crate) fn new(task_id: String) -> Self {
+    /// Task `task_id`, just started as the attempt of `attempt_token`.
+    pub(crate) fn new(task_id: String, attempt_token: String) -> Self {
         Self {
             task_id,
+            attempt_token,
             stop: AtomicU8::new(KEEP_GOING),
             progress: Mutex::new(("start".to_owned(), 0.0)),
             phases: Mutex::new(PhaseTimes::default()),

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lathe_coordinator::auth::{Role, create_token};
 use lathe_coordinator::blob::{BlobStore, Digest, DiskBlobStore};
-use lathe_coordinator::client::{FarmClient, digest_file};
+use lathe_coordinator::client::{Access, FarmClient, digest_file};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
+use lathe_coordinator::tls::Transport;
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
 use lathe_engine::album::deliver::DeliveryManifest;
 use lathe_engine::album::delivery_writer::write_delivery;
@@ -84,14 +86,23 @@ impl EmbeddedFarm {
             source,
         })?;
         let url = format!("http://{address}");
+        // The embedded farm's own client is its admin, with a token made for this run: another
+        // user of this machine cannot use its port.
+        let (_, token) = create_token(state.as_ref(), "local", Role::Admin).await?;
+        let access = Access::insecure(&url, Some(token));
         let (shutdown, receiver) = watch::channel(false);
         let mut handles = Vec::new();
         {
             let coordinator = coordinator.clone();
             let stop = until(receiver.clone());
             handles.push(tokio::spawn(async move {
-                if let Err(error) =
-                    lathe_coordinator::grpc::serve(&coordinator, listener, stop).await
+                if let Err(error) = lathe_coordinator::grpc::serve(
+                    &coordinator,
+                    listener,
+                    &Transport::InsecureLoopback,
+                    stop,
+                )
+                .await
                 {
                     tracing::error!(%error, "embedded coordinator server stopped");
                 }
@@ -107,23 +118,22 @@ impl EmbeddedFarm {
             }));
         }
         for index in 0..workers.max(1) {
-            let mut settings = WorkerSettings::new(&url);
+            let mut settings = WorkerSettings::new(Access::insecure(&url, None));
             settings.id = format!("local-{}", index + 1);
             settings.scratch = scratch.to_path_buf();
             settings.poll_wait = Duration::from_millis(200);
             settings.progress_interval = Duration::from_millis(200);
             let queue = queue.clone();
-            let state = state.clone();
             let stop = until(receiver.clone());
             handles.push(tokio::spawn(async move {
                 let observer = Arc::new(WorkerObserver::new());
-                if let Err(error) = run_worker(settings, queue, state, observer, stop).await {
+                if let Err(error) = run_worker(settings, queue, observer, stop).await {
                     tracing::error!(%error, "embedded worker stopped");
                 }
             }));
         }
         Ok(Self {
-            client: FarmClient::lazy(&url)?,
+            client: FarmClient::lazy(&access)?,
             shutdown,
             handles,
         })
@@ -220,7 +230,9 @@ pub async fn fetch_outputs(
                 source,
             })?;
         }
-        client.download(&task.output_digest, &path).await?;
+        client
+            .download(&status.job_id, &task.output_digest, &path)
+            .await?;
         if !task.report_json.is_empty() {
             let stem = path
                 .file_stem()
@@ -245,14 +257,15 @@ pub struct DeliveryJob {
     pub plan: DeliveryPlan,
 }
 
-/// Downloads a blob into memory, verified against `digest`.
-pub async fn download_bytes(client: &FarmClient, digest: &str) -> Result<Vec<u8>> {
+/// Downloads a blob of job `job_id` into memory, verified against `digest`.
+pub async fn download_bytes(client: &FarmClient, job_id: &str, digest: &str) -> Result<Vec<u8>> {
     let expected = Digest::parse(digest)?;
     let mut stream = client
         .jobs
         .clone()
         .fetch_blob(v1::BlobRef {
             digest: digest.to_owned(),
+            job_id: job_id.to_owned(),
         })
         .await?
         .into_inner();
@@ -378,7 +391,7 @@ pub async fn fetch_delivery(
         )));
     }
     let job: DeliveryJob =
-        serde_json::from_slice(&download_bytes(client, &status.plan_digest).await?)
+        serde_json::from_slice(&download_bytes(client, &status.job_id, &status.plan_digest).await?)
             .map_err(|e| invalid(format!("job {}: its plan: {e}", status.job_id)))?;
     if job.plan.tasks.len() != status.tasks.len() {
         return Err(invalid(format!(
@@ -416,7 +429,7 @@ pub async fn fetch_delivery(
                     source,
                 })?;
             }
-            client.download(&file.digest, &path).await?;
+            client.download(&status.job_id, &file.digest, &path).await?;
         }
         let outcome: TaskOutcome = serde_json::from_str(&task.report_json)
             .map_err(|e| invalid(format!("task {}: its outcome: {e}", task.task_id)))?;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use lathe_coordinator::CoordinatorSettings;
-use lathe_coordinator::service::connect_stores;
+use lathe_coordinator::client::Access;
+use lathe_coordinator::queue::JetStreamQueue;
+use lathe_coordinator::service::patiently;
+use lathe_coordinator::tls::ClientTls;
 
 use crate::error::Result;
 use crate::observe::{WorkerObserver, WorkerProbes};
@@ -21,15 +24,20 @@ pub struct ServiceArgs {
     /// The coordinator's gRPC address.
     #[arg(long, env = "LATHE_COORDINATOR", default_value = lathe_coordinator::client::DEFAULT_COORDINATOR)]
     pub coordinator: String,
+    /// The farm's CA (PEM), which the coordinator's certificate chains to; with `--tls-cert`
+    /// and `--tls-key`, the coordinator is reached over TLS (an `https://` address).
+    #[arg(long, env = "LATHE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// The worker's certificate (PEM; `lathe-coordinator certs --worker ID` makes it): its name
+    /// is the worker's id.
+    #[arg(long, env = "LATHE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, env = "LATHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// NATS server with JetStream.
     #[arg(long, env = "LATHE_NATS", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
-    /// etcd endpoints, comma-separated.
-    #[arg(long, env = "LATHE_ETCD", default_value = "http://127.0.0.1:2379")]
-    pub etcd: String,
-    /// Prefix of every etcd key (as the coordinator's).
-    #[arg(long, env = "LATHE_NAMESPACE", default_value = "/lathe/")]
-    pub namespace: String,
     /// Worker id (default: host-pid).
     #[arg(long, env = "LATHE_WORKER_ID")]
     pub id: Option<String>,
@@ -52,16 +60,27 @@ pub struct ServiceArgs {
     /// and readiness (`/readyz`: registered and pulling); off unless given.
     #[arg(long, env = "LATHE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
-    /// Seconds to wait for NATS and etcd at start before giving up.
+    /// Seconds to wait for NATS at start before giving up.
     #[arg(long, env = "LATHE_CONNECT_TIMEOUT_S", default_value_t = 300.0)]
     pub connect_timeout_s: f64,
 }
 
 /// Runs a worker with `args` until SIGTERM or Ctrl-C (then drains).
 pub async fn run_service(args: ServiceArgs) -> Result<()> {
-    let mut settings = WorkerSettings::new(&args.coordinator);
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(ClientTls::load(ca, Some((cert, key)))?),
+        _ => None,
+    };
+    let mut settings = WorkerSettings::new(Access {
+        url: args.coordinator.clone(),
+        token: None,
+        tls,
+    });
     if let Some(id) = args.id {
         settings.id = id;
+    } else if let Some(cert) = &args.tls_cert {
+        // On a farm with TLS the worker is who its certificate says.
+        settings.id = certificate_file_name(cert)?;
     }
     settings.slots = args.slots.max(1);
     if let Some(scratch) = args.scratch {
@@ -73,12 +92,11 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     }
     .queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
-    let (queue, state) = connect_stores(
+    let queue = patiently(
+        "NATS",
         &args.nats,
-        &args.etcd,
-        &args.namespace,
-        queue_settings,
         Duration::from_secs_f64(args.connect_timeout_s.max(0.0)),
+        || JetStreamQueue::connect(&args.nats, queue_settings),
     )
     .await?;
     let observer = Arc::new(WorkerObserver::new());
@@ -105,7 +123,6 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     let outcome = run_worker(
         settings,
         Arc::new(queue),
-        Arc::new(state),
         observer,
         lathe_coordinator::signal::shutdown_signal(),
     )
@@ -115,4 +132,17 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         let _ = probes.await;
     }
     outcome
+}
+
+/// The name in the certificate at `path` (PEM).
+fn certificate_file_name(path: &std::path::Path) -> Result<String> {
+    let pem = std::fs::read(path).map_err(|e| lathe_coordinator::Error::io(path, e))?;
+    lathe_coordinator::tls::pem_certificate_name(&pem)
+        .ok_or_else(|| {
+            lathe_coordinator::Error::InvalidRequest(format!(
+                "{}: no certificate with a common name",
+                path.display()
+            ))
+        })
+        .map_err(Into::into)
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lathe_coordinator::client::Access;
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -10,12 +12,11 @@ pub struct WorkerSettings {
     pub id: String,
     /// Tasks it runs at once.
     pub slots: u32,
-    /// The coordinator's gRPC address.
-    pub coordinator_url: String,
+    /// How it reaches the coordinator: its address and, on a farm with TLS, the farm's CA and
+    /// the worker's certificate (whose name must be `id`).
+    pub coordinator: Access,
     /// Folder for sources and masters while a task runs (a temporary folder per task).
     pub scratch: PathBuf,
-    /// Its registration disappears this long after its last heartbeat.
-    pub lease_ttl: Duration,
     /// How often it refreshes its registration.
     pub heartbeat: Duration,
     /// How often a running task reports progress and sends an in-progress ack.
@@ -30,14 +31,13 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// Defaults for a worker of the coordinator at `coordinator_url`.
-    pub fn new(coordinator_url: &str) -> Self {
+    /// Defaults for a worker of the coordinator `coordinator` names.
+    pub fn new(coordinator: Access) -> Self {
         Self {
             id: default_worker_id(),
             slots: 1,
-            coordinator_url: coordinator_url.to_owned(),
+            coordinator,
             scratch: std::env::temp_dir(),
-            lease_ttl: Duration::from_secs(10),
             heartbeat: Duration::from_secs(2),
             progress_interval: Duration::from_millis(500),
             poll_wait: Duration::from_secs(1),

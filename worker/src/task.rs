@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
+use lathe_coordinator::grpc::{ATTEMPT_TOKEN_METADATA, TASK_ID_METADATA, WORKER_ID_METADATA};
 use lathe_coordinator::queue::Delivery;
 use lathe_coordinator::trace::traced;
 use lathe_engine::album::execute as delivery_task;
@@ -59,6 +60,7 @@ pub(crate) async fn run_delivery(context: &WorkerContext, delivery: Delivery) {
 
 async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
     let settings = &context.settings;
+    // The message names the task; what to run comes from the coordinator (`StartTask`).
     let task = match v1::Task::decode(delivery.payload.clone()) {
         Ok(task) => task,
         Err(error) => {
@@ -97,8 +99,16 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
             return;
         }
     };
-    match reply.verdict() {
-        v1::StartVerdict::Run => {}
+    let (task, attempt_token) = match reply.verdict() {
+        v1::StartVerdict::Run => match reply.task {
+            Some(stored) if stored.task_id == task.task_id => (stored, reply.attempt_token),
+            _ => {
+                tracing::warn!(task = %task.task_id, "the coordinator's reply holds no task: handing back");
+                let _ = delivery.nak(Some(settings.retry_delay)).await;
+                context.observer.task_settled("handed_back");
+                return;
+            }
+        },
         v1::StartVerdict::HandBack => {
             tracing::info!(task = %task.task_id, reason = %reply.reason, "handing back");
             let _ = delivery.nak(Some(settings.retry_delay)).await;
@@ -111,9 +121,9 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
             context.observer.task_settled("dropped");
             return;
         }
-    }
+    };
 
-    let running = Arc::new(RunningTask::new(task.task_id.clone()));
+    let running = Arc::new(RunningTask::new(task.task_id.clone(), attempt_token));
     running.timed(Phase::Start, asked);
     context.add_running(Arc::clone(&running));
     tracing::info!(task = %task.task_id, source = %task.source_name, delivery = delivery.delivery, "task running");
@@ -183,6 +193,7 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
                 delivery: delivery.delivery,
                 error: message,
                 input_fault: error.is_input_fault(),
+                attempt_token: running.attempt_token.clone(),
             };
             let reply = holding(&delivery, settings.progress_interval, || {
                 let mut workers = context.client.workers.clone();
@@ -223,6 +234,7 @@ async fn report_progress(
         worker_id: context.settings.id.clone(),
         phase,
         fraction,
+        attempt_token: running.attempt_token.clone(),
     };
     let mut workers = context.client.workers.clone();
     match tokio::time::timeout(
@@ -320,19 +332,26 @@ fn task_folder(context: &WorkerContext) -> Result<tempfile::TempDir> {
         })
 }
 
-/// Streams blob `digest` into `path`, verified against it.
-async fn fetch_blob(context: &WorkerContext, digest: &str, path: &Path) -> Result<()> {
+/// Streams blob `digest`, a source or input of the task `running` holds, into `path`, verified
+/// against it.
+async fn fetch_blob(
+    context: &WorkerContext,
+    running: &RunningTask,
+    digest: &str,
+    path: &Path,
+) -> Result<()> {
     with_patience(|| {
         let mut workers = context.client.workers.clone();
-        let digest = digest.to_owned();
+        let request = v1::SourceRequest {
+            digest: digest.to_owned(),
+            task_id: running.task_id.clone(),
+            attempt_token: running.attempt_token.clone(),
+            worker_id: context.settings.id.clone(),
+        };
         let path = path.to_path_buf();
         async move {
-            let stream = workers
-                .fetch_source(traced(v1::BlobRef {
-                    digest: digest.clone(),
-                }))
-                .await?
-                .into_inner();
+            let digest = request.digest.clone();
+            let stream = workers.fetch_source(traced(request)).await?.into_inner();
             receive_to_file(stream, &digest, &path)
                 .await
                 .map_err(tonic::Status::from)
@@ -346,18 +365,32 @@ async fn fetch_blob(context: &WorkerContext, digest: &str, path: &Path) -> Resul
     Ok(())
 }
 
-/// Uploads a file the task wrote (`PutResult`, digest verified by the coordinator); returns its
-/// digest.
-async fn put_result(context: &WorkerContext, path: &Path) -> Result<String> {
+/// Uploads a file the task `running` holds wrote (`PutResult`, digest verified by the
+/// coordinator); returns its digest.
+async fn put_result(context: &WorkerContext, running: &RunningTask, path: &Path) -> Result<String> {
     let digest = digest_file(path).await?;
+    let metadata = [
+        (TASK_ID_METADATA, running.task_id.as_str()),
+        (WORKER_ID_METADATA, context.settings.id.as_str()),
+        (ATTEMPT_TOKEN_METADATA, running.attempt_token.as_str()),
+    ]
+    .map(|(key, value)| (key, value.parse::<tonic::metadata::MetadataValue<_>>().ok()));
     with_patience(|| {
         let mut workers = context.client.workers.clone();
         let path = path.to_path_buf();
+        let metadata = metadata.clone();
         async move {
             let chunks = file_chunks(&path, digest)
                 .await
                 .map_err(tonic::Status::from)?;
-            workers.put_result(traced(chunks)).await
+            let mut request = traced(chunks);
+            for (key, value) in metadata {
+                let value = value.ok_or_else(|| {
+                    tonic::Status::invalid_argument(format!("{key} is not printable ASCII"))
+                })?;
+                request.metadata_mut().insert(key, value);
+            }
+            workers.put_result(request).await
         }
     })
     .instrument(tracing::info_span!("put_result", lathe.blob = %digest))
@@ -512,7 +545,7 @@ async fn execute(
 
     // 2. The source, verified.
     let since = Instant::now();
-    fetch_blob(context, &task.source_digest, &source).await?;
+    fetch_blob(context, running, &task.source_digest, &source).await?;
     running.timed(Phase::Fetch, since);
 
     // 3. The engine, on a blocking thread.
@@ -538,7 +571,7 @@ async fn execute(
 
     // 4. The master back, with its digest; then the completion.
     let since = Instant::now();
-    let digest = put_result(context, &output).await?;
+    let digest = put_result(context, running, &output).await?;
     running.timed(Phase::Upload, since);
     report.input = PathBuf::from(&task.source_name);
     report.output = PathBuf::from(&task.output_name);
@@ -547,6 +580,7 @@ async fn execute(
     let request = v1::CompleteTaskRequest {
         task_id: task.task_id.clone(),
         worker_id: context.settings.id.clone(),
+        attempt_token: running.attempt_token.clone(),
         output_digest: digest,
         report_json,
         outputs: Vec::new(),
@@ -583,7 +617,7 @@ async fn execute_graph(
     for (digest, name) in task.source_digests.iter().zip(&task.source_names) {
         let path = folder.path().join(SOURCES).join(plain_name(name)?);
         create_folder(folder.path().join(SOURCES).as_path())?;
-        fetch_blob(context, digest, &path).await?;
+        fetch_blob(context, running, digest, &path).await?;
         sources.push(path);
     }
     let mut inputs = Vec::with_capacity(task.inputs.len());
@@ -595,7 +629,7 @@ async fn execute_graph(
         let holder = folder.path().join(INPUTS).join(index.to_string());
         create_folder(&holder)?;
         let path = holder.join(plain_name(&name)?);
-        fetch_blob(context, &input.digest, &path).await?;
+        fetch_blob(context, running, &input.digest, &path).await?;
         inputs.push(path);
     }
 
@@ -619,7 +653,7 @@ async fn execute_graph(
                 task.task_id, file.path
             )));
         }
-        let digest = put_result(context, &out.join(&file.path)).await?;
+        let digest = put_result(context, running, &out.join(&file.path)).await?;
         outputs.push(v1::OutputFile {
             path: file.path.clone(),
             digest,
@@ -631,6 +665,7 @@ async fn execute_graph(
     let request = v1::CompleteTaskRequest {
         task_id: task.task_id.clone(),
         worker_id: context.settings.id.clone(),
+        attempt_token: running.attempt_token.clone(),
         output_digest: String::new(),
         report_json,
         outputs,

@@ -1,14 +1,12 @@
 //! The worker loop: register, pull while there are free slots, run tasks, drain on shutdown.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lathe_coordinator::Error as FarmError;
 use lathe_coordinator::client::FarmClient;
 use lathe_coordinator::queue::WorkQueue;
-use lathe_coordinator::record::{WorkerRecord, encode, unix_ms, worker_key};
-use lathe_coordinator::state::{LeaseId, StateStore};
+use lathe_proto::v1;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -18,36 +16,24 @@ use crate::observe::WorkerObserver;
 use crate::settings::{WorkerSettings, host_name};
 use crate::task::run_delivery;
 
-/// No lease granted yet (etcd lease ids are never 0).
-const NO_LEASE: LeaseId = 0;
-
-/// Keeps the worker's registration alive; a lease that ran out (a long pause) is replaced.
-async fn register(
-    state: &dyn StateStore,
-    context: &WorkerContext,
-    lease: &AtomicI64,
-) -> Result<()> {
+/// Registers the worker with the coordinator, or keeps its registration alive (the coordinator
+/// holds its lease in etcd; the worker has no etcd access).
+async fn register(context: &WorkerContext) -> Result<()> {
     let settings = &context.settings;
-    let record = WorkerRecord {
-        id: settings.id.clone(),
+    let beat = v1::WorkerHeartbeat {
+        worker_id: settings.id.clone(),
         host: host_name(),
         pid: std::process::id(),
         slots: settings.slots,
         current_tasks: context.current_tasks(),
-        heartbeat_unix_ms: unix_ms(),
     };
-    let id: LeaseId = match lease.load(Ordering::Acquire) {
-        NO_LEASE => state.grant_lease(settings.lease_ttl).await?,
-        id => match state.keep_alive(id).await {
-            Ok(()) => id,
-            Err(FarmError::LeaseExpired { .. }) => state.grant_lease(settings.lease_ttl).await?,
-            Err(error) => return Err(error.into()),
-        },
-    };
-    lease.store(id, Ordering::Release);
-    state
-        .put_leased(&worker_key(&settings.id), encode(&record)?, id)
-        .await?;
+    context
+        .client
+        .workers
+        .clone()
+        .heartbeat(beat)
+        .await
+        .map_err(FarmError::from)?;
     Ok(())
 }
 
@@ -57,11 +43,10 @@ async fn register(
 pub async fn run_worker(
     settings: WorkerSettings,
     queue: Arc<dyn WorkQueue>,
-    state: Arc<dyn StateStore>,
     observer: Arc<WorkerObserver>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let client = FarmClient::lazy(&settings.coordinator_url)?;
+    let client = FarmClient::lazy(&settings.coordinator)?;
     observer.slots(settings.slots, 0);
     let context = Arc::new(WorkerContext {
         client,
@@ -69,18 +54,15 @@ pub async fn run_worker(
         settings,
         observer,
     });
-    let lease = Arc::new(AtomicI64::new(NO_LEASE));
-    register(state.as_ref(), &context, &lease).await?;
+    register(&context).await?;
     context.observer.heartbeat(true);
     tracing::info!(worker = %context.settings.id, slots = context.settings.slots, "worker registered");
     let heartbeat = {
         let context = Arc::clone(&context);
-        let state = Arc::clone(&state);
-        let lease = Arc::clone(&lease);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(context.settings.heartbeat).await;
-                let registered = register(state.as_ref(), &context, &lease).await;
+                let registered = register(&context).await;
                 context.observer.heartbeat(registered.is_ok());
                 if let Err(error) = registered {
                     tracing::warn!(%error, "heartbeat failed");
@@ -137,11 +119,17 @@ pub async fn run_worker(
         while tasks.join_next().await.is_some() {}
     }
     heartbeat.abort();
-    let id = lease.load(Ordering::Acquire);
-    if id != NO_LEASE
-        && let Err(error) = state.revoke(id).await
+    let unregister = v1::UnregisterWorkerRequest {
+        worker_id: context.settings.id.clone(),
+    };
+    if let Err(error) = context
+        .client
+        .workers
+        .clone()
+        .unregister_worker(unregister)
+        .await
     {
-        tracing::warn!(%error, "cannot revoke the worker's lease");
+        tracing::warn!(%error, "cannot remove the worker's registration");
     }
     tracing::info!(worker = %context.settings.id, "worker stopped");
     Ok(())

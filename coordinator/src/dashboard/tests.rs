@@ -14,7 +14,7 @@ use super::pages::PAGE_ROWS;
 use super::router;
 use crate::CoordinatorSettings;
 use crate::blob::{MemoryBlobStore, put_bytes};
-use crate::coordinator::{Coordinator, Fault, StartVerdict};
+use crate::coordinator::{AttemptCall, Coordinator, Fault};
 use crate::queue::MemoryQueue;
 use crate::record::JobState;
 use crate::state::{MemoryStore, StateStore};
@@ -66,14 +66,17 @@ async fn submit(fixture: &Fixture, name: &str, tracks: usize) -> String {
     }
     fixture
         .coordinator
-        .submit(&v1::SubmitJobRequest {
-            name: name.to_owned(),
-            profile_toml: lathe_model::profile::Profile::preset("cd")
-                .expect("preset")
-                .to_toml(),
-            tracks: specs,
-            ..Default::default()
-        })
+        .submit(
+            &v1::SubmitJobRequest {
+                name: name.to_owned(),
+                profile_toml: lathe_model::profile::Profile::preset("cd")
+                    .expect("preset")
+                    .to_toml(),
+                tracks: specs,
+                ..Default::default()
+            },
+            "tester",
+        )
         .await
         .expect("submit")
 }
@@ -81,18 +84,26 @@ async fn submit(fixture: &Fixture, name: &str, tracks: usize) -> String {
 /// Fails the job's task `index` with `error` (the input's fault: at once, for good).
 async fn fail(fixture: &Fixture, job_id: &str, index: u32, error: &str) {
     let task = format!("{job_id}.{index:07}");
-    assert_eq!(
-        fixture
-            .coordinator
-            .start_task(&task, "w1", 1)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
+    let token = fixture
+        .coordinator
+        .start_task(&task, "w1", 1)
+        .await
+        .expect("start")
+        .attempt()
+        .expect("run")
+        .token;
     assert!(
         fixture
             .coordinator
-            .fail_task(&task, "w1", error, Fault::Input)
+            .fail_task(
+                AttemptCall {
+                    task_id: &task,
+                    worker_id: "w1",
+                    token: &token
+                },
+                error,
+                Fault::Input
+            )
             .await
             .expect("fail")
     );

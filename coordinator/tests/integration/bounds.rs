@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lathe_coordinator::auth::{Role, create_token};
 use lathe_coordinator::blob::DiskBlobStore;
-use lathe_coordinator::client::FarmClient;
+use lathe_coordinator::client::{Access, FarmClient};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
+use lathe_coordinator::tls::Transport;
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
 
 /// The cap the test sets: three 1 MiB chunks.
@@ -53,11 +55,15 @@ async fn an_upload_past_the_cap_is_refused_and_leaves_nothing_on_disk() {
         max_upload_bytes: CAP,
         ..CoordinatorSettings::default()
     };
+    let state = Arc::new(MemoryStore::new());
+    let (_, token) = create_token(state.as_ref(), "uploader", Role::Submit)
+        .await
+        .expect("token");
     let coordinator = Coordinator::new(
         Arc::new(MemoryQueue::new(
             settings.queue_settings(Duration::from_secs(30)),
         )),
-        Arc::new(MemoryStore::new()),
+        state,
         Arc::new(blobs),
         settings,
     );
@@ -67,12 +73,17 @@ async fn an_upload_past_the_cap_is_refused_and_leaves_nothing_on_disk() {
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        lathe_coordinator::grpc::serve(&coordinator, listener, async {
-            let _ = stopped.await;
-        })
+        lathe_coordinator::grpc::serve(
+            &coordinator,
+            listener,
+            &Transport::InsecureLoopback,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
-    let client = FarmClient::connect(&format!("http://{address}"))
+    let client = FarmClient::connect(&Access::insecure(&format!("http://{address}"), Some(token)))
         .await
         .expect("connect");
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lathe_coordinator::blob::{Digest, MemoryBlobStore, put_bytes};
-use lathe_coordinator::coordinator::StartVerdict;
+use lathe_coordinator::coordinator::{AttemptCall, StartVerdict};
 use lathe_coordinator::queue::{JetStreamQueue, WorkQueue};
 use lathe_coordinator::record::{JobState, TaskState, WorkerRecord, encode, worker_key};
 use lathe_coordinator::state::{EtcdStore, StateStore};
@@ -33,9 +33,19 @@ async fn worker_slot(coordinator: Coordinator, queue: Arc<dyn WorkQueue>, master
                 .start_task(&task.task_id, "w1", delivery.delivery)
                 .await
                 .expect("start");
-            if verdict == StartVerdict::Run {
+            if let StartVerdict::Run(attempt) = verdict {
+                let token = attempt.token;
                 coordinator
-                    .complete_task(&task.task_id, "w1", &master, "{}", &[])
+                    .complete_task(
+                        AttemptCall {
+                            task_id: &task.task_id,
+                            worker_id: "w1",
+                            token: &token,
+                        },
+                        &master,
+                        "{}",
+                        &[],
+                    )
                     .await
                     .expect("complete");
             }
@@ -106,21 +116,24 @@ impl RealFarm {
     /// Submits a job of `tasks` tracks, every one the tiny source.
     async fn submit(&self, name: &str, priority: i32, tasks: usize) -> String {
         self.coordinator
-            .submit(&v1::SubmitJobRequest {
-                name: name.to_owned(),
-                priority,
-                profile_toml: lathe_model::profile::Profile::preset("cd")
-                    .expect("preset")
-                    .to_toml(),
-                tracks: (0..tasks)
-                    .map(|index| v1::TrackSpec {
-                        source_digest: self.source.to_string(),
-                        source_name: format!("{index:05}.wav"),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            })
+            .submit(
+                &v1::SubmitJobRequest {
+                    name: name.to_owned(),
+                    priority,
+                    profile_toml: lathe_model::profile::Profile::preset("cd")
+                        .expect("preset")
+                        .to_toml(),
+                    tracks: (0..tasks)
+                        .map(|index| v1::TrackSpec {
+                            source_digest: self.source.to_string(),
+                            source_name: format!("{index:05}.wav"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+                "tester",
+            )
             .await
             .expect("submit")
     }

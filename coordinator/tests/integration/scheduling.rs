@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::blob::{MemoryBlobStore, put_bytes};
-use lathe_coordinator::coordinator::{Fault, StartVerdict};
+use lathe_coordinator::coordinator::{AttemptCall, Fault, StartVerdict};
+
+use crate::started;
 use lathe_coordinator::queue::{MemoryQueue, WorkQueue};
 use lathe_coordinator::record::{TaskState, WorkerRecord, encode, worker_key};
 use lathe_coordinator::state::{LeaseId, MemoryStore, Page, StateStore, Transaction, Versioned};
@@ -50,15 +52,18 @@ async fn job(fixture: &Fixture, name: &str, priority: i32, tracks: usize) -> Str
     }
     fixture
         .coordinator
-        .submit(&v1::SubmitJobRequest {
-            name: name.to_owned(),
-            priority,
-            profile_toml: lathe_model::profile::Profile::preset("cd")
-                .expect("preset")
-                .to_toml(),
-            tracks: specs,
-            ..Default::default()
-        })
+        .submit(
+            &v1::SubmitJobRequest {
+                name: name.to_owned(),
+                priority,
+                profile_toml: lathe_model::profile::Profile::preset("cd")
+                    .expect("preset")
+                    .to_toml(),
+                tracks: specs,
+                ..Default::default()
+            },
+            "tester",
+        )
         .await
         .expect("submit")
 }
@@ -150,23 +155,33 @@ async fn failures_are_bounded_and_keep_the_last_error() {
     let task = format!("{job_id}.0000000");
     let coordinator = &fixture.coordinator;
 
-    assert_eq!(
-        coordinator.start_task(&task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &task, "w1", 1).await;
     assert!(
         !coordinator
-            .fail_task(&task, "w1", "bad-0.wav: cannot decode", Fault::Worker)
+            .fail_task(
+                AttemptCall {
+                    task_id: &task,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "bad-0.wav: cannot decode",
+                Fault::Worker
+            )
             .await
             .expect("fail")
     );
-    assert_eq!(
-        coordinator.start_task(&task, "w2", 2).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &task, "w2", 2).await;
     assert!(
         coordinator
-            .fail_task(&task, "w2", "bad-0.wav: still bad", Fault::Worker)
+            .fail_task(
+                AttemptCall {
+                    task_id: &task,
+                    worker_id: "w2",
+                    token: &token
+                },
+                "bad-0.wav: still bad",
+                Fault::Worker
+            )
             .await
             .expect("fail")
     );
@@ -186,20 +201,8 @@ async fn failures_are_bounded_and_keep_the_last_error() {
 
     // An attempt that never reports is counted, and recorded as lost.
     let other = format!("{job_id}.0000001");
-    assert_eq!(
-        coordinator
-            .start_task(&other, "w1", 1)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
-    assert_eq!(
-        coordinator
-            .start_task(&other, "w2", 2)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
+    started(coordinator, &other, "w1", 1).await;
+    started(coordinator, &other, "w2", 2).await;
     assert!(matches!(
         coordinator
             .start_task(&other, "w2", 3)
@@ -235,10 +238,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
         coordinator.start_task(&task, "w1", 1).await.expect("start"),
         StartVerdict::HandBack(_)
     ));
-    assert_eq!(
-        coordinator.start_task(&task, "w2", 2).await.expect("start"),
-        StartVerdict::Run
-    );
+    started(coordinator, &task, "w2", 2).await;
     let status = full_status(coordinator, &job_id).await;
     assert_eq!(status.blocklisted_workers, ["w1"]);
 
@@ -250,10 +250,7 @@ async fn a_worker_failing_in_a_row_is_blocklisted_until_cleared() {
         ["w1"]
     );
     let task = format!("{job_id}.0000000");
-    assert_eq!(
-        coordinator.start_task(&task, "w1", 2).await.expect("start"),
-        StartVerdict::Run
-    );
+    started(coordinator, &task, "w1", 2).await;
 }
 
 #[tokio::test]
@@ -263,16 +260,18 @@ async fn progress_is_kept_only_from_the_worker_running_the_task() {
     let coordinator = &fixture.coordinator;
     coordinator.dispatch_ready().await.expect("dispatch");
     let running = format!("{job_id}.0000000");
-    assert_eq!(
-        coordinator
-            .start_task(&running, "w1", 1)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &running, "w1", 1).await;
     assert!(
         !coordinator
-            .progress(&running, "w1", "render", 0.25)
+            .progress(
+                AttemptCall {
+                    task_id: &running,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "render",
+                0.25
+            )
             .await
             .expect("progress")
     );
@@ -280,7 +279,15 @@ async fn progress_is_kept_only_from_the_worker_running_the_task() {
     // Another worker's report is not kept, and tells it to stop.
     assert!(
         coordinator
-            .progress(&running, "w2", "render", 0.75)
+            .progress(
+                AttemptCall {
+                    task_id: &running,
+                    worker_id: "w2",
+                    token: &token
+                },
+                "render",
+                0.75
+            )
             .await
             .expect("a refusal, not an error")
     );
@@ -289,12 +296,30 @@ async fn progress_is_kept_only_from_the_worker_running_the_task() {
     let queued = format!("{job_id}.0000001");
     assert!(
         coordinator
-            .progress(&queued, "w1", "render", 0.5)
+            .progress(
+                AttemptCall {
+                    task_id: &queued,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "render",
+                0.5
+            )
             .await
             .expect("a refusal")
     );
     assert!(matches!(
-        coordinator.progress("x.y", "w1", "render", 0.5).await,
+        coordinator
+            .progress(
+                AttemptCall {
+                    task_id: "x.y",
+                    worker_id: "w1",
+                    token: &token
+                },
+                "render",
+                0.5
+            )
+            .await,
         Err(Error::TaskNotFound(_) | Error::InvalidRequest(_))
     ));
     for (phase, fraction) in [
@@ -303,7 +328,17 @@ async fn progress_is_kept_only_from_the_worker_running_the_task() {
         (&*"p".repeat(33), 0.5),
     ] {
         assert!(matches!(
-            coordinator.progress(&running, "w1", phase, fraction).await,
+            coordinator
+                .progress(
+                    AttemptCall {
+                        task_id: &running,
+                        worker_id: "w1",
+                        token: &token
+                    },
+                    phase,
+                    fraction
+                )
+                .await,
             Err(Error::InvalidRequest(_))
         ));
     }
@@ -322,23 +357,33 @@ async fn cancel_drops_queued_and_stops_running_tasks() {
     let job_id = job(&fixture, "c", 0, 3).await;
     let coordinator = &fixture.coordinator;
     let running = format!("{job_id}.0000000");
-    assert_eq!(
-        coordinator
-            .start_task(&running, "w1", 1)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &running, "w1", 1).await;
     assert!(
         !coordinator
-            .progress(&running, "w1", "render", 0.5)
+            .progress(
+                AttemptCall {
+                    task_id: &running,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "render",
+                0.5
+            )
             .await
             .expect("progress")
     );
     coordinator.cancel(&job_id).await.expect("cancel");
     assert!(
         coordinator
-            .progress(&running, "w1", "render", 0.6)
+            .progress(
+                AttemptCall {
+                    task_id: &running,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "render",
+                0.6
+            )
             .await
             .expect("progress"),
         "told to stop"
@@ -392,14 +437,17 @@ async fn graph_job(fixture: &Fixture) -> String {
     }
     fixture
         .coordinator
-        .submit(&v1::SubmitJobRequest {
-            name: "graph".to_owned(),
-            profile_toml: lathe_model::profile::Profile::preset("streaming")
-                .expect("preset")
-                .to_toml(),
-            graph: specs,
-            ..Default::default()
-        })
+        .submit(
+            &v1::SubmitJobRequest {
+                name: "graph".to_owned(),
+                profile_toml: lathe_model::profile::Profile::preset("streaming")
+                    .expect("preset")
+                    .to_toml(),
+                graph: specs,
+                ..Default::default()
+            },
+            "tester",
+        )
         .await
         .expect("submit")
 }
@@ -422,10 +470,7 @@ async fn queued_tasks(queue: &MemoryQueue) -> Vec<v1::Task> {
 async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
     use lathe_model::delivery::outcome::{OutcomeFile, TaskOutcome};
     let coordinator = &fixture.coordinator;
-    assert_eq!(
-        coordinator.start_task(task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, task, "w1", 1).await;
     let mut outcome = TaskOutcome::default();
     let mut outputs = Vec::new();
     for path in files {
@@ -454,7 +499,16 @@ async fn complete_with_files(fixture: &Fixture, task: &str, files: &[&str]) {
     }
     let report = serde_json::to_string(&outcome).expect("outcome json");
     coordinator
-        .complete_task(task, "w1", "", &report, &outputs)
+        .complete_task(
+            AttemptCall {
+                task_id: task,
+                worker_id: "w1",
+                token: &token,
+            },
+            "",
+            &report,
+            &outputs,
+        )
         .await
         .expect("complete");
 }
@@ -522,16 +576,18 @@ async fn a_failed_need_fails_its_dependents_by_name_and_the_job_ends() {
 
     complete_with_files(&fixture, &format!("{job_id}.0000000"), &["a/0.wav"]).await;
     let failing = format!("{job_id}.0000001");
-    assert_eq!(
-        coordinator
-            .start_task(&failing, "w1", 1)
-            .await
-            .expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &failing, "w1", 1).await;
     assert!(
         coordinator
-            .fail_task(&failing, "w1", "1.wav: not an audio file", Fault::Worker)
+            .fail_task(
+                AttemptCall {
+                    task_id: &failing,
+                    worker_id: "w1",
+                    token: &token
+                },
+                "1.wav: not an audio file",
+                Fault::Worker
+            )
             .await
             .expect("fail"),
         "one attempt: failed for good"
@@ -568,10 +624,7 @@ async fn a_graph_completion_must_upload_the_outcomes_files() {
     let job_id = graph_job(&fixture).await;
     let task = format!("{job_id}.0000000");
     let coordinator = &fixture.coordinator;
-    assert_eq!(
-        coordinator.start_task(&task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, &task, "w1", 1).await;
     let missing = v1::OutputFile {
         path: "a/0.wav".to_owned(),
         digest: lathe_coordinator::blob::Digest::of(b"never uploaded").to_string(),
@@ -596,7 +649,16 @@ async fn a_graph_completion_must_upload_the_outcomes_files() {
         });
     let report = serde_json::to_string(&outcome).expect("json");
     let error = coordinator
-        .complete_task(&task, "w1", "", &report, &[missing])
+        .complete_task(
+            AttemptCall {
+                task_id: &task,
+                worker_id: "w1",
+                token: &token,
+            },
+            "",
+            &report,
+            &[missing],
+        )
         .await
         .expect_err("not uploaded");
     assert!(
@@ -629,17 +691,20 @@ async fn a_job_of_5000_tasks_is_counted_paged_and_dispatched_in_bounded_steps() 
             .expect("queued");
         assert!(queued.tasks.len() <= 3);
         for task in &queued.tasks {
-            assert_eq!(
-                coordinator
-                    .start_task(&task.id, "w1", 1)
-                    .await
-                    .expect("start"),
-                StartVerdict::Run
-            );
+            let token = started(coordinator, &task.id, "w1", 1).await;
             let status = coordinator.status(&job_id).await.expect("status");
             largest_status = largest_status.max(status.encoded_len());
             coordinator
-                .complete_task(&task.id, "w1", &output.to_string(), "{}", &[])
+                .complete_task(
+                    AttemptCall {
+                        task_id: &task.id,
+                        worker_id: "w1",
+                        token: &token,
+                    },
+                    &output.to_string(),
+                    "{}",
+                    &[],
+                )
                 .await
                 .expect("complete");
             done += 1;
@@ -699,12 +764,18 @@ async fn run_tasks(fixture: &Fixture, count: usize) {
     while done < count {
         coordinator.dispatch_ready().await.expect("dispatch");
         for task in queued_tasks(&fixture.queue).await {
+            let token = started(coordinator, &task.task_id, "w1", 1).await;
             coordinator
-                .start_task(&task.task_id, "w1", 1)
-                .await
-                .expect("start");
-            coordinator
-                .complete_task(&task.task_id, "w1", &output.to_string(), "{}", &[])
+                .complete_task(
+                    AttemptCall {
+                        task_id: &task.task_id,
+                        worker_id: "w1",
+                        token: &token,
+                    },
+                    &output.to_string(),
+                    "{}",
+                    &[],
+                )
                 .await
                 .expect("complete");
             done += 1;
@@ -731,9 +802,18 @@ async fn a_task_sent_back_to_pending_behind_the_dispatchers_floor_is_queued_at_t
     assert!(run_and_fail(coordinator, &first, "0.wav: not audio", Fault::Input).await);
     let output = put_bytes(&fixture.blobs, b"master").await.expect("blob");
     for task in &queued[1..] {
-        coordinator.start_task(task, "w1", 1).await.expect("start");
+        let token = started(coordinator, task, "w1", 1).await;
         coordinator
-            .complete_task(task, "w1", &output.to_string(), "{}", &[])
+            .complete_task(
+                AttemptCall {
+                    task_id: task,
+                    worker_id: "w1",
+                    token: &token,
+                },
+                &output.to_string(),
+                "{}",
+                &[],
+            )
             .await
             .expect("complete");
     }
@@ -762,9 +842,18 @@ async fn a_task_sent_back_to_pending_behind_the_dispatchers_floor_is_queued_at_t
         blobs: fixture.blobs.clone(),
     };
     for task in &queued {
-        coordinator.start_task(task, "w1", 1).await.expect("start");
+        let token = started(coordinator, task, "w1", 1).await;
         coordinator
-            .complete_task(task, "w1", &output.to_string(), "{}", &[])
+            .complete_task(
+                AttemptCall {
+                    task_id: task,
+                    worker_id: "w1",
+                    token: &token,
+                },
+                &output.to_string(),
+                "{}",
+                &[],
+            )
             .await
             .expect("complete");
     }
@@ -820,12 +909,17 @@ async fn a_job_no_worker_may_take_is_paused_instead_of_cycling() {
     assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 2);
     assert_eq!(queued_tasks(&fixture.queue).await.len(), 2);
     let first = format!("{job_id}.0000000");
+    let token = started(coordinator, &first, "w1", 1).await;
     coordinator
-        .start_task(&first, "w1", 1)
-        .await
-        .expect("start");
-    coordinator
-        .fail_task(&first, "w1", "the disk is full", Fault::Worker)
+        .fail_task(
+            AttemptCall {
+                task_id: &first,
+                worker_id: "w1",
+                token: &token,
+            },
+            "the disk is full",
+            Fault::Worker,
+        )
         .await
         .expect("fail");
     // w1, the only worker, is now blocklisted: the next delivery is dropped and its task goes
@@ -874,9 +968,18 @@ async fn a_master_that_failed_qc_is_counted_and_flagged() {
         .enumerate()
     {
         let task = format!("{job_id}.{index:07}");
-        coordinator.start_task(&task, "w1", 1).await.expect("start");
+        let token = started(coordinator, &task, "w1", 1).await;
         coordinator
-            .complete_task(&task, "w1", &output.to_string(), report, &[])
+            .complete_task(
+                AttemptCall {
+                    task_id: &task,
+                    worker_id: "w1",
+                    token: &token,
+                },
+                &output.to_string(),
+                report,
+                &[],
+            )
             .await
             .expect("complete");
     }
@@ -914,10 +1017,22 @@ async fn a_submission_retried_with_its_idempotency_key_returns_the_first_job() {
         ..Default::default()
     };
     let coordinator = &fixture.coordinator;
-    let first = coordinator.submit(&request("k1")).await.expect("submit");
-    let again = coordinator.submit(&request("k1")).await.expect("submit");
-    let other = coordinator.submit(&request("k2")).await.expect("submit");
-    let unkeyed = coordinator.submit(&request("")).await.expect("submit");
+    let first = coordinator
+        .submit(&request("k1"), "tester")
+        .await
+        .expect("submit");
+    let again = coordinator
+        .submit(&request("k1"), "tester")
+        .await
+        .expect("submit");
+    let other = coordinator
+        .submit(&request("k2"), "tester")
+        .await
+        .expect("submit");
+    let unkeyed = coordinator
+        .submit(&request(""), "tester")
+        .await
+        .expect("submit");
     assert_eq!(first, again);
     assert_ne!(first, other);
     assert_ne!(unkeyed, first);
@@ -1021,14 +1136,17 @@ async fn a_submission_that_fails_halfway_leaves_nothing_behind() {
         });
     }
     let error = coordinator
-        .submit(&v1::SubmitJobRequest {
-            name: "doomed".to_owned(),
-            profile_toml: lathe_model::profile::Profile::preset("cd")
-                .expect("preset")
-                .to_toml(),
-            tracks,
-            ..Default::default()
-        })
+        .submit(
+            &v1::SubmitJobRequest {
+                name: "doomed".to_owned(),
+                profile_toml: lathe_model::profile::Profile::preset("cd")
+                    .expect("preset")
+                    .to_toml(),
+                tracks,
+                ..Default::default()
+            },
+            "tester",
+        )
         .await
         .expect_err("the third batch fails");
     assert!(
@@ -1053,12 +1171,17 @@ async fn a_submission_that_fails_halfway_leaves_nothing_behind() {
 /// Starts `task` on worker `w1` (it must run) and fails it with `error`; returns whether it is
 /// now failed for good.
 async fn run_and_fail(coordinator: &Coordinator, task: &str, error: &str, fault: Fault) -> bool {
-    assert_eq!(
-        coordinator.start_task(task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, task, "w1", 1).await;
     coordinator
-        .fail_task(task, "w1", error, fault)
+        .fail_task(
+            AttemptCall {
+                task_id: task,
+                worker_id: "w1",
+                token: &token,
+            },
+            error,
+            fault,
+        )
         .await
         .expect("fail")
 }
@@ -1111,12 +1234,18 @@ async fn full_status(coordinator: &Coordinator, job_id: &str) -> v1::JobStatus {
 
 /// Starts `task` on `w1` and completes it with `master` as its output.
 async fn run_and_complete(coordinator: &Coordinator, task: &str, master: &str) {
-    assert_eq!(
-        coordinator.start_task(task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    let token = started(coordinator, task, "w1", 1).await;
     coordinator
-        .complete_task(task, "w1", master, r#"{"qc":{"passed":true}}"#, &[])
+        .complete_task(
+            AttemptCall {
+                task_id: task,
+                worker_id: "w1",
+                token: &token,
+            },
+            master,
+            r#"{"qc":{"passed":true}}"#,
+            &[],
+        )
         .await
         .expect("complete");
 }
@@ -1232,22 +1361,25 @@ async fn a_new_priority_applies_to_the_next_dispatch() {
 async fn job_of_sources(fixture: &Fixture, name: &str, sources: &[String]) -> String {
     fixture
         .coordinator
-        .submit(&v1::SubmitJobRequest {
-            name: name.to_owned(),
-            profile_toml: lathe_model::profile::Profile::preset("cd")
-                .expect("preset")
-                .to_toml(),
-            tracks: sources
-                .iter()
-                .enumerate()
-                .map(|(index, digest)| v1::TrackSpec {
-                    source_digest: digest.clone(),
-                    source_name: format!("{name}-{index}.wav"),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
+        .submit(
+            &v1::SubmitJobRequest {
+                name: name.to_owned(),
+                profile_toml: lathe_model::profile::Profile::preset("cd")
+                    .expect("preset")
+                    .to_toml(),
+                tracks: sources
+                    .iter()
+                    .enumerate()
+                    .map(|(index, digest)| v1::TrackSpec {
+                        source_digest: digest.clone(),
+                        source_name: format!("{name}-{index}.wav"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            "tester",
+        )
         .await
         .expect("submit")
 }
@@ -1417,10 +1549,7 @@ async fn the_reconciler_queues_again_a_task_whose_worker_and_message_are_gone() 
     let coordinator = &fixture.coordinator;
     let task = format!("{job_id}.0000000");
     assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
-    assert_eq!(
-        coordinator.start_task(&task, "w1", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    started(coordinator, &task, "w1", 1).await;
     // While its worker is registered, a running task is its worker's (its message lost as to a
     // NATS server that restarted without its data).
     assert_eq!(queued_tasks(&fixture.queue).await.len(), 1);
@@ -1449,10 +1578,7 @@ async fn the_reconciler_queues_again_a_task_whose_worker_and_message_are_gone() 
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].task_id, task);
     register_worker(&fixture, "w2", 1).await;
-    assert_eq!(
-        coordinator.start_task(&task, "w2", 1).await.expect("start"),
-        StartVerdict::Run
-    );
+    started(coordinator, &task, "w2", 1).await;
     assert_eq!(full_status(coordinator, &job_id).await.tasks[0].attempts, 2);
 }
 
@@ -1471,19 +1597,13 @@ async fn the_reconciler_fails_a_lost_task_on_its_last_delivery_without_the_advis
         .await
         .expect("lease");
     // A lost attempt whose message the queue still delivers is left to the queue...
-    coordinator
-        .start_task(&task, "w1", max_deliver - 1)
-        .await
-        .expect("start");
+    started(coordinator, &task, "w1", max_deliver - 1).await;
     assert_eq!(
         coordinator.reconcile().await.expect("reconcile"),
         lathe_coordinator::coordinator::Reconciled::default()
     );
     // ...unless it came from the last delivery: the queue will not deliver it again.
-    coordinator
-        .start_task(&task, "w1", max_deliver)
-        .await
-        .expect("start");
+    started(coordinator, &task, "w1", max_deliver).await;
     assert_eq!(
         coordinator.reconcile().await.expect("reconcile").exhausted,
         1
@@ -1515,12 +1635,17 @@ async fn a_failure_or_hand_back_on_the_last_delivery_is_final() {
     let job_id = job(&fixture, "limit", 0, 2).await;
     let coordinator = &fixture.coordinator;
     let (first, second) = (format!("{job_id}.0000000"), format!("{job_id}.0000001"));
-    coordinator
-        .start_task(&first, "w1", max_deliver)
-        .await
-        .expect("start");
+    let token = started(coordinator, &first, "w1", max_deliver).await;
     let final_failure = coordinator
-        .fail_task(&first, "w1", "out of memory", Fault::Worker)
+        .fail_task(
+            AttemptCall {
+                task_id: &first,
+                worker_id: "w1",
+                token: &token,
+            },
+            "out of memory",
+            Fault::Worker,
+        )
         .await
         .expect("fail");
     assert!(final_failure, "no redelivery would follow");
@@ -1544,9 +1669,8 @@ async fn a_watch_sends_the_whole_status_then_only_what_changed() {
     let master = put_bytes(&fixture.blobs, b"master").await.expect("blob");
     coordinator.dispatch_ready().await.expect("dispatch");
     let (first, second) = (format!("{job_id}.0000000"), format!("{job_id}.0000001"));
-    for task in [&first, &second] {
-        coordinator.start_task(task, "w1", 1).await.expect("start");
-    }
+    let token = started(coordinator, &first, "w1", 1).await;
+    started(coordinator, &second, "w1", 1).await;
     let mut watch = coordinator.watch(&job_id);
     let mut whole = watch.next().await.expect("message").expect("status");
     assert!(!whole.delta);
@@ -1554,11 +1678,27 @@ async fn a_watch_sends_the_whole_status_then_only_what_changed() {
 
     // Progress alone: a delta naming only the task that moved, with its phase and fraction.
     coordinator
-        .progress(&first, "w1", "render", 0.25)
+        .progress(
+            AttemptCall {
+                task_id: &first,
+                worker_id: "w1",
+                token: &token,
+            },
+            "render",
+            0.25,
+        )
         .await
         .expect("progress");
     coordinator
-        .progress(&first, "w1", "render", 0.5)
+        .progress(
+            AttemptCall {
+                task_id: &first,
+                worker_id: "w1",
+                token: &token,
+            },
+            "render",
+            0.5,
+        )
         .await
         .expect("progress");
     let delta = watch.next().await.expect("message").expect("delta");
@@ -1579,7 +1719,16 @@ async fn a_watch_sends_the_whole_status_then_only_what_changed() {
 
     // A task that ends leaves the running set; the counts move with it.
     coordinator
-        .complete_task(&first, "w1", &master.to_string(), "{}", &[])
+        .complete_task(
+            AttemptCall {
+                task_id: &first,
+                worker_id: "w1",
+                token: &token,
+            },
+            &master.to_string(),
+            "{}",
+            &[],
+        )
         .await
         .expect("complete");
     let delta = watch.next().await.expect("message").expect("delta");

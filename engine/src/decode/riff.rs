@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::limits::Declared;
 use super::pcm::SampleLayout;
 use super::{decode_error, unsupported};
 use crate::error::{Error, Result};
@@ -103,14 +104,22 @@ pub(super) struct WaveHeader {
 /// damaged one: Symphonia reads those and names their damage), and leaves the file's position
 /// anywhere.
 ///
+/// Every WAV's `fmt` chunk, a plain RIFF WAV's included, is held to lathe's limits on channels and
+/// rate here, before Symphonia reads it; the data chunk's length, to `max_samples`
+/// ([`super::MAX_SOURCE_SAMPLES`]) before it is compared with the file's (a plain RIFF WAV's 32-bit
+/// size cannot reach the limit).
+///
 /// # Errors
-/// For an RF64, BW64, Wave64 or pipe-written WAV: [`Error::Decode`] for a header that is cut
-/// short or contradicts itself, or a data chunk longer than the file (truncation);
-/// [`Error::Unsupported`] for a codec other than integer or float PCM; [`Error::Io`].
+/// For any WAV: [`Error::UnsupportedShape`] for a channel count or rate outside lathe's limits.
+/// For an RF64, BW64, Wave64 or pipe-written WAV: [`Error::SourceTooLarge`] for a data chunk
+/// of more than `max_samples` samples; [`Error::Decode`] for a header that is cut short or
+/// contradicts itself, or a data chunk longer than the file (truncation); [`Error::Unsupported`]
+/// for a codec other than integer or float PCM; [`Error::Io`].
 pub(super) fn read_wave_header(
     path: &Path,
     file: &mut File,
     file_len: u64,
+    max_samples: u64,
 ) -> Result<Option<WaveHeader>> {
     let mut magic = [0u8; 16];
     file.seek(SeekFrom::Start(0))
@@ -131,14 +140,17 @@ pub(super) fn read_wave_header(
         }
     };
     let mut reader = ChunkReader {
+        path,
         file,
         file_len,
         container,
+        max_samples,
     };
     match reader.read_header() {
         Ok(header) => Ok(Some(header)),
         Err(HeaderProblem::NotOurs) => Ok(None),
         Err(HeaderProblem::Io(e)) => Err(Error::io(path, e)),
+        Err(HeaderProblem::OverLimit(error)) => Err(error),
         Err(HeaderProblem::DataDamaged(reason)) => Err(decode_error(path, &reason)),
         // A RIFF WAV whose header this reader cannot make sense of: Symphonia reads (or refuses)
         // it, and names what is wrong.
@@ -162,6 +174,8 @@ enum HeaderProblem {
     DataDamaged(String),
     /// A codec lathe does not read from these containers.
     Unsupported(String),
+    /// A shape or length outside lathe's limits, in any container, a RIFF WAV included.
+    OverLimit(Error),
 }
 
 impl From<std::io::Error> for HeaderProblem {
@@ -194,9 +208,12 @@ struct Format {
 
 /// Walks the chunks of one file.
 struct ChunkReader<'a> {
+    path: &'a Path,
     file: &'a mut File,
     file_len: u64,
     container: WaveContainer,
+    /// The most samples the data chunk may hold.
+    max_samples: u64,
 }
 
 impl ChunkReader<'_> {
@@ -345,6 +362,12 @@ impl ChunkReader<'_> {
         let tag = u16_at(0);
         let channel_count = usize::from(u16_at(2));
         let sample_rate_hz = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
+        // Whatever the format: every WAVEFORMATEX gives these two here.
+        self.check(Declared {
+            sample_rate_hz: Some(sample_rate_hz),
+            channel_count: Some(channel_count),
+            frames: None,
+        })?;
         let block_align = usize::from(u16_at(12));
         let container_bits = u32::from(u16_at(14));
         let (format_tag, valid_bits) = if tag == WAVE_FORMAT_EXTENSIBLE {
@@ -431,17 +454,22 @@ impl ChunkReader<'_> {
                 }
                 held / frame_bytes
             }
-            Some(len) => {
-                let frames = len / frame_bytes;
-                if len > held {
-                    return Err(HeaderProblem::DataDamaged(format!(
-                        "truncated: expected {frames} frames, got {}",
-                        held / frame_bytes
-                    )));
-                }
-                frames
-            }
+            Some(len) => len / frame_bytes,
         };
+        // What the header declares, before it is compared with what the file holds.
+        self.check(Declared {
+            sample_rate_hz: Some(format.sample_rate_hz),
+            channel_count: Some(format.channel_count),
+            frames: Some(frames),
+        })?;
+        if let Some(len) = declared
+            && len > held
+        {
+            return Err(HeaderProblem::DataDamaged(format!(
+                "truncated: expected {frames} frames, got {}",
+                held / frame_bytes
+            )));
+        }
         if let Some(ds64) = ds64 {
             let data_end = data_start + declared.unwrap_or(held);
             if ds64.riff_size.saturating_add(8) < data_end {
@@ -469,6 +497,13 @@ impl ChunkReader<'_> {
             data_start,
             frames,
         })
+    }
+
+    /// Holds `declared` to lathe's limits.
+    fn check(&self, declared: Declared) -> Result<(), HeaderProblem> {
+        declared
+            .check(self.path, self.max_samples)
+            .map_err(HeaderProblem::OverLimit)
     }
 }
 

@@ -23,7 +23,8 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use wavpack::WavpackReader;
 
-use super::{SourceInfo, check_finite, check_shape, decode_error, read_full, unsupported};
+use super::limits::Declared;
+use super::{SourceInfo, check_finite, decode_error, read_full, unsupported};
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
 
@@ -87,16 +88,17 @@ pub(super) struct WavPackStream {
 /// # Errors
 /// [`Error::Unsupported`] for a file the library does not take (DSD audio, a newer version) or a
 /// hybrid file with its correction file beside it; [`Error::UnsupportedShape`] for a channel
-/// count or rate outside lathe's limits; [`Error::Decode`] for a damaged header; [`Error::Io`]
+/// count or rate outside lathe's limits; [`Error::SourceTooLarge`] for a header that declares
+/// more than `max_samples` samples; [`Error::Decode`] for a damaged header; [`Error::Io`]
 /// (also if the decoding thread cannot start).
-pub(super) fn open(path: &Path) -> Result<(SourceInfo, WavPackStream)> {
+pub(super) fn open(path: &Path, max_samples: u64) -> Result<(SourceInfo, WavPackStream)> {
     let (opened_tx, opened) = sync_channel(1);
     let (reads_tx, reads) = sync_channel(READS_AHEAD);
     let (spent, spent_rx) = channel();
     let thread_path = path.to_path_buf();
     std::thread::Builder::new()
         .name("wavpack-decode".to_string())
-        .spawn(move || decode_on_thread(thread_path, opened_tx, reads_tx, spent_rx))
+        .spawn(move || decode_on_thread(thread_path, max_samples, opened_tx, reads_tx, spent_rx))
         .map_err(|e| Error::io(path, e))?;
     let lost = || decode_error(path, "the WavPack decoding thread stopped");
     let (info, format) = opened.recv().map_err(|_| lost())??;
@@ -118,11 +120,12 @@ pub(super) fn open(path: &Path) -> Result<(SourceInfo, WavPackStream)> {
 /// read through `reads`, until the end of the stream, an error, or the stream is dropped.
 fn decode_on_thread(
     path: PathBuf,
+    max_samples: u64,
     opened: SyncSender<Result<(SourceInfo, SampleFormat)>>,
     reads: SyncSender<DecodedRead>,
     spent: Receiver<Vec<i32>>,
 ) {
-    let (mut reader, info) = match open_reader(&path) {
+    let (mut reader, info) = match open_reader(&path, max_samples) {
         Ok((reader, info, format)) => {
             if opened.send(Ok((info.clone(), format))).is_err() {
                 return;
@@ -150,8 +153,8 @@ fn decode_on_thread(
     }
 }
 
-/// Opens the library's reader and reads what the file holds.
-fn open_reader(path: &Path) -> Result<(WavpackReader, SourceInfo, SampleFormat)> {
+/// Opens the library's reader and reads what the file holds, held to lathe's limits.
+fn open_reader(path: &Path, max_samples: u64) -> Result<(WavpackReader, SourceInfo, SampleFormat)> {
     let builder = WavpackReader::open(path).map_err(|e| library_error(path, e, "cannot open"))?;
     // Float audio normalised to +/-1.0 whatever exponent the encoder stored it at.
     let mut reader = builder
@@ -199,8 +202,8 @@ fn open_reader(path: &Path) -> Result<(WavpackReader, SourceInfo, SampleFormat)>
             vec!["hybrid WavPack without its correction file: decoded to its lossy part".to_owned()]
         },
     };
-    // Before allocating buffers for every channel.
-    check_shape(&info)?;
+    // Before allocating buffers for every channel, or decoding.
+    Declared::of(&info).check(path, max_samples)?;
     Ok((reader, info, format))
 }
 

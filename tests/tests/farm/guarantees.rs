@@ -591,7 +591,7 @@ fn etcd_away_for_20_s_during_submit_and_dispatch_loses_nothing() {
         return;
     };
     farm.kill_etcd();
-    let url = farm.url();
+    let (url, token) = (farm.url(), farm.token().to_owned());
     let folder = sources.clone();
     let submitting = std::thread::spawn(move || {
         lathe(&[
@@ -602,6 +602,8 @@ fn etcd_away_for_20_s_during_submit_and_dispatch_loses_nothing() {
             "--json",
             "--coordinator",
             &url,
+            "--token",
+            &token,
         ])
     });
     std::thread::sleep(Duration::from_secs(20));
@@ -629,4 +631,77 @@ fn etcd_away_for_20_s_during_submit_and_dispatch_loses_nothing() {
         "one job per submission: {}",
         jobs.stdout
     );
+}
+
+/// Security on real servers, each an attack that must fail: a call without a token, a read token
+/// cancelling, a submit token fetching another owner's job, and a `CompleteTask` forged for a task
+/// a worker is rendering (a wrong attempt token, or another worker's claim). The job then
+/// completes with the real masters, byte-identical to `lathe master`.
+#[test]
+fn forged_calls_are_refused_and_the_real_masters_are_delivered() {
+    let _serial = serial();
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some((mut farm, sources, job)) = job_under_way(work.path(), 2) else {
+        return;
+    };
+    let url = farm.url();
+    let anonymous = lathe(&["status", &job, "--coordinator", &url]);
+    assert_ne!(anonymous.status, 0);
+    assert!(
+        anonymous.stderr.contains("not authenticated"),
+        "{}",
+        anonymous.stderr
+    );
+    let reader = farm.create_token("auditor", "read");
+    let cancel = farm.lathe_with_token(&["cancel", &job], &reader);
+    assert_ne!(cancel.status, 0);
+    assert!(
+        cancel.stderr.contains("read token cannot change"),
+        "{}",
+        cancel.stderr
+    );
+    let alice = farm.create_token("alice", "submit");
+    let out = work.path().join("stolen");
+    let fetch_other = farm.lathe_with_token(
+        &["fetch", &job, "--out", out.to_str().expect("utf-8 path")],
+        &alice,
+    );
+    assert_ne!(fetch_other.status, 0);
+    assert!(
+        fetch_other.stderr.contains("belongs to another user"),
+        "{}",
+        fetch_other.stderr
+    );
+    assert_eq!(files_under(&out), 0, "nothing of the job was written");
+
+    // A forged completion of the render w1 holds: the attempt's token is not known outside it.
+    let held = farm.wait_held("w1", LONG);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let refusals = runtime.block_on(async {
+        let admin = lathe_coordinator::client::FarmClient::connect(&farm.access())
+            .await
+            .expect("connect");
+        let fake = admin
+            .upload_bytes(b"not the master".to_vec().into())
+            .await
+            .expect("upload")
+            .to_string();
+        let mut refusals = Vec::new();
+        for (worker, token) in [("w1", "forged"), ("w2", "")] {
+            let forged = lathe_proto::v1::CompleteTaskRequest {
+                task_id: held.clone(),
+                worker_id: worker.to_owned(),
+                output_digest: fake.clone(),
+                report_json: "{}".to_owned(),
+                attempt_token: token.to_owned(),
+                outputs: Vec::new(),
+            };
+            let refused = admin.workers.clone().complete_task(forged).await;
+            refusals.push(refused.expect_err("a forged completion").code());
+        }
+        refusals
+    });
+    assert_eq!(refusals, [tonic::Code::PermissionDenied; 2]);
+    assert!(farm.log("coordinator").contains("completion refused"));
+    finishes_as_lathe_master(&mut farm, work.path(), &sources, &[&job]);
 }

@@ -348,6 +348,8 @@ fn every_process_exports_one_trace_per_job_as_a_tree() {
             "--json",
             "--coordinator",
             &farm.url(),
+            "--token",
+            farm.token(),
         ])
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -137,6 +137,33 @@ fn masters_are_bit_identical_across_runs_and_thread_counts() {
     assert_eq!(first, second, "masters differ between -j 1 and -j 2");
 }
 
+/// A 200-byte RF64 WAV whose ds64 chunk declares a day of 16-bit audio at 384 kHz in 8 channels
+/// (2.65e11 samples, 530 GB): a decompression bomb, refused from its header.
+fn rf64_declaring_a_day_at_384_khz() -> Vec<u8> {
+    let frames: u64 = 24 * 3600 * 384_000;
+    let data_size = frames * 16;
+    let mut bytes = b"RF64".to_vec();
+    bytes.extend(u32::MAX.to_le_bytes());
+    bytes.extend(b"WAVEds64");
+    bytes.extend(28u32.to_le_bytes());
+    for size in [4 + 36 + 24 + 8 + data_size, data_size, frames] {
+        bytes.extend(size.to_le_bytes());
+    }
+    bytes.extend(0u32.to_le_bytes());
+    bytes.extend(b"fmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes()); // PCM
+    bytes.extend(8u16.to_le_bytes()); // channels
+    bytes.extend(384_000u32.to_le_bytes());
+    bytes.extend((384_000u32 * 16).to_le_bytes());
+    bytes.extend(16u16.to_le_bytes()); // bytes a frame
+    bytes.extend(16u16.to_le_bytes()); // bits
+    bytes.extend(b"data");
+    bytes.extend(u32::MAX.to_le_bytes());
+    bytes.extend([0u8; 128]);
+    bytes
+}
+
 #[test]
 fn bad_inputs_fail_alone_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,6 +192,7 @@ fn bad_inputs_fail_alone_and_nothing_is_lost() {
     let mut nan = tone.clone();
     nan[1000] = f32::NAN;
     write_float_wav(&source.join("nan.wav"), &[nan, tone], 44_100);
+    std::fs::write(source.join("bomb.wav"), rf64_declaring_a_day_at_384_khz()).unwrap();
     let before: Vec<(PathBuf, u64)> = std::fs::read_dir(&source)
         .unwrap()
         .map(|e| {
@@ -190,6 +218,7 @@ fn bad_inputs_fail_alone_and_nothing_is_lost() {
         "notes.mp3",
         "truncated.wav",
         "nan.wav",
+        "bomb.wav",
     ] {
         let line = outcome.stderr.lines().find(|l| l.contains(bad));
         assert!(
@@ -200,6 +229,13 @@ fn bad_inputs_fail_alone_and_nothing_is_lost() {
     }
     assert!(outcome.stderr.contains("truncated"), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("NaN"), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("more than lathe decodes from one source"),
+        "{}",
+        outcome.stderr
+    );
     assert!(out.join("good.flac").exists(), "the good track is mastered");
     let leftovers: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()
@@ -227,7 +263,7 @@ fn bad_inputs_fail_alone_and_nothing_is_lost() {
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(
         (job["succeeded"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(5))
+        (Some(1), Some(6))
     );
 }
 
