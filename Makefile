@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO_DIR ?= target/demo
 
-.PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-farm bench-lossy scan-decode build clean farm farm-stop
+.PHONY: demo demo-album test deps build-deps check fmt lint modules bench bench-restore bench-farm bench-lossy scan-decode build clean farm farm-stop fuzz deny
 
 # The demo runs the debug build of every binary of the workspace, built in one go as `make test`
 # builds them (one feature set for every crate), so that the tests reuse all the demo compiled.
@@ -96,6 +96,21 @@ CORPUS_GROUPS ?= asc singularity blupi hyperrogue nexuiz
 bench-lossy: build-deps
 	for g in $(CORPUS_GROUPS); do bash $(CORPUS) list $$g; done | \
 	  $(CARGO) bench -p lathe-engine --profile dev --bench lossy_ceiling -- --list - $(BENCH_LOSSY_ARGS)
+
+## Fuzz every target in fuzz/ (decoders, manifest and profile parsers, the FLAC frame check, the CD
+## paperwork, the coordinator's protobuf requests) for FUZZ_S seconds each from its seed corpus, and
+## print each one's executions and whether it crashed (a crash's input goes to fuzz/artifacts/).
+## `make fuzz FUZZ_S=600` is the long run; FUZZ_TARGETS="decode proto" runs some. Needs nightly Rust
+## and cargo-fuzz (`cargo install cargo-fuzz`).
+FUZZ_S ?= 30
+FUZZ_TARGETS ?=
+fuzz: build-deps
+	FUZZ_S=$(FUZZ_S) bash fuzz/run.sh $(FUZZ_TARGETS)
+
+## Licences, sources and duplicate versions of every dependency against deny.toml (advisories are
+## left out: their database cannot be downloaded here). Needs `cargo install --locked cargo-deny`.
+deny:
+	$(CARGO) deny check bans licenses sources
 
 ## A local farm on loopback (nats-server, etcd, coordinator, two workers); data and logs in farm/.
 farm: deps

@@ -51,22 +51,37 @@ start)
     --auto-compaction-mode revision --auto-compaction-retention 100000 --quota-backend-bytes 8589934592
   wait_port "$NATS_PORT" nats
   wait_port "$ETCD_PORT" etcd
-  export LATHE_NATS="nats://127.0.0.1:$NATS_PORT" LATHE_ETCD="http://127.0.0.1:$ETCD_PORT"
-  start_process coordinator "target/$BUILD/lathe-coordinator" --listen "$COORDINATOR" --blobs "$dir/blobs" \
-    --http-listen "$DASHBOARD"
+  export LATHE_NATS="nats://127.0.0.1:$NATS_PORT"
+  # The farm's CA, the coordinator's certificate and one per worker (kept across restarts).
+  workers=()
+  for n in $(seq 1 "$WORKERS"); do workers+=(--worker "worker-$n"); done
+  "target/$BUILD/lathe-coordinator" certs --dir "$dir/tls" "${workers[@]}" >/dev/null
+  # An admin token for `lathe` on this host, in a file only its owner reads.
+  mkdir -p "$dir/secrets" && chmod 700 "$dir/secrets"
+  if [[ ! -s "$dir/secrets/admin-token" ]]; then
+    (umask 077 && "target/$BUILD/lathe-coordinator" token create --name admin --role admin \
+      --etcd "http://127.0.0.1:$ETCD_PORT" >"$dir/secrets/admin-token")
+  fi
+  LATHE_ETCD="http://127.0.0.1:$ETCD_PORT" start_process coordinator "target/$BUILD/lathe-coordinator" \
+    --listen "$COORDINATOR" --blobs "$dir/blobs" --http-listen "$DASHBOARD" \
+    --tls-cert "$dir/tls/server.pem" --tls-key "$dir/tls/server-key.pem" --tls-client-ca "$dir/tls/ca.pem"
   wait_port "${COORDINATOR##*:}" coordinator
   for n in $(seq 1 "$WORKERS"); do
-    start_process "worker-$n" "target/$BUILD/lathe-worker" --coordinator "http://$COORDINATOR" \
+    start_process "worker-$n" "target/$BUILD/lathe-worker" --coordinator "https://$COORDINATOR" \
       --id "worker-$n" --slots 1 --scratch "$dir/scratch" \
+      --tls-ca "$dir/tls/ca.pem" --tls-cert "$dir/tls/worker-worker-$n.pem" \
+      --tls-key "$dir/tls/worker-worker-$n-key.pem" \
       --metrics-listen "127.0.0.1:$((WORKER_METRICS_PORT + n - 1))"
   done
   metrics="http://$DASHBOARD/metrics"
   for n in $(seq 1 "$WORKERS"); do metrics+=" http://127.0.0.1:$((WORKER_METRICS_PORT + n - 1))/metrics"; done
   cat <<MSG
-lathe farm up: coordinator http://$COORDINATOR, NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
+lathe farm up: coordinator https://$COORDINATOR (TLS), NATS nats://127.0.0.1:$NATS_PORT, etcd http://127.0.0.1:$ETCD_PORT
   dashboard: http://$DASHBOARD/
   metrics:   $metrics
   data and logs: $dir/   stop with: make farm-stop
+  first, in your shell (TLS with the farm's CA, and the admin token):
+    export LATHE_COORDINATOR=https://$COORDINATOR LATHE_CA=$PWD/$dir/tls/ca.pem LATHE_TOKEN_FILE=$PWD/$dir/secrets/admin-token
   submit:  target/$BUILD/lathe submit SOURCES_DIR --profile streaming --watch
   then:    target/$BUILD/lathe fetch JOB --out MASTERS_DIR   (also: status, workers, cancel)
 MSG

@@ -21,6 +21,8 @@ mod restore;
 mod sources;
 mod table;
 
+pub use coordinator::CoordinatorArg;
+
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -37,16 +37,26 @@ impl Digest {
         Self(*blake3::hash(bytes).as_bytes())
     }
 
-    /// Parses 64 hexadecimal characters.
+    /// Parses 64 lower-case hexadecimal digits, the one spelling [`Digest`] prints: the
+    /// coordinator counts a blob's references by the digest's text, so a second spelling of the
+    /// same blob (upper case, or `+a` for `0a`, which `u8::from_str_radix` takes) would be
+    /// counted apart, and the blob removed while a job still uses it.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || Error::BadDigest(text.to_owned());
-        if text.len() != 64 || !text.is_ascii() {
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        if text.len() != 64 {
             return Err(bad());
         }
         let mut digest = [0u8; 32];
-        for (byte, pair) in digest.iter_mut().zip(text.as_bytes().chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        for (byte, pair) in digest.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let (Some(high), Some(low)) = (nibble(pair[0]), nibble(pair[1])) else {
+                return Err(bad());
+            };
+            *byte = high << 4 | low;
         }
         Ok(Self(digest))
     }
@@ -635,6 +645,22 @@ mod tests {
         (0..READ_CHUNK_BYTES * 7 / 2)
             .map(|i| (i % 251) as u8 ^ (i / READ_CHUNK_BYTES) as u8)
             .collect()
+    }
+
+    #[test]
+    fn a_digest_has_one_spelling() {
+        let digest = Digest::of(b"x");
+        let text = digest.to_string();
+        assert_eq!(Digest::parse(&text).expect("its own spelling"), digest);
+        // Found by the `proto` fuzz target: `+a` parsed as the byte 0x0a.
+        let plus = format!("{}+a{}", &text[..18], &text[20..]);
+        let upper = text.to_ascii_uppercase();
+        for other in [plus.as_str(), upper.as_str(), &text[..63], "", "-0"] {
+            assert!(
+                matches!(Digest::parse(other), Err(Error::BadDigest(_))),
+                "{other:?}"
+            );
+        }
     }
 
     async fn collect(mut stream: BlobStream) -> Vec<u8> {

@@ -502,7 +502,8 @@ pub const ATTEMPT_TOKEN_METADATA: &str = "lathe-attempt-token";
 
 impl WorkerService {
     /// The worker making a call: on a farm with TLS, the name in its client certificate, which
-    /// must be the id the request gives (`claimed`); on an insecure loopback farm, the id the
+    /// must be the id the request gives (`claimed`), or its prefix before a `/` (a pool's
+    /// certificate); on an insecure loopback farm, the id the
     /// request gives. A call carrying a client token is refused: users have no business here.
     fn worker<T>(&self, request: &Request<T>, claimed: &str) -> Result<(), Error> {
         if request.metadata().contains_key(AUTHORIZATION) {
@@ -522,7 +523,12 @@ impl WorkerService {
                     "the worker API needs a worker's client certificate".to_owned(),
                 )
             })?;
-        if name != claimed {
+        // A certificate names a worker, or a pool of them (`pool`: ids `pool/...`, for workers
+        // scaled from one image that share a certificate).
+        let pool_member = claimed
+            .strip_prefix(name.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if name != claimed && !pool_member {
             tracing::warn!(certificate = %name, claimed = %claimed, "worker call refused: the id is not the certificate's");
             return Err(Error::PermissionDenied(format!(
                 "the certificate is worker {name}'s, not {claimed}'s"

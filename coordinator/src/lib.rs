@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod client;
+pub mod command_line;
 pub mod coordinator;
 pub mod dashboard;
 pub mod error;

@@ -21,6 +21,8 @@
 mod flac;
 mod flac_format;
 mod frame_check;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod written;
 
 pub use written::WrittenAudio;

@@ -38,7 +38,8 @@ pub struct ServiceArgs {
     /// NATS server with JetStream.
     #[arg(long, env = "LATHE_NATS", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
-    /// Worker id (default: host-pid).
+    /// Worker id (default: host-pid; with `--tls-cert`, CERT-NAME/host-pid). On a farm with
+    /// TLS it must be the certificate's name, or start with it and a `/`.
     #[arg(long, env = "LATHE_WORKER_ID")]
     pub id: Option<String>,
     /// Tasks run at once.
@@ -79,8 +80,9 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     if let Some(id) = args.id {
         settings.id = id;
     } else if let Some(cert) = &args.tls_cert {
-        // On a farm with TLS the worker is who its certificate says.
-        settings.id = certificate_file_name(cert)?;
+        // On a farm with TLS the worker is who its certificate says: a worker, or a member of
+        // the pool the certificate names (`pool/host-pid`).
+        settings.id = format!("{}/{}", certificate_file_name(cert)?, settings.id);
     }
     settings.slots = args.slots.max(1);
     if let Some(scratch) = args.scratch {

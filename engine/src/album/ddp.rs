@@ -24,7 +24,7 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use crate::album::cue::{CD_FRAME_SAMPLES, CdLayout, LEAD_PREGAP_FRAMES};
+use crate::album::cue::{CD_FRAME_SAMPLES, CdLayout, LEAD_PREGAP_FRAMES, MAX_TRACKS};
 use crate::atomic_file::{TempFile, write_atomically};
 use crate::audio::AudioBlock;
 use crate::audio::BLOCK_FRAMES;
@@ -159,16 +159,30 @@ pub fn cd_text_pack_ok(pack: &[u8]) -> bool {
         && !crc16_ccitt(&pack[..16]) == u16::from_be_bytes([pack[16], pack[17]])
 }
 
+/// The most packs one CD-TEXT block holds: its sequence numbers and the size information's
+/// counts are one byte each.
+pub const MAX_CD_TEXT_PACKS: usize = 256;
+
 /// The CD-TEXT packs (block 0, ISO 8859-1, English): album and track titles (0x80), performers
 /// (0x81), songwriters (0x82), UPC and ISRCs (0x8E), and the size information (0x8F).
-pub fn cd_text(layout: &CdLayout) -> Vec<u8> {
+///
+/// # Errors
+/// The reason, in words, when the disc has more than 99 tracks or its texts need more than
+/// [`MAX_CD_TEXT_PACKS`] packs (about 3 KB of text): a block cannot number them.
+pub fn cd_text(layout: &CdLayout) -> std::result::Result<Vec<u8>, String> {
+    if layout.tracks.len() > MAX_TRACKS {
+        return Err(format!(
+            "{} tracks; CD-TEXT numbers at most {MAX_TRACKS}",
+            layout.tracks.len()
+        ));
+    }
     let latin1 = |s: &str| -> Vec<u8> {
         s.chars()
             .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
             .collect()
     };
     let mut packs: Vec<[u8; CD_TEXT_PACK_BYTES]> = Vec::new();
-    let mut counts = [0u8; 16];
+    let mut counts = [0usize; 16];
     let mut kind = |pack_type: u8, texts: Vec<Vec<u8>>, packs: &mut Vec<[u8; 18]>| {
         // The texts of disc (track 0) and tracks 1..n, each NUL-terminated, cut into 12-byte payloads.
         let mut payload: Vec<(u8, u8, u8)> = Vec::new(); // (byte, track, position in its string)
@@ -218,6 +232,15 @@ pub fn cd_text(layout: &CdLayout) -> Vec<u8> {
     kind(0x8E, codes, &mut packs);
     // Size information: three packs of 12 bytes.
     counts[0x0F] = 3;
+    if packs.len() + 3 > MAX_CD_TEXT_PACKS {
+        return Err(format!(
+            "the titles, performers, songwriters and codes need {} CD-TEXT packs; a block holds \
+             at most {MAX_CD_TEXT_PACKS}: shorten them",
+            packs.len() + 3
+        ));
+    }
+    // Within the limit every count and sequence number fits its byte.
+    let counts = counts.map(|n| n as u8);
     let last_sequence = (packs.len() + 2) as u8;
     let mut info = Vec::with_capacity(36);
     info.push(0x00); // character code: ISO 8859-1
@@ -237,7 +260,7 @@ pub fn cd_text(layout: &CdLayout) -> Vec<u8> {
         pack[16..].copy_from_slice(&crc.to_be_bytes());
         packs.push(pack);
     }
-    packs.concat()
+    Ok(packs.concat())
 }
 
 /// Writes a DDP 2.0 image of `layout` into `dir` (created), its audio taken from `image_wav`, the
@@ -245,13 +268,16 @@ pub fn cd_text(layout: &CdLayout) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::Io`] on a write failure; a decode error of the image; [`Error::Delivery`] if the image
-/// is not 16-bit stereo at 44.1 kHz or not the layout's length.
+/// is not 16-bit stereo at 44.1 kHz or not the layout's length, or if the disc's CD-TEXT does not
+/// fit one block (see [`cd_text`]).
 pub fn write_ddp(dir: &Path, layout: &CdLayout, image_wav: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let wrong = |reason: String| Error::Delivery {
         album: layout.title.clone(),
         reason: format!("DDP image from {}: {reason}", image_wav.display()),
     };
+    // The paperwork first: a disc whose CD-TEXT cannot be written gets no image either.
+    let text = cd_text(layout).map_err(&wrong)?;
     let mut decoder = Decoder::open(image_wav)?;
     let info = decoder.info().clone();
     if info.sample_rate_hz != 44_100 || info.channel_count != 2 || info.bits_per_sample != Some(16)
@@ -299,7 +325,6 @@ pub fn write_ddp(dir: &Path, layout: &CdLayout, image_wav: &Path) -> Result<()> 
     temp.commit(&image_path)?;
 
     let pq = pq_descriptor(layout);
-    let text = cd_text(layout);
     let sectors = frames * 4 / SECTOR_BYTES;
     let mut map = map_packet("D0", sectors, "", "IMAGE.DAT");
     map.extend(map_packet("S0", pq.len() as u64, "PQ DESCR", "PQDESCR"));
@@ -386,8 +411,43 @@ mod tests {
     }
 
     #[test]
+    fn cd_text_beyond_one_block_is_refused_not_wrapped() {
+        // Found by the `cue_ddp` fuzz target: pack 256 was numbered 0 (and in a debug build the
+        // pack count of a type overflowed its byte). A compilation of 99 tracks with ordinary
+        // titles needs more packs than a block holds.
+        let one = layout();
+        let mut long = layout();
+        long.tracks = (0..99)
+            .map(|i| CdTrack {
+                title: format!("Track number {i} of the long compilation"),
+                ..one.tracks[0].clone()
+            })
+            .collect();
+        let reason = cd_text(&long).expect_err("too many packs");
+        assert!(reason.contains("CD-TEXT packs"), "{reason}");
+        // The largest disc that fits is written whole, numbered to 255.
+        while cd_text(&long).is_err() {
+            long.tracks.pop();
+        }
+        let text = cd_text(&long).expect("fits");
+        let packs: Vec<&[u8]> = text.chunks(CD_TEXT_PACK_BYTES).collect();
+        assert!(packs.len() > 200 && packs.len() <= MAX_CD_TEXT_PACKS);
+        for (i, pack) in packs.iter().enumerate() {
+            assert!(cd_text_pack_ok(pack));
+            assert_eq!(usize::from(pack[2]), i);
+        }
+        let mut many = layout();
+        many.tracks = vec![one.tracks[0].clone(); 100];
+        assert!(
+            cd_text(&many)
+                .expect_err("100 tracks")
+                .contains("100 tracks")
+        );
+    }
+
+    #[test]
     fn cd_text_packs_carry_valid_crcs_and_the_titles() {
-        let text = cd_text(&layout());
+        let text = cd_text(&layout()).expect("CD-TEXT");
         assert_eq!(text.len() % CD_TEXT_PACK_BYTES, 0);
         let packs: Vec<&[u8]> = text.chunks(CD_TEXT_PACK_BYTES).collect();
         assert!(packs.iter().all(|p| cd_text_pack_ok(p)));

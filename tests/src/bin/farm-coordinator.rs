@@ -1,12 +1,7 @@
-//! The coordinator service, built inside the tests package so that the farm tests can spawn (and
-//! kill) it as a process: the same code as the `lathe-coordinator` binary.
-
-use clap::Parser;
+//! The coordinator, built inside the tests package so that the farm tests can spawn (and kill) it
+//! as a process: the same code as the `lathe-coordinator` binary, its `token` command included.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = lathe_coordinator::telemetry::Telemetry::init("lathe-coordinator")?;
-    lathe_coordinator::service::run_service(lathe_coordinator::service::ServiceArgs::parse())
-        .await?;
-    Ok(())
+    lathe_coordinator::command_line::run_command_line().await
 }

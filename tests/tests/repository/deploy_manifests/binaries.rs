@@ -98,17 +98,42 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The coordinator's and the worker's `ServiceArgs`.
+    /// The coordinator's and the worker's `ServiceArgs`, the coordinator's administrative
+    /// commands (`lathe-coordinator certs`, `lathe-coordinator token create`), and how `lathe`
+    /// reaches a farm (its `CoordinatorArg`).
     pub fn of_the_farm() -> Self {
+        let admin = lathe_coordinator::command_line::CoordinatorCli::command();
+        let subcommand = |path: &[&str]| {
+            let mut command = admin.clone();
+            for name in path {
+                command = command
+                    .find_subcommand(name)
+                    .expect("a lathe-coordinator command")
+                    .clone();
+            }
+            command
+        };
         Self {
             all: vec![
                 BinaryOptions::from_command(
                     "lathe-coordinator",
                     lathe_coordinator::service::ServiceArgs::command(),
                 ),
+                BinaryOptions::from_command("lathe-coordinator certs", subcommand(&["certs"])),
+                BinaryOptions::from_command(
+                    "lathe-coordinator token create",
+                    subcommand(&["token", "create"]),
+                ),
                 BinaryOptions::from_command(
                     "lathe-worker",
                     lathe_worker::service::ServiceArgs::command(),
+                ),
+                // Only for the variables it reads: no deploy file runs `lathe` itself.
+                BinaryOptions::from_command(
+                    "lathe (client)",
+                    <lathe_cli::CoordinatorArg as clap::Args>::augment_args(clap::Command::new(
+                        "lathe",
+                    )),
                 ),
             ],
         }
@@ -124,7 +149,17 @@ impl Binaries {
     /// The binary that `words` (a command line) runs, and its arguments.
     pub fn invocation(&self, words: &[String]) -> Option<(&BinaryOptions, Invocation)> {
         let (program, args) = words.split_first()?;
-        let options = self.of_program(program)?;
+        let mut options = self.of_program(program)?;
+        // A command of the binary (`lathe-coordinator token create`): the longest one named.
+        let mut consumed = 0;
+        for depth in 1..=args.len().min(2) {
+            let name = format!("{} {}", options.program, args[consumed..depth].join(" "));
+            if let Some(command) = self.all.iter().find(|b| b.program == name) {
+                options = command;
+                consumed = depth;
+            }
+        }
+        let args = &args[consumed..];
         Some((
             options,
             Invocation {
