@@ -371,18 +371,17 @@ impl Coordinator {
 
     /// Checks that a worker's attempt holds task `call.task_id`, running.
     pub async fn require_attempt(&self, call: AttemptCall<'_>) -> Result<()> {
-        let key = task_key(call.task_id)?;
-        let stored = self
-            .inner
-            .state
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::TaskNotFound(call.task_id.to_owned()))?;
-        let task: TaskRecord = decode(&key, &stored.value)?;
+        self.held_task(call, "an upload").await.map(drop)
+    }
+
+    /// Task `call.task_id`, if the call's attempt holds it and it is running; else `what` is
+    /// refused.
+    async fn held_task(&self, call: AttemptCall<'_>, what: &str) -> Result<TaskRecord> {
+        let task = self.task_by_id(call.task_id).await?;
         if task.state != TaskState::Running || !call.holds(&task) {
-            return Err(call.refused("an upload", &task));
+            return Err(call.refused(what, &task));
         }
-        Ok(())
+        Ok(task)
     }
 
     /// Checks that a worker's attempt holds task `call.task_id` and that `digest` is one of the
@@ -392,17 +391,7 @@ impl Coordinator {
         call: AttemptCall<'_>,
         digest: &str,
     ) -> Result<()> {
-        let key = task_key(call.task_id)?;
-        let stored = self
-            .inner
-            .state
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::TaskNotFound(call.task_id.to_owned()))?;
-        let task: TaskRecord = decode(&key, &stored.value)?;
-        if task.state != TaskState::Running || !call.holds(&task) {
-            return Err(call.refused("a source read", &task));
-        }
+        let task = self.held_task(call, "a source read").await?;
         let of_task = task.source_digest == digest
             || task.graph.source_digests.iter().any(|d| d == digest)
             || task.graph.inputs.iter().any(|input| input.digest == digest);
@@ -1530,14 +1519,7 @@ impl Coordinator {
                  fraction from 0 to 1"
             )));
         }
-        let key = task_key(task_id)?;
-        let stored = self
-            .inner
-            .state
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
-        let task: TaskRecord = decode(&key, &stored.value)?;
+        let task = self.task_by_id(task_id).await?;
         if task.state != TaskState::Running || !call.holds(&task) {
             tracing::warn!(
                 task = %task_id,
@@ -1572,14 +1554,7 @@ impl Coordinator {
         let AttemptCall {
             task_id, worker_id, ..
         } = call;
-        let key = task_key(task_id)?;
-        let stored = self
-            .inner
-            .state
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
-        let stored_task: TaskRecord = decode(&key, &stored.value)?;
+        let stored_task = self.task_by_id(task_id).await?;
         if !call.holds(&stored_task) {
             return Err(call.refused("completion", &stored_task));
         }
