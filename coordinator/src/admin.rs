@@ -1,5 +1,6 @@
 //! The coordinator's administrative commands: `lathe-coordinator token ...` (client tokens, in
-//! the farm's etcd) and `lathe-coordinator certs` (the farm's CA and certificates, on disk).
+//! the farm's etcd), `lathe-coordinator certs` (the farm's CA and certificates, on disk) and
+//! `lathe-coordinator etcd-users` (etcd's users, and authentication on).
 //! Serving is `lathe-coordinator` with no command ([`crate::service`]).
 
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use clap::{Args, Subcommand};
 
 use crate::auth::{Role, create_token, list_tokens, revoke_token};
 use crate::error::Result;
+use crate::etcd_users::{EtcdUsersArgs, run_etcd_users};
 use crate::pki::{Usage, ensure_ca, issue};
 use crate::state::{EtcdStore, MAX_PAGE};
+use crate::store_access::EtcdAccessArgs;
 
 /// A command besides serving.
 #[derive(Debug, Subcommand)]
@@ -21,6 +24,9 @@ pub enum AdminCommand {
     /// The farm's CA (made once) and certificates issued from it: the servers' (the coordinator,
     /// NATS, etcd) and one per worker, whose name is the worker's id.
     Certs(CertsArgs),
+    /// etcd's users: `root` and the coordinator's (reads and writes the namespace, nothing else),
+    /// then authentication on. Run again to change a password.
+    EtcdUsers(EtcdUsersArgs),
 }
 
 /// Where the farm's etcd is (the tokens live there).
@@ -32,6 +38,9 @@ pub struct EtcdArgs {
     /// Prefix of every etcd key (as the coordinator's).
     #[arg(long, env = "LATHE_NAMESPACE", default_value = "/lathe/")]
     pub namespace: String,
+    /// TLS and the etcd user.
+    #[command(flatten)]
+    pub access: EtcdAccessArgs,
 }
 
 /// `lathe-coordinator token ...`.
@@ -81,8 +90,9 @@ pub struct CertsArgs {
 }
 
 async fn etcd(args: &EtcdArgs) -> Result<EtcdStore> {
+    let access = args.access.access()?;
     crate::service::patiently("etcd", &args.etcd, Duration::from_secs(10), || {
-        EtcdStore::connect(&args.etcd, &args.namespace)
+        EtcdStore::connect_with(&args.etcd, &args.namespace, &access)
     })
     .await
 }
@@ -165,6 +175,7 @@ pub async fn run_admin(command: AdminCommand) -> Result<()> {
                 println!("worker {worker}: {}", cert.display());
             }
         }
+        AdminCommand::EtcdUsers(args) => run_etcd_users(&args).await?,
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`queue`], [`state`], [`blob`]: the work queue (NATS JetStream | in process), the state store
 //!   (etcd | in memory) and the blob store (coordinator disk | in memory), each a trait with two
-//!   implementations that pass one conformance suite.
+//!   implementations that pass one conformance suite; [`store_access`]: TLS and credentials for
+//!   NATS and etcd.
 //! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling; [`grpc`]: its services;
 //!   [`client`]: the client the CLI and workers use.
 //! - [`dashboard`]: the web dashboard (jobs, tasks, reports, workers; live over server-sent
@@ -18,6 +19,7 @@ pub mod command_line;
 pub mod coordinator;
 pub mod dashboard;
 pub mod error;
+pub mod etcd_users;
 pub mod graph;
 pub mod grpc;
 pub mod http;
@@ -31,6 +33,7 @@ pub mod record;
 pub mod service;
 pub mod signal;
 pub mod state;
+pub mod store_access;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

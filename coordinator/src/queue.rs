@@ -424,9 +424,44 @@ fn queue_error(context: &str) -> impl Fn(Box<dyn std::error::Error + Send + Sync
 }
 
 impl JetStreamQueue {
-    /// Connects to NATS at `url` and creates (or opens) the task stream and the workers' consumer.
+    /// Connects to NATS at `url` in plaintext without credentials and creates (or opens) the task
+    /// stream and the workers' consumer.
     pub async fn connect(url: &str, settings: QueueSettings) -> Result<Self> {
-        let client = async_nats::connect(url)
+        Self::connect_with(url, settings, &crate::store_access::NatsAccess::default()).await
+    }
+
+    /// Connects to NATS at `url` with `access`'s TLS and user, and creates (or opens) the task
+    /// stream and the workers' consumer.
+    ///
+    /// A user that may only pull and acknowledge (the workers': `deploy/README.md` lists its
+    /// permissions) opens them: it may read their information, and the coordinator creates them.
+    /// Until the coordinator has, this fails (the server drops the creation and the request times
+    /// out), and [`crate::service::patiently`] tries again.
+    ///
+    /// # Errors
+    /// NATS out of reach, TLS or credentials refused, or the stream and consumer neither there nor
+    /// creatable.
+    pub async fn connect_with(
+        url: &str,
+        settings: QueueSettings,
+        access: &crate::store_access::NatsAccess,
+    ) -> Result<Self> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(credentials) = &access.credentials {
+            options = options
+                .user_and_password(credentials.user.clone(), credentials.password().to_owned());
+        }
+        if access.tls.enabled() {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &access.tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some(identity) = &access.tls.identity {
+            options = options.add_client_certificate(identity.cert.clone(), identity.key.clone());
+        }
+        let client = options
+            .connect(url)
             .await
             .map_err(|e| Error::Queue(format!("cannot connect to NATS at {url}: {e}")))?;
         let context = async_nats::jetstream::new(client.clone());

@@ -11,6 +11,7 @@ use crate::blob::DiskBlobStore;
 use crate::error::{Error, Result};
 use crate::queue::JetStreamQueue;
 use crate::state::EtcdStore;
+use crate::store_access::{EtcdAccess, NatsAccess, StoreArgs};
 use crate::tls::{ServerTls, Transport, is_loopback};
 use crate::{Coordinator, CoordinatorSettings};
 
@@ -85,6 +86,9 @@ pub struct ServiceArgs {
     /// tests and a farm that never leaves one machine.
     #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_loopback: bool,
+    /// TLS and credentials for NATS and etcd.
+    #[command(flatten)]
+    pub stores: StoreArgs,
 }
 
 impl ServiceArgs {
@@ -133,9 +137,10 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
     };
     let transport = args.transport()?;
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
+    let (nats_access, etcd_access) = args.stores.access()?;
     let (queue, state) = connect_stores(
-        &args.nats,
-        &args.etcd,
+        (&args.nats, &nats_access),
+        (&args.etcd, &etcd_access),
         &args.namespace,
         queue_settings,
         Duration::from_secs_f64(args.connect_timeout_s.max(0.0)),
@@ -236,18 +241,18 @@ fn http_addresses(args: &ServiceArgs) -> Vec<HttpAddress> {
 /// # Errors
 /// The last connection error of a service not up within `patience`.
 pub async fn connect_stores(
-    nats: &str,
-    etcd: &str,
+    (nats, nats_access): (&str, &NatsAccess),
+    (etcd, etcd_access): (&str, &EtcdAccess),
     namespace: &str,
     queue_settings: crate::queue::QueueSettings,
     patience: Duration,
 ) -> Result<(JetStreamQueue, EtcdStore)> {
     let queue = patiently("NATS", nats, patience, || {
-        JetStreamQueue::connect(nats, queue_settings)
+        JetStreamQueue::connect_with(nats, queue_settings, nats_access)
     })
     .await?;
     let state = patiently("etcd", etcd, patience, || {
-        EtcdStore::connect(etcd, namespace)
+        EtcdStore::connect_with(etcd, namespace, etcd_access)
     })
     .await?;
     Ok((queue, state))

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -380,6 +381,10 @@ impl StateStore for MemoryStore {
 pub struct EtcdStore {
     client: etcd_client::Client,
     namespace: String,
+    /// The user the client logged in as, to log in again when etcd forgets its token.
+    credentials: Option<crate::store_access::Credentials>,
+    /// True while a new login is under way.
+    logging_in: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -434,20 +439,124 @@ fn etcd_error(context: &'static str) -> impl Fn(etcd_client::Error) -> Error {
     move |error| Error::State(format!("etcd {context}: {error}"))
 }
 
+/// True when etcd refused a request for its authentication token: one it no longer knows (etcd
+/// keeps tokens in memory, so a restart forgets them; an unused one expires after
+/// `--auth-token-ttl`) or one older than a change of users or roles.
+fn stale_token(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("invalid auth token") || text.contains("revision of auth store is old")
+}
+
+/// A client of etcd at `endpoints` (comma-separated URLs) with `access`'s TLS and credentials
+/// (logged in already when it has credentials).
+///
+/// # Errors
+/// An endpoint whose scheme does not match the TLS options, unreadable TLS files, etcd out of
+/// reach, or refused credentials.
+pub async fn connect_etcd(
+    endpoints: &str,
+    access: &crate::store_access::EtcdAccess,
+) -> Result<etcd_client::Client> {
+    let endpoints: Vec<&str> = endpoints.split(',').map(str::trim).collect();
+    let mut options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(10));
+    let tls = &access.tls;
+    if tls.enabled() {
+        if let Some(plain) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+            return Err(Error::InvalidRequest(format!(
+                "etcd endpoint {plain}: TLS options (a CA or a client certificate) need https:// endpoints"
+            )));
+        }
+        let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io(path, e));
+        let mut config = etcd_client::TlsOptions::new();
+        if let Some(ca) = &tls.ca {
+            config = config.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+        }
+        if let Some(identity) = &tls.identity {
+            config = config.identity(etcd_client::Identity::from_pem(
+                read(&identity.cert)?,
+                read(&identity.key)?,
+            ));
+        }
+        options = options.with_tls(config);
+    } else if access.credentials.is_some()
+        && let Some(plain) = endpoints.iter().find(|e| e.starts_with("http://"))
+    {
+        tracing::warn!(endpoint = %plain, "etcd password sent without TLS (give --etcd-ca and an https:// endpoint)");
+    }
+    if let Some(credentials) = &access.credentials {
+        options = options.with_user(credentials.user.clone(), credentials.password());
+    }
+    etcd_client::Client::connect(&endpoints, Some(options))
+        .await
+        .map_err(|e| Error::State(format!("cannot connect to etcd at {endpoints:?}: {e}")))
+}
+
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (comma-separated URLs); every key is stored under `namespace`.
+    /// Connects to etcd at `endpoints` (comma-separated URLs) over plain `http://` without
+    /// credentials; every key is stored under `namespace`.
     pub async fn connect(endpoints: &str, namespace: &str) -> Result<Self> {
-        let endpoints: Vec<&str> = endpoints.split(',').map(str::trim).collect();
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10));
-        let client = etcd_client::Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(|e| Error::State(format!("cannot connect to etcd at {endpoints:?}: {e}")))?;
+        Self::connect_with(
+            endpoints,
+            namespace,
+            &crate::store_access::EtcdAccess::default(),
+        )
+        .await
+    }
+
+    /// Connects to etcd at `endpoints` (comma-separated URLs) with `access`'s TLS and credentials;
+    /// every key is stored under `namespace`. When etcd forgets the login's token (a restart), the
+    /// request that finds out fails and the store logs in again for the next ones.
+    ///
+    /// # Errors
+    /// As [`connect_etcd`].
+    pub async fn connect_with(
+        endpoints: &str,
+        namespace: &str,
+        access: &crate::store_access::EtcdAccess,
+    ) -> Result<Self> {
         Ok(Self {
-            client,
+            client: connect_etcd(endpoints, access).await?,
             namespace: namespace.to_owned(),
+            credentials: access.credentials.clone(),
+            logging_in: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Maps an etcd error of `context` to the store's, logging in again (in the background) when
+    /// etcd no longer takes the client's token.
+    fn failed(&self, context: &'static str) -> impl Fn(etcd_client::Error) -> Error + '_ {
+        move |error| {
+            if stale_token(&error) {
+                self.log_in_again();
+            }
+            etcd_error(context)(error)
+        }
+    }
+
+    /// Logs in again with the store's credentials, once at a time.
+    fn log_in_again(&self) {
+        let Some(credentials) = self.credentials.clone() else {
+            return;
+        };
+        if self.logging_in.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut client = self.client.clone();
+        let logging_in = Arc::clone(&self.logging_in);
+        tokio::spawn(async move {
+            // etcd refuses a login that carries a token it does not know: drop it first.
+            client.remove_client_auth();
+            match client
+                .set_client_auth(credentials.user.clone(), credentials.password().to_owned())
+                .await
+            {
+                Ok(()) => tracing::info!(user = %credentials.user, "logged in to etcd again"),
+                Err(error) => tracing::warn!(%error, "cannot log in to etcd again"),
+            }
+            logging_in.store(false, Ordering::Release);
+        });
     }
 
     fn key(&self, key: &str) -> String {
@@ -463,7 +572,7 @@ impl StateStore for EtcdStore {
             .clone()
             .get(self.key(key), None)
             .await
-            .map_err(etcd_error("get"))?;
+            .map_err(self.failed("get"))?;
         Ok(response.kvs().first().map(versioned))
     }
 
@@ -496,14 +605,14 @@ impl StateStore for EtcdStore {
             .clone()
             .get(start, Some(options))
             .await
-            .map_err(etcd_error("range read"))?;
+            .map_err(self.failed("range read"))?;
         let entries = response
             .kvs()
             .iter()
             .map(|kv| {
                 let key = kv
                     .key_str()
-                    .map_err(etcd_error("key"))?
+                    .map_err(self.failed("key"))?
                     .strip_prefix(&self.namespace)
                     .unwrap_or_default()
                     .to_owned();
@@ -531,7 +640,7 @@ impl StateStore for EtcdStore {
                 .clone()
                 .txn(Txn::new().and_then(reads))
                 .await
-                .map_err(etcd_error("multi-key read"))?;
+                .map_err(self.failed("multi-key read"))?;
             for answer in response.op_responses() {
                 let TxnOpResponse::Get(read) = answer else {
                     return Err(Error::State("etcd multi-key read: not a read".to_owned()));
@@ -548,7 +657,7 @@ impl StateStore for EtcdStore {
             .clone()
             .put(self.key(key), value, None)
             .await
-            .map_err(etcd_error("put"))?;
+            .map_err(self.failed("put"))?;
         Ok(response.header().map_or(0, |header| header.revision()))
     }
 
@@ -585,7 +694,7 @@ impl StateStore for EtcdStore {
             .clone()
             .txn(Txn::new().when(checks).and_then(ops))
             .await
-            .map_err(etcd_error("transaction"))?;
+            .map_err(self.failed("transaction"))?;
         Ok(response.succeeded())
     }
 
@@ -595,7 +704,7 @@ impl StateStore for EtcdStore {
             .clone()
             .delete(self.key(prefix), Some(options))
             .await
-            .map_err(etcd_error("delete range"))?;
+            .map_err(self.failed("delete range"))?;
         Ok(())
     }
 
@@ -604,7 +713,7 @@ impl StateStore for EtcdStore {
             .clone()
             .delete(self.key(key), None)
             .await
-            .map_err(etcd_error("delete"))?;
+            .map_err(self.failed("delete"))?;
         Ok(())
     }
 
@@ -615,7 +724,7 @@ impl StateStore for EtcdStore {
             .clone()
             .lease_grant(seconds, None)
             .await
-            .map_err(etcd_error("lease grant"))?;
+            .map_err(self.failed("lease grant"))?;
         Ok(response.id())
     }
 
@@ -624,7 +733,7 @@ impl StateStore for EtcdStore {
             if error.to_string().contains("not found") {
                 Error::LeaseExpired { lease }
             } else {
-                etcd_error("lease keep-alive")(error)
+                self.failed("lease keep-alive")(error)
             }
         };
         let (mut keeper, mut responses) = self
@@ -652,7 +761,7 @@ impl StateStore for EtcdStore {
                 {
                     Error::LeaseExpired { lease }
                 }
-                other => etcd_error("put")(other),
+                other => self.failed("put")(other),
             })?;
         Ok(())
     }
@@ -662,7 +771,7 @@ impl StateStore for EtcdStore {
             .clone()
             .lease_revoke(lease)
             .await
-            .map_err(etcd_error("lease revoke"))?;
+            .map_err(self.failed("lease revoke"))?;
         Ok(())
     }
 }

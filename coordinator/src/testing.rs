@@ -5,6 +5,9 @@
 //! is not installed, so that a developer without them can still run the rest of the tests; CI installs
 //! both (`.ci/run`), so there they always run.
 //!
+//! [`NatsServer::start_secure`] and [`EtcdServer::start_secure`] run them with TLS and users, as
+//! the farm does ([`secure`]).
+//!
 //! [`fill_finished_jobs`] stores finished jobs as the coordinator leaves them, for measurements of
 //! state at scale.
 
@@ -23,6 +26,10 @@ use crate::record::{
     count_shard, counts_key, encode, finished_key, job_key, task_id, task_key, unix_ms,
 };
 use crate::state::{MAX_TRANSACTION_OPS, StateStore, Transaction};
+
+pub mod secure;
+
+pub use secure::{EtcdSecurity, NatsSecurity, TestPki};
 
 /// How long a server gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -87,6 +94,7 @@ pub struct NatsServer {
     process: Option<Guard>,
     port: u16,
     data: tempfile::TempDir,
+    security: Option<NatsSecurity>,
 }
 
 impl NatsServer {
@@ -104,6 +112,28 @@ impl NatsServer {
             process: None,
             port: free_port(),
             data,
+            security: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts one that requires TLS and the farm's users (`deploy/nats-auth.conf`), or returns
+    /// `None` (printing why) if `nats-server` is not installed.
+    ///
+    /// # Panics
+    /// If it is installed but does not start.
+    pub fn start_secure(security: NatsSecurity) -> Option<Self> {
+        if !installed("nats-server") {
+            eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
+            return None;
+        }
+        let data = tempfile::tempdir().expect("temporary folder for nats-server");
+        let mut server = Self {
+            process: None,
+            port: free_port(),
+            data,
+            security: Some(security),
         };
         server.restart();
         Some(server)
@@ -131,16 +161,24 @@ impl NatsServer {
     /// If it does not start.
     pub fn restart(&mut self) {
         self.process = None;
-        let mut child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.data.path())
+        let mut command = Command::new("nats-server");
+        match &self.security {
+            None => command
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
+                .arg(self.data.path()),
+            Some(security) => command
+                .arg("-c")
+                .arg(security.write_config(self.data.path(), self.port))
+                .envs(security.environment()),
+        };
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -162,6 +200,7 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     data: tempfile::TempDir,
+    security: Option<EtcdSecurity>,
 }
 
 impl EtcdServer {
@@ -179,6 +218,29 @@ impl EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             data: tempfile::tempdir().expect("temporary folder for etcd"),
+            security: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts one serving clients over TLS only (`https://`), or returns `None` (printing why) if
+    /// `etcd` is not installed. Authentication is off until
+    /// [`crate::etcd_users::setup_etcd_users`] turns it on.
+    ///
+    /// # Panics
+    /// If it is installed but does not start.
+    pub fn start_secure(security: EtcdSecurity) -> Option<Self> {
+        if !installed("etcd") {
+            eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
+            return None;
+        }
+        let mut server = Self {
+            process: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data: tempfile::tempdir().expect("temporary folder for etcd"),
+            security: Some(security),
         };
         server.restart();
         Some(server)
@@ -195,16 +257,26 @@ impl EtcdServer {
     /// If it does not start.
     pub fn restart(&mut self) {
         self.process = None;
-        let mut child = etcd_command(self.data.path(), self.client_port, self.peer_port)
-            .spawn()
-            .expect("spawn etcd");
+        let mut child = etcd_command(
+            self.data.path(),
+            self.client_port,
+            self.peer_port,
+            self.security.as_ref(),
+        )
+        .spawn()
+        .expect("spawn etcd");
         wait_for_port(self.client_port, &mut child, "etcd").expect("etcd starts");
         self.process = Some(Guard(child));
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it runs with TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.security.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// Its data folder.
@@ -213,8 +285,14 @@ impl EtcdServer {
     }
 }
 
-fn etcd_command(data: &Path, client_port: u16, peer_port: u16) -> Command {
-    let client = format!("http://127.0.0.1:{client_port}");
+fn etcd_command(
+    data: &Path,
+    client_port: u16,
+    peer_port: u16,
+    security: Option<&EtcdSecurity>,
+) -> Command {
+    let scheme = if security.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let mut command = Command::new("etcd");
     command
@@ -228,6 +306,7 @@ fn etcd_command(data: &Path, client_port: u16, peer_port: u16) -> Command {
         .args(["--initial-cluster", &format!("lathe-test={peer}")])
         .args(["--quota-backend-bytes", &ETCD_QUOTA_BYTES.to_string()])
         .args(["--snapshot-count", &ETCD_SNAPSHOT_ENTRIES.to_string()])
+        .args(security.map(EtcdSecurity::arguments).unwrap_or_default())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command

@@ -10,6 +10,7 @@ use lathe_coordinator::CoordinatorSettings;
 use lathe_coordinator::client::Access;
 use lathe_coordinator::queue::JetStreamQueue;
 use lathe_coordinator::service::patiently;
+use lathe_coordinator::store_access::NatsAccessArgs;
 use lathe_coordinator::tls::ClientTls;
 
 use crate::error::Result;
@@ -38,6 +39,9 @@ pub struct ServiceArgs {
     /// NATS server with JetStream.
     #[arg(long, env = "LATHE_NATS", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// TLS and the NATS user (the farm's `worker` user may only pull and acknowledge tasks).
+    #[command(flatten)]
+    pub nats_access: NatsAccessArgs,
     /// Worker id (default: host-pid; with `--tls-cert`, CERT-NAME/host-pid). On a farm with
     /// TLS it must be the certificate's name, or start with it and a `/`.
     #[arg(long, env = "LATHE_WORKER_ID")]
@@ -94,11 +98,12 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     }
     .queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
+    let nats_access = args.nats_access.access()?;
     let queue = patiently(
         "NATS",
         &args.nats,
         Duration::from_secs_f64(args.connect_timeout_s.max(0.0)),
-        || JetStreamQueue::connect(&args.nats, queue_settings),
+        || JetStreamQueue::connect_with(&args.nats, queue_settings, &nats_access),
     )
     .await?;
     let observer = Arc::new(WorkerObserver::new());

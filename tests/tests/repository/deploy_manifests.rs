@@ -3,7 +3,9 @@
 //! accept (their clap definitions, `ServiceArgs::command()`), against each other (probes on the
 //! ports the processes listen on, Services on container ports, Prometheus on the metrics ports) and
 //! against the metrics the binaries export (`promql::KNOWN_METRICS`, the one list to change when the
-//! code names a metric differently).
+//! code names a metric differently), and for their secrets (`secrets`: certificates and passwords
+//! are files from compose secrets or Kubernetes Secret volumes, workers hold nothing of etcd,
+//! scratch volumes are bounded).
 //!
 //! Each check is a function from parsed files to problems; the `a_*_is_caught` tests run them on
 //! small broken snippets to show that each can fail. `cargo test -p lathe-tests --test
@@ -21,6 +23,8 @@ mod kubernetes;
 mod observability;
 #[path = "deploy_manifests/promql.rs"]
 mod promql;
+#[path = "deploy_manifests/secrets.rs"]
+mod secrets;
 #[path = "deploy_manifests/yaml.rs"]
 mod yaml;
 
@@ -637,4 +641,128 @@ fn prometheus_on_the_wrong_port_and_an_unknown_dashboard_metric_are_caught() {
         problems.mentions("data source other is not provisioned"),
         "{problems:?}"
     );
+}
+
+#[test]
+fn credentials_come_from_secrets_and_workers_hold_nothing_of_etcd() {
+    let mut problems = Problems::default();
+    secrets::check_compose(&yaml_file("compose.yaml"), &mut problems);
+    let mut docs = Vec::new();
+    for file in CHECKED_YAML.iter().filter(|f| f.starts_with("k8s/")) {
+        docs.extend(yaml::documents(&read(file)).unwrap_or_else(|e| panic!("deploy/{file}: {e}")));
+    }
+    secrets::check_kubernetes(&docs, &mut problems);
+    problems.assert_none("deploy/ secrets");
+    // The NATS users the deploy files name are the ones nats-auth.conf defines.
+    let auth = read("nats-auth.conf");
+    for user in [
+        "user: coordinator",
+        "user: worker",
+        "$NATS_COORDINATOR_PASSWORD",
+        "$NATS_WORKER_PASSWORD",
+    ] {
+        assert!(auth.contains(user), "deploy/nats-auth.conf has no {user}");
+    }
+}
+
+fn secrets_in_compose(text: &str) -> Problems {
+    let mut problems = Problems::default();
+    secrets::check_compose(&snippet(text), &mut problems);
+    problems
+}
+
+fn secrets_in_kubernetes(text: &str) -> Problems {
+    let mut problems = Problems::default();
+    let docs = yaml::documents(text).expect("a YAML snippet");
+    secrets::check_kubernetes(&docs, &mut problems);
+    problems
+}
+
+#[test]
+fn a_password_in_a_file_or_a_worker_with_etcd_is_caught() {
+    let good = r#"
+secrets:
+  ca: { file: ./secrets/tls/ca.pem }
+  nats-worker-password: { file: ./secrets/nats-worker-password }
+services:
+  worker:
+    entrypoint: [lathe-worker, --tls-ca=/run/secrets/ca]
+    environment:
+      LATHE_NATS_CA: /run/secrets/ca
+      LATHE_NATS_USER: worker
+      LATHE_NATS_PASSWORD_FILE: /run/secrets/nats-worker-password
+    secrets: [ca, nats-worker-password]
+"#;
+    secrets_in_compose(good).assert_none("the good snippet");
+    let problems = secrets_in_compose(&good.replace(
+        "LATHE_NATS_PASSWORD_FILE: /run/secrets/nats-worker-password",
+        "LATHE_NATS_PASSWORD: hunter2",
+    ));
+    assert!(
+        problems.mentions("holds a secret in the file"),
+        "{problems:?}"
+    );
+    assert!(
+        problems.mentions("without LATHE_NATS_PASSWORD_FILE"),
+        "{problems:?}"
+    );
+    let problems = secrets_in_compose(&good.replace(
+        "LATHE_NATS_USER: worker",
+        "LATHE_NATS_USER: worker\n      LATHE_ETCD: https://etcd:2379",
+    ));
+    assert!(problems.mentions("nothing of etcd"), "{problems:?}");
+    let problems = secrets_in_compose(&good.replace("[ca, nats-worker-password]", "[ca]"));
+    assert!(
+        problems.mentions("LATHE_NATS_PASSWORD_FILE"),
+        "{problems:?}"
+    );
+    let problems =
+        secrets_in_compose(&good.replace("--tls-ca=/run/secrets/ca", "--tls-ca=/tmp/ca.pem"));
+    assert!(problems.mentions("--tls-ca"), "{problems:?}");
+}
+
+#[test]
+fn an_unbounded_empty_dir_or_a_readable_secret_volume_is_caught() {
+    let good = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: lathe-worker }
+spec:
+  template:
+    spec:
+      containers:
+        - name: worker
+          command: [lathe-worker, --tls-ca=/etc/lathe/tls/ca.pem]
+          env:
+            - { name: LATHE_NATS_CA, value: /etc/lathe/tls/ca.pem }
+            - { name: LATHE_NATS_USER, value: worker }
+            - { name: LATHE_NATS_PASSWORD_FILE, value: /etc/lathe/nats/password }
+          volumeMounts:
+            - { name: tls, mountPath: /etc/lathe/tls }
+            - { name: nats, mountPath: /etc/lathe/nats }
+      volumes:
+        - name: scratch
+          emptyDir: { sizeLimit: 20Gi }
+        - name: tls
+          secret: { secretName: lathe-worker-tls, defaultMode: 0440 }
+        - name: nats
+          secret: { secretName: lathe-nats-worker, defaultMode: 0400 }
+"#;
+    secrets_in_kubernetes(good).assert_none("the good snippet");
+    let problems = secrets_in_kubernetes(&good.replace("{ sizeLimit: 20Gi }", "{}"));
+    assert!(problems.mentions("has no sizeLimit"), "{problems:?}");
+    let problems = secrets_in_kubernetes(&good.replace("defaultMode: 0400", "defaultMode: 0644"));
+    assert!(problems.mentions("readable by others"), "{problems:?}");
+    let problems = secrets_in_kubernetes(&good.replace(
+        "{ name: LATHE_NATS_PASSWORD_FILE, value: /etc/lathe/nats/password }",
+        "{ name: LATHE_NATS_PASSWORD_FILE, value: /tmp/password }",
+    ));
+    assert!(
+        problems.mentions("not a file from a secret"),
+        "{problems:?}"
+    );
+    let with_secret = format!(
+        "{good}---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: lathe-etcd }}\nstringData: {{ password: hunter2 }}\n"
+    );
+    assert!(secrets_in_kubernetes(&with_secret).mentions("written in the manifest"));
 }

@@ -29,6 +29,12 @@ pub struct BinaryOptions {
 }
 
 impl BinaryOptions {
+    /// `true` for a service that runs until stopped (`lathe-coordinator`, `lathe-worker`), `false`
+    /// for a command that does one thing and exits (`lathe-coordinator etcd-users`).
+    pub fn is_service(&self) -> bool {
+        !self.program.contains(' ')
+    }
+
     /// Reads `command` (built, so `--help` and `--version` are there too).
     pub fn from_command(program: &'static str, mut command: clap::Command) -> Self {
         command.build();
@@ -99,7 +105,7 @@ pub struct Binaries {
 
 impl Binaries {
     /// The coordinator's and the worker's `ServiceArgs`, the coordinator's administrative
-    /// commands (`lathe-coordinator certs`, `lathe-coordinator token create`), and how `lathe`
+    /// commands (`certs`, `token create`, `etcd-users`), and how `lathe`
     /// reaches a farm (its `CoordinatorArg`).
     pub fn of_the_farm() -> Self {
         let admin = lathe_coordinator::command_line::CoordinatorCli::command();
@@ -123,6 +129,10 @@ impl Binaries {
                 BinaryOptions::from_command(
                     "lathe-coordinator token create",
                     subcommand(&["token", "create"]),
+                ),
+                BinaryOptions::from_command(
+                    "lathe-coordinator etcd-users",
+                    subcommand(&["etcd-users"]),
                 ),
                 BinaryOptions::from_command(
                     "lathe-worker",

@@ -175,7 +175,9 @@ pub fn check(
             continue;
         };
         problems.extend(process.problems(true));
-        check_farm_healthcheck(service, &process, image, problems);
+        if process.options.is_service() {
+            check_farm_healthcheck(service, &process, image, problems);
+        }
         for (source, target) in &service.mounts {
             let named = !(source.starts_with('.') || source.starts_with('/'));
             if named && !image.owned_dirs.contains(target.trim_end_matches('/')) {
