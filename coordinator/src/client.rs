@@ -139,7 +139,16 @@ impl FarmClient {
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Error::Rpc(status),
                 _ => Error::Connect {
                     url: access.url.clone(),
-                    reason: status.message().to_owned(),
+                    reason: if access.url.starts_with("http://") {
+                        // A TLS server answers plain HTTP/2 with a protocol error.
+                        format!(
+                            "{} (a farm's coordinator serves TLS: give an https:// address, and \
+                             the farm's CA with --ca or LATHE_CA)",
+                            status.message()
+                        )
+                    } else {
+                        status.message().to_owned()
+                    },
                 },
             })?;
         Ok(client)

@@ -80,9 +80,10 @@ pub enum Error {
         /// How many times the transition was tried.
         attempts: u32,
     },
-    /// A gRPC call to the coordinator failed.
-    #[error("coordinator: {0}")]
-    Rpc(#[from] tonic::Status),
+    /// A gRPC call to the coordinator failed: its message, then its code. The status is not
+    /// the error's source, so a chain of causes does not print the message twice.
+    #[error("coordinator: {} ({:?})", .0.message(), .0.code())]
+    Rpc(tonic::Status),
     /// Connecting to the coordinator failed.
     #[error("cannot connect to the coordinator at {url}: {reason}")]
     Connect {
@@ -97,6 +98,12 @@ pub enum Error {
     /// Logging or the OpenTelemetry exporter could not be set up.
     #[error("telemetry: {0}")]
     Telemetry(String),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Rpc(status)
+    }
 }
 
 impl Error {

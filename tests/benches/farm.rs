@@ -3,7 +3,8 @@
 //! runs swing by tens of percent.
 //!
 //! 1. gRPC streaming throughput on loopback: a 256 MiB blob uploaded to and downloaded from a
-//!    coordinator (in-memory blob store, so the disk is out of the picture), digests verified.
+//!    coordinator (in-memory blob store, so the disk is out of the picture), digests verified, in
+//!    plain HTTP/2 (the embedded farm's `--insecure-loopback`) and over TLS (the farm's own CA).
 //! 2. The same catalogue mastered by `lathe master -j 2` (the embedded farm), by a real farm
 //!    (nats-server, etcd, a coordinator and two one-slot workers as processes, fresh for each run so
 //!    that every run uploads its sources), and, when `LATHE_BASELINE` names an older `lathe` binary,
@@ -99,6 +100,114 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A coordinator in this process (in-memory queue, state and blobs) served over TLS with
+/// certificates from the farm's own CA (`lathe_coordinator::pki`, as `lathe-coordinator certs`
+/// makes them), and an admin client of it that trusts that CA; stopped when `stop` is dropped.
+async fn tls_coordinator(dir: &Path) -> (FarmClient, tokio::sync::oneshot::Sender<()>) {
+    use lathe_coordinator::auth::{Role, create_token};
+    use lathe_coordinator::client::Access;
+    use lathe_coordinator::tls::{ClientTls, ServerTls, Transport};
+    let tls = dir.join("tls");
+    lathe_coordinator::pki::ensure_ca(&tls).expect("CA");
+    let (cert, key) = lathe_coordinator::pki::issue(
+        &tls,
+        "server",
+        "server",
+        &lathe_coordinator::pki::Usage::Server(Vec::new()),
+    )
+    .expect("server certificate");
+    let ca = lathe_coordinator::pki::ca_path(&tls);
+    let state = Arc::new(lathe_coordinator::state::MemoryStore::new());
+    let settings = lathe_coordinator::CoordinatorSettings::default();
+    let queue = Arc::new(lathe_coordinator::queue::MemoryQueue::new(
+        settings.queue_settings(Duration::from_secs(30)),
+    ));
+    let coordinator = lathe_coordinator::Coordinator::new(
+        queue,
+        state.clone(),
+        Arc::new(MemoryBlobStore::new()),
+        settings,
+    );
+    let (_, token) = create_token(state.as_ref(), "bench", Role::Admin)
+        .await
+        .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let transport = Transport::Tls(ServerTls::load(&cert, &key, &ca).expect("server TLS"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        lathe_coordinator::grpc::serve(&coordinator, listener, &transport, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("TLS server");
+    });
+    let access = Access {
+        url: format!("https://{address}"),
+        token: Some(token),
+        tls: Some(ClientTls::load(&ca, None).expect("client TLS")),
+    };
+    (FarmClient::connect(&access).await.expect("connect"), stop)
+}
+
+/// Upload (hash, then stream) and download MB/s of one transport, each run's figures pushed.
+#[derive(Default)]
+struct Throughput {
+    uploads: Vec<f64>,
+    streams: Vec<f64>,
+    downloads: Vec<f64>,
+    upload_cpu: Vec<f64>,
+    download_cpu: Vec<f64>,
+}
+
+impl Throughput {
+    /// What `lathe submit` does (hash the file, to skip it if the coordinator holds it, then
+    /// stream it) and what `lathe fetch` does, timed; the stream alone is timed too.
+    async fn measure(&mut self, client: &FarmClient, blob: &Path, back: &Path, megabytes: f64) {
+        let (started, cpu) = (Instant::now(), cpu_s());
+        let digests = vec![digest_file(blob).await.expect("digest")];
+        let streaming = Instant::now();
+        client
+            .upload_digested(&[blob], &digests)
+            .await
+            .expect("upload");
+        self.streams
+            .push(megabytes / streaming.elapsed().as_secs_f64());
+        self.uploads
+            .push(megabytes / started.elapsed().as_secs_f64());
+        self.upload_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
+        let (started, cpu) = (Instant::now(), cpu_s());
+        client
+            .download("", &digests[0].to_string(), back)
+            .await
+            .expect("download");
+        self.downloads
+            .push(megabytes / started.elapsed().as_secs_f64());
+        self.download_cpu
+            .push(megabytes / (cpu_s() - cpu).max(0.01));
+    }
+
+    fn report(&self, transport: &str) {
+        let (up_low, up_high) = range(&self.uploads);
+        let (down_low, down_high) = range(&self.downloads);
+        println!(
+            "gRPC streaming, loopback, {transport}, 256 MiB (BLAKE3 on both sides), median of {}: upload {:.0} MB/s ({up_low:.0}-{up_high:.0}; \
+             the stream alone, after the client's hash, {:.0} MB/s), download {:.0} MB/s ({down_low:.0}-{down_high:.0})",
+            self.uploads.len(),
+            median(self.uploads.clone()),
+            median(self.streams.clone()),
+            median(self.downloads.clone()),
+        );
+        println!(
+            "  per CPU-second of client and coordinator together (independent of the machine's load): upload {:.0} MB, download {:.0} MB",
+            median(self.upload_cpu.clone()),
+            median(self.download_cpu.clone()),
+        );
+    }
+}
+
 fn streaming_throughput(dir: &Path) {
     let blob = dir.join("blob.bin");
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;
@@ -112,10 +221,11 @@ fn streaming_throughput(dir: &Path) {
         .collect();
     std::fs::write(&blob, &bytes).expect("write blob");
     let megabytes = bytes.len() as f64 / 1e6;
-    let (mut uploads, mut streams, mut downloads) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut upload_cpu, mut download_cpu) = (Vec::new(), Vec::new());
+    let back = dir.join("back.bin");
+    let (mut plain, mut tls) = (Throughput::default(), Throughput::default());
     for _ in 0..repeats() {
         runtime().block_on(async {
+            // Plain HTTP/2: the embedded farm of `lathe master` (--insecure-loopback).
             let farm = lathe_worker::embedded::EmbeddedFarm::start_with_blobs(
                 0,
                 dir,
@@ -123,42 +233,20 @@ fn streaming_throughput(dir: &Path) {
             )
             .await
             .expect("embedded farm");
-            // What `lathe submit` does: hash the file (to skip it if the coordinator holds it), then
-            // stream it. The stream alone is timed too.
-            let (started, cpu) = (Instant::now(), cpu_s());
-            let digests = vec![digest_file(&blob).await.expect("digest")];
-            let streaming = Instant::now();
-            farm.client
-                .upload_digested(&[blob.as_path()], &digests)
-                .await
-                .expect("upload");
-            streams.push(megabytes / streaming.elapsed().as_secs_f64());
-            uploads.push(megabytes / started.elapsed().as_secs_f64());
-            upload_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
-            let (started, cpu) = (Instant::now(), cpu_s());
-            farm.client
-                .download("", &digests[0].to_string(), &dir.join("back.bin"))
-                .await
-                .expect("download");
-            downloads.push(megabytes / started.elapsed().as_secs_f64());
-            download_cpu.push(megabytes / (cpu_s() - cpu).max(0.01));
+            plain.measure(&farm.client, &blob, &back, megabytes).await;
             farm.stop().await;
+            // TLS, as a farm on a network serves it.
+            let (client, stop) = tls_coordinator(dir).await;
+            tls.measure(&client, &blob, &back, megabytes).await;
+            drop(stop);
         });
     }
-    let (up_low, up_high) = range(&uploads);
-    let (down_low, down_high) = range(&downloads);
+    plain.report("plain HTTP/2 (--insecure-loopback)");
+    tls.report("TLS (rustls, the farm's CA)");
     println!(
-        "gRPC streaming, loopback, 256 MiB (BLAKE3 on both sides), median of {}: upload {:.0} MB/s ({up_low:.0}-{up_high:.0}; \
-         the stream alone, after the client's hash, {:.0} MB/s), download {:.0} MB/s ({down_low:.0}-{down_high:.0})",
-        uploads.len(),
-        median(uploads.clone()),
-        median(streams),
-        median(downloads.clone()),
-    );
-    println!(
-        "  per CPU-second of client and coordinator together (independent of the machine's load): upload {:.0} MB, download {:.0} MB",
-        median(upload_cpu),
-        median(download_cpu),
+        "  TLS against plain: upload {:.2}x, download {:.2}x",
+        median(tls.uploads.clone()) / median(plain.uploads.clone()),
+        median(tls.downloads.clone()) / median(plain.downloads.clone()),
     );
 }
 

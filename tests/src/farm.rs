@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lathe_coordinator::testing::{EtcdServer, NatsServer, free_port};
+use lathe_coordinator::testing::{EtcdSecurity, EtcdServer, NatsSecurity, NatsServer, free_port};
 
 /// How the farm's services are configured.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,11 @@ pub struct FarmOptions {
     pub metrics: bool,
     /// The port of an OTLP/gRPC collector on loopback that every process exports its spans to.
     pub otlp_port: Option<u16>,
+    /// Every connection as `make farm` runs it: gRPC over TLS from the farm's CA with a
+    /// certificate per worker, NATS with TLS and the users of `deploy/nats-auth.conf`, etcd with
+    /// TLS and the users `lathe-coordinator etcd-users` makes. Otherwise plaintext on loopback
+    /// (`--insecure-loopback`), without store credentials.
+    pub secure: bool,
 }
 
 impl Default for FarmOptions {
@@ -40,6 +45,7 @@ impl Default for FarmOptions {
             http: false,
             metrics: false,
             otlp_port: None,
+            secure: false,
         }
     }
 }
@@ -110,6 +116,84 @@ impl Drop for Farm {
     }
 }
 
+/// `(name, path)` pairs as environment variables.
+fn env_of(pairs: &[(&str, PathBuf)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, path)| ((*name).to_owned(), path.display().to_string()))
+        .collect()
+}
+
+/// Runs `lathe-coordinator ARGS` (an administrative command) and checks that it succeeded.
+fn run_coordinator_command(binaries: Binaries, args: &[&str]) {
+    let output = Command::new(binaries.coordinator)
+        .args(args)
+        .output()
+        .expect("run lathe-coordinator");
+    assert!(
+        output.status.success(),
+        "lathe-coordinator {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A secure farm's servers, as `make farm` sets them up: the farm's CA and the servers'
+/// certificate (`lathe-coordinator certs`) in `dir/tls`, random passwords in `dir/secrets`,
+/// nats-server with TLS and the users of `deploy/nats-auth.conf`, etcd with TLS and the users
+/// `lathe-coordinator etcd-users` makes; `None` when the servers are not installed.
+fn secure_servers(binaries: Binaries, dir: &Path) -> Option<(NatsServer, EtcdServer)> {
+    use lathe_coordinator::store_access::ClientIdentity;
+    let (tls, secrets) = (dir.join("tls"), dir.join("secrets"));
+    run_coordinator_command(binaries, &["certs", "--dir", &tls.display().to_string()]);
+    std::fs::create_dir_all(&secrets).expect("secrets folder");
+    let password = |name: &str| {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("random password");
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(secrets.join(name), &text).expect("write a password");
+        text
+    };
+    let server = ClientIdentity {
+        cert: tls.join("server.pem"),
+        key: tls.join("server-key.pem"),
+    };
+    let ca = tls.join("ca.pem");
+    let nats = NatsServer::start_secure(NatsSecurity {
+        ca: ca.clone(),
+        server: server.clone(),
+        verify_clients: true,
+        coordinator_password: password("nats-coordinator"),
+        worker_password: password("nats-worker"),
+    })?;
+    let etcd = EtcdServer::start_secure(EtcdSecurity {
+        ca: ca.clone(),
+        server,
+    })?;
+    password("etcd-root");
+    password("etcd-lathe");
+    let path = |p: PathBuf| p.display().to_string();
+    run_coordinator_command(
+        binaries,
+        &[
+            "etcd-users",
+            "--etcd",
+            &etcd.url(),
+            "--etcd-ca",
+            &path(ca),
+            "--etcd-cert",
+            &path(tls.join("server.pem")),
+            "--etcd-key",
+            &path(tls.join("server-key.pem")),
+            "--root-password-file",
+            &path(secrets.join("etcd-root")),
+            "--etcd-password-file",
+            &path(secrets.join("etcd-lathe")),
+        ],
+    );
+    Some((nats, etcd))
+}
+
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
     let folder = dir.join("logs");
     std::fs::create_dir_all(&folder).expect("logs folder");
@@ -124,12 +208,16 @@ impl Farm {
     /// Starts NATS, etcd and a coordinator (no workers yet); `None` when the servers are not
     /// installed (the test then skips, saying so).
     pub fn start(binaries: Binaries, options: FarmOptions) -> Option<Self> {
-        let nats = NatsServer::start()?;
-        let etcd = EtcdServer::start()?;
+        let dir = tempfile::tempdir().expect("farm folder");
+        let (nats, etcd) = if options.secure {
+            secure_servers(binaries, dir.path())?
+        } else {
+            (NatsServer::start()?, EtcdServer::start()?)
+        };
         let mut farm = Self {
             nats,
             etcd,
-            dir: tempfile::tempdir().expect("farm folder"),
+            dir,
             options,
             binaries,
             coordinator_port: free_port(),
@@ -151,6 +239,7 @@ impl Farm {
         let output = Command::new(self.binaries.coordinator)
             .args(["token", "create", "--name", name, "--role", role])
             .args(["--etcd", &self.etcd.url()])
+            .envs(self.etcd_env())
             .output()
             .expect("run lathe-coordinator token create");
         assert!(
@@ -171,12 +260,61 @@ impl Farm {
 
     /// How an admin client reaches the coordinator.
     pub fn access(&self) -> lathe_coordinator::client::Access {
-        lathe_coordinator::client::Access::insecure(&self.url(), Some(self.token.clone()))
+        let mut access =
+            lathe_coordinator::client::Access::insecure(&self.url(), Some(self.token.clone()));
+        if self.options.secure {
+            access.tls = Some(
+                lathe_coordinator::tls::ClientTls::load(&self.tls_dir().join("ca.pem"), None)
+                    .expect("the farm's CA"),
+            );
+        }
+        access
     }
 
     /// The coordinator's gRPC address.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.coordinator_port)
+        let scheme = if self.options.secure { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.coordinator_port)
+    }
+
+    /// The farm's CA and certificates (a secure farm's; [`FarmOptions::secure`]).
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The variables that give the coordinator (and its token command) TLS and the `lathe` user
+    /// to etcd, on a secure farm.
+    fn etcd_env(&self) -> Vec<(String, String)> {
+        if !self.options.secure {
+            return Vec::new();
+        }
+        let (tls, secrets) = (self.tls_dir(), self.dir.path().join("secrets"));
+        env_of(&[
+            ("LATHE_ETCD_CA", tls.join("ca.pem")),
+            ("LATHE_ETCD_CERT", tls.join("server.pem")),
+            ("LATHE_ETCD_KEY", tls.join("server-key.pem")),
+            ("LATHE_ETCD_USER", PathBuf::from("lathe")),
+            ("LATHE_ETCD_PASSWORD_FILE", secrets.join("etcd-lathe")),
+        ])
+    }
+
+    /// The variables that give a process TLS and `user` (`coordinator` or `worker`) to NATS, with
+    /// the client certificate `certificate` (`server`, or `worker-ID`), on a secure farm.
+    fn nats_env(&self, user: &str, certificate: &str) -> Vec<(String, String)> {
+        if !self.options.secure {
+            return Vec::new();
+        }
+        let (tls, secrets) = (self.tls_dir(), self.dir.path().join("secrets"));
+        env_of(&[
+            ("LATHE_NATS_CA", tls.join("ca.pem")),
+            ("LATHE_NATS_CERT", tls.join(format!("{certificate}.pem"))),
+            ("LATHE_NATS_KEY", tls.join(format!("{certificate}-key.pem"))),
+            ("LATHE_NATS_USER", PathBuf::from(user)),
+            (
+                "LATHE_NATS_PASSWORD_FILE",
+                secrets.join(format!("nats-{user}")),
+            ),
+        ])
     }
 
     /// The coordinator's dashboard (the farm's options ask for it with `http`).
@@ -228,7 +366,9 @@ impl Farm {
             .args(["--blocklist-after", &options.blocklist_after.to_string()])
             .args(["--ack-wait-s", &options.ack_wait_s.to_string()])
             .args(["--reconcile-interval-s", "1"])
-            .arg("--insecure-loopback")
+            .args(self.coordinator_transport())
+            .envs(self.etcd_env())
+            .envs(self.nats_env("coordinator", "server"))
             .envs(self.telemetry_env())
             .env("LATHE_LOG", "info")
             .stdout(Stdio::null())
@@ -240,6 +380,23 @@ impl Farm {
         if options.http {
             wait_for_port(self.coordinator_http_port);
         }
+    }
+
+    /// The coordinator's gRPC transport: TLS from the farm's CA on a secure farm, else
+    /// `--insecure-loopback`.
+    fn coordinator_transport(&self) -> Vec<String> {
+        if !self.options.secure {
+            return vec!["--insecure-loopback".to_owned()];
+        }
+        let tls = self.tls_dir();
+        [
+            ("--tls-cert", "server.pem"),
+            ("--tls-key", "server-key.pem"),
+            ("--tls-client-ca", "ca.pem"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), tls.join(file).display().to_string()])
+        .collect()
     }
 
     /// Restarts nats-server: with its data folder (streams and messages survive), or with an
@@ -319,8 +476,31 @@ impl Farm {
                 .or_insert_with(free_port);
             command.args(["--metrics-listen", &format!("127.0.0.1:{port}")]);
         }
+        if options.secure {
+            // A certificate naming this worker, from the farm's CA, as `lathe-coordinator certs
+            // --worker ID` issues it.
+            run_coordinator_command(
+                self.binaries,
+                &[
+                    "certs",
+                    "--dir",
+                    &self.tls_dir().display().to_string(),
+                    "--worker",
+                    id,
+                ],
+            );
+            let tls = self.tls_dir();
+            for (flag, file) in [
+                ("--tls-ca", "ca.pem".to_owned()),
+                ("--tls-cert", format!("worker-{id}.pem")),
+                ("--tls-key", format!("worker-{id}-key.pem")),
+            ] {
+                command.arg(flag).arg(tls.join(file));
+            }
+        }
         let child = command
             .envs(self.telemetry_env())
+            .envs(self.nats_env("worker", &format!("worker-{id}")))
             .envs(env.iter().copied())
             .args(["--coordinator", &self.url()])
             .args(["--nats", &self.nats.url()])
@@ -426,9 +606,15 @@ impl Farm {
 
     /// Runs `lathe ARGS --coordinator URL --token TOKEN` in-process with another token.
     pub fn lathe_with_token(&self, args: &[&str], token: &str) -> crate::Outcome {
-        let url = self.url();
+        let (url, ca) = (
+            self.url(),
+            self.tls_dir().join("ca.pem").display().to_string(),
+        );
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--coordinator", url.as_str(), "--token", token]);
+        if self.options.secure {
+            all.extend(["--ca", ca.as_str()]);
+        }
         crate::lathe(&all)
     }
 

@@ -115,11 +115,16 @@ fn assert_same_masters(farm: &BTreeMap<String, Vec<u8>>, local: &BTreeMap<String
 }
 
 /// Guarantee 1: six tracks on two workers give masters byte-identical to `lathe master`, and
-/// `submit --watch` exits 0.
+/// `submit --watch` exits 0, on a farm secured as `make farm` runs it: gRPC over TLS with a
+/// certificate per worker, NATS and etcd over TLS with their users.
 #[test]
 fn farm_masters_are_byte_identical_to_lathe_master() {
     let _serial = serial();
-    let Some(mut farm) = Farm::start(BINARIES, FarmOptions::default()) else {
+    let options = FarmOptions {
+        secure: true,
+        ..FarmOptions::default()
+    };
+    let Some(mut farm) = Farm::start(BINARIES, options) else {
         return;
     };
     farm.start_worker("w1");
