@@ -15,7 +15,8 @@ NATS_PORT=${NATS_PORT:-14222}
 ETCD_PORT=${ETCD_PORT:-12379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 COORDINATOR=${COORDINATOR:-127.0.0.1:7480}
-DASHBOARD=${DASHBOARD:-127.0.0.1:7481}   # the coordinator's dashboard, /metrics and health
+DASHBOARD=${DASHBOARD:-127.0.0.1:7481}   # the coordinator's dashboard (HTTPS)
+COORDINATOR_METRICS=${COORDINATOR_METRICS:-127.0.0.1:7479}   # the coordinator's /metrics and health (plain HTTP)
 WORKER_METRICS_PORT=${WORKER_METRICS_PORT:-7482}   # worker n: /metrics and health on this + n - 1
 WORKERS=${WORKERS:-2}
 BUILD=${BUILD:-release}   # or debug
@@ -43,7 +44,9 @@ wait_port() { # port, name
 password() {
   local file="$dir/secrets/$1"
   if [[ ! -s $file ]]; then
-    (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$file")
+    # `p` first: nats-server reads a password as a value of its configuration, and one that
+    # began with a digit would be read as a number (deploy/nats-auth.conf).
+    (umask 077; printf 'p%s' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$file")
   fi
 }
 
@@ -125,7 +128,7 @@ start)
   LATHE_ETCD_CERT="$dir/tls/server.pem" LATHE_ETCD_KEY="$dir/tls/server-key.pem" \
   LATHE_ETCD_USER=lathe LATHE_ETCD_PASSWORD_FILE="$dir/secrets/etcd-lathe-password" \
     start_process coordinator "$BIN/lathe-coordinator" --listen "$COORDINATOR" --blobs "$dir/blobs" \
-      --http-listen "$DASHBOARD" --namespace "$NAMESPACE" \
+      --http-listen "$DASHBOARD" --metrics-listen "$COORDINATOR_METRICS" --namespace "$NAMESPACE" \
       --tls-cert "$dir/tls/server.pem" --tls-key "$dir/tls/server-key.pem" --tls-client-ca "$dir/tls/ca.pem"
   wait_port "${COORDINATOR##*:}" coordinator
   for n in $(seq 1 "$WORKERS"); do
@@ -148,12 +151,12 @@ start)
          --namespace "$NAMESPACE" >"$dir/secrets/admin-token.new" 2>"$dir/logs/token.log"
      mv "$dir/secrets/admin-token.new" "$dir/secrets/admin-token")
   fi
-  metrics="http://$DASHBOARD/metrics"
+  metrics="http://$COORDINATOR_METRICS/metrics"
   for n in $(seq 1 "$WORKERS"); do metrics+=" http://127.0.0.1:$((WORKER_METRICS_PORT + n - 1))/metrics"; done
   abs=$(cd "$dir" && pwd)
   cat <<MSG
 lathe farm up: coordinator https://$COORDINATOR, NATS nats://127.0.0.1:$NATS_PORT (TLS), etcd https://127.0.0.1:$ETCD_PORT
-  dashboard: http://$DASHBOARD/
+  dashboard: https://$DASHBOARD/ (the farm's CA in tls/ca.pem; sign in with the admin token)
   metrics:   $metrics
   data and logs: $dir/   CA and certificates: $dir/tls/   passwords and the admin token: $dir/secrets/
   stop with: make farm-stop

@@ -62,11 +62,16 @@ pub struct ServiceArgs {
     #[arg(long, env = "LATHE_MAX_UPLOAD_BYTES", default_value_t = crate::coordinator::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
     /// Address of the HTTP endpoint with Prometheus metrics (`/metrics`) and health
-    /// (`/healthz`, `/readyz`); off unless given.
+    /// (`/healthz`, `/readyz`); off unless given. Plain HTTP on any address (unless it is the
+    /// `--http-listen` address, whose server then serves both): Prometheus and an orchestrator's
+    /// probes read it without a certificate or a sign-in, and it carries no secret and no job's
+    /// name, owner or file (running jobs appear by id, with their task counts).
     #[arg(long, env = "LATHE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
-    /// Address of the web dashboard (it serves `/metrics`, `/healthz` and `/readyz` too, so it may
-    /// be the same address as `--metrics-listen`); off unless given.
+    /// Address of the web dashboard, which needs a sign-in with a client token (it serves
+    /// `/metrics`, `/healthz` and `/readyz` too, so it may be the same address as
+    /// `--metrics-listen`); off unless given. Served over HTTPS with `--tls-cert` and `--tls-key`;
+    /// in plain HTTP only with `--insecure-loopback` on a loopback address.
     #[arg(long, env = "LATHE_HTTP_LISTEN")]
     pub http_listen: Option<String>,
     /// Seconds to wait for NATS and etcd at start (a farm whose services start together) before
@@ -82,8 +87,9 @@ pub struct ServiceArgs {
     /// The CA that workers' client certificates must chain to (PEM): the farm's CA.
     #[arg(long, env = "LATHE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Serve plain HTTP/2, without TLS: allowed only when `--listen` is a loopback address. For
-    /// tests and a farm that never leaves one machine.
+    /// Serve plain HTTP/2, without TLS: allowed only when `--listen` is a loopback address (and
+    /// the dashboard in plain HTTP, only when `--http-listen` is one too). For tests and a farm
+    /// that never leaves one machine.
     #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_loopback: bool,
     /// TLS and credentials for NATS and etcd.
@@ -136,6 +142,7 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ..CoordinatorSettings::default()
     };
     let transport = args.transport()?;
+    let dashboard_tls = dashboard_tls(&args, &transport)?;
     let queue_settings = settings.queue_settings(Duration::from_secs_f64(args.ack_wait_s.max(1.0)));
     let (nats_access, etcd_access) = args.stores.access()?;
     let (queue, state) = connect_stores(
@@ -171,19 +178,29 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::io(&address.listen, e))?;
         let mut router = crate::http::probe_routes(Arc::new(coordinator.clone()));
+        let tls = dashboard_tls.clone().filter(|_| address.dashboard);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if address.dashboard {
-            router = router.merge(crate::dashboard::router(coordinator.clone()));
-            tracing::info!(url = %format!("http://{shown}/"), "dashboard");
+            let settings = crate::dashboard::DashboardSettings {
+                tls: tls.is_some(),
+                ..Default::default()
+            };
+            router = router.merge(crate::dashboard::router(coordinator.clone(), settings));
+            tracing::info!(url = %format!("{scheme}://{shown}/"), "dashboard");
         }
-        tracing::info!(url = %format!("http://{shown}/metrics"), "metrics");
+        tracing::info!(url = %format!("{scheme}://{shown}/metrics"), "metrics");
         let mut stop = shutdown_receiver.clone();
-        http_servers.push(tokio::spawn(crate::http::serve(
-            router,
-            listener,
-            async move {
-                let _ = stop.changed().await;
-            },
-        )));
+        let stop = async move {
+            let _ = stop.changed().await;
+        };
+        http_servers.push(match tls {
+            Some(config) => tokio::spawn(crate::http::serve(
+                router,
+                crate::http::TlsListener::new(listener, config)?,
+                stop,
+            )),
+            None => tokio::spawn(crate::http::serve(router, listener, stop)),
+        });
     }
     let mut loop_shutdown = shutdown_receiver;
     let background = {
@@ -206,6 +223,31 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         http.await.map_err(joined)??;
     }
     Ok(())
+}
+
+/// How `--http-listen` is served: over TLS with the coordinator's certificate (`--tls-cert` and
+/// `--tls-key`; no client certificate asked for) when it has one; else in plain HTTP, which
+/// `--insecure-loopback` allows on a loopback address only, as it does gRPC on `--listen`: a
+/// sign-in's token and a session's cookie must not cross a network in the clear. `None` for
+/// plain HTTP (or no dashboard).
+fn dashboard_tls(
+    args: &ServiceArgs,
+    transport: &Transport,
+) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+    let Some(listen) = &args.http_listen else {
+        return Ok(None);
+    };
+    match (transport, &args.tls_cert, &args.tls_key) {
+        (Transport::Tls(_), Some(cert), Some(key)) => {
+            Ok(Some(crate::http::https_config(cert, key)?))
+        }
+        _ if is_loopback(listen) => Ok(None),
+        _ => Err(Error::InvalidRequest(format!(
+            "--insecure-loopback serves the dashboard in plain HTTP only on a loopback address, \
+             not --http-listen {listen}; give --tls-cert, --tls-key and --tls-client-ca to serve \
+             it over HTTPS"
+        ))),
+    }
 }
 
 /// An HTTP address to serve, and whether the dashboard is on it.
@@ -321,6 +363,71 @@ mod tests {
         })
         .await;
         assert_eq!(connected.ok(), Some(2), "the third attempt connects");
+    }
+
+    fn args(options: &[&str]) -> ServiceArgs {
+        let mut line = vec!["lathe-coordinator"];
+        line.extend_from_slice(options);
+        ServiceArgs::try_parse_from(line).expect("options")
+    }
+
+    #[test]
+    fn a_plain_http_dashboard_is_refused_off_loopback() {
+        let open = args(&["--insecure-loopback", "--http-listen", "0.0.0.0:7481"]);
+        let transport = open.transport().expect("gRPC on loopback");
+        let refused = dashboard_tls(&open, &transport).expect_err("plain HTTP on 0.0.0.0");
+        assert!(
+            refused.to_string().contains("--http-listen 0.0.0.0:7481"),
+            "{refused}"
+        );
+        let local = args(&["--insecure-loopback", "--http-listen", "127.0.0.1:7481"]);
+        let transport = local.transport().expect("gRPC on loopback");
+        assert!(
+            dashboard_tls(&local, &transport)
+                .expect("loopback")
+                .is_none()
+        );
+        // Metrics alone stay plain anywhere: no dashboard, nothing to refuse.
+        let metrics = args(&["--insecure-loopback", "--metrics-listen", "0.0.0.0:7482"]);
+        let transport = metrics.transport().expect("gRPC on loopback");
+        assert!(
+            dashboard_tls(&metrics, &transport)
+                .expect("metrics")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn with_a_certificate_the_dashboard_is_served_over_tls() {
+        let pki = tempfile::tempdir().expect("temp dir");
+        crate::pki::ensure_ca(pki.path()).expect("CA");
+        let (cert, key) = crate::pki::issue(
+            pki.path(),
+            "server",
+            "coordinator",
+            &crate::pki::Usage::Server(Vec::new()),
+        )
+        .expect("server certificate");
+        let ca = crate::pki::ca_path(pki.path());
+        let paths = [cert, key, ca].map(|path| path.to_string_lossy().into_owned());
+        let served = args(&[
+            "--tls-cert",
+            &paths[0],
+            "--tls-key",
+            &paths[1],
+            "--tls-client-ca",
+            &paths[2],
+            "--listen",
+            "0.0.0.0:7480",
+            "--http-listen",
+            "0.0.0.0:7481",
+        ]);
+        let transport = served.transport().expect("TLS");
+        assert!(
+            dashboard_tls(&served, &transport)
+                .expect("TLS configuration")
+                .is_some()
+        );
     }
 
     #[tokio::test]

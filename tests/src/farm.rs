@@ -150,7 +150,11 @@ fn secure_servers(binaries: Binaries, dir: &Path) -> Option<(NatsServer, EtcdSer
     let password = |name: &str| {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("random password");
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // `p` first: nats-server reads a password as a value of its configuration, and one that
+        // began with a digit would be read as a number (deploy/nats-auth.conf).
+        let text: String = std::iter::once("p".to_owned())
+            .chain(bytes.iter().map(|b| format!("{b:02x}")))
+            .collect();
         std::fs::write(secrets.join(name), &text).expect("write a password");
         text
     };

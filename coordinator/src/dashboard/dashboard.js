@@ -18,6 +18,10 @@
   const setLive = (text) => {
     if (live) live.textContent = text;
   };
+  // A stream the server refused (signed out: 401; a job not there: 404) is not tried again.
+  const streamError = (source) => () => {
+    setLive(source.readyState === EventSource.CLOSED ? 'stopped: reload the page' : 'reconnecting…');
+  };
   const counted = () => {
     body.dataset.updates = String(Number(body.dataset.updates || '0') + 1);
   };
@@ -73,7 +77,7 @@
     jobSource.addEventListener('open', () => setLive('live'));
     jobSource.addEventListener('status', (event) => applyStatus(JSON.parse(event.data)));
     jobSource.addEventListener('problem', (event) => setLive(JSON.parse(event.data).message));
-    jobSource.addEventListener('error', () => setLive('reconnecting…'));
+    jobSource.addEventListener('error', streamError(jobSource));
   };
   if (body.dataset.page === 'job' && body.dataset.live === 'true') followJob();
 
@@ -82,7 +86,7 @@
     const table = document.querySelector('#jobs tbody');
     const source = new EventSource(`/events?after=${encodeURIComponent(body.dataset.after || '')}`);
     source.addEventListener('open', () => setLive('live'));
-    source.addEventListener('error', () => setLive('reconnecting…'));
+    source.addEventListener('error', streamError(source));
     source.addEventListener('jobs', (event) => {
       for (const job of JSON.parse(event.data).jobs) {
         const row = document.getElementById(`job-${job.id}`);

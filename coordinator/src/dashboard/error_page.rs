@@ -1,12 +1,12 @@
 //! What the dashboard answers when a request cannot be served: a page with a status code that
-//! says why (404 for a job or task that does not exist, 400 for a malformed request, 503 while the
-//! state store or the queue cannot be reached), in one place, as the gRPC services map errors to
-//! statuses in one place.
+//! says why (404 for a job or task that does not exist, 400 for a malformed request, 401 without a
+//! session, 403 for what the session may not do, 503 while the state store or the queue cannot
+//! be reached), in one place, as the gRPC services map errors to statuses in one place.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::html::{Section, escape, page};
+use super::html::{escape, page};
 use crate::error::Error;
 
 /// An error page: its status, heading and explanation (plain text, escaped when rendered).
@@ -30,7 +30,17 @@ impl ErrorPage {
         }
     }
 
-    /// A 403 page for a request the dashboard refuses (a form posted from another site).
+    /// A 401 page for a request without a session.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            title: "Not signed in".to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A 403 page for a request the dashboard refuses (a form posted from another site, a page the
+    /// session's role does not reach).
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,
@@ -49,6 +59,8 @@ impl From<Error> for ErrorPage {
             Error::InvalidRequest(_) | Error::BadDigest(_) => {
                 (StatusCode::BAD_REQUEST, "Bad request")
             }
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Not signed in"),
+            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "Not allowed"),
             _ if error.is_retryable() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The farm's state cannot be read now",
@@ -76,7 +88,7 @@ impl IntoResponse for ErrorPage {
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            page(&self.title, Section::Jobs, &[], &body),
+            page(&self.title, None, &[], &body),
         )
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -110,6 +122,14 @@ mod tests {
         assert_eq!(
             status(Error::InvalidRequest("no".to_owned())),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(Error::PermissionDenied("read token".to_owned())),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(Error::Unauthenticated("revoked".to_owned())),
+            StatusCode::UNAUTHORIZED
         );
         assert_eq!(
             status(Error::CorruptRecord {

@@ -6,11 +6,17 @@
 //!   many as the farm has slots), never the whole job.
 //! - `/events`: the jobs list's `jobs` events: the rows of the jobs that changed (gathered for
 //!   [`LIST_BATCH`]); after the stream fell behind, the rows of the client's page again.
+//!
+//! Each stream carries what its session may see: a submit session follows only its own jobs
+//! (another owner's job's stream is a 404), and its list's events carry only its own jobs' rows,
+//! with no word of a job deleted (whose owner can no longer be read): its row goes at the next
+//! load.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -18,9 +24,11 @@ use lathe_proto::v1;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::access::require_visible;
 use super::error_page::ErrorPage;
-use super::pages::{JobsQuery, PAGE_ROWS};
+use super::pages::{JobsQuery, PAGE_ROWS, visible_jobs};
 use super::rows::{JobProgress, job_row, task_index, task_row};
+use crate::auth::{Caller, Role};
 use crate::coordinator::{Change, Coordinator, JobWatch};
 use crate::error::{Error, Result};
 use crate::record::unix_ms;
@@ -77,12 +85,14 @@ fn event(name: &str, data: &Value) -> Event {
     Event::default().event(name).data(data.to_string())
 }
 
-/// `/jobs/{id}/events`: the job's status deltas until it ends. A job that does not exist is a 404
-/// (the browser then stops trying).
+/// `/jobs/{id}/events`: the job's status deltas until it ends. A job that does not exist, or
+/// that the caller may not see, is a 404 (the browser then stops trying).
 pub async fn job_events(
     State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ErrorPage> {
+    require_visible(&coordinator, &caller, &job_id).await?;
     coordinator.summary(&job_id).await?;
     let watch = coordinator.watch(&job_id);
     let stream = futures::stream::unfold(
@@ -109,6 +119,8 @@ pub async fn job_events(
 /// What the jobs list's stream keeps between events.
 struct ListStream {
     coordinator: Coordinator,
+    /// Whose list it is: its rows are the jobs this caller may see.
+    caller: Caller,
     changes: broadcast::Receiver<Change>,
     /// The client's page: the job its page starts after.
     after: Option<String>,
@@ -151,53 +163,65 @@ impl ListStream {
         Some(())
     }
 
-    /// The `jobs` event of what changed: a row per changed job (`removed` for one deleted).
-    async fn rows(&self, changed: Changed) -> Result<Value> {
+    /// The rows of a `jobs` event of what changed: one per changed job the caller may see
+    /// (`removed` for one deleted, to a caller that sees every job).
+    async fn rows(&self, changed: Changed) -> Result<Vec<Value>> {
         let now = unix_ms();
         let mut rows = Vec::new();
         if changed.whole || changed.jobs.len() > PAGE_ROWS {
-            let (jobs, _) = self
-                .coordinator
-                .list(self.after.as_deref(), PAGE_ROWS)
-                .await?;
+            let (jobs, _) =
+                visible_jobs(&self.coordinator, &self.caller, self.after.as_deref()).await?;
             for job in &jobs {
                 rows.push(json!({ "id": job.job_id, "row": job_row(job, now) }));
             }
         } else {
             for job_id in &changed.jobs {
                 match self.coordinator.summary(job_id).await {
-                    Ok(job) => rows.push(json!({ "id": job_id, "row": job_row(&job, now) })),
-                    Err(Error::JobNotFound(_)) => {
+                    Ok(job) if self.caller.may_read(&job.owner) => {
+                        rows.push(json!({ "id": job_id, "row": job_row(&job, now) }));
+                    }
+                    Ok(_) => {}
+                    Err(Error::JobNotFound(_)) if self.caller.role != Role::Submit => {
                         rows.push(json!({ "id": job_id, "removed": true }));
                     }
+                    Err(Error::JobNotFound(_)) => {}
                     Err(error) => return Err(error),
                 }
             }
         }
-        Ok(json!({ "jobs": rows }))
+        Ok(rows)
     }
 }
 
 /// `/events?after=`: the rows of the jobs that change, for the jobs list whose page starts after
-/// `after`.
+/// `after`, of the jobs the caller may see.
 pub async fn jobs_events(
     State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<JobsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let list = ListStream {
         changes: coordinator.subscribe(),
         coordinator,
+        caller,
         after: query.after.filter(|after| !after.is_empty()),
     };
     let stream = futures::stream::unfold(Some(list), |state: Option<ListStream>| async move {
         let mut list = state?;
-        let changed = list.gather().await?;
-        match list.rows(changed).await {
-            Ok(rows) => Some((Ok(event("jobs", &rows).retry(RECONNECT)), Some(list))),
-            Err(error) => {
-                tracing::warn!(%error, "dashboard jobs stream failed");
-                let problem = event("problem", &json!({ "message": error.to_string() }));
-                Some((Ok(problem), None))
+        loop {
+            let changed = list.gather().await?;
+            match list.rows(changed).await {
+                // Changes to jobs the caller may not see make no event (not even an empty one).
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => {
+                    let rows = event("jobs", &json!({ "jobs": rows })).retry(RECONNECT);
+                    return Some((Ok(rows), Some(list)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "dashboard jobs stream failed");
+                    let problem = event("problem", &json!({ "message": error.to_string() }));
+                    return Some((Ok(problem), None));
+                }
             }
         }
     });

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::auth::Caller;
+
 /// `text` safe inside an element or a quoted attribute: `& < > " '` become entities.
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -43,32 +45,68 @@ pub enum Section {
     Workers,
 }
 
-/// A whole page: `title` (plain text, escaped here), the navigation with `section` marked, and
-/// `body` (markup). `body_data` are `data-` attributes for the script (name, value; values are
-/// escaped here).
-pub fn page(title: &str, section: Section, body_data: &[(&str, &str)], body: &str) -> String {
-    let mut data = String::new();
-    for (name, value) in body_data {
-        let _ = write!(data, " data-{name}=\"{}\"", escape(value));
-    }
+/// Who is looking at a page and where: what its header shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    /// The signed-in caller.
+    pub caller: &'a Caller,
+    /// The page's part of the navigation.
+    pub section: Section,
+    /// The navigation links the workers page (the caller's role sees it).
+    pub workers: bool,
+}
+
+/// The header of a signed-in page: the navigation (the workers only when `viewer.workers`) with
+/// `section` marked, who is signed in, and the sign-out button (a form: it works without
+/// the script).
+fn signed_in_header(viewer: Viewer<'_>) -> String {
     let current = |this: Section| {
-        if this == section {
+        if this == viewer.section {
             " aria-current=\"page\""
         } else {
             ""
         }
     };
+    let mut nav = format!("<a href=\"/\"{}>Jobs</a>", current(Section::Jobs));
+    if viewer.workers {
+        let _ = write!(
+            nav,
+            " <a href=\"/workers\"{}>Workers</a>",
+            current(Section::Workers)
+        );
+    }
+    format!(
+        "<nav>{nav}</nav><span id=\"live\" class=\"live\"></span>\
+         <span class=\"who\" id=\"signed-in\">{name} ({role})</span>\
+         <form method=\"post\" action=\"/logout\" class=\"sign-out\">\
+         <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+        name = escape(&viewer.caller.name),
+        role = viewer.caller.role.name(),
+    )
+}
+
+/// A whole page: `title` (plain text, escaped here), the header for `viewer` (none on the
+/// sign-in page and error pages: only the name), and `body` (markup). `body_data` are `data-`
+/// attributes for the script (name, value; values are escaped here).
+pub fn page(
+    title: &str,
+    viewer: Option<Viewer<'_>>,
+    body_data: &[(&str, &str)],
+    body: &str,
+) -> String {
+    let mut data = String::new();
+    for (name, value) in body_data {
+        let _ = write!(data, " data-{name}=\"{}\"", escape(value));
+    }
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · lathe</title><link rel=\"stylesheet\" href=\"/static/dashboard.css\">\
          <script src=\"/static/dashboard.js\" defer></script></head>\
-         <body{data}><header><strong>lathe</strong><nav><a href=\"/\"{}>Jobs</a> \
-         <a href=\"/workers\"{}>Workers</a></nav><span id=\"live\" class=\"live\"></span></header>\
+         <body{data}><header><strong>lathe</strong>{}</header>\
          <main>{body}</main></body></html>\n",
         escape(title),
-        current(Section::Jobs),
-        current(Section::Workers),
+        viewer.map(signed_in_header).unwrap_or_default(),
     )
 }
 
@@ -150,6 +188,38 @@ mod tests {
         // 2024-02-29 12:34:56 UTC, a leap day.
         assert_eq!(utc_time(1_709_210_096_000), "2024-02-29 12:34:56");
         assert_eq!(utc_time(1_798_761_600_000), "2027-01-01 00:00:00");
+    }
+
+    #[test]
+    fn the_header_names_the_caller_and_links_the_workers_only_when_asked() {
+        let submit = Caller {
+            name: "<alice>".to_owned(),
+            role: crate::auth::Role::Submit,
+        };
+        let viewer = Viewer {
+            caller: &submit,
+            section: Section::Jobs,
+            workers: false,
+        };
+        let html = page("Jobs", Some(viewer), &[], "");
+        assert!(html.contains("&lt;alice&gt; (submit)"), "{html}");
+        assert!(!html.contains("<alice>"), "{html}");
+        assert!(!html.contains("href=\"/workers\""), "{html}");
+        assert!(html.contains("action=\"/logout\""), "{html}");
+        let admin = Caller::admin("root");
+        let html = page(
+            "Workers",
+            Some(Viewer {
+                caller: &admin,
+                section: Section::Workers,
+                workers: true,
+            }),
+            &[],
+            "",
+        );
+        assert!(html.contains("<a href=\"/workers\" aria-current=\"page\">"));
+        let signed_out = page("Sign in", None, &[], "");
+        assert!(!signed_out.contains("<nav>") && !signed_out.contains("/logout"));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The dashboard's pages, server-rendered: the jobs (`/`), a job (`/jobs/{id}`), a track
 //! (`/jobs/{id}/tasks/{index}`) and the workers (`/workers`). Each page reads one bounded page of
-//! rows ([`PAGE_ROWS`]) and a job's counts, never a whole job or the whole catalogue.
+//! rows ([`PAGE_ROWS`]) and a job's counts, never a whole job or the whole catalogue. Each shows
+//! what the signed-in caller may see ([`super::access`]).
 
 use std::fmt::Write as _;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use lathe_model::analysis::Analysis;
@@ -13,13 +15,15 @@ use lathe_model::report::TrackReport;
 use lathe_proto::v1;
 use serde::Deserialize;
 
+use super::access::{require_visible, require_workers, sees_workers};
 use super::error_page::ErrorPage;
-use super::html::{Section, escape, level, page, url_component, utc_time};
+use super::html::{Section, Viewer, escape, level, page, url_component, utc_time};
 use super::plots;
 use super::report::StoredReport;
 use super::rows::{
     JOB_HEADER, JobProgress, TASK_HEADER, WORKER_HEADER, job_href, job_row, task_row, worker_row,
 };
+use crate::auth::Caller;
 use crate::coordinator::Coordinator;
 use crate::record::{TaskRecord, TaskState, unix_ms};
 
@@ -89,6 +93,15 @@ impl TaskFilter {
     }
 }
 
+/// The header of `caller`'s page in `section`.
+fn viewer(caller: &Caller, section: Section) -> Viewer<'_> {
+    Viewer {
+        caller,
+        section,
+        workers: sees_workers(caller),
+    }
+}
+
 /// A query parameter that is given and not empty.
 fn given(parameter: Option<&String>) -> Option<&str> {
     parameter
@@ -96,13 +109,27 @@ fn given(parameter: Option<&String>) -> Option<&str> {
         .filter(|text| !text.is_empty())
 }
 
-/// `/`: a page of jobs with their state, progress, failures and time left.
+/// A page of the jobs `caller` may see, after job `after`, and the job the next page starts
+/// after. As `ListJobs` does, one page of the catalogue is read and filtered, so a submit
+/// session's page may come back short, even empty, with a page after it.
+pub async fn visible_jobs(
+    coordinator: &Coordinator,
+    caller: &Caller,
+    after: Option<&str>,
+) -> crate::error::Result<(Vec<v1::JobStatus>, Option<String>)> {
+    let (mut jobs, next) = coordinator.list(after, PAGE_ROWS).await?;
+    jobs.retain(|job| caller.may_read(&job.owner));
+    Ok((jobs, next))
+}
+
+/// `/`: a page of jobs with their owner, state, progress, failures and time left.
 pub async fn jobs(
     State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<JobsQuery>,
 ) -> Result<Html<String>, ErrorPage> {
     let after = given(query.after.as_ref());
-    let (jobs, next) = coordinator.list(after, PAGE_ROWS).await?;
+    let (jobs, next) = visible_jobs(&coordinator, &caller, after).await?;
     let now = unix_ms();
     let mut body = String::from("<h1>Jobs</h1><table id=\"jobs\"><thead>");
     body.push_str(JOB_HEADER);
@@ -117,7 +144,7 @@ pub async fn jobs(
     body.push_str(&pager("/?", after.is_some(), next.as_deref()));
     Ok(Html(page(
         "Jobs",
-        Section::Jobs,
+        Some(viewer(&caller, Section::Jobs)),
         &[
             ("page", "jobs"),
             ("after", after.unwrap_or_default()),
@@ -230,13 +257,15 @@ fn action_forms(job: &v1::JobStatus) -> String {
     )
 }
 
-/// `/jobs/{id}`: the job's counts, progress and actions, and a page of its tasks (filtered by
-/// `?state=`, continued with `?after=`).
+/// `/jobs/{id}`: the job's owner, counts, progress and actions (for a caller that may change
+/// it), and a page of its tasks (filtered by `?state=`, continued with `?after=`).
 pub async fn job(
     State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
     Query(query): Query<TasksQuery>,
 ) -> Result<Html<String>, ErrorPage> {
+    require_visible(&coordinator, &caller, &job_id).await?;
     let filter = TaskFilter::parse(query.state.as_deref())?;
     let after = given(query.after.as_ref());
     let job = coordinator.summary(&job_id).await?;
@@ -267,7 +296,8 @@ pub async fn job(
     };
     let mut body = format!(
         "<p><a href=\"/\">All jobs</a></p><h1>{name}</h1>\
-         <p class=\"facts\">Job <code>{id}</code> · profile {profile} · submitted {submitted} · \
+         <p class=\"facts\">Job <code>{id}</code> · owner <span data-field=\"owner\">{owner}</span> · \
+         profile {profile} · submitted {submitted} · \
          state <strong data-field=\"state\" class=\"state state-{state}\">{state}</strong> · \
          priority <span data-field=\"priority\">{priority}</span></p>\
          <p class=\"paused\" data-field=\"paused\">{paused}</p>\
@@ -276,6 +306,7 @@ pub async fn job(
          tasks finished · <span data-field=\"eta\">{eta}</span></p>",
         name = escape(name),
         id = escape(&job.job_id),
+        owner = escape(&job.owner),
         profile = escape(&job.profile_name),
         submitted = utc_time(job.submitted_unix_ms),
         priority = job.priority,
@@ -286,7 +317,9 @@ pub async fn job(
         eta = escape(&progress.eta),
     );
     body.push_str(&count_links(&job, filter));
-    body.push_str(&action_forms(&job));
+    if caller.may_change(&job.owner) {
+        body.push_str(&action_forms(&job));
+    }
     let _ = write!(
         body,
         "<h2>Tasks{}</h2><table id=\"tasks\"><thead>{TASK_HEADER}</thead><tbody>",
@@ -309,7 +342,7 @@ pub async fn job(
     body.push_str(&pager(&base, after.is_some(), tasks.next_after.as_deref()));
     Ok(Html(page(
         name,
-        Section::Jobs,
+        Some(viewer(&caller, Section::Jobs)),
         &[
             ("page", "job"),
             ("job", &job.job_id),
@@ -323,8 +356,10 @@ pub async fn job(
 /// `/jobs/{id}/tasks/{index}`: one task, its stored report with its plots before and after.
 pub async fn task(
     State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
     Path((job_id, index)): Path<(String, String)>,
 ) -> Result<Html<String>, ErrorPage> {
+    require_visible(&coordinator, &caller, &job_id).await?;
     let job = coordinator.summary(&job_id).await?;
     let index: u32 = index.parse().map_err(|_| {
         ErrorPage::from(crate::error::Error::TaskNotFound(format!(
@@ -365,7 +400,12 @@ pub async fn task(
         error = escape(&status.last_error),
     );
     body.push_str(&report_section(&coordinator, &record, &report).await);
-    Ok(Html(page(name, Section::Jobs, &[("page", "task")], &body)))
+    Ok(Html(page(
+        name,
+        Some(viewer(&caller, Section::Jobs)),
+        &[("page", "task")],
+        &body,
+    )))
 }
 
 /// The report part of a task's page: plots, the analyses before and after, QC, stages, warnings
@@ -608,8 +648,13 @@ fn outcome_files(outcome: &TaskOutcome) -> String {
     section
 }
 
-/// `/workers`: the registered workers, their tasks and blocklists.
-pub async fn workers(State(coordinator): State<Coordinator>) -> Result<Html<String>, ErrorPage> {
+/// `/workers`: the registered workers, their tasks and blocklists (read and admin sessions only:
+/// a worker's current tasks name other owners' jobs).
+pub async fn workers(
+    State(coordinator): State<Coordinator>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Html<String>, ErrorPage> {
+    require_workers(&caller)?;
     let workers = coordinator.workers().await?;
     let now = unix_ms();
     let mut body =
@@ -623,7 +668,7 @@ pub async fn workers(State(coordinator): State<Coordinator>) -> Result<Html<Stri
     }
     Ok(Html(page(
         "Workers",
-        Section::Workers,
+        Some(viewer(&caller, Section::Workers)),
         &[("page", "workers")],
         &body,
     )))

@@ -68,7 +68,8 @@ pub fn task_index(task_id: &str) -> Option<u32> {
     task_id.rsplit_once('.')?.1.parse().ok()
 }
 
-/// A job's row in the jobs list (`<tr id="job-ID">`).
+/// A job's row in the jobs list (`<tr id="job-ID">`): its name, owner, state, progress, failures,
+/// time left, priority, profile and submission time.
 pub fn job_row(job: &v1::JobStatus, now_unix_ms: u64) -> String {
     let counts = job.counts.unwrap_or_default();
     let progress = JobProgress::of(job, now_unix_ms);
@@ -76,7 +77,7 @@ pub fn job_row(job: &v1::JobStatus, now_unix_ms: u64) -> String {
     let state = job.state().word();
     format!(
         "<tr id=\"job-{id}\" data-job=\"{id}\"><td><a href=\"{href}\">{name}</a><br><small>{id}</small></td>\
-         <td class=\"state state-{state}\">{state}{paused}</td>\
+         <td data-cell=\"owner\">{owner}</td><td class=\"state state-{state}\">{state}{paused}</td>\
          <td><progress max=\"1\" value=\"{fraction:.4}\"></progress> {finished} / {total}</td>\
          <td class=\"num{failed_class}\">{failed}</td><td>{eta}</td><td class=\"num\">{priority}</td>\
          <td>{profile}</td><td>{submitted}</td></tr>",
@@ -86,6 +87,7 @@ pub fn job_row(job: &v1::JobStatus, now_unix_ms: u64) -> String {
         } else {
             &job.name
         }),
+        owner = escape(&job.owner),
         paused = if job.paused_reason.is_empty() {
             String::new()
         } else {
@@ -107,7 +109,7 @@ pub fn job_row(job: &v1::JobStatus, now_unix_ms: u64) -> String {
 }
 
 /// The header of the table [`job_row`] fills.
-pub const JOB_HEADER: &str = "<tr><th>Job</th><th>State</th><th>Progress</th><th>Failed</th>\
+pub const JOB_HEADER: &str = "<tr><th>Job</th><th>Owner</th><th>State</th><th>Progress</th><th>Failed</th>\
     <th>ETA</th><th>Priority</th><th>Profile</th><th>Submitted</th></tr>";
 
 /// The link to a task's page.
@@ -223,6 +225,7 @@ mod tests {
         v1::JobStatus {
             job_id: "j1".to_owned(),
             name: "<script>alert(1)</script>".to_owned(),
+            owner: "<b>mallory</b>".to_owned(),
             state: state.into(),
             counts: Some(counts),
             submitted_unix_ms: 1_000_000,
@@ -261,6 +264,10 @@ mod tests {
         let row = job_row(&job(v1::JobState::Running, v1::TaskCounts::default()), 0);
         assert!(!row.contains("<script>"), "{row}");
         assert!(row.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            row.contains("<td data-cell=\"owner\">&lt;b&gt;mallory&lt;/b&gt;</td>"),
+            "{row}"
+        );
         let task = v1::TaskStatus {
             task_id: "j1.0000007".to_owned(),
             source_name: "\"><img src=x onerror=alert(1)>.wav".to_owned(),

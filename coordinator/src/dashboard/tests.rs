@@ -1,18 +1,21 @@
 //! The dashboard's routes on an in-process coordinator (memory queue, store and blobs), through
-//! `tower::ServiceExt::oneshot`.
+//! `tower::ServiceExt::oneshot`, signed in with client tokens from the same store. Requests come
+//! from the dashboard's own origin ([`HOST`]) unless a test says otherwise.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Request, Response, StatusCode, header};
 use futures::StreamExt;
 use lathe_proto::v1;
 use tower::ServiceExt;
 
 use super::pages::PAGE_ROWS;
-use super::router;
+use super::{DashboardSettings, TokenCheck, router};
 use crate::CoordinatorSettings;
+use crate::auth::{Role, create_token, revoke_token};
 use crate::blob::{MemoryBlobStore, put_bytes};
 use crate::coordinator::{AttemptCall, Coordinator, Fault};
 use crate::queue::MemoryQueue;
@@ -23,31 +26,148 @@ use crate::testing::fill_finished_jobs;
 const CRAFTED_JOB: &str = "<script>window.pwned=1</script>";
 const CRAFTED_TRACK: &str = "\"><img src=x onerror=alert(1)>";
 
+/// The host the requests are sent to, and their origin.
+const HOST: &str = "127.0.0.1:8080";
+const ORIGIN: &str = "http://127.0.0.1:8080";
+
+/// The owner of the jobs [`submit`] submits.
+const TESTER: &str = "tester";
+
 struct Fixture {
     coordinator: Coordinator,
     state: MemoryStore,
     blobs: MemoryBlobStore,
+    /// The dashboard: one router, so that its sessions last from request to request.
+    router: Router,
+    /// The cookie of an admin session.
+    admin: String,
 }
 
-fn fixture() -> Fixture {
-    let settings = CoordinatorSettings::default();
-    let queue = MemoryQueue::new(settings.queue_settings(Duration::from_secs(30)));
+async fn fixture() -> Fixture {
+    fixture_with(DashboardSettings::default()).await
+}
+
+async fn fixture_with(settings: DashboardSettings) -> Fixture {
+    let coordinator_settings = CoordinatorSettings::default();
+    let queue = MemoryQueue::new(coordinator_settings.queue_settings(Duration::from_secs(30)));
     let state = MemoryStore::new();
     let blobs = MemoryBlobStore::new();
-    Fixture {
-        coordinator: Coordinator::new(
-            Arc::new(queue),
-            Arc::new(state.clone()),
-            Arc::new(blobs.clone()),
-            settings,
-        ),
+    let coordinator = Coordinator::new(
+        Arc::new(queue),
+        Arc::new(state.clone()),
+        Arc::new(blobs.clone()),
+        coordinator_settings,
+    );
+    let mut fixture = Fixture {
+        router: router(coordinator.clone(), settings),
+        coordinator,
         state,
         blobs,
-    }
+        admin: String::new(),
+    };
+    fixture.admin = sign_in(&fixture, "root", Role::Admin).await;
+    fixture
 }
 
-/// Submits a job named `name` of `tracks` tracks, the first with a crafted name.
+/// Makes a token named `name` with `role`; returns its id and text.
+async fn token(fixture: &Fixture, name: &str, role: Role) -> (String, String) {
+    let (record, text) = create_token(&fixture.state, name, role)
+        .await
+        .expect("token");
+    (record.id, text)
+}
+
+/// `POST uri` with `form`, from the dashboard's own origin, with the session `cookie` if given.
+fn post_as(cookie: Option<&str>, uri: &str, form: &str) -> Request<Body> {
+    let mut request = Request::post(uri)
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.body(Body::from(form.to_owned())).expect("request")
+}
+
+/// `GET uri` with the session `cookie`.
+fn get_as(cookie: &str, uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+/// Sends `request` to the fixture's dashboard.
+async fn respond(fixture: &Fixture, request: Request<Body>) -> Response<Body> {
+    fixture
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible")
+}
+
+/// The status and body text of a response.
+async fn read(response: Response<Body>) -> (StatusCode, String) {
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A header of a response, as text.
+fn header_of(response: &Response<Body>, name: header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Signs in with `token` through the form; returns the response.
+async fn sign_in_with(fixture: &Fixture, token: &str) -> Response<Body> {
+    let form = format!("token={}", super::html::url_component(token));
+    respond(fixture, post_as(None, "/login", &form)).await
+}
+
+/// Signs in with a new token named `name` with `role`; returns the session's cookie
+/// (`lathe_session=ID`).
+async fn sign_in(fixture: &Fixture, name: &str, role: Role) -> String {
+    let (_, text) = token(fixture, name, role).await;
+    session_of(&sign_in_with(fixture, &text).await)
+}
+
+/// The session cookie a sign-in's response sets, checked to be a good one.
+fn session_of(response: &Response<Body>) -> String {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "signed in");
+    assert_eq!(header_of(response, header::LOCATION).as_deref(), Some("/"));
+    let cookie = header_of(response, header::SET_COOKIE).expect("a session cookie");
+    cookie
+        .split(';')
+        .next()
+        .expect("the name and value")
+        .to_owned()
+}
+
+/// A job's state as the coordinator has it.
+async fn state_of(fixture: &Fixture, job_id: &str) -> v1::JobState {
+    fixture
+        .coordinator
+        .summary(job_id)
+        .await
+        .expect("job")
+        .state()
+}
+
+/// Submits a job named `name` of `tracks` tracks for [`TESTER`], the first with a crafted name.
 async fn submit(fixture: &Fixture, name: &str, tracks: usize) -> String {
+    submit_for(fixture, TESTER, name, tracks).await
+}
+
+/// Submits a job named `name` of `tracks` tracks for `owner`, the first with a crafted name.
+async fn submit_for(fixture: &Fixture, owner: &str, name: &str, tracks: usize) -> String {
     let mut specs = Vec::new();
     for index in 0..tracks {
         let digest = put_bytes(&fixture.blobs, format!("{name} {index}").as_bytes())
@@ -75,7 +195,7 @@ async fn submit(fixture: &Fixture, name: &str, tracks: usize) -> String {
                 tracks: specs,
                 ..Default::default()
             },
-            "tester",
+            owner,
         )
         .await
         .expect("submit")
@@ -109,31 +229,14 @@ async fn fail(fixture: &Fixture, job_id: &str, index: u32, error: &str) {
     );
 }
 
-async fn send(fixture: &Fixture, request: Request<Body>) -> (StatusCode, String) {
-    let response = router(fixture.coordinator.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
+/// `GET uri` as the fixture's admin.
 async fn get(fixture: &Fixture, uri: &str) -> (StatusCode, String) {
-    send(
-        fixture,
-        Request::get(uri).body(Body::empty()).expect("request"),
-    )
-    .await
+    read(respond(fixture, get_as(&fixture.admin, uri)).await).await
 }
 
-fn post(uri: &str, form: &str) -> Request<Body> {
-    Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(form.to_owned()))
-        .expect("request")
+/// `POST uri` with `form` as the fixture's admin, from the dashboard's own origin.
+async fn post(fixture: &Fixture, uri: &str, form: &str) -> (StatusCode, String) {
+    read(respond(fixture, post_as(Some(&fixture.admin), uri, form)).await).await
 }
 
 fn rows(page: &str, prefix: &str) -> usize {
@@ -142,7 +245,7 @@ fn rows(page: &str, prefix: &str) -> usize {
 
 #[tokio::test]
 async fn the_jobs_page_lists_jobs_with_their_names_escaped() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let job_id = submit(&fixture, CRAFTED_JOB, 3).await;
     let (status, page) = get(&fixture, "/").await;
     assert_eq!(status, StatusCode::OK);
@@ -155,7 +258,7 @@ async fn the_jobs_page_lists_jobs_with_their_names_escaped() {
 
 #[tokio::test]
 async fn a_jobs_page_shows_counts_tasks_and_errors_escaped() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let job_id = submit(&fixture, "album", 3).await;
     fail(&fixture, &job_id, 0, "<b>bad</b> header: cannot decode").await;
     let (status, page) = get(&fixture, &format!("/jobs/{job_id}")).await;
@@ -186,7 +289,7 @@ async fn a_jobs_page_shows_counts_tasks_and_errors_escaped() {
 
 #[tokio::test]
 async fn unknown_jobs_tasks_and_pages_are_404_pages() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let job_id = submit(&fixture, "album", 2).await;
     for uri in [
         "/jobs/nosuchjob".to_owned(),
@@ -203,13 +306,13 @@ async fn unknown_jobs_tasks_and_pages_are_404_pages() {
     let (status, page) = get(&fixture, "/jobs/%3Cb%3Ex%3C%2Fb%3E").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!page.contains("<b>x</b>"), "{page}");
-    let (status, _) = send(&fixture, post("/jobs/nosuchjob/cancel", "")).await;
+    let (status, _) = post(&fixture, "/jobs/nosuchjob/cancel", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn a_large_jobs_page_holds_one_page_of_rows() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let ids = fill_finished_jobs(&fixture.state, 1, 10_000)
         .await
         .expect("fill");
@@ -239,7 +342,7 @@ async fn a_large_jobs_page_holds_one_page_of_rows() {
 
 #[tokio::test]
 async fn a_tracks_page_shows_its_report_before_and_after() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let ids = fill_finished_jobs(&fixture.state, 1, 3)
         .await
         .expect("fill");
@@ -274,7 +377,7 @@ fn a_track_report_plots_its_curves_or_else_its_levels() {
 
 #[tokio::test]
 async fn the_workers_page_lists_workers() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let record = crate::record::WorkerRecord {
         id: "<w1>".to_owned(),
         host: "box".to_owned(),
@@ -301,8 +404,8 @@ async fn the_workers_page_lists_workers() {
 }
 
 #[tokio::test]
-async fn actions_cancel_retry_and_set_the_priority() {
-    let fixture = fixture();
+async fn an_admin_session_cancels_retries_and_sets_the_priority() {
+    let fixture = fixture().await;
     let job_id = submit(&fixture, "album", 3).await;
     let coordinator = &fixture.coordinator;
 
@@ -311,25 +414,30 @@ async fn actions_cancel_retry_and_set_the_priority() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 
     // The priority, from the page's script (JSON) and malformed.
-    let request = Request::post(format!("/jobs/{job_id}/priority"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::ACCEPT, "application/json")
-        .body(Body::from("priority=7"))
-        .expect("request");
-    let (status, reply) = send(&fixture, request).await;
+    let mut request = post_as(
+        Some(&fixture.admin),
+        &format!("/jobs/{job_id}/priority"),
+        "priority=7",
+    );
+    request.headers_mut().insert(
+        header::ACCEPT,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let (status, reply) = read(respond(&fixture, request).await).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert!(reply.contains("priority set to 7"), "{reply}");
     assert_eq!(coordinator.summary(&job_id).await.expect("job").priority, 7);
-    let (status, _) = send(
+    let (status, _) = post(
         &fixture,
-        post(&format!("/jobs/{job_id}/priority"), "priority=high"),
+        &format!("/jobs/{job_id}/priority"),
+        "priority=high",
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Retry puts the failed task back.
     fail(&fixture, &job_id, 1, "cannot decode").await;
-    let (status, _) = send(&fixture, post(&format!("/jobs/{job_id}/retry"), "")).await;
+    let (status, _) = post(&fixture, &format!("/jobs/{job_id}/retry"), "").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let counts = coordinator
         .summary(&job_id)
@@ -339,38 +447,16 @@ async fn actions_cancel_retry_and_set_the_priority() {
         .unwrap_or_default();
     assert_eq!((counts.failed, counts.pending), (0, 3));
 
-    // A form from another site is refused and changes nothing.
-    let forged = Request::post(format!("/jobs/{job_id}/cancel"))
-        .header(header::HOST, "127.0.0.1:8080")
-        .header(header::ORIGIN, "http://evil.example")
-        .body(Body::empty())
-        .expect("request");
-    let (status, _) = send(&fixture, forged).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        coordinator.summary(&job_id).await.expect("job").state(),
-        v1::JobState::Running
-    );
-
-    // Cancel: a plain form post goes back to the job's page.
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("/jobs/{job_id}/cancel"))
-        .header(header::HOST, "127.0.0.1:8080")
-        .header(header::ORIGIN, "http://127.0.0.1:8080")
-        .body(Body::empty())
-        .expect("request");
-    let response = router(coordinator.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
+    // Cancel (a job the admin does not own): a plain form post goes back to the job's page.
+    let response = respond(
+        &fixture,
+        post_as(Some(&fixture.admin), &format!("/jobs/{job_id}/cancel"), ""),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
-        response
-            .headers()
-            .get(header::LOCATION)
-            .map(|l| l.as_bytes()),
-        Some(format!("/jobs/{job_id}").as_bytes())
+        header_of(&response, header::LOCATION),
+        Some(format!("/jobs/{job_id}"))
     );
     let job = coordinator.summary(&job_id).await.expect("job");
     assert_eq!(job.state(), JobState::Cancelled.to_proto());
@@ -404,16 +490,13 @@ fn event_data(event: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_jobs_event_stream_sends_its_status_then_deltas() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let job_id = submit(&fixture, "album", 3).await;
-    let response = router(fixture.coordinator.clone())
-        .oneshot(
-            Request::get(format!("/jobs/{job_id}/events"))
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("infallible");
+    let response = respond(
+        &fixture,
+        get_as(&fixture.admin, &format!("/jobs/{job_id}/events")),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response
@@ -463,16 +546,9 @@ async fn a_jobs_event_stream_sends_its_status_then_deltas() {
 
 #[tokio::test]
 async fn the_jobs_list_stream_sends_the_rows_that_changed() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let job_id = submit(&fixture, "album", 2).await;
-    let response = router(fixture.coordinator.clone())
-        .oneshot(
-            Request::get("/events")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("infallible");
+    let response = respond(&fixture, get_as(&fixture.admin, "/events")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body().into_data_stream();
     fixture
@@ -495,11 +571,8 @@ async fn the_jobs_list_stream_sends_the_rows_that_changed() {
 
 #[tokio::test]
 async fn pages_carry_a_content_security_policy_and_the_assets_are_served() {
-    let fixture = fixture();
-    let response = router(fixture.coordinator.clone())
-        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
-        .await
-        .expect("infallible");
+    let fixture = fixture().await;
+    let response = respond(&fixture, get_as(&fixture.admin, "/")).await;
     let policy = response
         .headers()
         .get(header::CONTENT_SECURITY_POLICY)
@@ -518,7 +591,7 @@ async fn pages_carry_a_content_security_policy_and_the_assets_are_served() {
 /// test builds are no place for timings); the page still holds one page of rows.
 #[tokio::test]
 async fn a_100000_task_jobs_page_reads_one_page() {
-    let fixture = fixture();
+    let fixture = fixture().await;
     let ids = fill_finished_jobs(&fixture.state, 1, 100_000)
         .await
         .expect("fill");
@@ -533,4 +606,342 @@ async fn a_100000_task_jobs_page_reads_one_page() {
         elapsed.as_secs_f64() * 1000.0,
         page.len()
     );
+}
+
+#[tokio::test]
+async fn without_a_session_pages_go_to_the_sign_in_page_and_calls_are_refused() {
+    let fixture = fixture().await;
+    let job_id = submit(&fixture, "album", 2).await;
+    let forged = format!("lathe_session={}", "ab".repeat(32));
+    for cookie in ["", forged.as_str()] {
+        for uri in [
+            "/".to_owned(),
+            "/workers".to_owned(),
+            format!("/jobs/{job_id}"),
+            format!("/jobs/{job_id}/tasks/0"),
+        ] {
+            let response = respond(&fixture, get_as(cookie, &uri)).await;
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{uri}");
+            assert_eq!(
+                header_of(&response, header::LOCATION).as_deref(),
+                Some("/login"),
+                "{uri}"
+            );
+        }
+        for uri in ["/events".to_owned(), format!("/jobs/{job_id}/events")] {
+            let (status, _) = read(respond(&fixture, get_as(cookie, &uri)).await).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+        for action in ["cancel", "retry", "priority"] {
+            let uri = format!("/jobs/{job_id}/{action}");
+            let request = post_as(Some(cookie), &uri, "priority=9");
+            let (status, _) = read(respond(&fixture, request).await).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+    }
+    let job = fixture.coordinator.summary(&job_id).await.expect("job");
+    assert_eq!((job.state(), job.priority), (v1::JobState::Running, 0));
+
+    // The sign-in page and the assets need no session.
+    let (status, page) = read(respond(&fixture, get_as("", "/login")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<form method=\"post\" action=\"/login\""),
+        "{page}"
+    );
+    // No inline script (the policy allows none): one script element, the compiled-in one, and no
+    // event-handler attribute.
+    assert_eq!(page.matches("<script").count(), 1, "{page}");
+    assert!(page.contains("<script src=\"/static/dashboard.js\" defer></script>"));
+    let handler = page.split(" on").skip(1).any(|rest| {
+        let name_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        name_end > 0 && rest[name_end..].starts_with('=')
+    });
+    assert!(!handler, "an event-handler attribute: {page}");
+    for asset in ["/static/dashboard.js", "/static/dashboard.css"] {
+        let (status, _) = read(respond(&fixture, get_as("", asset)).await).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_gets_no_cookie() {
+    let fixture = fixture().await;
+    let (id, text) = token(&fixture, "alice", Role::Submit).await;
+    revoke_token(&fixture.state, &id).await.expect("revoke");
+    let forged = format!("lathe_{id}_{}", "0".repeat(64));
+    for wrong in [
+        text.as_str(),
+        forged.as_str(),
+        "lathe_0123456789abcdef_00",
+        "",
+    ] {
+        let response = sign_in_with(&fixture, wrong).await;
+        assert_eq!(response.headers().get(header::SET_COOKIE), None, "{wrong}");
+        let (status, page) = read(response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong}");
+        assert!(page.contains("id=\"login-error\""), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn signing_in_starts_a_session_and_signing_out_ends_it() {
+    let fixture = fixture().await;
+    let (_, text) = token(&fixture, "alice", Role::Submit).await;
+    let response = sign_in_with(&fixture, &text).await;
+    let set_cookie = header_of(&response, header::SET_COOKIE).expect("a cookie");
+    for attribute in ["; HttpOnly", "; SameSite=Strict", "; Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    let secret = text.rsplit('_').next().expect("secret");
+    assert!(!set_cookie.contains(secret), "the cookie carries no token");
+    let cookie = session_of(&response);
+
+    let (status, page) = read(respond(&fixture, get_as(&cookie, "/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("alice (submit)"), "{page}");
+
+    let response = respond(&fixture, post_as(Some(&cookie), "/logout", "")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        header_of(&response, header::LOCATION).as_deref(),
+        Some("/login")
+    );
+    let ended = header_of(&response, header::SET_COOKIE).expect("a cookie");
+    assert!(ended.starts_with("lathe_session=; Max-Age=0"), "{ended}");
+    // The old cookie, kept by a careless browser, no longer signs in.
+    let response = respond(&fixture, get_as(&cookie, "/")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_secure() {
+    let fixture = fixture_with(DashboardSettings {
+        tls: true,
+        ..DashboardSettings::default()
+    })
+    .await;
+    let (_, text) = token(&fixture, "alice", Role::Submit).await;
+    let response = sign_in_with(&fixture, &text).await;
+    let set_cookie = header_of(&response, header::SET_COOKIE).expect("a cookie");
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+}
+
+#[tokio::test]
+async fn a_submit_session_sees_and_changes_only_its_own_jobs() {
+    let fixture = fixture().await;
+    let own = submit_for(&fixture, "alice", "alice's album", 2).await;
+    let other = submit_for(&fixture, "bob", "bob's album", 2).await;
+    let alice = sign_in(&fixture, "alice", Role::Submit).await;
+    let as_alice = |uri: &str| get_as(&alice, uri);
+
+    // The list: her job, with its owner; not bob's.
+    let (status, list) = read(respond(&fixture, as_alice("/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(&format!("id=\"job-{own}\"")), "{list}");
+    assert!(!list.contains(&other) && !list.contains("bob"), "{list}");
+    assert!(
+        list.contains("<td data-cell=\"owner\">alice</td>"),
+        "{list}"
+    );
+    assert!(!list.contains("href=\"/workers\""), "no workers link");
+    let (status, page) = read(respond(&fixture, as_alice(&format!("/jobs/{own}"))).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"cancel-job\""), "her own job's actions");
+
+    // Bob's job is as absent as a job that does not exist.
+    let (status, missing) = read(respond(&fixture, as_alice("/jobs/nosuchjob")).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for uri in [
+        format!("/jobs/{other}"),
+        format!("/jobs/{other}/tasks/0"),
+        format!("/jobs/{other}/events"),
+    ] {
+        let (status, page) = read(respond(&fixture, as_alice(&uri)).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(!page.contains("bob"), "{uri}: {page}");
+    }
+    let (_, hidden) = read(respond(&fixture, as_alice(&format!("/jobs/{other}"))).await).await;
+    assert_eq!(
+        hidden.replace(&other, "X"),
+        missing.replace("nosuchjob", "X")
+    );
+    for action in ["cancel", "retry", "priority"] {
+        let uri = format!("/jobs/{other}/{action}");
+        let (status, _) =
+            read(respond(&fixture, post_as(Some(&alice), &uri, "priority=9")).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let bobs = fixture.coordinator.summary(&other).await.expect("job");
+    assert_eq!((bobs.state(), bobs.priority), (v1::JobState::Running, 0));
+
+    // The workers page is not hers.
+    let (status, _) = read(respond(&fixture, as_alice("/workers")).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Her own job she may cancel.
+    let uri = format!("/jobs/{own}/cancel");
+    let (status, _) = read(respond(&fixture, post_as(Some(&alice), &uri, "")).await).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&fixture, &own).await, v1::JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_submit_sessions_list_is_one_page_filtered() {
+    let fixture = fixture().await;
+    // 150 finished jobs of nobody's, then hers: her first page is empty, with a next page.
+    fill_finished_jobs(&fixture.state, 150, 1)
+        .await
+        .expect("fill");
+    let own = submit_for(&fixture, "alice", "alice's album", 1).await;
+    let alice = sign_in(&fixture, "alice", Role::Submit).await;
+    let (_, first) = read(respond(&fixture, get_as(&alice, "/")).await).await;
+    assert_eq!(rows(&first, "job"), 0, "{first}");
+    assert!(first.contains("rel=\"next\""), "{first}");
+    let next = first
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the next page's link")
+        .replace("&amp;", "&");
+    let (_, second) = read(respond(&fixture, get_as(&alice, &next)).await).await;
+    assert_eq!(rows(&second, "job"), 1, "{second}");
+    assert!(second.contains(&format!("id=\"job-{own}\"")));
+    // An admin's first page is a full one.
+    let (_, admins) = get(&fixture, "/").await;
+    assert_eq!(rows(&admins, "job"), PAGE_ROWS);
+}
+
+#[tokio::test]
+async fn a_submit_sessions_list_stream_carries_only_its_own_jobs() {
+    let fixture = fixture().await;
+    let own = submit_for(&fixture, "alice", "alice's album", 1).await;
+    let other = submit_for(&fixture, "bob", "bob's album", 1).await;
+    let alice = sign_in(&fixture, "alice", Role::Submit).await;
+    let response = respond(&fixture, get_as(&alice, "/events")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    // Bob's job changes first, then hers: the first event is hers alone.
+    for (job_id, priority) in [(&other, 4), (&own, 5)] {
+        fixture
+            .coordinator
+            .set_priority(job_id, priority)
+            .await
+            .expect("priority");
+    }
+    let jobs = event_data(&next_event(&mut body).await);
+    let rows = jobs["jobs"].as_array().expect("jobs");
+    assert_eq!(rows.len(), 1, "{jobs:#}");
+    assert_eq!(rows[0]["id"], own.as_str());
+    // A job of bob's deleted: not a word to her.
+    fixture
+        .coordinator
+        .delete(&other, true)
+        .await
+        .expect("delete");
+    fixture
+        .coordinator
+        .set_priority(&own, 6)
+        .await
+        .expect("priority");
+    let jobs = event_data(&next_event(&mut body).await);
+    assert!(!jobs.to_string().contains(&other), "{jobs:#}");
+}
+
+#[tokio::test]
+async fn a_read_session_sees_every_job_and_changes_none() {
+    let fixture = fixture().await;
+    let job_id = submit_for(&fixture, "bob", "bob's album", 2).await;
+    let reader = sign_in(&fixture, "auditor", Role::Read).await;
+    let (_, list) = read(respond(&fixture, get_as(&reader, "/")).await).await;
+    assert!(list.contains(&format!("id=\"job-{job_id}\"")), "{list}");
+    let (status, page) =
+        read(respond(&fixture, get_as(&reader, &format!("/jobs/{job_id}"))).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains("id=\"cancel-job\"") && !page.contains("data-action"),
+        "no action for a read session: {page}"
+    );
+    for action in ["cancel", "retry", "priority"] {
+        let uri = format!("/jobs/{job_id}/{action}");
+        let (status, _) =
+            read(respond(&fixture, post_as(Some(&reader), &uri, "priority=9")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    let job = fixture.coordinator.summary(&job_id).await.expect("job");
+    assert_eq!((job.state(), job.priority), (v1::JobState::Running, 0));
+    let (status, _) = read(respond(&fixture, get_as(&reader, "/workers")).await).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_post_from_another_origin_is_refused() {
+    let fixture = fixture().await;
+    let job_id = submit(&fixture, "album", 2).await;
+    let uri = format!("/jobs/{job_id}/cancel");
+    let foreign = |origin: Option<&'static str>, site: Option<&'static str>| {
+        let mut request = post_as(Some(&fixture.admin), &uri, "");
+        let headers = request.headers_mut();
+        headers.remove(header::ORIGIN);
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, header::HeaderValue::from_static(origin));
+        }
+        if let Some(site) = site {
+            headers.insert("sec-fetch-site", header::HeaderValue::from_static(site));
+        }
+        request
+    };
+    for (origin, site) in [
+        (Some("http://evil.example"), None),
+        (Some("null"), None),
+        (None, None),
+        (None, Some("cross-site")),
+    ] {
+        let (status, _) = read(respond(&fixture, foreign(origin, site)).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?} {site:?}");
+        assert_eq!(state_of(&fixture, &job_id).await, v1::JobState::Running);
+    }
+    // A sign-in from another site starts no session either.
+    let (_, text) = token(&fixture, "alice", Role::Submit).await;
+    let mut login = post_as(None, "/login", &format!("token={text}"));
+    login.headers_mut().insert(
+        header::ORIGIN,
+        header::HeaderValue::from_static("http://evil.example"),
+    );
+    let response = respond(&fixture, login).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.headers().get(header::SET_COOKIE), None);
+    // Without an Origin, the browser's word that the request is same-origin does.
+    let (status, _) = read(respond(&fixture, foreign(None, Some("same-origin"))).await).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&fixture, &job_id).await, v1::JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_session_is_refused() {
+    // The token checked on every request: the cache's re-check window is zero.
+    let fixture = fixture_with(DashboardSettings {
+        token_check: TokenCheck::EveryRequest,
+        ..DashboardSettings::default()
+    })
+    .await;
+    let job_id = submit_for(&fixture, "alice", "album", 1).await;
+    let (id, text) = token(&fixture, "alice", Role::Submit).await;
+    let alice = session_of(&sign_in_with(&fixture, &text).await);
+    let (status, _) = read(respond(&fixture, get_as(&alice, "/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoke_token(&fixture.state, &id).await.expect("revoke"));
+    let response = respond(&fixture, get_as(&alice, "/")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        header_of(&response, header::LOCATION).as_deref(),
+        Some("/login")
+    );
+    let uri = format!("/jobs/{job_id}/cancel");
+    let (status, _) = read(respond(&fixture, post_as(Some(&alice), &uri, "")).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(state_of(&fixture, &job_id).await, v1::JobState::Running);
 }

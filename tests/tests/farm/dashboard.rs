@@ -1,9 +1,12 @@
 //! The coordinator's dashboard in a real browser: headless Chromium driven over WebDriver
 //! (`chromedriver`) against a live local farm (`nats-server`, `etcd`, the coordinator with
-//! `--http-listen` and a worker whose renders wait at the test's gate). The test follows a job:
-//! it appears in the list, its progress advances without a reload, its failed track shows its
-//! error (as text: a crafted file name injects no markup), and the cancel button cancels it.
-//! Screenshots go to `$CARGO_TARGET_TMPDIR/dashboard-screenshots/`.
+//! `--http-listen` and a worker whose renders wait at the test's gate). The test signs in through
+//! the form with the farm's admin token and follows a job: it appears in the list with its owner,
+//! its progress advances without a reload, its failed track shows its error (as text: a crafted
+//! file name injects no markup), and the cancel button cancels it. Then a submit token of another
+//! user sees no trace of the job, and a read token sees it without its buttons. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR/dashboard-screenshots/`. Apart from the browser, the coordinator refuses
+//! to serve the dashboard in plain HTTP off loopback.
 //!
 //! Skips, saying so, when `chromium`, `chromedriver`, `nats-server` or `etcd` is not installed
 //! (`make deps` installs them).
@@ -164,6 +167,25 @@ fn screenshot(browser: &Session, name: &str) -> PathBuf {
     path
 }
 
+/// Signs in through the dashboard's form at `dashboard` with `token`; the browser lands on the
+/// jobs list.
+fn sign_in(browser: &Session, dashboard: &str, token: &str) {
+    browser.goto(&format!("{dashboard}/login"));
+    browser.wait_for_element("#token", PATIENCE);
+    browser.execute(&format!(
+        "document.getElementById('token').value = {}; return true;",
+        json!(token)
+    ));
+    browser.find("#sign-in").click();
+    browser.wait_for_element("#jobs", PATIENCE);
+}
+
+/// Signs out with the header's button; the browser lands on the sign-in page.
+fn sign_out(browser: &Session) {
+    browser.find("#sign-out").click();
+    browser.wait_for_element("#token", PATIENCE);
+}
+
 /// Nothing injected ran: neither crafted name set `window.pwned`.
 fn assert_not_injected(browser: &Session) {
     let pwned = browser.execute("return window.pwned === undefined;");
@@ -219,11 +241,29 @@ fn the_dashboard_follows_a_job_live_and_cancels_it() {
     let browser = open_browser(&driver, &chromium);
     let dashboard = farm.http_url();
 
-    // The jobs list shows the job, its crafted name as text.
-    browser.goto(&format!("{dashboard}/"));
+    // Without a session the dashboard sends the browser to its sign-in page.
+    browser.goto(&format!("{dashboard}/jobs/{job}"));
+    browser.wait_for_element("#token", PATIENCE);
+    let path = browser.execute("return location.pathname;");
+    assert_eq!(path, json!("/login"));
+    screenshot(&browser, "sign-in");
+    sign_in(&browser, &dashboard, farm.token());
+    let cookies = browser.execute("return document.cookie;");
+    assert!(
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("lathe_session"),
+        "the session cookie is out of scripts' reach: {cookies}"
+    );
+
+    // The jobs list shows the job with its owner (the admin token that submitted it), its
+    // crafted name as text.
     let row = text(&browser, &format!("#job-{job}"));
     assert!(row.contains(CRAFTED_JOB), "the name as text: {row}");
     assert!(row.contains("running"), "{row}");
+    let owner = text(&browser, &format!("#job-{job} [data-cell=owner]"));
+    assert_eq!(owner, "test-admin");
     assert_not_injected(&browser);
     browser.find(&format!("#job-{job} a")).click();
     browser.wait_for_element("#tasks", PATIENCE);
@@ -319,6 +359,65 @@ fn the_dashboard_follows_a_job_live_and_cancels_it() {
     browser.goto(&format!("{dashboard}/workers"));
     let workers = text(&browser, "#workers");
     assert!(workers.contains("w1"), "{workers}");
+
+    // Another user's submit token: the job is not in the list, and its page is a 404.
+    sign_out(&browser);
+    sign_in(
+        &browser,
+        &dashboard,
+        &farm.create_token("other-user", "submit"),
+    );
+    assert!(
+        browser.try_find(&format!("#job-{job}")).is_none(),
+        "another owner's job in a submit session's list"
+    );
+    let signed_in = text(&browser, "#signed-in");
+    assert!(signed_in.contains("other-user (submit)"), "{signed_in}");
+    browser.goto(&format!("{dashboard}/jobs/{job}"));
+    let page = text(&browser, "main");
+    assert!(page.contains("No such job"), "{page}");
+    assert!(!page.contains(CRAFTED_JOB), "{page}");
+
+    // A read token: the job's page without its buttons.
+    browser.goto(&format!("{dashboard}/"));
+    sign_out(&browser);
+    sign_in(&browser, &dashboard, &farm.create_token("auditor", "read"));
+    browser.goto(&format!("{dashboard}/jobs/{job}"));
+    browser.wait_for_element("#tasks", PATIENCE);
+    assert!(
+        browser.try_find("#cancel-job").is_none()
+            && browser.try_find("form[data-action]").is_none(),
+        "a read session's page has no action"
+    );
     browser.close();
     drop(driver);
+}
+
+#[test]
+fn a_plain_http_dashboard_off_loopback_is_refused() {
+    let _serial = serial();
+    let port = lathe_coordinator::testing::free_port();
+    // The check comes before the coordinator connects to anything: no NATS or etcd is needed.
+    let output = Command::new(BINARIES.coordinator)
+        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
+        .args(["--http-listen", &format!("0.0.0.0:{port}")])
+        .args([
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--etcd",
+            "http://127.0.0.1:1",
+        ])
+        .args(["--connect-timeout-s", "0"])
+        .output()
+        .expect("run the coordinator");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains(&format!("--http-listen 0.0.0.0:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens on the dashboard's port"
+    );
 }
