@@ -96,9 +96,9 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller that may do everything (the embedded farm's own client, the dashboard of a
-    /// coordinator that checks its users itself).
-    pub fn admin(name: &str) -> Self {
+    /// A caller that may do everything, for the unit tests.
+    #[cfg(test)]
+    pub(crate) fn admin(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             role: Role::Admin,

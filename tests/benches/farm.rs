@@ -7,7 +7,8 @@
 //!    plain HTTP/2 (the embedded farm's `--insecure-loopback`) and over TLS (the farm's own CA).
 //! 2. The same catalogue mastered by `lathe master -j 2` (the embedded farm), by a real farm
 //!    (nats-server, etcd, a coordinator and two one-slot workers as processes, fresh for each run so
-//!    that every run uploads its sources), and, when `LATHE_BASELINE` names an older `lathe` binary,
+//!    that every run uploads its sources, every connection with TLS and credentials as `make farm`
+//!    runs them), and, when `LATHE_BASELINE` names an older `lathe` binary,
 //!    by that binary's `lathe master -j 2` (the thread pool before `lathe master` ran on the embedded
 //!    farm): wall times, and the time from submit to the first task running (from the coordinator's
 //!    own timestamps: the job's `submitted_unix_ms` and its tasks' `started_unix_ms`). The real farm
@@ -383,6 +384,8 @@ fn real_farm(sources: &Path, observed: Option<&SpanSink>) -> Option<(f64, f64)> 
     let options = FarmOptions {
         metrics: observed.is_some(),
         otlp_port: observed.map(|sink| sink.port),
+        // As a farm on a network runs: TLS and credentials on every connection.
+        secure: true,
         ..FarmOptions::default()
     };
     let mut farm = Farm::start(BINARIES, options)?;
