@@ -126,6 +126,8 @@ pub trait BlobStore: Send + Sync {
     /// digest itself (every gRPC transfer does), where a second hash on this side would check
     /// nothing more. [`Error::BlobNotFound`] if there is none.
     async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream>;
+    /// The size of a stored blob, bytes; [`Error::BlobNotFound`] if there is none.
+    async fn size(&self, digest: &Digest) -> Result<u64>;
     /// Removes a stored blob; false when there was none.
     async fn remove(&self, digest: &Digest) -> Result<bool>;
     /// Up to `limit` stored blobs in digest order, after `after` (from the first without it), with
@@ -419,6 +421,14 @@ impl BlobStore for MemoryBlobStore {
         Ok(futures::stream::iter(pieces.into_iter().map(Ok)).boxed())
     }
 
+    async fn size(&self, digest: &Digest) -> Result<u64> {
+        Ok(self
+            .chunks_of(digest)?
+            .iter()
+            .map(|chunk| chunk.len() as u64)
+            .sum())
+    }
+
     async fn remove(&self, digest: &Digest) -> Result<bool> {
         Ok(self.lock()?.remove(digest).is_some())
     }
@@ -547,6 +557,17 @@ impl BlobStore for DiskBlobStore {
     async fn read_for_transfer(&self, digest: &Digest) -> Result<BlobStream> {
         let (file, path) = self.open_blob(digest).await?;
         Ok(read_file(file, path, None))
+    }
+
+    async fn size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.path_of(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(metadata) => Ok(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::BlobNotFound(digest.to_string()))
+            }
+            Err(error) => Err(Error::io(&path, error)),
+        }
     }
 
     async fn remove(&self, digest: &Digest) -> Result<bool> {

@@ -68,11 +68,34 @@ pub struct CoordinatorSettings {
     /// The largest blob an upload may store, bytes: an upload is refused as soon as it would pass
     /// this, before the chunk that would is written.
     pub max_upload_bytes: u64,
+    /// How long one attempt of a task may run, from its `StartTask` to its completion: the
+    /// reconciler ends an older attempt of a worker that is still registered (a hung render) as
+    /// a failed attempt. Longer than the workers' own limit on the render
+    /// ([`DEFAULT_TASK_TIME_LIMIT`]), which normally fails the attempt first.
+    pub task_time_limit: Duration,
+    /// The longest a unary gRPC call may take, and the longest a streaming call may take to
+    /// answer (see [`crate::deadlines`]).
+    pub call_timeout: Duration,
+    /// The longest an upload's stream may go without a message before the call is ended (see
+    /// [`crate::deadlines`]).
+    pub stream_idle_timeout: Duration,
 }
 
 /// The default [`CoordinatorSettings::max_upload_bytes`], 64 GiB: a 6-hour source at 192 kHz
 /// with 8 channels of 32-bit samples (66.4 GB) fits.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 64 << 30;
+
+/// How long a worker lets a render run by default (`lathe-worker --task-time-limit-s`), one
+/// hour: the engine masters at about 100x real time, so the longest source a worker accepts (6
+/// hours) takes minutes, and an hour is a render gone wrong (a stalled disk, a machine far too
+/// slow), not a long track.
+pub const DEFAULT_TASK_TIME_LIMIT: Duration = Duration::from_secs(3_600);
+
+/// What the coordinator's [`CoordinatorSettings::task_time_limit`] adds to the workers' limit on
+/// the render by default, half an hour: an attempt also fetches its sources and uploads its
+/// masters (64 GiB each way at worst, some 10 minutes on a 1 Gbit/s network), so that the
+/// worker's own limit, which reports a clear error, always comes first.
+pub const TASK_TIME_LIMIT_GRACE: Duration = Duration::from_secs(1_800);
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
@@ -86,6 +109,9 @@ impl Default for CoordinatorSettings {
             maintenance_interval: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(10),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            task_time_limit: DEFAULT_TASK_TIME_LIMIT + TASK_TIME_LIMIT_GRACE,
+            call_timeout: crate::deadlines::DEFAULT_CALL_TIMEOUT,
+            stream_idle_timeout: crate::deadlines::DEFAULT_STREAM_IDLE_TIMEOUT,
         }
     }
 }
@@ -1476,8 +1502,9 @@ impl Coordinator {
                 task.attempts += 1;
                 task.deliveries = delivery;
                 task.attempt_token_hash.clone_from(&token_hash);
+                task.attempt_started_unix_ms = record::unix_ms();
                 if task.started_unix_ms == 0 {
-                    task.started_unix_ms = record::unix_ms();
+                    task.started_unix_ms = task.attempt_started_unix_ms;
                 }
                 Some(StartVerdict::Run(Box::new(Attempt {
                     token: token.clone(),
@@ -1684,6 +1711,19 @@ impl Coordinator {
             self.inner.dispatch.notify_one();
             return Ok(true);
         }
+        tracing::warn!(task = %task_id, worker = %worker_id, %error, final_failure, "task attempt failed");
+        self.count_failure_against(job_id, worker_id).await?;
+        if final_failure {
+            self.inner.metrics.task_finished(false, false);
+            self.finish_job_if_done(job_id).await?;
+            self.inner.dispatch.notify_one();
+        }
+        Ok(final_failure)
+    }
+
+    /// Counts a failed attempt of a task of `job_id` against `worker_id`: one failure too many in
+    /// a row blocklists the worker for the job.
+    async fn count_failure_against(&self, job_id: &str, worker_id: &str) -> Result<()> {
         let blocklist_after = self.inner.settings.blocklist_after;
         let blocklisted = self
             .update_job(job_id, |job| {
@@ -1701,16 +1741,10 @@ impl Coordinator {
             })
             .await?
             .unwrap_or(false);
-        tracing::warn!(task = %task_id, worker = %worker_id, %error, final_failure, "task attempt failed");
         if blocklisted {
             tracing::warn!(job = %job_id, worker = %worker_id, "worker blocklisted for the job");
         }
-        if final_failure {
-            self.inner.metrics.task_finished(false, false);
-            self.finish_job_if_done(job_id).await?;
-            self.inner.dispatch.notify_one();
-        }
-        Ok(final_failure)
+        Ok(())
     }
 }
 

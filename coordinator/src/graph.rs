@@ -198,6 +198,7 @@ pub fn plan_graph_tasks(job_id: &str, specs: &[v1::GraphTaskSpec]) -> Result<Vec
             qc_failed: false,
             queued_count: 0,
             deliveries: 0,
+            attempt_started_unix_ms: 0,
             attempt_token_hash: String::new(),
             graph: GraphPart {
                 label,

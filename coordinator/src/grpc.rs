@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::auth::{AUTHORIZATION, Caller, Role};
 use crate::blob::{BlobStore, Digest};
 use crate::coordinator::{AttemptCall, Coordinator, Fault, StartVerdict};
+use crate::deadlines::{CallDeadlines, CallDeadlinesLayer};
 use crate::error::Error;
 use crate::limits::{
     MAX_ERROR_BYTES, MAX_ID_BYTES, MAX_LIST_ITEMS, bounded_list, bounded_text, check_completion,
@@ -782,7 +783,12 @@ pub async fn serve(
         // concurrent calls (streams of blobs and watches included: both are bounded).
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Every call answers in time, and no upload stalls for long (`deadlines`).
+        .layer(CallDeadlinesLayer(CallDeadlines {
+            call_timeout: coordinator.settings().call_timeout,
+            stream_idle_timeout: coordinator.settings().stream_idle_timeout,
+        }));
     if let Transport::Tls(tls) = transport {
         server = server
             .tls_config(tls.config())

@@ -4,8 +4,9 @@
 //!   (etcd | in memory) and the blob store (coordinator disk | in memory), each a trait with two
 //!   implementations that pass one conformance suite; [`store_access`]: TLS and credentials for
 //!   NATS and etcd.
-//! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling; [`grpc`]: its services;
-//!   [`client`]: the client the CLI and workers use.
+//! - [`coordinator`]: jobs, planning ([`plan`], [`graph`]), dispatch, failure handling;
+//!   [`grpc`]: its services, each call bounded by [`deadlines`]; [`client`]: the client the CLI
+//!   and workers use.
 //! - [`dashboard`]: the web dashboard (jobs, tasks, reports, workers; live over server-sent
 //!   events), served by [`http`].
 //! - `testing` (cargo feature `testing`, for tests only): real `nats-server` and `etcd` processes.
@@ -18,6 +19,7 @@ pub mod client;
 pub mod command_line;
 pub mod coordinator;
 pub mod dashboard;
+pub mod deadlines;
 pub mod error;
 pub mod etcd_users;
 pub mod graph;

@@ -152,6 +152,7 @@ pub fn plan_job(job_id: &str, request: &v1::SubmitJobRequest) -> Result<Plan> {
                 qc_failed: false,
                 queued_count: 0,
                 deliveries: 0,
+                attempt_started_unix_ms: 0,
                 attempt_token_hash: String::new(),
                 graph: Default::default(),
             }

@@ -322,6 +322,10 @@ pub struct TaskRecord {
     /// delivery limit, no redelivery will follow if the attempt is lost.
     #[serde(default)]
     pub deliveries: u32,
+    /// When its current (or last) attempt started (milliseconds since the Unix epoch), or 0: the
+    /// reconciler ends an attempt older than the task time limit.
+    #[serde(default)]
+    pub attempt_started_unix_ms: u64,
     /// BLAKE3 of the token of its current (or last) attempt: calls about the task must present
     /// the token.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -650,7 +654,17 @@ impl TaskRecord {
                 .iter()
                 .map(OutputRecord::to_proto)
                 .collect(),
+            // Filled in when the task is published (`Coordinator::publish`), from the blob store.
+            fetch_bytes: 0,
         }
+    }
+
+    /// The blobs a worker fetches to run it: its source, or a graph task's sources and inputs.
+    pub fn fetched_digests(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.source_digest.as_str())
+            .chain(self.graph.source_digests.iter().map(String::as_str))
+            .chain(self.graph.inputs.iter().map(|file| file.digest.as_str()))
+            .filter(|digest| !digest.is_empty())
     }
 }
 

@@ -61,6 +61,21 @@ pub struct ServiceArgs {
     /// as soon as it would pass it. The default, 64 GiB, fits a 6-hour 192 kHz 8-channel source.
     #[arg(long, env = "LATHE_MAX_UPLOAD_BYTES", default_value_t = crate::coordinator::DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
+    /// Seconds one attempt of a task may run, from its start to its completion, before the
+    /// reconciler ends it as a failed attempt (a hung render on a worker that still heartbeats).
+    /// The default is the workers' limit on the render (3600 s) plus 1800 s for fetching and
+    /// uploading, so that a worker's own limit, with its clearer error, comes first.
+    #[arg(long, env = "LATHE_TASK_TIME_LIMIT_S", default_value_t = crate::coordinator::DEFAULT_TASK_TIME_LIMIT.as_secs() + crate::coordinator::TASK_TIME_LIMIT_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_time_limit_s: u64,
+    /// Seconds a gRPC call may take to answer (a unary call, or a download or watch starting);
+    /// past it the call ends with DEADLINE_EXCEEDED. Uploads have `--stream-idle-timeout-s`
+    /// instead.
+    #[arg(long, env = "LATHE_CALL_TIMEOUT_S", default_value_t = crate::deadlines::DEFAULT_CALL_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub call_timeout_s: u64,
+    /// Seconds an upload (PutBlob, PutResult) may go without a message before it is ended with
+    /// DEADLINE_EXCEEDED; a stream that keeps flowing is never cut, however long it takes.
+    #[arg(long, env = "LATHE_STREAM_IDLE_TIMEOUT_S", default_value_t = crate::deadlines::DEFAULT_STREAM_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_idle_timeout_s: u64,
     /// Address of the HTTP endpoint with Prometheus metrics (`/metrics`) and health
     /// (`/healthz`, `/readyz`); off unless given. Plain HTTP on any address (unless it is the
     /// `--http-listen` address, whose server then serves both): Prometheus and an orchestrator's
@@ -139,6 +154,9 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         ),
         reconcile_interval: Duration::from_secs_f64(args.reconcile_interval_s.max(0.1)),
         max_upload_bytes: args.max_upload_bytes,
+        task_time_limit: Duration::from_secs(args.task_time_limit_s),
+        call_timeout: Duration::from_secs(args.call_timeout_s),
+        stream_idle_timeout: Duration::from_secs(args.stream_idle_timeout_s),
         ..CoordinatorSettings::default()
     };
     let transport = args.transport()?;

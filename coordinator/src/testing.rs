@@ -461,6 +461,7 @@ fn finished_task(job: &JobRecord, index: u32, extension: &str) -> TaskRecord {
         qc_failed: false,
         queued_count: 1,
         deliveries: 1,
+        attempt_started_unix_ms: 0,
         attempt_token_hash: String::new(),
         graph: Default::default(),
     }

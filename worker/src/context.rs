@@ -1,5 +1,6 @@
-//! What a worker's tasks share: its settings, its client of the coordinator, and the tasks it is
-//! running (each with its progress and whether it should stop).
+//! What a worker's tasks share: its settings, its client of the coordinator, the tasks it is
+//! running (each with its progress and whether it should stop), the scratch room they claimed,
+//! and whether it should pull at all for now.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -9,12 +10,14 @@ use std::time::{Duration, Instant};
 use lathe_coordinator::client::FarmClient;
 
 use crate::observe::WorkerObserver;
+use crate::scratch::ScratchClaims;
 use crate::settings::WorkerSettings;
 
 /// Why a running task should stop.
 const KEEP_GOING: u8 = 0;
 const JOB_CANCELLED: u8 = 1;
 const HAND_BACK: u8 = 2;
+const TIMED_OUT: u8 = 3;
 
 /// What the worker's tasks share.
 pub(crate) struct WorkerContext {
@@ -23,6 +26,10 @@ pub(crate) struct WorkerContext {
     pub(crate) running: Mutex<Vec<Arc<RunningTask>>>,
     /// Its metrics and readiness.
     pub(crate) observer: Arc<WorkerObserver>,
+    /// The scratch room its running tasks claimed.
+    pub(crate) scratch: ScratchClaims,
+    /// Until when it pulls no task (it just left one for lack of scratch room).
+    pub(crate) pull_paused_until: Mutex<Option<Instant>>,
 }
 
 impl WorkerContext {
@@ -42,6 +49,22 @@ impl WorkerContext {
         }
     }
 
+    /// Pulls no task for `pause` (from now).
+    pub(crate) fn pause_pulling(&self, pause: Duration) {
+        if let Ok(mut until) = self.pull_paused_until.lock() {
+            *until = Instant::now().checked_add(pause);
+        }
+    }
+
+    /// How long pulling stays paused, if it is.
+    pub(crate) fn pull_pause(&self) -> Option<Duration> {
+        let until = (*self.pull_paused_until.lock().ok()?)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+
+    /// The ids of the tasks it is running, sorted, without repeats.
     pub(crate) fn current_tasks(&self) -> Vec<String> {
         self.running
             .lock()
@@ -151,11 +174,24 @@ impl RunningTask {
         );
     }
 
+    /// Stops the task at the engine's next progress call: it passed the task time limit.
+    pub(crate) fn time_out(&self) {
+        let _ =
+            self.stop
+                .compare_exchange(KEEP_GOING, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// True when the task stopped because it passed the task time limit.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.stop.load(Ordering::Acquire) == TIMED_OUT
+    }
+
     /// Why the task should stop, once it should.
     pub(crate) fn stop_reason(&self) -> Option<&'static str> {
         match self.stop.load(Ordering::Acquire) {
             JOB_CANCELLED => Some("the job was cancelled"),
             HAND_BACK => Some("the worker is shutting down"),
+            TIMED_OUT => Some("the task time limit passed"),
             _ => None,
         }
     }

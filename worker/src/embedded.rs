@@ -68,6 +68,9 @@ impl EmbeddedFarm {
             max_attempts: 1,
             blocklist_after: u32::MAX,
             dispatch_interval: Duration::from_millis(100),
+            // The user's own command on the user's own machine: a long source on a slow machine
+            // takes as long as it takes (Ctrl-C stops it), so no task time limit.
+            task_time_limit: Duration::MAX,
             ..CoordinatorSettings::default()
         };
         let queue = Arc::new(MemoryQueue::new(
@@ -123,6 +126,10 @@ impl EmbeddedFarm {
             settings.scratch = scratch.to_path_buf();
             settings.poll_wait = Duration::from_millis(200);
             settings.progress_interval = Duration::from_millis(200);
+            // One machine: no other worker could take a task this one left for lack of room (a
+            // disk that fills fails the render with its own error).
+            settings.scratch_free = None;
+            settings.task_time_limit = Duration::MAX;
             let queue = queue.clone();
             let stop = until(receiver.clone());
             handles.push(tokio::spawn(async move {

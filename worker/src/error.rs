@@ -32,16 +32,33 @@ pub enum Error {
     /// The engine thread panicked.
     #[error("the engine panicked: {0}")]
     Panicked(String),
+    /// The render passed the worker's task time limit
+    /// ([`WorkerSettings::task_time_limit`](crate::WorkerSettings::task_time_limit)) and was
+    /// stopped.
+    #[error("render took longer than the task time limit of {limit_s} s")]
+    TimedOut {
+        /// The limit, seconds.
+        limit_s: f64,
+    },
 }
 
 impl Error {
     /// True when the task's input is at fault, so that no worker can do better: the coordinator
     /// fails the task at once and does not count it against this worker.
+    ///
+    /// A render past the time limit is not: the engine's speed depends on the machine as much
+    /// as on the track (a throttled or overloaded worker, a stalled disk), and the decoder
+    /// already refuses sources too long to master in time. Another worker gets the task, and
+    /// a track that is too slow everywhere fails once its attempts are used up.
     pub fn is_input_fault(&self) -> bool {
         match self {
             Self::Track { input_fault, .. } => *input_fault,
             Self::Engine(error) => error.is_input_fault(),
-            Self::Farm(_) | Self::Io { .. } | Self::Stopped(_) | Self::Panicked(_) => false,
+            Self::Farm(_)
+            | Self::Io { .. }
+            | Self::Stopped(_)
+            | Self::Panicked(_)
+            | Self::TimedOut { .. } => false,
         }
     }
 }

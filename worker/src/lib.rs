@@ -4,6 +4,7 @@
 //!
 //! - [`worker`]: the worker loop ([`run_worker`]): registration under a lease, slots, draining.
 //! - [`settings`]: how a worker runs ([`WorkerSettings`]).
+//! - [`scratch`]: room in the scratch folder, checked before a task is taken.
 //! - [`observe`]: its Prometheus metrics and readiness, served on `--metrics-listen`.
 //! - [`task`]: one task, from delivery to acknowledgement.
 //! - [`embedded`]: the coordinator and N worker loops in one process on the in-process queue, store
@@ -15,6 +16,7 @@ mod context;
 pub mod embedded;
 pub mod error;
 pub mod observe;
+pub mod scratch;
 pub mod service;
 pub mod settings;
 pub mod task;

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `lathe_worker_phase_seconds{phase}` | histogram | time of each phase of a task: `start`, `fetch`, the engine's `analyse`, `chain`, `calibrate`, `render`, `verify` (a graph task's engine time is `deliver`), `upload`, `complete` |
 //! | `lathe_worker_realtime_factor` | histogram | seconds of audio mastered per second of engine time |
-//! | `lathe_worker_tasks_total{outcome}` | counter | tasks settled: `succeeded`, `failed`, `handed_back`, `stopped`, `dropped` |
+//! | `lathe_worker_tasks_total{outcome}` | counter | tasks settled: `succeeded`, `failed`, `handed_back`, `no_room` (left to another worker for lack of scratch room), `stopped`, `dropped` |
 //! | `lathe_worker_qc_failures_total` | counter | masters that failed QC |
 //! | `lathe_worker_bytes_fetched_total` | counter | bytes of sources and inputs fetched |
 //! | `lathe_worker_bytes_uploaded_total` | counter | bytes of masters and files uploaded |
@@ -14,8 +14,11 @@
 //! | `lathe_worker_ready` | gauge | 1 when ready |
 //!
 //! Ready means registered, pulling, and not [`HEARTBEAT_FAILURES_NOT_READY`] failed heartbeats in
-//! a row (a worker cut off from etcd loses its registration and should not get traffic).
+//! a row (a worker cut off from etcd loses its registration and should not get traffic), and
+//! the last task it looked at fitted in its scratch folder (else `/readyz` says "scratch full:
+//! X bytes free, ..." until one fits again).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +49,8 @@ pub struct WorkerObserver {
     registered: AtomicBool,
     pulling: AtomicBool,
     failed_heartbeats_in_a_row: AtomicU32,
+    /// Why the last task looked at did not fit in the scratch folder, while none has since.
+    no_room: Mutex<Option<String>>,
 }
 
 impl Default for WorkerObserver {
@@ -137,6 +142,7 @@ impl WorkerObserver {
             registered: AtomicBool::new(false),
             pulling: AtomicBool::new(false),
             failed_heartbeats_in_a_row: AtomicU32::new(0),
+            no_room: Mutex::new(None),
         }
     }
 
@@ -201,6 +207,15 @@ impl WorkerObserver {
         self.update_ready_gauge();
     }
 
+    /// Records whether the last task looked at fitted in the scratch folder: `None` when it
+    /// did, else why not.
+    pub fn scratch_room(&self, no_room: Option<String>) {
+        if let Ok(mut current) = self.no_room.lock() {
+            *current = no_room;
+        }
+        self.update_ready_gauge();
+    }
+
     /// Why the worker is not ready, or `None` when it is.
     pub fn not_ready(&self) -> Option<String> {
         let failures = self.failed_heartbeats_in_a_row.load(Ordering::Acquire);
@@ -211,7 +226,7 @@ impl WorkerObserver {
         } else if !self.pulling.load(Ordering::Acquire) {
             Some("not pulling tasks (starting or draining)".to_owned())
         } else {
-            None
+            self.no_room.lock().ok().and_then(|no_room| no_room.clone())
         }
     }
 
@@ -271,6 +286,21 @@ mod tests {
         assert_eq!(observer.not_ready(), None, "back after a good heartbeat");
         observer.set_pulling(false);
         assert!(observer.not_ready().is_some(), "draining");
+    }
+
+    #[test]
+    fn a_full_scratch_folder_is_not_ready_until_a_task_fits() {
+        let observer = WorkerObserver::new();
+        observer.heartbeat(true);
+        observer.set_pulling(true);
+        observer.scratch_room(Some("scratch full: 10 bytes free".to_owned()));
+        assert_eq!(
+            observer.not_ready().as_deref(),
+            Some("scratch full: 10 bytes free")
+        );
+        assert!(observer.encode().contains("lathe_worker_ready 0\n"));
+        observer.scratch_room(None);
+        assert_eq!(observer.not_ready(), None);
     }
 
     #[test]

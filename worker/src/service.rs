@@ -52,6 +52,16 @@ pub struct ServiceArgs {
     /// Folder for sources and masters while tasks run.
     #[arg(long, env = "LATHE_SCRATCH")]
     pub scratch: Option<PathBuf>,
+    /// Bytes kept free in the scratch folder: a task whose sources and masters (estimated at 5
+    /// times the sources) would eat into them is left to another worker before it starts.
+    #[arg(long, env = "LATHE_SCRATCH_RESERVE_BYTES", default_value_t = crate::scratch::DEFAULT_SCRATCH_RESERVE_BYTES)]
+    pub scratch_reserve_bytes: u64,
+    /// Seconds the engine may take on one task before the render is stopped and the attempt
+    /// failed ("render took longer than the task time limit"); another worker retries it. The
+    /// engine masters at about 100x real time, so a 6-hour source takes minutes: the default,
+    /// an hour, is a render gone wrong. Keep it below the coordinator's `--task-time-limit-s`.
+    #[arg(long, env = "LATHE_TASK_TIME_LIMIT_S", default_value_t = crate::settings::DEFAULT_TASK_TIME_LIMIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_time_limit_s: u64,
     /// On SIGTERM, seconds running tasks may take to finish before they are handed back.
     #[arg(long, default_value_t = 0.0)]
     pub drain_s: f64,
@@ -93,6 +103,8 @@ pub async fn run_service(args: ServiceArgs) -> Result<()> {
         settings.scratch = scratch;
     }
     settings.drain = Duration::from_secs_f64(args.drain_s.max(0.0));
+    settings.scratch_reserve_bytes = args.scratch_reserve_bytes;
+    settings.task_time_limit = Duration::from_secs(args.task_time_limit_s);
     let queue_settings = CoordinatorSettings {
         max_attempts: args.max_attempts.max(1),
         ..CoordinatorSettings::default()

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use lathe_coordinator::client::Access;
 
+use crate::scratch::{self, FreeSpace};
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -28,7 +30,24 @@ pub struct WorkerSettings {
     /// After a failed attempt, how long before the task may be delivered again (to another worker,
     /// if one is free).
     pub retry_delay: Duration,
+    /// How long the engine may take on one task: a render past it is stopped and the attempt
+    /// failed as the worker's fault (another worker may be faster; the task fails once its
+    /// attempts are used up). Default [`DEFAULT_TASK_TIME_LIMIT`].
+    pub task_time_limit: Duration,
+    /// Bytes left free in the scratch folder besides what a task needs: a task that would eat
+    /// into them is left to another worker (see [`crate::scratch`]).
+    pub scratch_reserve_bytes: u64,
+    /// How the free space of the scratch folder is read ([`scratch::free_bytes`]; tests give
+    /// another), or `None` to take every task whatever the room (a farm of one machine, where no
+    /// other worker could take a task this one leaves).
+    pub scratch_free: Option<FreeSpace>,
 }
+
+/// The default [`WorkerSettings::task_time_limit`], one hour: the engine masters at about 100x
+/// real time, so even the longest source a worker accepts (6 hours) takes minutes, and an hour
+/// is a render gone wrong (a stalled disk, a machine far too slow), not a long track.
+pub const DEFAULT_TASK_TIME_LIMIT: Duration =
+    lathe_coordinator::coordinator::DEFAULT_TASK_TIME_LIMIT;
 
 impl WorkerSettings {
     /// Defaults for a worker of the coordinator `coordinator` names.
@@ -43,6 +62,9 @@ impl WorkerSettings {
             poll_wait: Duration::from_secs(1),
             drain: Duration::ZERO,
             retry_delay: Duration::from_millis(500),
+            task_time_limit: DEFAULT_TASK_TIME_LIMIT,
+            scratch_reserve_bytes: scratch::DEFAULT_SCRATCH_RESERVE_BYTES,
+            scratch_free: Some(scratch::free_bytes),
         }
     }
 }

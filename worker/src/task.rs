@@ -1,12 +1,16 @@
 //! One task, from delivery to acknowledgement.
 //!
+//! 0. Claim room in the scratch folder for its sources and masters ([`crate::scratch`]); a worker
+//!    short of it hands the delivery back at once, before the coordinator counts an attempt, and
+//!    pulls nothing for a while, so that another worker takes it.
 //! 1. Ask the coordinator whether to run it (`StartTask`): it may be finished already, cancelled, out
 //!    of attempts, or this worker may be blocklisted for its job.
 //! 2. Stream the source into a temporary folder, verifying its digest (a graph task: its sources
 //!    and its inputs, the files of the tasks it takes them from).
 //! 3. Run the engine on a blocking thread (`render::master_track`, or a graph task's
 //!    `album::execute::execute`); meanwhile report progress to the coordinator and send in-progress
-//!    acks to the queue.
+//!    acks to the queue. A render past the task time limit is stopped like a cancelled one (at
+//!    the engine's next progress call) and fails the attempt.
 //! 4. Stream the master (a graph task: every file it wrote) back with its digest, then
 //!    `CompleteTask`; only then ack the delivery.
 //!
@@ -35,6 +39,7 @@ use tracing::Instrument;
 
 use crate::context::{Phase, RunningTask, WorkerContext};
 use crate::error::{Error, Result};
+use crate::scratch::{self, Claim, NoRoom};
 
 /// How long calls to the coordinator are retried while it is unreachable (a restart).
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
@@ -76,6 +81,19 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
     if let Ok(job) = lathe_coordinator::record::job_of_task(&task.task_id) {
         span.record("lathe.job.id", job);
     }
+    // Held until the task ends.
+    let _room = match claim_room(context, &task) {
+        Ok(claim) => claim,
+        Err(no_room) => {
+            let reason = no_room.to_string();
+            tracing::warn!(task = %task.task_id, %reason, "no room for the task: left to another worker");
+            context.observer.scratch_room(Some(reason));
+            context.pause_pulling(scratch::NO_ROOM_PAUSE);
+            let _ = delivery.nak(Some(settings.retry_delay)).await;
+            context.observer.task_settled("no_room");
+            return;
+        }
+    };
     // While the coordinator is unreachable (a restart), keep the delivery: retry, with in-progress
     // acks so that the queue does not hand it to another worker meanwhile.
     let asked = Instant::now();
@@ -212,6 +230,38 @@ async fn handle_delivery(context: &WorkerContext, delivery: Delivery) {
             }
         }
     }
+}
+
+/// Claims scratch room for `task` (unless the worker takes every task: no
+/// [`scratch_free`](crate::WorkerSettings::scratch_free)): the bytes its message says it fetches
+/// and what the engine writes from them ([`scratch::needed_bytes`]), with the reserve to spare.
+/// Room that cannot be measured (a scratch folder that cannot be created or read) is not a
+/// refusal: the task's own use of the folder fails with the reason.
+fn claim_room(context: &WorkerContext, task: &v1::Task) -> Result<Option<Claim>, NoRoom> {
+    let settings = &context.settings;
+    let Some(free_space) = settings.scratch_free else {
+        return Ok(None);
+    };
+    let free = create_folder(&settings.scratch).and_then(|()| {
+        free_space(&settings.scratch).map_err(|source| Error::Io {
+            path: settings.scratch.clone(),
+            source,
+        })
+    });
+    let free = match free {
+        Ok(free) => free,
+        Err(error) => {
+            tracing::warn!(%error, "the scratch folder's free space is unknown");
+            return Ok(None);
+        }
+    };
+    let claim = context.scratch.claim(
+        free,
+        scratch::needed_bytes(task.fetch_bytes),
+        settings.scratch_reserve_bytes,
+    )?;
+    context.observer.scratch_room(None);
+    Ok(Some(claim))
 }
 
 /// Sends an in-progress ack and the task's progress; a cancelled job stops the task.
@@ -404,8 +454,8 @@ async fn put_result(context: &WorkerContext, running: &RunningTask, path: &Path)
 /// Runs `work` on a blocking thread, in an `engine` span under the task's (the engine's own
 /// phase spans nest under it), with a progress callback that records the engine's progress and
 /// the time of each of its phases, and stops the engine (by returning [`ControlFlow::Break`]) when
-/// the task is told to stop. Engine errors name files as the client knows them: the scratch
-/// `folder` is cut from their paths.
+/// the task is told to stop or the task time limit has passed since the engine started. Engine
+/// errors name files as the client knows them: the scratch `folder` is cut from their paths.
 async fn on_engine_thread<T: Send + 'static>(
     context: &WorkerContext,
     running: &Arc<RunningTask>,
@@ -417,10 +467,15 @@ async fn on_engine_thread<T: Send + 'static>(
     let engine_task = Arc::clone(running);
     let observer = Arc::clone(&context.observer);
     let span = tracing::info_span!("engine");
+    // None: a limit too far off to count.
+    let deadline = Instant::now().checked_add(context.settings.task_time_limit);
     let engine = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let mut phase: Option<(lathe_engine::progress::Phase, Instant)> = None;
         let outcome = work(&mut |progress| {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                engine_task.time_out();
+            }
             if phase.is_none_or(|(current, _)| current != progress.phase) {
                 if let Some((ended, since)) = phase.replace((progress.phase, Instant::now())) {
                     observer.phase(ended.as_str(), since.elapsed().as_secs_f64());
@@ -445,7 +500,7 @@ async fn on_engine_thread<T: Send + 'static>(
     });
     let outcome = match engine.await {
         Ok(Err(lathe_engine::Error::Cancelled)) => {
-            return Err(Error::Stopped(running.stop_reason().unwrap_or("stopped")));
+            return Err(stopped(context, running));
         }
         Ok(outcome) => outcome.map_err(|error| {
             let mut message = error.to_string();
@@ -468,10 +523,21 @@ async fn on_engine_thread<T: Send + 'static>(
         }
         Err(error) => return Err(Error::Panicked(error.to_string())),
     };
-    if let Some(reason) = running.stop_reason() {
-        return Err(Error::Stopped(reason));
+    if running.stop_reason().is_some() {
+        return Err(stopped(context, running));
     }
     Ok(outcome)
+}
+
+/// Why the engine stopped: the task time limit, or what told the task to stop.
+fn stopped(context: &WorkerContext, running: &RunningTask) -> Error {
+    if running.timed_out() {
+        Error::TimedOut {
+            limit_s: context.settings.task_time_limit.as_secs_f64(),
+        }
+    } else {
+        Error::Stopped(running.stop_reason().unwrap_or("stopped"))
+    }
 }
 
 /// Puts what the engine measured on the task's span (loudness in and out, speed, QC) and in the

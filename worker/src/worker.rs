@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::context::WorkerContext;
 use crate::error::Result;
 use crate::observe::WorkerObserver;
+use crate::scratch::ScratchClaims;
 use crate::settings::{WorkerSettings, host_name};
 use crate::task::run_delivery;
 
@@ -53,6 +54,8 @@ pub async fn run_worker(
         running: Mutex::new(Vec::new()),
         settings,
         observer,
+        scratch: ScratchClaims::default(),
+        pull_paused_until: Mutex::new(None),
     });
     register(&context).await?;
     context.observer.heartbeat(true);
@@ -84,6 +87,14 @@ pub async fn run_worker(
             },
         };
         while tasks.try_join_next().is_some() {}
+        if let Some(pause) = context.pull_pause() {
+            // A task just went back for lack of scratch room: let other workers take tasks
+            // for a while rather than take (and give back) the next one at once.
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
         let pulled = tokio::select! {
             () = &mut shutdown => break,
             pulled = queue.pull(1, context.settings.poll_wait) => pulled,

@@ -154,13 +154,34 @@ impl Coordinator {
             lathe.attempt = task.attempts,
         );
         crate::trace::follow_headers(&span, &job.trace_context);
-        let message = task.to_task(&job.profile_toml);
+        let mut message = task.to_task(&job.profile_toml);
+        message.fetch_bytes = self.fetch_bytes(task).await;
         let publish = self.inner.queue.publish(QueueMessage {
             id: format!("{}#{}.{}", task.id, task.attempts, task.queued_count),
             payload: prost::Message::encode_to_vec(&message).into(),
             headers: crate::trace::context_headers(&span),
         });
         publish.instrument(span).await
+    }
+
+    /// The bytes of the blobs a worker fetches to run `task` (one size read each), so that a
+    /// worker short of scratch room can leave it to another before it starts; a blob the store
+    /// cannot size counts as 0 (the worker's fetch reports what is wrong with it).
+    async fn fetch_bytes(&self, task: &TaskRecord) -> u64 {
+        let mut total = 0u64;
+        for digest in task.fetched_digests() {
+            let size = match crate::blob::Digest::parse(digest) {
+                Ok(digest) => self.inner.blobs.size(&digest).await,
+                Err(error) => Err(error),
+            };
+            match size {
+                Ok(bytes) => total = total.saturating_add(bytes),
+                Err(error) => {
+                    tracing::debug!(task = %task.id, %digest, %error, "blob size unknown");
+                }
+            }
+        }
+        total
     }
 
     /// Fails a task that never ran (a need failed, or its work could not be resolved).

@@ -8,7 +8,14 @@
 //!   the queue does not hold is queued again, as a lost attempt (failed when its attempts are
 //!   used up);
 //! - a `running` task whose worker is gone and whose message reached the queue's delivery limit
-//!   is failed and its message removed, even if the queue's advisory was missed.
+//!   is failed and its message removed, even if the queue's advisory was missed;
+//! - a `running` task whose worker is still registered but whose attempt started longer ago than
+//!   the [task time limit](crate::CoordinatorSettings::task_time_limit) (a hung render: its
+//!   worker heartbeats and acks in progress, but never finishes) has that attempt ended as a
+//!   failed one, counted against the worker like any failed attempt: the attempt's token is
+//!   replaced (the late worker's progress is told to stop, its uploads and completion are
+//!   refused), its queue message removed, and the task queued again on a new message, or failed
+//!   once its attempts are used up.
 //!
 //! A `running` task whose worker is gone but whose message the queue still delivers is left to
 //! the queue, which hands it to another worker once its acknowledgement deadline passes.
@@ -24,7 +31,7 @@ use prost::Message as _;
 
 use super::Coordinator;
 use crate::error::Result;
-use crate::record::{TaskRecord, TaskState};
+use crate::record::{JobRecord, TaskRecord, TaskState, unix_ms};
 use crate::state::MAX_PAGE;
 
 /// The most queue messages one pass reads (far more than a farm's slots).
@@ -39,6 +46,8 @@ pub struct Reconciled {
     pub requeued: u32,
     /// Tasks failed because their message reached the delivery limit.
     pub exhausted: u32,
+    /// Attempts ended because they passed the task time limit.
+    pub timed_out: u32,
 }
 
 impl Coordinator {
@@ -101,7 +110,7 @@ impl Coordinator {
     async fn reconcile_task(
         &self,
         task: &TaskRecord,
-        job: &crate::record::JobRecord,
+        job: &JobRecord,
         in_queue: Option<&[u64]>,
         workers: &HashSet<String>,
         done: &mut Reconciled,
@@ -114,6 +123,13 @@ impl Coordinator {
                 }
                 tracing::info!(task = %task.id, "queued task missing from the queue: published again");
                 done.republished += 1;
+            }
+            (TaskState::Running, in_queue)
+                if workers.contains(&task.worker_id) && self.overran(task) =>
+            {
+                return self
+                    .end_overrun_attempt(task, job, in_queue.unwrap_or_default(), done)
+                    .await;
             }
             (TaskState::Running, _) if workers.contains(&task.worker_id) => {}
             (TaskState::Running, Some(sequences))
@@ -166,6 +182,75 @@ impl Coordinator {
             }
             // In the queue: delivered (again) in time.
             _ => {}
+        }
+        Ok(true)
+    }
+
+    /// True when `task`'s current attempt started longer ago than the task time limit (an
+    /// attempt recorded before attempts had a start time is left alone).
+    fn overran(&self, task: &TaskRecord) -> bool {
+        let limit_ms =
+            u64::try_from(self.inner.settings.task_time_limit.as_millis()).unwrap_or(u64::MAX);
+        task.attempt_started_unix_ms > 0
+            && unix_ms().saturating_sub(task.attempt_started_unix_ms) > limit_ms
+    }
+
+    /// Ends the attempt of `task` that passed the task time limit (see the module's
+    /// documentation); its queue messages are `sequences`. False when a publish failed.
+    async fn end_overrun_attempt(
+        &self,
+        task: &TaskRecord,
+        job: &JobRecord,
+        sequences: &[u64],
+        done: &mut Reconciled,
+    ) -> Result<bool> {
+        let limit_s = self.inner.settings.task_time_limit.as_secs_f64();
+        let max_attempts = self.inner.settings.max_attempts;
+        // A token nobody holds: every later call of the late attempt is refused.
+        let (_, no_holder) = crate::auth::attempt_token()?;
+        let ended = self
+            .update_task(&task.id, |stored| {
+                (stored.state == TaskState::Running
+                    && stored.attempt_token_hash == task.attempt_token_hash)
+                    .then(|| {
+                        stored.last_error = format!(
+                            "attempt {} on worker {} took longer than the task time limit of \
+                             {limit_s} s: ended",
+                            stored.attempts, stored.worker_id
+                        );
+                        stored.attempt_token_hash.clone_from(&no_holder);
+                        if stored.attempts >= max_attempts {
+                            stored.state = TaskState::Failed;
+                        } else {
+                            stored.state = TaskState::Queued;
+                            stored.queued_count += 1;
+                        }
+                        stored.clone()
+                    })
+            })
+            .await?;
+        let Some(stored) = ended else {
+            // It finished, failed or was taken over since the page was read.
+            return Ok(true);
+        };
+        tracing::warn!(task = %task.id, worker = %task.worker_id, limit_s, state = ?stored.state, "attempt past the task time limit: ended");
+        done.timed_out += 1;
+        if let Ok(mut progress) = self.inner.progress.lock() {
+            progress.remove(&task.id);
+        }
+        for &sequence in sequences {
+            self.inner.queue.remove(sequence).await?;
+        }
+        self.count_failure_against(&job.id, &task.worker_id).await?;
+        if stored.state == TaskState::Failed {
+            self.inner.metrics.task_finished(false, false);
+            self.finish_job_if_done(&job.id).await?;
+            self.inner.dispatch.notify_one();
+            return Ok(true);
+        }
+        if let Err(error) = self.publish(&stored, job).await {
+            tracing::warn!(%error, task = %task.id, "publish failed; the next pass retries");
+            return Ok(false);
         }
         Ok(true)
     }

@@ -1,13 +1,16 @@
 //! The coordinator's bounds against a client over real gRPC on loopback: an upload larger than the
 //! cap is refused as it crosses it, leaving nothing on the blob store's disk, and an upload of the
-//! cap itself is stored.
+//! cap itself is stored; a unary call that hangs is ended at the call deadline, an upload that
+//! stalls at the idle timeout, and an upload that flows steadily for longer than both is not cut.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::auth::{Role, create_token};
-use lathe_coordinator::blob::DiskBlobStore;
+use lathe_coordinator::blob::{
+    BlobStore, BlobStream, BlobWriter, Digest, DiskBlobStore, MemoryBlobStore, StoredBlob,
+};
 use lathe_coordinator::client::{Access, FarmClient};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
@@ -134,4 +137,194 @@ async fn an_upload_past_the_cap_is_refused_and_leaves_nothing_on_disk() {
 
     let _ = stop.send(());
     server.await.expect("join").expect("serve");
+}
+
+/// A blob the [`StallingBlobs`] store never answers about.
+fn stalling_digest() -> Digest {
+    Digest::of(b"a blob the store never answers about")
+}
+
+/// The in-memory blob store, except that asking whether it holds [`stalling_digest`] never
+/// returns: a handler that hangs on its store.
+struct StallingBlobs(MemoryBlobStore);
+
+#[async_trait::async_trait]
+impl BlobStore for StallingBlobs {
+    async fn contains(&self, digest: &Digest) -> lathe_coordinator::Result<bool> {
+        if *digest == stalling_digest() {
+            std::future::pending::<()>().await;
+        }
+        self.0.contains(digest).await
+    }
+
+    async fn writer(&self, expected: Digest) -> lathe_coordinator::Result<Box<dyn BlobWriter>> {
+        self.0.writer(expected).await
+    }
+
+    async fn read(&self, digest: &Digest) -> lathe_coordinator::Result<BlobStream> {
+        self.0.read(digest).await
+    }
+
+    async fn read_for_transfer(&self, digest: &Digest) -> lathe_coordinator::Result<BlobStream> {
+        self.0.read_for_transfer(digest).await
+    }
+
+    async fn size(&self, digest: &Digest) -> lathe_coordinator::Result<u64> {
+        self.0.size(digest).await
+    }
+
+    async fn remove(&self, digest: &Digest) -> lathe_coordinator::Result<bool> {
+        self.0.remove(digest).await
+    }
+
+    async fn page(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> lathe_coordinator::Result<Vec<StoredBlob>> {
+        self.0.page(after, limit).await
+    }
+}
+
+/// The deadlines the tests set: small, so that they take a second.
+const CALL_TIMEOUT: Duration = Duration::from_millis(300);
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A coordinator on [`StallingBlobs`] with the tests' deadlines, serving on loopback; returns a
+/// client with an admin token and what stops the server.
+async fn deadlined_server() -> (FarmClient, tokio::sync::oneshot::Sender<()>) {
+    let settings = CoordinatorSettings {
+        call_timeout: CALL_TIMEOUT,
+        stream_idle_timeout: STREAM_IDLE_TIMEOUT,
+        ..CoordinatorSettings::default()
+    };
+    let state = Arc::new(MemoryStore::new());
+    let (_, token) = create_token(state.as_ref(), "admin", Role::Admin)
+        .await
+        .expect("token");
+    let coordinator = Coordinator::new(
+        Arc::new(MemoryQueue::new(
+            settings.queue_settings(Duration::from_secs(30)),
+        )),
+        state,
+        Arc::new(StallingBlobs(MemoryBlobStore::new())),
+        settings,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        lathe_coordinator::grpc::serve(
+            &coordinator,
+            listener,
+            &Transport::InsecureLoopback,
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("serve");
+    });
+    let client = FarmClient::connect(&Access::insecure(&format!("http://{address}"), Some(token)))
+        .await
+        .expect("connect");
+    (client, stop)
+}
+
+/// Fails the test instead of hanging it when a call is not ended.
+const NOT_ENDED: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_that_hangs_is_ended_at_the_call_deadline() {
+    let (client, stop) = deadlined_server().await;
+    let mut jobs = client.jobs.clone();
+    let call = jobs.missing_blobs(lathe_proto::v1::MissingBlobsRequest {
+        digests: vec![stalling_digest().to_string()],
+    });
+    let status = tokio::time::timeout(NOT_ENDED, call)
+        .await
+        .expect("the server ends the call")
+        .expect_err("a call past its deadline");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("/lathe.v1.JobApi/MissingBlobs"),
+        "{status:?}"
+    );
+    // The server goes on serving.
+    client
+        .jobs
+        .clone()
+        .missing_blobs(lathe_proto::v1::MissingBlobsRequest::default())
+        .await
+        .expect("a call that answers");
+    let _ = stop.send(());
+}
+
+/// `chunks` chunks of 4 KiB making one blob, the first naming its digest, each sent `every`
+/// after the one before; then the stream ends, or stalls for ever when `stall`.
+fn paced_upload(
+    chunks: usize,
+    every: Duration,
+    stall: bool,
+) -> impl futures::Stream<Item = lathe_proto::v1::BlobChunk> + Send + 'static {
+    use futures::StreamExt as _;
+    let bytes = noise(chunks * 4096, 3);
+    let digest = Digest::of(&bytes).to_string();
+    let pieces: Vec<lathe_proto::v1::BlobChunk> = bytes
+        .chunks(4096)
+        .enumerate()
+        .map(|(index, data)| lathe_proto::v1::BlobChunk {
+            digest: if index == 0 {
+                digest.clone()
+            } else {
+                String::new()
+            },
+            data: data.to_vec().into(),
+        })
+        .collect();
+    let paced = futures::stream::iter(pieces).then(move |chunk| async move {
+        tokio::time::sleep(every).await;
+        chunk
+    });
+    let tail = if stall {
+        futures::stream::pending().boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
+    paced.chain(tail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_flows_steadily_is_not_cut_and_one_that_stalls_is_ended() {
+    let (client, stop) = deadlined_server().await;
+    // 15 chunks 100 ms apart: 1.5 s, past the call deadline and the idle timeout both, but
+    // never idle for long.
+    let steady = tokio::time::timeout(
+        NOT_ENDED,
+        client
+            .jobs
+            .clone()
+            .put_blob(paced_upload(15, Duration::from_millis(100), false)),
+    )
+    .await
+    .expect("the upload ends")
+    .expect("a steady upload is stored");
+    assert_eq!(steady.get_ref().size_bytes, 15 * 4096);
+
+    // Two chunks, then nothing: ended once it has been idle for the idle timeout.
+    let stalled = tokio::time::timeout(
+        NOT_ENDED,
+        client
+            .jobs
+            .clone()
+            .put_blob(paced_upload(2, Duration::from_millis(10), true)),
+    )
+    .await
+    .expect("the server ends the upload")
+    .expect_err("a stalled upload");
+    assert_eq!(stalled.code(), tonic::Code::DeadlineExceeded, "{stalled:?}");
+    assert!(stalled.message().contains("stalled"), "{stalled:?}");
+    let _ = stop.send(());
 }

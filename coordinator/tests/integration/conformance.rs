@@ -591,6 +591,12 @@ async fn blob_suite(store: Arc<dyn BlobStore>, corrupt: impl Fn(&Digest)) {
         store.read(&claimed).await.map(|_| ()),
         Err(Error::BlobNotFound(_))
     ));
+    // Sizes: what a worker's scratch folder must hold.
+    assert_eq!(store.size(&digest).await.expect("size"), bytes.len() as u64);
+    assert!(matches!(
+        store.size(&claimed).await,
+        Err(Error::BlobNotFound(_))
+    ));
 
     // Pages list the stored blobs in digest order, each with its age.
     let mut small = Vec::new();

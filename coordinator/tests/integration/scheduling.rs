@@ -1622,6 +1622,128 @@ async fn the_reconciler_fails_a_lost_task_on_its_last_delivery_without_the_advis
 }
 
 #[tokio::test]
+async fn the_reconciler_ends_an_attempt_past_the_task_time_limit_and_refuses_its_completion() {
+    let limit = Duration::from_millis(300);
+    let fixture = fixture(CoordinatorSettings {
+        task_time_limit: limit,
+        max_attempts: 2,
+        ..CoordinatorSettings::default()
+    });
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "hung", 0, 1).await;
+    let coordinator = &fixture.coordinator;
+    let task = format!("{job_id}.0000000");
+    let master = put_bytes(&fixture.blobs, b"master").await.expect("blob");
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    // w1 takes the message and starts the task, then hangs: it stays registered and keeps the
+    // message in flight.
+    let deliveries = fixture
+        .queue
+        .pull(1, Duration::from_millis(50))
+        .await
+        .expect("pull");
+    let late_token = started(coordinator, &task, "w1", deliveries[0].delivery).await;
+    let late = AttemptCall {
+        task_id: &task,
+        worker_id: "w1",
+        token: &late_token,
+    };
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").timed_out,
+        0,
+        "within the limit"
+    );
+
+    tokio::time::sleep(limit + Duration::from_millis(100)).await;
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").timed_out,
+        1
+    );
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.tasks[0].state(), v1::TaskState::Queued);
+    assert_eq!(status.tasks[0].attempts, 1, "the ended attempt counts");
+    assert!(
+        status.tasks[0]
+            .last_error
+            .contains("took longer than the task time limit of 0.3 s"),
+        "{}",
+        status.tasks[0].last_error
+    );
+    // The hung attempt's message is gone, and the task is on a new one.
+    let held = fixture.queue.held(None, 10).await.expect("held");
+    assert_eq!(held.len(), 1, "one message: the new one");
+    assert_eq!(
+        v1::Task::decode(held[0].payload.clone())
+            .expect("task")
+            .task_id,
+        task
+    );
+    // The late worker is told to stop, and its completion is refused.
+    assert!(
+        coordinator
+            .progress(late, "render", 0.9)
+            .await
+            .expect("progress")
+    );
+    let refused = coordinator
+        .complete_task(late, &master.to_string(), r#"{"qc":{"passed":true}}"#, &[])
+        .await
+        .expect_err("the ended attempt's completion");
+    assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
+    // Another worker's attempt runs it to the end.
+    register_worker(&fixture, "w2", 1).await;
+    let token = started(coordinator, &task, "w2", 1).await;
+    coordinator
+        .complete_task(
+            AttemptCall {
+                task_id: &task,
+                worker_id: "w2",
+                token: &token,
+            },
+            &master.to_string(),
+            r#"{"qc":{"passed":true}}"#,
+            &[],
+        )
+        .await
+        .expect("complete");
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Succeeded);
+    assert_eq!(status.tasks[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn an_attempt_past_the_task_time_limit_on_the_last_attempt_fails_the_task() {
+    let limit = Duration::from_millis(100);
+    let fixture = fixture(CoordinatorSettings {
+        task_time_limit: limit,
+        max_attempts: 1,
+        ..CoordinatorSettings::default()
+    });
+    register_worker(&fixture, "w1", 1).await;
+    let job_id = job(&fixture, "hung", 0, 1).await;
+    let coordinator = &fixture.coordinator;
+    let task = format!("{job_id}.0000000");
+    assert_eq!(coordinator.dispatch_ready().await.expect("dispatch"), 1);
+    started(coordinator, &task, "w1", 1).await;
+    tokio::time::sleep(limit + Duration::from_millis(100)).await;
+    assert_eq!(
+        coordinator.reconcile().await.expect("reconcile").timed_out,
+        1
+    );
+    let status = full_status(coordinator, &job_id).await;
+    assert_eq!(status.state(), v1::JobState::Failed);
+    assert!(
+        status.tasks[0].last_error.contains("task time limit"),
+        "{}",
+        status.tasks[0].last_error
+    );
+    assert!(
+        fixture.queue.held(None, 10).await.expect("held").is_empty(),
+        "nothing left on the queue"
+    );
+}
+
+#[tokio::test]
 async fn a_failure_or_hand_back_on_the_last_delivery_is_final() {
     let settings = CoordinatorSettings {
         max_attempts: 100,
