@@ -103,19 +103,7 @@ impl NatsServer {
     /// # Panics
     /// If it is installed but does not start.
     pub fn start() -> Option<Self> {
-        if !installed("nats-server") {
-            eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
-            return None;
-        }
-        let data = tempfile::tempdir().expect("temporary folder for nats-server");
-        let mut server = Self {
-            process: None,
-            port: free_port(),
-            data,
-            security: None,
-        };
-        server.restart();
-        Some(server)
+        Self::launch(None)
     }
 
     /// Starts one that requires TLS and the farm's users (`deploy/nats-auth.conf`), or returns
@@ -124,6 +112,10 @@ impl NatsServer {
     /// # Panics
     /// If it is installed but does not start.
     pub fn start_secure(security: NatsSecurity) -> Option<Self> {
+        Self::launch(Some(security))
+    }
+
+    fn launch(security: Option<NatsSecurity>) -> Option<Self> {
         if !installed("nats-server") {
             eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server)");
             return None;
@@ -133,7 +125,7 @@ impl NatsServer {
             process: None,
             port: free_port(),
             data,
-            security: Some(security),
+            security,
         };
         server.restart();
         Some(server)
@@ -209,19 +201,7 @@ impl EtcdServer {
     /// # Panics
     /// If it is installed but does not start.
     pub fn start() -> Option<Self> {
-        if !installed("etcd") {
-            eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
-            return None;
-        }
-        let mut server = Self {
-            process: None,
-            client_port: free_port(),
-            peer_port: free_port(),
-            data: tempfile::tempdir().expect("temporary folder for etcd"),
-            security: None,
-        };
-        server.restart();
-        Some(server)
+        Self::launch(None)
     }
 
     /// Starts one serving clients over TLS only (`https://`), or returns `None` (printing why) if
@@ -231,6 +211,10 @@ impl EtcdServer {
     /// # Panics
     /// If it is installed but does not start.
     pub fn start_secure(security: EtcdSecurity) -> Option<Self> {
+        Self::launch(Some(security))
+    }
+
+    fn launch(security: Option<EtcdSecurity>) -> Option<Self> {
         if !installed("etcd") {
             eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
             return None;
@@ -240,7 +224,7 @@ impl EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             data: tempfile::tempdir().expect("temporary folder for etcd"),
-            security: Some(security),
+            security,
         };
         server.restart();
         Some(server)

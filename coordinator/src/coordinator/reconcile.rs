@@ -156,12 +156,7 @@ impl Coordinator {
                                     "attempt {} on worker {} was lost (its worker stopped and the work queue no longer held the task)",
                                     stored.attempts, stored.worker_id
                                 );
-                                if stored.attempts >= max_attempts {
-                                    stored.state = TaskState::Failed;
-                                } else {
-                                    stored.state = TaskState::Queued;
-                                    stored.queued_count += 1;
-                                }
+                                queue_again_or_fail(stored, max_attempts);
                                 stored.clone()
                             })
                     })
@@ -219,12 +214,7 @@ impl Coordinator {
                             stored.attempts, stored.worker_id
                         );
                         stored.attempt_token_hash.clone_from(&no_holder);
-                        if stored.attempts >= max_attempts {
-                            stored.state = TaskState::Failed;
-                        } else {
-                            stored.state = TaskState::Queued;
-                            stored.queued_count += 1;
-                        }
+                        queue_again_or_fail(stored, max_attempts);
                         stored.clone()
                     })
             })
@@ -274,5 +264,16 @@ impl Coordinator {
             }
         }
         Ok(held)
+    }
+}
+
+/// After an attempt was lost or ended: `task` is queued again, or failed when that was its last
+/// attempt.
+fn queue_again_or_fail(task: &mut TaskRecord, max_attempts: u32) {
+    if task.attempts >= max_attempts {
+        task.state = TaskState::Failed;
+    } else {
+        task.state = TaskState::Queued;
+        task.queued_count += 1;
     }
 }
