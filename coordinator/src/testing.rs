@@ -618,3 +618,72 @@ mod tests {
         filled_jobs_are_finished_jobs(Arc::new(store)).await;
     }
 }
+
+/// A coordinator's gRPC services on a free loopback port, as the farm serves them; the server
+/// stops when this is dropped, or with [`LoopbackServer::stop`].
+#[derive(Debug)]
+pub struct LoopbackServer {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl LoopbackServer {
+    /// Serves `coordinator` over `transport` on `127.0.0.1` (a free port).
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start(coordinator: &crate::Coordinator, transport: crate::tls::Transport) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("the bound address");
+        let scheme = match transport {
+            crate::tls::Transport::Tls(_) => "https",
+            crate::tls::Transport::InsecureLoopback => "http",
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let coordinator = coordinator.clone();
+        let served = tokio::spawn(async move {
+            crate::grpc::serve(&coordinator, listener, &transport, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Self {
+            url: format!("{scheme}://{address}"),
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` over TLS.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server and returns how its serving ended.
+    ///
+    /// # Errors
+    /// What the server returned.
+    ///
+    /// # Panics
+    /// If the server's task panicked.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.served.take() {
+            Some(served) => served.await.expect("the server's task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

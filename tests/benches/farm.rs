@@ -103,8 +103,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A coordinator in this process (in-memory queue, state and blobs) served over TLS with
 /// certificates from the farm's own CA (`lathe_coordinator::pki`, as `lathe-coordinator certs`
-/// makes them), and an admin client of it that trusts that CA; stopped when `stop` is dropped.
-async fn tls_coordinator(dir: &Path) -> (FarmClient, tokio::sync::oneshot::Sender<()>) {
+/// makes them), and an admin client of it that trusts that CA; stopped when the server is dropped.
+async fn tls_coordinator(dir: &Path) -> (FarmClient, lathe_coordinator::testing::LoopbackServer) {
     use lathe_coordinator::auth::{Role, create_token};
     use lathe_coordinator::client::Access;
     use lathe_coordinator::tls::{ClientTls, ServerTls, Transport};
@@ -132,25 +132,14 @@ async fn tls_coordinator(dir: &Path) -> (FarmClient, tokio::sync::oneshot::Sende
     let (_, token) = create_token(state.as_ref(), "bench", Role::Admin)
         .await
         .expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
     let transport = Transport::Tls(ServerTls::load(&cert, &key, &ca).expect("server TLS"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        lathe_coordinator::grpc::serve(&coordinator, listener, &transport, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("TLS server");
-    });
+    let server = lathe_coordinator::testing::LoopbackServer::start(&coordinator, transport).await;
     let access = Access {
-        url: format!("https://{address}"),
+        url: server.url().to_owned(),
         token: Some(token),
         tls: Some(ClientTls::load(&ca, None).expect("client TLS")),
     };
-    (FarmClient::connect(&access).await.expect("connect"), stop)
+    (FarmClient::connect(&access).await.expect("connect"), server)
 }
 
 /// Upload (hash, then stream) and download MB/s of one transport, each run's figures pushed.
@@ -237,9 +226,9 @@ fn streaming_throughput(dir: &Path) {
             plain.measure(&farm.client, &blob, &back, megabytes).await;
             farm.stop().await;
             // TLS, as a farm on a network serves it.
-            let (client, stop) = tls_coordinator(dir).await;
+            let (client, server) = tls_coordinator(dir).await;
             tls.measure(&client, &blob, &back, megabytes).await;
-            drop(stop);
+            drop(server);
         });
     }
     plain.report("plain HTTP/2 (--insecure-loopback)");

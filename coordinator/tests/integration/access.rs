@@ -13,24 +13,16 @@ use lathe_coordinator::grpc::{ATTEMPT_TOKEN_METADATA, TASK_ID_METADATA, WORKER_I
 use lathe_coordinator::pki::{Usage, certificate_paths, ensure_ca, issue};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::{MemoryStore, StateStore};
+use lathe_coordinator::testing::LoopbackServer;
 use lathe_coordinator::tls::{ClientTls, ServerTls, Transport};
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
 use lathe_proto::v1;
 
 /// A coordinator serving on a free loopback port until dropped.
 struct Served {
-    url: String,
     state: Arc<MemoryStore>,
     coordinator: Coordinator,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    server: LoopbackServer,
 }
 
 async fn serve(transport: Transport) -> Served {
@@ -44,29 +36,11 @@ async fn serve(transport: Transport) -> Served {
         Arc::new(MemoryBlobStore::new()),
         settings,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let scheme = match transport {
-        Transport::Tls(_) => "https",
-        Transport::InsecureLoopback => "http",
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    {
-        let coordinator = coordinator.clone();
-        tokio::spawn(async move {
-            lathe_coordinator::grpc::serve(&coordinator, listener, &transport, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-    }
+    let server = LoopbackServer::start(&coordinator, transport).await;
     Served {
-        url: format!("{scheme}://{address}"),
         state,
         coordinator,
-        stop: Some(stop),
+        server,
     }
 }
 
@@ -75,9 +49,12 @@ async fn token(state: &dyn StateStore, name: &str, role: Role) -> String {
 }
 
 async fn client(served: &Served, token: &str) -> FarmClient {
-    FarmClient::connect(&Access::insecure(&served.url, Some(token.to_owned())))
-        .await
-        .expect("connect")
+    FarmClient::connect(&Access::insecure(
+        served.server.url(),
+        Some(token.to_owned()),
+    ))
+    .await
+    .expect("connect")
 }
 
 fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
@@ -127,9 +104,9 @@ async fn job_calls_need_a_valid_token_whose_role_and_owner_allow_them() {
 
     // No token, a forged one, a revoked one.
     for access in [
-        Access::insecure(&served.url, None),
+        Access::insecure(served.server.url(), None),
         Access::insecure(
-            &served.url,
+            served.server.url(),
             Some(format!("lathe_{}_{}", "0".repeat(16), "1".repeat(64))),
         ),
     ] {
@@ -142,7 +119,7 @@ async fn job_calls_need_a_valid_token_whose_role_and_owner_allow_them() {
         .await
         .expect("token");
     revoke_token(state, &record.id).await.expect("revoke");
-    let error = FarmClient::connect(&Access::insecure(&served.url, Some(revoked)))
+    let error = FarmClient::connect(&Access::insecure(served.server.url(), Some(revoked)))
         .await
         .expect_err("a revoked token");
     assert!(error.to_string().contains("revoked or unknown"), "{error}");
@@ -436,7 +413,7 @@ async fn over_tls_workers_are_their_certificates_and_plaintext_is_refused() {
     let admin = token(served.state.as_ref(), "root", Role::Admin).await;
 
     // A plaintext client gets no answer.
-    let plain = served.url.replacen("https://", "http://", 1);
+    let plain = served.server.url().replacen("https://", "http://", 1);
     assert!(
         FarmClient::connect(&Access::insecure(&plain, Some(admin.clone())))
             .await
@@ -445,7 +422,7 @@ async fn over_tls_workers_are_their_certificates_and_plaintext_is_refused() {
     );
     // A client that trusts the farm's CA works.
     let user = Access {
-        url: served.url.clone(),
+        url: served.server.url().to_owned(),
         token: Some(admin.clone()),
         tls: Some(ClientTls::load(&ca, None).expect("client TLS")),
     };
@@ -453,7 +430,7 @@ async fn over_tls_workers_are_their_certificates_and_plaintext_is_refused() {
 
     // A worker's certificate cannot call the job API, even with a token.
     let worker = Access {
-        url: served.url.clone(),
+        url: served.server.url().to_owned(),
         token: Some(admin.clone()),
         tls: Some(ClientTls::load(&ca, Some((&w1_cert, &w1_key))).expect("worker TLS")),
     };
@@ -507,7 +484,7 @@ async fn over_tls_workers_are_their_certificates_and_plaintext_is_refused() {
     issue(rogue.path(), "worker-w1", "w1", &Usage::Client).expect("rogue w1");
     let (rogue_cert, rogue_key) = certificate_paths(rogue.path(), "worker-w1");
     let rogue = FarmClient::lazy(&Access {
-        url: served.url.clone(),
+        url: served.server.url().to_owned(),
         token: None,
         tls: Some(ClientTls::load(&ca, Some((&rogue_cert, &rogue_key))).expect("rogue TLS")),
     })

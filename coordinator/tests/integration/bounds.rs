@@ -14,6 +14,7 @@ use lathe_coordinator::blob::{
 use lathe_coordinator::client::{Access, FarmClient};
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
+use lathe_coordinator::testing::LoopbackServer;
 use lathe_coordinator::tls::Transport;
 use lathe_coordinator::{Coordinator, CoordinatorSettings};
 
@@ -58,37 +59,7 @@ async fn an_upload_past_the_cap_is_refused_and_leaves_nothing_on_disk() {
         max_upload_bytes: CAP,
         ..CoordinatorSettings::default()
     };
-    let state = Arc::new(MemoryStore::new());
-    let (_, token) = create_token(state.as_ref(), "uploader", Role::Submit)
-        .await
-        .expect("token");
-    let coordinator = Coordinator::new(
-        Arc::new(MemoryQueue::new(
-            settings.queue_settings(Duration::from_secs(30)),
-        )),
-        state,
-        Arc::new(blobs),
-        settings,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        lathe_coordinator::grpc::serve(
-            &coordinator,
-            listener,
-            &Transport::InsecureLoopback,
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-    });
-    let client = FarmClient::connect(&Access::insecure(&format!("http://{address}"), Some(token)))
-        .await
-        .expect("connect");
+    let (client, server) = served(settings, Arc::new(blobs), Role::Submit).await;
 
     // A watcher reads the store's disk use while the upload runs.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -135,8 +106,7 @@ async fn an_upload_past_the_cap_is_refused_and_leaves_nothing_on_disk() {
         .expect("an upload of exactly the cap");
     assert_eq!(bytes_under(folder.path()), CAP, "{at_cap} stored");
 
-    let _ = stop.send(());
-    server.await.expect("join").expect("serve");
+    server.stop().await.expect("serve");
 }
 
 /// A blob the [`StallingBlobs`] store never answers about.
@@ -190,16 +160,15 @@ impl BlobStore for StallingBlobs {
 const CALL_TIMEOUT: Duration = Duration::from_millis(300);
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A coordinator on [`StallingBlobs`] with the tests' deadlines, serving on loopback; returns a
-/// client with an admin token and what stops the server.
-async fn deadlined_server() -> (FarmClient, tokio::sync::oneshot::Sender<()>) {
-    let settings = CoordinatorSettings {
-        call_timeout: CALL_TIMEOUT,
-        stream_idle_timeout: STREAM_IDLE_TIMEOUT,
-        ..CoordinatorSettings::default()
-    };
+/// A coordinator with `settings` on `blobs`, serving on loopback; returns a client with a token
+/// of `role`, and the server.
+async fn served(
+    settings: CoordinatorSettings,
+    blobs: Arc<dyn BlobStore>,
+    role: Role,
+) -> (FarmClient, LoopbackServer) {
     let state = Arc::new(MemoryStore::new());
-    let (_, token) = create_token(state.as_ref(), "admin", Role::Admin)
+    let (_, token) = create_token(state.as_ref(), "caller", role)
         .await
         .expect("token");
     let coordinator = Coordinator::new(
@@ -207,30 +176,30 @@ async fn deadlined_server() -> (FarmClient, tokio::sync::oneshot::Sender<()>) {
             settings.queue_settings(Duration::from_secs(30)),
         )),
         state,
-        Arc::new(StallingBlobs(MemoryBlobStore::new())),
+        blobs,
         settings,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        lathe_coordinator::grpc::serve(
-            &coordinator,
-            listener,
-            &Transport::InsecureLoopback,
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .expect("serve");
-    });
-    let client = FarmClient::connect(&Access::insecure(&format!("http://{address}"), Some(token)))
+    let server = LoopbackServer::start(&coordinator, Transport::InsecureLoopback).await;
+    let client = FarmClient::connect(&Access::insecure(server.url(), Some(token)))
         .await
         .expect("connect");
-    (client, stop)
+    (client, server)
+}
+
+/// A coordinator on [`StallingBlobs`] with the tests' deadlines, serving on loopback; returns a
+/// client with an admin token and the server.
+async fn deadlined_server() -> (FarmClient, LoopbackServer) {
+    let settings = CoordinatorSettings {
+        call_timeout: CALL_TIMEOUT,
+        stream_idle_timeout: STREAM_IDLE_TIMEOUT,
+        ..CoordinatorSettings::default()
+    };
+    served(
+        settings,
+        Arc::new(StallingBlobs(MemoryBlobStore::new())),
+        Role::Admin,
+    )
+    .await
 }
 
 /// Fails the test instead of hanging it when a call is not ended.
@@ -238,7 +207,7 @@ const NOT_ENDED: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_call_that_hangs_is_ended_at_the_call_deadline() {
-    let (client, stop) = deadlined_server().await;
+    let (client, server) = deadlined_server().await;
     let mut jobs = client.jobs.clone();
     let call = jobs.missing_blobs(lathe_proto::v1::MissingBlobsRequest {
         digests: vec![stalling_digest().to_string()],
@@ -259,7 +228,7 @@ async fn a_unary_call_that_hangs_is_ended_at_the_call_deadline() {
         .missing_blobs(lathe_proto::v1::MissingBlobsRequest::default())
         .await
         .expect("a call that answers");
-    let _ = stop.send(());
+    drop(server);
 }
 
 /// `chunks` chunks of 4 KiB making one blob, the first naming its digest, each sent `every`
@@ -298,7 +267,7 @@ fn paced_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_flows_steadily_is_not_cut_and_one_that_stalls_is_ended() {
-    let (client, stop) = deadlined_server().await;
+    let (client, server) = deadlined_server().await;
     // 15 chunks 100 ms apart: 1.5 s, past the call deadline and the idle timeout both, but
     // never idle for long.
     let steady = tokio::time::timeout(
@@ -326,5 +295,5 @@ async fn an_upload_that_flows_steadily_is_not_cut_and_one_that_stalls_is_ended()
     .expect_err("a stalled upload");
     assert_eq!(stalled.code(), tonic::Code::DeadlineExceeded, "{stalled:?}");
     assert!(stalled.message().contains("stalled"), "{stalled:?}");
-    let _ = stop.send(());
+    drop(server);
 }
