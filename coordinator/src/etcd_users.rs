@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::store_access::{Credentials, EtcdAccess, TlsFiles, read_password_file, tls_files};
+use crate::store_access::{Credentials, EtcdAccess, EtcdTlsArgs, TlsFiles, read_password_file};
 /// The built-in user and role that may do everything, auth administration included.
 pub const ETCD_ROOT: &str = "root";
 
@@ -36,15 +36,9 @@ pub struct EtcdUsersArgs {
     /// The namespace (key prefix) the coordinator's user may read and write.
     #[arg(long, env = "LATHE_NAMESPACE", default_value = "/lathe/")]
     pub namespace: String,
-    /// CA certificate (PEM) that signed etcd's server certificate.
-    #[arg(long, env = "LATHE_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM), for an etcd that verifies clients.
-    #[arg(long, env = "LATHE_ETCD_CERT", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "LATHE_ETCD_KEY", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
+    /// TLS to etcd.
+    #[command(flatten)]
+    pub tls: EtcdTlsArgs,
     /// File holding the password of etcd's `root` user.
     #[arg(long)]
     pub root_password_file: PathBuf,
@@ -64,11 +58,7 @@ impl EtcdUsersArgs {
     pub fn users(&self) -> Result<EtcdUsers> {
         Ok(EtcdUsers {
             endpoints: self.etcd.clone(),
-            tls: tls_files(
-                self.etcd_ca.as_ref(),
-                self.etcd_cert.as_ref(),
-                self.etcd_key.as_ref(),
-            ),
+            tls: self.tls.files(),
             root_password: read_password_file(&self.root_password_file)?,
             coordinator: Credentials::new(
                 self.etcd_user.clone(),

@@ -132,10 +132,9 @@ pub struct NatsAccessArgs {
     pub nats_password: Option<String>,
 }
 
-/// etcd options: TLS and the etcd user. Only the coordinator and its administrative commands take
-/// them; workers never talk to etcd.
+/// etcd's TLS options: the coordinator's and `lathe-coordinator etcd-users`'.
 #[derive(Debug, Clone, Default, Args)]
-pub struct EtcdAccessArgs {
+pub struct EtcdTlsArgs {
     /// CA certificate (PEM) that signed etcd's server certificate; with it the endpoints must be
     /// `https://`.
     #[arg(long, env = "LATHE_ETCD_CA")]
@@ -146,6 +145,26 @@ pub struct EtcdAccessArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "LATHE_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The TLS files these options name.
+    pub fn files(&self) -> TlsFiles {
+        tls_files(
+            self.etcd_ca.as_ref(),
+            self.etcd_cert.as_ref(),
+            self.etcd_key.as_ref(),
+        )
+    }
+}
+
+/// etcd options: TLS and the etcd user. Only the coordinator and its administrative commands take
+/// them; workers never talk to etcd.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdAccessArgs {
+    /// TLS to etcd.
+    #[command(flatten)]
+    pub tls: EtcdTlsArgs,
     /// etcd user (with authentication on; `lathe` in the deploy files).
     #[arg(long, env = "LATHE_ETCD_USER")]
     pub etcd_user: Option<String>,
@@ -213,11 +232,7 @@ fn credentials(
     Ok(Some(Credentials::new(user.clone(), password)))
 }
 
-pub(crate) fn tls_files(
-    ca: Option<&PathBuf>,
-    cert: Option<&PathBuf>,
-    key: Option<&PathBuf>,
-) -> TlsFiles {
+fn tls_files(ca: Option<&PathBuf>, cert: Option<&PathBuf>, key: Option<&PathBuf>) -> TlsFiles {
     TlsFiles {
         ca: ca.cloned(),
         identity: cert.zip(key).map(|(cert, key)| ClientIdentity {
@@ -256,11 +271,7 @@ impl EtcdAccessArgs {
     /// A password file that cannot be read, or a user without a password.
     pub fn access(&self) -> Result<EtcdAccess> {
         Ok(EtcdAccess {
-            tls: tls_files(
-                self.etcd_ca.as_ref(),
-                self.etcd_cert.as_ref(),
-                self.etcd_key.as_ref(),
-            ),
+            tls: self.tls.files(),
             credentials: credentials(
                 "etcd",
                 self.etcd_user.as_ref(),
