@@ -480,13 +480,14 @@ impl Decoder {
             }
         }
         block.set_frames(filled);
+        #[cfg(test)]
+        counting::FRAMES_READ.with(|frames| frames.set(frames.get() + filled as u64));
         Ok(filled)
     }
 
-    /// Whether the samples are read straight from a PCM data chunk (for the tests that compare
-    /// them with Symphonia's).
-    #[cfg(test)]
-    fn reads_pcm_directly(&self) -> bool {
+    /// Whether the samples are read straight from a PCM data chunk: as cheap to read again as a
+    /// spool of them, where a codec's decode is not.
+    pub(crate) fn reads_pcm_directly(&self) -> bool {
         matches!(self.source, Source::Pcm(_))
     }
 
@@ -891,6 +892,22 @@ pub(crate) mod fixtures {
                 "channel {ch}: max difference {diff} exceeds {tolerance}"
             );
         }
+    }
+}
+
+/// How many frames every [`Decoder`] on this thread has handed out: the tests' count of how often
+/// a render decodes its source.
+#[cfg(test)]
+pub(crate) mod counting {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(super) static FRAMES_READ: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Frames read from sources on this thread so far.
+    pub(crate) fn frames_read() -> u64 {
+        FRAMES_READ.with(Cell::get)
     }
 }
 

@@ -15,18 +15,45 @@ use crate::spool::{Spool, SpoolReader};
 use crate::stage::Stage;
 use lathe_model::report::StageReport;
 
+/// A track's source audio as passes read it: the file, decoded by each pass, or a spool of an
+/// earlier pass's decode (at the source's rate), read back bit for bit.
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// The source file.
+    File(&'a Path),
+    /// Its decoded samples, spooled.
+    Spooled(&'a Spool),
+}
+
+/// What a pass reads blocks from, before any resampling.
+enum Reader {
+    /// Decoding the source file.
+    Decoder(Box<Decoder>),
+    /// A spool an earlier pass wrote.
+    Spool(SpoolReader),
+}
+
+impl Reader {
+    /// Fills `block` to its capacity (less at the end); 0 at the end. Decoder and spool fill
+    /// every block whole, so the same audio comes in the same blocks from either.
+    fn read(&mut self, block: &mut AudioBlock) -> Result<usize> {
+        match self {
+            Self::Decoder(decoder) => decoder.read(block),
+            Self::Spool(reader) => reader.read(block),
+        }
+    }
+}
+
 /// Where a pass reads its audio.
 enum Source {
-    /// Decoding the source file at the output rate, straight into the pass's work block.
-    Decoded(Box<Decoder>),
-    /// Decoding the source file into `decoded`, resampled from there to the output rate.
+    /// Reading at the rate the stages run at, straight into the pass's work block.
+    Direct(Reader),
+    /// Reading into `decoded`, resampled from there to the rate the stages run at.
     Resampled {
-        decoder: Box<Decoder>,
+        reader: Reader,
         resampler: Box<Resampler>,
         decoded: AudioBlock,
     },
-    /// A spool an earlier pass wrote, already at the output rate.
-    Spooled(SpoolReader),
 }
 
 /// One streaming pass: read the source (or a spool), run stages; the output is latency-compensated
@@ -42,6 +69,21 @@ impl Pass {
         Self::decoding(Decoder::open(source)?, output_rate_hz)
     }
 
+    /// A pass over `input` (the file or a spool of its decode), resampled to `output_rate_hz` if
+    /// need be.
+    pub(crate) fn over(input: Input<'_>, output_rate_hz: u32) -> Result<Self> {
+        match input {
+            Input::File(path) => Self::open(path, output_rate_hz),
+            Input::Spooled(spool) => Self::reading(
+                Reader::Spool(spool.reader()?),
+                spool.channel_count(),
+                spool.sample_rate_hz(),
+                Some(spool.frames()),
+                output_rate_hz,
+            ),
+        }
+    }
+
     /// A pass over `source` at its own sample rate.
     pub(crate) fn open_at_source_rate(source: &Path) -> Result<Self> {
         let decoder = Decoder::open(source)?;
@@ -52,17 +94,31 @@ impl Pass {
     /// A pass over what `decoder` reads, resampled to `output_rate_hz` if need be.
     pub(crate) fn decoding(decoder: Decoder, output_rate_hz: u32) -> Result<Self> {
         let info = decoder.info();
-        let channels = info.channel_count;
-        let total_frames = info.frames;
-        if info.sample_rate_hz == output_rate_hz {
+        let (channels, rate_hz, frames) = (info.channel_count, info.sample_rate_hz, info.frames);
+        Self::reading(
+            Reader::Decoder(Box::new(decoder)),
+            channels,
+            rate_hz,
+            frames,
+            output_rate_hz,
+        )
+    }
+
+    fn reading(
+        reader: Reader,
+        channels: usize,
+        rate_hz: u32,
+        total_frames: Option<u64>,
+        output_rate_hz: u32,
+    ) -> Result<Self> {
+        if rate_hz == output_rate_hz {
             return Ok(Self {
                 work: AudioBlock::new(channels, BLOCK_FRAMES, output_rate_hz),
                 total_frames,
-                source: Source::Decoded(Box::new(decoder)),
+                source: Source::Direct(reader),
             });
         }
-        let resampler =
-            Resampler::new(channels, info.sample_rate_hz, output_rate_hz, BLOCK_FRAMES)?;
+        let resampler = Resampler::new(channels, rate_hz, output_rate_hz, BLOCK_FRAMES)?;
         Ok(Self {
             work: AudioBlock::new(
                 channels,
@@ -71,20 +127,16 @@ impl Pass {
             ),
             total_frames,
             source: Source::Resampled {
-                decoded: AudioBlock::new(channels, BLOCK_FRAMES, info.sample_rate_hz),
-                decoder: Box::new(decoder),
+                decoded: AudioBlock::new(channels, BLOCK_FRAMES, rate_hz),
+                reader,
                 resampler: Box::new(resampler),
             },
         })
     }
 
-    /// A pass over what an earlier pass spooled.
+    /// A pass over what an earlier pass spooled, at the spool's rate.
     pub(crate) fn spooled(spool: &Spool) -> Result<Self> {
-        Ok(Self {
-            work: AudioBlock::new(spool.channel_count(), BLOCK_FRAMES, spool.sample_rate_hz()),
-            total_frames: Some(spool.frames()),
-            source: Source::Spooled(spool.reader()?),
-        })
+        Self::over(Input::Spooled(spool), spool.sample_rate_hz())
     }
 
     /// Channels of the audio the stages see.
@@ -136,30 +188,24 @@ impl Pass {
         let mut done = 0u64;
         loop {
             match &mut self.source {
-                Source::Decoded(decoder) => {
-                    if decoder.read(&mut self.work)? == 0 {
+                Source::Direct(reader) => {
+                    if reader.read(&mut self.work)? == 0 {
                         break;
                     }
                     on_source(&self.work);
                     done += self.work.frames() as u64;
                 }
                 Source::Resampled {
-                    decoder,
+                    reader,
                     resampler,
                     decoded,
                 } => {
-                    if decoder.read(decoded)? == 0 {
+                    if reader.read(decoded)? == 0 {
                         break;
                     }
                     on_source(decoded);
                     done += decoded.frames() as u64;
                     resampler.process(decoded, &mut self.work)?;
-                }
-                Source::Spooled(reader) => {
-                    if reader.read(&mut self.work)? == 0 {
-                        break;
-                    }
-                    done += self.work.frames() as u64;
                 }
             }
             if progress(Progress {

@@ -5,8 +5,11 @@
 //! ends), so the decode, resample, restore and chain run once however many passes follow.
 //!
 //! 1. **Analyse**: decode the source, measure it (the input's QC) and hash its samples; the hash seeds
-//!    the dither, so the same source always gives the same master bytes.
-//! 2. **Chain**: decode again, resample to the output rate, restore, gain the source to
+//!    the dither, so the same source always gives the same master bytes. A source a codec decodes
+//!    (anything but PCM read straight from its file) is spooled as it is decoded, so that it is
+//!    decoded once; PCM is read again as cheaply as a spool would be.
+//! 2. **Chain**: read the source again (the spool, or the PCM file), resample to the output rate,
+//!    restore, gain the source to
 //!    `chain_input_lufs`, run the tone and dynamics chain; measure its integrated loudness (and its
 //!    true peak where there is no limiter or no target), feed a [`LimiterModel`], and spool it. This
 //!    fixes the normalisation gain (to the target, or to the ceiling when there is no target, never
@@ -50,7 +53,7 @@ use crate::encode::{Encoder, WrittenAudio};
 use crate::error::{Error, Result};
 use crate::loudness::LoudnessMeter;
 use crate::master::gain::Gain;
-use crate::pass::{Pass, stage_reports};
+use crate::pass::{Input, Pass, stage_reports};
 pub use crate::progress::{Phase, Progress};
 use crate::qc::Analyzer;
 use crate::restore::noise_excerpt;
@@ -145,8 +148,11 @@ pub fn master_track(
         input_plot,
         rule,
         mut warnings,
+        source_spool,
         ..
     } = analysed;
+    // The later passes read the chain's spool.
+    drop(source_spool);
     let gain_db = normalisation_gain(request.profile, &plan, rule, &chained, &mut warnings);
     let tail = Tail {
         request,
@@ -213,6 +219,19 @@ struct Analysed {
     dither_seed: u64,
     rule: LevelRule,
     warnings: Vec<String>,
+    /// The source's samples as the analysis decoded them, for the passes after, where a codec
+    /// decoded them (PCM is read again as cheaply as a spool).
+    source_spool: Option<Spool>,
+}
+
+impl Analysed {
+    /// Where later passes read the source: the analysis's spool of its decode, or the file.
+    fn input<'a>(&'a self, request: &MasterRequest<'a>) -> Input<'a> {
+        match &self.source_spool {
+            Some(spool) => Input::Spooled(spool),
+            None => Input::File(request.input),
+        }
+    }
 }
 
 /// Phase 1, analyse: decodes the source, measures it and hashes its samples.
@@ -220,21 +239,35 @@ fn analyse(
     request: &MasterRequest<'_>,
     progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<Analysed> {
-    let info = Decoder::open(request.input)?.info().clone();
+    let decoder = Decoder::open(request.input)?;
+    let info = decoder.info().clone();
     let channels = info.channel_count;
     let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz).with_plot();
     let mut hash = SampleHash::new();
-    Pass::open(request.input, info.sample_rate_hz)?.run(
+    // A codec's source is decoded once: this pass spools what it decodes for the passes after.
+    let mut spool = if decoder.reads_pcm_directly() {
+        None
+    } else {
+        Some(SpoolWriter::create(
+            spool_path_for(request.output, "source"),
+            channels,
+            info.sample_rate_hz,
+            BLOCK_FRAMES,
+        )?)
+    };
+    Pass::decoding(decoder, info.sample_rate_hz)?.run(
         &mut [],
         &mut [],
         Phase::Analyse,
         progress,
+        |_| {},
         |block| {
             input_analyzer.add(block);
             hash.add(block);
+            spool.as_mut().map_or(Ok(()), |spool| spool.write(block))
         },
-        |_| Ok(()),
     )?;
+    let source_spool = spool.map(SpoolWriter::finish).transpose()?;
     let input_analysis = input_analyzer.finish(request.input);
     let input_plot = input_analyzer.plot();
     let rule = match request.level {
@@ -259,6 +292,7 @@ fn analyse(
         dither_seed: hash.value(),
         rule,
         warnings: info.notes,
+        source_spool,
     })
 }
 
@@ -273,7 +307,7 @@ fn master_silence(
 ) -> Result<TrackReport> {
     let master = render_master(
         settings,
-        Pass::open(request.input, settings.output_rate_hz)?,
+        Pass::over(analysed.input(request), settings.output_rate_hz)?,
         vec![Box::new(Mute)],
         Phase::Render,
         progress,
@@ -382,11 +416,11 @@ fn run_chain(
     // The model predicts the gated loudness, so it serves only the integrated-loudness rule.
     let mut model = (!needs_peak && rule == LevelRule::IntegratedLoudness)
         .then(|| LimiterModel::new(output_rate_hz));
-    let pass = Pass::open(request.input, output_rate_hz)?;
+    let pass = Pass::over(analysed.input(request), output_rate_hz)?;
     let max_block = pass.max_block_frames();
     let mut stages = chain_stages(
         profile,
-        request.input,
+        analysed.input(request),
         plan.chain_input_gain_db,
         channels,
         output_rate_hz,
@@ -869,7 +903,7 @@ fn verdict(
 /// chain's input level, then its tone and dynamics chain.
 fn chain_stages(
     profile: &Profile,
-    input: &Path,
+    input: Input<'_>,
     chain_input_gain_db: f64,
     channels: usize,
     rate_hz: u32,
@@ -903,12 +937,13 @@ pub fn measure_chain(
     chain_input_gain_db: f64,
     on_output: &mut dyn FnMut(&AudioBlock),
 ) -> Result<ChainMeasurement> {
-    let info = Decoder::open(input)?.info().clone();
+    let decoder = Decoder::open(input)?;
+    let info = decoder.info().clone();
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
-    let pass = Pass::open(input, output_rate_hz)?;
+    let pass = Pass::decoding(decoder, output_rate_hz)?;
     let mut stages = chain_stages(
         profile,
-        input,
+        Input::File(input),
         chain_input_gain_db,
         info.channel_count,
         output_rate_hz,
@@ -998,6 +1033,45 @@ mod tests {
             },
             progress,
         )
+    }
+
+    #[test]
+    fn a_codecs_source_is_decoded_once_and_masters_as_its_pcm_twin() {
+        use crate::decode::counting::frames_read;
+        use crate::decode::fixtures::{assert_same_audio, decode_all, ffmpeg, write_wav};
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("tone.wav");
+        write_tone(&wav, 4.0);
+        // Vorbis at the output rate; MP3 at half of it, resampled from the spool.
+        let codecs: [(&str, &[&str]); 2] = [
+            ("tone.ogg", &["-c:a", "libvorbis"]),
+            ("tone.mp3", &["-ar", "22050", "-c:a", "libmp3lame"]),
+        ];
+        for (name, args) in codecs {
+            let source = dir.path().join(name);
+            ffmpeg(&wav, args, &source);
+            let decoded = decode_all(&source, 4096).unwrap();
+            // Its twin: the same samples as a float WAV, which is read straight from the file.
+            let twin = dir.path().join(format!("{name}.wav"));
+            write_wav(&twin, &decoded, 32, true);
+            let mut masters = Vec::new();
+            for (input, reads) in [(&source, 1), (&twin, 2)] {
+                let output = dir.path().join(format!(
+                    "{}.flac",
+                    input.file_name().unwrap().to_string_lossy()
+                ));
+                let before = frames_read();
+                master_tone(input, &output, &mut |_| ControlFlow::Continue(())).unwrap();
+                assert_eq!(
+                    frames_read() - before,
+                    reads * decoded.frames() as u64,
+                    "{}: the source is read {reads} time(s)",
+                    input.display()
+                );
+                masters.push(decode_all(&output, 4096).unwrap());
+            }
+            assert_same_audio(&masters[0], &masters[1], 0.0);
+        }
     }
 
     #[test]

@@ -32,10 +32,9 @@ use std::path::Path;
 
 use crate::atomic_file::TempFile;
 use crate::audio::AudioBlock;
-use crate::decode::Decoder;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
-use crate::pass::{Pass, stage_reports};
+use crate::pass::{Input, Pass, stage_reports};
 use crate::progress::Phase;
 use crate::stage::Stage;
 use lathe_model::config::InvalidValue;
@@ -108,13 +107,14 @@ fn boxed<S: Stage + 'static>(
 
 /// The source's audio over a denoise noise range (`[restore.denoise]` `noise_from_s` to
 /// `noise_to_s`, shorter where the track ends first), at `rate_hz`, the rate the restorers run at;
-/// `None` when there is no range. Read in a pass of its own.
+/// `None` when there is no range. Read in a pass of its own, from the file or from a spool of its
+/// decode.
 ///
 /// # Errors
 /// A decode or resample error of `input`.
-pub fn noise_excerpt(
+pub(crate) fn noise_excerpt(
     noise_range_s: Option<(f64, f64)>,
-    input: &Path,
+    input: Input<'_>,
     rate_hz: u32,
 ) -> Result<Option<AudioBlock>> {
     let Some((from_s, to_s)) = noise_range_s else {
@@ -122,9 +122,9 @@ pub fn noise_excerpt(
     };
     let rate = f64::from(rate_hz);
     let (from, to) = ((from_s * rate) as u64, (to_s * rate) as u64);
-    let channels = Decoder::open(input)?.info().channel_count;
+    let pass = Pass::over(input, rate_hz)?;
+    let channels = pass.channel_count();
     let mut excerpt = AudioBlock::new(channels, to.saturating_sub(from) as usize, rate_hz);
-    let pass = Pass::open(input, rate_hz)?;
     let mut scratch = AudioBlock::new(channels, pass.max_block_frames(), rate_hz);
     let mut at = 0u64;
     pass.run(
@@ -169,7 +169,7 @@ pub fn restore_file(
     };
     config.validate().map_err(invalid)?;
     let noise_range_s = config.denoise.as_ref().and_then(|d| d.noise_range_s());
-    let excerpt = noise_excerpt(noise_range_s, input, rate)?;
+    let excerpt = noise_excerpt(noise_range_s, Input::File(input), rate)?;
     let mut stages = config
         .build_with_noise(channels, rate, pass.max_block_frames(), excerpt.as_ref())
         .map_err(invalid)?;
