@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lathe_coordinator::blob::Digest;
-use lathe_coordinator::client::{FarmClient, digest_file};
+use lathe_coordinator::client::digest_file;
 use lathe_engine::atomic_file::write_atomically;
 use lathe_model::profile::Profile;
 use lathe_model::report::TrackReport;
@@ -211,7 +211,7 @@ async fn master_on_embedded_farm(
     let scratch = out.join(format!(".lathe-work-{}", std::process::id()));
     let outcome = async {
         let farm = EmbeddedFarm::start(jobs, &scratch).await?;
-        let outcome = run_job(&farm.client, sources, outputs, profile).await;
+        let outcome = run_job(&farm, sources, outputs, profile).await;
         farm.stop().await;
         outcome
     }
@@ -221,11 +221,12 @@ async fn master_on_embedded_farm(
 }
 
 async fn run_job(
-    client: &FarmClient,
+    farm: &EmbeddedFarm,
     sources: &[PathBuf],
     outputs: &[PathBuf],
     profile: &Profile,
 ) -> anyhow::Result<Vec<Option<TrackResult>>> {
+    let client = &farm.client;
     // A source that cannot be read fails alone; the others go to the farm.
     let mut results: Vec<Option<TrackResult>> = Vec::new();
     let mut readable = Vec::new();
@@ -246,7 +247,15 @@ async fn run_job(
         .map(|&(i, _)| sources[i].as_path())
         .collect();
     let digests: Vec<Digest> = readable.iter().map(|&(_, digest)| digest).collect();
-    client.upload_digested(&files, &digests).await?;
+    match &farm.local_blobs {
+        // The farm is in this process: it reads the files where they are (checking each digest).
+        Some(blobs) => {
+            for (file, digest) in files.iter().zip(&digests) {
+                blobs.adopt(*digest, file)?;
+            }
+        }
+        None => client.upload_digested(&files, &digests).await?,
+    }
     let tracks = readable
         .iter()
         .map(|&(index, digest)| v1::TrackSpec {
@@ -287,9 +296,18 @@ async fn run_job(
         let (source, output) = (&sources[index], &outputs[index]);
         results[index] = Some(match task.state() {
             v1::TaskState::Succeeded => {
-                client
-                    .download(&job_id, &task.output_digest, output)
-                    .await?;
+                match &farm.local_blobs {
+                    Some(blobs) => {
+                        blobs
+                            .deliver(&Digest::parse(&task.output_digest)?, output)
+                            .await?;
+                    }
+                    None => {
+                        client
+                            .download(&job_id, &task.output_digest, output)
+                            .await?;
+                    }
+                }
                 let mut report: TrackReport = serde_json::from_str(&task.report_json)
                     .with_context(|| format!("{}: unreadable track report", source.display()))?;
                 // The worker knew the files by name only: the report names them as given here.

@@ -26,6 +26,7 @@ pub mod graph;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod local_blobs;
 pub mod metrics;
 pub mod observed;
 pub mod pki;

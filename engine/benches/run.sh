@@ -9,7 +9,9 @@
 #   4. peak RSS, wall time and x-realtime of `lathe master -p streaming -j 1` on both tracks;
 #   5. where ffmpeg is installed, the nearest ffmpeg chain (highpass,acompressor,loudnorm) on the
 #      5-minute track, single-threaded, and the ratio of the two;
-#   6. a summary of the headline numbers.
+#   6. on the development corpus (../shared/corpus.sh install), `lathe master -j 1` on a few real
+#      Vorbis, MP3 and Opus tracks against ffmpeg's chain on the same files, CPU seconds;
+#   7. a summary of the headline numbers.
 #
 # Every timed run first finds its source in the page cache (it is read through, untimed, just
 # before), lathe's and ffmpeg's alike: virtual machines that page out idle memory within seconds
@@ -18,7 +20,8 @@
 # Numbers only: nothing here fails because something is slow. A step that fails (the engine is
 # work in progress) is reported and the others still run; the exit status is then 1. Work files go
 # to target/bench (git-ignored). Knobs: BENCH_DIR, BENCH_RUNS (best of, default 3),
-# BENCH_LONG_MINUTES (default 60), BENCH_SKIP_LONG=1 (skip the long track), BENCH_REGENERATE=1.
+# BENCH_LONG_MINUTES (default 60), BENCH_SKIP_LONG=1 (skip the long track), BENCH_REGENERATE=1,
+# BENCH_CORPUS_TRACKS (tracks per codec, default 3), BENCH_SKIP_CORPUS=1, CORPUS_SH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -181,6 +184,61 @@ else
   section "ffmpeg not installed: no comparison"
 fi
 
+# Compressed sources, as users' catalogues hold them: `lathe master -j 1` on a folder of real tracks
+# of each codec group of the development corpus, against ffmpeg's chain on the same files, one after
+# another, each to 24-bit FLAC at the rate lathe delivers (the source's, at least 44.1 kHz). Both as
+# whole commands, CPU seconds (user + system) over the same audio.
+CORPUS_SH="${CORPUS_SH:-$ROOT/../shared/corpus.sh}"
+CORPUS_TRACKS="${BENCH_CORPUS_TRACKS:-3}"
+CORPUS_ROWS=()
+# corpus_codec NAME GROUP: the first $CORPUS_TRACKS tracks of GROUP that ffprobe reads.
+corpus_codec() {
+  local name="$1" group="$2" dir="$BENCH_DIR/corpus-$1" audio_s=0 count=0 file seconds
+  rm -rf "$dir"
+  mkdir -p "$dir/src"
+  while IFS= read -r file && (( count < CORPUS_TRACKS )); do
+    seconds="$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$file" 2>/dev/null || true)"
+    [[ "$seconds" =~ ^[0-9.]+$ ]] || continue
+    count=$((count + 1))
+    ln -s "$file" "$dir/src/$(printf '%02d' "$count").${file##*.}"
+    cat "$file" >/dev/null
+    audio_s="$(calc "$audio_s + $seconds" '%.3f')"
+  done < <(bash "$CORPUS_SH" list "$group")
+  if (( count == 0 )); then
+    echo "no readable tracks in the corpus group $group"
+    return 0
+  fi
+  echo "$count tracks of $group, $(calc "$audio_s / 60") minutes"
+  WARM=/dev/null
+  measured "corpus_${name}_lathe" "$audio_s" "$LATHE" master "$dir/src" -p streaming \
+    -o "$dir/out" -j 1 || return 0
+  local lathe_cpu="$CPU_S" lathe_xrt="$CPU_XRT" lathe_rss="$RSS_MB"
+  measured "corpus_${name}_ffmpeg" "$audio_s" bash -c '
+    for f in "$1"/src/*; do
+      rate=$(ffprobe -v error -select_streams a:0 -show_entries stream=sample_rate -of csv=p=0 "$f")
+      (( rate < 44100 )) && rate=44100
+      ffmpeg -y -hide_banner -nostats -loglevel error -threads 1 -filter_threads 1 -i "$f" \
+        -af "$2" -ar "$rate" -c:a flac -sample_fmt s32 "$1/ffmpeg.flac" || exit 1
+    done' _ "$dir" "highpass=f=20,acompressor,loudnorm=I=-14:TP=-1" || return 0
+  local ratio
+  ratio="$(ratio "$CPU_S" "$lathe_cpu")"
+  echo "lathe ${lathe_cpu} CPU s (${lathe_xrt}x per core, peak RSS ${lathe_rss} MB)," \
+    "ffmpeg ${CPU_S} CPU s (${CPU_XRT}x): lathe is ${ratio}x ffmpeg per core"
+  printf 'RESULT name=corpus_%s_ratio tracks=%s audio_s=%s lathe_cpu_s=%s ffmpeg_cpu_s=%s ratio=%s\n' \
+    "$name" "$count" "$audio_s" "$lathe_cpu" "$CPU_S" "$ratio"
+  CORPUS_ROWS+=("$name|$count|$ratio|$lathe_xrt|$CPU_XRT|$lathe_rss")
+  rm -rf "$dir/out" "$dir/ffmpeg.flac"
+}
+if [[ "$HAVE_FFMPEG" == 1 && "${BENCH_SKIP_CORPUS:-0}" != 1 ]] \
+  && [[ -n "$(bash "$CORPUS_SH" list asc 2>/dev/null)" ]]; then
+  for codec in vorbis:singularity mp3:asc opus:warzone; do
+    section "compressed sources: ${codec%%:*} (corpus group ${codec#*:}), lathe master -j 1 against ffmpeg"
+    corpus_codec "${codec%%:*}" "${codec#*:}"
+  done
+else
+  section "compressed sources: skipped (needs ffmpeg and ../shared/corpus.sh install)"
+fi
+
 section "summary"
 row() { printf '%-70s %10s  %s\n' "$@"; }
 row "streaming chain, x-realtime per core (master_track, ${CHAIN_PASSES} passes)" "${CHAIN_XRT}x" ""
@@ -201,6 +259,11 @@ else
   row "peak RSS lathe master, ${LONG_MINUTES} min ${LONG_RATE} Hz" "${LONG_RSS} MB" \
     "target < 200 MB; wall ${LONG_WALL} s, ${LONG_XRT}x realtime"
 fi
+for corpus_row in "${CORPUS_ROWS[@]}"; do
+  IFS='|' read -r name count ratio lathe_xrt ff_xrt rss <<<"$corpus_row"
+  row "lathe master -j 1 / ffmpeg chain per core, $count $name tracks (target >= 8x; Opus 6x)" \
+    "${ratio}x" "lathe ${lathe_xrt}x, ffmpeg ${ff_xrt}x realtime per core; peak RSS ${rss} MB"
+done
 echo "load average at the end: $(load)"
 if (( FAILED )); then
   echo "run.sh: some steps failed (see RESULT ... error= above)" >&2

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::auth::{Role, create_token};
-use lathe_coordinator::blob::{BlobStore, Digest, DiskBlobStore};
+use lathe_coordinator::blob::{BlobStore, Digest};
 use lathe_coordinator::client::{Access, FarmClient, digest_file};
+use lathe_coordinator::local_blobs::LocalBlobStore;
 use lathe_coordinator::queue::MemoryQueue;
 use lathe_coordinator::state::MemoryStore;
 use lathe_coordinator::tls::Transport;
@@ -37,6 +38,10 @@ use crate::worker::run_worker;
 pub struct EmbeddedFarm {
     /// A client of its coordinator.
     pub client: FarmClient,
+    /// Its blob store, shared with its workers, when it keeps blobs on this machine's disk
+    /// ([`start`](Self::start)): sources are adopted where they lie and masters delivered from
+    /// it by an atomic rename, without a copy through gRPC.
+    pub local_blobs: Option<Arc<LocalBlobStore>>,
     shutdown: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
 }
@@ -46,12 +51,13 @@ async fn until(mut receiver: watch::Receiver<bool>) {
 }
 
 impl EmbeddedFarm {
-    /// Starts a coordinator and `workers` worker loops of one slot each; scratch files and the
-    /// blobs (sources and masters, on disk so that memory does not grow with the catalogue) go under
-    /// `scratch`.
+    /// Starts a coordinator and `workers` worker loops of one slot each, sharing a
+    /// [`LocalBlobStore`] under `scratch` (on disk, so that memory does not grow with the
+    /// catalogue): sources adopted where they lie ([`local_blobs`](Self::local_blobs)), masters
+    /// moved into it from the workers' scratch files.
     pub async fn start(workers: usize, scratch: &Path) -> Result<Self> {
-        let blobs = DiskBlobStore::open(&scratch.join("blobs"))?;
-        Self::start_with_blobs(workers, scratch, Arc::new(blobs)).await
+        let blobs = Arc::new(LocalBlobStore::open(&scratch.join("blobs"))?);
+        Self::start_with(workers, scratch, blobs.clone(), Some(blobs)).await
     }
 
     /// [`start`](Self::start) on the given blob store (the in-memory one for measurements that leave
@@ -60,6 +66,15 @@ impl EmbeddedFarm {
         workers: usize,
         scratch: &Path,
         blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self> {
+        Self::start_with(workers, scratch, blobs, None).await
+    }
+
+    async fn start_with(
+        workers: usize,
+        scratch: &Path,
+        blobs: Arc<dyn BlobStore>,
+        local_blobs: Option<Arc<LocalBlobStore>>,
     ) -> Result<Self> {
         let settings = CoordinatorSettings {
             // The engine is deterministic: a second attempt on the same machine only repeats the
@@ -130,6 +145,7 @@ impl EmbeddedFarm {
             // disk that fills fails the render with its own error).
             settings.scratch_free = None;
             settings.task_time_limit = Duration::MAX;
+            settings.local_blobs = local_blobs.clone();
             let queue = queue.clone();
             let stop = until(receiver.clone());
             handles.push(tokio::spawn(async move {
@@ -141,6 +157,7 @@ impl EmbeddedFarm {
         }
         Ok(Self {
             client: FarmClient::lazy(&access)?,
+            local_blobs,
             shutdown,
             handles,
         })

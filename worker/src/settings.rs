@@ -1,9 +1,11 @@
 //! How a worker runs: its id, slots, scratch folder and timings.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lathe_coordinator::client::Access;
+use lathe_coordinator::local_blobs::LocalBlobStore;
 
 use crate::scratch::{self, FreeSpace};
 
@@ -41,6 +43,10 @@ pub struct WorkerSettings {
     /// another), or `None` to take every task whatever the room (a farm of one machine, where no
     /// other worker could take a task this one leaves).
     pub scratch_free: Option<FreeSpace>,
+    /// The coordinator's blob store, when the worker runs in the coordinator's own process (the
+    /// embedded farm): sources are read where the store holds them and masters moved into it,
+    /// instead of streamed over gRPC. `None` on a farm.
+    pub local_blobs: Option<Arc<LocalBlobStore>>,
 }
 
 /// The default [`WorkerSettings::task_time_limit`], one hour: the engine masters at about 100x
@@ -65,6 +71,7 @@ impl WorkerSettings {
             task_time_limit: DEFAULT_TASK_TIME_LIMIT,
             scratch_reserve_bytes: scratch::DEFAULT_SCRATCH_RESERVE_BYTES,
             scratch_free: Some(scratch::free_bytes),
+            local_blobs: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lathe_coordinator::blob::Digest;
 use lathe_coordinator::client::{digest_file, file_chunks, receive_to_file};
 use lathe_coordinator::grpc::{ATTEMPT_TOKEN_METADATA, TASK_ID_METADATA, WORKER_ID_METADATA};
 use lathe_coordinator::queue::Delivery;
@@ -383,13 +384,21 @@ fn task_folder(context: &WorkerContext) -> Result<tempfile::TempDir> {
 }
 
 /// Streams blob `digest`, a source or input of the task `running` holds, into `path`, verified
-/// against it.
+/// against it; in the coordinator's process, `path` links to the blob's file, checked.
 async fn fetch_blob(
     context: &WorkerContext,
     running: &RunningTask,
     digest: &str,
     path: &Path,
 ) -> Result<()> {
+    if let Some(blobs) = &context.settings.local_blobs {
+        // In the coordinator's process: the blob's own file, checked, under the task's name for it.
+        let file = blobs.verified_file(&Digest::parse(digest)?).await?;
+        return std::os::unix::fs::symlink(&file, path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
     with_patience(|| {
         let mut workers = context.client.workers.clone();
         let request = v1::SourceRequest {
@@ -416,8 +425,12 @@ async fn fetch_blob(
 }
 
 /// Uploads a file the task `running` holds wrote (`PutResult`, digest verified by the
-/// coordinator); returns its digest.
+/// coordinator), or in the coordinator's process moves it into the blob store; returns its digest.
 async fn put_result(context: &WorkerContext, running: &RunningTask, path: &Path) -> Result<String> {
+    if let Some(blobs) = &context.settings.local_blobs {
+        // In the coordinator's process: the file moves into its blob store.
+        return Ok(blobs.adopt_by_moving(path).await?.to_string());
+    }
     let digest = digest_file(path).await?;
     let metadata = [
         (TASK_ID_METADATA, running.task_id.as_str()),

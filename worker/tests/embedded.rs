@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use lathe_coordinator::blob::{BlobStore, Digest};
+use lathe_coordinator::client::digest_file;
 use lathe_engine::render::{MasterRequest, master_track};
 use lathe_model::profile::Profile;
 use lathe_model::tags::TrackTags;
@@ -144,4 +146,91 @@ async fn a_job_too_large_for_one_request_is_submitted_through_a_blob() {
         .into_inner();
     farm.stop().await;
     assert_eq!(status.counts.expect("counts").total(), 60_000);
+}
+
+/// Submits one track, source blob `digest`, with the `cd` preset; returns the job's final status.
+async fn master_blob(farm: &EmbeddedFarm, digest: &str) -> v1::JobStatus {
+    let job_id = farm
+        .client
+        .submit_job(v1::SubmitJobRequest {
+            name: "adopted".to_owned(),
+            profile_toml: Profile::preset("cd").expect("preset").to_toml(),
+            tracks: vec![v1::TrackSpec {
+                source_digest: digest.to_owned(),
+                source_name: "song.wav".to_owned(),
+                output_name: "song.wav".to_owned(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    lathe_worker::embedded::wait_for_job(&farm.client, &job_id)
+        .await
+        .expect("job")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_sources_are_read_in_place_and_masters_delivered_without_a_copy() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let source = work.path().join("song.wav");
+    let recipe = TrackRecipe {
+        duration_s: 3.0,
+        ..TrackRecipe::new(Style::Pop, 7)
+    };
+    write_wav(&recipe, &source, 24).expect("write");
+    let farm = EmbeddedFarm::start(1, &work.path().join("scratch"))
+        .await
+        .expect("embedded farm");
+    let blobs = farm.local_blobs.clone().expect("a local blob store");
+
+    let digest = digest_file(&source).await.expect("digest");
+    blobs.adopt(digest, &source).expect("adopt");
+    let status = master_blob(&farm, &digest.to_string()).await;
+    let task = &status.tasks[0];
+    assert_eq!(
+        task.state(),
+        v1::TaskState::Succeeded,
+        "{}",
+        task.last_error
+    );
+    let stored = blobs.page(None, 10).await.expect("page");
+    let stored: Vec<String> = stored.iter().map(|b| b.digest.to_string()).collect();
+    assert_eq!(
+        stored,
+        [task.output_digest.as_str()],
+        "the store holds the master only: the source was read where it lies"
+    );
+    let delivered = work.path().join("out").join("song.wav");
+    std::fs::create_dir_all(delivered.parent().expect("folder")).expect("out");
+    let master = Digest::parse(&task.output_digest).expect("digest");
+    blobs.deliver(&master, &delivered).await.expect("deliver");
+    let direct = work.path().join("direct.wav");
+    master_track(
+        &MasterRequest {
+            input: &source,
+            output: &direct,
+            profile: &Profile::preset("cd").expect("preset"),
+            tags: TrackTags::default(),
+            level: None,
+            fades: None,
+        },
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
+    .expect("master");
+    assert!(
+        std::fs::read(&direct).expect("direct") == std::fs::read(&delivered).expect("delivered"),
+        "the delivered master is the engine's"
+    );
+
+    // A source changed between its digest and its render is refused, and left as it is.
+    let digest = digest_file(&source).await.expect("digest");
+    blobs.adopt(digest, &source).expect("adopt");
+    std::fs::write(&source, b"changed").expect("change");
+    let status = master_blob(&farm, &digest.to_string()).await;
+    farm.stop().await;
+    let task = &status.tasks[0];
+    assert_eq!(task.state(), v1::TaskState::Failed);
+    assert!(task.last_error.contains("digest"), "{}", task.last_error);
+    assert_eq!(std::fs::read(&source).expect("source"), b"changed");
 }
