@@ -261,7 +261,9 @@ else
 fi
 for corpus_row in "${CORPUS_ROWS[@]}"; do
   IFS='|' read -r name count ratio lathe_xrt ff_xrt rss <<<"$corpus_row"
-  row "lathe master -j 1 / ffmpeg chain per core, $count $name tracks (target >= 8x; Opus 6x)" \
+  target=8
+  [[ "$name" == opus ]] && target=6
+  row "corpus, $count $name tracks: lathe master -j 1 / ffmpeg per core (target >= ${target}x)" \
     "${ratio}x" "lathe ${lathe_xrt}x, ffmpeg ${ff_xrt}x realtime per core; peak RSS ${rss} MB"
 done
 echo "load average at the end: $(load)"
