@@ -6,8 +6,10 @@
 //! The estimate of what the engine writes is [`WRITTEN_PER_FETCHED_BYTE`] times the bytes
 //! fetched: a render writes a spool of the processed audio (32-bit float samples) and the master
 //! (at most 32 bits a sample), so a 16-bit PCM source needs at most 2 + 2 times its size at the
-//! same sample rate, a 24-bit one less. Sources that decode to more than that (a compressed
-//! source, a profile that resamples up) can pass the estimate: the reserve covers the common
+//! same sample rate, a 24-bit one less. Sources that decode to more than that can pass the
+//! estimate: a profile that resamples up, and above all a compressed source, whose decoded samples
+//! the render also spools (32-bit float at the source's rate, so that it decodes once): a
+//! 128 kbit/s Vorbis source spools about 22 times its size, twice. The reserve covers the common
 //! cases, and a disk that fills anyway fails the attempt as the worker's fault, which another
 //! worker retries.
 
