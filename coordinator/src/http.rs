@@ -366,16 +366,8 @@ mod tests {
     /// The farm's CA and a server certificate issued from it (for `localhost`), in a folder.
     fn server_certificate() -> (tempfile::TempDir, std::path::PathBuf, Arc<ServerConfig>) {
         let pki = tempfile::tempdir().expect("temp dir");
-        crate::pki::ensure_ca(pki.path()).expect("CA");
-        let (cert, key) = crate::pki::issue(
-            pki.path(),
-            "server",
-            "coordinator",
-            &crate::pki::Usage::Server(Vec::new()),
-        )
-        .expect("server certificate");
+        let (cert, key, ca) = crate::pki::test_server_certificate(pki.path());
         let config = https_config(&cert, &key).expect("TLS configuration");
-        let ca = crate::pki::ca_path(pki.path());
         (pki, ca, config)
     }
 

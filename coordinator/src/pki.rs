@@ -141,6 +141,16 @@ pub fn issue(dir: &Path, file: &str, name: &str, usage: &Usage) -> Result<(PathB
     Ok((cert_path, key_path))
 }
 
+/// A CA and a server certificate for `coordinator` made in `dir`, for the unit tests that serve
+/// TLS; returns the certificate, its key and the CA's certificate.
+#[cfg(test)]
+pub(crate) fn test_server_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    ensure_ca(dir).expect("CA");
+    let (cert, key) = issue(dir, "server", "coordinator", &Usage::Server(Vec::new()))
+        .expect("server certificate");
+    (cert, key, ca_path(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -418,15 +418,7 @@ mod tests {
     #[test]
     fn with_a_certificate_the_dashboard_is_served_over_tls() {
         let pki = tempfile::tempdir().expect("temp dir");
-        crate::pki::ensure_ca(pki.path()).expect("CA");
-        let (cert, key) = crate::pki::issue(
-            pki.path(),
-            "server",
-            "coordinator",
-            &crate::pki::Usage::Server(Vec::new()),
-        )
-        .expect("server certificate");
-        let ca = crate::pki::ca_path(pki.path());
+        let (cert, key, ca) = crate::pki::test_server_certificate(pki.path());
         let paths = [cert, key, ca].map(|path| path.to_string_lossy().into_owned());
         let served = args(&[
             "--tls-cert",
