@@ -8,12 +8,14 @@
 //!
 //! - [`TrackSynth`], [`TrackRecipe`], [`Style`], [`demo_album`]: the generator;
 //! - [`write_wav`]: a recipe rendered to a WAV file;
+//! - [`damage`]: the defects of old transfers, added with a fixed seed;
 //! - [`score`]: how close a processed signal is to the clean one;
 //! - [`cpu_time`]: bench support, the calling thread's CPU time.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cpu_time;
+pub mod damage;
 mod generator;
 pub mod score;
 mod wav;
