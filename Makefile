@@ -72,7 +72,8 @@ bench: deps
 clean:
 	$(CARGO) clean
 
-## Restoration quality and speed against ffmpeg (SI-SDR improvement, x-realtime per core).
+## Restoration quality and speed against ffmpeg on 30 s excerpts of the corpus (../shared/corpus.sh),
+## every damage model of lathe_synth::damage (SI-SDR improvement distributions, x-realtime per core).
 bench-restore: deps
 	$(CARGO) bench -p lathe-engine --bench restore -- $(BENCH_RESTORE_ARGS)
 
