@@ -65,7 +65,7 @@ pub fn excerpts(groups: &[&str], per_group: usize, seconds: f64) -> Vec<Excerpt>
     let mut out = Vec::new();
     for &(group, tuned) in GROUPS.iter().filter(|(g, _)| groups.contains(g)) {
         let all = tracks(group);
-        let mut taken = 0;
+        let (mut taken, mut short) = (0, 0);
         // Every track in a spread order (0, n/2, n/4, 3n/4, ...) until enough decode.
         for path in spread(&all) {
             if taken == per_group {
@@ -84,8 +84,15 @@ pub fn excerpts(groups: &[&str], per_group: usize, seconds: f64) -> Vec<Excerpt>
                     });
                     taken += 1;
                 }
-                Err(e) => eprintln!("  skipped {}: {e}", path.display()),
+                Err(Unusable::Short) => short += 1,
+                Err(Unusable::Unreadable(e)) => eprintln!("  skipped {}: {e}", path.display()),
             }
+        }
+        if short > 0 {
+            eprintln!(
+                "  {group}: skipped {short} tracks shorter than {:.0} s",
+                1.5 * seconds
+            );
         }
         if all.is_empty() {
             eprintln!("  no tracks in corpus group {group} (../shared/corpus.sh install)");
@@ -110,18 +117,29 @@ fn spread<T>(items: &[T]) -> Vec<&T> {
     order.into_iter().map(|i| &items[i]).collect()
 }
 
+/// Why a track gives no excerpt.
+enum Unusable {
+    /// Shorter than one and a half excerpts (sound effects).
+    Short,
+    /// It does not decode, or its length is unknown.
+    Unreadable(String),
+}
+
 /// `seconds` of `path` starting 30% into it, at its own rate.
-fn read_excerpt(path: &Path, seconds: f64) -> Result<AudioBlock, String> {
-    let mut decoder = Decoder::open(path).map_err(|e| e.to_string())?;
+fn read_excerpt(path: &Path, seconds: f64) -> Result<AudioBlock, Unusable> {
+    let mut decoder = Decoder::open(path).map_err(|e| Unusable::Unreadable(e.to_string()))?;
     let info = decoder.info().clone();
     let rate = f64::from(info.sample_rate_hz);
-    let total = info.frames.ok_or("its length is unknown")? as usize;
+    let total = info
+        .frames
+        .ok_or_else(|| Unusable::Unreadable("its length is unknown".to_owned()))?
+        as usize;
     let keep = (seconds * rate) as usize;
     if total < keep + keep / 2 {
-        return Err(format!("shorter than {:.0} s", 1.5 * seconds));
+        return Err(Unusable::Short);
     }
     let skip = ((total as f64 * START_FRACTION) as usize).min(total - keep);
-    read_span(&mut decoder, skip, keep)
+    read_span(&mut decoder, skip, keep).map_err(Unusable::Unreadable)
 }
 
 /// Frames `skip..skip + keep` of a decoder's output, as one block.
