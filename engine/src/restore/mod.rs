@@ -26,6 +26,7 @@ pub mod declip;
 pub mod decrackle;
 pub mod dehum;
 pub mod denoise;
+pub mod hum_detect;
 
 use std::ops::ControlFlow;
 use std::path::Path;
