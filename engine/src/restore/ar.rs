@@ -69,6 +69,13 @@ impl ArModel {
         self.max_unknowns
     }
 
+    /// Autocorrelation of the prediction-error filter `[1, -a[1], ..., -a[order]]`, lags
+    /// `0..=order`: the energy of a shape `h` after that filter is
+    /// `sum(acf[|i - j|] h[i] h[j])`.
+    pub fn error_filter_acf(&self) -> &[f64] {
+        &self.error_filter_acf
+    }
+
     /// The prediction coefficients `a[1..=order]` (index 0 unused).
     pub fn coefficients(&self) -> &[f64] {
         &self.a

@@ -16,9 +16,15 @@
 //! the repair must cut the prediction-error energy around it by a factor that grows with the
 //! samples rebuilt. After repairing, the model is refitted on the repaired window and the segment is
 //! searched again for what the first pass missed.
+//!
+//! Optionally (`wide_clicks`), a matched-filter search runs first for smooth clicks tens of samples
+//! wide, which a model of music predicts too well to show sample by sample (see
+//! `WideClickSearch`). It is off by default: on the tuning corpus it triples the gain on such
+//! clicks, but it also rebuilds some attacks and the sharp edges of synthetic waveforms, so clean
+//! input no longer stays 40 dB above its repair everywhere.
 
 use super::Framer;
-use super::ar::ArModel;
+use super::ar::{self, ArModel};
 use crate::audio::AudioBlock;
 use crate::stage::Stage;
 use lathe_model::config::InvalidValue;
@@ -39,6 +45,13 @@ const MIN_DROP_PER_SAMPLE: f64 = 0.75;
 /// Largest RMS prediction error after a click, in robust deviations of its sub-block: after true
 /// clicks it measures 0.5-1.1; after the attacks the detector flags on clean music, 1.3 to 1000s.
 const SETTLE_RATIO: f64 = 2.0;
+/// Matched-filter threshold of the wide-click search, in robust deviations of its output: on the
+/// tuning corpus, clean music's strongest responses reach 8-13, wide clicks of 2-10 times the local
+/// RMS 8 to thousands.
+const WIDE_THRESHOLD_SIGMAS: f64 = 10.0;
+/// A wide rebuild must divide the prediction-error energy around it by this: a smooth bump's
+/// prediction error is spread out, so far less than a sharp click's.
+const WIDE_MIN_DROP: f64 = 8.0;
 /// 1 / Phi^-1(3/4): turns a median absolute deviation into a standard deviation for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
 /// Frames after a click (and the model order) whose prediction error must have settled.
@@ -63,6 +76,11 @@ pub(crate) struct ClickSettings {
     /// A burst is left alone when the RMS prediction error over the [`SETTLE_FRAMES`] after it
     /// exceeds this many robust deviations (infinity: no check).
     pub settle_ratio: f64,
+    /// Matched-filter threshold of the wide-click search, in standard deviations of the filter's
+    /// output (infinity: no search).
+    pub wide_threshold_sigmas: f64,
+    /// A wide repair is kept only if it divides the prediction-error energy around it by this.
+    pub wide_min_drop: f64,
 }
 
 /// The detection and repair engine behind [`Declicker`] and [`super::decrackle::Decrackler`].
@@ -77,6 +95,7 @@ pub(crate) struct ClickRepairer {
     scratch: Vec<f64>,
     missing: Vec<usize>,
     regions: Vec<(usize, usize)>,
+    wide: WideClickSearch,
     clicks_repaired: u64,
     samples_repaired: u64,
     frames_seen: u64,
@@ -98,6 +117,7 @@ impl ClickRepairer {
             scratch: vec![0.0; SUBBLOCK_FRAMES.max(max_gap)],
             missing: Vec::with_capacity(max_gap),
             regions: Vec::with_capacity(HOP_FRAMES),
+            wide: WideClickSearch::new(settings.max_click_frames, p, len),
             framer,
             settings,
             clicks_repaired: 0,
@@ -129,6 +149,7 @@ impl ClickRepairer {
             scratch,
             missing,
             regions,
+            wide,
             clicks_repaired,
             samples_repaired,
             ..
@@ -136,6 +157,14 @@ impl ClickRepairer {
         let (history, hop) = (framer.history(), framer.hop());
         framer.process(block, |_, window| {
             regions.clear();
+            if settings.wide_threshold_sigmas.is_finite() {
+                let found = wide.repair_segment(
+                    settings, model, window, history, hop, forward, sigma, scratch, missing,
+                    regions,
+                );
+                *clicks_repaired += found.0;
+                *samples_repaired += found.1;
+            }
             for pass in 0..settings.passes {
                 let found = repair_segment(
                     settings, model, window, history, hop, forward, backward, sigma, scratch,
@@ -194,18 +223,7 @@ fn repair_segment(
     }
     model.forward_residual(window, start..end, forward);
     model.backward_residual(window, start..end, backward);
-    // Robust deviation per sub-block.
-    let blocks = (end - start).div_ceil(SUBBLOCK_FRAMES);
-    for (b, sigma_b) in sigma.iter_mut().enumerate().take(blocks) {
-        let lo = start + b * SUBBLOCK_FRAMES;
-        let hi = (lo + SUBBLOCK_FRAMES).min(end);
-        let n = hi - lo;
-        for (s, e) in scratch.iter_mut().zip(&forward[lo..hi]) {
-            *s = e.abs();
-        }
-        let (_, median, _) = scratch[..n].select_nth_unstable_by(n / 2, f64::total_cmp);
-        *sigma_b = (MAD_TO_SIGMA * *median).max(SIGMA_FLOOR);
-    }
+    robust_deviations(forward, start..end, sigma, scratch);
     let threshold = |n: usize| settings.threshold_sigmas * sigma[(n - start) / SUBBLOCK_FRAMES];
     let segment_end = history + hop;
     let mut repaired = (0u64, 0u64);
@@ -282,6 +300,285 @@ fn repair_segment(
     repaired
 }
 
+/// The robust deviation (1.4826 times the median absolute value) of `residual` over each
+/// [`SUBBLOCK_FRAMES`] of `range`, into `sigma`.
+fn robust_deviations(
+    residual: &[f64],
+    range: std::ops::Range<usize>,
+    sigma: &mut [f64],
+    scratch: &mut [f64],
+) {
+    let (start, end) = (range.start, range.end);
+    let blocks = (end - start).div_ceil(SUBBLOCK_FRAMES);
+    for (b, sigma_b) in sigma.iter_mut().enumerate().take(blocks) {
+        let lo = start + b * SUBBLOCK_FRAMES;
+        let hi = (lo + SUBBLOCK_FRAMES).min(end);
+        let n = hi - lo;
+        for (s, e) in scratch.iter_mut().zip(&residual[lo..hi]) {
+            *s = e.abs();
+        }
+        let (_, median, _) = scratch[..n].select_nth_unstable_by(n / 2, f64::total_cmp);
+        *sigma_b = (MAD_TO_SIGMA * *median).max(SIGMA_FLOOR);
+    }
+}
+
+/// Shortest click the wide search looks for; shorter ones excite the prediction error enough.
+const MIN_WIDE_FRAMES: usize = 16;
+/// Ratio between the widths of successive templates (a bump matches one 1.5 times wider or
+/// narrower at 0.9 of its full score, so none falls between two).
+const WIDE_WIDTH_RATIO: f64 = 1.5;
+/// The rebuilt span reaches this fraction of the template's width beyond it on each side: the
+/// best template's start and width are only that precise, and a part of a click left as context
+/// would be carried into the gap.
+const WIDE_MARGIN: f64 = 0.3;
+/// Largest RMS prediction error after a wide click, in robust deviations: stricter than for short
+/// ones, as an attack is what the wide search mistakes for a click most often.
+const WIDE_SETTLE_RATIO: f64 = 1.5;
+
+/// One template of the wide-click search: a raised-cosine bump.
+#[derive(Debug, Clone)]
+struct Template {
+    width: usize,
+    /// The bump's autocorrelation, lags `0..=order`.
+    acf: Vec<f64>,
+}
+
+/// The search for wide clicks: smooth bumps tens of samples long excite the prediction error too
+/// little, sample by sample, to stand out (a model of music predicts a slow bump well), but their
+/// energy over the whole click does. The prediction error is correlated with raised-cosine bumps of
+/// a few widths passed through the prediction-error filter (the matched filter, a generalised
+/// likelihood-ratio test of a bump of that width), normalised by the robust deviation and by the
+/// robust spread of the filter's own output (music's prediction error is not white, and the slow
+/// templates see more of it). Where the best template stands out, its span is rebuilt by AR
+/// interpolation and kept if the prediction error settles after it, the rebuild cuts the
+/// prediction-error energy enough and is no louder than what it replaces.
+#[derive(Debug, Clone)]
+struct WideClickSearch {
+    templates: Vec<Template>,
+    /// The prediction error filtered backward: its correlation with a shape is the matched filter.
+    twice: Vec<f64>,
+    /// Best normalised score at each start, and its template.
+    best_z: Vec<f64>,
+    best_t: Vec<usize>,
+    /// One template's normalised scores, and a copy to take their median.
+    z: Vec<f64>,
+    sorted: Vec<f64>,
+}
+
+impl WideClickSearch {
+    fn new(max_click_frames: usize, order: usize, len: usize) -> Self {
+        let mut templates = Vec::new();
+        let mut width = MIN_WIDE_FRAMES as f64;
+        while width.round() as usize <= max_click_frames {
+            let w = width.round() as usize;
+            let h: Vec<f64> = (0..w)
+                .map(|k| 0.5 - 0.5 * (std::f64::consts::TAU * (k as f64 + 0.5) / w as f64).cos())
+                .collect();
+            let acf = (0..=order)
+                .map(|lag| if lag < w { ar::dot(&h[lag..], &h) } else { 0.0 })
+                .collect();
+            templates.push(Template { width: w, acf });
+            width *= WIDE_WIDTH_RATIO;
+        }
+        Self {
+            templates,
+            twice: vec![0.0; len],
+            best_z: vec![0.0; len],
+            best_t: vec![0; len],
+            z: vec![0.0; len],
+            sorted: vec![0.0; len],
+        }
+    }
+
+    /// The best normalised matched-filter score at each start in `[history, segment_end)`, into
+    /// `best_z` and `best_t`, from the prediction error `forward` over `start..end`.
+    #[allow(clippy::too_many_arguments)]
+    fn score(
+        &mut self,
+        model: &ArModel,
+        forward: &[f64],
+        sigma: &[f64],
+        start: usize,
+        end: usize,
+        history: usize,
+        segment_end: usize,
+    ) {
+        let p = model.order();
+        let twice_end = end - p;
+        model.backward_residual(forward, start..twice_end, &mut self.twice);
+        self.best_z[history..segment_end].fill(0.0);
+        let acf_b = model.error_filter_acf();
+        for (t, template) in self.templates.iter().enumerate() {
+            let w = template.width;
+            let last = segment_end.min(twice_end.saturating_sub(w));
+            if last <= history {
+                continue;
+            }
+            // The template's energy after the prediction-error filter: the score's deviation
+            // over white prediction error of unit deviation.
+            let energy =
+                acf_b[0] * template.acf[0] + 2.0 * ar::dot(&acf_b[1..], &template.acf[1..]);
+            let norm = energy.max(1e-300).sqrt();
+            // A sliding DFT at one cycle per width: the bump is 1/2 - cos/2.
+            let theta = std::f64::consts::TAU / w as f64;
+            let (step_sin, step_cos) = (-theta).sin_cos();
+            let (half_sin, half_cos) = (0.5 * theta).sin_cos();
+            let (mut re, mut im, mut sum) = (0.0, 0.0, 0.0);
+            for k in 0..w {
+                let v = self.twice[history + k];
+                let (s, c) = (theta * k as f64).sin_cos();
+                re += v * c;
+                im += v * s;
+                sum += v;
+            }
+            for n in history..last {
+                let score = 0.5 * sum - 0.5 * (half_cos * re - half_sin * im);
+                self.z[n] = (score / (norm * sigma[(n - start) / SUBBLOCK_FRAMES])).abs();
+                let delta = self.twice[n + w] - self.twice[n];
+                sum += delta;
+                let r = re + delta;
+                (re, im) = (r * step_cos - im * step_sin, r * step_sin + im * step_cos);
+            }
+            // The score's robust spread over stretches four templates long (at least a
+            // sub-block) scales it down, never up: clicks are sparse, so the median is music's.
+            let stretch = (4 * w).next_multiple_of(SUBBLOCK_FRAMES);
+            let mut lo = history;
+            while lo < last {
+                let hi = (lo + stretch).min(last);
+                let k = hi - lo;
+                self.sorted[..k].copy_from_slice(&self.z[lo..hi]);
+                let (_, median, _) = self.sorted[..k].select_nth_unstable_by(k / 2, f64::total_cmp);
+                let colour = (MAD_TO_SIGMA * *median).max(1.0);
+                for n in lo..hi {
+                    let z = self.z[n] / colour;
+                    if z > self.best_z[n] {
+                        self.best_z[n] = z;
+                        self.best_t[n] = t;
+                    }
+                }
+                lo = hi;
+            }
+        }
+    }
+
+    /// Searches the segment `[history, history + hop)` of `window` for wide clicks and repairs
+    /// them; returns the clicks repaired and the samples they held, and adds them to `regions`.
+    #[allow(clippy::too_many_arguments)]
+    fn repair_segment(
+        &mut self,
+        settings: &ClickSettings,
+        model: &mut ArModel,
+        window: &mut [f64],
+        history: usize,
+        hop: usize,
+        forward: &mut [f64],
+        sigma: &mut [f64],
+        scratch: &mut [f64],
+        missing: &mut Vec<usize>,
+        regions: &mut Vec<(usize, usize)>,
+    ) -> (u64, u64) {
+        let p = model.order();
+        let len = window.len();
+        let start = history - SUBBLOCK_FRAMES.min(history - p);
+        let end = len - p;
+        if window[start..end].iter().all(|&x| x == 0.0) {
+            return (0, 0);
+        }
+        model.fit_robust(window);
+        model.forward_residual(window, start..end, forward);
+        robust_deviations(forward, start..end, sigma, scratch);
+        let segment_end = history + hop;
+        self.score(model, forward, sigma, start, end, history, segment_end);
+        let longest = self.templates.last().map_or(0, |t| t.width);
+        let mut repaired = (0u64, 0u64);
+        let mut n = history;
+        while n < segment_end {
+            if self.best_z[n] <= settings.wide_threshold_sigmas {
+                n += 1;
+                continue;
+            }
+            // The best template over the next longest width decides the click.
+            let mut at = n;
+            for k in n..(n + longest).min(segment_end) {
+                if self.best_z[k] > self.best_z[at] {
+                    at = k;
+                }
+            }
+            let w = self.templates[self.best_t[at]].width;
+            // An edge or a sharp click (one large prediction error) excites every template; it
+            // is the other detector's, or programme. A bump's error is spread over its width.
+            let deviation = sigma[(at - start) / SUBBLOCK_FRAMES];
+            let peak = forward[at..(at + w + p).min(end)]
+                .iter()
+                .fold(0.0f64, |m, e| m.max(e.abs()));
+            if peak >= self.best_z[at] * deviation {
+                n = at + 1;
+                continue;
+            }
+            let margin = settings.pad_frames + (w as f64 * WIDE_MARGIN) as usize;
+            let lo = at.saturating_sub(margin).max(history);
+            let hi = (at + w - 1 + margin).min(len - p - 1);
+            // Music whose prediction error stays high after the span (an attack) is no click.
+            let post_lo = (hi + p + 1).min(end);
+            let post_hi = (post_lo + SETTLE_FRAMES).min(end);
+            let scale = WIDE_SETTLE_RATIO * sigma[(at - start) / SUBBLOCK_FRAMES];
+            let settle_energy: f64 = forward[post_lo..post_hi].iter().map(|e| e * e).sum();
+            let settled = settle_energy <= scale * scale * (post_hi - post_lo) as f64;
+            if settled
+                && rebuild(
+                    model,
+                    window,
+                    lo..=hi,
+                    settings.wide_min_drop,
+                    scratch,
+                    missing,
+                )
+            {
+                if regions.len() < regions.capacity() {
+                    regions.push((lo, hi));
+                }
+                repaired.0 += 1;
+                repaired.1 += (hi + 1 - lo) as u64;
+                n = at + w;
+            } else {
+                n = at + 1;
+            }
+        }
+        repaired
+    }
+}
+
+/// Rebuilds `span` of `window` by AR interpolation and keeps it if it divides the prediction-error
+/// energy over the span and the model's reach after it by `min_drop` and is no louder than what
+/// it replaces (a click adds energy; a louder rebuild is the model ringing through the gap);
+/// otherwise restores the samples. Returns whether the rebuild was kept.
+fn rebuild(
+    model: &mut ArModel,
+    window: &mut [f64],
+    span: std::ops::RangeInclusive<usize>,
+    min_drop: f64,
+    scratch: &mut [f64],
+    missing: &mut Vec<usize>,
+) -> bool {
+    let (lo, hi) = (*span.start(), *span.end());
+    let reach = lo..(hi + model.order() + 1).min(window.len());
+    missing.clear();
+    missing.extend(span);
+    let before = model.residual_energy(window, reach.clone());
+    let old = &mut scratch[..missing.len()];
+    old.copy_from_slice(&window[lo..=hi]);
+    if !model.interpolate(window, missing, None) {
+        return false;
+    }
+    let old_energy: f64 = old.iter().map(|x| x * x).sum();
+    let new_energy: f64 = window[lo..=hi].iter().map(|x| x * x).sum();
+    if model.residual_energy(window, reach) * min_drop > before || new_energy > old_energy {
+        window[lo..=hi].copy_from_slice(old);
+        return false;
+    }
+    true
+}
+
 /// The declick stage.
 #[derive(Debug, Clone)]
 pub struct Declicker {
@@ -310,6 +607,12 @@ impl Declicker {
             min_residual_drop: MIN_RESIDUAL_DROP,
             min_drop_per_sample: MIN_DROP_PER_SAMPLE,
             settle_ratio: SETTLE_RATIO,
+            wide_threshold_sigmas: if config.wide_clicks {
+                WIDE_THRESHOLD_SIGMAS
+            } else {
+                f64::INFINITY
+            },
+            wide_min_drop: WIDE_MIN_DROP,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),
@@ -385,6 +688,20 @@ pub(crate) mod tests {
             / reference.channel_count() as f64
     }
 
+    /// SI-SDR gained by `stage` on a few seconds of synthetic music damaged by the
+    /// [`lathe_synth::damage`] model `name` (drawn and applied with `seed`), mean over channels.
+    pub(crate) fn damage_model_gain(stage: &mut dyn Stage, name: &str, seed: u64) -> f64 {
+        let clean = music(Style::Pop, 4.0, seed);
+        let mut channels: Vec<Vec<f32>> = clean.channels().map(<[f32]>::to_vec).collect();
+        let model = lathe_synth::damage::model(name).unwrap();
+        model
+            .draw(seed)
+            .apply(&mut channels, clean.sample_rate_hz(), seed);
+        let damaged = AudioBlock::from_channels(channels, clean.sample_rate_hz());
+        let out = run_aligned(stage, &damaged, &[4096]);
+        mean_si_sdr(&clean, &out) - mean_si_sdr(&clean, &damaged)
+    }
+
     fn declicker() -> Declicker {
         Declicker::new(&DeclickConfig::default(), 2, 44_100, 4096).unwrap()
     }
@@ -433,6 +750,41 @@ pub(crate) mod tests {
         let before = mean_si_sdr(&clean, &damaged);
         let after = mean_si_sdr(&clean, &out);
         assert!(after > before + 4.5, "SI-SDR {before:.1} -> {after:.1} dB");
+    }
+
+    /// The bench's click models on synthetic pop, two seeds each: the SI-SDR gained stays above
+    /// a floor under what was measured, so that a regression fails. Measured: Hann 1.53 and
+    /// 0.97 dB, ringing 0.78 and 0.88 dB, rectangular steps 0.00 (not repaired: a step of up to
+    /// 200 samples is longer than the longest click; the floor only guards that they are not
+    /// made worse).
+    #[test]
+    fn repairs_the_damage_models_clicks() {
+        for (name, floor_db) in [
+            ("clicks-hann", 0.5),
+            ("clicks-rect", -0.1),
+            ("clicks-ring", 0.4),
+        ] {
+            for seed in [3, 4] {
+                let gain = damage_model_gain(&mut declicker(), name, seed);
+                assert!(gain >= floor_db, "{name} seed {seed}: {gain:.1} dB");
+            }
+        }
+    }
+
+    /// With the wide-click search on, smooth clicks of tens of samples are repaired too: the
+    /// bench's Hann clicks on synthetic pop gain far more than without it. Measured: 6.94 and
+    /// 5.18 dB (1.53 and 0.97 without).
+    #[test]
+    fn wide_search_repairs_smooth_clicks() {
+        let config = DeclickConfig {
+            wide_clicks: true,
+            ..DeclickConfig::default()
+        };
+        for (seed, floor_db) in [(3, 5.4), (4, 3.7)] {
+            let mut stage = Declicker::new(&config, 2, 44_100, 4096).unwrap();
+            let gain = damage_model_gain(&mut stage, "clicks-hann", seed);
+            assert!(gain >= floor_db, "seed {seed}: {gain:.1} dB");
+        }
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::stage::Stage;
 use lathe_model::config::InvalidValue;
 use lathe_model::stage_config::restore::DecrackleConfig;
 
-/// Crackles are small: a repair is kept if it divides the prediction error around it by this.
-const MIN_RESIDUAL_DROP: f64 = 7.0;
+/// Crackles are small: a repair is kept if it divides the prediction error around it by this (6
+/// rather than 7 lifts the worst corpus excerpt above ffmpeg; 4 did more still, but touched clean
+/// synthetic rock below 40 dB).
+const MIN_RESIDUAL_DROP: f64 = 6.0;
 
 /// The decrackle stage.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ impl Decrackler {
             min_residual_drop: MIN_RESIDUAL_DROP,
             min_drop_per_sample: 0.0,
             settle_ratio: f64::INFINITY,
+            wide_threshold_sigmas: f64::INFINITY,
+            wide_min_drop: f64::INFINITY,
         };
         Ok(Self {
             repairer: ClickRepairer::new(settings, channel_count),
@@ -74,7 +78,7 @@ impl Stage for Decrackler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::declick::tests::add_clicks;
+    use crate::restore::declick::tests::{add_clicks, damage_model_gain};
     use crate::restore::testing::{music, run_aligned};
     use lathe_synth::Style;
     use lathe_synth::score::si_sdr_db;
@@ -115,6 +119,16 @@ mod tests {
                 after > before + 2.5,
                 "ch{ch}: SI-SDR {before:.1} -> {after:.1} dB"
             );
+        }
+    }
+
+    /// The bench's crackle model on synthetic pop, two seeds: the SI-SDR gained stays above a
+    /// floor 1.5 dB under what was measured (5.70 and 6.03 dB).
+    #[test]
+    fn repairs_the_damage_models_crackle() {
+        for seed in [3, 4] {
+            let gain = damage_model_gain(&mut decrackler(), "crackle", seed);
+            assert!(gain >= 4.2, "seed {seed}: {gain:.1} dB");
         }
     }
 
