@@ -1,5 +1,5 @@
 //! `lathe restore`: declick, decrackle, denoise, dehum and declip one file into a 32-bit float WAV
-//! that stays sample-aligned with its source.
+//! that stays sample-aligned with its source; with `--auto`, the restorers its defects call for.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,10 @@ pub struct RestoreArgs {
     /// every restorer the profile enables runs.
     #[arg(short, long)]
     profile: Option<String>,
+    /// Measure the input's defects first and run the restorers they call for, with settings from
+    /// the measurement; the restorers flagged (or given by the profile) run whatever was found.
+    #[arg(long)]
+    auto: bool,
 }
 
 /// Parses `START:END` seconds.
@@ -60,6 +64,7 @@ fn parse_range_s(text: &str) -> Result<(f64, f64), String> {
 /// without flags everything the profile enables; `--noise-range` sets the denoiser's noise range.
 fn choose(args: &RestoreArgs, profile: Option<&Profile>) -> Result<RestoreConfig, String> {
     let mut config = choose_stages(args, profile)?;
+    config.auto |= args.auto;
     if let Some((from, to)) = args.noise_range {
         let denoise = config.denoise.get_or_insert_with(Default::default);
         denoise.noise_from_s = Some(from);
@@ -77,16 +82,17 @@ fn choose_stages(args: &RestoreArgs, profile: Option<&Profile>) -> Result<Restor
         || args.declip
         || args.noise_range.is_some();
     if !flagged {
-        if section.is_empty() {
+        if section.is_empty() && !args.auto {
             return Err(
-                "nothing to do: choose --declick, --decrackle, --denoise, --dehum or --declip, \
-                 or a --profile with a [restore] section"
+                "nothing to do: choose --auto, --declick, --decrackle, --denoise, --dehum or \
+                 --declip, or a --profile with a [restore] section"
                     .to_owned(),
             );
         }
         return Ok(section);
     }
     Ok(RestoreConfig {
+        auto: section.auto,
         declick: args
             .declick
             .then(|| section.declick.clone().unwrap_or_default()),
@@ -151,8 +157,14 @@ pub fn run(args: &RestoreArgs, streams: &mut Streams<'_>) -> anyhow::Result<i32>
         );
     }
     match restore_file(&args.input, &args.output, &config) {
-        Ok(reports) => {
-            for report in reports {
+        Ok(restored) => {
+            if let Some(plan) = &restored.plan {
+                for decision in &plan.decisions {
+                    let verdict = if decision.runs { "runs" } else { "skipped" };
+                    writeln!(streams.out, "{verdict:<8} {}", decision.reason)?;
+                }
+            }
+            for report in restored.stages {
                 writeln!(streams.out, "{:<10} {}", report.stage, report.report)?;
             }
             Ok(EXIT_OK)
@@ -231,6 +243,57 @@ mod tests {
             let sdr = si_sdr_db(a.channel(ch), b.channel(ch));
             assert!(sdr > 40.0, "channel {ch}: SI-SDR {sdr:.1} dB");
         }
+    }
+
+    /// Crackled music through `lathe restore --auto`: the plan says what it found, decrackle runs
+    /// because of it and the restorers that found nothing are skipped, naming their measurement.
+    #[test]
+    fn auto_restore_runs_what_the_defects_call_for() {
+        use lathe_engine::encode::Encoder;
+        use lathe_model::stage_config::{Container, EncodeSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let (music_wav, input, output) = (
+            dir.path().join("music.wav"),
+            dir.path().join("in.wav"),
+            dir.path().join("out.wav"),
+        );
+        let recipe = TrackRecipe {
+            duration_s: 5.0,
+            ..TrackRecipe::new(Style::Pop, 4)
+        };
+        write_wav(&recipe, &music_wav, 24).unwrap();
+        let music = read_all(&music_wav);
+        let mut channels: Vec<Vec<f32>> = music.channels().map(<[f32]>::to_vec).collect();
+        let crackle = lathe_synth::damage::model("crackle").unwrap();
+        crackle.draw(3).apply(&mut channels, 44_100, 3);
+        let damaged = AudioBlock::from_channels(channels, 44_100);
+        let spec = EncodeSpec {
+            container: Container::Wav,
+            bit_depth: 32,
+        };
+        let mut encoder = Encoder::create(&input, &spec, 2, 44_100).unwrap();
+        encoder.write(&damaged).unwrap();
+        encoder.finish().unwrap();
+        let (status, out, err) = lathe(&[
+            "restore",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--auto",
+        ]);
+        assert_eq!(status, EXIT_OK, "{err}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("runs") && l.contains("decrackle:")),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("skipped") && l.contains("dehum: no hum found")),
+            "{out}"
+        );
+        assert!(out.lines().any(|l| l.starts_with("decrackle ")), "{out}");
+        assert_eq!(read_all(&output).frames(), damaged.frames());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use lathe_model::config::InvalidValue;
 use lathe_model::profile::{Profile, StageConfig};
+use lathe_model::restore_plan::RestorePlan;
 
 use crate::audio::AudioBlock;
 use crate::error::{Error, Result};
@@ -73,6 +74,17 @@ pub trait BuildChain {
         noise_excerpt: Option<&AudioBlock>,
     ) -> Result<Vec<Box<dyn Stage>>>;
 
+    /// Builds the restoration stages of `plan` (automatic restoration's choice for this track)
+    /// when given, else of `[restore]`, as [`BuildChain::build_restore`] does.
+    fn build_planned_restore(
+        &self,
+        plan: Option<&RestorePlan>,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+        noise_excerpt: Option<&AudioBlock>,
+    ) -> Result<Vec<Box<dyn Stage>>>;
+
     /// Builds the limiter, if the profile has one.
     fn build_limiter(
         &self,
@@ -118,7 +130,24 @@ impl BuildChain for Profile {
         max_block_frames: usize,
         noise_excerpt: Option<&AudioBlock>,
     ) -> Result<Vec<Box<dyn Stage>>> {
-        let Some(restore) = &self.restore else {
+        self.build_planned_restore(
+            None,
+            channel_count,
+            sample_rate_hz,
+            max_block_frames,
+            noise_excerpt,
+        )
+    }
+
+    fn build_planned_restore(
+        &self,
+        plan: Option<&RestorePlan>,
+        channel_count: usize,
+        sample_rate_hz: u32,
+        max_block_frames: usize,
+        noise_excerpt: Option<&AudioBlock>,
+    ) -> Result<Vec<Box<dyn Stage>>> {
+        let Some(restore) = plan.map(|p| &p.config).or(self.restore.as_ref()) else {
             return Ok(Vec::new());
         };
         restore

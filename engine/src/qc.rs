@@ -16,6 +16,7 @@ use crate::decode::Decoder;
 use crate::error::Result;
 use crate::loudness::{LoudnessMeter, linear_to_db};
 use crate::plot::{SPECTRUM_EVERY, SpectrumMeter};
+use crate::restore::detect::DefectDetector;
 
 /// Samples quieter than this on every channel count as silence (leading/trailing silence).
 pub const SILENCE_THRESHOLD_DBFS: f64 = -60.0;
@@ -42,6 +43,8 @@ pub struct Analyzer {
     last_sound: Option<u64>,
     /// The mean spectrum, when the curves for the plots are asked for ([`Analyzer::with_plot`]).
     spectrum: Option<SpectrumMeter>,
+    /// The defect detector, when the defects are asked for ([`Analyzer::with_defects`]).
+    defects: Option<DefectDetector>,
 }
 
 impl Analyzer {
@@ -61,6 +64,7 @@ impl Analyzer {
             first_sound: None,
             last_sound: None,
             spectrum: None,
+            defects: None,
         }
     }
 
@@ -69,6 +73,9 @@ impl Analyzer {
         self.meter.add(block);
         if let Some(spectrum) = &mut self.spectrum {
             spectrum.add(block);
+        }
+        if let Some(defects) = &mut self.defects {
+            defects.feed(block);
         }
         let silence = crate::loudness::db_to_linear(SILENCE_THRESHOLD_DBFS) as f32;
         let mut loud_first: Option<usize> = None;
@@ -105,6 +112,14 @@ impl Analyzer {
     #[must_use]
     pub fn with_plot(mut self) -> Self {
         self.spectrum = Some(SpectrumMeter::new(SPECTRUM_EVERY));
+        self
+    }
+
+    /// This analyser, measuring the recording's defects as well (clicks, crackle, noise floor, hum,
+    /// clipping: [`DefectDetector`]), into [`Analysis::defects`].
+    #[must_use]
+    pub fn with_defects(mut self) -> Self {
+        self.defects = Some(DefectDetector::new(self.channel_count, self.sample_rate_hz));
         self
     }
 
@@ -164,6 +179,7 @@ impl Analyzer {
             phase_correlation,
             leading_silence_s: leading as f64 / rate,
             trailing_silence_s: trailing as f64 / rate,
+            defects: self.defects.as_ref().map(DefectDetector::finish),
         }
     }
 }
@@ -212,9 +228,22 @@ fn products_f64(left: &[f32], right: &[f32]) -> [f64; 3] {
 
 /// Decodes `path` and analyses it, in bounded memory.
 pub fn analyze_file(path: &Path) -> Result<Analysis> {
+    analyze_file_measuring(path, false)
+}
+
+/// Decodes `path` and analyses it, its defects included ([`Analysis::defects`]), in bounded
+/// memory: what `lathe analyze` prints.
+pub fn analyze_file_with_defects(path: &Path) -> Result<Analysis> {
+    analyze_file_measuring(path, true)
+}
+
+fn analyze_file_measuring(path: &Path, defects: bool) -> Result<Analysis> {
     let mut decoder = Decoder::open(path)?;
     let info = decoder.info().clone();
     let mut analyzer = Analyzer::new(info.channel_count, info.sample_rate_hz);
+    if defects {
+        analyzer = analyzer.with_defects();
+    }
     let mut block = AudioBlock::new(info.channel_count, BLOCK_FRAMES, info.sample_rate_hz);
     while decoder.read(&mut block)? > 0 {
         analyzer.add(&block);

@@ -56,7 +56,8 @@ use crate::master::gain::Gain;
 use crate::pass::{Input, Pass, stage_reports};
 pub use crate::progress::{Phase, Progress};
 use crate::qc::Analyzer;
-use crate::restore::noise_excerpt;
+use crate::restore::detect::DefectDetector;
+use crate::restore::{noise_excerpt, plan_in_own_pass};
 use crate::sample_hash::SampleHash;
 use crate::spool::{Spool, SpoolWriter};
 use crate::stage::Stage;
@@ -65,6 +66,7 @@ use lathe_model::analysis::Analysis;
 use lathe_model::level_rule::LevelRule;
 use lathe_model::plot::{PlotData, TrackPlots};
 use lathe_model::profile::Profile;
+use lathe_model::restore_plan::RestorePlan;
 use lathe_model::tags::TrackTags;
 
 /// The render stops calibrating once the limited loudness is this close to the target.
@@ -149,6 +151,7 @@ pub fn master_track(
         rule,
         mut warnings,
         source_spool,
+        restore_plan,
         ..
     } = analysed;
     // The later passes read the chain's spool.
@@ -202,6 +205,7 @@ pub fn master_track(
         passes,
         stages: reports,
         warnings,
+        restore_plan,
     };
     tracing::info_span!("verify")
         .in_scope(|| deliver(request, &settings, decisions, master, started, progress))
@@ -222,6 +226,9 @@ struct Analysed {
     /// The source's samples as the analysis decoded them, for the passes after, where a codec
     /// decoded them (PCM is read again as cheaply as a spool).
     source_spool: Option<Spool>,
+    /// With `[restore] auto = true`: the defects the analysis found and the restorers they call
+    /// for.
+    restore_plan: Option<RestorePlan>,
 }
 
 impl Analysed {
@@ -244,6 +251,9 @@ fn analyse(
     let channels = info.channel_count;
     let mut input_analyzer = Analyzer::new(channels, info.sample_rate_hz).with_plot();
     let mut hash = SampleHash::new();
+    // Automatic restoration measures the defects in this pass, which reads every block anyway.
+    let auto_restore = request.profile.restore.as_ref().filter(|r| r.auto);
+    let mut detector = auto_restore.map(|_| DefectDetector::new(channels, info.sample_rate_hz));
     // A codec's source is decoded once: this pass spools what it decodes for the passes after.
     let mut spool = if decoder.reads_pcm_directly() {
         None
@@ -264,10 +274,16 @@ fn analyse(
         |block| {
             input_analyzer.add(block);
             hash.add(block);
+            if let Some(detector) = detector.as_mut() {
+                detector.feed(block);
+            }
             spool.as_mut().map_or(Ok(()), |spool| spool.write(block))
         },
     )?;
     let source_spool = spool.map(SpoolWriter::finish).transpose()?;
+    let restore_plan = auto_restore
+        .zip(detector)
+        .map(|(section, detector)| RestorePlan::new(detector.finish(), section));
     let input_analysis = input_analyzer.finish(request.input);
     let input_plot = input_analyzer.plot();
     let rule = match request.level {
@@ -293,6 +309,7 @@ fn analyse(
         rule,
         warnings: info.notes,
         source_spool,
+        restore_plan,
     })
 }
 
@@ -324,6 +341,7 @@ fn master_silence(
         passes: 2,
         stages: Vec::new(),
         warnings: analysed.warnings,
+        restore_plan: analysed.restore_plan,
     };
     deliver(request, settings, decisions, master, started, progress)
 }
@@ -420,6 +438,7 @@ fn run_chain(
     let max_block = pass.max_block_frames();
     let mut stages = chain_stages(
         profile,
+        analysed.restore_plan.as_ref(),
         analysed.input(request),
         plan.chain_input_gain_db,
         channels,
@@ -652,6 +671,7 @@ struct Decisions {
     /// What the chain's stages did (the master's tail and dither are added).
     stages: Vec<StageReport>,
     warnings: Vec<String>,
+    restore_plan: Option<RestorePlan>,
 }
 
 /// Verifies, tags and renames the rendered master into place, and reports on it.
@@ -675,6 +695,7 @@ fn deliver(
         passes,
         stages: mut reports,
         mut warnings,
+        restore_plan,
     } = decisions;
     let (profile, output_rate_hz) = (settings.profile, settings.output_rate_hz);
     let RenderedMaster {
@@ -772,6 +793,7 @@ fn deliver(
             before: input_plot,
             after: output_plot,
         }),
+        restore_plan,
     })
 }
 
@@ -899,26 +921,28 @@ fn verdict(
     }
 }
 
-/// The stages every pass after the analysis starts with: the profile's restoration, the gain to the
-/// chain's input level, then its tone and dynamics chain.
+/// The stages every pass after the analysis starts with: the profile's restoration (the automatic
+/// plan's where there is one), the gain to the chain's input level, then its tone and dynamics
+/// chain.
 fn chain_stages(
     profile: &Profile,
+    restore_plan: Option<&RestorePlan>,
     input: Input<'_>,
     chain_input_gain_db: f64,
     channels: usize,
     rate_hz: u32,
     max_block: usize,
 ) -> Result<Vec<Box<dyn Stage>>> {
-    let noise_range_s = profile
-        .restore
-        .as_ref()
+    let noise_range_s = restore_plan
+        .map(|p| &p.config)
+        .or(profile.restore.as_ref())
         .and_then(|r| r.denoise.as_ref())
         .and_then(|d| d.noise_range_s());
     // The restorers run block by block inside the chain's pass; their set-up (a denoiser's noise
     // profile, read from the source) is the `restore` span.
     let mut stages = tracing::info_span!("restore").in_scope(|| {
         let noise = noise_excerpt(noise_range_s, input, rate_hz)?;
-        profile.build_restore(channels, rate_hz, max_block, noise.as_ref())
+        profile.build_planned_restore(restore_plan, channels, rate_hz, max_block, noise.as_ref())
     })?;
     stages.push(Box::new(Gain::new(chain_input_gain_db)));
     stages.extend(profile.build_stages(channels, rate_hz, max_block)?);
@@ -940,9 +964,16 @@ pub fn measure_chain(
     let decoder = Decoder::open(input)?;
     let info = decoder.info().clone();
     let output_rate_hz = profile.output_rate_hz(info.sample_rate_hz);
+    // Automatic restoration plans from the source at its own rate, as the render's analysis does.
+    let restore_plan = plan_in_own_pass(
+        profile.restore.as_ref(),
+        Input::File(input),
+        info.sample_rate_hz,
+    )?;
     let pass = Pass::decoding(decoder, output_rate_hz)?;
     let mut stages = chain_stages(
         profile,
+        restore_plan.as_ref(),
         Input::File(input),
         chain_input_gain_db,
         info.channel_count,
@@ -1107,6 +1138,50 @@ mod tests {
                 "{which}: the 440 Hz tone in band {loudest} ({centre:.0} Hz)"
             );
         }
+    }
+
+    /// With `[restore] auto = true` the report carries what the analysis detected and a decision
+    /// per restorer; the stages that ran are the plan's. Without it, no plan.
+    #[test]
+    fn an_auto_restore_profile_reports_its_defects_and_decisions() {
+        use lathe_model::stage_config::restore::RestoreConfig;
+        let sources = tempfile::tempdir().unwrap();
+        let input = sources.path().join("tone.wav");
+        write_tone(&input, 3.0);
+        let mut profile = Profile::load("streaming").unwrap();
+        profile.restore = Some(RestoreConfig {
+            auto: true,
+            ..RestoreConfig::default()
+        });
+        let out = tempfile::tempdir().unwrap();
+        let master = |profile: &Profile, name: &str| {
+            master_track(
+                &MasterRequest {
+                    input: &input,
+                    output: &out.path().join(name),
+                    profile,
+                    tags: TrackTags::default(),
+                    level: None,
+                    fades: None,
+                },
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap()
+        };
+        let report = master(&profile, "auto.flac");
+        let plan = report.restore_plan.expect("a restore plan");
+        assert_eq!(plan.decisions.len(), 5);
+        assert!((plan.defects.duration_s - 3.0).abs() < 0.01);
+        for restorer in plan.restorers() {
+            assert!(
+                report.stages.iter().any(|s| s.stage == restorer),
+                "{restorer} planned but not run"
+            );
+        }
+        let json = serde_json::to_string(&report.stages).unwrap();
+        assert!(!json.contains("declick"), "a clean tone is not declicked");
+        let plain = master(&Profile::load("streaming").unwrap(), "plain.flac");
+        assert!(plain.restore_plan.is_none());
     }
 
     #[test]

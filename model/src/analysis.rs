@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::defects::Defects;
+
 /// The analysis of one programme. Levels are `None` where undefined (e.g. the integrated loudness of
 /// silence); serialised as JSON `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,4 +46,8 @@ pub struct Analysis {
     pub leading_silence_s: f64,
     /// Silence after the last sound, seconds.
     pub trailing_silence_s: f64,
+    /// The recording's defects (clicks, crackle, noise floor, hum, clipping), where they were
+    /// measured (`lathe analyze`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defects: Option<Defects>,
 }

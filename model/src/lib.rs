@@ -5,6 +5,7 @@
 //!   configuration; [`config`]: the range checks they share.
 //! - [`catalog`]: the catalogue manifest (albums, tracks, outlets).
 //! - [`tags`]: the tags carried from a source to its master.
+//! - [`defects`]: a recording's measured defects; [`restore_plan`]: the restorers they call for.
 //!
 //! The engine builds runtime stages from these types; the coordinator plans from them without
 //! linking a codec.
@@ -15,6 +16,7 @@ pub mod album_level;
 pub mod analysis;
 pub mod catalog;
 pub mod config;
+pub mod defects;
 pub mod delivery;
 pub mod error;
 pub mod gating;
@@ -24,6 +26,7 @@ pub mod platforms;
 pub mod plot;
 pub mod profile;
 pub mod report;
+pub mod restore_plan;
 pub mod stage_config;
 pub mod tags;
 

@@ -469,6 +469,31 @@ mod tests {
         );
     }
 
+    /// `auto` parses, validates with the sub-tables beside it and survives the TOML round trip
+    /// that carries a profile to the farm's workers.
+    #[test]
+    fn restore_auto_parses_and_travels_in_the_profile() {
+        let base = "name = \"t\"\n[output]\nformat = \"wav\"\nbit_depth = 24\n[loudness]\n";
+        let profile = Profile::from_toml(
+            &format!("{base}[restore]\nauto = true\n[restore.declick]\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let restore = profile.restore.as_ref().unwrap();
+        assert!(restore.auto && restore.declick.is_some() && restore.denoise.is_none());
+        let toml = profile.to_toml();
+        assert!(toml.contains("auto = true"), "{toml}");
+        assert_eq!(Profile::from_toml(&toml, "t.toml").unwrap(), profile);
+        // Without it, a profile's TOML is what it was.
+        let plain = Profile::from_toml(&format!("{base}[restore.declick]\n"), "t.toml").unwrap();
+        assert!(!plain.restore.as_ref().unwrap().auto);
+        assert!(!plain.to_toml().contains("auto"));
+        let err = Profile::from_toml(&format!("{base}[restore]\nauto = \"yes\"\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a boolean"), "{err}");
+    }
+
     #[test]
     fn unknown_stage_type_is_rejected() {
         let source = "name = \"t\"\n[output]\nformat = \"wav\"\nbit_depth = 24\n[[stage]]\ntype = \"reverb\"\n[loudness]\n";

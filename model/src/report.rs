@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::Analysis;
 use crate::level_rule::LevelRule;
 use crate::plot::TrackPlots;
+use crate::restore_plan::RestorePlan;
 
 /// What the chain makes of a source, measured by the engine's `render::measure_chain`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -108,4 +109,8 @@ pub struct TrackReport {
     /// the spectrum (absent from reports written before lathe measured them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plots: Option<TrackPlots>,
+    /// With `[restore] auto = true`: the defects detected in the source and which restorers ran
+    /// because of them, with their settings and the reasons (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_plan: Option<RestorePlan>,
 }

@@ -19,14 +19,20 @@
 //! `/usr/bin/time`). Every clean excerpt also goes through every restorer (SI-SDR against itself:
 //! false repairs), and through the mixed damage of clicks, hiss and hum together.
 //!
+//! Automatic restoration (`[restore] auto = true`: the defect detector, then only the restorers
+//! whose defect it finds) runs on every damaged excerpt, on the mixed damage and on every clean
+//! excerpt: whether it triggered the right restorer, its gain against the restorer chosen by hand,
+//! and on clean input how many excerpts it leaves alone (`--no-auto` skips it).
+//!
 //! Every pair's numbers go to `WORK/pairs.tsv`.
 //!
 //! ```sh
 //! cargo bench -p lathe-engine --bench restore -- [--seconds 30] [--per-group 8] [--threads 2]
 //!     [--groups asc,blupi] [--only declick] [--models clicks-hann,hum-50] [--no-ffmpeg]
-//!     [--work DIR]
+//!     [--no-auto] [--work DIR]
 //! ```
 
+mod auto;
 mod corpus;
 mod ffmpeg;
 mod restorer;
@@ -65,6 +71,7 @@ struct Options {
     models: Vec<&'static str>,
     restorers: Vec<Restorer>,
     ffmpeg: bool,
+    auto: bool,
     work: PathBuf,
 }
 
@@ -80,6 +87,7 @@ fn options() -> BenchResult<Options> {
         models: MODELS.iter().map(|(name, _)| *name).collect(),
         restorers: Restorer::ALL.to_vec(),
         ffmpeg: true,
+        auto: true,
         work: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/restore"),
     };
     let mut args = std::env::args().skip(1);
@@ -113,6 +121,7 @@ fn options() -> BenchResult<Options> {
                 }
             }
             "--no-ffmpeg" => options.ffmpeg = false,
+            "--no-auto" => options.auto = false,
             "--work" => options.work = PathBuf::from(args.next().ok_or("--work needs a folder")?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -129,6 +138,7 @@ fn options() -> BenchResult<Options> {
 /// mixed models.
 enum Job {
     Clean { excerpt: usize, restorer: Restorer },
+    CleanAuto { excerpt: usize },
     Damaged { excerpt: usize, model: &'static str },
     Mixed { excerpt: usize },
 }
@@ -138,6 +148,11 @@ enum Outcome {
     Clean {
         excerpt: usize,
         restorer: Restorer,
+        si_sdr_db: f64,
+    },
+    CleanAuto {
+        excerpt: usize,
+        triggered: Vec<String>,
         si_sdr_db: f64,
     },
     Pair(Pair),
@@ -153,6 +168,9 @@ struct Pair {
     ours_db: f64,
     ours_xrt: f64,
     ffmpeg: Option<(f64, f64, String)>,
+    /// Automatic restoration: its SI-SDR, the restorers it ran, and its x-realtime per core
+    /// (detection included).
+    auto: Option<(f64, Vec<String>, f64)>,
 }
 
 impl Pair {
@@ -162,6 +180,10 @@ impl Pair {
 
     fn ffmpeg_gain(&self) -> Option<f64> {
         self.ffmpeg.as_ref().map(|(db, _, _)| db - self.damaged_db)
+    }
+
+    fn auto_gain(&self) -> Option<f64> {
+        self.auto.as_ref().map(|(db, _, _)| db - self.damaged_db)
     }
 }
 
@@ -190,6 +212,9 @@ fn run() -> BenchResult<()> {
         for &restorer in &options.restorers {
             jobs.push(Job::Clean { excerpt, restorer });
         }
+        if options.auto {
+            jobs.push(Job::CleanAuto { excerpt });
+        }
         for &model in &options.models {
             jobs.push(Job::Damaged { excerpt, model });
         }
@@ -208,9 +233,15 @@ fn run() -> BenchResult<()> {
     let outcomes = run_jobs(&jobs, &excerpts, &options, ffmpeg)?;
     let mut pairs = Vec::new();
     let mut clean = Vec::new();
+    let mut clean_auto = Vec::new();
     for outcome in outcomes {
         match outcome {
             Outcome::Pair(pair) => pairs.push(pair),
+            Outcome::CleanAuto {
+                excerpt,
+                triggered,
+                si_sdr_db,
+            } => clean_auto.push((excerpt, triggered, si_sdr_db)),
             Outcome::Clean {
                 excerpt,
                 restorer,
@@ -220,6 +251,9 @@ fn run() -> BenchResult<()> {
     }
     write_pairs(&options, &excerpts, &pairs)?;
     print!("{}", summary(&excerpts, &pairs, &clean, &options));
+    if options.auto {
+        print!("{}", auto_summary(&excerpts, &pairs, &clean_auto, &options));
+    }
     Ok(())
 }
 
@@ -273,6 +307,15 @@ fn run_job(
                 si_sdr_db: si_sdr(clean, &out),
             })
         }
+        Job::CleanAuto { excerpt } => {
+            let clean = &excerpts[excerpt].audio;
+            let run = auto::run(clean);
+            Ok(Outcome::CleanAuto {
+                excerpt,
+                si_sdr_db: si_sdr(clean, &run.output),
+                triggered: run.triggered,
+            })
+        }
         Job::Damaged {
             excerpt,
             model: name,
@@ -285,7 +328,13 @@ fn run_job(
             let mut stage = restorer.stage(clean.channel_count(), clean.sample_rate_hz());
             let (out, cpu) = run_stage(stage.as_mut(), &damaged);
             let filters = ffmpeg::filters(restorer, clean.sample_rate_hz());
+            let auto = options.auto.then(|| {
+                let run = auto::run(&damaged);
+                let xrt = seconds(clean) / run.cpu_s.max(MIN_CPU_S);
+                (si_sdr(clean, &run.output), run.triggered, xrt)
+            });
             Ok(Outcome::Pair(Pair {
+                auto,
                 excerpt,
                 model: name,
                 damage: damage.to_string(),
@@ -317,7 +366,13 @@ fn run_job(
                 out = next;
                 cpu += seconds;
             }
+            let auto = options.auto.then(|| {
+                let run = auto::run(&damaged);
+                let xrt = seconds(clean) / run.cpu_s.max(MIN_CPU_S);
+                (si_sdr(clean, &run.output), run.triggered, xrt)
+            });
             Ok(Outcome::Pair(Pair {
+                auto,
                 excerpt,
                 model: "mixed",
                 damage: damages
@@ -609,6 +664,126 @@ fn summary(
                 d.worst_label
             );
         }
+    }
+    out
+}
+
+/// Automatic restoration: the right restorer triggered, its gain against the restorer chosen by
+/// hand, the mixed damage against ffmpeg's three filters, and clean excerpts left alone.
+fn auto_summary(
+    excerpts: &[Excerpt],
+    pairs: &[Pair],
+    clean_auto: &[(usize, Vec<String>, f64)],
+    options: &Options,
+) -> String {
+    let mut out = String::new();
+    let label = |pair: &Pair| format!("{} {}", excerpts[pair.excerpt].name, pair.model);
+    let _ = writeln!(
+        out,
+        "\nautomatic restoration per model: the right restorer triggered (of n), gain dB \
+         (median, 10th percentile, worst), and auto less the restorer chosen by hand:"
+    );
+    let mut models: Vec<&'static str> = options.models.clone();
+    models.push("mixed");
+    for model in &models {
+        for split in Split::ALL {
+            let picked: Vec<&Pair> = pairs
+                .iter()
+                .filter(|p| p.model == *model && p.auto.is_some())
+                .filter(|p| split.covers(&excerpts[p.excerpt]))
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            let wanted: Vec<&str> = if *model == "mixed" {
+                vec!["declick", "dehum", "denoise"]
+            } else {
+                vec![Restorer::for_model(model).name()]
+            };
+            let right = picked
+                .iter()
+                .filter(|p| {
+                    p.auto.as_ref().is_some_and(|(_, triggered, _)| {
+                        wanted.iter().all(|w| triggered.iter().any(|t| t == w))
+                    })
+                })
+                .count();
+            let gains: Vec<(f64, String)> = picked
+                .iter()
+                .filter_map(|p| p.auto_gain().map(|g| (g, label(p))))
+                .collect();
+            let versus_manual: Vec<(f64, String)> = picked
+                .iter()
+                .filter_map(|p| p.auto_gain().map(|g| (g - p.ours_gain(), label(p))))
+                .collect();
+            let versus_ffmpeg: Vec<(f64, String)> = picked
+                .iter()
+                .filter_map(|p| {
+                    p.auto_gain()
+                        .zip(p.ffmpeg_gain())
+                        .map(|(a, f)| (a - f, label(p)))
+                })
+                .collect();
+            let (Some(gain), Some(manual)) =
+                (Distribution::of(&gains), Distribution::of(&versus_manual))
+            else {
+                continue;
+            };
+            let speeds: Vec<(f64, String)> = picked
+                .iter()
+                .filter_map(|p| p.auto.as_ref().map(|(_, _, xrt)| (*xrt, String::new())))
+                .collect();
+            let xrt = Distribution::of(&speeds).map_or(0.0, |d| d.median);
+            let ffmpeg = Distribution::of(&versus_ffmpeg).map_or("-".to_owned(), |d| {
+                format!("{:.1} worst {:.1}", d.median, d.worst)
+            });
+            let _ = writeln!(
+                out,
+                "AUTO model={model} groups={} right={right}/{} gain_median_db={:.1} \
+                 gain_p10_db={:.1} gain_worst_db={:.1} vs_manual_median_db={:.1} \
+                 vs_manual_worst_db={:.1} vs_ffmpeg_db=\"{ffmpeg}\" xrt={xrt:.0} worst=\"{}\"",
+                split.name(),
+                picked.len(),
+                gain.median,
+                gain.p10,
+                gain.worst,
+                manual.median,
+                manual.worst,
+                manual.worst_label,
+            );
+        }
+    }
+    for split in Split::ALL {
+        let picked: Vec<&(usize, Vec<String>, f64)> = clean_auto
+            .iter()
+            .filter(|(e, _, _)| split.covers(&excerpts[*e]))
+            .collect();
+        if picked.is_empty() {
+            continue;
+        }
+        let untouched = picked.iter().filter(|(_, t, _)| t.is_empty()).count();
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, triggered, _) in &picked {
+            for t in triggered {
+                *counts.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        let scores: Vec<(f64, String)> = picked
+            .iter()
+            .map(|(e, _, db)| (*db, excerpts[*e].name.clone()))
+            .collect();
+        let worst = Distribution::of(&scores).expect("not empty");
+        let _ = writeln!(
+            out,
+            "AUTO-CLEAN groups={} nothing_triggered={untouched}/{} ({:.0}%) triggered={:?} \
+             si_sdr_worst_db={:.1} worst=\"{}\"",
+            split.name(),
+            picked.len(),
+            100.0 * untouched as f64 / picked.len() as f64,
+            counts,
+            worst.worst,
+            worst.worst_label
+        );
     }
     out
 }

@@ -153,16 +153,12 @@ impl HumDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Decoder;
     use crate::restore::dehum::Dehummer;
     use crate::restore::testing::{music, run_aligned};
     use lathe_model::stage_config::restore::DehumConfig;
     use lathe_synth::Style;
-    use lathe_synth::cpu_time::thread_cpu_time;
     use lathe_synth::damage::{self, Damage};
     use lathe_synth::score::si_sdr_db;
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
 
     /// Twenty seconds of generated music with the hum of `model` drawn at `seed`.
     fn hum_on_music(model: &str, seed: u64) -> (AudioBlock, Damage, AudioBlock) {
@@ -188,7 +184,7 @@ mod tests {
             else {
                 panic!("{model} is not hum");
             };
-            let found = detect(&bad, &mut Duration::default());
+            let found = detect(&bad);
             let found = found.unwrap_or_else(|| panic!("{damage}: no hum found"));
             assert_eq!(found.mains_hz, mains_hz, "{damage}: {found:?}");
             assert!(
@@ -212,7 +208,7 @@ mod tests {
     fn finds_no_hum_in_clean_music() {
         for (seed, style) in (50..).zip([Style::Rock, Style::Ballad, Style::Ambient, Style::Pop]) {
             let clean = music(style, 20.0, seed);
-            let found = detect(&clean, &mut Duration::default());
+            let found = detect(&clean);
             assert_eq!(found, None, "{style:?}");
         }
     }
@@ -232,82 +228,21 @@ mod tests {
         ] {
             let (clean, damage, bad) = hum_on_music(model, 3);
             let before = sdr(&clean, &bad);
-            let found = detect(&bad, &mut Duration::default());
+            let found = detect(&bad);
             let found = found.unwrap_or_else(|| panic!("{damage}: no hum found"));
             let config = DehumConfig {
                 mains_hz: Some(found.mains_hz),
                 harmonics: found.harmonics.iter().map(|h| h.0).max().unwrap_or(1),
             };
-            let gain = sdr(&clean, &dehum(&bad, &config, &mut Duration::default())) - before;
+            let gain = sdr(&clean, &dehum(&bad, &config)) - before;
             assert!(gain >= configured_db, "{damage} configured: {gain:.1} dB");
             let auto = DehumConfig::default();
-            let gain = sdr(&clean, &dehum(&bad, &auto, &mut Duration::default())) - before;
+            let gain = sdr(&clean, &dehum(&bad, &auto)) - before;
             assert!(gain >= auto_db, "{damage} automatic: {gain:.1} dB");
         }
     }
 
     const HUM_MODELS: [&str; 4] = ["hum-50", "hum-60", "hum-60-buzz", "hum-50-drift"];
-
-    /// `seconds` of the track at `path` from 30% into it, or None when it does not decode.
-    fn excerpt(path: &Path, seconds: f64) -> Option<AudioBlock> {
-        let mut decoder = Decoder::open(path).ok()?;
-        let info = decoder.info().clone();
-        let rate = info.sample_rate_hz;
-        let len = (seconds * f64::from(rate)) as usize;
-        let start = match info.frames {
-            Some(frames) => (frames as f64 * 0.3) as u64,
-            None => {
-                // No declared length: count the frames in a first pass.
-                let mut probe = Decoder::open(path).ok()?;
-                let mut block = AudioBlock::new(info.channel_count, 65_536, rate);
-                let mut frames = 0u64;
-                while let Ok(n) = probe.read(&mut block) {
-                    if n == 0 {
-                        break;
-                    }
-                    frames += n as u64;
-                }
-                (frames as f64 * 0.3) as u64
-            }
-        };
-        let mut block = AudioBlock::new(info.channel_count, 65_536, rate);
-        let mut out = AudioBlock::new(info.channel_count, len, rate);
-        let mut at = 0u64;
-        while out.frames() < len {
-            let n = decoder.read(&mut block).ok()?;
-            if n == 0 {
-                break;
-            }
-            let end = at + n as u64;
-            if end > start {
-                let mut piece = block.clone();
-                piece.discard_front(start.saturating_sub(at) as usize);
-                let room = len - out.frames();
-                if piece.frames() > room {
-                    piece.set_frames(room);
-                }
-                out.append(&piece);
-            }
-            at = end;
-        }
-        (out.frames() == len).then_some(out)
-    }
-
-    fn corpus(group: &str) -> Vec<PathBuf> {
-        std::process::Command::new("/work/shared/corpus.sh")
-            .args(["list", group])
-            .output()
-            .ok()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(PathBuf::from)
-                    // Music, not sound effects: an excerpt needs a track of a minute or so.
-                    .filter(|p| p.metadata().is_ok_and(|m| m.len() > 600_000))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 
     fn damaged(clean: &AudioBlock, damage: &Damage, seed: u64) -> AudioBlock {
         let mut channels: Vec<Vec<f32>> = clean.channels().map(<[f32]>::to_vec).collect();
@@ -323,189 +258,15 @@ mod tests {
             / n as f64
     }
 
-    fn detect(block: &AudioBlock, cpu: &mut Duration) -> Option<HumFinding> {
-        let t = thread_cpu_time();
+    fn detect(block: &AudioBlock) -> Option<HumFinding> {
         let mut detector = HumDetector::new(block.channel_count(), block.sample_rate_hz());
         detector.feed(block);
-        let found = detector.finish();
-        if let (Some(a), Some(b)) = (t, thread_cpu_time()) {
-            *cpu += b - a;
-        }
-        found
+        detector.finish()
     }
 
-    fn dehum(block: &AudioBlock, config: &DehumConfig, cpu: &mut Duration) -> AudioBlock {
-        let t = thread_cpu_time();
+    fn dehum(block: &AudioBlock, config: &DehumConfig) -> AudioBlock {
         let mut stage =
             Dehummer::new(config, block.channel_count(), block.sample_rate_hz(), 4096).unwrap();
-        let out = run_aligned(&mut stage, block, &[4096]);
-        if let (Some(a), Some(b)) = (t, thread_cpu_time()) {
-            *cpu += b - a;
-        }
-        out
-    }
-
-    fn summary(values: &mut [(f64, String)]) -> String {
-        if values.is_empty() {
-            return "-".to_owned();
-        }
-        values.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize].0;
-        format!(
-            "median {:5.1}  p10 {:5.1}  worst {:5.1} ({})",
-            at(0.5),
-            at(0.1),
-            values[0].0,
-            values[0].1
-        )
-    }
-
-    /// The corpus measurements: hum removed per group and model (automatic dehummer, and one
-    /// configured from the detector's finding), clean-input SI-SDR, the detector's findings and
-    /// speeds. Groups from `HUM_GROUPS` (comma separated; default all), `HUM_EXCERPTS` per group
-    /// (default 4). Skips when the corpus is not installed.
-    #[test]
-    #[ignore = "needs the corpus; prints measurements"]
-    fn corpus_report() {
-        let groups = std::env::var("HUM_GROUPS")
-            .unwrap_or_else(|_| "asc,singularity,hyperrogue,blupi,warzone,nexuiz".to_owned());
-        let per_group: usize = std::env::var("HUM_EXCERPTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4);
-        let (mut dehum_cpu, mut detect_cpu, mut audio_s, mut detect_s) =
-            (Duration::ZERO, Duration::ZERO, 0.0, 0.0);
-        for group in groups.split(',') {
-            let files = corpus(group);
-            if files.is_empty() {
-                println!("{group}: corpus not installed, skipped");
-                continue;
-            }
-            let mut excerpts: Vec<(PathBuf, AudioBlock)> = Vec::new();
-            for j in 0..per_group.min(files.len()) {
-                // Evenly spread over the group, the next decodable one when one fails.
-                for path in &files[j * files.len() / per_group.min(files.len())..] {
-                    if excerpts.iter().any(|(p, _)| p == path) {
-                        continue;
-                    }
-                    match excerpt(path, 30.0) {
-                        Some(block) => {
-                            excerpts.push((path.clone(), block));
-                            break;
-                        }
-                        None => println!("  {}: does not decode, skipped", path.display()),
-                    }
-                }
-            }
-            let mut auto: Vec<Vec<(f64, String)>> = vec![Vec::new(); HUM_MODELS.len()];
-            let mut configured = auto.clone();
-            let mut clean_sdr = Vec::new();
-            let (mut missed, mut wrong, mut false_pos) = (0, 0, 0);
-            for (e, (path, clean)) in excerpts.iter().enumerate() {
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
-                let seconds = clean.frames() as f64 / f64::from(clean.sample_rate_hz());
-                let out = dehum(clean, &DehumConfig::default(), &mut dehum_cpu);
-                audio_s += seconds;
-                clean_sdr.push((sdr(clean, &out), name.clone()));
-                if let Some(f) = detect(clean, &mut detect_cpu) {
-                    false_pos += 1;
-                    println!("  false positive {name}: {f:?}");
-                }
-                detect_s += seconds;
-                for (m, model) in HUM_MODELS.iter().enumerate() {
-                    for s in 0..2u64 {
-                        let seed = 1000 * s + 17 * e as u64 + 3 * m as u64 + 1;
-                        let damage = damage::model(model).unwrap().draw(seed);
-                        let bad = damaged(clean, &damage, seed);
-                        let before = sdr(clean, &bad);
-                        let out = dehum(&bad, &DehumConfig::default(), &mut dehum_cpu);
-                        audio_s += seconds;
-                        let label = format!("{name} {damage}");
-                        auto[m].push((sdr(clean, &out) - before, label.clone()));
-                        let found = detect(&bad, &mut detect_cpu);
-                        detect_s += seconds;
-                        let gain = match &found {
-                            Some(f) => {
-                                if (f.mains_hz - model[4..6].parse::<f64>().unwrap()).abs() > 1.0 {
-                                    wrong += 1;
-                                }
-                                let config = DehumConfig {
-                                    mains_hz: Some(f.mains_hz),
-                                    harmonics: f.harmonics.iter().map(|h| h.0).max().unwrap_or(2),
-                                };
-                                let out = dehum(&bad, &config, &mut dehum_cpu);
-                                audio_s += seconds;
-                                sdr(clean, &out) - before
-                            }
-                            None => {
-                                missed += 1;
-                                0.0
-                            }
-                        };
-                        if std::env::var("HUM_VERBOSE").is_ok() {
-                            println!(
-                                "  {label}: before {before:.1} auto {:.1} configured {gain:.1} found {found:?}",
-                                auto[m].last().unwrap().0
-                            );
-                        }
-                        configured[m].push((gain, label));
-                    }
-                }
-            }
-            println!("== {group}: {} excerpts", excerpts.len());
-            for (m, model) in HUM_MODELS.iter().enumerate() {
-                println!("  {model:13} auto       {}", summary(&mut auto[m]));
-                println!("  {model:13} configured {}", summary(&mut configured[m]));
-            }
-            let mut all_auto: Vec<(f64, String)> = auto.concat();
-            let mut all_conf: Vec<(f64, String)> = configured.concat();
-            println!("  all           auto       {}", summary(&mut all_auto));
-            println!("  all           configured {}", summary(&mut all_conf));
-            println!("  clean SI-SDR             {}", summary(&mut clean_sdr));
-            println!(
-                "  detector: missed {missed}, wrong mains {wrong}, false positives {false_pos}/{}",
-                excerpts.len()
-            );
-        }
-        println!(
-            "speed: dehummer {:.0}x realtime, detector {:.0}x realtime (per core, CPU time)",
-            audio_s / dehum_cpu.as_secs_f64().max(1e-9),
-            detect_s / detect_cpu.as_secs_f64().max(1e-9)
-        );
-    }
-
-    /// The detector on one clean excerpt of every corpus track: the share with no finding.
-    #[test]
-    #[ignore = "needs the corpus; prints measurements"]
-    fn corpus_false_positives() {
-        let (mut total, mut found) = (0, 0);
-        let mut cpu = Duration::ZERO;
-        for group in [
-            "asc",
-            "singularity",
-            "hyperrogue",
-            "blupi",
-            "warzone",
-            "nexuiz",
-        ] {
-            let (mut g_total, mut g_found) = (0, 0);
-            for path in corpus(group) {
-                let Some(clean) = excerpt(&path, 30.0) else {
-                    continue;
-                };
-                g_total += 1;
-                if let Some(f) = detect(&clean, &mut cpu) {
-                    g_found += 1;
-                    println!("  {}: {f:?}", path.display());
-                }
-            }
-            println!("{group}: hum found in {g_found} of {g_total} clean excerpts");
-            total += g_total;
-            found += g_found;
-        }
-        println!(
-            "all: hum found in {found} of {total} clean excerpts ({:.1}% clean)",
-            100.0 * (total - found) as f64 / total.max(1) as f64
-        );
+        run_aligned(&mut stage, block, &[4096])
     }
 }

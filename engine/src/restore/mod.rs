@@ -19,6 +19,11 @@
 //! [restore.denoise]
 //! strength_db = 12.0
 //! ```
+//!
+//! With `auto = true` in `[restore]`, [`detect::DefectDetector`] measures the track first (in the
+//! render's analysis pass, or in a pass of its own for [`restore_file`]) and
+//! [`lathe_model::restore_plan::RestorePlan`] chooses the restorers whose defect is present, with
+//! settings from the measurement; a restorer with its own sub-table always runs with it.
 
 pub mod ar;
 pub mod declick;
@@ -26,6 +31,7 @@ pub mod declip;
 pub mod decrackle;
 pub mod dehum;
 pub mod denoise;
+pub mod detect;
 pub mod hum_detect;
 
 use std::ops::ControlFlow;
@@ -40,6 +46,7 @@ use crate::progress::Phase;
 use crate::stage::Stage;
 use lathe_model::config::InvalidValue;
 use lathe_model::report::StageReport;
+use lathe_model::restore_plan::RestorePlan;
 use lathe_model::stage_config::restore::RestoreConfig;
 use lathe_model::stage_config::{Container, EncodeSpec};
 
@@ -48,6 +55,7 @@ use declip::Declipper;
 use decrackle::Decrackler;
 use dehum::Dehummer;
 use denoise::Denoiser;
+use detect::DefectDetector;
 
 /// Builds the restorers a profile's `[restore]` section enables.
 pub trait BuildRestorers {
@@ -150,15 +158,51 @@ pub(crate) fn noise_excerpt(
     Ok(Some(excerpt))
 }
 
+/// The automatic restoration plan for `input` when `section` asks for one (`auto = true`): its
+/// defects measured in a pass of their own at `rate_hz` (the track's own rate, as the render's
+/// analysis measures them), then planned; `None` otherwise.
+///
+/// # Errors
+/// A decode or resample error of `input`.
+pub(crate) fn plan_in_own_pass(
+    section: Option<&RestoreConfig>,
+    input: Input<'_>,
+    rate_hz: u32,
+) -> Result<Option<RestorePlan>> {
+    let Some(section) = section.filter(|s| s.auto) else {
+        return Ok(None);
+    };
+    let pass = Pass::over(input, rate_hz)?;
+    let mut detector = DefectDetector::new(pass.channel_count(), rate_hz);
+    pass.run(
+        &mut [],
+        &mut [],
+        Phase::Analyse,
+        &mut |_| ControlFlow::Continue(()),
+        |_| {},
+        |block| {
+            detector.feed(block);
+            Ok(())
+        },
+    )?;
+    Ok(Some(RestorePlan::new(detector.finish(), section)))
+}
+
+/// What [`restore_file`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    /// What each restorer did, in running order.
+    pub stages: Vec<StageReport>,
+    /// With `auto = true`: what was detected and which restorers ran, with their settings and why.
+    pub plan: Option<RestorePlan>,
+}
+
 /// Restores `input` with `config` into `output`, a 32-bit float WAV at the input's sample rate and
 /// sample-aligned with it (every restorer's latency is compensated). The output is written under a
 /// temporary name and renamed into place; `input` is only read. Returns what each restorer did.
-/// A denoise noise range is read first, in a pass of its own.
-pub fn restore_file(
-    input: &Path,
-    output: &Path,
-    config: &RestoreConfig,
-) -> Result<Vec<StageReport>> {
+/// A denoise noise range is read first, in a pass of its own; with `auto = true` the defects are
+/// measured first too, in a pass of their own, and the plan chooses the restorers.
+pub fn restore_file(input: &Path, output: &Path, config: &RestoreConfig) -> Result<Restored> {
     let pass = Pass::open_at_source_rate(input)?;
     let (channels, rate) = (pass.channel_count(), pass.sample_rate_hz());
     let invalid = |e: InvalidValue| {
@@ -169,6 +213,8 @@ pub fn restore_file(
         })
     };
     config.validate().map_err(invalid)?;
+    let plan = plan_in_own_pass(Some(config), Input::File(input), rate)?;
+    let config = plan.as_ref().map_or(config, |p| &p.config);
     let noise_range_s = config.denoise.as_ref().and_then(|d| d.noise_range_s());
     let excerpt = noise_excerpt(noise_range_s, Input::File(input), rate)?;
     let mut stages = config
@@ -190,7 +236,10 @@ pub fn restore_file(
     )?;
     encoder.finish()?;
     temp.commit(output)?;
-    Ok(stage_reports(&stages))
+    Ok(Restored {
+        stages: stage_reports(&stages),
+        plan,
+    })
 }
 
 /// Streams audio through a fixed grid of segments so that a restorer can look at each segment with

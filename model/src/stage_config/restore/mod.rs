@@ -17,9 +17,18 @@ pub use dehum::{DehumConfig, MAX_HARMONICS};
 pub use denoise::{DenoiseConfig, MIN_NOISE_RANGE_S};
 
 /// The `[restore]` section of a profile: which restorers run, with what settings.
+///
+/// With `auto = true` the track is measured first (clicks, crackle, noise floor, hum, clipping)
+/// and the restorers whose defect is present run, with settings the measurement implies
+/// ([`crate::restore_plan::RestorePlan`]). A restorer given its own sub-table as well always runs,
+/// with the sub-table's settings, whatever was detected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreConfig {
+    /// Measure the track and run the restorers whose defect is present (the sub-tables given run
+    /// whatever was found).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
     /// Rebuild clipped peaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declip: Option<DeclipConfig>,
@@ -38,8 +47,13 @@ pub struct RestoreConfig {
 }
 
 impl RestoreConfig {
-    /// True when no restorer is enabled.
+    /// True when no restorer is enabled and none is chosen automatically.
     pub fn is_empty(&self) -> bool {
+        !self.auto && self.has_no_restorer()
+    }
+
+    /// True when no restorer has a sub-table (whether or not `auto` may add some).
+    pub fn has_no_restorer(&self) -> bool {
         self.declip.is_none()
             && self.declick.is_none()
             && self.decrackle.is_none()
