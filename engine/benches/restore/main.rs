@@ -328,11 +328,7 @@ fn run_job(
             let mut stage = restorer.stage(clean.channel_count(), clean.sample_rate_hz());
             let (out, cpu) = run_stage(stage.as_mut(), &damaged);
             let filters = ffmpeg::filters(restorer, clean.sample_rate_hz());
-            let auto = options.auto.then(|| {
-                let run = auto::run(&damaged);
-                let xrt = seconds(clean) / run.cpu_s.max(MIN_CPU_S);
-                (si_sdr(clean, &run.output), run.triggered, xrt)
-            });
+            let auto = options.auto.then(|| auto_scores(clean, &damaged));
             Ok(Outcome::Pair(Pair {
                 auto,
                 excerpt,
@@ -366,11 +362,7 @@ fn run_job(
                 out = next;
                 cpu += seconds;
             }
-            let auto = options.auto.then(|| {
-                let run = auto::run(&damaged);
-                let xrt = seconds(clean) / run.cpu_s.max(MIN_CPU_S);
-                (si_sdr(clean, &run.output), run.triggered, xrt)
-            });
+            let auto = options.auto.then(|| auto_scores(clean, &damaged));
             Ok(Outcome::Pair(Pair {
                 auto,
                 excerpt,
@@ -391,6 +383,14 @@ fn run_job(
             }))
         }
     }
+}
+
+/// Automatic restoration of `damaged`: its SI-SDR against `clean`, the restorers it ran, its
+/// x-realtime per core.
+fn auto_scores(clean: &AudioBlock, damaged: &AudioBlock) -> (f64, Vec<String>, f64) {
+    let run = auto::run(damaged);
+    let xrt = seconds(clean) / run.cpu_s.max(MIN_CPU_S);
+    (si_sdr(clean, &run.output), run.triggered, xrt)
 }
 
 /// The seed of the pair (excerpt, model): the model's parameters and its randomness.

@@ -646,7 +646,7 @@ impl Stage for Declicker {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::restore::testing::{Lcg, music, run_aligned};
+    use crate::restore::testing::{Lcg, damaged, music, run_aligned};
     use lathe_synth::Style;
     use lathe_synth::score::si_sdr_db;
 
@@ -692,12 +692,8 @@ pub(crate) mod tests {
     /// [`lathe_synth::damage`] model `name` (drawn and applied with `seed`), mean over channels.
     pub(crate) fn damage_model_gain(stage: &mut dyn Stage, name: &str, seed: u64) -> f64 {
         let clean = music(Style::Pop, 4.0, seed);
-        let mut channels: Vec<Vec<f32>> = clean.channels().map(<[f32]>::to_vec).collect();
         let model = lathe_synth::damage::model(name).unwrap();
-        model
-            .draw(seed)
-            .apply(&mut channels, clean.sample_rate_hz(), seed);
-        let damaged = AudioBlock::from_channels(channels, clean.sample_rate_hz());
+        let damaged = damaged(&clean, &model.draw(seed), seed);
         let out = run_aligned(stage, &damaged, &[4096]);
         mean_si_sdr(&clean, &out) - mean_si_sdr(&clean, &damaged)
     }

@@ -154,7 +154,7 @@ impl HumDetector {
 mod tests {
     use super::*;
     use crate::restore::dehum::Dehummer;
-    use crate::restore::testing::{music, run_aligned};
+    use crate::restore::testing::{damaged, music, run_aligned};
     use lathe_model::stage_config::restore::DehumConfig;
     use lathe_synth::Style;
     use lathe_synth::damage::{self, Damage};
@@ -243,12 +243,6 @@ mod tests {
     }
 
     const HUM_MODELS: [&str; 4] = ["hum-50", "hum-60", "hum-60-buzz", "hum-50-drift"];
-
-    fn damaged(clean: &AudioBlock, damage: &Damage, seed: u64) -> AudioBlock {
-        let mut channels: Vec<Vec<f32>> = clean.channels().map(<[f32]>::to_vec).collect();
-        damage.apply(&mut channels, clean.sample_rate_hz(), seed);
-        AudioBlock::from_channels(channels, clean.sample_rate_hz())
-    }
 
     fn sdr(reference: &AudioBlock, estimate: &AudioBlock) -> f64 {
         let n = reference.channel_count();

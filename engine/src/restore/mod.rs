@@ -377,6 +377,18 @@ pub(crate) mod testing {
         out
     }
 
+    /// `clean` with `damage` (a `lathe_synth::damage` model drawn for a seed) applied, seeded
+    /// with `seed`.
+    pub fn damaged(
+        clean: &AudioBlock,
+        damage: &lathe_synth::damage::Damage,
+        seed: u64,
+    ) -> AudioBlock {
+        let mut channels: Vec<Vec<f32>> = clean.channels().map(<[f32]>::to_vec).collect();
+        damage.apply(&mut channels, clean.sample_rate_hz(), seed);
+        AudioBlock::from_channels(channels, clean.sample_rate_hz())
+    }
+
     /// Deterministic uniform numbers in [0, 1).
     pub struct Lcg(pub u64);
 

@@ -7,7 +7,7 @@ use lathe_synth::Style;
 use lathe_synth::damage::{Damage, MODELS, Model};
 
 use super::*;
-use crate::restore::testing::music;
+use crate::restore::testing::{damaged, music};
 
 /// The defects of `audio`, fed in blocks of varying sizes.
 fn detect(audio: &AudioBlock) -> Defects {
@@ -97,13 +97,6 @@ fn at_end(model: Model, weak: bool) -> Damage {
             level: pick(level, false),
         },
     }
-}
-
-/// `audio` with `damage` applied (seeded with `seed`).
-fn damaged(audio: &AudioBlock, damage: &Damage, seed: u64) -> AudioBlock {
-    let mut channels: Vec<Vec<f32>> = audio.channels().map(<[f32]>::to_vec).collect();
-    damage.apply(&mut channels, audio.sample_rate_hz(), seed);
-    AudioBlock::from_channels(channels, audio.sample_rate_hz())
 }
 
 /// The hum models.
